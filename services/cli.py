@@ -1,0 +1,123 @@
+"""`sentinel`: the one command-line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.runner import SERVICES, build_app, configure_logging, serve
+
+
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    names = SERVICES if args.service == "all" else (args.service,)
+    apps = [build_app(name) for name in names]
+    asyncio.run(serve(apps, log_level=args.log_level))
+    return 0
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    from services.devstack import kafka_broker
+
+    return kafka_broker.main([args.action])
+
+
+def _protocol_check(args: argparse.Namespace) -> int:
+    from shared.protocol import ProtocolError, load_protocol
+
+    try:
+        protocol = load_protocol(Path(args.file))
+    except ProtocolError as exc:
+        print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    arms = ", ".join(f"{a.id} ({a.infusions} infusion{'s' if a.infusions > 1 else ''})" for a in protocol.arms)
+    print(
+        f"{args.file}: OK — trial {protocol.trial_id}; arms {arms}; SAE report within "
+        f"{protocol.sae.report_within_hours} h; {len(protocol.contacts)} contact(s)"
+    )
+    return 0
+
+
+def _grade_csv(args: argparse.Namespace) -> int:
+    from services.safety.ctcae.batch import CsvFormatError, grade_csv
+
+    try:
+        with contextlib.ExitStack() as files:
+            reader = files.enter_context(open(args.file, newline="", encoding="utf-8-sig"))
+            output = (
+                files.enter_context(open(args.output, "w", newline="", encoding="utf-8")) if args.output else sys.stdout
+            )
+            rows = grade_csv(reader, output)
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except CsvFormatError as exc:
+        print(f"error: {args.file}:{exc.line}: {exc}", file=sys.stderr)
+        return 1
+    print(f"graded {rows} row(s)", file=sys.stderr)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from services.devstack.demo import run_demo
+
+    return run_demo(keep_running=not args.once)
+
+
+def _mailcatcher(args: argparse.Namespace) -> int:
+    from services.devstack import mail_catcher
+
+    return mail_catcher.main(["--port", str(args.port), "--dir", args.dir])
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="sentinel", description="Safety Sentinel: trial safety surveillance.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a service (or all three in one process)")
+    run.add_argument("service", choices=[*SERVICES, "all"])
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=_run)
+
+    kafka = commands.add_parser("kafka", help="a local single-node Kafka broker (KRaft) for development and tests")
+    kafka.add_argument("action", choices=["up", "down", "status"])
+    kafka.set_defaults(func=_kafka)
+
+    protocol = commands.add_parser("protocol", help="protocol files")
+    protocol_cmds = protocol.add_subparsers(dest="protocol_command", required=True)
+    check = protocol_cmds.add_parser("check", help="validate a protocol file and explain every error")
+    check.add_argument("file")
+    check.set_defaults(func=_protocol_check)
+
+    ctcae = commands.add_parser("ctcae", help="CTCAE v5.0 grading")
+    ctcae_cmds = ctcae.add_subparsers(dest="ctcae_command", required=True)
+    grade = ctcae_cmds.add_parser("grade-csv", help="grade lab rows of a CSV file; writes the rows plus grade, reason")
+    grade.add_argument("file")
+    grade.add_argument("-o", "--output", help="write here instead of standard output")
+    grade.set_defaults(func=_grade_csv)
+
+    demo = commands.add_parser("demo", help="start everything locally and replay a sample scenario")
+    demo.add_argument("--once", action="store_true", help="stop after showing the results (no Ctrl-C wait)")
+    demo.set_defaults(func=_demo)
+
+    mail = commands.add_parser("mailcatcher", help="a local SMTP server that saves mails under a folder")
+    mail.add_argument("--port", type=int, default=1025)
+    mail.add_argument("--dir", default="var/mail")
+    mail.set_defaults(func=_mailcatcher)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

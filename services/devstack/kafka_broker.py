@@ -1,0 +1,686 @@
+"""A local single-node KRaft Apache Kafka broker for development and CI.
+
+Why: the services need a real broker (transactions, consumer groups, auto-created
+topics) and CI machines have no Docker. Kafka's jars come from Maven Central with
+``mvn dependency:copy-dependencies`` (the only artifact source reachable from CI),
+are cached under ``~/.cache/sentinel``, and the broker runs as a detached ``java``
+process whose state lives in ``var/kafka``.
+
+Usage: ``python -m services.devstack.kafka_broker up|down|status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+LOG4J_VERSION = "2.24.3"
+"""log4j-slf4j-impl version: Kafka 4.x logs through slf4j 1.7, NOP without a binding."""
+
+_MIN_JAVA = 17
+_LOG_TAIL_LINES = 20
+_POLL_S = 0.25
+_PROBE_TIMEOUT_S = 2.0
+
+
+class BrokerError(RuntimeError):
+    """A failure a person can act on; the message is one clear sentence (plus a log tail)."""
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where the broker's jars and state live and which ports it binds."""
+
+    version: str = "4.1.1"
+    cache_dir: Path = Path.home() / ".cache" / "sentinel"
+    state_dir: Path = Path("var/kafka")
+    host: str = "127.0.0.1"
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def lib_dir(self) -> Path:
+        return self.cache_dir / f"kafka-{self.version}" / "lib"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.state_dir / "server.properties"
+
+    @property
+    def log4j_file(self) -> Path:
+        return self.state_dir / "log4j2.properties"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "broker.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "broker.pid"
+
+    @property
+    def start_file(self) -> Path:
+        """JSON ``{"pid", "started_in_s"}`` so ``status`` can report the start time later."""
+        return self.state_dir / "broker.start.json"
+
+    @property
+    def format_file(self) -> Path:
+        """Controller endpoint the data dir was formatted for (the KRaft voter set stores it)."""
+        return self.state_dir / "formatted-for"
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What ``up``/``status`` found; ``message`` is meant to be printed as is."""
+
+    running: bool
+    pid: int | None
+    answering: bool
+    bootstrap: str
+    version: str
+    started_in_s: float | None
+    message: str
+
+
+# --------------------------------------------------------------------------- rendering (pure)
+
+
+def render_server_properties(cfg: BrokerConfig) -> str:
+    """The broker's server.properties: combined broker+controller, tuned for a fast 1-node test box."""
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{cfg.host}:{cfg.controller_port}",
+        "listeners": f"PLAINTEXT://{cfg.host}:{cfg.port},CONTROLLER://{cfg.host}:{cfg.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{cfg.host}:{cfg.port}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(cfg.data_dir),
+        "num.partitions": "3",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "auto.create.topics.enable": "true",
+        "offsets.topic.replication.factor": "1",
+        # 50 partitions by default: the first consumer group would wait for all of them.
+        "offsets.topic.num.partitions": "5",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "5",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "group.min.session.timeout.ms": "1000",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "num.recovery.threads.per.data.dir": "1",
+        # Default is 128 MiB, a quarter of our heap.
+        "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+        "log.retention.hours": "24",
+    }
+    lines = ["# Generated by services.devstack.kafka_broker; edits are overwritten on 'up'."]
+    lines += [f"{key}={value}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_log4j_config() -> str:
+    """log4j2 properties: INFO to stdout (redirected to broker.log), Kafka's chatty internals at WARN."""
+    quiet = [
+        "kafka",
+        "org.apache.kafka",
+        "state.change.logger",
+        "kafka.request.logger",
+    ]
+    lines = [
+        "status = warn",
+        "name = sentinel-kafka",
+        # The hook races Kafka's own shutdown and logs a spurious warning; console output is unbuffered.
+        "shutdownHook = disable",
+        "appender.out.type = Console",
+        "appender.out.name = OUT",
+        "appender.out.layout.type = PatternLayout",
+        "appender.out.layout.pattern = [%d] %p %m (%c)%n",
+        "rootLogger.level = INFO",
+        "rootLogger.appenderRef.out.ref = OUT",
+    ]
+    for i, name in enumerate(quiet):
+        lines += [f"logger.q{i}.name = {name}", f"logger.q{i}.level = WARN"]
+    # Keep the start/stop milestones ("Kafka Server started", shutdown) visible.
+    milestones = ["kafka.server.KafkaRaftServer", "org.apache.kafka.common.utils.AppInfoParser"]
+    for i, name in enumerate(milestones):
+        lines += [f"logger.m{i}.name = {name}", f"logger.m{i}.level = INFO"]
+    return "\n".join(lines) + "\n"
+
+
+def render_pom(cfg: BrokerConfig) -> str:
+    """A throwaway pom whose runtime dependencies are exactly the broker's classpath."""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.sentinel</groupId>
+  <artifactId>kafka-devstack-libs</artifactId>
+  <version>{cfg.version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>{cfg.version}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>{LOG4J_VERSION}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+
+def java_command(cfg: BrokerConfig, java: str = "java") -> list[str]:
+    """The broker's command line (pure, so tests can check it)."""
+    return [
+        java,
+        f"-Xmx{cfg.heap}",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={cfg.log4j_file}",
+        "-cp",
+        str(cfg.lib_dir / "*"),
+        "kafka.Kafka",
+        str(cfg.properties_file),
+    ]
+
+
+def new_cluster_id() -> str:
+    """Same format as ``StorageTool random-uuid`` (url-safe base64 of 16 bytes) without a JVM start."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):  # Kafka rejects ids that look like command-line flags
+            return text
+
+
+def absolute(cfg: BrokerConfig) -> BrokerConfig:
+    """Pin relative directories to the current directory, since java runs with cwd=state_dir."""
+    return dataclasses.replace(cfg, cache_dir=cfg.cache_dir.absolute(), state_dir=cfg.state_dir.absolute())
+
+
+# --------------------------------------------------------------------------- tools and jars
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _java_major(java: str) -> int | None:
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def ensure_tools() -> None:
+    """Make sure ``java`` (17+) and ``mvn`` exist, installing them with apt-get when we are root."""
+    missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+    if missing:
+        can_apt = os.geteuid() == 0 and shutil.which("apt-get") is not None
+        if not can_apt:
+            raise BrokerError("Install a JDK 17+ and Maven, e.g. 'sudo apt-get install default-jdk-headless maven'.")
+        _say(
+            f"{' and '.join(missing)} not found: running apt-get update && apt-get install -y "
+            "default-jdk-headless maven"
+        )
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "default-jdk-headless", "maven"], check=True, env=env)
+        except subprocess.CalledProcessError as exc:
+            raise BrokerError(f"apt-get could not install a JDK and Maven (exit {exc.returncode}).") from exc
+    java = shutil.which("java") or "java"
+    major = _java_major(java)
+    if major is not None and major < _MIN_JAVA:
+        raise BrokerError(f"Kafka needs Java {_MIN_JAVA}+ but {java} is Java {major}; install default-jdk-headless.")
+
+
+def _complete_marker(cfg: BrokerConfig) -> Path:
+    return cfg.lib_dir.parent / "COMPLETE"
+
+
+def resolve_libs(cfg: BrokerConfig) -> Path:
+    """Download the broker's jars once; a COMPLETE marker written before an atomic rename proves it."""
+    if _complete_marker(cfg).is_file():
+        return cfg.lib_dir
+    target = cfg.lib_dir.parent
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        _say(f"Resolving Kafka {cfg.version} jars from Maven Central into {target} (first run only)...")
+        began = time.monotonic()
+        _run_maven(cfg, work)
+        jars = sorted(p.name for p in (work / "lib").glob("*.jar"))
+        _say(f"Resolved {len(jars)} jars in {time.monotonic() - began:.1f} s.")
+        (work / "COMPLETE").write_text("\n".join(jars) + "\n")
+        if target.exists():  # an incomplete leftover (no marker): replace it
+            shutil.rmtree(target)
+        try:
+            work.rename(target)
+        except OSError as exc:  # a concurrent resolve won the race
+            if not _complete_marker(cfg).is_file():
+                raise BrokerError(f"Could not move the Kafka jars into {target}: {exc}.") from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return cfg.lib_dir
+
+
+def _maven_errors(output: str) -> str:
+    """Maven's first [ERROR] line, the cause (it prints ANSI resets and boilerplate even with -B)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in output.splitlines()]
+    errors = [ln for ln in lines if ln.startswith("[ERROR]") and len(ln) > len("[ERROR]")]
+    return "\n".join(errors[:1] or [ln for ln in lines if ln][-_LOG_TAIL_LINES:])
+
+
+def _run_maven(cfg: BrokerConfig, work: Path) -> None:
+    (work / "pom.xml").write_text(render_pom(cfg))
+    cmd = [
+        "mvn",
+        "-B",
+        "-q",
+        "-U",  # otherwise one failed download is cached in ~/.m2 and not retried for a day
+        "-f",
+        str(work / "pom.xml"),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={work / 'lib'}",
+        "-DincludeScope=runtime",
+        "-Dstyle.color=never",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=work)
+    if proc.returncode != 0:
+        tail = _maven_errors(proc.stdout + proc.stderr)
+        raise BrokerError(
+            f"Maven could not fetch Kafka {cfg.version} (is Maven Central reachable?); Maven says:\n{tail}"
+        )
+
+
+# --------------------------------------------------------------------------- processes and ports
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs; reaps it first if it is our exited child so zombies count as dead."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError):
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _is_our_broker(pid: int, cfg: BrokerConfig) -> bool:
+    """Guard against pid reuse: the process must be kafka.Kafka with our server.properties."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no procfs (macOS): trust the pid file
+    except OSError:
+        return True
+    return b"kafka.Kafka" in cmdline and str(cfg.properties_file).encode() in cmdline
+
+
+def _read_pid(cfg: BrokerConfig) -> int | None:
+    try:
+        return int(cfg.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _running_pid(cfg: BrokerConfig) -> int | None:
+    pid = _read_pid(cfg)
+    return pid if pid is not None and _is_our_broker(pid, cfg) else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """Bind like the broker will (SO_REUSEADDR), so TIME_WAIT leftovers don't count as in use."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise BrokerError(f"Cannot bind {host}:{port} for the Kafka broker: {exc.strerror}.") from exc
+    return False
+
+
+def _check_ports_free(cfg: BrokerConfig) -> None:
+    for port in (cfg.port, cfg.controller_port):
+        if _port_in_use(cfg.host, port):
+            raise BrokerError(
+                f"Port {cfg.host}:{port} is already used by another process (not the Sentinel broker of "
+                f"{cfg.state_dir}); stop it or choose other ports (SENTINEL_KAFKA_PORT)."
+            )
+
+
+def _log_tail(cfg: BrokerConfig, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = cfg.log_file.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no broker.log)"
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------- probing
+
+
+async def _metadata_answers(cfg: BrokerConfig, wait_s: float) -> bool:
+    """One metadata request; True if the broker lists at least one broker (i.e. itself)."""
+    from aiokafka import AIOKafkaClient  # imported lazily: `down` and the unit tests don't need it
+    from aiokafka.errors import KafkaError
+
+    # A plain TCP connect first keeps aiokafka from logging connection errors while we poll.
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(cfg.host, cfg.port), wait_s)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    client = AIOKafkaClient(bootstrap_servers=cfg.bootstrap, request_timeout_ms=int(wait_s * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), wait_s)
+        return bool(client.cluster.brokers())
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        await client.close()
+
+
+_T = TypeVar("_T")
+
+
+def _run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
+    """asyncio.run, also when the caller is itself inside an event loop (async tests, servers)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _answers(cfg: BrokerConfig, timeout: float = _PROBE_TIMEOUT_S) -> bool:
+    return _run_sync(_metadata_answers(cfg, timeout))
+
+
+async def _wait_answering(cfg: BrokerConfig, proc: subprocess.Popen[bytes] | None, pid: int, deadline: float) -> None:
+    while True:
+        alive = proc.poll() is None if proc is not None else _pid_alive(pid)
+        if not alive:
+            raise BrokerError(
+                f"The Kafka broker exited during startup; last lines of {cfg.log_file}:\n{_log_tail(cfg)}"
+            )
+        remaining = deadline - time.monotonic()
+        if await _metadata_answers(cfg, max(0.1, min(_PROBE_TIMEOUT_S, remaining))):
+            return
+        if time.monotonic() >= deadline:
+            raise BrokerError(
+                f"The Kafka broker (pid {pid}) did not answer on {cfg.bootstrap} in time; "
+                f"last lines of {cfg.log_file}:\n{_log_tail(cfg)}"
+            )
+        await asyncio.sleep(_POLL_S)
+
+
+# --------------------------------------------------------------------------- start / stop
+
+
+def _prepare_state(cfg: BrokerConfig) -> None:
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(cfg.properties_file, render_server_properties(cfg))
+    _write_atomic(cfg.log4j_file, render_log4j_config())
+
+
+def _format_storage(cfg: BrokerConfig) -> None:
+    """Format the KRaft data dir once; reformat if the controller endpoint changed (it is in the log)."""
+    endpoint = f"{cfg.host}:{cfg.controller_port}"
+    formatted_for = cfg.format_file.read_text().strip() if cfg.format_file.exists() else None
+    if (cfg.data_dir / "meta.properties").exists():
+        if formatted_for in (None, endpoint):
+            return
+        _say(f"Controller endpoint changed ({formatted_for} -> {endpoint}): wiping {cfg.data_dir}.")
+        shutil.rmtree(cfg.data_dir)
+    cmd = [
+        "java",
+        f"-Xmx{cfg.heap}",
+        "-cp",
+        str(cfg.lib_dir / "*"),
+        "kafka.tools.StorageTool",
+        "format",
+        "--standalone",
+        "-t",
+        new_cluster_id(),
+        "-c",
+        str(cfg.properties_file),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=cfg.state_dir)
+    if proc.returncode != 0:
+        raise BrokerError(
+            f"Formatting the Kafka data dir {cfg.data_dir} failed:\n{(proc.stdout + proc.stderr).strip()}"
+        )
+    _write_atomic(cfg.format_file, endpoint + "\n")
+
+
+def _spawn(cfg: BrokerConfig) -> subprocess.Popen[bytes]:
+    """Start java detached (own session) so it outlives the CLI; keep the previous log as .1."""
+    if cfg.log_file.exists():
+        cfg.log_file.replace(cfg.log_file.with_name(cfg.log_file.name + ".1"))
+    with cfg.log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            java_command(cfg),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cfg.state_dir,
+            start_new_session=True,
+        )
+    _write_atomic(cfg.pid_file, f"{proc.pid}\n")
+    return proc
+
+
+def _started_in(cfg: BrokerConfig, pid: int) -> float | None:
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+        data = json.loads(cfg.start_file.read_text())
+        if data["pid"] == pid:
+            return float(data["started_in_s"])
+    return None
+
+
+def _launch(cfg: BrokerConfig) -> subprocess.Popen[bytes]:
+    """Everything from 'not running' to a java process: tools, jars, free ports, config, storage."""
+    ensure_tools()
+    resolve_libs(cfg)
+    _check_ports_free(cfg)
+    _prepare_state(cfg)
+    _format_storage(cfg)
+    return _spawn(cfg)
+
+
+@contextlib.contextmanager
+def _state_lock(cfg: BrokerConfig) -> Iterator[None]:
+    """Serialise up/down on one state dir, so two concurrent 'up's can't both spawn a broker."""
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    with (cfg.state_dir / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def up(cfg: BrokerConfig, *, timeout: float = 90) -> BrokerStatus:
+    """Start the broker unless it already answers; returns once a metadata request succeeds."""
+    cfg = absolute(cfg)
+    with _state_lock(cfg):
+        return _up_locked(cfg, timeout)
+
+
+def _up_locked(cfg: BrokerConfig, timeout: float) -> BrokerStatus:
+    pid = _running_pid(cfg)
+    if pid is not None and _answers(cfg):
+        return _make_status(cfg, pid, answering=True, started_in_s=_started_in(cfg, pid))
+    began = time.monotonic()
+    deadline = began + timeout
+    proc: subprocess.Popen[bytes] | None = None
+    if pid is None:  # not running at all (a running-but-silent pid is probably still starting)
+        proc = _launch(cfg)
+        pid = proc.pid
+    try:
+        _run_sync(_wait_answering(cfg, proc, pid, deadline))
+    except BrokerError:
+        if proc is not None:
+            _stop_pid(pid, 5)
+            cfg.pid_file.unlink(missing_ok=True)
+        raise
+    took = round(time.monotonic() - began, 2)
+    if proc is not None:
+        _write_atomic(cfg.start_file, json.dumps({"pid": pid, "started_in_s": took}) + "\n")
+    return _make_status(cfg, pid, answering=True, started_in_s=took if proc else _started_in(cfg, pid))
+
+
+def _stop_pid(pid: int, timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.05)
+            return
+        time.sleep(0.1)
+
+
+def down(cfg: BrokerConfig, *, timeout: float = 30) -> bool:
+    """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); False if it was not running."""
+    cfg = absolute(cfg)
+    if not cfg.state_dir.is_dir():
+        return False
+    with _state_lock(cfg):
+        pid = _running_pid(cfg)
+        if pid is not None:
+            _stop_pid(pid, timeout)
+        cfg.pid_file.unlink(missing_ok=True)
+        cfg.start_file.unlink(missing_ok=True)
+    return pid is not None
+
+
+def status(cfg: BrokerConfig) -> BrokerStatus:
+    """Whether our broker process runs and whether ``bootstrap`` answers a metadata request."""
+    cfg = absolute(cfg)
+    pid = _running_pid(cfg)
+    started_in_s = _started_in(cfg, pid) if pid else None
+    return _make_status(cfg, pid, answering=_answers(cfg), started_in_s=started_in_s)
+
+
+def _make_status(cfg: BrokerConfig, pid: int | None, *, answering: bool, started_in_s: float | None) -> BrokerStatus:
+    if pid is not None and answering:
+        took = f"; started in {started_in_s:.1f} s" if started_in_s is not None else ""
+        msg = f"Kafka {cfg.version} broker running on {cfg.bootstrap} (pid {pid}){took}."
+    elif pid is not None:
+        msg = f"Kafka broker pid {pid} runs but {cfg.bootstrap} does not answer (yet); see {cfg.log_file}."
+    elif answering:
+        msg = f"No Sentinel broker runs from {cfg.state_dir}, but another Kafka answers on {cfg.bootstrap}."
+    else:
+        msg = f"Kafka broker is not running ({cfg.bootstrap})."
+    return BrokerStatus(
+        running=pid is not None,
+        pid=pid,
+        answering=answering,
+        bootstrap=cfg.bootstrap,
+        version=cfg.version,
+        started_in_s=started_in_s,
+        message=msg,
+    )
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def config_from_env(env: dict[str, str] | None = None) -> BrokerConfig:
+    """BrokerConfig with SENTINEL_KAFKA_PORT / _STATE_DIR / _VERSION overrides (for ``main`` only)."""
+    env = dict(os.environ) if env is None else env
+    cfg = BrokerConfig()
+    if port := env.get("SENTINEL_KAFKA_PORT"):
+        cfg = dataclasses.replace(cfg, port=int(port), controller_port=int(port) + 1)
+    if state_dir := env.get("SENTINEL_KAFKA_STATE_DIR"):
+        cfg = dataclasses.replace(cfg, state_dir=Path(state_dir))
+    if version := env.get("SENTINEL_KAFKA_VERSION"):
+        cfg = dataclasses.replace(cfg, version=version)
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``up|down|status``; exit 0 on success (status: 0 only if running and answering)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0] not in ("up", "down", "status"):
+        print("usage: python -m services.devstack.kafka_broker up|down|status", file=sys.stderr)
+        return 2
+    cfg = config_from_env()
+    try:
+        if args[0] == "up":
+            st = up(cfg)
+        elif args[0] == "down":
+            print("Kafka broker stopped." if down(cfg) else "Kafka broker was not running.")
+            return 0
+        else:
+            st = status(cfg)
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(st.message)
+    return 0 if st.running and st.answering else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

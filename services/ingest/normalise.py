@@ -1,0 +1,127 @@
+"""Pure: turn a posted body into validated canonical events, then into clinical envelopes.
+
+Errors carry JSON pointers into the posted body, so an integrator sees exactly which field is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from shared.events import (
+    ENVELOPE_FOR_INBOUND,
+    INBOUND_DATA,
+    AeData,
+    ClinicalEnvelopeBase,
+    DoseData,
+    EnrollmentData,
+    InboundHeader,
+    LabData,
+    deterministic_id,
+)
+
+MAX_EVENTS_PER_REQUEST = 500
+
+
+class InvalidBody(ValueError):
+    """The body cannot be accepted; `errors` are pydantic-style dicts with `loc` relative to the body."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class CanonicalEvent:
+    header: InboundHeader
+    data: BaseModel
+
+
+def parse_body(body: bytes) -> list[CanonicalEvent]:
+    """One event, or `{"events": [...]}`; JSON numbers are read as exact decimals."""
+    try:
+        document = json.loads(body, parse_float=Decimal)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidBody("body is not valid JSON", [{"loc": (), "msg": f"not valid JSON: {exc}"}]) from exc
+    if isinstance(document, dict) and "events" in document:
+        items = document["events"]
+        if not isinstance(items, list) or not items:
+            raise InvalidBody(
+                "events must be a non-empty list", [{"loc": ("events",), "msg": "must be a non-empty list"}]
+            )
+        if len(items) > MAX_EVENTS_PER_REQUEST:
+            raise InvalidBody(
+                "too many events", [{"loc": ("events",), "msg": f"at most {MAX_EVENTS_PER_REQUEST} events per request"}]
+            )
+        located: list[tuple[tuple[str | int, ...], Any]] = [(("events", i), item) for i, item in enumerate(items)]
+    else:
+        located = [((), document)]
+    events: list[CanonicalEvent] = []
+    errors: list[dict[str, Any]] = []
+    for prefix, item in located:
+        try:
+            events.append(_parse_one(item))
+        except ValidationError as exc:
+            errors.extend({"loc": (*prefix, *err["loc"]), "msg": err["msg"]} for err in exc.errors())
+        except InvalidBody as exc:
+            errors.extend({"loc": (*prefix, *err["loc"]), "msg": err["msg"]} for err in exc.errors)
+    if errors:
+        raise InvalidBody("invalid event", errors)
+    _refuse_repeated_ids(events, located)
+    return events
+
+
+def _parse_one(item: Any) -> CanonicalEvent:
+    header = InboundHeader.model_validate(item)
+    try:
+        data = INBOUND_DATA[header.type].model_validate(header.data)
+    except ValidationError as exc:
+        raise InvalidBody(
+            "invalid data", [{"loc": ("data", *err["loc"]), "msg": err["msg"]} for err in exc.errors()]
+        ) from exc
+    return CanonicalEvent(header=header, data=data)
+
+
+def _refuse_repeated_ids(events: list[CanonicalEvent], located: list[tuple[tuple[str | int, ...], Any]]) -> None:
+    seen: set[str] = set()
+    for event, (prefix, _) in zip(events, located, strict=True):
+        if event.header.id in seen:
+            raise InvalidBody(
+                "repeated id", [{"loc": (*prefix, "id"), "msg": "the same id appears twice in one request"}]
+            )
+        seen.add(event.header.id)
+
+
+def clinical_time(data: BaseModel, received_at: datetime) -> datetime:
+    """The CloudEvents `time`: when the clinical fact happened, as well as the sender says."""
+    if isinstance(data, AeData):
+        return data.awareness_at or received_at
+    if isinstance(data, LabData):
+        return data.collected_at
+    if isinstance(data, DoseData):
+        return data.administered_at
+    if isinstance(data, EnrollmentData):
+        return datetime.combine(data.enrolled_at, time(0, 0), tzinfo=UTC)
+    raise TypeError(f"unknown payload {type(data).__name__}")
+
+
+def to_envelope(source_id: str, event: CanonicalEvent, received_at: datetime) -> ClinicalEnvelopeBase:
+    envelope_type = ENVELOPE_FOR_INBOUND[event.header.type]
+    return envelope_type.model_validate(
+        {
+            "id": deterministic_id("inbound", source_id, event.header.id),
+            "source": f"/sources/{source_id}",
+            "subject": event.header.subject,
+            "time": clinical_time(event.data, received_at),
+            "trialid": event.header.study,
+            "siteid": event.header.site,
+            "receivedat": received_at,
+            "senderid": event.header.id,
+            "data": event.data,
+        }
+    )

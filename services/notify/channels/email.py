@@ -1,0 +1,67 @@
+"""SMTP e-mail channel: plain text plus HTML, optional TLS/STARTTLS and auth."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    sender: str
+    starttls: bool = False
+    ssl: bool = False
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 10.0
+
+
+class DeliveryError(Exception):
+    """The channel could not hand the message over; the dispatcher retries with backoff."""
+
+
+def build_message(*, sender: str, recipient: str, subject: str, text: str, html: str, delivery_id: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = subject
+    message["Message-ID"] = make_msgid(idstring=delivery_id.replace("-", ""))
+    message["X-Sentinel-Delivery"] = delivery_id
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+class SmtpChannel:
+    def __init__(self, config: SmtpConfig) -> None:
+        self._config = config
+
+    @property
+    def sender(self) -> str:
+        return self._config.sender
+
+    async def send(self, message: EmailMessage) -> None:
+        await asyncio.to_thread(self._send, message)
+
+    def _send(self, message: EmailMessage) -> None:
+        cfg = self._config
+        try:
+            client: smtplib.SMTP
+            if cfg.ssl:
+                client = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=ssl.create_default_context())
+            else:
+                client = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+            with client:
+                if cfg.starttls and not cfg.ssl:
+                    client.starttls(context=ssl.create_default_context())
+                if cfg.username:
+                    client.login(cfg.username, cfg.password or "")
+                client.send_message(message)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc

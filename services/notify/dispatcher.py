@@ -1,0 +1,178 @@
+"""Sends queued deliveries: durable (rows in the database), leased (one sender per delivery across
+replicas), retried with exponential backoff and jitter, and never silently dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from email.message import EmailMessage
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from services.notify import store
+from services.notify.channels.email import DeliveryError, build_message
+from services.notify.models import Delivery
+from shared.clock import Clock
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(minutes=2)
+
+
+class MailChannel(Protocol):
+    @property
+    def sender(self) -> str: ...
+
+    async def send(self, message: EmailMessage) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeliveryMetrics:
+    deliveries: Counter  # labels: channel, outcome = sent | retry | failed
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> DeliveryMetrics:
+        return cls(
+            deliveries=Counter(
+                "sentinel_notify_deliveries",
+                "Delivery attempts by channel and outcome",
+                ["channel", "outcome"],
+                registry=registry,
+            )
+        )
+
+
+def retry_delay(delivery_id: str, attempt: int, base_seconds: float) -> timedelta:
+    """Exponential backoff with deterministic jitter (derived from the id), so replicas spread out."""
+    jitter = int.from_bytes(hashlib.sha256(f"{delivery_id}:{attempt}".encode()).digest()[:2], "big") / 65535
+    seconds = min(base_seconds * 2 ** (attempt - 1), 3600.0) * (1 + jitter / 2)
+    return timedelta(seconds=seconds)
+
+
+class DeliveryDispatcher:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        channel: MailChannel,
+        clock: Clock,
+        metrics: DeliveryMetrics,
+        max_attempts: int,
+        base_backoff_seconds: float,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self._engine = engine
+        self._channel = channel
+        self._clock = clock
+        self._metrics = metrics
+        self._max_attempts = max_attempts
+        self._base_backoff = base_backoff_seconds
+        self._poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.dispatch_due()
+            except Exception:
+                log.exception("delivery dispatch failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+            self._wake.clear()
+
+    async def dispatch_due(self, limit: int = 50) -> int:
+        """Send every delivery that is due now; return how many were attempted."""
+        claimed = await asyncio.to_thread(self._claim, limit)
+        for delivery in claimed:
+            await self._attempt(delivery)
+        return len(claimed)
+
+    def _claim(self, limit: int) -> list[Delivery]:
+        now = self._clock.now()
+        with Session(self._engine, expire_on_commit=False) as session, session.begin():
+            ids = store.due_delivery_ids(session, now=now, limit=limit)
+            won = [i for i in ids if store.lease_delivery(session, delivery_id=i, now=now, until=now + LEASE)]
+            rows = [session.get(Delivery, i) for i in won]
+            return [row for row in rows if row is not None]
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        message = build_message(
+            sender=self._channel.sender,
+            recipient=delivery.recipient,
+            subject=delivery.subject,
+            text=delivery.body_text,
+            html=delivery.body_html,
+            delivery_id=delivery.id,
+        )
+        try:
+            await self._channel.send(message)
+        except DeliveryError as exc:
+            await asyncio.to_thread(self._record_failure, delivery.id, str(exc))
+            return
+        await asyncio.to_thread(self._record_sent, delivery.id)
+
+    def _record_sent(self, delivery_id: str) -> None:
+        now = self._clock.now()
+        with Session(self._engine) as session, session.begin():
+            delivery = session.get(Delivery, delivery_id)
+            if delivery is None:
+                return
+            delivery.status = "sent"
+            delivery.attempts += 1
+            delivery.sent_at = now
+            delivery.leased_until = None
+            late = f" (attempt {delivery.attempts})" if delivery.attempts > 1 else ""
+            store.add_history(
+                session,
+                alert_id=delivery.alert_id,
+                actor="system",
+                action="delivered",
+                detail=f"{delivery.channel} to {delivery.recipient}{late}",
+                now=now,
+            )
+        self._metrics.deliveries.labels(channel="email", outcome="sent").inc()
+
+    def _record_failure(self, delivery_id: str, error: str) -> None:
+        now = self._clock.now()
+        with Session(self._engine) as session, session.begin():
+            delivery = session.get(Delivery, delivery_id)
+            if delivery is None:
+                return
+            delivery.attempts += 1
+            delivery.last_error = error[:2000]
+            delivery.leased_until = None
+            if delivery.attempts >= self._max_attempts:
+                delivery.status = "failed"
+                outcome = "failed"
+                store.add_history(
+                    session,
+                    alert_id=delivery.alert_id,
+                    actor="system",
+                    action="delivery_failed",
+                    detail=f"{delivery.channel} to {delivery.recipient} failed after "
+                    f"{delivery.attempts} attempts: {error}",
+                    now=now,
+                )
+            else:
+                delivery.next_attempt_at = now + retry_delay(delivery.id, delivery.attempts, self._base_backoff)
+                outcome = "retry"
+                store.add_history(
+                    session,
+                    alert_id=delivery.alert_id,
+                    actor="system",
+                    action="delivery_retry",
+                    detail=f"{delivery.channel} to {delivery.recipient}: {error}; next attempt "
+                    f"{delivery.next_attempt_at.isoformat()}",
+                    now=now,
+                )
+        log.warning("delivery %s: %s (%s)", delivery_id, outcome, error)
+        self._metrics.deliveries.labels(channel="email", outcome=outcome).inc()

@@ -1,0 +1,98 @@
+"""Pure: what an SAE signal means for people: an alert, a 24 h reporting obligation, and mails.
+
+The clock starts at the site's awareness (or our receipt), never at processing time, and the deadline
+is exact arithmetic on aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from services.notify.mail_content import MailContent, sae_mail
+from shared.clock import utc
+from shared.events import SaeData, SaeDetected, SaeUpdated, deterministic_id
+from shared.protocol import Protocol
+
+SAE_KIND = "sae"
+SAE_REPORT = "sae_report"
+
+
+@dataclass(frozen=True)
+class ObligationPlan:
+    id: str
+    kind: str
+    description: str
+    clock_started_at: datetime
+    clock_basis: str
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class MessagePlan:
+    delivery_id: str
+    recipient: str
+    content: MailContent
+
+
+@dataclass(frozen=True)
+class AlertPlan:
+    alert_id: str
+    thread_key: str
+    title: str
+    details: dict[str, object]
+    obligation: ObligationPlan
+    messages: tuple[MessagePlan, ...]
+
+
+def sae_thread_key(trial_id: str, data: SaeData) -> str:
+    """All versions and follow-ups of one AE thread into one alert."""
+    return f"{SAE_KIND}:{trial_id}:{data.subject_id}:{data.ae_id}"
+
+
+def report_deadline(awareness_at: datetime, hours: int) -> datetime:
+    return utc(awareness_at) + timedelta(hours=hours)
+
+
+def plan_sae_alert(signal: SaeDetected | SaeUpdated, protocol: Protocol, *, reason: str) -> AlertPlan:
+    data = signal.data
+    thread_key = sae_thread_key(signal.trialid, data)
+    alert_id = deterministic_id("alert", thread_key)
+    due_at = report_deadline(data.awareness_at, protocol.sae.report_within_hours)
+    obligation = ObligationPlan(
+        id=deterministic_id("obligation", alert_id, SAE_REPORT),
+        kind=SAE_REPORT,
+        description=f"File the SAE report within {protocol.sae.report_within_hours} h of awareness",
+        clock_started_at=utc(data.awareness_at),
+        clock_basis=data.awareness_basis.value,
+        due_at=due_at,
+    )
+    title = f"SAE: {data.term} (subject {data.subject_id}, site {data.site_id})"
+    content = sae_mail(signal.trialid, data, due_at=due_at, hours=protocol.sae.report_within_hours, reason=reason)
+    recipients = sorted({c.email for role in protocol.sae.notify_roles for c in protocol.contacts_with_role(role)})
+    messages = tuple(
+        MessagePlan(delivery_id=deterministic_id("delivery", signal.id, email), recipient=email, content=content)
+        for email in recipients
+    )
+    details: dict[str, object] = data.model_dump(mode="json")
+    return AlertPlan(
+        alert_id=alert_id,
+        thread_key=thread_key,
+        title=title,
+        details=details,
+        obligation=obligation,
+        messages=messages,
+    )
+
+
+def update_needs_paging(previous: dict[str, object], data: SaeData) -> str | None:
+    """A follow-up re-notifies only when it is worse (grade up, new criterion); else it is history only."""
+    before_grade = previous.get("grade")
+    if data.grade is not None and (not isinstance(before_grade, int) or data.grade > before_grade):
+        return f"grade increased to {data.grade}"
+    before = previous.get("criteria")
+    before_criteria = set(before) if isinstance(before, list) else set()
+    added = sorted(set(data.criteria) - before_criteria)
+    if added:
+        return "new seriousness criteria: " + ", ".join(added)
+    return None

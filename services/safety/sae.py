@@ -1,0 +1,97 @@
+"""ICH E2A seriousness, as a pure function of the AE's versions so far.
+
+Seriousness is never downgraded: a criterion once reported stays, whatever a later version says,
+because a wrongly closed SAE clock is the failure a safety officer cannot afford.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from shared.events import AeData, AwarenessBasis
+
+FATAL_OUTCOMES = frozenset({"fatal", "death", "died", "dead"})
+
+
+class SaeSignalKind(StrEnum):
+    DETECTED = "sae.detected"
+    UPDATED = "sae.updated"
+
+
+@dataclass(frozen=True)
+class SaeState:
+    criteria: frozenset[str]
+    max_grade: int | None
+    latest_version: int
+    outcome: str | None
+    awareness_at: datetime | None = None
+    awareness_basis: AwarenessBasis | None = None
+    first_serious_version: int | None = None
+
+    @property
+    def serious(self) -> bool:
+        return bool(self.criteria)
+
+
+@dataclass(frozen=True)
+class SaeAssessment:
+    state: SaeState
+    signal: SaeSignalKind | None
+    flags: tuple[str, ...] = ()
+
+
+def criteria_of(ae: AeData) -> frozenset[str]:
+    """Every reason this version makes the AE serious, including implied ones (grade 5, fatal outcome)."""
+    criteria = set(ae.seriousness.ticked()) if ae.seriousness else set()
+    if ae.grade == 5 or (ae.outcome or "").strip().lower() in FATAL_OUTCOMES:
+        criteria.add("death")
+    if ae.serious and not criteria:
+        criteria.add("reported_serious")
+    return frozenset(criteria)
+
+
+def consistency_flags(ae: AeData) -> tuple[str, ...]:
+    """Contradictions the site should resolve; accepted and flagged, never used to downgrade."""
+    ticked = set(ae.seriousness.ticked()) if ae.seriousness else set()
+    flags = []
+    if ae.serious is False and criteria_of(ae):
+        flags.append("serious=false but a seriousness criterion, grade 5 or a fatal outcome is reported")
+    if ae.serious is True and not ticked:
+        flags.append("serious=true without any seriousness criterion ticked")
+    return tuple(flags)
+
+
+def assess_ae(prior: SaeState | None, ae: AeData, *, received_at: datetime) -> SaeAssessment:
+    """Fold one AE version into the state; say whether it opens an SAE or updates one."""
+    criteria = criteria_of(ae) | (prior.criteria if prior else frozenset())
+    grades = [g for g in (ae.grade, prior.max_grade if prior else None) if g is not None]
+    newest = prior is None or ae.version >= prior.latest_version
+    state = SaeState(
+        criteria=criteria,
+        max_grade=max(grades) if grades else None,
+        latest_version=max(ae.version, prior.latest_version) if prior else ae.version,
+        outcome=ae.outcome if newest else (prior.outcome if prior else None),
+        awareness_at=prior.awareness_at if prior else None,
+        awareness_basis=prior.awareness_basis if prior else None,
+        first_serious_version=prior.first_serious_version if prior else None,
+    )
+    flags = consistency_flags(ae)
+    if not state.serious:
+        return SaeAssessment(state, None, flags)
+    if prior is None or not prior.serious:
+        basis = AwarenessBasis.SITE if ae.awareness_at else AwarenessBasis.RECEIPT
+        opened = SaeState(
+            criteria=state.criteria,
+            max_grade=state.max_grade,
+            latest_version=state.latest_version,
+            outcome=state.outcome,
+            awareness_at=ae.awareness_at or received_at,
+            awareness_basis=basis,
+            first_serious_version=ae.version,
+        )
+        return SaeAssessment(opened, SaeSignalKind.DETECTED, flags)
+    worse = state.criteria != prior.criteria or (state.max_grade or 0) > (prior.max_grade or 0)
+    outcome_changed = newest and state.outcome != prior.outcome
+    return SaeAssessment(state, SaeSignalKind.UPDATED if worse or outcome_changed else None, flags)

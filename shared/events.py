@@ -1,0 +1,263 @@
+"""Every message Sentinel exchanges, defined once for both sides of each topic.
+
+Two layers:
+- the *canonical inbound event* an EDC (or a connector) posts to ingest (DESIGN.md, Contracts);
+- the *envelopes* on Kafka: CloudEvents 1.0 attributes plus `trialid`/`siteid`/`receivedat`, with a typed
+  `data` payload, for `sentinel.clinical.v1` and `sentinel.signals.v1`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+ID_NAMESPACE = uuid.UUID("6f1d3c52-7a38-4e0b-9d55-0c2b8f0a4e11")
+"""Namespace for deterministic ids: the same input always yields the same id, so replays dedupe."""
+
+PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def deterministic_id(*parts: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, "\x1f".join(parts)))
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- canonical inbound payloads -------------------------------------------------------------------
+
+
+class Relatedness(StrEnum):
+    NOT_RELATED = "not_related"
+    UNLIKELY = "unlikely"
+    POSSIBLE = "possible"
+    PROBABLE = "probable"
+    DEFINITE = "definite"
+
+
+class SeriousnessCriteria(Model):
+    """ICH E2A seriousness criteria, each a yes/no as ticked on the CRF."""
+
+    death: bool = False
+    life_threatening: bool = False
+    hospitalization: bool = False
+    disability: bool = False
+    congenital_anomaly: bool = False
+    medically_important: bool = False
+
+    def ticked(self) -> list[str]:
+        return [name for name, value in self.model_dump().items() if value]
+
+
+def check_partial_date(value: str | None) -> str | None:
+    """EDCs record onset as YYYY, YYYY-MM or YYYY-MM-DD; keep the precision, refuse impossible dates."""
+    if value is None:
+        return None
+    match = PARTIAL_DATE.match(value)
+    if not match:
+        raise ValueError("must be a date YYYY-MM-DD, or partial YYYY-MM or YYYY")
+    year, month, day = match.groups()
+    date(int(year), int(month or 1), int(day or 1))  # raises ValueError for 2026-02-30
+    return value
+
+
+class EnrollmentData(Model):
+    arm: Text
+    enrolled_at: date
+    weight_kg: Decimal | None = Field(default=None, gt=0, le=500)
+    car_t_infused_on: date | None = None
+
+
+class DoseData(Model):
+    dose_id: Text
+    number: int = Field(ge=1, le=1000)
+    administered_at: AwareDatetime
+    cells_per_kg: Decimal | None = Field(default=None, gt=0)
+
+
+class LabData(Model):
+    result_id: Text
+    test: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    loinc: Annotated[str, Field(pattern=r"^\d{1,7}-\d$")] | None = None
+    value: str = Field(min_length=1, max_length=40, description="Exact decimal text, or censored text such as '<0.2'")
+    unit: Annotated[str, Field(max_length=40)] | None = None
+    lln: Decimal | None = None
+    uln: Decimal | None = None
+    collected_at: AwareDatetime
+    baseline: bool = False
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _exact_text(cls, value: Any) -> Any:
+        # Numbers arrive as Decimal (ingest parses JSON floats as Decimal); keep their exact text.
+        if isinstance(value, Decimal | int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, float):
+            raise ValueError("send lab values as JSON numbers or text, parsed exactly; binary floats are refused")
+        return value
+
+    @model_validator(mode="after")
+    def _needs_a_test(self) -> LabData:
+        if self.test is None and self.loinc is None:
+            raise ValueError("a lab result needs 'test' (CDISC LBTESTCD) or 'loinc'")
+        return self
+
+
+class AeData(Model):
+    ae_id: Text
+    version: int = Field(ge=1)
+    term: Annotated[str, Field(min_length=1, max_length=500)]
+    ctcae_term: Annotated[str, Field(max_length=200)] | None = None
+    meddra_code: Annotated[str, Field(pattern=r"^\d{8}$")] | None = None
+    grade: int | None = Field(default=None, ge=1, le=5)
+    serious: bool | None = None
+    seriousness: SeriousnessCriteria | None = None
+    relatedness: Relatedness | None = None
+    onset: str | None = None
+    end: str | None = None
+    outcome: Annotated[str, Field(max_length=100)] | None = None
+    awareness_at: AwareDatetime | None = None
+
+    @field_validator("onset", "end")
+    @classmethod
+    def _partial_dates(cls, value: str | None) -> str | None:
+        return check_partial_date(value)
+
+
+class InboundType(StrEnum):
+    ENROLLMENT = "enrollment"
+    DOSE = "dose"
+    LAB = "lab"
+    AE = "ae"
+
+
+INBOUND_DATA: dict[InboundType, type[Model]] = {
+    InboundType.ENROLLMENT: EnrollmentData,
+    InboundType.DOSE: DoseData,
+    InboundType.LAB: LabData,
+    InboundType.AE: AeData,
+}
+
+
+class InboundHeader(Model):
+    """The part of a canonical event that is the same for every type; `data` is checked by type."""
+
+    id: Text
+    type: InboundType
+    study: Text
+    site: Text
+    subject: Text
+    data: dict[str, Any]
+
+
+# --- Kafka envelopes --------------------------------------------------------------------------------
+
+
+class EnvelopeBase(Model):
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    subject: str
+    time: AwareDatetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    trialid: str
+
+
+class ClinicalEnvelopeBase(EnvelopeBase):
+    siteid: str
+    receivedat: AwareDatetime
+    senderid: str
+
+
+class AeReported(ClinicalEnvelopeBase):
+    type: Literal["ae.reported"] = "ae.reported"
+    data: AeData
+
+
+class LabResulted(ClinicalEnvelopeBase):
+    type: Literal["lab.resulted"] = "lab.resulted"
+    data: LabData
+
+
+class DoseAdministered(ClinicalEnvelopeBase):
+    type: Literal["dose.administered"] = "dose.administered"
+    data: DoseData
+
+
+class SubjectEnrolled(ClinicalEnvelopeBase):
+    type: Literal["subject.enrolled"] = "subject.enrolled"
+    data: EnrollmentData
+
+
+ClinicalEnvelope = Annotated[AeReported | LabResulted | DoseAdministered | SubjectEnrolled, Field(discriminator="type")]
+CLINICAL_ADAPTER: TypeAdapter[ClinicalEnvelope] = TypeAdapter(ClinicalEnvelope)
+
+ENVELOPE_FOR_INBOUND: dict[InboundType, type[ClinicalEnvelopeBase]] = {
+    InboundType.ENROLLMENT: SubjectEnrolled,
+    InboundType.DOSE: DoseAdministered,
+    InboundType.LAB: LabResulted,
+    InboundType.AE: AeReported,
+}
+
+
+class AwarenessBasis(StrEnum):
+    SITE = "site"
+    RECEIPT = "receipt"
+
+
+class SaeData(Model):
+    """An AE that meets ICH E2A seriousness; the reporting clock starts at `awareness_at`."""
+
+    site_id: str
+    subject_id: str
+    ae_id: str
+    ae_version: int
+    term: str
+    grade: int | None
+    criteria: list[str]
+    relatedness: Relatedness | None
+    outcome: str | None
+    onset: str | None
+    awareness_at: AwareDatetime
+    awareness_basis: AwarenessBasis
+    received_at: AwareDatetime
+    source_event_id: str
+
+
+class SaeDetected(EnvelopeBase):
+    """First time this AE is serious: opens the reporting obligation."""
+
+    type: Literal["sae.detected"] = "sae.detected"
+    data: SaeData
+
+
+class SaeUpdated(EnvelopeBase):
+    """A follow-up of an AE already serious (new version, worse grade or more criteria)."""
+
+    type: Literal["sae.updated"] = "sae.updated"
+    data: SaeData
+
+
+SignalEnvelope = Annotated[SaeDetected | SaeUpdated, Field(discriminator="type")]
+SIGNAL_ADAPTER: TypeAdapter[SignalEnvelope] = TypeAdapter(SignalEnvelope)
+
+
+def message_key(trial_id: str, subject_id: str) -> bytes:
+    """Key by subject so one subject's events keep their order on one partition."""
+    return f"{trial_id}:{subject_id}".encode()

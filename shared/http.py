@@ -1,0 +1,38 @@
+"""What every service's HTTP side has: health, readiness, metrics, problem+json and request counting."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, make_asgi_app
+
+from shared.metrics import HttpMetrics
+from shared.problems import install_problem_handlers
+
+ReadinessCheck = Callable[[], Mapping[str, bool]]
+
+
+def install_common(app: FastAPI, *, registry: CollectorRegistry, service: str, readiness: ReadinessCheck) -> None:
+    install_problem_handlers(app)
+    metrics = HttpMetrics.create(registry, service)
+    app.mount("/metrics", make_asgi_app(registry=registry))
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.requests.labels(route=template, status=str(response.status_code)).inc()
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        checks = dict(readiness())
+        ready = all(checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

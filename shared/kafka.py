@@ -1,0 +1,267 @@
+"""Kafka client factories with safe settings, the publisher port, and the one consumer loop.
+
+Safe settings, because the library defaults are not: the producer waits for all in-sync replicas and is
+idempotent; consumers never auto-commit and start from the earliest offset when they have none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from shared.metrics import ConsumerMetrics
+from shared.topics import dead_letter_topic
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot take the message now; callers answer 503 or retry, never drop it."""
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    KafkaError,
+    BrokerUnavailable,
+    OperationalError,
+    IntegrityError,  # a concurrent replica claimed the same inbox row: retrying finds it processed
+    DBAPIError,
+    OSError,
+    TimeoutError,
+)
+
+
+class Publisher(Protocol):
+    """Publishes one message and returns only once the broker has it durably."""
+
+    async def publish(
+        self, topic: str, *, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None: ...
+
+
+def make_producer(bootstrap_servers: str, *, client_id: str, request_timeout_ms: int = 10_000) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        request_timeout_ms=request_timeout_ms,
+        max_request_size=2 * 1024 * 1024,
+    )
+
+
+def make_consumer(bootstrap_servers: str, *, group_id: str, topics: Sequence[str], client_id: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=100,
+    )
+
+
+async def ensure_topics(bootstrap_servers: str, topics: Sequence[str], *, partitions: int = 3) -> None:
+    """Create topics (and their dead-letter topics) if missing, so a fresh broker needs no manual step."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="sentinel-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in topics if t not in existing]
+        if not wanted:
+            return
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(
+                [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in wanted]
+            )
+    finally:
+        await admin.close()
+
+
+class PoisonMessage(Exception):
+    """This message can never be processed as it is: it goes to the dead-letter topic, with this reason."""
+
+
+@dataclass(frozen=True)
+class ConsumedMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+MessageHandler = Callable[[ConsumedMessage], Awaitable[None]]
+
+
+class ConsumerLoop:
+    """Consume, handle (the handler owns its DB transaction), then commit the offset.
+
+    - PoisonMessage or any non-transient error: the original bytes go to `<topic>.dlq` with the error, then
+      the offset is committed; nothing is dropped silently.
+    - Transient errors (broker, database, network): the consumer is restarted with backoff and resumes from
+      the last committed offset; the handler's inbox makes the re-delivery a no-op.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        consumer_factory: Callable[[], AIOKafkaConsumer],
+        handler: MessageHandler,
+        dead_letters: Publisher,
+        metrics: ConsumerMetrics,
+        before_offset_commit: Callable[[ConsumedMessage], None] | None = None,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self._name = name
+        self._consumer_factory = consumer_factory
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+        self._before_offset_commit = before_offset_commit
+        self._max_backoff = max_backoff
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            consumer = self._consumer_factory()
+            try:
+                await consumer.start()
+                self.ready.set()
+                await self._consume(consumer, stop)
+            except TRANSIENT_ERRORS as exc:
+                self.ready.clear()
+                self._metrics.restarts.inc()
+                log.warning("%s: transient failure (%s); restarting in %.1fs", self._name, exc, backoff)
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            finally:
+                await consumer.stop()
+            backoff = 0.5
+
+    async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=500, max_records=100)
+            for tp, records in batches.items():
+                for record in records:
+                    message = ConsumedMessage(
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        key=record.key,
+                        value=record.value,
+                        headers=tuple(record.headers or ()),
+                    )
+                    await self._handle(message)
+                    if self._before_offset_commit is not None:
+                        self._before_offset_commit(message)
+                    await consumer.commit({tp: record.offset + 1})
+                    self._record_lag(consumer, tp, record.offset)
+
+    async def _handle(self, message: ConsumedMessage) -> None:
+        started = time.perf_counter()
+        try:
+            await self._handler(message)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            await self._dead_letter(message, exc)
+        finally:
+            self._metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    async def _dead_letter(self, message: ConsumedMessage, exc: Exception) -> None:
+        reason = str(exc) if isinstance(exc, PoisonMessage) else "".join(traceback.format_exception(exc))[-4000:]
+        log.error(
+            "%s: dead-lettering %s[%d]@%d: %s",
+            self._name,
+            message.topic,
+            message.partition,
+            message.offset,
+            type(exc).__name__,
+        )
+        headers = [
+            ("error", reason.encode()),
+            ("error_type", type(exc).__name__.encode()),
+            ("source_topic", message.topic.encode()),
+            ("source_partition", str(message.partition).encode()),
+            ("source_offset", str(message.offset).encode()),
+            ("consumer", self._name.encode()),
+        ]
+        await self._dead_letters.publish(
+            dead_letter_topic(message.topic), key=message.key or b"", value=message.value, headers=headers
+        )
+        self._metrics.dead_letters.inc()
+        self._metrics.processed.labels(outcome="dead_lettered").inc()
+
+    def _record_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            self._metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(highwater - offset - 1, 0))
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+class ManagedProducer:
+    """An idempotent producer that keeps trying to connect in the background.
+
+    A service must start (and answer health checks) while the broker is down, and say 'not ready'
+    rather than crash-loop.
+    """
+
+    def __init__(self, factory: Callable[[], AIOKafkaProducer], *, publish_timeout: float = 15.0) -> None:
+        self._factory = factory
+        self._producer: AIOKafkaProducer | None = None
+        self._publish_timeout = publish_timeout
+        self.connected = asyncio.Event()
+
+    async def connect(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set() and self._producer is None:
+            producer = self._factory()
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                await producer.stop()
+                log.warning("broker not reachable (%s); retrying in %.1fs", exc, backoff)
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self._producer = producer
+            self.connected.set()
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+            self.connected.clear()
+
+    async def publish(self, topic: str, *, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        if self._producer is None:
+            raise BrokerUnavailable("not connected to the Kafka broker yet")
+        try:
+            await asyncio.wait_for(
+                self._producer.send_and_wait(topic, value=value, key=key, headers=list(headers)),
+                timeout=self._publish_timeout,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"the broker did not acknowledge the message: {type(exc).__name__}") from exc

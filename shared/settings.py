@@ -1,0 +1,52 @@
+"""Configuration from `SENTINEL_*` environment variables, built once in each service's composition root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared import topics
+
+Role = Literal["viewer", "officer", "admin"]
+
+
+class ApiUser(BaseModel):
+    user: str
+    role: Role
+
+
+class CommonSettings(BaseSettings):
+    """What every service needs: broker, database, topics, protocol."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file var/<service>.db")
+    var_dir: Path = Path("var")
+    clinical_topic: str = topics.CLINICAL
+    signals_topic: str = topics.SIGNALS
+    protocol_path: Path | None = Field(default=None, description="Protocol YAML; default: the shipped example")
+    host: str = "127.0.0.1"
+    log_level: str = "info"
+
+    def database_url_for(self, service: str) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.var_dir / (service + '.db')}"
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore")
+
+    api_tokens: dict[str, ApiUser] = Field(default_factory=dict)
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _no_placeholder_tokens(cls, tokens: dict[str, ApiUser]) -> dict[str, ApiUser]:
+        for token in tokens:
+            if len(token) < 16 or token.lower() in {"changeme", "secret", "token"}:
+                raise ValueError("API tokens must be at least 16 characters of real randomness")
+        return tokens
