@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from shared.metrics import HttpMetrics
 from shared.problems import install_problem_handlers
@@ -17,7 +17,6 @@ ReadinessCheck = Callable[[], Mapping[str, bool]]
 def install_common(app: FastAPI, *, registry: CollectorRegistry, service: str, readiness: ReadinessCheck) -> None:
     install_problem_handlers(app)
     metrics = HttpMetrics.create(registry, service)
-    app.mount("/metrics", make_asgi_app(registry=registry))
 
     @app.middleware("http")
     async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -26,6 +25,10 @@ def install_common(app: FastAPI, *, registry: CollectorRegistry, service: str, r
         template = getattr(route, "path", "unmatched")
         metrics.requests.labels(route=template, status=str(response.status_code)).inc()
         return response
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -1,0 +1,43 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint unit bench venv kafka-up kafka-down clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (e.g. 'apt-get install python3')."; exit 1; }
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(VENV)/bin/sentinel demo
+
+test: venv
+	scripts/run-tests.sh
+
+lint: venv
+	$(VENV)/bin/ruff check shared services tests bench
+	$(VENV)/bin/ruff format --check shared services tests bench
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit -q
+
+bench: venv
+	$(VENV)/bin/python -m bench
+
+kafka-up: venv
+	$(VENV)/bin/sentinel kafka up
+
+kafka-down: venv
+	$(VENV)/bin/sentinel kafka down
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

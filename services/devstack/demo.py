@@ -1,0 +1,175 @@
+"""`sentinel demo`: everything on one machine, a sample scenario through the signed webhook, the results.
+
+Starts (and afterwards stops) what it needs: the local broker, a mail catcher, the three services.
+Each run uses a new subject id so the scenario is new to the services every time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.devstack import kafka_broker
+from services.devstack.mail_catcher import MailCatcher
+from services.devstack.scenario import new_webhook_secret, post_signed, scenario_events
+from shared.protocol import load_protocol
+
+SOURCE = "demo-edc"
+BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _ports() -> dict[str, int]:
+    return {
+        "ingest": int(os.environ.get("SENTINEL_INGEST_PORT", "8000")),
+        "safety": int(os.environ.get("SENTINEL_SAFETY_PORT", "8001")),
+        "notify": int(os.environ.get("SENTINEL_NOTIFY_PORT", "8002")),
+    }
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the services exited ({process.returncode}); see var/log/services.log")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{url} was not ready after {timeout:.0f}s; see var/log/services.log")
+
+
+def _print_mail(path: Path, message: EmailMessage) -> None:
+    _say(f"  {BOLD}mail{RESET} to {message['To']}: {message['Subject']}  {DIM}[{path}]{RESET}")
+
+
+def _show_alert(alert: dict[str, Any]) -> None:
+    details = alert["details"]
+    _say(f"{BOLD}SAE detected{RESET}: {alert['title']}")
+    _say(
+        f"  seriousness: {', '.join(details['criteria'])}; grade {details['grade']}; AE version {details['ae_version']}"
+    )
+    for obligation in alert["obligations"]:
+        left = obligation["seconds_left"]
+        _say(
+            f"  {obligation['description']}: clock started {obligation['clock_started_at']} "
+            f"({obligation['clock_basis']}), {BOLD}due {obligation['due_at']}{RESET} ({left / 3600:.1f} h left)"
+        )
+
+
+def run_demo(*, keep_running: bool = True) -> int:
+    var = Path(os.environ.get("SENTINEL_VAR_DIR", "var"))
+    (var / "log").mkdir(parents=True, exist_ok=True)
+    protocol = load_protocol(Path(p) if (p := os.environ.get("SENTINEL_PROTOCOL_PATH")) else None)
+    ports = _ports()
+    smtp_port = int(os.environ.get("SENTINEL_SMTP_PORT", "1025"))
+    broker_cfg = kafka_broker.config_from_env()
+    broker_was_running = kafka_broker.status(broker_cfg).answering
+
+    _say(f"{BOLD}Safety Sentinel demo{RESET} — trial {protocol.trial_id}")
+    _say("starting the local Kafka broker…")
+    broker = kafka_broker.up(broker_cfg)
+    _say(f"  {broker.message}")
+    secret = new_webhook_secret()
+    token = "demo-officer-" + os.urandom(12).hex()
+    env = {
+        **os.environ,
+        "SENTINEL_KAFKA_BOOTSTRAP_SERVERS": broker_cfg.bootstrap,
+        "SENTINEL_WEBHOOK_SECRETS": json.dumps({SOURCE: secret}),
+        "SENTINEL_API_TOKENS": json.dumps({token: {"user": "demo.officer", "role": "officer"}}),
+        "SENTINEL_SMTP_PORT": str(smtp_port),
+        "SENTINEL_VAR_DIR": str(var),
+    }
+    services: subprocess.Popen[bytes] | None = None
+    catcher = MailCatcher(var / "mail", port=smtp_port)
+    try:
+        catcher.start()
+        _say(f"mail catcher on 127.0.0.1:{catcher.port}, saving to {var / 'mail'}")
+        seen_before = set(catcher.paths())
+        log = open(var / "log" / "services.log", "ab")  # noqa: SIM115 - owned by the child process
+        services = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run", "all", "--log-level", "warning"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        for name, port in ports.items():
+            _wait_ready(f"http://127.0.0.1:{port}", services)
+            _say(f"  {name} ready on http://127.0.0.1:{port}")
+
+        now = datetime.now(UTC)
+        subject = f"101-{int(now.timestamp()) % 1000:03d}"
+        _say(f"\n{BOLD}posting the sample scenario for subject {subject} through the signed webhook{RESET}")
+        ingest = f"http://127.0.0.1:{ports['ingest']}"
+        with httpx.Client(timeout=20) as client:
+            for event in scenario_events(protocol.trial_id, now, subject=subject):
+                posted = post_signed(client, ingest, SOURCE, secret, event, now=now)
+                _say(f"  {event['type']:<10} {event['id']:<28} -> {posted.status} {json.dumps(posted.body)}")
+
+            auth = {"authorization": f"Bearer {token}"}
+            notify = f"http://127.0.0.1:{ports['notify']}"
+            deadline = time.monotonic() + 60
+            alert: dict[str, Any] | None = None
+            while time.monotonic() < deadline and alert is None:
+                listed = client.get(f"{notify}/v1/alerts", params={"subject": subject}, headers=auth).json()
+                alert = listed[0] if listed else None
+                time.sleep(0.25)
+            if alert is None:
+                _say("no SAE alert within 60 s; see var/log/services.log")
+                return 1
+            _say()
+            _show_alert(alert)
+            expected = len({c.email for r in protocol.sae.notify_roles for c in protocol.contacts_with_role(r)})
+            while time.monotonic() < deadline:
+                fresh = [p for p in catcher.paths() if p not in seen_before]
+                if len(fresh) >= expected:
+                    break
+                time.sleep(0.25)
+            _say(f"\n{BOLD}mails sent{RESET}")
+            messages = dict(zip(catcher.paths(), catcher.messages(), strict=True))
+            mails = [(p, m) for p, m in messages.items() if p not in seen_before]
+            for path, message in mails:
+                _print_mail(path, message)
+            if mails:
+                body = mails[0][1].get_body(preferencelist=("plain",))
+                if body is not None:
+                    _say(f"\n{DIM}{body.get_content().rstrip()}{RESET}")
+
+        _say(f"\nofficer API: curl -H 'Authorization: Bearer {token}' {notify}/v1/alerts")
+        _say(f"metrics: {ingest}/metrics  http://127.0.0.1:{ports['safety']}/metrics  {notify}/metrics")
+        if keep_running:
+            _say(f"\n{BOLD}running; Ctrl-C stops everything this demo started{RESET}")
+            try:
+                while services.poll() is None:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+        return 0
+    finally:
+        _say("stopping…")
+        if services is not None and services.poll() is None:
+            services.send_signal(signal.SIGTERM)
+            try:
+                services.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                services.kill()
+        catcher.stop()
+        if not broker_was_running:
+            kafka_broker.down(broker_cfg)
+            _say("  broker stopped")

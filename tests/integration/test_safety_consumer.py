@@ -1,0 +1,105 @@
+"""Safety against the real broker, on SQLite and PostgreSQL: SAE signals out, poison to the DLQ, replays inert."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from sqlmodel import Session, select
+
+from services.ingest.normalise import CanonicalEvent, to_envelope
+from services.safety.main import create_app
+from services.safety.models import AeVersion
+from services.safety.settings import SafetySettings
+from shared.db import make_engine
+from shared.events import INBOUND_DATA, InboundHeader, SaeDetected, message_key
+from shared.inbox import ProcessedEvent
+from shared.outbox import OutboxMessage
+from shared.topics import dead_letter_topic
+from tests.kafka_tools import publish_sync, read_topic_sync
+from tests.polling import wait_for
+
+pytestmark = pytest.mark.integration
+RECEIVED = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def envelope_bytes(
+    event_id: str, kind: str, data: dict[str, Any], *, trial: str = "NCT07212335"
+) -> tuple[bytes, bytes]:
+    header = InboundHeader(id=event_id, type=kind, study=trial, site="101", subject="101-002", data=data)  # type: ignore[arg-type]
+    event = CanonicalEvent(header=header, data=INBOUND_DATA[header.type].model_validate(data))
+    envelope = to_envelope("edc", event, RECEIVED)
+    return message_key(trial, "101-002"), envelope.model_dump_json().encode()
+
+
+def test_sae_signal_once_poison_dead_lettered(
+    kafka_bootstrap: str, topic_prefix: str, database_url: str, tmp_path: Path
+) -> None:
+    clinical, signals = f"{topic_prefix}.clinical", f"{topic_prefix}.signals"
+    ae = {"ae_id": "AE-2", "term": "Sepsis", "grade": 4, "relatedness": "unlikely"}
+    serious_v2 = envelope_bytes(
+        "e3",
+        "ae",
+        {
+            **ae,
+            "version": 2,
+            "seriousness": {"life_threatening": True},
+            "awareness_at": (RECEIVED - timedelta(hours=3)).isoformat(),
+        },
+    )
+    messages = [
+        envelope_bytes("e1", "enrollment", {"arm": "B", "enrolled_at": "2026-11-01"}),
+        envelope_bytes("e2", "ae", {**ae, "version": 1, "serious": False}),
+        serious_v2,
+        serious_v2,  # the broker delivered it twice (producer retry): the inbox makes it a no-op
+        envelope_bytes(
+            "e4", "ae", {**ae, "version": 2, "seriousness": {"life_threatening": True}}
+        ),  # same version, new id
+        (b"k", b"{not json"),
+        envelope_bytes("e5", "enrollment", {"arm": "A", "enrolled_at": "2026-11-01"}, trial="NCT00000000"),
+    ]
+    publish_sync(kafka_bootstrap, clinical, messages)
+
+    settings = SafetySettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        clinical_topic=clinical,
+        signals_topic=signals,
+        database_url=database_url,
+        var_dir=tmp_path,
+        safety_group_id=f"safety-{uuid.uuid4().hex[:8]}",
+    )
+    with TestClient(create_app(settings, registry=CollectorRegistry())) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200, what="safety ready")
+        out = read_topic_sync(kafka_bootstrap, signals, expect=1, timeout=30)
+        dead = read_topic_sync(kafka_bootstrap, dead_letter_topic(clinical), expect=2, timeout=30)
+        metrics = client.get("/metrics").text
+
+    assert len(out) == 1, "one SAE, one signal"
+    signal = SaeDetected.model_validate_json(out[0].value)
+    assert signal.data.criteria == ["life_threatening"]
+    assert signal.data.awareness_at == RECEIVED - timedelta(hours=3)
+    assert signal.data.awareness_basis.value == "site"
+    assert out[0].key == b"NCT07212335:101-002"
+
+    assert len(dead) == 2
+    errors = [r.headers["error"].decode() for r in dead]
+    assert any("invalid envelope" in e for e in errors)
+    assert any("NCT00000000" in e for e in errors)
+    assert {r.headers["source_topic"] for r in dead} == {clinical.encode()}
+    assert b"{not json" in [r.value for r in dead]
+    assert "sentinel_safety_dead_letters_total 2.0" in metrics
+    assert 'sentinel_safety_events_processed_total{outcome="duplicate"} 1.0' in metrics
+
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        versions = session.exec(select(AeVersion).where(AeVersion.ae_id == "AE-2")).all()
+        assert sorted(v.version for v in versions) == [1, 2]
+        assert len(session.exec(select(ProcessedEvent)).all()) == 4  # poison rolled back
+        outbox = session.exec(select(OutboxMessage)).all()
+        assert len(outbox) == 1 and outbox[0].sent_at is not None
+    engine.dispose()
