@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,19 +47,20 @@ def _protocol_check(args: argparse.Namespace) -> int:
 def _grade_csv(args: argparse.Namespace) -> int:
     from services.safety.ctcae.batch import CsvFormatError, grade_csv
 
+    graded = io.StringIO()  # nothing is written unless the whole file is well-formed
     try:
-        with contextlib.ExitStack() as files:
-            reader = files.enter_context(open(args.file, newline="", encoding="utf-8-sig"))
-            output = (
-                files.enter_context(open(args.output, "w", newline="", encoding="utf-8")) if args.output else sys.stdout
-            )
-            rows = grade_csv(reader, output)
+        with open(args.file, newline="", encoding="utf-8-sig") as reader:
+            rows = grade_csv(reader, graded)
     except OSError as exc:
         print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 1
     except CsvFormatError as exc:
-        print(f"error: {args.file}:{exc.line}: {exc}", file=sys.stderr)
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
         return 1
+    if args.output:
+        Path(args.output).write_text(graded.getvalue(), encoding="utf-8", newline="")
+    else:
+        sys.stdout.write(graded.getvalue())
     print(f"graded {rows} row(s)", file=sys.stderr)
     return 0
 

@@ -69,7 +69,7 @@ def check_partial_date(value: str | None) -> str | None:
     """EDCs record onset as YYYY, YYYY-MM or YYYY-MM-DD; keep the precision, refuse impossible dates."""
     if value is None:
         return None
-    match = PARTIAL_DATE.match(value)
+    match = PARTIAL_DATE.fullmatch(value)
     if not match:
         raise ValueError("must be a date YYYY-MM-DD, or partial YYYY-MM or YYYY")
     year, month, day = match.groups()
@@ -254,7 +254,30 @@ class SaeUpdated(EnvelopeBase):
     data: SaeData
 
 
-SignalEnvelope = Annotated[SaeDetected | SaeUpdated, Field(discriminator="type")]
+class LabToxicityData(Model):
+    """A graded lab result at or above the protocol's threshold and worse than the subject's baseline."""
+
+    site_id: str
+    subject_id: str
+    result_id: str
+    test: str
+    term: str
+    grade: int
+    baseline_grade: int | None
+    previous_grade: int | None
+    value: str
+    unit: str | None
+    reason: str
+    collected_at: AwareDatetime
+    source_event_id: str
+
+
+class LabToxicity(EnvelopeBase):
+    type: Literal["lab.toxicity"] = "lab.toxicity"
+    data: LabToxicityData
+
+
+SignalEnvelope = Annotated[SaeDetected | SaeUpdated | LabToxicity, Field(discriminator="type")]
 SIGNAL_ADAPTER: TypeAdapter[SignalEnvelope] = TypeAdapter(SignalEnvelope)
 
 

@@ -41,6 +41,19 @@ class SaeRules(ProtocolModel):
     notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
 
 
+class LabAlerts(ProtocolModel):
+    """When a graded lab result pages someone: at or above the threshold and worse than the subject's baseline."""
+
+    min_grade: int = Field(default=3, ge=1, le=4)
+    term_min_grade: dict[str, Annotated[int, Field(ge=1, le=4)]] = Field(
+        default_factory=dict, description="Per CTCAE term overrides of min_grade"
+    )
+    notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
+
+    def threshold(self, term: str) -> int:
+        return self.term_min_grade.get(term, self.min_grade)
+
+
 class Contact(ProtocolModel):
     name: str
     email: Email
@@ -53,6 +66,7 @@ class Protocol(ProtocolModel):
     arms: list[Arm] = Field(min_length=1)
     dlt_window_days: int = Field(default=28, ge=1, le=365)
     sae: SaeRules = SaeRules()
+    lab_alerts: LabAlerts = LabAlerts()
     contacts: list[Contact] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -61,9 +75,10 @@ class Protocol(ProtocolModel):
         if len(set(ids)) != len(ids):
             raise ValueError(f"arm ids must be unique, got {ids}")
         roles = {c.role for c in self.contacts}
-        missing = [role for role in self.sae.notify_roles if role not in roles]
-        if missing:
-            raise ValueError(f"sae.notify_roles names roles no contact has: {missing}")
+        for section, wanted in (("sae", self.sae.notify_roles), ("lab_alerts", self.lab_alerts.notify_roles)):
+            missing = [role for role in wanted if role not in roles]
+            if missing:
+                raise ValueError(f"{section}.notify_roles names roles no contact has: {missing}")
         return self
 
     def arm(self, arm_id: str) -> Arm | None:

@@ -22,7 +22,7 @@ import httpx
 from services.devstack import kafka_broker
 from services.devstack.mail_catcher import MailCatcher
 from services.devstack.scenario import new_webhook_secret, post_signed, scenario_events
-from shared.protocol import load_protocol
+from shared.protocol import Protocol, load_protocol
 
 SOURCE = "demo-edc"
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
@@ -58,8 +58,25 @@ def _print_mail(path: Path, message: EmailMessage) -> None:
     _say(f"  {BOLD}mail{RESET} to {message['To']}: {message['Subject']}  {DIM}[{path}]{RESET}")
 
 
+def _expected_mails(protocol: Protocol) -> int:
+    def recipients(roles: list[str]) -> int:
+        return len({c.email for r in roles for c in protocol.contacts_with_role(r)})
+
+    return recipients(protocol.sae.notify_roles) + recipients(protocol.lab_alerts.notify_roles)
+
+
+def _show_lab(lab: dict[str, Any]) -> None:
+    grade = "-" if lab["grade"] is None else lab["grade"]
+    tag = " (baseline)" if lab["baseline"] else ""
+    result = f"{lab['test'] or lab['loinc']} {lab['value']} {lab['unit'] or ''}".strip()
+    _say(f"  {result:<22} grade {grade}{tag:<11} {DIM}{lab['grade_reason']}{RESET}")
+
+
 def _show_alert(alert: dict[str, Any]) -> None:
     details = alert["details"]
+    if alert["kind"] != "sae":
+        _say(f"{BOLD}lab toxicity{RESET}: {alert['title']} (baseline grade {details['baseline_grade']})")
+        return
     _say(f"{BOLD}SAE detected{RESET}: {alert['title']}")
     _say(
         f"  seriousness: {', '.join(details['criteria'])}; grade {details['grade']}; AE version {details['ae_version']}"
@@ -124,32 +141,37 @@ def run_demo(*, keep_running: bool = True) -> int:
 
             auth = {"authorization": f"Bearer {token}"}
             notify = f"http://127.0.0.1:{ports['notify']}"
+            safety = f"http://127.0.0.1:{ports['safety']}"
+            expected = _expected_mails(protocol)
             deadline = time.monotonic() + 60
-            alert: dict[str, Any] | None = None
-            while time.monotonic() < deadline and alert is None:
-                listed = client.get(f"{notify}/v1/alerts", params={"subject": subject}, headers=auth).json()
-                alert = listed[0] if listed else None
+            alerts: list[dict[str, Any]] = []
+            while time.monotonic() < deadline and len(alerts) < 2:
+                alerts = client.get(f"{notify}/v1/alerts", params={"subject": subject}, headers=auth).json()
                 time.sleep(0.25)
-            if alert is None:
+            timeline = client.get(f"{safety}/v1/trials/{protocol.trial_id}/subjects/{subject}", headers=auth).json()
+            _say(f"\n{BOLD}labs graded by CTCAE v5.0{RESET}")
+            for lab in timeline.get("labs", []):
+                _show_lab(lab)
+            _say()
+            for alert in sorted(alerts, key=lambda a: a["kind"], reverse=True):
+                _show_alert(alert)
+            if not any(a["kind"] == "sae" for a in alerts):
                 _say("no SAE alert within 60 s; see var/log/services.log")
                 return 1
-            _say()
-            _show_alert(alert)
-            expected = len({c.email for r in protocol.sae.notify_roles for c in protocol.contacts_with_role(r)})
             while time.monotonic() < deadline:
-                fresh = [p for p in catcher.paths() if p not in seen_before]
-                if len(fresh) >= expected:
+                fresh = [m for p, m in zip(catcher.paths(), catcher.messages(), strict=True) if p not in seen_before]
+                if len([m for m in fresh if subject in str(m["Subject"])]) >= expected:
                     break
                 time.sleep(0.25)
             _say(f"\n{BOLD}mails sent{RESET}")
             messages = dict(zip(catcher.paths(), catcher.messages(), strict=True))
-            mails = [(p, m) for p, m in messages.items() if p not in seen_before]
+            mails = [(p, m) for p, m in messages.items() if p not in seen_before and subject in str(m["Subject"])]
             for path, message in mails:
                 _print_mail(path, message)
-            if mails:
-                body = mails[0][1].get_body(preferencelist=("plain",))
-                if body is not None:
-                    _say(f"\n{DIM}{body.get_content().rstrip()}{RESET}")
+            sae_mail = next((m for _, m in mails if "SAE" in str(m["Subject"])), None)
+            body = sae_mail.get_body(preferencelist=("plain",)) if sae_mail else None
+            if body is not None:
+                _say(f"\n{DIM}{body.get_content().rstrip()}{RESET}")
 
         _say(f"\nofficer API: curl -H 'Authorization: Bearer {token}' {notify}/v1/alerts")
         _say(f"metrics: {ingest}/metrics  http://127.0.0.1:{ports['safety']}/metrics  {notify}/metrics")

@@ -26,15 +26,61 @@ def new_webhook_secret() -> str:
 def scenario_events(
     trial_id: str, now: datetime, *, subject: str = "101-001", site: str = "101"
 ) -> list[dict[str, Any]]:
-    """Enrolment into arm A, one infusion, baseline and day-2 labs, an AE that becomes serious."""
+    """Enrolment into arm A, one infusion, baseline and day-2 labs, an AE that becomes serious.
+
+    The day-2 neutrophils are grade 4 but so was the baseline: no page. ALT rises to grade 3 from a normal
+    baseline: one lab toxicity alert. The AE's second version is serious: the SAE clock starts.
+    """
     day0 = now - timedelta(days=2)
+    before = (day0 - timedelta(days=1)).isoformat()
+    day2 = (now - timedelta(hours=6)).isoformat()
 
-    def event(event_id: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
-        return {"id": event_id, "type": kind, "study": trial_id, "site": site, "subject": subject, "data": data}
+    def event(suffix: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": f"{subject}-{suffix}",
+            "type": kind,
+            "study": trial_id,
+            "site": site,
+            "subject": subject,
+            "data": data,
+        }
 
+    def lab(
+        suffix: str,
+        result_id: str,
+        test: str,
+        value: object,
+        unit: str,
+        lln: object,
+        uln: object,
+        at: str,
+        baseline: bool = False,
+    ) -> dict[str, Any]:
+        return event(
+            suffix,
+            "lab",
+            {
+                "result_id": result_id,
+                "test": test,
+                "value": value,
+                "unit": unit,
+                "lln": lln,
+                "uln": uln,
+                "collected_at": at,
+                "baseline": baseline,
+            },
+        )
+
+    infusion_reaction = {
+        "ae_id": "AE-1",
+        "ctcae_term": "Infusion related reaction",
+        "meddra_code": "10051792",
+        "relatedness": "probable",
+        "onset": day0.date().isoformat(),
+    }
     return [
         event(
-            f"{subject}-enrol",
+            "enrol",
             "enrollment",
             {
                 "arm": "A",
@@ -43,86 +89,37 @@ def scenario_events(
                 "car_t_infused_on": (day0 - timedelta(days=40)).date().isoformat(),
             },
         ),
+        lab("lab-anc-base", "L-1", "NEUT", 0.42, "10^9/L", 1.8, 7.5, before, baseline=True),
+        lab("lab-plat-base", "L-2", "PLAT", 24, "10^9/L", 150, 400, before, baseline=True),
+        lab("lab-alt-base", "L-4", "ALT", 31, "U/L", 7, 40, before, baseline=True),
         event(
-            f"{subject}-lab-anc-base",
-            "lab",
-            {
-                "result_id": "L-1",
-                "test": "NEUT",
-                "value": 0.42,
-                "unit": "10^9/L",
-                "lln": 1.8,
-                "uln": 7.5,
-                "collected_at": (day0 - timedelta(days=1)).isoformat(),
-                "baseline": True,
-            },
-        ),
-        event(
-            f"{subject}-lab-plat-base",
-            "lab",
-            {
-                "result_id": "L-2",
-                "test": "PLAT",
-                "value": 24,
-                "unit": "10^9/L",
-                "lln": 150,
-                "uln": 400,
-                "collected_at": (day0 - timedelta(days=1)).isoformat(),
-                "baseline": True,
-            },
-        ),
-        event(
-            f"{subject}-dose-1",
+            "dose-1",
             "dose",
-            {
-                "dose_id": "D-1",
-                "number": 1,
-                "administered_at": day0.isoformat(),
-                "cells_per_kg": 2000000,
-            },
+            {"dose_id": "D-1", "number": 1, "administered_at": day0.isoformat(), "cells_per_kg": 2000000},
         ),
         event(
-            f"{subject}-ae-1-v1",
+            "ae-1-v1",
             "ae",
             {
-                "ae_id": "AE-1",
+                **infusion_reaction,
                 "version": 1,
                 "term": "Fever and rigors after infusion",
-                "ctcae_term": "Infusion related reaction",
-                "meddra_code": "10051792",
                 "grade": 2,
                 "serious": False,
-                "relatedness": "probable",
-                "onset": day0.date().isoformat(),
             },
         ),
+        lab("lab-anc-d2", "L-3", "NEUT", "<0.1", "10^9/L", 1.8, 7.5, day2),
+        lab("lab-alt-d2", "L-5", "ALT", 262, "U/L", 7, 40, day2),
         event(
-            f"{subject}-lab-anc-d2",
-            "lab",
-            {
-                "result_id": "L-3",
-                "test": "NEUT",
-                "value": "<0.1",
-                "unit": "10^9/L",
-                "lln": 1.8,
-                "uln": 7.5,
-                "collected_at": (now - timedelta(hours=6)).isoformat(),
-            },
-        ),
-        event(
-            f"{subject}-ae-1-v2",
+            "ae-1-v2",
             "ae",
             {
-                "ae_id": "AE-1",
+                **infusion_reaction,
                 "version": 2,
                 "term": "Fever and rigors after infusion, hypotension",
-                "ctcae_term": "Infusion related reaction",
-                "meddra_code": "10051792",
                 "grade": 3,
                 "serious": True,
                 "seriousness": {"hospitalization": True},
-                "relatedness": "probable",
-                "onset": day0.date().isoformat(),
                 "awareness_at": (now - timedelta(hours=1)).isoformat(),
             },
         ),

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 
-from shared.events import SaeData
+from shared.clock import utc
+from shared.events import LabToxicityData, SaeData
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class MailContent:
 
 
 def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return utc(moment).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def sae_mail(trial_id: str, data: SaeData, *, due_at: datetime, hours: int, reason: str) -> MailContent:
@@ -40,16 +41,45 @@ def sae_mail(trial_id: str, data: SaeData, *, due_at: datetime, hours: int, reas
         [
             f"Serious adverse event — {reason}.",
             "",
-            *(f"{label}: {value}" for label, value in rows),
+            *_lines(rows),
             "",
             "Acknowledge the alert to stop paging; only recording the filed report closes the reporting obligation.",
         ]
     )
-    html_rows = "".join(f"<tr><th align='left'>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     html = (
         f"<html><body><h2>Serious adverse event — {escape(reason)}</h2>"
-        f"<table>{html_rows}</table>"
+        f"{_table(rows)}"
         "<p>Acknowledge the alert to stop paging; only recording the filed report closes the reporting "
         "obligation.</p></body></html>"
     )
     return MailContent(subject=subject, text=text, html=html)
+
+
+def lab_mail(trial_id: str, data: LabToxicityData) -> MailContent:
+    baseline = f"grade {data.baseline_grade}" if data.baseline_grade is not None else "no baseline result"
+    previous = f"grade {data.previous_grade}" if data.previous_grade is not None else "none"
+    rows = [
+        ("Trial", trial_id),
+        ("Site", data.site_id),
+        ("Subject", data.subject_id),
+        ("CTCAE term", data.term),
+        ("Grade", str(data.grade)),
+        ("Result", f"{data.test} = {data.value} {data.unit or ''}".rstrip()),
+        ("Collected", _when(data.collected_at)),
+        ("Baseline", baseline),
+        ("Previously signalled", previous),
+        ("Grading", data.reason),
+    ]
+    subject = f"[{trial_id}] {data.term} grade {data.grade}, subject {data.subject_id}"
+    text = "\n".join([f"Lab toxicity worse than baseline: {data.term} grade {data.grade}.", "", *_lines(rows)])
+    html = f"<html><body><h2>Lab toxicity: {escape(data.term)} grade {data.grade}</h2>{_table(rows)}</body></html>"
+    return MailContent(subject=subject, text=text, html=html)
+
+
+def _lines(rows: list[tuple[str, str]]) -> list[str]:
+    return [f"{label}: {value}" for label, value in rows]
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    cells = "".join(f"<tr><th align='left'>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+    return f"<table>{cells}</table>"

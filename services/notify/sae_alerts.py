@@ -41,7 +41,7 @@ class AlertPlan:
     thread_key: str
     title: str
     details: dict[str, object]
-    obligation: ObligationPlan
+    obligation: ObligationPlan | None
     messages: tuple[MessagePlan, ...]
 
 
@@ -69,11 +69,7 @@ def plan_sae_alert(signal: SaeDetected | SaeUpdated, protocol: Protocol, *, reas
     )
     title = f"SAE: {data.term} (subject {data.subject_id}, site {data.site_id})"
     content = sae_mail(signal.trialid, data, due_at=due_at, hours=protocol.sae.report_within_hours, reason=reason)
-    recipients = sorted({c.email for role in protocol.sae.notify_roles for c in protocol.contacts_with_role(role)})
-    messages = tuple(
-        MessagePlan(delivery_id=deterministic_id("delivery", signal.id, email), recipient=email, content=content)
-        for email in recipients
-    )
+    messages = plan_messages(signal.id, protocol, protocol.sae.notify_roles, content)
     details: dict[str, object] = data.model_dump(mode="json")
     return AlertPlan(
         alert_id=alert_id,
@@ -82,6 +78,17 @@ def plan_sae_alert(signal: SaeDetected | SaeUpdated, protocol: Protocol, *, reas
         details=details,
         obligation=obligation,
         messages=messages,
+    )
+
+
+def plan_messages(
+    signal_id: str, protocol: Protocol, roles: list[str], content: MailContent
+) -> tuple[MessagePlan, ...]:
+    """One message per distinct recipient of the roles; ids derive from the signal so replays dedupe."""
+    recipients = sorted({c.email for role in roles for c in protocol.contacts_with_role(role)})
+    return tuple(
+        MessagePlan(delivery_id=deterministic_id("delivery", signal_id, email), recipient=email, content=content)
+        for email in recipients
     )
 
 

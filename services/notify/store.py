@@ -38,6 +38,8 @@ def create_alert(
     session.add(alert)
     session.flush()
     o = plan.obligation
+    if o is None:
+        return alert
     session.add(
         Obligation(
             id=o.id,

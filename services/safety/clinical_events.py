@@ -11,12 +11,16 @@ from datetime import datetime
 from sqlmodel import Session
 
 from services.safety import store
+from services.safety.ctcae import check_ae
+from services.safety.lab_toxicity import decide, grade_lab, lab_test_code
 from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae
 from shared.events import (
     AeReported,
     ClinicalEnvelope,
     DoseAdministered,
     LabResulted,
+    LabToxicity,
+    LabToxicityData,
     SaeData,
     SaeDetected,
     SaeUpdated,
@@ -48,11 +52,69 @@ def apply_clinical_event(
         store.add_dose(session, envelope=envelope)
         return []
     if isinstance(envelope, LabResulted):
-        store.add_lab(session, envelope=envelope)
-        return []
+        return _apply_lab(session, envelope, protocol=protocol, signals_topic=signals_topic)
     if isinstance(envelope, AeReported):
         return _apply_ae(session, envelope, signals_topic=signals_topic)
     raise PoisonMessage(f"unsupported clinical event {type(envelope).__name__}")
+
+
+def _apply_lab(session: Session, envelope: LabResulted, *, protocol: Protocol, signals_topic: str) -> list[Outgoing]:
+    if store.lab_exists(session, envelope=envelope):
+        return []  # the same result re-sent under another delivery id
+    data = envelope.data
+    baseline_value = None
+    if not data.baseline:
+        baseline_value = store.baseline_lab_value(
+            session,
+            trial_id=envelope.trialid,
+            subject_id=envelope.subject,
+            test=data.test,
+            loinc=data.loinc,
+            unit=data.unit,
+        )
+    graded = grade_lab(data, baseline_value=baseline_value)
+    store.add_lab(session, envelope=envelope, graded=graded)
+    if graded.grade is None:
+        return []
+    state = store.lab_term_state(session, trial_id=envelope.trialid, subject_id=envelope.subject, term=graded.term)
+    decision = decide(
+        graded,
+        is_baseline=data.baseline,
+        threshold=protocol.lab_alerts.threshold(graded.term),
+        baseline_grade=state.baseline_grade,
+        signalled_grade=state.signalled_grade,
+    )
+    if data.baseline:
+        if state.baseline_collected_at is None or data.collected_at >= state.baseline_collected_at:
+            state.baseline_grade = graded.grade
+            state.baseline_collected_at = data.collected_at
+        return []
+    if not decision.signal:
+        return []
+    state.signalled_grade = graded.grade
+    signal = LabToxicity(
+        id=deterministic_id("signal", envelope.id, "lab.toxicity"),
+        source=SIGNAL_SOURCE,
+        subject=envelope.subject,
+        time=data.collected_at,
+        trialid=envelope.trialid,
+        data=LabToxicityData(
+            site_id=envelope.siteid,
+            subject_id=envelope.subject,
+            result_id=data.result_id,
+            test=lab_test_code(data),
+            term=graded.term,
+            grade=graded.grade,
+            baseline_grade=decision.baseline_grade,
+            previous_grade=decision.previous_grade,
+            value=data.value,
+            unit=data.unit,
+            reason=graded.reason,
+            collected_at=data.collected_at,
+            source_event_id=envelope.id,
+        ),
+    )
+    return [Outgoing(topic=signals_topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)]
 
 
 def _apply_ae(session: Session, envelope: AeReported, *, signals_topic: str) -> list[Outgoing]:
@@ -60,7 +122,8 @@ def _apply_ae(session: Session, envelope: AeReported, *, signals_topic: str) -> 
     keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject, "ae_id": ae.ae_id}
     prior = store.load_sae_state(session, **keys)
     assessment = assess_ae(prior, ae, received_at=envelope.receivedat)
-    if not store.add_ae_version(session, envelope=envelope, flags=assessment.flags):
+    quality = [f"{flag.code}: {flag.message}" for flag in check_ae(ae.ctcae_term or ae.term, ae.grade, ae.meddra_code)]
+    if not store.add_ae_version(session, envelope=envelope, flags=(*assessment.flags, *quality)):
         return []  # this version was already applied (re-sent under another delivery id)
     store.save_sae_state(session, **keys, state=assessment.state)
     if assessment.signal is None:

@@ -9,9 +9,10 @@ from functools import partial
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.safety import models
+from services.safety import models, routes
 from services.safety.clinical_events import apply_clinical_event
 from services.safety.settings import SafetySettings
+from shared.auth import TokenAuthenticator
 from shared.clock import Clock, SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
 from shared.db import create_tables, make_engine
@@ -52,5 +53,8 @@ def create_app(
 
     app = FastAPI(title="Sentinel safety", version="0.1.0", lifespan=lifespan)
     app.state.consumer = consumer
+    app.state.engine = engine
+    app.state.authenticator = TokenAuthenticator(settings.api_tokens)
     install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness)
+    app.include_router(routes.router)
     return app

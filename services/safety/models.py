@@ -45,6 +45,22 @@ class LabResult(SQLModel, table=True):
     uln: str | None = Field(default=None, max_length=40)
     collected_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     baseline: bool = False
+    term: str | None = Field(default=None, max_length=200)
+    grade: int | None = None
+    grade_reason: str = Field(default="", max_length=1000)
+
+
+class LabTermState(SQLModel, table=True):
+    """Per subject and CTCAE term: the baseline grade and the worst grade already signalled."""
+
+    __tablename__ = "safety_lab_terms"
+
+    trial_id: str = Field(primary_key=True, max_length=64)
+    subject_id: str = Field(primary_key=True, max_length=200)
+    term: str = Field(primary_key=True, max_length=200)
+    baseline_grade: int | None = None
+    baseline_collected_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    signalled_grade: int | None = None
 
 
 class AeVersion(SQLModel, table=True):
@@ -79,4 +95,4 @@ class AeSeriousness(SQLModel, table=True):
     first_serious_version: int | None = None
 
 
-TABLES = [Subject, Dose, LabResult, AeVersion, AeSeriousness]
+TABLES = [Subject, Dose, LabResult, LabTermState, AeVersion, AeSeriousness]

@@ -42,14 +42,24 @@ class SaeAssessment:
     flags: tuple[str, ...] = ()
 
 
+REPORTED_SERIOUS = "reported_serious"
+
+
 def criteria_of(ae: AeData) -> frozenset[str]:
     """Every reason this version makes the AE serious, including implied ones (grade 5, fatal outcome)."""
     criteria = set(ae.seriousness.ticked()) if ae.seriousness else set()
     if ae.grade == 5 or (ae.outcome or "").strip().lower() in FATAL_OUTCOMES:
         criteria.add("death")
     if ae.serious and not criteria:
-        criteria.add("reported_serious")
+        criteria.add(REPORTED_SERIOUS)
     return frozenset(criteria)
+
+
+def merge_criteria(*sets: frozenset[str]) -> frozenset[str]:
+    """Union over versions; 'reported_serious' only stands in while no real criterion is known."""
+    merged = frozenset().union(*sets)
+    real = merged - {REPORTED_SERIOUS}
+    return real or merged
 
 
 def consistency_flags(ae: AeData) -> tuple[str, ...]:
@@ -65,7 +75,7 @@ def consistency_flags(ae: AeData) -> tuple[str, ...]:
 
 def assess_ae(prior: SaeState | None, ae: AeData, *, received_at: datetime) -> SaeAssessment:
     """Fold one AE version into the state; say whether it opens an SAE or updates one."""
-    criteria = criteria_of(ae) | (prior.criteria if prior else frozenset())
+    criteria = merge_criteria(criteria_of(ae), prior.criteria if prior else frozenset())
     grades = [g for g in (ae.grade, prior.max_grade if prior else None) if g is not None]
     newest = prior is None or ae.version >= prior.latest_version
     state = SaeState(
@@ -92,6 +102,6 @@ def assess_ae(prior: SaeState | None, ae: AeData, *, received_at: datetime) -> S
             first_serious_version=ae.version,
         )
         return SaeAssessment(opened, SaeSignalKind.DETECTED, flags)
-    worse = state.criteria != prior.criteria or (state.max_grade or 0) > (prior.max_grade or 0)
+    worse = bool(state.criteria - prior.criteria) or (state.max_grade or 0) > (prior.max_grade or 0)
     outcome_changed = newest and state.outcome != prior.outcome
     return SaeAssessment(state, SaeSignalKind.UPDATED if worse or outcome_changed else None, flags)

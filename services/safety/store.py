@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from services.safety.models import AeSeriousness, AeVersion, Dose, LabResult, Subject
+from services.safety.ctcae import Grade
+from services.safety.models import AeSeriousness, AeVersion, Dose, LabResult, LabTermState, Subject
 from services.safety.sae import SaeState
 from shared.events import AeReported, AwarenessBasis, DoseAdministered, LabResulted, SubjectEnrolled
 
@@ -47,10 +48,34 @@ def add_dose(session: Session, *, envelope: DoseAdministered) -> bool:
     return True
 
 
-def add_lab(session: Session, *, envelope: LabResulted) -> bool:
-    key = (envelope.trialid, envelope.subject, envelope.data.result_id)
-    if session.get(LabResult, key) is not None:
-        return False
+def lab_exists(session: Session, *, envelope: LabResulted) -> bool:
+    return session.get(LabResult, (envelope.trialid, envelope.subject, envelope.data.result_id)) is not None
+
+
+def baseline_lab_value(
+    session: Session, *, trial_id: str, subject_id: str, test: str | None, loinc: str | None, unit: str | None
+) -> str | None:
+    """The latest baseline result of the same test in the same unit (liver and INR rules grade against it)."""
+    query = select(LabResult).where(
+        LabResult.trial_id == trial_id,
+        LabResult.subject_id == subject_id,
+        LabResult.baseline == True,  # noqa: E712 - SQL comparison
+        LabResult.unit == unit,
+    )
+    query = query.where(LabResult.test == test) if test else query.where(LabResult.loinc == loinc)
+    row = session.exec(query.order_by(col(LabResult.collected_at).desc())).first()
+    return row.value if row is not None else None
+
+
+def lab_term_state(session: Session, *, trial_id: str, subject_id: str, term: str) -> LabTermState:
+    state = session.get(LabTermState, (trial_id, subject_id, term))
+    if state is None:
+        state = LabTermState(trial_id=trial_id, subject_id=subject_id, term=term)
+        session.add(state)
+    return state
+
+
+def add_lab(session: Session, *, envelope: LabResulted, graded: Grade) -> None:
     data = envelope.data
     session.add(
         LabResult(
@@ -65,9 +90,11 @@ def add_lab(session: Session, *, envelope: LabResulted) -> bool:
             uln=str(data.uln) if data.uln is not None else None,
             collected_at=data.collected_at,
             baseline=data.baseline,
+            term=graded.term,
+            grade=graded.grade,
+            grade_reason=graded.reason[:1000],
         )
     )
-    return True
 
 
 def add_ae_version(session: Session, *, envelope: AeReported, flags: tuple[str, ...]) -> bool:

@@ -56,23 +56,28 @@ def test_scenario_posted_twice_gives_one_alert_and_one_mail_per_recipient(stack:
         stack.wait_ready(service)
     now = datetime.now(UTC)
     events = scenario_events(TRIAL, now)
+    expected_mails = len(RECIPIENTS) + 1  # the SAE to both contacts, the ALT toxicity to the safety officer
     with httpx.Client() as client:
         first = [post_signed(client, stack.url("ingest"), "edc", stack.secret, e, now=now) for e in events]
         assert [p.status for p in first] == [202] * len(events), [p.body for p in first]
-        settle_mails(catcher, len(RECIPIENTS))
+        settle_mails(catcher, expected_mails)
         again = [post_signed(client, stack.url("ingest"), "edc", stack.secret, e, now=now) for e in events]
         assert [p.status for p in again] == [200] * len(events)
-    settle_mails(catcher, len(RECIPIENTS))
+    settle_mails(catcher, expected_mails)
 
     mails = catcher.messages()
-    assert sorted(str(m["To"]) for m in mails) == RECIPIENTS
+    sae_mails = [m for m in mails if "SAE report due" in str(m["Subject"])]
+    lab_mails = [m for m in mails if "Alanine aminotransferase increased grade 3" in str(m["Subject"])]
+    assert sorted(str(m["To"]) for m in sae_mails) == RECIPIENTS
+    assert [str(m["To"]) for m in lab_mails] == ["safety.officer@sentinel.example"]
     due = (now - timedelta(hours=1) + timedelta(hours=24)).strftime("%Y-%m-%d %H:%M UTC")
-    assert due in str(mails[0]["Subject"])
-    listed = alerts(stack)
-    assert len(listed) == 1
-    obligations = listed[0]["obligations"]
-    assert isinstance(obligations, list) and obligations[0]["state"] == "open"
-    assert obligations[0]["clock_basis"] == "site"
+    assert due in str(sae_mails[0]["Subject"])
+    listed = {str(a["kind"]): a for a in alerts(stack)}
+    assert set(listed) == {"sae", "lab_toxicity"}, "neutrophils at baseline grade 4 must not page"
+    obligations = listed["sae"]["obligations"]
+    assert isinstance(obligations, list) and len(obligations) == 1
+    assert obligations[0]["state"] == "open" and obligations[0]["clock_basis"] == "site"
+    assert listed["lab_toxicity"]["obligations"] == []
 
 
 def test_safety_killed_between_db_commit_and_offset_commit_loses_and_duplicates_nothing(

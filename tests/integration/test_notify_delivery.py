@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from services.devstack.mail_catcher import MailCatcher
 from services.notify import models
@@ -173,5 +173,5 @@ def test_two_dispatchers_never_send_the_same_delivery_twice(database_url: str) -
     assert len(counts) == 120
     assert max(counts.values()) == 1, [d for d, n in counts.items() if n > 1]
     with Session(engine) as session:
-        assert {d.status for d in session.query(Delivery).all()} == {"sent"}
+        assert {d.status for d in session.exec(select(Delivery)).all()} == {"sent"}
     engine.dispose()

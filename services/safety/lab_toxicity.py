@@ -1,0 +1,56 @@
+"""Pure: grade a lab result by CTCAE v5.0 and decide whether it is news for the safety officer.
+
+Subjects in cytopenia trials enter with grade 3-4 counts: a result pages only when it reaches the
+protocol's threshold *and* is worse than the subject's own baseline grade for that term, and again only
+when it gets worse still.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.safety.ctcae import Grade, grade_test, worst_grade
+from shared.events import LabData
+
+
+@dataclass(frozen=True)
+class LabDecision:
+    graded: Grade
+    signal: bool
+    baseline_grade: int | None
+    previous_grade: int | None
+
+
+def lab_test_code(data: LabData) -> str:
+    """The LBTESTCD when the sender gave one, else the LOINC code (the events model requires one of them)."""
+    return data.test or data.loinc or ""
+
+
+def grade_lab(data: LabData, *, baseline_value: str | None = None) -> Grade:
+    results = grade_test(
+        lab_test_code(data),
+        data.value,
+        data.unit,
+        lln=data.lln,
+        uln=data.uln,
+        baseline=baseline_value,
+    )
+    graded = worst_grade(results)
+    if graded is None:  # grade_test always returns at least one result; keep the type honest
+        return Grade(lab_test_code(data), None, "no CTCAE term graded", None, None)
+    return graded
+
+
+def decide(
+    graded: Grade, *, is_baseline: bool, threshold: int, baseline_grade: int | None, signalled_grade: int | None
+) -> LabDecision:
+    """Baseline results set the reference and never page; others page when at threshold and newly worse."""
+    grade = graded.grade
+    news = (
+        not is_baseline
+        and grade is not None
+        and grade >= threshold
+        and grade > (baseline_grade or 0)
+        and grade > (signalled_grade or 0)
+    )
+    return LabDecision(graded=graded, signal=news, baseline_grade=baseline_grade, previous_grade=signalled_grade)
