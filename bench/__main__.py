@@ -1,0 +1,6 @@
+"""`python -m bench` (`make bench`): every benchmark, each printing its ratio against a baseline of the same run."""
+
+from bench import bench_ctcae
+
+if __name__ == "__main__":
+    bench_ctcae.main()
