@@ -140,11 +140,22 @@ class AeData(Model):
         return check_partial_date(value)
 
 
+class RecordStatusData(Model):
+    """A record deleted or entered in error at the site: a status event, never a silent delete."""
+
+    record_type: Literal["enrollment", "dose", "lab", "ae"]
+    record_id: Text = Field(description="dose_id, result_id or ae_id; the subject for an enrolment")
+    status: Literal["deleted", "entered_in_error", "restored"]
+    reason: Annotated[str, Field(max_length=1000)] | None = None
+    changed_at: AwareDatetime | None = None
+
+
 class InboundType(StrEnum):
     ENROLLMENT = "enrollment"
     DOSE = "dose"
     LAB = "lab"
     AE = "ae"
+    STATUS = "status"
 
 
 INBOUND_DATA: dict[InboundType, type[Model]] = {
@@ -152,6 +163,7 @@ INBOUND_DATA: dict[InboundType, type[Model]] = {
     InboundType.DOSE: DoseData,
     InboundType.LAB: LabData,
     InboundType.AE: AeData,
+    InboundType.STATUS: RecordStatusData,
 }
 
 
@@ -205,7 +217,14 @@ class SubjectEnrolled(ClinicalEnvelopeBase):
     data: EnrollmentData
 
 
-ClinicalEnvelope = Annotated[AeReported | LabResulted | DoseAdministered | SubjectEnrolled, Field(discriminator="type")]
+class RecordStatusChanged(ClinicalEnvelopeBase):
+    type: Literal["record.status_changed"] = "record.status_changed"
+    data: RecordStatusData
+
+
+ClinicalEnvelope = Annotated[
+    AeReported | LabResulted | DoseAdministered | SubjectEnrolled | RecordStatusChanged, Field(discriminator="type")
+]
 CLINICAL_ADAPTER: TypeAdapter[ClinicalEnvelope] = TypeAdapter(ClinicalEnvelope)
 
 ENVELOPE_FOR_INBOUND: dict[InboundType, type[ClinicalEnvelopeBase]] = {
@@ -213,6 +232,7 @@ ENVELOPE_FOR_INBOUND: dict[InboundType, type[ClinicalEnvelopeBase]] = {
     InboundType.DOSE: DoseAdministered,
     InboundType.LAB: LabResulted,
     InboundType.AE: AeReported,
+    InboundType.STATUS: RecordStatusChanged,
 }
 
 
@@ -277,7 +297,125 @@ class LabToxicity(EnvelopeBase):
     data: LabToxicityData
 
 
-SignalEnvelope = Annotated[SaeDetected | SaeUpdated | LabToxicity, Field(discriminator="type")]
+class DltData(Model):
+    """An AE inside a subject's DLT window that meets (or no longer meets) a protocol DLT criterion."""
+
+    dlt_id: str
+    site_id: str
+    subject_id: str
+    arm: str | None
+    ae_id: str
+    ae_version: int
+    term: str
+    grade: int | None
+    relatedness: Relatedness | None
+    criterion: str
+    window_start: AwareDatetime | None
+    window_end: AwareDatetime | None
+    reason: str
+    source_event_id: str
+
+
+class DltSuspected(EnvelopeBase):
+    """Automatic classification: a safety officer must confirm or reject it (review obligation)."""
+
+    type: Literal["dlt.suspected"] = "dlt.suspected"
+    data: DltData
+
+
+class DltWithdrawn(EnvelopeBase):
+    """A follow-up no longer meets the criteria (e.g. relatedness downgraded) and it was not confirmed."""
+
+    type: Literal["dlt.withdrawn"] = "dlt.withdrawn"
+    data: DltData
+
+
+class DltDecisionData(Model):
+    dlt_id: str
+    subject_id: str
+    arm: str | None
+    decision: Literal["confirmed", "rejected"]
+    decided_by: str
+    reason: str
+    decided_at: AwareDatetime
+
+
+class DltDecided(EnvelopeBase):
+    """A safety officer confirmed or rejected a suspected DLT (closes notify's review obligation)."""
+
+    type: Literal["dlt.decided"] = "dlt.decided"
+    data: DltDecisionData
+
+
+CohortDecisionName = Literal["enrolling", "evaluating", "expand", "escalate", "stop"]
+
+
+class CohortData(Model):
+    arm: str
+    enrolled: int
+    evaluable: int
+    dlt_confirmed: int
+    dlt_suspected: int
+    decision: CohortDecisionName
+    previous_decision: CohortDecisionName | None
+    next_arm: str | None
+    reason: str
+
+
+class CohortDecision(EnvelopeBase):
+    """The 3+3 state of an arm changed (escalate, expand, stop ...)."""
+
+    type: Literal["cohort.decision"] = "cohort.decision"
+    data: CohortData
+
+
+class StoppingRuleFired(EnvelopeBase):
+    """An arm reached the protocol's stopping number of DLTs (confirmed or suspected): review at once."""
+
+    type: Literal["stopping_rule.fired"] = "stopping_rule.fired"
+    data: CohortData
+
+
+class AssessmentMissedData(Model):
+    site_id: str
+    subject_id: str
+    assessment: str
+    due_from: AwareDatetime
+    due_until: AwareDatetime
+    missing: list[str]
+
+
+class AssessmentMissed(EnvelopeBase):
+    type: Literal["assessment.missed"] = "assessment.missed"
+    data: AssessmentMissedData
+
+
+class ProtocolDeviationData(Model):
+    site_id: str
+    subject_id: str
+    arm: str | None
+    kind: str
+    detail: str
+
+
+class ProtocolDeviation(EnvelopeBase):
+    type: Literal["protocol.deviation"] = "protocol.deviation"
+    data: ProtocolDeviationData
+
+
+SignalEnvelope = Annotated[
+    SaeDetected
+    | SaeUpdated
+    | LabToxicity
+    | DltSuspected
+    | DltWithdrawn
+    | DltDecided
+    | CohortDecision
+    | StoppingRuleFired
+    | AssessmentMissed
+    | ProtocolDeviation,
+    Field(discriminator="type"),
+]
 SIGNAL_ADAPTER: TypeAdapter[SignalEnvelope] = TypeAdapter(SignalEnvelope)
 
 

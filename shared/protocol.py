@@ -1,7 +1,8 @@
 """The trial protocol as data: everything trial-specific lives in a YAML file validated at start.
 
-This is the minimal protocol the walking skeleton needs (arms, SAE clock, contacts); the DLT and
-escalation sections grow with the protocol engine.
+Sections: arms (in escalation order, with their infusion schedules), the DLT window and criteria, the
+cohort (3+3) rules, the assessment schedule, SAE and lab alert rules, contacts and the escalation policy
+that notify follows. `sentinel protocol check FILE` explains every error with its path.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -54,6 +55,85 @@ class LabAlerts(ProtocolModel):
         return self.term_min_grade.get(term, self.min_grade)
 
 
+Relatedness = Literal["not_related", "unlikely", "possible", "probable", "definite"]
+RELATEDNESS_ORDER: tuple[Relatedness, ...] = ("not_related", "unlikely", "possible", "probable", "definite")
+
+
+class DltCriterion(ProtocolModel):
+    """One way an AE inside the window counts as a DLT; an AE matching any criterion is a suspected DLT.
+
+    `terms` limits the criterion to those CTCAE terms; `exclude_haematological` leaves out the protocol's
+    haematological terms (they have their own rule); `min_relatedness` is the least causality that counts.
+    """
+
+    name: Annotated[str, Field(min_length=1, max_length=80)]
+    description: str
+    min_grade: int = Field(ge=1, le=5)
+    terms: list[str] = Field(default_factory=list)
+    exclude_haematological: bool = False
+    min_relatedness: Relatedness | None = None
+
+
+class HaematologicalDlt(ProtocolModel):
+    """Cytopenias are expected in this population: they count only when worse than the subject's baseline."""
+
+    terms: list[str] = Field(min_length=1)
+    min_grade: int = Field(default=3, ge=1, le=5)
+    only_if_worse_than_baseline: bool = True
+
+
+class DltRules(ProtocolModel):
+    window_days: int = Field(default=28, ge=1, le=365)
+    anchor: Literal["first_infusion", "enrolment"] = "first_infusion"
+    criteria: list[DltCriterion] = Field(min_length=1)
+    haematological: HaematologicalDlt | None = None
+    review_hours: int = Field(default=72, ge=1, description="A suspected DLT must be confirmed or rejected by then")
+    notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
+
+
+class CohortRules(ProtocolModel):
+    """3+3 by default: 0/3 escalate, 1/3 expand to 6, 1/6 escalate, >= stop_at_dlts stop escalation."""
+
+    initial_size: int = Field(default=3, ge=1)
+    expanded_size: int = Field(default=6, ge=1)
+    max_dlts_to_escalate: int = Field(default=0, ge=0, description="DLTs in the initial cohort that still escalate")
+    max_dlts_to_escalate_expanded: int = Field(default=1, ge=0, description="DLTs among the expanded cohort")
+    stop_at_dlts: int = Field(default=2, ge=1, description="This many DLTs in an arm stop escalation at once")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> CohortRules:
+        if self.expanded_size < self.initial_size:
+            raise ValueError("expanded_size must be at least initial_size")
+        return self
+
+
+AssessmentKind = Literal["lab", "ae"]
+
+
+class Assessment(ProtocolModel):
+    """A scheduled visit, `day` days after the DLT anchor, expected within +/- `window_days`."""
+
+    name: Annotated[str, Field(min_length=1, max_length=80)]
+    day: int = Field(ge=0)
+    window_days: int = Field(default=2, ge=0)
+    kinds: list[AssessmentKind] = Field(default_factory=lambda: list[AssessmentKind](["lab"]), min_length=1)
+
+
+class EscalationStep(ProtocolModel):
+    """Who is paged at this step (contact roles or e-mail addresses), and how long to wait for an ack."""
+
+    targets: list[str] = Field(min_length=1)
+    wait_minutes: int = Field(default=30, ge=1)
+
+
+class EscalationPolicy(ProtocolModel):
+    steps: list[EscalationStep] = Field(min_length=1)
+    reminders_before_deadline_hours: list[Decimal] = Field(
+        default_factory=lambda: [Decimal(12), Decimal(4), Decimal(1)]
+    )
+    overdue_repeat_minutes: int = Field(default=60, ge=1)
+
+
 class Contact(ProtocolModel):
     name: str
     email: Email
@@ -63,11 +143,14 @@ class Contact(ProtocolModel):
 class Protocol(ProtocolModel):
     trial_id: Annotated[str, Field(min_length=1, max_length=64)]
     title: str
-    arms: list[Arm] = Field(min_length=1)
-    dlt_window_days: int = Field(default=28, ge=1, le=365)
+    arms: list[Arm] = Field(min_length=1, description="In escalation order")
+    dlt: DltRules
+    cohort: CohortRules = CohortRules()
+    assessments: list[Assessment] = Field(default_factory=list)
     sae: SaeRules = SaeRules()
     lab_alerts: LabAlerts = LabAlerts()
     contacts: list[Contact] = Field(min_length=1)
+    escalation: EscalationPolicy
 
     @model_validator(mode="after")
     def _consistent(self) -> Protocol:
@@ -75,10 +158,24 @@ class Protocol(ProtocolModel):
         if len(set(ids)) != len(ids):
             raise ValueError(f"arm ids must be unique, got {ids}")
         roles = {c.role for c in self.contacts}
-        for section, wanted in (("sae", self.sae.notify_roles), ("lab_alerts", self.lab_alerts.notify_roles)):
+        emails = {c.email for c in self.contacts}
+        sections = {
+            "sae.notify_roles": self.sae.notify_roles,
+            "lab_alerts.notify_roles": self.lab_alerts.notify_roles,
+            "dlt.notify_roles": self.dlt.notify_roles,
+        }
+        for i, step in enumerate(self.escalation.steps):
+            sections[f"escalation.steps.{i}.targets"] = [t for t in step.targets if "@" not in t]
+        for section, wanted in sections.items():
             missing = [role for role in wanted if role not in roles]
             if missing:
-                raise ValueError(f"{section}.notify_roles names roles no contact has: {missing}")
+                raise ValueError(f"{section} names roles no contact has: {missing}")
+        unknown = [t for step in self.escalation.steps for t in step.targets if "@" in t and t not in emails]
+        if unknown:
+            raise ValueError(f"escalation targets name addresses that are not contacts: {unknown}")
+        names = [a.name for a in self.assessments]
+        if len(set(names)) != len(names):
+            raise ValueError("assessment names must be unique")
         return self
 
     def arm(self, arm_id: str) -> Arm | None:

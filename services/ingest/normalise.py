@@ -22,6 +22,7 @@ from shared.events import (
     EnrollmentData,
     InboundHeader,
     LabData,
+    RecordStatusData,
     deterministic_id,
 )
 
@@ -107,6 +108,8 @@ def clinical_time(data: BaseModel, received_at: datetime) -> datetime:
         return data.administered_at
     if isinstance(data, EnrollmentData):
         return datetime.combine(data.enrolled_at, time(0, 0), tzinfo=UTC)
+    if isinstance(data, RecordStatusData):
+        return data.changed_at or received_at
     raise TypeError(f"unknown payload {type(data).__name__}")
 
 

@@ -18,7 +18,7 @@ from services.safety.models import LabResult
 from shared.db import create_tables
 from shared.events import LabData, LabResulted, LabToxicity, deterministic_id
 from shared.outbox import Outgoing
-from shared.protocol import Protocol, parse_protocol
+from shared.protocol import LabAlerts, Protocol
 
 SIGNALS = "test.signals.v1"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -125,17 +125,10 @@ def test_liver_rule_uses_the_subjects_baseline_value(session: Session, protocol:
     assert out == []
 
 
-def test_threshold_per_term_comes_from_the_protocol(session: Session) -> None:
-    protocol = parse_protocol(
-        """
-trial_id: NCT07212335
-title: t
-arms: [{id: A, label: a, infusions: 1, cells_per_kg: 2000000}]
-lab_alerts: {min_grade: 3, term_min_grade: {Hyperkalemia: 2}}
-contacts: [{name: s, email: s@x.example, role: safety_officer}]
-"""
-    )
-    assert len(run(session, protocol, lab(1, "K", "5.8", "mmol/L", lln="3.5", uln="5.1", hours=0))) == 1
+def test_threshold_per_term_comes_from_the_protocol(session: Session, protocol: Protocol) -> None:
+    stricter = protocol.model_copy(update={"lab_alerts": LabAlerts(min_grade=3, term_min_grade={"Hyperkalemia": 2})})
+    assert len(run(session, stricter, lab(1, "K", "5.8", "mmol/L", lln="3.5", uln="5.1", hours=0))) == 1
+    assert run(session, protocol, lab(2, "K", "5.9", "mmol/L", lln="3.5", uln="5.1", hours=1)) == []
 
 
 def test_re_sent_result_is_not_graded_twice(session: Session, protocol: Protocol) -> None:
