@@ -24,6 +24,10 @@ SENTINEL_TEST_DATABASE_URL="$(scripts/ensure-postgres.sh start)"
 export SENTINEL_TEST_DATABASE_URL
 echo "$SENTINEL_TEST_DATABASE_URL"
 
+echo "== deploy tools (promtool, prometheus, kustomize)"
+PATH="$(scripts/ensure-tools.sh):$PATH"
+export PATH
+
 echo "== lint and types"
 $VENV/bin/ruff check shared services tests bench
 $VENV/bin/ruff format --check shared services tests bench
