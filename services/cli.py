@@ -37,8 +37,12 @@ def _protocol_check(args: argparse.Namespace) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return 1
     arms = ", ".join(f"{a.id} ({a.infusions} infusion{'s' if a.infusions > 1 else ''})" for a in protocol.arms)
+    anchor = "first infusion" if protocol.dlt.anchor == "first_infusion" else "enrolment"
+    rules = protocol.cohort
     print(
-        f"{args.file}: OK — trial {protocol.trial_id}; arms {arms}; SAE report within "
+        f"{args.file}: OK — trial {protocol.trial_id}; arms {arms}; DLT window {protocol.dlt.window_days} days "
+        f"from {anchor}, {len(protocol.dlt.criteria)} criteria; cohorts {rules.initial_size}+"
+        f"{rules.expanded_size - rules.initial_size}, stop at {rules.stop_at_dlts} DLTs; SAE report within "
         f"{protocol.sae.report_within_hours} h; {len(protocol.contacts)} contact(s)"
     )
     return 0
@@ -77,6 +81,66 @@ def _mailcatcher(args: argparse.Namespace) -> int:
     return mail_catcher.main(["--port", str(args.port), "--dir", args.dir])
 
 
+AUDITED_SERVICES = ("notify", "safety")
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    """Recompute each service's audit chain; exit 1 when any link is broken or a database is missing."""
+    from sqlalchemy import inspect
+
+    from shared.audit import AuditEntry, verify_chain
+    from shared.db import make_engine
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings()
+    healthy = True
+    for service in args.service or AUDITED_SERVICES:
+        url = settings.database_url_for(service)
+        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+            print(f"{service}: no database at {url.removeprefix('sqlite:///')}", file=sys.stderr)
+            healthy = False
+            continue
+        engine = make_engine(url)
+        try:
+            if not inspect(engine).has_table(AuditEntry.__tablename__):
+                print(f"{service}: 0 rows checked (no audit table yet)")
+                continue
+            checked, problems = verify_chain(engine, service=service)
+        finally:
+            engine.dispose()
+        print(f"{service}: {checked} rows checked, {'OK' if not problems else f'{len(problems)} problem(s)'}")
+        for problem in problems:
+            print(f"  seq {problem.seq}: {problem.problem}")
+        healthy = healthy and not problems
+    return 0 if healthy else 1
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    """Migrate each service's database (one shared PostgreSQL, or the per-service SQLite files) to head."""
+    from services.runner import migration_components
+    from shared.db import make_engine
+    from shared.db_migrations import upgrade
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings()
+    for service in args.service or SERVICES:
+        url = settings.database_url_for(service)
+        engine = make_engine(url)
+        try:
+            for component, before, after in upgrade(migration_components(service), engine):
+                change = f"{before or 'empty'} -> {after}" if before != after else f"at {after}"
+                print(f"{service}: {component} {change}")
+        finally:
+            engine.dispose()
+    return 0
+
+
+def _sources_check(args: argparse.Namespace) -> int:
+    from services.ingest.sources import check_sources_command
+
+    return check_sources_command(Path(args.file))
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="sentinel", description="Safety Sentinel: trial safety surveillance.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -106,6 +170,26 @@ def parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="start everything locally and replay a sample scenario")
     demo.add_argument("--once", action="store_true", help="stop after showing the results (no Ctrl-C wait)")
     demo.set_defaults(func=_demo)
+
+    audit = commands.add_parser("audit", help="the hash-chained audit trail")
+    audit_cmds = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_cmds.add_parser(
+        "verify", help="check every link of the audit chain (SENTINEL_DATABASE_URL, else var/<service>.db)"
+    )
+    verify.add_argument("--service", action="append", choices=AUDITED_SERVICES, help="only this service (repeatable)")
+    verify.set_defaults(func=_audit_verify)
+
+    db = commands.add_parser("db", help="database schema")
+    db_cmds = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_cmds.add_parser("upgrade", help="migrate to the latest schema (SENTINEL_DATABASE_URL or var/*.db)")
+    db_upgrade.add_argument("--service", action="append", choices=SERVICES, help="only this service (repeatable)")
+    db_upgrade.set_defaults(func=_db_upgrade)
+
+    sources = commands.add_parser("sources", help="ingest sources files")
+    sources_cmds = sources.add_subparsers(dest="sources_command", required=True)
+    sources_check = sources_cmds.add_parser("check", help="validate a sources file and explain every error")
+    sources_check.add_argument("file")
+    sources_check.set_defaults(func=_sources_check)
 
     mail = commands.add_parser("mailcatcher", help="a local SMTP server that saves mails under a folder")
     mail.add_argument("--port", type=int, default=1025)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
+from shared.db_migrations import SHARED, Component
+
 SERVICES = ("ingest", "safety", "notify")
 
 
@@ -29,6 +31,13 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+def migration_components(name: str) -> list[Component]:
+    """What `sentinel db upgrade` migrates for a service: the shared tables and its own."""
+    if name not in SERVICES:
+        raise ValueError(f"unknown service {name!r}; choose from {SERVICES}")
+    return [SHARED, Component(name, f"services.{name}:migrations")]
 
 
 def build_app(name: str) -> ServedApp:

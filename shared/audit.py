@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Engine, Text
+from sqlalchemy import JSON, Column, Engine, Text, text
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from shared.db import UTCDateTime
@@ -48,6 +49,23 @@ def entry_hash(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def lock_audit_chain(session: Session, *, service: str) -> None:
+    """Serialise writers of one service's chain until the transaction ends.
+
+    Appending reads the chain's last row and links to it; two writers doing that at once would fork the
+    chain (on PostgreSQL a `FOR UPDATE` read can return a row that is no longer the last; on SQLite the read
+    runs before the write lock). Callers that also lock rows should call this first in the transaction, so
+    every transaction takes its locks in the same order and none can deadlock. Re-entrant.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        key = zlib.crc32(f"sentinel-audit:{service}".encode())
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    elif dialect == "sqlite":
+        # A write statement, even one touching no row, makes the transaction take SQLite's write lock now.
+        session.execute(text("UPDATE audit_log SET seq = seq WHERE 0"))
+
+
 def append_audit(
     session: Session,
     *,
@@ -58,16 +76,10 @@ def append_audit(
     detail: Mapping[str, Any],
     now: datetime,
 ) -> AuditEntry:
-    """Append one row to the service's chain; the caller's transaction commits it with the change itself.
-
-    On PostgreSQL the last row is locked so two writers cannot fork the chain.
-    """
+    """Append one row to the service's chain; the caller's transaction commits it with the change itself."""
+    lock_audit_chain(session, service=service)
     last = session.exec(
-        select(AuditEntry)
-        .where(AuditEntry.service == service)
-        .order_by(col(AuditEntry.seq).desc())
-        .limit(1)
-        .with_for_update()
+        select(AuditEntry).where(AuditEntry.service == service).order_by(col(AuditEntry.seq).desc()).limit(1)
     ).first()
     prev = last.hash if last is not None else GENESIS
     detail_json = json.loads(json.dumps(dict(detail), default=str))

@@ -101,6 +101,12 @@ class LabData(Model):
     uln: Decimal | None = None
     collected_at: AwareDatetime
     baseline: bool = False
+    raw: dict[str, str] | None = Field(
+        default=None, description="The sender's values exactly as received (field or item name -> text)"
+    )
+    flags: list[str] = Field(
+        default_factory=list, description="Data-quality flags raised by ingest; never silent fixes"
+    )
 
     @field_validator("value", mode="before")
     @classmethod
@@ -133,6 +139,15 @@ class AeData(Model):
     end: str | None = None
     outcome: Annotated[str, Field(max_length=100)] | None = None
     awareness_at: AwareDatetime | None = None
+    first_received_at: AwareDatetime | None = Field(
+        default=None, description="When ingest first received any version of this AE; set by ingest, never overwritten"
+    )
+    raw: dict[str, str] | None = Field(
+        default=None, description="The sender's values exactly as received (field or item name -> text)"
+    )
+    flags: list[str] = Field(
+        default_factory=list, description="Data-quality flags raised by ingest; never silent fixes"
+    )
 
     @field_validator("onset", "end")
     @classmethod

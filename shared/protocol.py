@@ -165,7 +165,13 @@ class Protocol(ProtocolModel):
             "dlt.notify_roles": self.dlt.notify_roles,
         }
         for i, step in enumerate(self.escalation.steps):
-            sections[f"escalation.steps.{i}.targets"] = [t for t in step.targets if "@" not in t]
+            # Besides roles: e-mail addresses (checked below) and chat webhooks "webhook:<name>" (named in
+            # the notify service's settings, which refuse to start when one is missing).
+            sections[f"escalation.steps.{i}.targets"] = [
+                t for t in step.targets if "@" not in t and not t.startswith("webhook:")
+            ]
+            if "webhook:" in step.targets:
+                raise ValueError(f"escalation.steps.{i}.targets: 'webhook:' needs a name, e.g. 'webhook:safety-chat'")
         for section, wanted in sections.items():
             missing = [role for role in wanted if role not in roles]
             if missing:

@@ -29,6 +29,10 @@ class CommonSettings(BaseSettings):
     clinical_topic: str = topics.CLINICAL
     signals_topic: str = topics.SIGNALS
     protocol_path: Path | None = Field(default=None, description="Protocol YAML; default: the shipped example")
+    auto_migrate: bool = Field(
+        default=True,
+        description="Upgrade the schema at start (embedded default); false: refuse a schema that is behind",
+    )
     host: str = "127.0.0.1"
     log_level: str = "info"
 

@@ -1,23 +1,37 @@
-"""Ingest's composition root: settings, engine, producer, metrics, routes."""
+"""Ingest's composition root: settings, sources, engine, producer, metrics, routes and background jobs."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.ingest import models, routes
+from services.ingest import routes, routes_fhir, routes_odm, routes_redcap, routes_sdtm
+from services.ingest.purge import run_purge
+from services.ingest.rate_limit import RateLimiter
+from services.ingest.redcap_sync import RedcapSync
 from services.ingest.runtime import IngestMetrics, IngestRuntime
 from services.ingest.settings import IngestSettings
+from services.ingest.sources import Source, canonical_sources, load_sources, merge_sources
 from shared.clock import Clock, SystemClock
-from shared.db import create_tables, make_engine
+from shared.db import make_engine
+from shared.db_migrations import SHARED, Component, prepare_database
 from shared.http import install_common
 from shared.kafka import ManagedProducer, Publisher, ensure_topics, make_producer
 
 SERVICE = "ingest"
+MIGRATIONS = Component(SERVICE, "services.ingest:migrations")
+
+
+def build_sources(settings: IngestSettings, env: Mapping[str, str]) -> dict[str, Source]:
+    """The sources file (if any) plus SENTINEL_WEBHOOK_SECRETS as canonical sources; raises SourcesError."""
+    from_file = load_sources(settings.sources_path, env) if settings.sources_path else {}
+    return merge_sources(from_file, canonical_sources(settings.parsed_secrets(), settings.webhook_secrets))
 
 
 def create_app(
@@ -26,11 +40,15 @@ def create_app(
     publisher: Publisher | None = None,
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
+    env: Mapping[str, str] | None = None,
+    redcap_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    """Build the app; tests inject a publisher and clock, production gets a managed Kafka producer."""
+    """Build the app; tests inject a publisher, clock, environment and REDCap transport."""
+    sources = build_sources(settings, os.environ if env is None else env)
     registry = registry or CollectorRegistry()
+    clock = clock or SystemClock()
     engine = make_engine(settings.database_url_for(SERVICE))
-    create_tables(engine, models.TABLES)
+    prepare_database(engine, [SHARED, MIGRATIONS], auto_migrate=settings.auto_migrate)
     managed: ManagedProducer | None = None
     if publisher is None:
         managed = ManagedProducer(
@@ -40,12 +58,17 @@ def create_app(
         publisher = managed
     runtime = IngestRuntime(
         settings=settings,
-        secrets=settings.parsed_secrets(),
+        sources=sources,
         engine=engine,
         publisher=publisher,
-        clock=clock or SystemClock(),
+        clock=clock,
         metrics=IngestMetrics.create(registry),
+        rate_limiter=RateLimiter(
+            clock, {sid: s.config.rate_limit for sid, s in sources.items() if s.config.rate_limit is not None}
+        ),
     )
+    redcap_client = httpx.AsyncClient(transport=redcap_transport)
+    redcap_sync = RedcapSync(runtime=runtime, client=redcap_client)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +76,10 @@ def create_app(
         tasks: list[asyncio.Task[None]] = []
         if managed is not None:
             tasks.append(asyncio.create_task(_connect(settings, managed, stop)))
+        if settings.background_jobs:
+            tasks.append(asyncio.create_task(run_purge(runtime, stop)))
+            if redcap_sync.sources:
+                tasks.append(asyncio.create_task(redcap_sync.run(stop, settings.redcap_poll_seconds)))
         try:
             yield
         finally:
@@ -60,19 +87,27 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await redcap_client.aclose()
             if managed is not None:
                 await managed.close()
             engine.dispose()
 
-    app = FastAPI(title="Sentinel ingest", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Sentinel ingest",
+        version="0.2.0",
+        description="Inbound clinical data from EDC systems: canonical JSON, FHIR R4, CDISC ODM 1.3, SDTM, REDCap.",
+        lifespan=lifespan,
+    )
     app.state.runtime = runtime
+    app.state.redcap_sync = redcap_sync
     install_common(
         app,
         registry=registry,
         service=SERVICE,
         readiness=lambda: {"broker": managed.connected.is_set() if managed else True},
     )
-    app.include_router(routes.router)
+    for module in (routes, routes_fhir, routes_odm, routes_sdtm, routes_redcap):
+        app.include_router(module.router)
     return app
 
 

@@ -1,4 +1,8 @@
-"""Ingest's own table: which sender ids each source has had accepted (the first level of idempotency)."""
+"""Ingest's own tables: accepted deliveries, the newest version seen per record, and REDCap triggers.
+
+Two levels of idempotency live here: `AcceptedDelivery` (the sender's delivery id, purged after the retention)
+and `RecordVersion` (the newest version of each clinical record, so an older replay never overwrites it).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,54 @@ class AcceptedDelivery(SQLModel, table=True):
     event_id: str = Field(primary_key=True, max_length=200)
     envelope_id: str = Field(max_length=64)
     event_type: str = Field(max_length=40)
-    accepted_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    accepted_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
 
 
-TABLES = [AcceptedDelivery]
+class RecordVersion(SQLModel, table=True):
+    """The newest version published per (source, record key); never moves backwards."""
+
+    __tablename__ = "ingest_record_versions"
+
+    source_id: str = Field(primary_key=True, max_length=100)
+    record_key: str = Field(primary_key=True, max_length=500)
+    source_version: str | None = Field(default=None, max_length=100)
+    canonical_version: int | None = None
+    record_type: str = Field(max_length=20)
+    record_id: str = Field(max_length=200)
+    trial: str = Field(max_length=200)
+    subject: str = Field(max_length=200, index=True)
+    site: str = Field(max_length=200)
+    retracted: bool = False
+    first_received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class RedcapTrigger(SQLModel, table=True):
+    """A Data Entry Trigger, stored before we answer: REDCap never retries, so this row is the only copy."""
+
+    __tablename__ = "ingest_redcap_triggers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(max_length=100, index=True)
+    record: str = Field(max_length=100)
+    instrument: str = Field(max_length=100)
+    event: str | None = Field(default=None, max_length=100)
+    state: str = Field(default="pending", max_length=20, index=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=2000)
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    next_attempt_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    processed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class RedcapCursor(SQLModel, table=True):
+    """Where the reconciliation pull resumes (`dateRangeBegin`): imports fire no trigger."""
+
+    __tablename__ = "ingest_redcap_cursors"
+
+    source_id: str = Field(primary_key=True, max_length=100)
+    reconciled_from: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_run_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+TABLES = [AcceptedDelivery, RecordVersion, RedcapTrigger, RedcapCursor]

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import Engine
 
+from services.ingest.rate_limit import RateLimiter
 from services.ingest.settings import IngestSettings
+from services.ingest.sources import Source
 from shared.clock import Clock
 from shared.kafka import Publisher
-from shared.webhook_signatures import WebhookSecret
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,11 @@ class IngestMetrics:
     published: Counter  # labels: type
     rejected: Counter  # labels: reason
     duplicates: Counter
+    stale: Counter
+    flagged: Counter  # labels: kind (ae, lab)
+    purged: Counter
+    redcap_pulls: Counter  # labels: kind (trigger, reconcile), outcome (ok, failed)
+    redcap_pending: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> IngestMetrics:
@@ -35,17 +41,36 @@ class IngestMetrics:
             duplicates=Counter(
                 "sentinel_ingest_duplicates", "Events already accepted earlier (answered 200)", registry=registry
             ),
+            stale=Counter(
+                "sentinel_ingest_stale", "Older versions replayed after a newer one (not published)", registry=registry
+            ),
+            flagged=Counter(
+                "sentinel_ingest_flagged_events",
+                "Published events carrying data-quality flags",
+                ["kind"],
+                registry=registry,
+            ),
+            purged=Counter(
+                "sentinel_ingest_deliveries_purged", "Delivery ids forgotten after retention", registry=registry
+            ),
+            redcap_pulls=Counter(
+                "sentinel_ingest_redcap_pulls", "REDCap API pulls", ["kind", "outcome"], registry=registry
+            ),
+            redcap_pending=Gauge(
+                "sentinel_ingest_redcap_pending_triggers", "Stored REDCap triggers not yet pulled", registry=registry
+            ),
         )
 
 
 @dataclass(frozen=True)
 class IngestRuntime:
     settings: IngestSettings
-    secrets: dict[str, WebhookSecret]
+    sources: dict[str, Source]
     engine: Engine
     publisher: Publisher
     clock: Clock
     metrics: IngestMetrics
+    rate_limiter: RateLimiter
 
     @property
     def signature_tolerance(self) -> timedelta:

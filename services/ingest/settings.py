@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator
 
 from shared.settings import CommonSettings
@@ -11,12 +13,19 @@ from shared.webhook_signatures import WebhookSecret
 class IngestSettings(CommonSettings):
     ingest_port: int = 8000
     webhook_secrets: dict[str, str] = Field(
-        default_factory=dict, description="JSON object: source_id -> 'whsec_...' secret"
+        default_factory=dict, description="JSON object: source_id -> 'whsec_...' secret (canonical sources)"
     )
+    sources_path: Path | None = Field(default=None, description="Sources file (YAML): EDC adapters and their maps")
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     signature_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     publish_timeout_seconds: float = Field(default=15.0, gt=0)
     retry_after_seconds: int = Field(default=30, ge=1)
+    publish_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    publish_concurrency: int = Field(default=64, ge=1, le=10_000)
+    delivery_retention_days: int = Field(default=7, ge=4, description="Delivery ids are kept at least this long")
+    purge_interval_seconds: float = Field(default=3600, gt=0)
+    redcap_poll_seconds: float = Field(default=5.0, gt=0)
+    background_jobs: bool = Field(default=True, description="Run the purge and REDCap jobs (tests drive them)")
 
     @field_validator("webhook_secrets")
     @classmethod

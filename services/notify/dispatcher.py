@@ -1,5 +1,7 @@
 """Sends queued deliveries: durable (rows in the database), leased (one sender per delivery across
-replicas), retried with exponential backoff and jitter, and never silently dropped."""
+replicas), retried with exponential backoff and jitter, and never silently dropped: a delivery that fails
+for good is recorded in the alert's history, counted, and handed to the next escalation tier (a failover
+timer, which the timer runner fires)."""
 
 from __future__ import annotations
 
@@ -7,17 +9,17 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from email.message import EmailMessage
-from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from services.notify import store
-from services.notify.channels.email import DeliveryError, build_message
+from services.notify import scheduling, store
+from services.notify.channels import DeliveryChannel, DeliveryError, OutgoingMessage
+from services.notify.channels.email import EmailDelivery, MailChannel
 from services.notify.models import Delivery
 from shared.clock import Clock
 
@@ -25,16 +27,10 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=2)
 
 
-class MailChannel(Protocol):
-    @property
-    def sender(self) -> str: ...
-
-    async def send(self, message: EmailMessage) -> None: ...
-
-
 @dataclass(frozen=True)
 class DeliveryMetrics:
     deliveries: Counter  # labels: channel, outcome = sent | retry | failed
+    errors: Counter  # unexpected errors in the dispatch loop (bugs, database down)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> DeliveryMetrics:
@@ -44,7 +40,12 @@ class DeliveryMetrics:
                 "Delivery attempts by channel and outcome",
                 ["channel", "outcome"],
                 registry=registry,
-            )
+            ),
+            errors=Counter(
+                "sentinel_notify_dispatch_errors",
+                "Unexpected errors in the delivery loop (it retries after the poll interval)",
+                registry=registry,
+            ),
         )
 
 
@@ -66,14 +67,19 @@ class DeliveryDispatcher:
         max_attempts: int,
         base_backoff_seconds: float,
         poll_seconds: float = 1.0,
+        webhook: DeliveryChannel | None = None,
+        on_failover: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
-        self._channel = channel
+        self._channels: dict[str, DeliveryChannel] = {"email": EmailDelivery(channel)}
+        if webhook is not None:
+            self._channels["webhook"] = webhook
         self._clock = clock
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._base_backoff = base_backoff_seconds
         self._poll_seconds = poll_seconds
+        self._on_failover = on_failover
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -84,7 +90,9 @@ class DeliveryDispatcher:
             try:
                 await self.dispatch_due()
             except Exception:
-                log.exception("delivery dispatch failed; retrying")
+                # Not swallowed: counted (alert on the metric), logged with its traceback, retried next poll.
+                self._metrics.errors.inc()
+                log.exception("delivery dispatch failed; retrying after %.1f s", self._poll_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
             self._wake.clear()
@@ -105,24 +113,29 @@ class DeliveryDispatcher:
             return [row for row in rows if row is not None]
 
     async def _attempt(self, delivery: Delivery) -> None:
-        message = build_message(
-            sender=self._channel.sender,
+        channel = self._channels.get(delivery.channel)
+        message = OutgoingMessage(
+            delivery_id=delivery.id,
             recipient=delivery.recipient,
             subject=delivery.subject,
             text=delivery.body_text,
             html=delivery.body_html,
-            delivery_id=delivery.id,
         )
         try:
-            await self._channel.send(message)
+            if channel is None:
+                raise DeliveryError(f"no '{delivery.channel}' channel is configured")
+            await channel.deliver(message)
         except DeliveryError as exc:
-            await asyncio.to_thread(self._record_failure, delivery.id, str(exc))
+            failed_for_good = await asyncio.to_thread(self._record_failure, delivery.id, str(exc))
+            if failed_for_good and self._on_failover is not None:
+                self._on_failover()
             return
         await asyncio.to_thread(self._record_sent, delivery.id)
 
     def _record_sent(self, delivery_id: str) -> None:
         now = self._clock.now()
         with Session(self._engine) as session, session.begin():
+            store.lock_audit(session)
             delivery = session.get(Delivery, delivery_id)
             if delivery is None:
                 return
@@ -130,42 +143,57 @@ class DeliveryDispatcher:
             delivery.attempts += 1
             delivery.sent_at = now
             delivery.leased_until = None
+            channel = delivery.channel
             late = f" (attempt {delivery.attempts})" if delivery.attempts > 1 else ""
-            store.add_history(
+            store.record(
                 session,
                 alert_id=delivery.alert_id,
                 actor="system",
                 action="delivered",
                 detail=f"{delivery.channel} to {delivery.recipient}{late}",
                 now=now,
+                delivery_id=delivery.id,
             )
-        self._metrics.deliveries.labels(channel="email", outcome="sent").inc()
+        self._metrics.deliveries.labels(channel=channel, outcome="sent").inc()
 
-    def _record_failure(self, delivery_id: str, error: str) -> None:
+    def _record_failure(self, delivery_id: str, error: str) -> bool:
+        """Count the attempt; after the last one, fail visibly and hand over to the next tier."""
         now = self._clock.now()
         with Session(self._engine) as session, session.begin():
+            store.lock_audit(session)
             delivery = session.get(Delivery, delivery_id)
             if delivery is None:
-                return
+                return False
+            channel = delivery.channel
             delivery.attempts += 1
             delivery.last_error = error[:2000]
             delivery.leased_until = None
             if delivery.attempts >= self._max_attempts:
                 delivery.status = "failed"
                 outcome = "failed"
-                store.add_history(
+                store.record(
                     session,
                     alert_id=delivery.alert_id,
                     actor="system",
                     action="delivery_failed",
                     detail=f"{delivery.channel} to {delivery.recipient} failed after "
-                    f"{delivery.attempts} attempts: {error}",
+                    f"{delivery.attempts} attempts: {error}; escalating to the next tier",
+                    now=now,
+                    delivery_id=delivery.id,
+                )
+                store.schedule_timer(
+                    session,
+                    timer_id=scheduling.failover_timer_id(delivery.id),
+                    kind=scheduling.FAILOVER,
+                    alert_id=delivery.alert_id,
+                    note=delivery.id,
+                    due_at=now,
                     now=now,
                 )
             else:
                 delivery.next_attempt_at = now + retry_delay(delivery.id, delivery.attempts, self._base_backoff)
                 outcome = "retry"
-                store.add_history(
+                store.record(
                     session,
                     alert_id=delivery.alert_id,
                     actor="system",
@@ -173,6 +201,8 @@ class DeliveryDispatcher:
                     detail=f"{delivery.channel} to {delivery.recipient}: {error}; next attempt "
                     f"{delivery.next_attempt_at.isoformat()}",
                     now=now,
+                    delivery_id=delivery.id,
                 )
         log.warning("delivery %s: %s (%s)", delivery_id, outcome, error)
-        self._metrics.deliveries.labels(channel="email", outcome=outcome).inc()
+        self._metrics.deliveries.labels(channel=channel, outcome=outcome).inc()
+        return outcome == "failed"

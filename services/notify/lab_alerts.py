@@ -24,5 +24,5 @@ def plan_lab_alert(signal: LabToxicity, protocol: Protocol) -> AlertPlan:
         title=f"{data.term} grade {data.grade} (subject {data.subject_id}, site {data.site_id})",
         details=data.model_dump(mode="json"),
         obligation=None,
-        messages=plan_messages(signal.id, protocol, protocol.lab_alerts.notify_roles, content),
+        messages=plan_messages(signal.id, protocol, list(protocol.lab_alerts.notify_roles), content),
     )

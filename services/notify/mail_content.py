@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from html import escape
 
 from shared.clock import utc
-from shared.events import LabToxicityData, SaeData
+from shared.events import (
+    AssessmentMissedData,
+    CohortData,
+    DltData,
+    LabToxicityData,
+    ProtocolDeviationData,
+    SaeData,
+)
+
+ACK_FOOTER = "Acknowledge the alert to stop paging; only recording the filed report closes the reporting obligation."
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,7 @@ def sae_mail(trial_id: str, data: SaeData, *, due_at: datetime, hours: int, reas
             "",
             *_lines(rows),
             "",
-            "Acknowledge the alert to stop paging; only recording the filed report closes the reporting obligation.",
+            ACK_FOOTER,
         ]
     )
     html = (
@@ -76,6 +85,111 @@ def lab_mail(trial_id: str, data: LabToxicityData) -> MailContent:
     return MailContent(subject=subject, text=text, html=html)
 
 
+def notice_mail(*, subject: str, heading: str, rows: list[tuple[str, str]], footer: str | None = None) -> MailContent:
+    """The shape every other message shares: a heading, the facts as label/value rows, an optional footer."""
+    text = "\n".join([heading, "", *_lines(rows), *(["", footer] if footer else [])])
+    tail = f"<p>{escape(footer)}</p>" if footer else ""
+    html = f"<html><body><h2>{escape(heading)}</h2>{_table(rows)}{tail}</body></html>"
+    return MailContent(subject=subject, text=text, html=html)
+
+
+def when(moment: datetime) -> str:
+    return _when(moment)
+
+
+def _dlt_rows(trial_id: str, data: DltData) -> list[tuple[str, str]]:
+    window = (
+        f"{_when(data.window_start)} to {_when(data.window_end)}" if data.window_start and data.window_end else "n/a"
+    )
+    return [
+        ("Trial", trial_id),
+        ("Site", data.site_id),
+        ("Subject", data.subject_id),
+        ("Arm", data.arm or "not known"),
+        ("Event", f"{data.term} (AE {data.ae_id}, version {data.ae_version})"),
+        ("CTCAE grade", str(data.grade) if data.grade is not None else "not given"),
+        ("Relatedness", data.relatedness.value.replace("_", " ") if data.relatedness else "not given"),
+        ("Criterion", data.criterion),
+        ("DLT window", window),
+        ("Why", data.reason),
+    ]
+
+
+def dlt_suspected_mail(trial_id: str, data: DltData, *, due_at: datetime, hours: int, reason: str) -> MailContent:
+    return notice_mail(
+        subject=f"[{trial_id}] Suspected DLT, review due {_when(due_at)}: {data.term}, subject {data.subject_id}",
+        heading=f"Suspected dose-limiting toxicity — {reason}.",
+        rows=[*_dlt_rows(trial_id, data), ("Review due", f"{_when(due_at)} ({hours} h)")],
+        footer="Confirm or reject the DLT in safety; acknowledging the alert stops paging, not the review clock.",
+    )
+
+
+def dlt_withdrawn_mail(trial_id: str, data: DltData) -> MailContent:
+    return notice_mail(
+        subject=f"[{trial_id}] Suspected DLT withdrawn: {data.term}, subject {data.subject_id}",
+        heading="A suspected DLT no longer meets the protocol's criteria; its review is cancelled.",
+        rows=_dlt_rows(trial_id, data),
+    )
+
+
+def cohort_rows(trial_id: str, data: CohortData) -> list[tuple[str, str]]:
+    return [
+        ("Trial", trial_id),
+        ("Arm", data.arm),
+        ("Decision", data.decision),
+        ("Previous decision", data.previous_decision or "none"),
+        ("Next arm", data.next_arm or "none"),
+        ("Enrolled / evaluable", f"{data.enrolled} / {data.evaluable}"),
+        ("DLTs confirmed / suspected", f"{data.dlt_confirmed} / {data.dlt_suspected}"),
+        ("Why", data.reason),
+    ]
+
+
+def stopping_rule_mail(trial_id: str, data: CohortData, *, due_at: datetime, hours: int) -> MailContent:
+    return notice_mail(
+        subject=f"[{trial_id}] Stopping rule fired in arm {data.arm}: review due {_when(due_at)}",
+        heading=f"The protocol's stopping rule fired in arm {data.arm}: escalation stops pending review.",
+        rows=[*cohort_rows(trial_id, data), ("Review due", f"{_when(due_at)} ({hours} h)")],
+        footer="Acknowledging the alert stops paging; only recording the review closes the obligation.",
+    )
+
+
+def cohort_mail(trial_id: str, data: CohortData) -> MailContent:
+    return notice_mail(
+        subject=f"[{trial_id}] Cohort decision for arm {data.arm}: {data.decision}",
+        heading=f"Arm {data.arm}: {data.previous_decision or 'no decision'} -> {data.decision}.",
+        rows=cohort_rows(trial_id, data),
+    )
+
+
+def assessment_missed_mail(trial_id: str, data: AssessmentMissedData) -> MailContent:
+    return notice_mail(
+        subject=f"[{trial_id}] Missed assessment '{data.assessment}', subject {data.subject_id}",
+        heading=f"The '{data.assessment}' assessment was not recorded within its window.",
+        rows=[
+            ("Trial", trial_id),
+            ("Site", data.site_id),
+            ("Subject", data.subject_id),
+            ("Window", f"{_when(data.due_from)} to {_when(data.due_until)}"),
+            ("Missing", ", ".join(data.missing) or "not stated"),
+        ],
+    )
+
+
+def deviation_mail(trial_id: str, data: ProtocolDeviationData) -> MailContent:
+    return notice_mail(
+        subject=f"[{trial_id}] Protocol deviation ({data.kind}), subject {data.subject_id}",
+        heading=f"Protocol deviation: {data.kind}.",
+        rows=[
+            ("Trial", trial_id),
+            ("Site", data.site_id),
+            ("Subject", data.subject_id),
+            ("Arm", data.arm or "not known"),
+            ("Detail", data.detail),
+        ],
+    )
+
+
 def _lines(rows: list[tuple[str, str]]) -> list[str]:
     return [f"{label}: {value}" for label, value in rows]
 
@@ -83,3 +197,36 @@ def _lines(rows: list[tuple[str, str]]) -> list[str]:
 def _table(rows: list[tuple[str, str]]) -> str:
     cells = "".join(f"<tr><th align='left'>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     return f"<table>{cells}</table>"
+
+
+@dataclass(frozen=True)
+class ObligationLine:
+    label: str
+    due_at: datetime
+    state: str
+
+
+def timed_mail(
+    *,
+    trial_id: str,
+    alert_id: str,
+    alert_title: str,
+    subject: str,
+    heading: str,
+    obligations: list[ObligationLine],
+    footer: str = ACK_FOOTER,
+) -> MailContent:
+    """Reminders, overdue and escalation pages: what the alert is, what is due when, and what stops it."""
+    rows = [("Trial", trial_id), ("Alert", alert_title), ("Alert id", alert_id)]
+    rows += [(o.label, f"due {_when(o.due_at)} ({o.state})") for o in obligations]
+    return notice_mail(subject=f"[{trial_id}] {subject}: {alert_title}", heading=heading, rows=rows, footer=footer)
+
+
+def duration_text(delta: timedelta) -> str:
+    """A duration as people say it: '4 h', '1 h 30 min', '45 min', '2 d 3 h'; under a minute: '<1 min'."""
+    minutes = int(abs(delta).total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{mins} min" if mins and not days else ""]
+    text = " ".join(p for p in parts if p) or "<1 min"
+    return f"-{text}" if delta < timedelta(0) else text

@@ -1,31 +1,36 @@
-"""Notify's composition root: consumer of signals, delivery dispatcher, officer API."""
+"""Notify's composition root: consumer of signals, timer runner, delivery dispatcher, officer API."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from functools import partial
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.notify import models, routes
-from services.notify.channels.email import SmtpChannel, SmtpConfig
-from services.notify.dispatcher import DeliveryDispatcher, DeliveryMetrics, MailChannel
+from services.notify import routes
+from services.notify.channels.email import MailChannel, SmtpChannel, SmtpConfig
+from services.notify.channels.webhook import WebhookChannel
+from services.notify.dispatcher import DeliveryDispatcher, DeliveryMetrics
+from services.notify.escalation import webhook_names
+from services.notify.metrics import ResponseMetrics, StateCollector, TimerMetrics
 from services.notify.runtime import NotifyRuntime
 from services.notify.settings import NotifySettings
 from services.notify.signals import apply_signal
+from services.notify.timers import TimerRunner
 from shared.auth import TokenAuthenticator
 from shared.clock import Clock, SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
-from shared.db import create_tables, make_engine
+from shared.db import make_engine
+from shared.db_migrations import SHARED, Component, prepare_database
 from shared.events import SIGNAL_ADAPTER, SignalEnvelope
 from shared.http import install_common
-from shared.inbox import ProcessedEvent
-from shared.outbox import OutboxMessage
 from shared.protocol import load_protocol
 
 SERVICE = "notify"
+MIGRATIONS = Component(SERVICE, "services.notify:migrations")
 
 
 def smtp_channel(settings: NotifySettings) -> SmtpChannel:
@@ -49,21 +54,38 @@ def create_app(
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
     channel: MailChannel | None = None,
+    webhook: WebhookChannel | None = None,
 ) -> FastAPI:
     registry = registry or CollectorRegistry()
     clock = clock or SystemClock()
     protocol = load_protocol(settings.protocol_path)
+    missing = sorted(webhook_names(protocol) - set(settings.chat_webhooks))
+    if missing:
+        raise ValueError(f"the protocol pages webhooks that SENTINEL_CHAT_WEBHOOKS does not configure: {missing}")
     engine = make_engine(settings.database_url_for(SERVICE))
-    create_tables(engine, [*models.TABLES, ProcessedEvent, OutboxMessage])
+    prepare_database(engine, [SHARED, MIGRATIONS], auto_migrate=settings.auto_migrate)
+    timers = TimerRunner(
+        engine=engine,
+        protocol=protocol,
+        clock=clock,
+        metrics=TimerMetrics.create(registry),
+        poll_seconds=settings.timer_poll_seconds,
+        late_after=timedelta(seconds=settings.timer_late_after_seconds),
+    )
     dispatcher = DeliveryDispatcher(
         engine=engine,
         channel=channel or smtp_channel(settings),
+        webhook=webhook
+        or WebhookChannel(settings.webhook_targets(), clock=clock, timeout=settings.webhook_timeout_seconds),
         clock=clock,
         metrics=DeliveryMetrics.create(registry),
         max_attempts=settings.delivery_max_attempts,
         base_backoff_seconds=settings.delivery_base_backoff_seconds,
         poll_seconds=settings.dispatch_poll_seconds,
+        on_failover=timers.wake,
     )
+    timers.on_fired = dispatcher.wake
+    registry.register(StateCollector(engine, clock))
     spec: ConsumerSpec[SignalEnvelope] = ConsumerSpec(
         service=SERVICE,
         group_id=settings.notify_group_id,
@@ -78,12 +100,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with consumer.running(dispatcher.run):
+        async with consumer.running(timers.run, dispatcher.run):
             yield
         engine.dispose()
 
     app = FastAPI(title="Sentinel notify (officer API)", version="0.1.0", lifespan=lifespan)
-    app.state.runtime = NotifyRuntime(engine=engine, clock=clock)
+    app.state.runtime = NotifyRuntime(
+        engine=engine, clock=clock, protocol=protocol, metrics=ResponseMetrics.create(registry)
+    )
+    app.state.timers = timers
+    app.state.dispatcher = dispatcher
     app.state.authenticator = TokenAuthenticator(settings.api_tokens)
     install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness)
     app.include_router(routes.router)

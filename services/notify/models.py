@@ -1,5 +1,10 @@
 """Notify's own tables: alerts (what a person sees), obligations (what must be done by when),
-deliveries (each message to each recipient, durable until sent) and each alert's history."""
+deliveries (each message to each recipient, durable until sent) and timers (each due action, durable
+until fired, so a restart loses no escalation).
+
+An alert's history is not a table of its own: it is the alert's slice of the hash-chained audit trail
+(`shared.audit`, entity `alert:<id>`), so each fact is written once and is tamper-evident.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,11 @@ from datetime import datetime
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
 
+from shared.audit import AuditEntry
 from shared.db import UTCDateTime
+
+ALERT_STATES = ("open", "acknowledged", "resolved")
+OBLIGATION_STATES = ("open", "overdue", "completed", "cancelled")
 
 
 class Alert(SQLModel, table=True):
@@ -22,11 +31,18 @@ class Alert(SQLModel, table=True):
     subject_id: str = Field(max_length=200, index=True)
     title: str = Field(max_length=500)
     details: dict[str, object] = Field(sa_column=Column(JSON, nullable=False))
-    state: str = Field(default="open", max_length=20, index=True)  # open | acknowledged
+    state: str = Field(default="open", max_length=20, index=True)  # open | acknowledged | resolved
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     acknowledged_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     acknowledged_by: str | None = Field(default=None, max_length=200)
+    # Paging: each (re)open starts a new round at step 0 (the initial notification).
+    paged_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    escalation_round: int = 0
+    escalation_step: int = 0
+    snoozed_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    snoozed_by: str | None = Field(default=None, max_length=200)
+    snooze_reason: str | None = Field(default=None, max_length=2000)
 
 
 class Obligation(SQLModel, table=True):
@@ -34,17 +50,21 @@ class Obligation(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     alert_id: str = Field(foreign_key="notify_alerts.id", max_length=64, index=True)
-    kind: str = Field(max_length=40)  # sae_report
+    kind: str = Field(max_length=40)  # sae_report | dlt_review | stopping_rule_review
     trial_id: str = Field(max_length=64, index=True)
     subject_id: str = Field(max_length=200, index=True)
     description: str = Field(max_length=500)
     clock_started_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     clock_basis: str = Field(max_length=20)
     due_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
-    state: str = Field(default="open", max_length=20, index=True)  # open | completed | cancelled
+    state: str = Field(default="open", max_length=20, index=True)  # open | overdue | completed | cancelled
+    overdue_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     completed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     completed_by: str | None = Field(default=None, max_length=200)
     reference: str | None = Field(default=None, max_length=200)
+    cancelled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    cancelled_by: str | None = Field(default=None, max_length=200)
+    cancel_reason: str | None = Field(default=None, max_length=2000)
 
 
 class Delivery(SQLModel, table=True):
@@ -52,8 +72,8 @@ class Delivery(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     alert_id: str = Field(foreign_key="notify_alerts.id", max_length=64, index=True)
-    channel: str = Field(max_length=20)
-    recipient: str = Field(max_length=254)
+    channel: str = Field(max_length=20)  # email | webhook
+    recipient: str = Field(max_length=254)  # an address, or webhook:<name>
     subject: str = Field(max_length=500)
     body_text: str = Field(sa_column=Column(Text, nullable=False))
     body_html: str = Field(sa_column=Column(Text, nullable=False))
@@ -66,17 +86,27 @@ class Delivery(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
 
 
-class AlertHistory(SQLModel, table=True):
-    """Append-only: what happened to an alert, automatically or by whom."""
+class Timer(SQLModel, table=True):
+    """One due action: an escalation step, a reminder, an overdue page, a failover after a failed delivery.
 
-    __tablename__ = "notify_alert_history"
+    Ids are deterministic (what, for whom, which step), so scheduling twice writes one row, and the
+    deliveries a timer queues derive their ids from it, so even a repeated firing mails nobody twice.
+    """
 
-    seq: int | None = Field(default=None, primary_key=True)
+    __tablename__ = "notify_timers"
+
+    id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=20)  # escalate | reminder | overdue | failover
     alert_id: str = Field(foreign_key="notify_alerts.id", max_length=64, index=True)
-    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
-    actor: str = Field(max_length=200)
-    action: str = Field(max_length=60)
-    detail: str = Field(sa_column=Column(Text, nullable=False))
+    obligation_id: str | None = Field(default=None, foreign_key="notify_obligations.id", max_length=64, index=True)
+    step: int = 0  # escalation step, reminder number or overdue repeat number
+    round: int = 0  # the alert's escalation round (escalate timers only)
+    note: str = Field(default="", max_length=500)
+    due_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    state: str = Field(default="pending", max_length=20, index=True)  # pending | fired | skipped | cancelled
+    leased_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    fired_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
-TABLES = [Alert, Obligation, Delivery, AlertHistory]
+TABLES = [Alert, Obligation, Delivery, Timer, AuditEntry]

@@ -1,17 +1,20 @@
-"""Officer API: list and read alerts and obligations, acknowledge, record the filed report."""
+"""Officer API: list and read alerts and obligations; acknowledge, comment, snooze; record the filed
+report; cancel an obligation (admin). Every change is written to the audit trail in its transaction."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
-from typing import Annotated, Literal
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlmodel import Session
 
-from services.notify import store
-from services.notify.models import Alert, AlertHistory, Delivery, Obligation
+from services.notify import alert_actions, store
+from services.notify.models import Alert, Delivery, Obligation, Timer
+from services.notify.obligations import OPEN_STATES, ObligationConflict
 from services.notify.runtime import NotifyRuntime
 from shared.auth import require_role
 from shared.problems import ProblemError
@@ -20,7 +23,10 @@ from shared.settings import ApiUser
 router = APIRouter(prefix="/v1")
 Viewer = Annotated[ApiUser, Depends(require_role("viewer"))]
 Officer = Annotated[ApiUser, Depends(require_role("officer"))]
+Admin = Annotated[ApiUser, Depends(require_role("admin"))]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+Comment = Annotated[str, Field(max_length=2000)]
+T = TypeVar("T")
 
 
 class ObligationPublic(BaseModel):
@@ -35,21 +41,21 @@ class ObligationPublic(BaseModel):
     due_at: datetime
     state: Literal["open", "overdue", "completed", "cancelled"]
     seconds_left: int | None
+    overdue_at: datetime | None
     completed_at: datetime | None
     completed_by: str | None
     reference: str | None
+    cancelled_at: datetime | None
+    cancelled_by: str | None
+    cancel_reason: str | None
 
     @classmethod
     def of(cls, row: Obligation, now: datetime) -> ObligationPublic:
-        open_ = row.state == "open"
+        """Overdue shows the instant the deadline passes, even before the overdue timer has persisted it."""
+        open_ = row.state in OPEN_STATES
         state = "overdue" if open_ and now > row.due_at else row.state
-        return cls.model_validate(
-            {
-                **row.model_dump(),
-                "state": state,
-                "seconds_left": int((row.due_at - now).total_seconds()) if open_ else None,
-            }
-        )
+        left = (row.due_at - now) // timedelta(seconds=1) if open_ else None
+        return cls.model_validate({**row.model_dump(), "state": state, "seconds_left": left})
 
 
 class DeliveryPublic(BaseModel):
@@ -71,8 +77,17 @@ class HistoryPublic(BaseModel):
     action: str
     detail: str
 
+
+class TimerPublic(BaseModel):
+    """What will happen next, and when, unless someone acts."""
+
+    kind: str
+    step: int
+    due_at: datetime
+    obligation_id: str | None
+
     @classmethod
-    def of(cls, row: AlertHistory) -> HistoryPublic:
+    def of(cls, row: Timer) -> TimerPublic:
         return cls.model_validate(row.model_dump())
 
 
@@ -83,24 +98,42 @@ class AlertPublic(BaseModel):
     site_id: str
     subject_id: str
     title: str
-    state: str
+    state: Literal["open", "acknowledged", "resolved"]
     details: dict[str, object]
     created_at: datetime
     updated_at: datetime
     acknowledged_at: datetime | None
     acknowledged_by: str | None
+    escalation_step: int
+    snoozed_until: datetime | None
+    snoozed_by: str | None
+    snooze_reason: str | None
     obligations: list[ObligationPublic]
     deliveries: list[DeliveryPublic] = Field(default_factory=list)
     history: list[HistoryPublic] = Field(default_factory=list)
+    scheduled: list[TimerPublic] = Field(default_factory=list)
 
 
 class AckRequest(BaseModel):
-    comment: Annotated[str, Field(max_length=2000)] | None = None
+    comment: Comment | None = None
+
+
+class CommentRequest(BaseModel):
+    text: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class SnoozeRequest(BaseModel):
+    reason: Annotated[str, Field(min_length=1, max_length=2000, description="Why paging may wait")]
+    until: AwareDatetime = Field(description="When escalation pages resume (at most 7 days ahead)")
 
 
 class CompleteRequest(BaseModel):
     reference: Annotated[str, Field(min_length=1, max_length=200, description="The filed report's reference")]
-    comment: Annotated[str, Field(max_length=2000)] | None = None
+    comment: Comment | None = None
+
+
+class CancelRequest(BaseModel):
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
 
 
 def _runtime(request: Request) -> NotifyRuntime:
@@ -117,9 +150,25 @@ def _alert_public(session: Session, alert: Alert, now: datetime, *, full: bool) 
     if full:
         extra = {
             "deliveries": [DeliveryPublic.of(d) for d in store.deliveries_for(session, alert_id=alert.id)],
-            "history": [HistoryPublic.of(h) for h in store.history_for(session, alert_id=alert.id)],
+            "history": [
+                HistoryPublic(at=h.at, actor=h.actor, action=h.action, detail=h.detail)
+                for h in store.history_for(session, alert_id=alert.id)
+            ],
+            "scheduled": [TimerPublic.of(t) for t in store.pending_timers(session, alert_id=alert.id)],
         }
     return AlertPublic.model_validate({**alert.model_dump(), "obligations": obligations, **extra})
+
+
+async def _change(runtime: NotifyRuntime, work: Callable[[Session, datetime], T]) -> T:
+    """One officer action: one transaction (audit lock first), committed before the answer."""
+
+    def run() -> T:
+        now = runtime.clock.now()
+        with Session(runtime.engine, expire_on_commit=False) as session, session.begin():
+            store.lock_audit(session)
+            return work(session, now)
+
+    return await asyncio.to_thread(run)
 
 
 @router.get("/alerts", response_model=list[AlertPublic])
@@ -128,13 +177,16 @@ async def list_alerts(
     _user: Viewer,
     trial: str | None = None,
     subject: str | None = None,
-    state: Literal["open", "acknowledged"] | None = None,
+    state: Literal["open", "acknowledged", "resolved"] | None = None,
+    due_before: Annotated[AwareDatetime | None, Query(description="with an open obligation due before")] = None,
     limit: Limit = 100,
 ) -> list[AlertPublic]:
     def query() -> list[AlertPublic]:
         now = runtime.clock.now()
         with Session(runtime.engine) as session:
-            rows = store.list_alerts(session, trial_id=trial, subject_id=subject, state=state, limit=limit)
+            rows = store.list_alerts(
+                session, trial_id=trial, subject_id=subject, state=state, due_before=due_before, limit=limit
+            )
             return [_alert_public(session, a, now, full=False) for a in rows]
 
     return await asyncio.to_thread(query)
@@ -152,27 +204,48 @@ async def get_alert(alert_id: str, runtime: Runtime, _user: Viewer) -> AlertPubl
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertPublic)
 async def acknowledge(alert_id: str, runtime: Runtime, user: Officer, body: AckRequest | None = None) -> AlertPublic:
-    def change() -> AlertPublic:
-        now = runtime.clock.now()
-        with Session(runtime.engine) as session, session.begin():
-            alert = _alert_or_404(session, alert_id)
-            if alert.state != "acknowledged":
-                alert.state = "acknowledged"
-                alert.acknowledged_at = now
-                alert.acknowledged_by = user.user
-                session.add(alert)
-            comment = f": {body.comment}" if body and body.comment else ""
-            store.add_history(
-                session,
-                alert_id=alert.id,
-                actor=user.user,
-                action="acknowledged",
-                detail=f"acknowledged{comment}",
-                now=now,
-            )
-            return _alert_public(session, alert, now, full=True)
+    """Stops paging (escalation steps). Reminders and overdue pages of open obligations continue."""
 
-    return await asyncio.to_thread(change)
+    def work(session: Session, now: datetime) -> tuple[AlertPublic, timedelta | None]:
+        alert = _alert_or_404(session, alert_id)
+        took = alert_actions.acknowledge(
+            session, alert=alert, actor=user.user, comment=body.comment if body else None, now=now
+        )
+        session.flush()
+        return _alert_public(session, alert, now, full=True), took
+
+    public, took = await _change(runtime, work)
+    if took is not None:
+        runtime.metrics.time_to_acknowledge.labels(kind=public.kind).observe(took.total_seconds())
+    return public
+
+
+@router.post("/alerts/{alert_id}/comments", response_model=AlertPublic, status_code=201)
+async def add_comment(alert_id: str, body: CommentRequest, runtime: Runtime, user: Officer) -> AlertPublic:
+    def work(session: Session, now: datetime) -> AlertPublic:
+        alert = _alert_or_404(session, alert_id)
+        alert_actions.comment(session, alert=alert, actor=user.user, text=body.text, now=now)
+        return _alert_public(session, alert, now, full=True)
+
+    return await _change(runtime, work)
+
+
+@router.post("/alerts/{alert_id}/snooze", response_model=AlertPublic)
+async def snooze(alert_id: str, body: SnoozeRequest, runtime: Runtime, user: Officer) -> AlertPublic:
+    """Holds escalation pages until `until`; never an open obligation's reminders or overdue pages."""
+
+    def work(session: Session, now: datetime) -> AlertPublic:
+        alert = _alert_or_404(session, alert_id)
+        try:
+            alert_actions.snooze(session, alert=alert, actor=user.user, reason=body.reason, until=body.until, now=now)
+        except alert_actions.ActionRefused as exc:
+            raise ProblemError(
+                422, "Invalid snooze", str(exc), slug="invalid-field", errors=[{"pointer": "/body/until"}]
+            ) from exc
+        session.flush()
+        return _alert_public(session, alert, now, full=True)
+
+    return await _change(runtime, work)
 
 
 @router.get("/obligations", response_model=list[ObligationPublic])
@@ -200,39 +273,60 @@ async def list_obligations(
 async def complete_obligation(
     obligation_id: str, body: CompleteRequest, runtime: Runtime, user: Officer
 ) -> ObligationPublic:
-    def change() -> ObligationPublic:
-        now = runtime.clock.now()
-        with Session(runtime.engine) as session, session.begin():
-            obligation = session.get(Obligation, obligation_id)
-            if obligation is None:
-                raise ProblemError(404, "Not found", f"no obligation '{obligation_id}'", slug="not-found")
-            if obligation.state == "completed":
-                if obligation.reference == body.reference:
-                    return ObligationPublic.of(obligation, now)  # a retried request: same answer
-                raise ProblemError(
-                    409,
-                    "Already completed",
-                    f"completed by {obligation.completed_by} with reference '{obligation.reference}'",
-                    slug="already-completed",
-                )
-            late = now > obligation.due_at
-            obligation.state = "completed"
-            obligation.completed_at = now
-            obligation.completed_by = user.user
-            obligation.reference = body.reference
-            session.add(obligation)
-            comment = f"; {body.comment}" if body.comment else ""
-            store.add_history(
+    """Records the filed report: the only thing (besides cancelling) that stops the obligation's clock."""
+    done: list[tuple[str, timedelta]] = []
+
+    def work(session: Session, now: datetime) -> ObligationPublic:
+        obligation = _obligation_or_404(session, obligation_id)
+        if obligation.state == "completed" and obligation.reference == body.reference:
+            return ObligationPublic.of(obligation, now)  # a retried request: same answer
+        alert = _alert_or_404(session, obligation.alert_id)
+        try:
+            took = alert_actions.complete(
                 session,
-                alert_id=obligation.alert_id,
+                alert=alert,
+                obligation=obligation,
                 actor=user.user,
-                action="report_filed",
-                detail=f"{obligation.kind} filed as '{body.reference}'{' after the deadline' if late else ''}{comment}",
+                reference=body.reference,
+                comment=body.comment,
+                at=now,
                 now=now,
             )
-            return ObligationPublic.of(obligation, now)
+        except ObligationConflict as exc:
+            raise _conflict(obligation) from exc
+        done.append((obligation.kind, took))
+        return ObligationPublic.of(obligation, now)
 
-    return await asyncio.to_thread(change)
+    public = await _change(runtime, work)
+    for kind, took in done:
+        runtime.metrics.time_to_complete.labels(kind=kind).observe(took.total_seconds())
+    return public
+
+
+@router.post("/obligations/{obligation_id}/cancel", response_model=ObligationPublic)
+async def cancel_obligation(obligation_id: str, body: CancelRequest, runtime: Runtime, user: Admin) -> ObligationPublic:
+    """An obligation that no longer applies (e.g. the AE was entered in error): admins only, with a reason."""
+
+    def work(session: Session, now: datetime) -> ObligationPublic:
+        obligation = _obligation_or_404(session, obligation_id)
+        alert = _alert_or_404(session, obligation.alert_id)
+        try:
+            alert_actions.cancel(
+                session, alert=alert, obligation=obligation, actor=user.user, reason=body.reason, now=now
+            )
+        except ObligationConflict as exc:
+            raise _conflict(obligation) from exc
+        return ObligationPublic.of(obligation, now)
+
+    return await _change(runtime, work)
+
+
+def _conflict(obligation: Obligation) -> ProblemError:
+    if obligation.state == "completed":
+        detail = f"completed by {obligation.completed_by} with reference '{obligation.reference}'"
+        return ProblemError(409, "Already completed", detail, slug="already-completed")
+    detail = f"cancelled by {obligation.cancelled_by}: {obligation.cancel_reason}"
+    return ProblemError(409, "Already cancelled", detail, slug="already-cancelled")
 
 
 def _alert_or_404(session: Session, alert_id: str) -> Alert:
@@ -240,3 +334,10 @@ def _alert_or_404(session: Session, alert_id: str) -> Alert:
     if alert is None:
         raise ProblemError(404, "Not found", f"no alert '{alert_id}'", slug="not-found")
     return alert
+
+
+def _obligation_or_404(session: Session, obligation_id: str) -> Obligation:
+    obligation = session.get(Obligation, obligation_id)
+    if obligation is None:
+        raise ProblemError(404, "Not found", f"no obligation '{obligation_id}'", slug="not-found")
+    return obligation

@@ -6,10 +6,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from services.notify.metrics import ResponseMetrics
 from shared.clock import Clock
+from shared.protocol import Protocol
 
 
 @dataclass(frozen=True)
 class NotifyRuntime:
     engine: Engine
     clock: Clock
+    protocol: Protocol
+    metrics: ResponseMetrics

@@ -7,15 +7,16 @@ is exact arithmetic on aware UTC datetimes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from services.notify.escalation import Channel, Recipient, initial_targets, resolve_targets
 from services.notify.mail_content import MailContent, sae_mail
+from services.notify.obligations import SAE_REPORT, deadline
 from shared.clock import utc
 from shared.events import SaeData, SaeDetected, SaeUpdated, deterministic_id
 from shared.protocol import Protocol
 
 SAE_KIND = "sae"
-SAE_REPORT = "sae_report"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class MessagePlan:
     delivery_id: str
     recipient: str
     content: MailContent
+    channel: Channel = "email"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class AlertPlan:
     obligation: ObligationPlan | None
     messages: tuple[MessagePlan, ...]
 
+    @property
+    def escalates(self) -> bool:
+        """Alerts with a clock page through the escalation steps until acknowledged; others notify once."""
+        return self.obligation is not None
+
 
 def sae_thread_key(trial_id: str, data: SaeData) -> str:
     """All versions and follow-ups of one AE thread into one alert."""
@@ -51,7 +58,7 @@ def sae_thread_key(trial_id: str, data: SaeData) -> str:
 
 
 def report_deadline(awareness_at: datetime, hours: int) -> datetime:
-    return utc(awareness_at) + timedelta(hours=hours)
+    return deadline(awareness_at, hours)
 
 
 def plan_sae_alert(signal: SaeDetected | SaeUpdated, protocol: Protocol, *, reason: str) -> AlertPlan:
@@ -69,7 +76,8 @@ def plan_sae_alert(signal: SaeDetected | SaeUpdated, protocol: Protocol, *, reas
     )
     title = f"SAE: {data.term} (subject {data.subject_id}, site {data.site_id})"
     content = sae_mail(signal.trialid, data, due_at=due_at, hours=protocol.sae.report_within_hours, reason=reason)
-    messages = plan_messages(signal.id, protocol, protocol.sae.notify_roles, content)
+    targets = initial_targets(protocol, protocol.sae.notify_roles, escalates=True)
+    messages = plan_messages(signal.id, protocol, targets, content)
     details: dict[str, object] = data.model_dump(mode="json")
     return AlertPlan(
         alert_id=alert_id,
@@ -82,13 +90,22 @@ def plan_sae_alert(signal: SaeDetected | SaeUpdated, protocol: Protocol, *, reas
 
 
 def plan_messages(
-    signal_id: str, protocol: Protocol, roles: list[str], content: MailContent
+    signal_id: str, protocol: Protocol, targets: list[str], content: MailContent
 ) -> tuple[MessagePlan, ...]:
-    """One message per distinct recipient of the roles; ids derive from the signal so replays dedupe."""
-    recipients = sorted({c.email for role in roles for c in protocol.contacts_with_role(role)})
+    """One message per distinct recipient of the targets (roles, addresses, webhooks)."""
+    return messages_to(signal_id, resolve_targets(protocol, targets), content)
+
+
+def messages_to(key: str, recipients: tuple[Recipient, ...], content: MailContent) -> tuple[MessagePlan, ...]:
+    """Ids derive from what caused the message (a signal, a timer) and the recipient, so replays dedupe."""
     return tuple(
-        MessagePlan(delivery_id=deterministic_id("delivery", signal_id, email), recipient=email, content=content)
-        for email in recipients
+        MessagePlan(
+            delivery_id=deterministic_id("delivery", key, r.address),
+            recipient=r.address,
+            content=content,
+            channel=r.channel,
+        )
+        for r in recipients
     )
 
 

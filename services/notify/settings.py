@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
 
+from pydantic import BaseModel, Field, field_validator
+
+from services.notify.channels.webhook import WebhookTarget
 from shared.settings import ApiSettings, CommonSettings
+from shared.webhook_signatures import WebhookSecret
+
+
+class ChatWebhook(BaseModel):
+    """A chat channel notify posts to: Slack- or Teams-compatible JSON, signed with the secret."""
+
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    secret: str
+    format: Literal["slack", "teams"] = "slack"
+
+    @field_validator("secret")
+    @classmethod
+    def _real_secret(cls, secret: str) -> str:
+        WebhookSecret.parse(secret)  # refuses placeholders and short keys at start, not at the first page
+        return secret
 
 
 class NotifySettings(CommonSettings, ApiSettings):
@@ -21,3 +39,18 @@ class NotifySettings(CommonSettings, ApiSettings):
     delivery_max_attempts: int = Field(default=6, ge=1, le=50)
     delivery_base_backoff_seconds: float = Field(default=5.0, gt=0)
     dispatch_poll_seconds: float = Field(default=1.0, gt=0)
+    timer_poll_seconds: float = Field(default=1.0, gt=0)
+    timer_late_after_seconds: int = Field(
+        default=60, ge=1, description="A timer firing this much after its due time is marked late in the history"
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    chat_webhooks: dict[str, ChatWebhook] = Field(
+        default_factory=dict,
+        description="SENTINEL_CHAT_WEBHOOKS: name -> {url, secret, format}; protocol targets say webhook:<name>",
+    )
+
+    def webhook_targets(self) -> dict[str, WebhookTarget]:
+        return {
+            name: WebhookTarget(url=hook.url, secret=WebhookSecret.parse(hook.secret), format=hook.format)
+            for name, hook in self.chat_webhooks.items()
+        }

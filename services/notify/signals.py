@@ -1,4 +1,8 @@
-"""Notify's service layer: apply one safety signal inside the consumer's transaction."""
+"""Notify's service layer: apply one safety signal inside the consumer's transaction.
+
+Every signal type has a handler; follow-ups thread into the alert of the same AE (or DLT, or arm).
+Worse news re-pages (and restarts escalation); an identical re-delivery only adds history.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,37 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.notify import store
+from services.notify import alert_actions, scheduling, store
+from services.notify.dlt_alerts import (
+    DLT_KIND,
+    STOPPING_RULE_KIND,
+    TRIAL_LEVEL,
+    dlt_thread_key,
+    dlt_worse,
+    information_kind,
+    plan_dlt_suspected,
+    plan_dlt_withdrawn,
+    plan_information,
+    plan_stopping_rule,
+    stopping_worse,
+)
 from services.notify.lab_alerts import LAB_KIND, plan_lab_alert
 from services.notify.models import Alert
-from services.notify.sae_alerts import SAE_KIND, plan_sae_alert, report_deadline, update_needs_paging
-from shared.events import LabToxicity, SaeDetected, SaeUpdated, SignalEnvelope
+from services.notify.obligations import DLT_REVIEW, STOPPING_RULE_REVIEW
+from services.notify.sae_alerts import SAE_KIND, AlertPlan, plan_sae_alert, report_deadline, update_needs_paging
+from shared.events import (
+    AssessmentMissed,
+    CohortDecision,
+    DltDecided,
+    DltSuspected,
+    DltWithdrawn,
+    LabToxicity,
+    ProtocolDeviation,
+    SaeDetected,
+    SaeUpdated,
+    SignalEnvelope,
+    StoppingRuleFired,
+)
 from shared.kafka import PoisonMessage
 from shared.outbox import Outgoing
 from shared.protocol import Protocol
@@ -24,47 +54,88 @@ def apply_signal(
 ) -> Sequence[Outgoing]:
     if envelope.trialid != protocol.trial_id:
         raise PoisonMessage(f"signal for trial '{envelope.trialid}' but notify runs protocol '{protocol.trial_id}'")
+    store.lock_audit(session)
     if isinstance(envelope, SaeDetected | SaeUpdated):
         _apply_sae(session, envelope, now, protocol)
-        return []
-    if isinstance(envelope, LabToxicity):
+    elif isinstance(envelope, LabToxicity):
         _apply_lab(session, envelope, now, protocol)
-        return []
-    raise PoisonMessage(f"unsupported signal {type(envelope).__name__}")
+    elif isinstance(envelope, DltSuspected):
+        _apply_dlt_suspected(session, envelope, now, protocol)
+    elif isinstance(envelope, DltWithdrawn):
+        _apply_dlt_withdrawn(session, envelope, now, protocol)
+    elif isinstance(envelope, DltDecided):
+        _apply_dlt_decided(session, envelope, now)
+    elif isinstance(envelope, StoppingRuleFired):
+        _apply_stopping_rule(session, envelope, now, protocol)
+    elif isinstance(envelope, CohortDecision | AssessmentMissed | ProtocolDeviation):
+        _apply_information(session, envelope, now, protocol)
+    else:  # pragma: no cover - the union above is exhaustive; a new signal type must be handled here
+        raise PoisonMessage(f"unsupported signal {type(envelope).__name__}")
+    return []
+
+
+def _open(
+    session: Session,
+    plan: AlertPlan,
+    *,
+    kind: str,
+    trial_id: str,
+    site_id: str,
+    subject_id: str,
+    detail: str,
+    now: datetime,
+    protocol: Protocol,
+) -> Alert:
+    """A new alert: its initial notification (escalation step 0), and its clocks if it has an obligation."""
+    alert = store.create_alert(
+        session, plan=plan, kind=kind, trial_id=trial_id, site_id=site_id, subject_id=subject_id, now=now
+    )
+    store.record(session, alert_id=alert.id, actor=SYSTEM, action="opened", detail=detail, now=now)
+    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now)
+    if plan.escalates:
+        scheduling.start_escalation(session, alert=alert, protocol=protocol, now=now)
+    if plan.obligation is not None:
+        for obligation in store.open_obligations(session, alert_id=alert.id):
+            scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
+    return alert
+
+
+def _repage(session: Session, alert: Alert, plan: AlertPlan, *, now: datetime, protocol: Protocol) -> None:
+    """Worse news: the earlier acknowledgement (and any snooze) covered the earlier news; page from step 0."""
+    alert.state = "open"
+    alert.acknowledged_at = None
+    alert.acknowledged_by = None
+    alert.snoozed_until = None
+    alert.updated_at = now
+    session.add(alert)
+    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now)
+    if plan.escalates:
+        scheduling.start_escalation(session, alert=alert, protocol=protocol, now=now)
 
 
 def _apply_lab(session: Session, signal: LabToxicity, now: datetime, protocol: Protocol) -> None:
-    """Safety signals a term only when it gets worse, so every lab signal pages, threaded per term."""
+    """Safety signals a term only when it gets worse, so every lab signal notifies, threaded per term."""
     plan = plan_lab_alert(signal, protocol)
     data = signal.data
+    detail = f"{data.term} grade {data.grade} (baseline {data.baseline_grade}) from result {data.result_id}"
     alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
     if alert is None:
-        alert = store.create_alert(
+        _open(
             session,
-            plan=plan,
+            plan,
             kind=LAB_KIND,
             trial_id=signal.trialid,
             site_id=data.site_id,
             subject_id=data.subject_id,
+            detail=detail,
             now=now,
+            protocol=protocol,
         )
-        action = "opened"
-    else:
-        alert.title = plan.title
-        alert.details = plan.details
-        _reopen(alert)
-        alert.updated_at = now
-        session.add(alert)
-        action = "worsened"
-    store.add_history(
-        session,
-        alert_id=alert.id,
-        actor=SYSTEM,
-        action=action,
-        detail=f"{data.term} grade {data.grade} (baseline {data.baseline_grade}) from result {data.result_id}",
-        now=now,
-    )
-    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now)
+        return
+    alert.title = plan.title
+    alert.details = plan.details
+    _repage(session, alert, plan, now=now, protocol=protocol)
+    store.record(session, alert_id=alert.id, actor=SYSTEM, action="worsened", detail=detail, now=now)
 
 
 def _apply_sae(session: Session, signal: SaeDetected | SaeUpdated, now: datetime, protocol: Protocol) -> None:
@@ -73,27 +144,20 @@ def _apply_sae(session: Session, signal: SaeDetected | SaeUpdated, now: datetime
     due = report_deadline(data.awareness_at, protocol.sae.report_within_hours)
     alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
     if alert is None:
-        alert = store.create_alert(
+        _open(
             session,
-            plan=plan,
+            plan,
             kind=SAE_KIND,
             trial_id=signal.trialid,
             site_id=data.site_id,
             subject_id=data.subject_id,
-            now=now,
-        )
-        store.add_history(
-            session,
-            alert_id=alert.id,
-            actor=SYSTEM,
-            action="opened",
             detail=f"{signal.type} from event {data.source_event_id}; report due {due.isoformat()}",
             now=now,
+            protocol=protocol,
         )
-        store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now)
         return
     reason = update_needs_paging(alert.details, data)
-    store.add_history(
+    store.record(
         session,
         alert_id=alert.id,
         actor=SYSTEM,
@@ -103,15 +167,186 @@ def _apply_sae(session: Session, signal: SaeDetected | SaeUpdated, now: datetime
     )
     alert.details = data.model_dump(mode="json")
     alert.updated_at = now
-    if reason is not None:
-        _reopen(alert)  # worse news pages again, even if the first report was acknowledged
-        repage = plan_sae_alert(signal, protocol, reason=reason)
-        store.queue_messages(session, alert_id=alert.id, messages=repage.messages, now=now)
     session.add(alert)
+    if reason is not None:
+        _repage(session, alert, plan_sae_alert(signal, protocol, reason=reason), now=now, protocol=protocol)
 
 
-def _reopen(alert: Alert) -> None:
-    """The acknowledgement covered the earlier news; its record stays in the history."""
-    alert.state = "open"
-    alert.acknowledged_at = None
-    alert.acknowledged_by = None
+def _apply_dlt_suspected(session: Session, signal: DltSuspected, now: datetime, protocol: Protocol) -> None:
+    data = signal.data
+    alert = store.find_alert_by_thread(session, thread_key=dlt_thread_key(signal.trialid, data.dlt_id))
+    if alert is None:
+        plan = plan_dlt_suspected(signal, protocol, reason="new suspected DLT")
+        _open(
+            session,
+            plan,
+            kind=DLT_KIND,
+            trial_id=signal.trialid,
+            site_id=data.site_id,
+            subject_id=data.subject_id,
+            detail=f"{data.criterion}: {data.reason}",
+            now=now,
+            protocol=protocol,
+        )
+        return
+    reviewing = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == DLT_REVIEW]
+    reason = dlt_worse(alert.details, data.grade) if reviewing else "suspected again after it was closed"
+    store.record(
+        session,
+        alert_id=alert.id,
+        actor=SYSTEM,
+        action="follow_up",
+        detail=f"AE version {data.ae_version}: " + (reason or "no worsening"),
+        now=now,
+    )
+    alert.details = data.model_dump(mode="json")
+    alert.updated_at = now
+    session.add(alert)
+    if reason is None:
+        return
+    plan = plan_dlt_suspected(signal, protocol, reason=reason)
+    _repage(session, alert, plan, now=now, protocol=protocol)
+    if not reviewing:
+        obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
+        if obligation is not None:
+            scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
+
+
+def _apply_dlt_withdrawn(session: Session, signal: DltWithdrawn, now: datetime, protocol: Protocol) -> None:
+    data = signal.data
+    plan = plan_dlt_withdrawn(signal, protocol)
+    alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
+    if alert is None:
+        _open(
+            session,
+            plan,
+            kind=DLT_KIND,
+            trial_id=signal.trialid,
+            site_id=data.site_id,
+            subject_id=data.subject_id,
+            detail=f"withdrawn before notify saw it suspected: {data.reason}",
+            now=now,
+            protocol=protocol,
+        )
+        return
+    store.record(session, alert_id=alert.id, actor=SYSTEM, action="dlt_withdrawn", detail=data.reason, now=now)
+    for obligation in store.open_obligations(session, alert_id=alert.id):
+        if obligation.kind == DLT_REVIEW:
+            alert_actions.cancel(
+                session,
+                alert=alert,
+                obligation=obligation,
+                actor=SYSTEM,
+                reason=f"DLT withdrawn: {data.reason}",
+                now=now,
+            )
+    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now)
+
+
+def _apply_dlt_decided(session: Session, signal: DltDecided, now: datetime) -> None:
+    """Safety's decision is the review: it completes the review obligation, with the decider as actor."""
+    data = signal.data
+    alert = store.find_alert_by_thread(session, thread_key=dlt_thread_key(signal.trialid, data.dlt_id))
+    if alert is None:
+        plan = AlertPlan(
+            alert_id=signal.id,
+            thread_key=dlt_thread_key(signal.trialid, data.dlt_id),
+            title=f"DLT {data.decision} (subject {data.subject_id})",
+            details=data.model_dump(mode="json"),
+            obligation=None,
+            messages=(),
+        )
+        alert = store.create_alert(
+            session,
+            plan=plan,
+            kind=DLT_KIND,
+            trial_id=signal.trialid,
+            site_id=TRIAL_LEVEL,
+            subject_id=data.subject_id,
+            now=now,
+        )
+    store.record(
+        session,
+        alert_id=alert.id,
+        actor=data.decided_by,
+        action=f"dlt_{data.decision}",
+        detail=f"DLT {data.decision} by {data.decided_by}: {data.reason}",
+        now=now,
+        decided_at=data.decided_at.isoformat(),
+    )
+    for obligation in store.open_obligations(session, alert_id=alert.id):
+        if obligation.kind == DLT_REVIEW:
+            alert_actions.complete(
+                session,
+                alert=alert,
+                obligation=obligation,
+                actor=data.decided_by,
+                reference=f"DLT {data.decision} ({signal.id})"[:200],
+                comment=data.reason,
+                at=data.decided_at,
+                now=now,
+            )
+
+
+def _apply_stopping_rule(session: Session, signal: StoppingRuleFired, now: datetime, protocol: Protocol) -> None:
+    data = signal.data
+    plan = plan_stopping_rule(signal, protocol)
+    alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
+    if alert is None:
+        _open(
+            session,
+            plan,
+            kind=STOPPING_RULE_KIND,
+            trial_id=signal.trialid,
+            site_id=TRIAL_LEVEL,
+            subject_id=TRIAL_LEVEL,
+            detail=data.reason,
+            now=now,
+            protocol=protocol,
+        )
+        return
+    reviewing = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == STOPPING_RULE_REVIEW]
+    dlts = data.dlt_confirmed + data.dlt_suspected
+    reason = stopping_worse(alert.details, dlts) if reviewing else "fired again after its review"
+    store.record(session, alert_id=alert.id, actor=SYSTEM, action="follow_up", detail=reason or "no change", now=now)
+    alert.details = plan.details
+    alert.title = plan.title
+    alert.updated_at = now
+    session.add(alert)
+    if reason is None:
+        return
+    _repage(session, alert, plan, now=now, protocol=protocol)
+    if not reviewing:
+        obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
+        if obligation is not None:
+            scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
+
+
+def _apply_information(
+    session: Session,
+    signal: CohortDecision | AssessmentMissed | ProtocolDeviation,
+    now: datetime,
+    protocol: Protocol,
+) -> None:
+    plan = plan_information(signal, protocol)
+    data = signal.data
+    site = getattr(data, "site_id", TRIAL_LEVEL)
+    subject = getattr(data, "subject_id", TRIAL_LEVEL)
+    alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
+    if alert is None:
+        _open(
+            session,
+            plan,
+            kind=information_kind(signal),
+            trial_id=signal.trialid,
+            site_id=site,
+            subject_id=subject,
+            detail=plan.title,
+            now=now,
+            protocol=protocol,
+        )
+        return
+    alert.title = plan.title
+    alert.details = plan.details
+    _repage(session, alert, plan, now=now, protocol=protocol)
+    store.record(session, alert_id=alert.id, actor=SYSTEM, action="updated", detail=plan.title, now=now)

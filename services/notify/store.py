@@ -1,19 +1,71 @@
-"""Queries on notify's tables. Keyword-only; the caller owns the transaction."""
+"""Queries on notify's tables and its slice of the audit trail. Keyword-only; the caller owns the transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
-from services.notify.models import Alert, AlertHistory, Delivery, Obligation
+from services.notify.models import Alert, Delivery, Obligation, Timer
+from services.notify.obligations import OPEN_STATES
 from services.notify.sae_alerts import AlertPlan, MessagePlan
+from shared.audit import AuditEntry, append_audit, lock_audit_chain
+
+SERVICE = "notify"
 
 
-def add_history(session: Session, *, alert_id: str, actor: str, action: str, detail: str, now: datetime) -> None:
-    session.add(AlertHistory(alert_id=alert_id, at=now, actor=actor, action=action, detail=detail))
+@dataclass(frozen=True)
+class HistoryEntry:
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    detail: str
+    facts: dict[str, Any]
+
+
+def lock_audit(session: Session) -> None:
+    """Take the audit-chain lock first thing in every notify write transaction (see lock_audit_chain)."""
+    lock_audit_chain(session, service=SERVICE)
+
+
+def record(
+    session: Session, *, alert_id: str, actor: str, action: str, detail: str, now: datetime, **facts: Any
+) -> None:
+    """One fact about an alert, written once: to the audit chain, which is also the alert's history."""
+    lock_audit(session)
+    append_audit(
+        session,
+        service=SERVICE,
+        actor=actor,
+        action=action,
+        entity=f"alert:{alert_id}",
+        detail={"text": detail, **facts},
+        now=now,
+    )
+
+
+def history_for(session: Session, *, alert_id: str) -> list[HistoryEntry]:
+    rows = session.exec(
+        select(AuditEntry)
+        .where(AuditEntry.service == SERVICE, AuditEntry.entity == f"alert:{alert_id}")
+        .order_by(col(AuditEntry.seq))
+    ).all()
+    return [
+        HistoryEntry(
+            seq=row.seq or 0,
+            at=row.at,
+            actor=row.actor,
+            action=row.action,
+            detail=str(row.detail.get("text", "")),
+            facts={k: v for k, v in row.detail.items() if k != "text"},
+        )
+        for row in rows
+    ]
 
 
 def find_alert_by_thread(session: Session, *, thread_key: str) -> Alert | None:
@@ -34,26 +86,34 @@ def create_alert(
         details=plan.details,
         created_at=now,
         updated_at=now,
+        paged_at=now,
     )
     session.add(alert)
     session.flush()
-    o = plan.obligation
-    if o is None:
-        return alert
-    session.add(
-        Obligation(
-            id=o.id,
-            alert_id=alert.id,
-            kind=o.kind,
-            trial_id=trial_id,
-            subject_id=subject_id,
-            description=o.description,
-            clock_started_at=o.clock_started_at,
-            clock_basis=o.clock_basis,
-            due_at=o.due_at,
-        )
-    )
+    if plan.obligation is not None:
+        add_obligation(session, plan=plan, trial_id=trial_id, subject_id=subject_id)
     return alert
+
+
+def add_obligation(session: Session, *, plan: AlertPlan, trial_id: str, subject_id: str) -> Obligation | None:
+    """The plan's obligation, unless that very obligation exists already (a replayed signal)."""
+    o = plan.obligation
+    if o is None or session.get(Obligation, o.id) is not None:
+        return None
+    obligation = Obligation(
+        id=o.id,
+        alert_id=plan.alert_id,
+        kind=o.kind,
+        trial_id=trial_id,
+        subject_id=subject_id,
+        description=o.description,
+        clock_started_at=o.clock_started_at,
+        clock_basis=o.clock_basis,
+        due_at=o.due_at,
+    )
+    session.add(obligation)
+    session.flush()
+    return obligation
 
 
 def queue_messages(session: Session, *, alert_id: str, messages: Sequence[MessagePlan], now: datetime) -> int:
@@ -65,9 +125,9 @@ def queue_messages(session: Session, *, alert_id: str, messages: Sequence[Messag
             Delivery(
                 id=message.delivery_id,
                 alert_id=alert_id,
-                channel="email",
+                channel=message.channel,
                 recipient=message.recipient,
-                subject=message.content.subject,
+                subject=message.content.subject[:500],
                 body_text=message.content.text,
                 body_html=message.content.html,
                 next_attempt_at=now,
@@ -79,7 +139,13 @@ def queue_messages(session: Session, *, alert_id: str, messages: Sequence[Messag
 
 
 def list_alerts(
-    session: Session, *, trial_id: str | None, subject_id: str | None, state: str | None, limit: int
+    session: Session,
+    *,
+    trial_id: str | None,
+    subject_id: str | None,
+    state: str | None,
+    due_before: datetime | None = None,
+    limit: int,
 ) -> Sequence[Alert]:
     query = select(Alert)
     if trial_id:
@@ -88,23 +154,30 @@ def list_alerts(
         query = query.where(Alert.subject_id == subject_id)
     if state:
         query = query.where(Alert.state == state)
+    if due_before:
+        due = select(Obligation.alert_id).where(
+            col(Obligation.state).in_(OPEN_STATES), col(Obligation.due_at) < due_before
+        )
+        query = query.where(col(Alert.id).in_(due))
     return session.exec(query.order_by(col(Alert.created_at).desc()).limit(limit)).all()
 
 
 def obligations_for(session: Session, *, alert_ids: Sequence[str]) -> Sequence[Obligation]:
     if not alert_ids:
         return []
-    return session.exec(select(Obligation).where(col(Obligation.alert_id).in_(alert_ids))).all()
+    return session.exec(
+        select(Obligation).where(col(Obligation.alert_id).in_(alert_ids)).order_by(col(Obligation.due_at))
+    ).all()
+
+
+def open_obligations(session: Session, *, alert_id: str) -> Sequence[Obligation]:
+    return session.exec(
+        select(Obligation).where(Obligation.alert_id == alert_id, col(Obligation.state).in_(OPEN_STATES))
+    ).all()
 
 
 def deliveries_for(session: Session, *, alert_id: str) -> Sequence[Delivery]:
     return session.exec(select(Delivery).where(Delivery.alert_id == alert_id).order_by(col(Delivery.created_at))).all()
-
-
-def history_for(session: Session, *, alert_id: str) -> Sequence[AlertHistory]:
-    return session.exec(
-        select(AlertHistory).where(AlertHistory.alert_id == alert_id).order_by(col(AlertHistory.seq))
-    ).all()
 
 
 def list_obligations(
@@ -117,15 +190,16 @@ def list_obligations(
     now: datetime,
     limit: int,
 ) -> Sequence[Obligation]:
+    """`overdue` means past its deadline and not done, whether or not the overdue timer has run yet."""
     query = select(Obligation)
     if trial_id:
         query = query.where(Obligation.trial_id == trial_id)
     if subject_id:
         query = query.where(Obligation.subject_id == subject_id)
     if state == "overdue":
-        query = query.where(Obligation.state == "open", col(Obligation.due_at) < now)
+        query = query.where(col(Obligation.state).in_(OPEN_STATES), col(Obligation.due_at) < now)
     elif state == "open":
-        query = query.where(Obligation.state == "open", col(Obligation.due_at) >= now)
+        query = query.where(col(Obligation.state).in_(OPEN_STATES), col(Obligation.due_at) >= now)
     elif state:
         query = query.where(Obligation.state == state)
     if due_before:
@@ -158,5 +232,121 @@ def lease_delivery(session: Session, *, delivery_id: str, now: datetime, until: 
             or_(col(Delivery.leased_until).is_(None), col(Delivery.leased_until) < now),
         )
         .values(leased_until=until)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+# --- timers ---------------------------------------------------------------------------------------
+
+
+def schedule_timer(
+    session: Session,
+    *,
+    timer_id: str,
+    kind: str,
+    alert_id: str,
+    due_at: datetime,
+    now: datetime,
+    obligation_id: str | None = None,
+    step: int = 0,
+    round_: int = 0,
+    note: str = "",
+) -> bool:
+    """Insert the timer unless it exists (ids are deterministic: scheduling twice is one timer)."""
+    if session.get(Timer, timer_id) is not None:
+        return False
+    session.add(
+        Timer(
+            id=timer_id,
+            kind=kind,
+            alert_id=alert_id,
+            obligation_id=obligation_id,
+            step=step,
+            round=round_,
+            note=note[:500],
+            due_at=due_at,
+            created_at=now,
+        )
+    )
+    session.flush()
+    return True
+
+
+def cancel_timers(
+    session: Session,
+    *,
+    reason: str,
+    alert_id: str | None = None,
+    obligation_id: str | None = None,
+    kinds: Sequence[str] = (),
+) -> int:
+    """Pending timers of an alert (or of one obligation) will not fire; fired ones stay as they were."""
+    query = update(Timer).where(col(Timer.state) == "pending")
+    if alert_id is not None:
+        query = query.where(col(Timer.alert_id) == alert_id)
+    if obligation_id is not None:
+        query = query.where(col(Timer.obligation_id) == obligation_id)
+    if kinds:
+        query = query.where(col(Timer.kind).in_(kinds))
+    result = session.execute(query.values(state="cancelled", note=reason[:500], leased_until=None))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def pending_timers(session: Session, *, alert_id: str, kinds: Sequence[str] = ()) -> Sequence[Timer]:
+    query = select(Timer).where(Timer.alert_id == alert_id, Timer.state == "pending")
+    if kinds:
+        query = query.where(col(Timer.kind).in_(kinds))
+    return session.exec(query.order_by(col(Timer.due_at))).all()
+
+
+def due_obligation_timer(session: Session, *, obligation_id: str, after: datetime, now: datetime) -> Timer | None:
+    """A later reminder or overdue page of the obligation that is also due now (several were missed)."""
+    return session.exec(
+        select(Timer)
+        .where(
+            Timer.obligation_id == obligation_id,
+            Timer.state == "pending",
+            col(Timer.due_at) > after,
+            col(Timer.due_at) <= now,
+        )
+        .limit(1)
+    ).first()
+
+
+def due_timer_ids(session: Session, *, now: datetime, limit: int) -> list[str]:
+    query = (
+        select(Timer.id)
+        .where(
+            Timer.state == "pending",
+            col(Timer.due_at) <= now,
+            or_(col(Timer.leased_until).is_(None), col(Timer.leased_until) < now),
+        )
+        .order_by(col(Timer.due_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.exec(query).all())
+
+
+def lease_timer(session: Session, *, timer_id: str, now: datetime, until: datetime) -> bool:
+    """Compare-and-set lease, as for deliveries: one replica works on a due timer at a time."""
+    result = session.execute(
+        update(Timer)
+        .where(
+            col(Timer.id) == timer_id,
+            col(Timer.state) == "pending",
+            or_(col(Timer.leased_until).is_(None), col(Timer.leased_until) < now),
+        )
+        .values(leased_until=until)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def mark_timer_fired(session: Session, *, timer_id: str, now: datetime) -> bool:
+    """Compare-and-set pending -> fired in the transaction that does the timer's work: fires exactly once."""
+    result = session.execute(
+        update(Timer)
+        .where(col(Timer.id) == timer_id, col(Timer.state) == "pending")
+        .values(state="fired", fired_at=now, leased_until=None)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -1,6 +1,9 @@
 """Safety's service layer: apply one clinical event inside the consumer's transaction.
 
-Returns the signals to publish; the caller puts them in the outbox in the same transaction.
+Returns the signals to publish; the caller puts them in the outbox in the same transaction. After the
+event's own rule (lab grading, SAE), every event that changed what is stored re-runs the protocol engine
+for its subject (DLT window and records) and the cohorts (3+3), so late or out-of-order data settles
+into the same state.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.safety import store
+from services.safety import protocol_engine, store
 from services.safety.ctcae import check_ae
 from services.safety.lab_toxicity import decide, grade_lab, lab_test_code
+from services.safety.models import Subject
 from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae
+from shared.audit import lock_audit_chain
 from shared.events import (
     AeReported,
     ClinicalEnvelope,
@@ -21,6 +26,7 @@ from shared.events import (
     LabResulted,
     LabToxicity,
     LabToxicityData,
+    RecordStatusChanged,
     SaeData,
     SaeDetected,
     SaeUpdated,
@@ -32,7 +38,8 @@ from shared.kafka import PoisonMessage
 from shared.outbox import Outgoing
 from shared.protocol import Protocol
 
-SIGNAL_SOURCE = "/services/safety"
+SIGNAL_SOURCE = protocol_engine.SIGNAL_SOURCE
+AUDIT_SERVICE = protocol_engine.AUDIT_SERVICE
 
 
 def apply_clinical_event(
@@ -42,25 +49,66 @@ def apply_clinical_event(
         raise PoisonMessage(
             f"event for trial '{envelope.trialid}' but this safety service runs protocol '{protocol.trial_id}'"
         )
+    lock_audit_chain(session, service=AUDIT_SERVICE)  # first, so every safety transaction locks in one order
+    signals: list[Outgoing] = []
     if isinstance(envelope, SubjectEnrolled):
         if protocol.arm(envelope.data.arm) is None:
             raise PoisonMessage(f"arm '{envelope.data.arm}' is not in protocol {protocol.trial_id}")
+        existing = session.get(Subject, (envelope.trialid, envelope.subject))
+        previous_arm = existing.arm if existing is not None else None
         store.upsert_subject(session, envelope=envelope)
-        return []
-    store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
+        session.flush()
+        if previous_arm != envelope.data.arm:
+            signals += protocol_engine.check_enrolment(
+                session, protocol=protocol, envelope=envelope, now=now, signals_topic=signals_topic
+            )
+        changed = True
+    else:
+        store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
+        changed, signals = _apply_record(session, envelope, protocol=protocol, signals_topic=signals_topic)
+    if not changed:
+        return signals
+    session.flush()
+    signals += protocol_engine.reassess_subject(
+        session,
+        protocol=protocol,
+        trial_id=envelope.trialid,
+        subject_id=envelope.subject,
+        source_event_id=envelope.id,
+        now=now,
+        signals_topic=signals_topic,
+    )
+    session.flush()
+    signals += protocol_engine.reassess_cohorts(
+        session, protocol=protocol, now=now, source_id=envelope.id, signals_topic=signals_topic
+    )
+    return signals
+
+
+def _apply_record(
+    session: Session, envelope: ClinicalEnvelope, *, protocol: Protocol, signals_topic: str
+) -> tuple[bool, list[Outgoing]]:
+    """Store a dose, lab, AE or status; (whether anything new was stored, the record's own signals)."""
     if isinstance(envelope, DoseAdministered):
-        store.add_dose(session, envelope=envelope)
-        return []
+        return store.add_dose(session, envelope=envelope), []
     if isinstance(envelope, LabResulted):
-        return _apply_lab(session, envelope, protocol=protocol, signals_topic=signals_topic)
+        if store.lab_exists(session, envelope=envelope):
+            return False, []  # the same result re-sent under another delivery id
+        return True, _apply_lab(session, envelope, protocol=protocol, signals_topic=signals_topic)
     if isinstance(envelope, AeReported):
         return _apply_ae(session, envelope, signals_topic=signals_topic)
+    if isinstance(envelope, RecordStatusChanged):
+        store.set_record_status(session, envelope=envelope)
+        if envelope.data.record_type == "lab":
+            session.flush()
+            store.refresh_baseline(
+                session, trial_id=envelope.trialid, subject_id=envelope.subject, result_id=envelope.data.record_id
+            )
+        return True, []
     raise PoisonMessage(f"unsupported clinical event {type(envelope).__name__}")
 
 
 def _apply_lab(session: Session, envelope: LabResulted, *, protocol: Protocol, signals_topic: str) -> list[Outgoing]:
-    if store.lab_exists(session, envelope=envelope):
-        return []  # the same result re-sent under another delivery id
     data = envelope.data
     baseline_value = None
     if not data.baseline:
@@ -117,18 +165,18 @@ def _apply_lab(session: Session, envelope: LabResulted, *, protocol: Protocol, s
     return [Outgoing(topic=signals_topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)]
 
 
-def _apply_ae(session: Session, envelope: AeReported, *, signals_topic: str) -> list[Outgoing]:
+def _apply_ae(session: Session, envelope: AeReported, *, signals_topic: str) -> tuple[bool, list[Outgoing]]:
     ae = envelope.data
     keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject, "ae_id": ae.ae_id}
     prior = store.load_sae_state(session, **keys)
     assessment = assess_ae(prior, ae, received_at=envelope.receivedat)
     quality = [f"{flag.code}: {flag.message}" for flag in check_ae(ae.ctcae_term or ae.term, ae.grade, ae.meddra_code)]
     if not store.add_ae_version(session, envelope=envelope, flags=(*assessment.flags, *quality)):
-        return []  # this version was already applied (re-sent under another delivery id)
+        return False, []  # this version was already applied (re-sent under another delivery id)
     store.save_sae_state(session, **keys, state=assessment.state)
     if assessment.signal is None:
-        return []
-    return [
+        return True, []
+    return True, [
         Outgoing(
             topic=signals_topic,
             key=message_key(envelope.trialid, envelope.subject),

@@ -1,4 +1,4 @@
-"""Safety's composition root: protocol, engine, consumer of clinical events, outbox of signals."""
+"""Safety's composition root: protocol, engine, consumer of clinical events, outbox of signals, sweep."""
 
 from __future__ import annotations
 
@@ -9,20 +9,22 @@ from functools import partial
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.safety import models, routes
+from services.safety import routes
 from services.safety.clinical_events import apply_clinical_event
+from services.safety.metrics import SafetyStateCollector
 from services.safety.settings import SafetySettings
+from services.safety.sweep import SweepJob, SweepMetrics
 from shared.auth import TokenAuthenticator
 from shared.clock import Clock, SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
-from shared.db import create_tables, make_engine
+from shared.db import make_engine
+from shared.db_migrations import SHARED, Component, prepare_database
 from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope
 from shared.http import install_common
-from shared.inbox import ProcessedEvent
-from shared.outbox import OutboxMessage
 from shared.protocol import load_protocol
 
 SERVICE = "safety"
+MIGRATIONS = Component(SERVICE, "services.safety:migrations")
 
 
 def create_app(
@@ -31,7 +33,7 @@ def create_app(
     registry = registry or CollectorRegistry()
     protocol = load_protocol(settings.protocol_path)
     engine = make_engine(settings.database_url_for(SERVICE))
-    create_tables(engine, [*models.TABLES, ProcessedEvent, OutboxMessage])
+    prepare_database(engine, [SHARED, MIGRATIONS], auto_migrate=settings.auto_migrate)
     spec: ConsumerSpec[ClinicalEnvelope] = ConsumerSpec(
         service=SERVICE,
         group_id=settings.safety_group_id,
@@ -43,17 +45,31 @@ def create_app(
         apply=partial(apply_clinical_event, protocol=protocol, signals_topic=settings.signals_topic),
         failpoint=settings.safety_failpoint,
     )
-    consumer = ConsumerService(spec, engine=engine, clock=clock or SystemClock(), registry=registry)
+    clock = clock or SystemClock()
+    consumer = ConsumerService(spec, engine=engine, clock=clock, registry=registry)
+    registry.register(SafetyStateCollector(engine))
+    sweep = SweepJob(
+        engine=engine,
+        protocol=protocol,
+        clock=clock,
+        interval_seconds=settings.safety_sweep_seconds,
+        signals_topic=settings.signals_topic,
+        wake_relay=consumer.relay.wake,
+        metrics=SweepMetrics.create(registry),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with consumer.running():
+        async with consumer.running(sweep):
             yield
         engine.dispose()
 
     app = FastAPI(title="Sentinel safety", version="0.1.0", lifespan=lifespan)
     app.state.consumer = consumer
     app.state.engine = engine
+    app.state.protocol = protocol
+    app.state.clock = clock
+    app.state.signals_topic = settings.signals_topic
     app.state.authenticator = TokenAuthenticator(settings.api_tokens)
     install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness)
     app.include_router(routes.router)

@@ -1,29 +1,42 @@
-"""Safety's read API: what the service knows about a subject, with every lab graded."""
+"""Safety's API: a subject's timeline (labs graded, AEs with every version, the DLT window), cohorts and DLTs
+for viewers; confirming or rejecting a suspected DLT for officers (audited, signalled through the outbox)."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from services.safety.models import AeSeriousness, AeVersion, Dose, LabResult, Subject
+from services.safety import protocol_engine, store
+from services.safety.cohort import assess_arms
+from services.safety.dlt import DltState
+from services.safety.models import AeSeriousness, AeVersion, DltRecord, Dose, LabResult, Subject
+from shared.audit import lock_audit_chain
 from shared.auth import require_role
+from shared.clock import Clock
+from shared.consumer_service import ConsumerService
+from shared.events import ClinicalEnvelope, CohortDecisionName
+from shared.outbox import add_to_outbox
 from shared.problems import ProblemError
+from shared.protocol import Protocol
 from shared.settings import ApiUser
 
 router = APIRouter(prefix="/v1")
 Viewer = Annotated[ApiUser, Depends(require_role("viewer"))]
+Officer = Annotated[ApiUser, Depends(require_role("officer"))]
+PRODUCER = "safety"
 
 
 class DoseView(BaseModel):
     dose_id: str
     number: int
     administered_at: datetime
+    administered_on: date | None
     cells_per_kg: str | None
 
 
@@ -51,6 +64,8 @@ class AeVersionView(BaseModel):
 
 class AeView(BaseModel):
     ae_id: str
+    status: str | None
+    """The site's status for this AE (entered_in_error, deleted, restored), if it sent one."""
     serious: bool
     criteria: list[str]
     max_grade: int | None
@@ -58,6 +73,51 @@ class AeView(BaseModel):
     awareness_at: datetime | None
     awareness_basis: str | None
     versions: list[AeVersionView]
+
+
+class DltWindowView(BaseModel):
+    basis: Literal["first_infusion", "enrolment"]
+    start: datetime
+    end: datetime
+    """Exclusive: the window is [start, end) in UTC."""
+    first_day: date
+    """Study day 1 (the anchor's date at the site)."""
+    last_day: date
+    """Study day `days`: an AE with onset up to this date is inside."""
+    days: int
+    state: Literal["open", "closed"]
+    study_day: int
+    """Today's study day."""
+
+
+class DltView(BaseModel):
+    dlt_id: str
+    trial_id: str
+    subject_id: str
+    arm: str | None
+    ae_id: str
+    ae_version: int
+    state: DltState
+    criterion: str | None
+    term: str
+    grade: int | None
+    relatedness: str | None
+    reason: str
+    window_start: datetime | None
+    window_end: datetime | None
+    suspected_at: datetime
+    updated_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reason: str | None
+
+
+class StatusView(BaseModel):
+    record_type: str
+    record_id: str
+    status: str
+    reason: str | None
+    changed_at: datetime
 
 
 class SubjectView(BaseModel):
@@ -69,6 +129,36 @@ class SubjectView(BaseModel):
     doses: list[DoseView]
     labs: list[LabView]
     adverse_events: list[AeView]
+    dlt_window: DltWindowView | None
+    """None until the protocol's anchor (first infusion or enrolment) is recorded."""
+    evaluable: bool
+    """For the cohort: the window has closed, or the subject had a confirmed DLT."""
+    dlts: list[DltView]
+    record_statuses: list[StatusView]
+
+
+class CohortView(BaseModel):
+    arm: str
+    enrolled: int
+    evaluable: int
+    dlt_confirmed: int
+    dlt_suspected: int
+    decision: CohortDecisionName
+    stopping_rule: bool
+    """Confirmed plus suspected DLTs reach the protocol's stopping number."""
+    next_arm: str | None
+    reason: str
+
+
+class DecisionBody(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000, description="Why: kept in the audit trail")
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a reason is required")
+        return value.strip()
 
 
 def _engine(request: Request) -> Engine:
@@ -76,14 +166,39 @@ def _engine(request: Request) -> Engine:
     return engine
 
 
+def _protocol(request: Request) -> Protocol:
+    protocol: Protocol = request.app.state.protocol
+    return protocol
+
+
+def _clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+EngineDep = Annotated[Engine, Depends(_engine)]
+ProtocolDep = Annotated[Protocol, Depends(_protocol)]
+ClockDep = Annotated[Clock, Depends(_clock)]
+
+
+def _known_trial(protocol: Protocol, trial_id: str) -> None:
+    if trial_id != protocol.trial_id:
+        raise ProblemError(
+            404,
+            "Not found",
+            f"this safety service runs trial '{protocol.trial_id}', not '{trial_id}'",
+            slug="not-found",
+        )
+
+
 @router.get("/trials/{trial_id}/subjects/{subject_id}", response_model=SubjectView)
 async def get_subject(
-    trial_id: str, subject_id: str, _user: Viewer, engine: Annotated[Engine, Depends(_engine)]
+    trial_id: str, subject_id: str, _user: Viewer, engine: EngineDep, protocol: ProtocolDep, clock: ClockDep
 ) -> SubjectView:
-    return await asyncio.to_thread(_subject_view, engine, trial_id, subject_id)
+    return await asyncio.to_thread(_subject_view, engine, protocol, clock.now(), trial_id, subject_id)
 
 
-def _subject_view(engine: Engine, trial_id: str, subject_id: str) -> SubjectView:
+def _subject_view(engine: Engine, protocol: Protocol, now: datetime, trial_id: str, subject_id: str) -> SubjectView:
     with Session(engine) as session:
         subject = session.get(Subject, (trial_id, subject_id))
         if subject is None:
@@ -93,6 +208,27 @@ def _subject_view(engine: Engine, trial_id: str, subject_id: str) -> SubjectView
         labs = session.exec(select(LabResult).filter_by(**mine).order_by(col(LabResult.collected_at))).all()
         states = session.exec(select(AeSeriousness).filter_by(**mine).order_by(col(AeSeriousness.ae_id))).all()
         versions = session.exec(select(AeVersion).filter_by(**mine).order_by(col(AeVersion.version))).all()
+        statuses = store.record_statuses(session, **mine)
+        ae_status = {s.record_id: s.status for s in statuses if s.record_type == "ae"}
+        dlts = [DltView.model_validate(r.model_dump()) for r in store.dlt_records(session, **mine)]
+        window = (
+            protocol_engine.window_of(session, protocol=protocol, subject=subject)
+            if trial_id == protocol.trial_id
+            else None
+        )
+        window_view = None
+        if window is not None:
+            window_view = DltWindowView(
+                basis=window.basis,
+                start=window.start,
+                end=window.end,
+                first_day=window.anchor_day,
+                last_day=window.last_day,
+                days=window.days,
+                state=window.state(now),
+                study_day=window.study_day(now.date()),
+            )
+        confirmed = any(d.state is DltState.CONFIRMED for d in dlts)
         return SubjectView(
             trial_id=trial_id,
             subject_id=subject_id,
@@ -104,6 +240,7 @@ def _subject_view(engine: Engine, trial_id: str, subject_id: str) -> SubjectView
             adverse_events=[
                 AeView(
                     ae_id=state.ae_id,
+                    status=ae_status.get(state.ae_id),
                     serious=bool(state.criteria),
                     criteria=state.criteria,
                     max_grade=state.max_grade,
@@ -114,4 +251,123 @@ def _subject_view(engine: Engine, trial_id: str, subject_id: str) -> SubjectView
                 )
                 for state in states
             ],
+            dlt_window=window_view,
+            evaluable=confirmed or (window is not None and window.closed(now)),
+            dlts=dlts,
+            record_statuses=[StatusView.model_validate(s.model_dump()) for s in statuses],
         )
+
+
+@router.get("/trials/{trial_id}/cohorts", response_model=list[CohortView])
+async def get_cohorts(
+    trial_id: str, _user: Viewer, engine: EngineDep, protocol: ProtocolDep, clock: ClockDep
+) -> list[CohortView]:
+    """Each arm in escalation order, computed now (windows close with time, not only with events)."""
+    _known_trial(protocol, trial_id)
+    return await asyncio.to_thread(_cohorts_view, engine, protocol, clock.now())
+
+
+def _cohorts_view(engine: Engine, protocol: Protocol, now: datetime) -> list[CohortView]:
+    with Session(engine) as session:
+        arms = assess_arms(protocol, protocol_engine.subject_outcomes(session, protocol=protocol, now=now))
+    return [
+        CohortView(
+            arm=a.arm,
+            enrolled=a.enrolled,
+            evaluable=a.evaluable,
+            dlt_confirmed=a.dlt_confirmed,
+            dlt_suspected=a.dlt_suspected,
+            decision=a.decision,
+            stopping_rule=a.stopping,
+            next_arm=a.next_arm,
+            reason=a.reason,
+        )
+        for a in arms
+    ]
+
+
+@router.get("/trials/{trial_id}/dlts", response_model=list[DltView])
+async def get_dlts(
+    trial_id: str,
+    _user: Viewer,
+    engine: EngineDep,
+    protocol: ProtocolDep,
+    state: Annotated[DltState | None, Query(description="only DLTs in this state")] = None,
+) -> list[DltView]:
+    _known_trial(protocol, trial_id)
+    return await asyncio.to_thread(_dlts_view, engine, trial_id, state)
+
+
+def _dlts_view(engine: Engine, trial_id: str, state: DltState | None) -> list[DltView]:
+    with Session(engine) as session:
+        query = select(DltRecord).where(DltRecord.trial_id == trial_id)
+        if state is not None:
+            query = query.where(DltRecord.state == state.value)
+        rows = session.exec(query.order_by(col(DltRecord.suspected_at), col(DltRecord.dlt_id))).all()
+        return [DltView.model_validate(r.model_dump()) for r in rows]
+
+
+@router.post("/dlts/{dlt_id}/confirm", response_model=DltView)
+async def confirm_dlt(dlt_id: str, body: DecisionBody, user: Officer, request: Request) -> DltView:
+    return await _decide(request, dlt_id, "confirmed", user, body.reason)
+
+
+@router.post("/dlts/{dlt_id}/reject", response_model=DltView)
+async def reject_dlt(dlt_id: str, body: DecisionBody, user: Officer, request: Request) -> DltView:
+    return await _decide(request, dlt_id, "rejected", user, body.reason)
+
+
+async def _decide(
+    request: Request, dlt_id: str, decision: protocol_engine.Decision, user: ApiUser, reason: str
+) -> DltView:
+    state = request.app.state
+    view, signalled = await asyncio.to_thread(
+        _decide_in_transaction,
+        state.engine,
+        state.protocol,
+        state.clock.now(),
+        state.signals_topic,
+        dlt_id,
+        decision,
+        user,
+        reason,
+    )
+    consumer: ConsumerService[ClinicalEnvelope] | None = getattr(state, "consumer", None)
+    if signalled and consumer is not None:
+        consumer.relay.wake()
+    return view
+
+
+def _decide_in_transaction(
+    engine: Engine,
+    protocol: Protocol,
+    now: datetime,
+    signals_topic: str,
+    dlt_id: str,
+    decision: protocol_engine.Decision,
+    user: ApiUser,
+    reason: str,
+) -> tuple[DltView, bool]:
+    """The decision, its audit row, its signals (DltDecided, any cohort change) in one transaction."""
+    with Session(engine) as session, session.begin():
+        lock_audit_chain(
+            session, service=protocol_engine.AUDIT_SERVICE
+        )  # before any row lock, as in the consumer's transaction
+        try:
+            outcome = protocol_engine.decide_dlt(
+                session,
+                protocol=protocol,
+                dlt_id=dlt_id,
+                decision=decision,
+                actor=user.user,
+                reason=reason,
+                now=now,
+                signals_topic=signals_topic,
+            )
+        except protocol_engine.UnknownDlt:
+            raise ProblemError(404, "Not found", f"no DLT '{dlt_id}'", slug="not-found") from None
+        except protocol_engine.DltAlreadyDecided as exc:
+            raise ProblemError(409, "Conflict", str(exc), slug="dlt-already-decided", state=exc.record.state) from None
+        for outgoing in outcome.signals:
+            add_to_outbox(session, producer=PRODUCER, message=outgoing, now=now)
+        return DltView.model_validate(outcome.record.model_dump()), bool(outcome.signals)

@@ -5,9 +5,31 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from services.safety.ctcae import Grade
-from services.safety.models import AeSeriousness, AeVersion, Dose, LabResult, LabTermState, Subject
+from services.safety.dlt_window import site_date
+from services.safety.models import (
+    AeSeriousness,
+    AeVersion,
+    CohortState,
+    DltRecord,
+    Dose,
+    LabResult,
+    LabTermState,
+    MissedAssessment,
+    RecordStatus,
+    Subject,
+)
 from services.safety.sae import SaeState
-from shared.events import AeReported, AwarenessBasis, DoseAdministered, LabResulted, SubjectEnrolled
+from shared.events import (
+    AeReported,
+    AwarenessBasis,
+    DoseAdministered,
+    LabResulted,
+    RecordStatusChanged,
+    SubjectEnrolled,
+)
+
+INACTIVE = frozenset({"entered_in_error", "deleted"})
+"""Statuses that take a record out of every rule; 'restored' brings it back."""
 
 
 def upsert_subject(session: Session, *, envelope: SubjectEnrolled) -> Subject:
@@ -42,6 +64,7 @@ def add_dose(session: Session, *, envelope: DoseAdministered) -> bool:
             dose_id=data.dose_id,
             number=data.number,
             administered_at=data.administered_at,
+            administered_on=site_date(data.administered_at),
             cells_per_kg=str(data.cells_per_kg) if data.cells_per_kg is not None else None,
         )
     )
@@ -63,7 +86,9 @@ def baseline_lab_value(
         LabResult.unit == unit,
     )
     query = query.where(LabResult.test == test) if test else query.where(LabResult.loinc == loinc)
-    row = session.exec(query.order_by(col(LabResult.collected_at).desc())).first()
+    inactive = inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
+    rows = session.exec(query.order_by(col(LabResult.collected_at).desc())).all()
+    row = next((r for r in rows if r.result_id not in inactive), None)
     return row.value if row is not None else None
 
 
@@ -144,3 +169,117 @@ def save_sae_state(session: Session, *, trial_id: str, subject_id: str, ae_id: s
     row.awareness_basis = state.awareness_basis.value if state.awareness_basis else None
     row.first_serious_version = state.first_serious_version
     session.add(row)
+
+
+def set_record_status(session: Session, *, envelope: RecordStatusChanged) -> RecordStatus:
+    """Record (or update) a site's status for a record; an enrolment's record is its subject."""
+    data = envelope.data
+    record_id = envelope.subject if data.record_type == "enrollment" else data.record_id
+    key = (envelope.trialid, envelope.subject, data.record_type, record_id)
+    row = session.get(RecordStatus, key) or RecordStatus(
+        trial_id=envelope.trialid,
+        subject_id=envelope.subject,
+        record_type=data.record_type,
+        record_id=record_id,
+        status=data.status,
+        changed_at=data.changed_at or envelope.receivedat,
+        event_id=envelope.id,
+    )
+    row.status = data.status
+    row.reason = data.reason
+    row.changed_at = data.changed_at or envelope.receivedat
+    row.event_id = envelope.id
+    session.add(row)
+    return row
+
+
+def inactive_records(session: Session, *, trial_id: str, subject_id: str, record_type: str) -> dict[str, str]:
+    """record_id -> status for one subject's records the site took back (entered in error, deleted)."""
+    found = inactive_in_trial(session, trial_id=trial_id, record_type=record_type, subject_id=subject_id)
+    return {record_id: status for (_, record_id), status in found.items()}
+
+
+def inactive_in_trial(
+    session: Session, *, trial_id: str, record_type: str, subject_id: str | None = None
+) -> dict[tuple[str, str], str]:
+    """(subject_id, record_id) -> status for records of this type the site took back."""
+    query = select(RecordStatus).where(
+        RecordStatus.trial_id == trial_id,
+        RecordStatus.record_type == record_type,
+        col(RecordStatus.status).in_(sorted(INACTIVE)),
+    )
+    if subject_id is not None:
+        query = query.where(RecordStatus.subject_id == subject_id)
+    return {(row.subject_id, row.record_id): row.status for row in session.exec(query)}
+
+
+def record_statuses(session: Session, *, trial_id: str, subject_id: str) -> list[RecordStatus]:
+    query = select(RecordStatus).where(RecordStatus.trial_id == trial_id, RecordStatus.subject_id == subject_id)
+    return list(session.exec(query.order_by(col(RecordStatus.record_type), col(RecordStatus.record_id))))
+
+
+def refresh_baseline(session: Session, *, trial_id: str, subject_id: str, result_id: str) -> None:
+    """After a baseline lab's status changed: its term's baseline grade is the latest active baseline result."""
+    lab = session.get(LabResult, (trial_id, subject_id, result_id))
+    if lab is None or not lab.baseline or lab.term is None:
+        return
+    inactive = inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
+    query = select(LabResult).where(
+        LabResult.trial_id == trial_id,
+        LabResult.subject_id == subject_id,
+        LabResult.baseline == True,  # noqa: E712 - SQL comparison
+        LabResult.term == lab.term,
+    )
+    rows = [r for r in session.exec(query.order_by(col(LabResult.collected_at).desc())) if r.result_id not in inactive]
+    graded = next((r for r in rows if r.grade is not None), None)
+    state = lab_term_state(session, trial_id=trial_id, subject_id=subject_id, term=lab.term)
+    state.baseline_grade = graded.grade if graded else None
+    state.baseline_collected_at = graded.collected_at if graded else None
+
+
+def baseline_grades(session: Session, *, trial_id: str, subject_id: str) -> dict[str, int]:
+    query = select(LabTermState).where(LabTermState.trial_id == trial_id, LabTermState.subject_id == subject_id)
+    return {row.term: row.baseline_grade for row in session.exec(query) if row.baseline_grade is not None}
+
+
+def subjects(session: Session, *, trial_id: str) -> list[Subject]:
+    return list(session.exec(select(Subject).where(Subject.trial_id == trial_id).order_by(col(Subject.subject_id))))
+
+
+def doses(session: Session, *, trial_id: str, subject_id: str | None = None) -> list[Dose]:
+    query = select(Dose).where(Dose.trial_id == trial_id)
+    if subject_id is not None:
+        query = query.where(Dose.subject_id == subject_id)
+    return list(session.exec(query.order_by(col(Dose.administered_at))))
+
+
+def labs(session: Session, *, trial_id: str, subject_id: str | None = None) -> list[LabResult]:
+    query = select(LabResult).where(LabResult.trial_id == trial_id)
+    if subject_id is not None:
+        query = query.where(LabResult.subject_id == subject_id)
+    return list(session.exec(query.order_by(col(LabResult.collected_at))))
+
+
+def ae_versions(session: Session, *, trial_id: str, subject_id: str | None = None) -> list[AeVersion]:
+    query = select(AeVersion).where(AeVersion.trial_id == trial_id)
+    if subject_id is not None:
+        query = query.where(AeVersion.subject_id == subject_id)
+    return list(session.exec(query.order_by(col(AeVersion.ae_id), col(AeVersion.version))))
+
+
+def dlt_records(session: Session, *, trial_id: str, subject_id: str | None = None) -> list[DltRecord]:
+    query = select(DltRecord).where(DltRecord.trial_id == trial_id)
+    if subject_id is not None:
+        query = query.where(DltRecord.subject_id == subject_id)
+    return list(session.exec(query.order_by(col(DltRecord.subject_id), col(DltRecord.ae_id))))
+
+
+def cohort_states(session: Session, *, trial_id: str) -> dict[str, CohortState]:
+    """Locked on PostgreSQL: the consumer, the sweep and an officer's decision may reassess at once."""
+    query = select(CohortState).where(CohortState.trial_id == trial_id).with_for_update()
+    return {row.arm: row for row in session.exec(query)}
+
+
+def flagged_assessments(session: Session, *, trial_id: str) -> set[tuple[str, str]]:
+    query = select(MissedAssessment).where(MissedAssessment.trial_id == trial_id)
+    return {(row.subject_id, row.assessment) for row in session.exec(query)}

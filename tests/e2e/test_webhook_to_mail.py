@@ -56,7 +56,9 @@ def test_scenario_posted_twice_gives_one_alert_and_one_mail_per_recipient(stack:
         stack.wait_ready(service)
     now = datetime.now(UTC)
     events = scenario_events(TRIAL, now)
-    expected_mails = len(RECIPIENTS) + 1  # the SAE to both contacts, the ALT toxicity to the safety officer
+    # The SAE and the suspected DLT (a grade 3 related infusion reaction) to both contacts; the ALT toxicity
+    # (worse than a normal baseline) to the safety officer; neutrophils at their baseline grade 4: nothing.
+    expected_mails = 2 * len(RECIPIENTS) + 1
     with httpx.Client() as client:
         first = [post_signed(client, stack.url("ingest"), "edc", stack.secret, e, now=now) for e in events]
         assert [p.status for p in first] == [202] * len(events), [p.body for p in first]
@@ -73,7 +75,9 @@ def test_scenario_posted_twice_gives_one_alert_and_one_mail_per_recipient(stack:
     due = (now - timedelta(hours=1) + timedelta(hours=24)).strftime("%Y-%m-%d %H:%M UTC")
     assert due in str(sae_mails[0]["Subject"])
     listed = {str(a["kind"]): a for a in alerts(stack)}
-    assert set(listed) == {"sae", "lab_toxicity"}, "neutrophils at baseline grade 4 must not page"
+    assert set(listed) == {"sae", "lab_toxicity", "dlt"}, "neutrophils at baseline grade 4 must not page"
+    dlt_mails = [m for m in mails if "Suspected DLT" in str(m["Subject"])]
+    assert sorted(str(m["To"]) for m in dlt_mails) == RECIPIENTS
     obligations = listed["sae"]["obligations"]
     assert isinstance(obligations, list) and len(obligations) == 1
     assert obligations[0]["state"] == "open" and obligations[0]["clock_basis"] == "site"

@@ -84,7 +84,7 @@ def test_accepted_event_is_on_the_topic_with_subject_key(
 
     again = client.post("/v1/sources/edc/events", content=body, headers=_signed(body))
     assert again.status_code == 200
-    assert again.json() == {"accepted": [], "duplicates": ["evt-1"]}
+    assert again.json() == {"accepted": [], "duplicates": ["evt-1"], "stale": [], "ignored": []}
     assert len(read_topic_sync(kafka_bootstrap, topic, expect=1)) == 1, "a duplicate must not be published again"
 
 

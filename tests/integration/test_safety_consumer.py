@@ -53,7 +53,7 @@ def test_sae_signal_once_poison_dead_lettered(
         },
     )
     messages = [
-        envelope_bytes("e1", "enrollment", {"arm": "B", "enrolled_at": "2026-11-01"}),
+        envelope_bytes("e1", "enrollment", {"arm": "A", "enrolled_at": "2026-11-01"}),
         envelope_bytes("e2", "ae", {**ae, "version": 1, "serious": False}),
         serious_v2,
         serious_v2,  # the broker delivered it twice (producer retry): the inbox makes it a no-op

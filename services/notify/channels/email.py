@@ -8,6 +8,10 @@ import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
+from typing import Protocol
+
+from services.notify.channels import DeliveryError as DeliveryError
+from services.notify.channels import OutgoingMessage
 
 
 @dataclass(frozen=True)
@@ -22,8 +26,13 @@ class SmtpConfig:
     timeout: float = 10.0
 
 
-class DeliveryError(Exception):
-    """The channel could not hand the message over; the dispatcher retries with backoff."""
+class MailChannel(Protocol):
+    """What sends one built e-mail (SMTP here, a fake in tests)."""
+
+    @property
+    def sender(self) -> str: ...
+
+    async def send(self, message: EmailMessage) -> None: ...
 
 
 def build_message(*, sender: str, recipient: str, subject: str, text: str, html: str, delivery_id: str) -> EmailMessage:
@@ -65,3 +74,22 @@ class SmtpChannel:
                 client.send_message(message)
         except (OSError, smtplib.SMTPException) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+
+
+class EmailDelivery:
+    """The e-mail side of the channel interface: builds the MIME message and hands it to a MailChannel."""
+
+    def __init__(self, mail: MailChannel) -> None:
+        self._mail = mail
+
+    async def deliver(self, message: OutgoingMessage) -> None:
+        await self._mail.send(
+            build_message(
+                sender=self._mail.sender,
+                recipient=message.recipient,
+                subject=message.subject,
+                text=message.text,
+                html=message.html,
+                delivery_id=message.delivery_id,
+            )
+        )

@@ -70,7 +70,7 @@ def test_accepted_event_is_on_the_clinical_topic_keyed_by_subject(
 ) -> None:
     response = post(client, clock, ae_event())
     assert response.status_code == 202
-    assert response.json() == {"accepted": ["msg-1"], "duplicates": []}
+    assert response.json() == {"accepted": ["msg-1"], "duplicates": [], "stale": [], "ignored": []}
     [(topic, key, value)] = publisher.messages
     assert topic == TOPIC
     assert key == b"NCT07212335:S-007"
@@ -86,7 +86,7 @@ def test_second_identical_post_is_a_duplicate(client: TestClient, clock: FakeClo
     clock.advance(timedelta(minutes=1))
     response = post(client, clock, ae_event())
     assert response.status_code == 200
-    assert response.json() == {"accepted": [], "duplicates": ["msg-1"]}
+    assert response.json() == {"accepted": [], "duplicates": ["msg-1"], "stale": [], "ignored": []}
     assert len(publisher.messages) == 1
 
 
@@ -96,7 +96,7 @@ def test_batch_with_one_known_id_publishes_only_the_new_one(
     post(client, clock, ae_event(1))
     response = post(client, clock, {"events": [ae_event(1), ae_event(2)]})
     assert response.status_code == 202
-    assert response.json() == {"accepted": ["msg-2"], "duplicates": ["msg-1"]}
+    assert response.json() == {"accepted": ["msg-2"], "duplicates": ["msg-1"], "stale": [], "ignored": []}
     assert len(publisher.messages) == 2
 
 

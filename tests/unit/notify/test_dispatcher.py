@@ -12,8 +12,9 @@ from sqlmodel import Session, col
 
 from services.notify import models
 from services.notify.dispatcher import DeliveryDispatcher, DeliveryMetrics, retry_delay
-from services.notify.models import AlertHistory, Delivery
+from services.notify.models import Delivery
 from services.notify.signals import apply_signal
+from services.notify.store import HistoryEntry, history_for
 from shared.clock import FakeClock
 from shared.db import create_tables
 from shared.protocol import Protocol
@@ -56,9 +57,10 @@ def deliveries(db: Engine) -> list[Delivery]:
         return list(session.execute(select(Delivery).order_by(col(Delivery.recipient))).scalars().all())
 
 
-def history(db: Engine) -> list[AlertHistory]:
+def history(db: Engine) -> list[HistoryEntry]:
     with Session(db) as session:
-        return list(session.execute(select(AlertHistory).order_by(col(AlertHistory.seq))).scalars().all())
+        [alert_id] = {d.alert_id for d in session.execute(select(Delivery)).scalars()}
+        return history_for(session, alert_id=alert_id)
 
 
 async def test_each_delivery_is_sent_once(db: Engine, clock: FakeClock, registry: CollectorRegistry) -> None:

@@ -10,8 +10,9 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from services.notify import models
-from services.notify.models import Alert, AlertHistory, Delivery, Obligation
+from services.notify.models import Alert, Delivery, Obligation
 from services.notify.signals import apply_signal
+from services.notify.store import history_for
 from shared.db import create_tables
 from shared.events import LabToxicity, LabToxicityData, deterministic_id
 from shared.protocol import Protocol
@@ -50,6 +51,12 @@ def db(engine: Engine) -> Engine:
     return engine
 
 
+def history(db: Engine) -> list[Any]:
+    with Session(db) as session:
+        [alert] = session.execute(select(Alert)).scalars().all()
+        return history_for(session, alert_id=alert.id)
+
+
 def all_rows(db: Engine, model: Any) -> list[Any]:
     with Session(db) as session:
         return list(session.execute(select(model)).scalars().all())
@@ -79,4 +86,4 @@ def test_worse_grade_threads_into_the_alert_reopens_and_pages_again(db: Engine, 
     assert (alert.state, alert.acknowledged_by) == ("open", None)
     assert "grade 4" in alert.title
     assert len(all_rows(db, Delivery)) == 2
-    assert [h.action for h in all_rows(db, AlertHistory)] == ["opened", "worsened"]
+    assert [h.action for h in history(db)] == ["opened", "worsened"]

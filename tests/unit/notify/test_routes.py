@@ -215,3 +215,125 @@ def test_obligation_times_are_served_in_utc(app: FastAPI, client: TestClient, ma
 def test_short_api_token_is_refused_at_start(clean_env: None, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 16"):
         NotifySettings(var_dir=tmp_path, api_tokens={"changeme": {"user": "x", "role": "admin"}})
+
+
+ADMIN = "admin-token-0123456789abcdef"
+
+
+@pytest.fixture
+def admin_app(clean_env: None, tmp_path: Path, clock: FakeClock) -> FastAPI:
+    settings = NotifySettings(
+        var_dir=tmp_path,
+        api_tokens={
+            OFFICER: {"user": "dr.officer", "role": "officer"},
+            VIEWER: {"user": "viewer", "role": "viewer"},
+            ADMIN: {"user": "root", "role": "admin"},
+        },
+    )
+    return create_app(settings, clock=clock, registry=CollectorRegistry(), channel=FakeChannel())
+
+
+def test_comment_is_in_the_history_and_needs_an_officer(app: FastAPI, client: TestClient, make_sae: Any) -> None:
+    seed(app, make_sae())
+    url = f"/v1/alerts/{only_alert(client)['id']}/comments"
+    assert client.post(url, json={"text": "calling the site"}).status_code == 401
+    assert client.post(url, headers=auth(VIEWER), json={"text": "calling the site"}).status_code == 403
+    response = client.post(url, headers=auth(OFFICER), json={"text": "calling the site"})
+    assert response.status_code == 201
+    last = response.json()["history"][-1]
+    assert (last["actor"], last["action"], last["detail"]) == ("dr.officer", "commented", "calling the site")
+    assert client.post(url, headers=auth(OFFICER), json={"text": ""}).status_code == 422
+
+
+def test_snooze_needs_reason_and_future_expiry(
+    app: FastAPI, client: TestClient, clock: FakeClock, make_sae: Any
+) -> None:
+    seed(app, make_sae(awareness_at=AWARE))
+    url = f"/v1/alerts/{only_alert(client)['id']}/snooze"
+    until = (clock.now() + timedelta(hours=2)).isoformat()
+    assert client.post(url, headers=auth(VIEWER), json={"reason": "r", "until": until}).status_code == 403
+    missing = client.post(url, headers=auth(OFFICER), json={"until": until})
+    assert missing.status_code == 422 and missing.json()["errors"][0]["pointer"] == "/body/reason"
+    assert client.post(url, headers=auth(OFFICER), json={"reason": "r"}).status_code == 422
+    past = client.post(url, headers=auth(OFFICER), json={"reason": "r", "until": clock.now().isoformat()})
+    assert past.status_code == 422 and past.headers["content-type"] == PROBLEM
+    ok = client.post(url, headers=auth(OFFICER), json={"reason": "in clinic", "until": until})
+    assert ok.status_code == 200
+    body = ok.json()
+    assert datetime.fromisoformat(body["snoozed_until"]) == clock.now() + timedelta(hours=2)
+    assert "reminders and overdue pages for SAE report continue" in body["history"][-1]["detail"]
+    kinds = sorted({t["kind"] for t in body["scheduled"]})
+    assert kinds == ["escalate", "overdue", "reminder"], "the snooze leaves every timer in place"
+
+
+def test_cancel_is_for_admins_with_a_reason(admin_app: FastAPI, make_sae: Any) -> None:
+    client = TestClient(admin_app)
+    seed(admin_app, make_sae())
+    [obligation] = client.get("/v1/obligations", headers=auth(VIEWER)).json()
+    url = f"/v1/obligations/{obligation['id']}/cancel"
+    assert client.post(url, headers=auth(OFFICER), json={"reason": "entered in error"}).status_code == 403
+    assert client.post(url, headers=auth(ADMIN), json={}).status_code == 422
+    done = client.post(url, headers=auth(ADMIN), json={"reason": "AE entered in error at the site"})
+    assert done.status_code == 200
+    assert (done.json()["state"], done.json()["cancelled_by"]) == ("cancelled", "root")
+    again = client.post(f"/v1/obligations/{obligation['id']}/complete", headers=auth(OFFICER), json={"reference": "X"})
+    assert again.status_code == 409
+    alert = client.get(f"/v1/alerts/{obligation['alert_id']}", headers=auth(VIEWER)).json()
+    assert alert["state"] == "resolved" and alert["scheduled"] == []
+    assert [a["id"] for a in client.get("/v1/alerts", headers=auth(VIEWER), params={"state": "resolved"}).json()] == [
+        alert["id"]
+    ]
+
+
+def test_alerts_filter_by_an_open_obligation_due_before(app: FastAPI, client: TestClient, make_sae: Any) -> None:
+    seed(app, make_sae(signal_id="s1", subject_id="S-001", ae_id="AE-1", awareness_at=AWARE))
+    seed(app, make_sae(signal_id="s2", subject_id="S-002", ae_id="AE-9", awareness_at=AWARE + timedelta(hours=6)))
+
+    def subjects(**params: str) -> list[str]:
+        return sorted(a["subject_id"] for a in client.get("/v1/alerts", headers=auth(VIEWER), params=params).json())
+
+    assert subjects(due_before="2026-03-02T08:00:00Z") == ["S-001"]
+    assert subjects(due_before="2026-03-03T00:00:00Z") == ["S-001", "S-002"]
+    [first] = client.get("/v1/obligations", headers=auth(VIEWER), params={"subject": "S-001"}).json()
+    client.post(f"/v1/obligations/{first['id']}/complete", headers=auth(OFFICER), json={"reference": "R-1"})
+    assert subjects(due_before="2026-03-03T00:00:00Z") == ["S-002"], "a completed obligation is no longer due"
+
+
+def test_acknowledge_and_complete_feed_the_response_histograms(
+    clean_env: None, tmp_path: Path, clock: FakeClock, make_sae: Any
+) -> None:
+    registry = CollectorRegistry()
+    settings = NotifySettings(var_dir=tmp_path, api_tokens={OFFICER: {"user": "dr.officer", "role": "officer"}})
+    app = create_app(settings, clock=clock, registry=registry, channel=FakeChannel())
+    client = TestClient(app)
+    seed(app, make_sae(awareness_at=clock.now()))
+    [alert] = client.get("/v1/alerts", headers=auth(OFFICER)).json()
+    clock.advance(timedelta(minutes=12))
+    client.post(f"/v1/alerts/{alert['id']}/ack", headers=auth(OFFICER))
+    clock.advance(timedelta(hours=3))
+    client.post(
+        f"/v1/obligations/{alert['obligations'][0]['id']}/complete", headers=auth(OFFICER), json={"reference": "R"}
+    )
+    sample = registry.get_sample_value
+    assert sample("sentinel_notify_time_to_acknowledge_seconds_sum", {"kind": "sae"}) == 12 * 60
+    assert sample("sentinel_notify_time_to_acknowledge_seconds_bucket", {"kind": "sae", "le": "900.0"}) == 1
+    assert sample("sentinel_notify_time_to_complete_seconds_sum", {"kind": "sae_report"}) == 3 * 3600 + 12 * 60
+    metrics = client.get("/metrics").text
+    assert 'sentinel_notify_alerts_open{kind="sae",trial="NCT07212335"}' not in metrics, "resolved"
+    assert "sentinel_notify_obligations" in metrics
+
+
+def test_unconfigured_webhook_target_refuses_to_start(clean_env: None, tmp_path: Path) -> None:
+    protocol = load_protocol(None).model_dump(mode="json")
+    protocol["escalation"]["steps"][0]["targets"] = ["safety_officer", "webhook:safety-chat"]
+    path = tmp_path / "protocol.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(protocol))
+    with pytest.raises(ValueError, match="safety-chat"):
+        create_app(NotifySettings(var_dir=tmp_path, protocol_path=path), channel=FakeChannel())
+    secret = "whsec_" + "c2VudGluZWwtdGVzdC1zZWNyZXQtMzItYnl0ZXMhIQ=="
+    hooks = {"safety-chat": {"url": "https://chat.example/hook", "secret": secret, "format": "teams"}}
+    create_app(NotifySettings(var_dir=tmp_path, protocol_path=path, chat_webhooks=hooks), channel=FakeChannel())
+    with pytest.raises(ValueError, match="too short"):
+        NotifySettings(chat_webhooks={"x": {"url": "https://chat.example/hook", "secret": "whsec_c2hvcnQ="}})

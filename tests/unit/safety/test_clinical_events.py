@@ -73,10 +73,10 @@ def count(session: Session, model: Any) -> int:
 
 
 def test_enrolment_stores_the_subject_and_its_arm(apply: Any, session: Session) -> None:
-    assert apply(enrolment("B")) == []
+    assert apply(enrolment("A")) == []  # the first arm: no predecessor to wait for (see test_protocol_engine)
     subject = session.get(Subject, ("NCT07212335", "S-001"))
     assert subject is not None
-    assert (subject.arm, subject.site_id, subject.enrolled_at) == ("B", "SITE-1", date(2026, 2, 1))
+    assert (subject.arm, subject.site_id, subject.enrolled_at) == ("A", "SITE-1", date(2026, 2, 1))
 
 
 def test_enrolment_in_an_unknown_arm_is_poison(apply: Any, session: Session) -> None:

@@ -1,0 +1,505 @@
+"""Pure: HL7 FHIR R4 AdverseEvent and laboratory Observation (single resources or Bundles) to canonical events.
+
+AdverseEvent includes the HL7 AE Clinical Research R4 backport extensions (ae-grade, seriousness-criteria,
+suspect-entity causality, resolve-date, status). Both the core R4 seriousness codes (`Serious`) and the THO 5.x
+ones (`serious`) are read. Observations keep LOINC, UCUM, comparators and reference ranges; a wrong LOINC system
+URI (`https://loinc.org`) or a non-UCUM unit (`K/mcL`) is accepted and flagged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from services.ingest.adapters import normalise_values as nv
+from services.ingest.adapters.fields import FieldError, StatusName, lab_from_fields, record_status, seriousness_flags
+from services.ingest.adapters.records import Outcome, content_id, make_record, version_text
+from services.ingest.normalise import InvalidBody
+from services.ingest.sources import SourceConfig
+from shared.events import AeData, InboundType, Relatedness, SeriousnessCriteria
+
+MAX_ENTRIES = 1000
+BACKPORT = "http://hl7.org/fhir/uv/ae-research-backport-ig/StructureDefinition/"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+SERIOUSNESS_CODES: dict[str, str | None] = {
+    "serious": None,
+    "seriousresultsindeath": "death",
+    "seriousislifethreatening": "life_threatening",
+    "seriousresultsinhospitalization": "hospitalization",
+    "seriousresultsindisability": "disability",
+    "seriousisbirthdefect": "congenital_anomaly",
+    "seriousrequirespreventimpairment": "medically_important",
+}
+CRITERION_CODES = {
+    "C48275": "death",
+    "C84266": "life_threatening",
+    "C83052": "hospitalization",
+    "C11338": "disability",
+    "C83117": "congenital_anomaly",
+    "C82521": "medically_important",
+    "C201939": "medically_important",
+}
+LOINC_TO_TEST = {
+    "751-8": "NEUT",
+    "26499-4": "NEUT",
+    "753-4": "NEUT",
+    "777-3": "PLAT",
+    "26515-7": "PLAT",
+    "718-7": "HGB",
+    "6690-2": "WBC",
+    "26464-8": "WBC",
+    "731-0": "LYM",
+    "26474-7": "LYM",
+    "1742-6": "ALT",
+    "1920-8": "AST",
+    "1975-2": "BILI",
+    "2160-0": "CREAT",
+    "704-7": "BASO",
+}
+"""Many-to-one and extendable per source; percentage codes (770-8 neutrophils/100 leukocytes) are left out on
+purpose, so a percentage is never graded as an absolute count."""
+RELATEDNESS_ORDER = list(Relatedness)
+
+
+def parse_fhir(body: bytes, *, source: SourceConfig) -> Outcome:
+    try:
+        document = json.loads(body.decode("utf-8-sig"), parse_float=Decimal)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidBody("not JSON", [{"loc": (), "msg": f"not valid JSON: {exc}"}]) from exc
+    if not isinstance(document, dict):
+        raise InvalidBody("not a resource", [{"loc": (), "msg": "expected a FHIR resource (a JSON object)"}])
+    outcome = Outcome()
+    errors: list[dict[str, Any]] = []
+    kind = _text(document.get("resourceType"))
+    if kind == "Bundle":
+        entries = document.get("entry") or []
+        if not isinstance(entries, list):
+            raise InvalidBody("bad bundle", [{"loc": ("entry",), "msg": "Bundle.entry must be a list"}])
+        if len(entries) > MAX_ENTRIES:
+            raise InvalidBody("too many", [{"loc": ("entry",), "msg": f"at most {MAX_ENTRIES} entries per Bundle"}])
+        for index, entry in enumerate(entries):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if not isinstance(resource, dict):
+                outcome.ignored.append(f"entry/{index}: no resource (send deletions as status entered-in-error)")
+                continue
+            _resource(resource, ("entry", index, "resource"), source, outcome, errors)
+    elif kind in {"AdverseEvent", "Observation"}:
+        _resource(document, (), source, outcome, errors)
+    else:
+        raise InvalidBody(
+            "unsupported resource",
+            [{"loc": ("resourceType",), "msg": "expected AdverseEvent, Observation or a Bundle of them"}],
+        )
+    if errors:
+        raise InvalidBody("invalid resource", errors)
+    return outcome
+
+
+def _resource(
+    resource: dict[str, Any],
+    loc: tuple[str | int, ...],
+    source: SourceConfig,
+    outcome: Outcome,
+    errors: list[dict[str, Any]],
+) -> None:
+    kind = resource.get("resourceType")
+    try:
+        if kind == "AdverseEvent":
+            _adverse_event(resource, source, outcome)
+        elif kind == "Observation":
+            _observation(resource, source, outcome)
+        else:
+            outcome.ignored.append(f"{kind}/{resource.get('id', '?')}: not an AdverseEvent or Observation")
+    except FieldError as exc:
+        errors.append({"loc": (*loc, exc.field), "msg": str(exc)})
+    except (TypeError, AttributeError, ValueError) as exc:
+        # FHIR JSON is open-ended: an element of the wrong JSON type (a list where an object belongs) is the
+        # sender's error, answered 422 with the resource's location, never a 500
+        errors.append({"loc": loc, "msg": f"malformed {kind} resource: {type(exc).__name__}: {exc}"[:300]})
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value)
+
+
+def _codings(concept: Any) -> list[dict[str, Any]]:
+    if not isinstance(concept, dict):
+        return []
+    codings = concept.get("coding") or []
+    return [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
+
+
+def _extensions(element: Mapping[str, Any], name: str, key: str = "extension") -> list[dict[str, Any]]:
+    found = element.get(key) or []
+    if not isinstance(found, list):
+        return []
+    return [e for e in found if isinstance(e, dict) and str(e.get("url", "")).endswith(name)]
+
+
+def _sub(extension: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    for child in extension.get("extension") or []:
+        if isinstance(child, dict) and child.get("url") == name:
+            return child
+    return None
+
+
+def _identity(resource: Mapping[str, Any], source: SourceConfig) -> tuple[str, str, str]:
+    resource_id = _text(resource.get("id"))
+    if not resource_id:
+        raise FieldError("id", "the resource needs its id (stable across versions)")
+    subject = _obj(resource.get("subject"))
+    reference = _text(subject.get("reference")) or ""
+    subject_id = reference.rsplit("/", 1)[-1] if reference else _text(subject.get("display"))
+    if not subject_id:
+        raise FieldError("subject", "the resource needs subject.reference (Patient/<id>)")
+    study = source.trial
+    if study is None:
+        studies = resource.get("study") or []
+        first = _obj(studies[0]) if isinstance(studies, list) and studies else {}
+        study = (_text(first.get("reference")) or "").rsplit("/", 1)[-1] or None
+    if study is None:
+        raise FieldError("study", "the source has no trial configured and the resource names no study")
+    return resource_id, subject_id[:200], study
+
+
+def _version(resource: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    meta = _obj(resource.get("meta"))
+    version_id = _text(meta.get("versionId")) or ""
+    if version_id.isdigit() and int(version_id) >= 1:
+        return int(version_id), version_text(int(version_id))
+    updated = _text(meta.get("lastUpdated"))
+    if updated:
+        try:
+            moment = datetime.fromisoformat(updated.replace("Z", "+00:00"))
+        except ValueError:
+            return None, None
+        if moment.tzinfo is not None:
+            return None, version_text(moment.astimezone(UTC).isoformat())
+    return None, None
+
+
+def _delivery(kind: str, resource_id: str, version: int | None, data: Any) -> str:
+    return f"{kind}/{resource_id}/_history/{version}" if version else content_id(f"{kind}/{resource_id}", data)
+
+
+def _adverse_event(resource: dict[str, Any], source: SourceConfig, outcome: Outcome) -> None:
+    resource_id, subject, study = _identity(resource, source)
+    if resource.get("actuality") == "potential":
+        outcome.ignored.append(f"AdverseEvent/{resource_id}: actuality=potential (no subject was harmed)")
+        return
+    version, source_version = _version(resource)
+    key = f"{study}:{subject}:ae:{resource_id}"
+    common: dict[str, Any] = {"study": study, "site": source.default_site, "subject": subject, "record_key": key}
+    for status in _extensions(resource, "/status", "modifierExtension"):
+        word = _text(status.get("valueCode"))
+        if word == "entered-in-error":
+            data = record_status("ae", resource_id, "entered_in_error", "FHIR status entered-in-error")
+            outcome.records.append(
+                make_record(
+                    type_=InboundType.STATUS,
+                    data=data,
+                    **common,
+                    delivery_id=_delivery("AE-status", resource_id, version, data),
+                )
+            )
+            return
+    ae = _ae_data(resource, resource_id, version, source)
+    outcome.records.append(
+        make_record(
+            type_=InboundType.AE,
+            data=ae,
+            **common,
+            delivery_id=_delivery("AdverseEvent", resource_id, version, ae),
+            source_version=source_version,
+            assign_version=version is None,
+        )
+    )
+
+
+def _ae_data(resource: dict[str, Any], resource_id: str, version: int | None, source: SourceConfig) -> AeData:
+    flags: list[str] = []
+    raw: dict[str, str] = {}
+    lists = source.mapping.codelists
+    event = _obj(resource.get("event"))
+    codings = _codings(event)
+    term = _text(event.get("text")) or next((_text(c.get("display")) for c in codings if c.get("display")), None)
+    if not term:
+        raise FieldError("event", "the AdverseEvent needs event.text or event.coding.display (the AE term)")
+    meddra: str | None = next(
+        (_text(c.get("code")) for c in codings if "meddra" in str(c.get("system", "")).lower() and c.get("code")), None
+    )
+    if meddra and not (meddra.isdigit() and len(meddra) == 8):
+        flags.append("UNMAPPED_VALUE:meddra_code")
+        meddra = None
+
+    serious: bool | None = None
+    ticked: dict[str, bool] = {}
+    for coding in _codings(resource.get("seriousness")):
+        code = _text(coding.get("code")) or _text(coding.get("display")) or ""
+        raw["seriousness"] = code
+        folded = code.replace("-", "").replace("_", "").replace(" ", "").lower()
+        if folded == "nonserious":
+            serious = False
+        elif folded in SERIOUSNESS_CODES:
+            serious = True
+            criterion = SERIOUSNESS_CODES[folded]
+            if criterion:
+                ticked[criterion] = True
+        else:
+            flags.append("UNMAPPED_VALUE:serious")
+    for extension in _extensions(resource, "/seriousness-criteria"):
+        code_ext, present_ext = _sub(extension, "criterionCode"), _sub(extension, "criterionPresent")
+        criterion_code = next(
+            (_text(c.get("code")) for c in _codings(_obj(code_ext).get("valueCodeableConcept"))), None
+        )
+        criterion = CRITERION_CODES.get(criterion_code or "")
+        present = (present_ext or {}).get("valueBoolean")
+        raw[f"seriousness-criteria:{criterion_code}"] = str(present).lower()
+        if criterion is None:
+            flags.append("UNMAPPED_VALUE:seriousness_criteria")
+        elif present is True:
+            ticked[criterion] = True
+        elif present is False:
+            ticked.setdefault(criterion, False)
+    criteria = SeriousnessCriteria(**ticked) if ticked else None
+
+    grade = _grade(resource, raw, flags, lists.grade)
+    relatedness = _relatedness(resource, raw, flags, lists.relatedness)
+    outcome_code = None
+    for coding in _codings(resource.get("outcome")):
+        spelled = _text(coding.get("code")) or _text(coding.get("display"))
+        raw["outcome"] = spelled or ""
+        try:
+            outcome_code = nv.outcome(spelled, lists.outcome)
+        except nv.UnreadableValue:
+            flags.append("UNMAPPED_VALUE:outcome")
+    onset_text = _text(resource.get("date")) or _text(resource.get("occurrenceDateTime"))
+    end_text = next((_text(e.get("valueDateTime")) for e in _extensions(resource, "/resolve-date")), None)
+    onset, end = _date(onset_text, "onset", raw, flags), _date(end_text, "end", raw, flags)
+    detected = _text(resource.get("detected"))
+    if detected:
+        raw["detected"] = detected
+    try:
+        awareness = nv.moment(detected, zone=source.zone, flags=flags, field="awareness_at")
+    except nv.UnreadableValue:
+        flags.append("UNMAPPED_VALUE:awareness_at")
+        awareness = None
+    severity = next((_text(c.get("code")) for c in _codings(resource.get("severity"))), None)
+    if severity:
+        raw["severity"] = severity
+    flags.extend(seriousness_flags(serious, criteria, outcome_code, grade))
+    if onset is not None and len(onset) < 10:
+        flags.append("PARTIAL_ONSET")
+    return AeData(
+        ae_id=resource_id[:200],
+        version=version or 1,
+        term=term[:500],
+        meddra_code=meddra,
+        grade=grade,
+        serious=serious,
+        seriousness=criteria,
+        relatedness=relatedness,
+        onset=onset,
+        end=end,
+        outcome=outcome_code,
+        awareness_at=awareness,
+        raw=raw,
+        flags=flags,
+    )
+
+
+def _date(text: str | None, field: str, raw: dict[str, str], flags: list[str]) -> str | None:
+    if not text:
+        return None
+    raw[field] = text
+    try:
+        return nv.partial_date(text)
+    except nv.UnreadableValue:
+        flags.append(f"UNMAPPED_VALUE:{field}")
+        return None
+
+
+def _grade(
+    resource: Mapping[str, Any], raw: dict[str, str], flags: list[str], overrides: Mapping[str, int]
+) -> int | None:
+    for extension in _extensions(resource, "/ae-grade"):
+        concept = extension.get("valueCodeableConcept") or {}
+        candidates = [_text(c.get("code")) for c in _codings(concept)] + [_text(concept.get("text"))]
+        raw["grade"] = " | ".join(c for c in candidates if c)
+        for candidate in candidates:
+            try:
+                found = nv.grade(candidate, overrides)
+            except nv.UnreadableValue:
+                continue
+            if found is not None:
+                return found
+        flags.append("UNMAPPED_VALUE:grade")
+    for extension in _extensions(resource, "#Grade"):  # MSK CRIT: a CTCAE grade as valueInteger
+        value = extension.get("valueInteger")
+        raw["grade"] = str(value)
+        if isinstance(value, int) and 1 <= value <= 5:
+            return value
+        flags.append("UNMAPPED_VALUE:grade")
+    return None
+
+
+def _relatedness(
+    resource: Mapping[str, Any], raw: dict[str, str], flags: list[str], overrides: Mapping[str, str]
+) -> Relatedness | None:
+    """The strongest causality stated for any suspect entity: a combination therapy is as related as its worst."""
+    texts: list[str] = []
+    for extension in _extensions(resource, "/suspect-entity"):
+        causality = _sub(extension, "causality") or {}
+        related = _sub(causality, "entityRelatedness") or {}
+        concept = related.get("valueCodeableConcept") or {}
+        texts.extend(t for c in _codings(concept) for t in (_text(c.get("code")), _text(c.get("display"))) if t)
+        texts.extend(t for t in [_text(concept.get("text"))] if t)
+    for entity in resource.get("suspectEntity") or []:
+        for causality in (entity.get("causality") or []) if isinstance(entity, dict) else []:
+            concept = causality.get("assessment") if isinstance(causality, dict) else None
+            texts.extend(t for c in _codings(concept) for t in (_text(c.get("code")), _text(c.get("display"))) if t)
+            texts.extend(t for t in [_text((concept or {}).get("text"))] if t)
+    if not texts:
+        return None
+    raw["relatedness"] = " | ".join(texts)
+    found: list[Relatedness] = []
+    for text in texts:
+        try:
+            value = nv.relatedness(text, overrides)
+        except nv.UnreadableValue:
+            continue
+        if value is not None:
+            found.append(value)
+    if not found:
+        flags.append("UNMAPPED_VALUE:relatedness")
+        return None
+    return max(found, key=RELATEDNESS_ORDER.index)
+
+
+def _observation(resource: dict[str, Any], source: SourceConfig, outcome: Outcome) -> None:
+    resource_id, subject, study = _identity(resource, source)
+    categories = resource.get("category") or []
+    category_codes = {str(c.get("code", "")).lower() for cat in categories for c in _codings(cat)}
+    if category_codes and "laboratory" not in category_codes:
+        outcome.ignored.append(
+            f"Observation/{resource_id}: not a laboratory result ({', '.join(sorted(category_codes))})"
+        )
+        return
+    version, source_version = _version(resource)
+    key = f"{study}:{subject}:lab:{resource_id}"
+    common: dict[str, Any] = {"study": study, "site": source.default_site, "subject": subject, "record_key": key}
+    status = _text(resource.get("status")) or "final"
+    if status in {"entered-in-error", "cancelled"}:
+        word: StatusName = "entered_in_error" if status == "entered-in-error" else "deleted"
+        retracted = record_status("lab", resource_id, word, f"FHIR Observation status {status}")
+        delivery = _delivery("Observation-status", resource_id, version, retracted)
+        outcome.records.append(make_record(type_=InboundType.STATUS, data=retracted, **common, delivery_id=delivery))
+        return
+    if status == "registered":
+        outcome.ignored.append(f"Observation/{resource_id}: status registered (no result yet)")
+        return
+    flags: list[str] = []
+    if status == "preliminary":
+        flags.append("PRELIMINARY_RESULT")
+    elif status in {"amended", "corrected"}:
+        flags.append("CORRECTED_RESULT")
+    fields, raw = _lab_fields(resource, flags, source)
+    if "value" not in fields:
+        if resource.get("dataAbsentReason"):
+            outcome.ignored.append(f"Observation/{resource_id}: no value (dataAbsentReason)")
+            return
+        raise FieldError("valueQuantity", "the Observation has no value (valueQuantity or valueString)")
+    data = lab_from_fields(fields, result_id=resource_id, raw=raw, zone=source.zone, baseline=False, flags=flags)
+    if data is None:
+        raise FieldError("valueQuantity", "the Observation has an empty value")
+    delivery = _delivery("Observation", resource_id, version, data)
+    outcome.records.append(
+        make_record(type_=InboundType.LAB, data=data, **common, delivery_id=delivery, source_version=source_version)
+    )
+
+
+def _lab_fields(
+    resource: Mapping[str, Any], flags: list[str], source: SourceConfig
+) -> tuple[dict[str, str], dict[str, str]]:
+    fields: dict[str, str] = {}
+    raw: dict[str, str] = {"status": str(resource.get("status", ""))}
+    loinc_map = {**LOINC_TO_TEST, **source.mapping.loinc}
+    for coding in _codings(resource.get("code")):
+        system = str(coding.get("system", "")).rstrip("/")
+        code = _text(coding.get("code")) or ""
+        if system.lower().endswith("loinc.org") and code:
+            raw["loinc"] = f"{coding.get('system')}|{code}"
+            if system != LOINC:
+                flags.append("LOINC_SYSTEM_URI")
+            fields["loinc"] = code
+            if code in loinc_map:
+                fields["test"] = loinc_map[code]
+            break
+    if "loinc" not in fields:
+        raise FieldError("code", "the Observation needs a LOINC code (code.coding with system http://loinc.org)")
+    quantity = resource.get("valueQuantity")
+    value_unit: str | None = None
+    if isinstance(quantity, dict) and quantity.get("value") is not None:
+        number = quantity["value"]
+        comparator = _text(quantity.get("comparator")) or ""
+        fields["value"] = f"{comparator}{number}"
+        raw["value"] = fields["value"]
+        value_unit = _unit(quantity, flags, raw, "unit")
+    elif _text(resource.get("valueString")):
+        fields["value"] = str(resource["valueString"])
+        raw["value"] = fields["value"]
+    if value_unit:
+        fields["unit"] = value_unit
+    ranges = resource.get("referenceRange") or []
+    first = ranges[0] if isinstance(ranges, list) and ranges and isinstance(ranges[0], dict) else {}
+    range_units = set()
+    for bound, name in (("low", "lln"), ("high", "uln")):
+        limit = first.get(bound)
+        if isinstance(limit, dict) and limit.get("value") is not None:
+            fields[name] = str(limit["value"])
+            raw[name] = fields[name]
+            range_unit = _unit(limit, [], raw, f"{name}_unit")
+            if range_unit:
+                range_units.add(nv.unit(range_unit))
+    if _text(first.get("text")):
+        raw["range"] = str(first["text"])
+        fields["range"] = str(first["text"])
+    if range_units and value_unit and range_units != {nv.unit(value_unit)}:
+        flags.append("RANGE_UNIT_MISMATCH")
+        fields.pop("lln", None)
+        fields.pop("uln", None)
+        fields.pop("range", None)
+    when = _text(resource.get("effectiveDateTime")) or _text(resource.get("effectiveInstant"))
+    period = resource.get("effectivePeriod")
+    if when is None and isinstance(period, dict):
+        when = _text(period.get("start"))
+    if when is None and _text(resource.get("issued")):
+        when = str(resource["issued"])
+        flags.append("COLLECTED_AT_FROM_ISSUED")
+    if when:
+        fields["collected_at"] = when
+        raw["effective"] = when
+    for coding in (c for concept in resource.get("interpretation") or [] for c in _codings(concept)):
+        raw["interpretation"] = _text(coding.get("code")) or ""
+    return fields, raw
+
+
+def _unit(quantity: Mapping[str, Any], flags: list[str], raw: dict[str, str], name: str) -> str | None:
+    system, code, unit = quantity.get("system"), _text(quantity.get("code")), _text(quantity.get("unit"))
+    if unit or code:
+        raw[name] = unit or code or ""
+    if system == UCUM and code:
+        return code
+    if unit:
+        flags.append("NON_UCUM_UNIT")
+    return unit or code

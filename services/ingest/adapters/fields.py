@@ -1,0 +1,256 @@
+"""Pure: canonical payloads from a sender's fields, once an adapter has named them with our field names.
+
+ODM items, REDCap fields and SDTM columns all end here, so every format gets the same normalisation, the
+same flags and the same rule: a value we cannot read is kept raw and flagged, never guessed; an empty
+seriousness answer is unknown, never 'not serious'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+
+from services.ingest.adapters import normalise_values as nv
+from services.ingest.sources import CodeLists
+from shared.events import AeData, DoseData, EnrollmentData, LabData, RecordStatusData, SeriousnessCriteria
+
+CRITERIA = ("death", "life_threatening", "hospitalization", "disability", "congenital_anomaly", "medically_important")
+StatusName = Literal["deleted", "entered_in_error", "restored"]
+STATUS_WORDS: dict[str, StatusName] = {
+    "DELETED": "deleted",
+    "REMOVED": "deleted",
+    "REMOVE": "deleted",
+    "INACTIVATED": "deleted",
+    "INVALID": "deleted",
+    "AUTO-REMOVED": "deleted",
+    "ENTERED-IN-ERROR": "entered_in_error",
+    "ENTERED IN ERROR": "entered_in_error",
+    "ENTERED_IN_ERROR": "entered_in_error",
+    "RESTORED": "restored",
+}
+
+
+class FieldError(ValueError):
+    """A required value is missing or unreadable; `field` is our field name, the adapter adds the location."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def status_of(text: str | None) -> StatusName | None:
+    """A record status word (ODM TransactionType, OpenClinica Status, FHIR status) that retracts a record."""
+    if not text:
+        return None
+    return STATUS_WORDS.get(text.strip().upper())
+
+
+def record_status(
+    record_type: Literal["enrollment", "dose", "lab", "ae"], record_id: str, status: StatusName, reason: str | None
+) -> RecordStatusData:
+    return RecordStatusData(record_type=record_type, record_id=record_id[:200], status=status, reason=reason)
+
+
+def _optional(field: str, flags: list[str], read: Any, text: str | None, *args: Any) -> Any:
+    try:
+        return read(text, *args)
+    except nv.UnreadableValue:
+        flags.append(f"UNMAPPED_VALUE:{field}")
+        return None
+
+
+def ae_from_fields(
+    fields: Mapping[str, str], *, ae_id: str, raw: Mapping[str, str], codelists: CodeLists, zone: ZoneInfo
+) -> AeData:
+    flags: list[str] = []
+    term = (fields.get("term") or "").strip()
+    if not term:
+        raise FieldError("term", "an adverse event needs its term (verbatim AE term)")
+    serious = _optional("serious", flags, nv.serious, fields.get("serious"), codelists.yes_no)
+    ticked: dict[str, bool] = {}
+    for name in CRITERIA:
+        answer = _optional(name, flags, nv.yes_no, fields.get(name), codelists.yes_no)
+        if answer is not None:
+            ticked[name] = answer
+    grade = _optional("grade", flags, nv.grade, fields.get("grade"), codelists.grade)
+    outcome = _optional("outcome", flags, nv.outcome, fields.get("outcome"), codelists.outcome)
+    onset = _optional("onset", flags, nv.partial_date, fields.get("onset"))
+    end = _optional("end", flags, nv.partial_date, fields.get("end"))
+    ongoing = _optional("ongoing", flags, nv.yes_no, fields.get("ongoing"), codelists.yes_no)
+    try:
+        awareness_at = nv.moment(fields.get("awareness_at"), zone=zone, flags=flags, field="awareness_at")
+    except nv.UnreadableValue:
+        flags.append("UNMAPPED_VALUE:awareness_at")
+        awareness_at = None
+    version_text = (fields.get("version") or "").strip()
+    meddra = (fields.get("meddra_code") or "").strip()
+    if meddra and not (meddra.isdigit() and len(meddra) == 8):
+        flags.append("UNMAPPED_VALUE:meddra_code")
+        meddra = ""
+    criteria = SeriousnessCriteria(**ticked) if ticked else None
+    flags.extend(seriousness_flags(serious, criteria, outcome, grade))
+    if onset is not None and len(onset) < 10:
+        flags.append("PARTIAL_ONSET")
+    if end and ongoing:
+        flags.append("END_WITH_ONGOING")
+    if end and outcome == "NOT RECOVERED/NOT RESOLVED":
+        flags.append("END_WITH_NOT_RECOVERED")
+    data: dict[str, Any] = {
+        "ae_id": ae_id[:200],
+        "version": int(version_text) if version_text.isdigit() and int(version_text) >= 1 else 1,
+        "term": term[:500],
+        "ctcae_term": (fields.get("ctcae_term") or "").strip()[:200] or None,
+        "meddra_code": meddra or None,
+        "grade": grade,
+        "serious": serious,
+        "seriousness": criteria,
+        "relatedness": _optional(
+            "relatedness", flags, nv.relatedness, fields.get("relatedness"), codelists.relatedness
+        ),
+        "onset": onset,
+        "end": end,
+        "outcome": outcome,
+        "awareness_at": awareness_at,
+        "raw": dict(raw),
+        "flags": flags,
+    }
+    return AeData.model_validate(data)
+
+
+def seriousness_flags(
+    serious: bool | None, criteria: SeriousnessCriteria | None, outcome: str | None, grade: int | None
+) -> list[str]:
+    """Contradictions are accepted and flagged; nothing here lowers seriousness."""
+    ticked = criteria.ticked() if criteria else []
+    fatal = outcome == "FATAL" or grade == 5
+    flags = []
+    if serious is not True and (ticked or fatal):
+        flags.append("SERIOUS_FLAG_INCONSISTENT")
+    if serious is True and not ticked:
+        flags.append("SERIOUS_WITHOUT_CRITERIA")
+    if fatal and (criteria is None or not criteria.death):
+        flags.append("FATAL_WITHOUT_DEATH_CRITERION")
+    return flags
+
+
+def lab_from_fields(
+    fields: Mapping[str, str],
+    *,
+    result_id: str,
+    raw: Mapping[str, str],
+    zone: ZoneInfo,
+    baseline: bool,
+    flags: list[str] | None = None,
+) -> LabData | None:
+    """None when the result is blank (an empty analyte on a wide lab form is no result)."""
+    flags = list(flags or [])
+    value = (fields.get("value") or "").strip()
+    if not value:
+        return None
+    test = (fields.get("test") or "").strip() or None
+    loinc = (fields.get("loinc") or "").strip() or None
+    if test is None and loinc is None:
+        raise FieldError("test", "a lab result needs its test code (LBTESTCD) or LOINC code")
+    collected_text = fields.get("collected_at")
+    try:
+        collected_at = nv.moment(collected_text, zone=zone, flags=flags, field="collected_at")
+    except nv.UnreadableValue as exc:
+        raise FieldError("collected_at", str(exc)) from exc
+    if collected_at is None:
+        raise FieldError("collected_at", "a lab result needs its collection date-time")
+    shown = nv.lab_value(value)
+    if shown[0] in "<>":
+        flags.append("CENSORED_VALUE")
+    elif nv.decimal_or_none(shown) is None:
+        flags.append("NON_NUMERIC_RESULT")
+    unit = nv.unit(fields.get("unit"))
+    if unit is not None and unit != (fields.get("unit") or "").strip():
+        flags.append("UNIT_SPELLING_NORMALISED")
+    lln, uln = _decimal_field("lln", fields, flags), _decimal_field("uln", fields, flags)
+    if lln is None and uln is None and fields.get("range"):
+        parsed = nv.range_from_text(fields.get("range"))
+        if parsed is None:
+            flags.append("UNMAPPED_VALUE:range")
+        else:
+            lln, uln = parsed
+            flags.append("REF_RANGE_FROM_TEXT")
+    if not nv.range_fits_unit(test, unit, uln):
+        flags.append("UNIT_RANGE_MISMATCH")
+    is_baseline = baseline or _optional("baseline", flags, nv.yes_no, fields.get("baseline")) is True
+    try:
+        return LabData(
+            result_id=result_id[:200],
+            test=test[:40] if test else None,
+            loinc=loinc,
+            value=shown[:40],
+            unit=unit[:40] if unit else None,
+            lln=lln,
+            uln=uln,
+            collected_at=collected_at,
+            baseline=is_baseline,
+            raw=dict(raw),
+            flags=flags,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise FieldError(str(first["loc"][0]) if first["loc"] else "value", first["msg"]) from exc
+
+
+def _decimal_field(name: str, fields: Mapping[str, str], flags: list[str]) -> Decimal | None:
+    text = (fields.get(name) or "").strip()
+    if not text:
+        return None
+    value = nv.decimal_or_none(text)
+    if value is None:
+        flags.append(f"UNMAPPED_VALUE:{name}")
+    return value
+
+
+def dose_from_fields(fields: Mapping[str, str], *, dose_id: str, zone: ZoneInfo) -> DoseData:
+    flags: list[str] = []
+    try:
+        administered = nv.moment(fields.get("administered_at"), zone=zone, flags=flags, field="administered_at")
+    except nv.UnreadableValue as exc:
+        raise FieldError("administered_at", str(exc)) from exc
+    if administered is None:
+        raise FieldError("administered_at", "a dose needs its administration date-time")
+    number = (fields.get("number") or "1").strip()
+    if not number.isdigit():
+        raise FieldError("number", f"the infusion number must be an integer, got {number!r}")
+    try:
+        cells = Decimal(fields["cells_per_kg"]) if fields.get("cells_per_kg") else None
+        return DoseData(dose_id=dose_id[:200], number=int(number), administered_at=administered, cells_per_kg=cells)
+    except (InvalidOperation, ValidationError) as exc:
+        raise FieldError("cells_per_kg", f"not a positive number: {fields.get('cells_per_kg')!r}") from exc
+
+
+def enrollment_from_fields(fields: Mapping[str, str]) -> EnrollmentData:
+    arm = (fields.get("arm") or "").strip()
+    if not arm:
+        raise FieldError("arm", "an enrolment needs the arm")
+    enrolled = _full_date("enrolled_at", fields.get("enrolled_at"), required=True)
+    infused = _full_date("car_t_infused_on", fields.get("car_t_infused_on"), required=False)
+    weight = nv.decimal_or_none(fields.get("weight_kg"))
+    try:
+        return EnrollmentData(arm=arm[:200], enrolled_at=enrolled, weight_kg=weight, car_t_infused_on=infused)
+    except ValidationError as exc:
+        raise FieldError("weight_kg", exc.errors()[0]["msg"]) from exc
+
+
+def _full_date(field: str, text: str | None, *, required: bool) -> Any:
+    try:
+        value = nv.partial_date(text)
+    except nv.UnreadableValue as exc:
+        raise FieldError(field, str(exc)) from exc
+    if value is None:
+        if required:
+            raise FieldError(field, "a date is required")
+        return None
+    if len(value) != 10:
+        raise FieldError(field, f"a full date is required, got the partial date {value!r}")
+    return date.fromisoformat(value)

@@ -1,0 +1,362 @@
+"""The sources file: which EDC systems may post to ingest, how they authenticate, and how their data maps.
+
+Integrators connect by configuration, not code. The file (SENTINEL_SOURCES_PATH) is validated at start and
+every error names its path (`sources.rave.mapping.forms.AE.items.AE.AESER`), as `sentinel sources check`
+prints it. Secrets may live in the environment; the file then names the variable (`secret_env`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.events import Relatedness
+from shared.webhook_signatures import WebhookSecret
+
+SOURCE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+PLACEHOLDERS = {"changeme", "secret", "token", "password", "xxx", "todo"}
+
+
+class SourcesError(ValueError):
+    """The sources file is wrong; `problems` lists each error as `path: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid sources file:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+class SourceKind(StrEnum):
+    CANONICAL = "canonical"
+    FHIR = "fhir"
+    ODM = "odm"
+    SDTM = "sdtm"
+    REDCAP = "redcap"
+
+
+ENDPOINT_FOR_KIND = {
+    SourceKind.CANONICAL: "events",
+    SourceKind.FHIR: "fhir",
+    SourceKind.ODM: "odm",
+    SourceKind.SDTM: "sdtm",
+    SourceKind.REDCAP: "redcap-det",
+}
+
+
+class ConfigModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthScheme(StrEnum):
+    STANDARD_WEBHOOKS = "standard-webhooks"
+    GITHUB = "github"
+    BEARER = "bearer"
+
+
+class AuthConfig(ConfigModel):
+    """Standard Webhooks (`whsec_` secret), GitHub X-Hub-Signature-256 (shared secret), or a bearer token for
+    senders that cannot sign (REDCap's Data Entry Trigger: there the token may also come as `?token=`)."""
+
+    scheme: AuthScheme = AuthScheme.STANDARD_WEBHOOKS
+    secret: str | None = None
+    secret_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> AuthConfig:
+        if (self.secret is None) == (self.secret_env is None):
+            raise ValueError("give exactly one of 'secret' or 'secret_env'")
+        return self
+
+
+class AnalyteMap(ConfigModel):
+    test: Annotated[str, Field(min_length=1, max_length=40)]
+    unit: str | None = None
+    lln_item: str | None = None
+    uln_item: str | None = None
+    range_item: str | None = Field(default=None, description="An item holding the range as free text")
+    lln: Decimal | None = None
+    uln: Decimal | None = None
+
+
+class FieldMap(ConfigModel):
+    """How one form (ODM FormOID) or instrument (REDCap) becomes canonical events.
+
+    `items` maps the sender's item/field name to one of our fields (see `AE_FIELDS`, `RECORD_FIELDS`);
+    `analytes` maps one item per lab analyte (wide lab forms) to the test, its fixed unit and its range.
+    """
+
+    type: Literal["ae", "lab", "dose", "enrollment"]
+    items: dict[str, str] = Field(default_factory=dict)
+    analytes: dict[str, AnalyteMap] = Field(default_factory=dict)
+    baseline: bool = False
+
+    @model_validator(mode="after")
+    def _fields_known(self) -> FieldMap:
+        allowed = MAPPABLE_FIELDS[self.type]
+        unknown = sorted({field for field in self.items.values() if field not in allowed})
+        if unknown:
+            raise ValueError(f"unknown target field(s) {unknown} for a {self.type} form; allowed: {sorted(allowed)}")
+        if self.type == "ae" and "term" not in self.items.values():
+            raise ValueError("an ae form needs an item mapped to 'term'")
+        if self.type == "lab" and not self.analytes and "value" not in self.items.values():
+            raise ValueError("a lab form needs 'analytes' (one item per analyte) or an item mapped to 'value'")
+        if self.type != "lab" and self.analytes:
+            raise ValueError("'analytes' only applies to lab forms")
+        return self
+
+
+AE_FIELDS = frozenset(
+    {
+        "id",
+        "term",
+        "ctcae_term",
+        "meddra_code",
+        "grade",
+        "severity",
+        "serious",
+        "death",
+        "life_threatening",
+        "hospitalization",
+        "disability",
+        "congenital_anomaly",
+        "medically_important",
+        "relatedness",
+        "onset",
+        "end",
+        "ongoing",
+        "outcome",
+        "action_taken",
+        "awareness_at",
+        "version",
+        "status",
+    }
+)
+LAB_FIELDS = frozenset(
+    {"id", "test", "loinc", "value", "unit", "lln", "uln", "range", "collected_at", "baseline", "status"}
+)
+DOSE_FIELDS = frozenset({"id", "number", "administered_at", "cells_per_kg", "status"})
+ENROLLMENT_FIELDS = frozenset({"arm", "enrolled_at", "weight_kg", "car_t_infused_on", "status"})
+MAPPABLE_FIELDS = {"ae": AE_FIELDS, "lab": LAB_FIELDS, "dose": DOSE_FIELDS, "enrollment": ENROLLMENT_FIELDS}
+
+
+class CodeLists(ConfigModel):
+    """Per-source value maps; they win over the built-in spellings (EDC-FORMATS 2.6)."""
+
+    yes_no: dict[str, bool] = Field(default_factory=dict)
+    outcome: dict[str, str] = Field(default_factory=dict)
+    relatedness: dict[str, Relatedness] = Field(default_factory=dict)
+    grade: dict[str, Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=dict)
+
+
+class SourceMapping(ConfigModel):
+    forms: dict[str, FieldMap] = Field(
+        default_factory=dict, description="ODM FormOID or REDCap instrument -> how it maps"
+    )
+    codelists: CodeLists = Field(default_factory=CodeLists)
+    loinc: dict[str, str] = Field(
+        default_factory=dict, description="Extra LOINC -> LBTESTCD entries (many-to-one); win over the defaults"
+    )
+    subject: Literal["label", "key"] = Field(
+        default="label", description="ODM: the human label (OpenClinica StudySubjectID, Rave SubjectName) or SubjectKey"
+    )
+    baseline_events: list[str] = Field(
+        default_factory=list, description="ODM StudyEventOIDs or REDCap event names whose labs are baseline"
+    )
+
+
+class RateLimit(ConfigModel):
+    requests_per_minute: Decimal = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class RedcapConfig(ConfigModel):
+    base_url: Annotated[str, Field(pattern=r"^https?://")]
+    project_id: Annotated[str, Field(pattern=r"^\d+$")]
+    token: str | None = None
+    token_env: str | None = None
+    reconcile_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    overlap_minutes: int = Field(default=10, ge=0, le=24 * 60)
+
+    @model_validator(mode="after")
+    def _one_token(self) -> RedcapConfig:
+        if (self.token is None) == (self.token_env is None):
+            raise ValueError("give exactly one of 'token' or 'token_env'")
+        return self
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url.rstrip("/") + "/api/"
+
+
+class SourceConfig(ConfigModel):
+    kind: SourceKind
+    trial: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="The trial this source may post for; events for another trial are refused"
+    )
+    default_site: Annotated[str, Field(min_length=1, max_length=200)] = "UNSPECIFIED"
+    timezone: str = Field(default="UTC", description="IANA zone for the sender's date-times without an offset")
+    auth: AuthConfig
+    max_body_bytes: int | None = Field(default=None, ge=1024, le=200_000_000)
+    rate_limit: RateLimit | None = None
+    mapping: SourceMapping = Field(default_factory=SourceMapping)
+    redcap: RedcapConfig | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> SourceConfig:
+        if self.kind in {SourceKind.ODM, SourceKind.REDCAP} and not self.mapping.forms:
+            raise ValueError(f"a {self.kind} source needs mapping.forms (its forms are study-specific)")
+        if self.kind == SourceKind.REDCAP and self.redcap is None:
+            raise ValueError("a redcap source needs a 'redcap' section (base_url, project_id, token)")
+        if self.kind == SourceKind.REDCAP and self.trial is None:
+            raise ValueError("a redcap source needs 'trial': pulled records do not name it")
+        if self.kind != SourceKind.REDCAP and self.redcap is not None:
+            raise ValueError("only redcap sources take a 'redcap' section")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class SourcesFile(ConfigModel):
+    sources: dict[str, SourceConfig]
+
+    @field_validator("sources")
+    @classmethod
+    def _ids(cls, sources: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
+        for source_id in sources:
+            if not SOURCE_ID.fullmatch(source_id):
+                raise ValueError(f"source id {source_id!r} must be 1-100 of A-Z a-z 0-9 _ . -")
+        return sources
+
+
+class Credential(BaseModel):
+    """A resolved secret: what the request must prove; never logged."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scheme: AuthScheme
+    value: str
+    webhook_secret: WebhookSecret | None = None
+
+
+class Source(BaseModel):
+    """A source ready to serve: its configuration with secrets resolved."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    id: str
+    config: SourceConfig
+    credential: Credential
+    redcap_token: str | None = None
+
+
+def resolve(config: SourcesFile, env: Mapping[str, str]) -> dict[str, Source]:
+    """Resolve secrets from the file or the named environment variables; every problem is reported at once."""
+    problems: list[str] = []
+    sources: dict[str, Source] = {}
+    for source_id, source in config.sources.items():
+        where = f"sources.{source_id}"
+        credential = _credential(source.auth, env, f"{where}.auth", problems)
+        token = None
+        if source.redcap is not None:
+            token = source.redcap.token or env.get(source.redcap.token_env or "")
+            if not token:
+                problems.append(f"{where}.redcap.token_env: environment variable {source.redcap.token_env} is not set")
+        if credential is not None:
+            sources[source_id] = Source(id=source_id, config=source, credential=credential, redcap_token=token)
+    if problems:
+        raise SourcesError(problems)
+    return sources
+
+
+def _credential(auth: AuthConfig, env: Mapping[str, str], where: str, problems: list[str]) -> Credential | None:
+    value = auth.secret if auth.secret is not None else env.get(auth.secret_env or "")
+    if not value:
+        problems.append(f"{where}.secret_env: environment variable {auth.secret_env} is not set")
+        return None
+    if value.strip().lower() in PLACEHOLDERS or len(value) < 16:
+        problems.append(f"{where}.secret: too short or a placeholder; use at least 16 random characters")
+        return None
+    if auth.scheme == AuthScheme.STANDARD_WEBHOOKS:
+        try:
+            return Credential(scheme=auth.scheme, value=value, webhook_secret=WebhookSecret.parse(value))
+        except ValueError as exc:
+            problems.append(f"{where}.secret: {exc}")
+            return None
+    return Credential(scheme=auth.scheme, value=value)
+
+
+def canonical_sources(secrets: Mapping[str, WebhookSecret], raw: Mapping[str, str]) -> dict[str, Source]:
+    """SENTINEL_WEBHOOK_SECRETS keeps working: each entry is a canonical source for any trial."""
+    return {
+        source_id: Source(
+            id=source_id,
+            config=SourceConfig(kind=SourceKind.CANONICAL, auth=AuthConfig(secret=raw[source_id])),
+            credential=Credential(scheme=AuthScheme.STANDARD_WEBHOOKS, value=raw[source_id], webhook_secret=secret),
+        )
+        for source_id, secret in secrets.items()
+    }
+
+
+def parse_sources(document: Any, env: Mapping[str, str]) -> dict[str, Source]:
+    try:
+        config = SourcesFile.model_validate(document)
+    except ValidationError as exc:
+        raise SourcesError([f"{_path(err['loc'])}: {err['msg']}" for err in exc.errors()]) from exc
+    return resolve(config, env)
+
+
+def load_sources(path: Path, env: Mapping[str, str]) -> dict[str, Source]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SourcesError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    except yaml.YAMLError as exc:
+        raise SourcesError([f"{path}: not valid YAML: {exc}"]) from exc
+    return parse_sources(document, env)
+
+
+def merge_sources(from_file: Mapping[str, Source], from_env: Mapping[str, Source]) -> dict[str, Source]:
+    clash = sorted(set(from_file) & set(from_env))
+    if clash:
+        raise SourcesError([f"sources.{s}: also defined in SENTINEL_WEBHOOK_SECRETS; define it once" for s in clash])
+    return {**from_env, **from_file}
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    # pydantic puts the failing model-validator's name or the union tag in loc; keep only real keys
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-")) or "(root)"
+
+
+def check_sources_command(path: Path) -> int:
+    """`sentinel sources check FILE`: print each problem with its path; exit 0 when the file is valid."""
+    try:
+        sources = load_sources(path, os.environ)
+    except SourcesError as exc:
+        print(f"{path}: {len(exc.problems)} problem(s)")
+        for problem in exc.problems:
+            print(f"  {problem}")
+        return 1
+    for source_id, source in sorted(sources.items()):
+        kind = source.config.kind
+        endpoint = f"/v1/sources/{source_id}/{ENDPOINT_FOR_KIND[kind]}"
+        print(f"{source_id}: {kind} -> POST {endpoint} ({source.credential.scheme})")
+    return 0

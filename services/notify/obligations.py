@@ -1,0 +1,51 @@
+"""Pure: the obligations notify tracks, their deadlines, who is reminded, and which transitions exist.
+
+open -> overdue (the timer at the deadline persists it) -> completed (with the filed report's reference)
+or cancelled (with a reason). Only completion or cancellation stops an obligation's clock; acknowledging
+or snoozing the alert never does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from shared.clock import utc
+from shared.protocol import Protocol
+
+SAE_REPORT = "sae_report"
+DLT_REVIEW = "dlt_review"
+STOPPING_RULE_REVIEW = "stopping_rule_review"
+OPEN_STATES = frozenset({"open", "overdue"})
+CLOSED_STATES = frozenset({"completed", "cancelled"})
+
+
+class ObligationConflict(ValueError):
+    """A transition that the obligation's current state does not allow (e.g. completing a cancelled one)."""
+
+
+def deadline(clock_started_at: datetime, hours: int) -> datetime:
+    return utc(clock_started_at) + timedelta(hours=hours)
+
+
+def reminded_roles(protocol: Protocol, kind: str) -> list[str]:
+    """Who hears the reminders and overdue pages of an obligation, by kind."""
+    if kind == SAE_REPORT:
+        return list(protocol.sae.notify_roles)
+    if kind in (DLT_REVIEW, STOPPING_RULE_REVIEW):
+        return list(protocol.dlt.notify_roles)
+    raise ValueError(f"unknown obligation kind {kind!r}")
+
+
+def label(kind: str) -> str:
+    return {SAE_REPORT: "SAE report", DLT_REVIEW: "DLT review", STOPPING_RULE_REVIEW: "stopping-rule review"}.get(
+        kind, kind.replace("_", " ")
+    )
+
+
+def check_can_close(state: str, *, to: str) -> None:
+    if state in CLOSED_STATES:
+        raise ObligationConflict(f"the obligation is already {state}; it cannot become {to}")
+
+
+def is_late(*, due_at: datetime, at: datetime) -> bool:
+    return utc(at) > utc(due_at)

@@ -1,0 +1,106 @@
+"""DLTs and the 3+3 cohort through the real broker, on SQLite and PostgreSQL: enrolments, infusions and AEs
+in; DltSuspected, StoppingRuleFired and CohortDecision out; officer decisions signalled through the outbox."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from services.ingest.normalise import CanonicalEvent, to_envelope
+from services.safety.main import create_app
+from services.safety.protocol_engine import dlt_id_for
+from services.safety.settings import SafetySettings
+from shared.clock import FakeClock
+from shared.events import INBOUND_DATA, SIGNAL_ADAPTER, InboundHeader, message_key
+from tests.kafka_tools import publish_sync, read_topic_sync
+from tests.polling import wait_for
+
+pytestmark = pytest.mark.integration
+TRIAL = "NCT07212335"
+RECEIVED = datetime(2026, 11, 6, 9, 0, tzinfo=UTC)
+OFFICER = "officer-token-0123456789abcdef"
+
+
+def envelope_bytes(event_id: str, kind: str, subject: str, data: dict[str, Any]) -> tuple[bytes, bytes]:
+    header = InboundHeader(id=event_id, type=kind, study=TRIAL, site="101", subject=subject, data=data)  # type: ignore[arg-type]
+    event = CanonicalEvent(header=header, data=INBOUND_DATA[header.type].model_validate(data))
+    envelope = to_envelope("edc", event, RECEIVED)
+    return message_key(TRIAL, subject), envelope.model_dump_json().encode()
+
+
+def arm_a_with_two_dlts() -> list[tuple[bytes, bytes]]:
+    messages = []
+    for n in (1, 2, 3):
+        subject = f"101-00{n}"
+        messages.append(envelope_bytes(f"enr-{n}", "enrollment", subject, {"arm": "A", "enrolled_at": "2026-11-02"}))
+        dose = {"dose_id": f"D-{n}", "number": 1, "administered_at": "2026-11-02T10:00:00+01:00"}
+        messages.append(envelope_bytes(f"dose-{n}", "dose", subject, dose))
+    pneumonitis = {"ae_id": "AE-1", "version": 1, "term": "Pneumonitis", "grade": 3, "relatedness": "possible"}
+    reaction = {"ae_id": "AE-2", "version": 1, "term": "Infusion related reaction", "grade": 3}
+    messages.append(envelope_bytes("ae-1", "ae", "101-001", {**pneumonitis, "onset": "2026-11-04"}))
+    second = envelope_bytes("ae-2", "ae", "101-002", {**reaction, "onset": "2026-11-02"})
+    messages += [second, second]  # delivered twice: the inbox makes the second a no-op
+    messages.append(envelope_bytes("ae-2-again", "ae", "101-002", {**reaction, "onset": "2026-11-02"}))  # re-sent
+    return messages
+
+
+def signal_types(records: list[Any]) -> Counter[str]:
+    return Counter(SIGNAL_ADAPTER.validate_json(r.value).type for r in records)
+
+
+def test_dlts_stopping_rule_and_cohort_decisions_through_the_broker(
+    kafka_bootstrap: str, topic_prefix: str, database_url: str, tmp_path: Path
+) -> None:
+    clinical, signals = f"{topic_prefix}.clinical", f"{topic_prefix}.signals"
+    publish_sync(kafka_bootstrap, clinical, arm_a_with_two_dlts())
+    settings = SafetySettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        clinical_topic=clinical,
+        signals_topic=signals,
+        database_url=database_url,
+        var_dir=tmp_path,
+        safety_group_id=f"safety-{uuid.uuid4().hex[:8]}",
+        safety_sweep_seconds=0.5,
+        api_tokens={OFFICER: {"user": "olga", "role": "officer"}},
+    )
+    app = create_app(settings, clock=FakeClock(RECEIVED), registry=CollectorRegistry())
+    with TestClient(app) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200, what="safety ready")
+        first = read_topic_sync(kafka_bootstrap, signals, expect=4, timeout=30)
+        assert signal_types(first) == {
+            "dlt.suspected": 2,
+            "stopping_rule.fired": 1,
+            "cohort.decision": 1,
+        }, "the sweep and the re-delivery add nothing"
+        parsed = [SIGNAL_ADAPTER.validate_json(r.value) for r in first]
+        [decision] = [s for s in parsed if s.type == "cohort.decision"]
+        assert (decision.data.arm, decision.data.decision, decision.data.enrolled) == ("A", "evaluating", 3)  # type: ignore[union-attr]
+        [fired] = [s for s in parsed if s.type == "stopping_rule.fired"]
+        assert fired.data.dlt_suspected == 2 and fired.data.dlt_confirmed == 0  # type: ignore[union-attr]
+        suspected = {s.data.subject_id: s for s in parsed if s.type == "dlt.suspected"}  # type: ignore[union-attr]
+        assert suspected["101-001"].data.window_start == datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # type: ignore[union-attr]
+        assert {r.key for r in first if b"arm:" not in (r.key or b"")} == {
+            b"NCT07212335:101-001",
+            b"NCT07212335:101-002",
+        }
+
+        for subject, ae_id in (("101-001", "AE-1"), ("101-002", "AE-2")):
+            response = client.post(
+                f"/v1/dlts/{dlt_id_for(TRIAL, subject, ae_id)}/confirm",
+                json={"reason": "reviewed"},
+                headers={"authorization": f"Bearer {OFFICER}"},
+            )
+            assert response.status_code == 200, response.text
+        everything = read_topic_sync(kafka_bootstrap, signals, expect=8, timeout=30)
+
+    later = [SIGNAL_ADAPTER.validate_json(r.value) for r in everything[len(first) :]]
+    assert Counter(s.type for s in later) == {"dlt.decided": 2, "cohort.decision": 2}
+    assert [s.data.decision for s in later if s.type == "cohort.decision"] == ["expand", "stop"]  # type: ignore[union-attr]
+    assert len(everything) == 8

@@ -1,0 +1,165 @@
+"""The DLT rule, pure: criteria of the shipped protocol, baseline cytopenias, causality, and state moves."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.safety.dlt import (
+    HAEMATOLOGICAL,
+    AeFacts,
+    Classification,
+    DltSignal,
+    DltState,
+    classify,
+    fold_versions,
+    transition,
+)
+from services.safety.dlt_window import infusion_window
+from shared.events import Relatedness
+from shared.protocol import Protocol
+
+WINDOW = infusion_window(first_infusion=datetime(2026, 3, 2, 10, tzinfo=UTC), site_day=None, days=28)
+
+
+def ae(
+    term: str = "Pneumonitis",
+    grade: int | None = 3,
+    relatedness: Relatedness | None = Relatedness.POSSIBLE,
+    onset: str | None = "2026-03-10",
+    version: int = 1,
+    status: str | None = None,
+) -> AeFacts:
+    return AeFacts("AE-1", version, term, grade, relatedness, onset, status)
+
+
+def verdict(protocol: Protocol, facts: AeFacts, baselines: dict[str, int] | None = None) -> Classification:
+    return classify(facts, rules=protocol.dlt, window=WINDOW, baseline_grades=baselines or {})
+
+
+def test_grade_3_possibly_related_non_haematological_is_suspected(protocol: Protocol) -> None:
+    result = verdict(protocol, ae())
+    assert result.meets and result.criterion == "non_haematological_grade3"
+    assert "study day 9" in result.reason and "possible" in result.reason
+
+
+@pytest.mark.parametrize("relatedness", [Relatedness.NOT_RELATED, Relatedness.UNLIKELY])
+def test_unrelated_grade_3_is_not(protocol: Protocol, relatedness: Relatedness) -> None:
+    result = verdict(protocol, ae(relatedness=relatedness))
+    assert not result.meets
+    assert "relatedness" in result.reason
+
+
+def test_relatedness_not_yet_assessed_counts_as_related(protocol: Protocol) -> None:
+    result = verdict(protocol, ae(relatedness=None))
+    assert result.meets
+    assert "not yet assessed" in result.reason
+
+
+def test_grade_2_is_not_and_grade_5_unrelated_is(protocol: Protocol) -> None:
+    assert not verdict(protocol, ae(grade=2)).meets
+    fatal = verdict(protocol, ae(term="Sepsis", grade=5, relatedness=Relatedness.NOT_RELATED))
+    assert fatal.meets and fatal.criterion == "grade5"
+
+
+def test_infusion_reaction_counts_whatever_its_causality_and_term_case(protocol: Protocol) -> None:
+    result = verdict(protocol, ae(term="infusion RELATED reaction", relatedness=Relatedness.NOT_RELATED))
+    assert result.meets and result.criterion == "infusion_reaction_grade3"
+
+
+def test_ungraded_ae_is_not_yet_a_dlt(protocol: Protocol) -> None:
+    result = verdict(protocol, ae(grade=None))
+    assert not result.meets and "no grade" in result.reason
+
+
+def test_onset_outside_the_window_is_not(protocol: Protocol) -> None:
+    assert verdict(protocol, ae(onset="2026-03-29")).meets  # day 28
+    outside = verdict(protocol, ae(onset="2026-03-30"))  # day 29
+    assert not outside.meets and "study day 29" in outside.reason
+    assert not verdict(protocol, ae(onset="2026-03-01")).meets  # the day before the infusion
+
+
+def test_partial_onset_that_could_be_inside_counts_and_says_so(protocol: Protocol) -> None:
+    result = verdict(protocol, ae(onset="2026-03"))  # days 0-30: some inside
+    assert result.meets
+    assert "conservative" in result.reason
+
+
+def test_no_window_means_no_dlt_yet(protocol: Protocol) -> None:
+    result = classify(ae(), rules=protocol.dlt, window=None, baseline_grades={})
+    assert not result.meets and "first infusion" in result.reason
+
+
+def test_an_ae_the_site_took_back_is_not(protocol: Protocol) -> None:
+    result = verdict(protocol, ae(status="entered_in_error"))
+    assert not result.meets and "entered in error" in result.reason
+
+
+def test_cytopenia_counts_only_when_worse_than_baseline(protocol: Protocol) -> None:
+    neutropenia = ae(term="Neutrophil count decreased", grade=4, relatedness=Relatedness.NOT_RELATED)
+    same = verdict(protocol, neutropenia, {"Neutrophil count decreased": 4})
+    assert not same.meets and "baseline grade 4" in same.reason
+    worse = verdict(protocol, neutropenia, {"neutrophil count decreased": 3})  # any case
+    assert worse.meets and worse.criterion == HAEMATOLOGICAL
+    assert "worse than baseline grade 3" in worse.reason
+
+
+def test_cytopenia_without_a_baseline_lab_counts_from_grade_3(protocol: Protocol) -> None:
+    result = verdict(protocol, ae(term="Febrile neutropenia", grade=3))
+    assert result.meets and "no baseline lab grade" in result.reason
+    assert not verdict(protocol, ae(term="Anemia", grade=2)).meets
+
+
+def test_fatal_cytopenia_counts_under_grade5_even_with_grade_4_baseline(protocol: Protocol) -> None:
+    result = verdict(protocol, ae(term="Platelet count decreased", grade=5), {"Platelet count decreased": 4})
+    assert result.meets and result.criterion == "grade5"
+
+
+def test_fold_keeps_the_worst_grade_and_the_latest_causality() -> None:
+    folded = fold_versions(
+        [
+            ae(version=2, grade=2, relatedness=Relatedness.NOT_RELATED, onset="2026-03-11"),
+            ae(version=1, grade=3, relatedness=Relatedness.PROBABLE),
+        ]
+    )
+    assert (folded.version, folded.grade, folded.relatedness, folded.onset) == (
+        2,
+        3,
+        Relatedness.NOT_RELATED,
+        "2026-03-11",
+    )
+    with pytest.raises(ValueError):
+        fold_versions([])
+
+
+MEETS = Classification(True, "c", "r")
+MISSES = Classification(False, None, "r")
+
+
+@pytest.mark.parametrize(
+    ("current", "verdict_", "grade", "decided", "state", "signal"),
+    [
+        (None, MEETS, 3, None, DltState.SUSPECTED, DltSignal.SUSPECTED),
+        (None, MISSES, 3, None, None, None),
+        (DltState.SUSPECTED, MEETS, 4, None, DltState.SUSPECTED, None),
+        (DltState.SUSPECTED, MISSES, 3, None, DltState.WITHDRAWN, DltSignal.WITHDRAWN),
+        (DltState.WITHDRAWN, MEETS, 3, None, DltState.SUSPECTED, DltSignal.SUSPECTED),
+        (DltState.WITHDRAWN, MISSES, 3, None, DltState.WITHDRAWN, None),
+        (DltState.CONFIRMED, MISSES, 3, 3, DltState.CONFIRMED, None),
+        (DltState.CONFIRMED, MEETS, 5, 3, DltState.CONFIRMED, None),
+        (DltState.REJECTED, MEETS, 3, 3, DltState.REJECTED, None),
+        (DltState.REJECTED, MEETS, 4, 3, DltState.SUSPECTED, DltSignal.SUSPECTED),
+        (DltState.REJECTED, MISSES, 4, 3, DltState.REJECTED, None),
+    ],
+)
+def test_transitions(
+    current: DltState | None,
+    verdict_: Classification,
+    grade: int,
+    decided: int | None,
+    state: DltState | None,
+    signal: DltSignal | None,
+) -> None:
+    step = transition(current, verdict_, grade=grade, decided_grade=decided)
+    assert (step.state, step.signal) == (state, signal)
