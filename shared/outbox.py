@@ -7,7 +7,6 @@ message id, which consumers dedupe through their inbox.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from shared.db import UTCDateTime
 from shared.events import EnvelopeBase
 from shared.kafka import Publisher
 from shared.metrics import OutboxMetrics
+from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,10 @@ class OutboxRelay:
         self._clock = clock
         self._metrics = metrics
         self._batch_size = batch_size
-        self._poll_seconds = poll_seconds
-        self._wake = asyncio.Event()
+        self._wakeup = Wakeup(poll_seconds)
 
     def wake(self) -> None:
-        self._wake.set()
+        self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.5
@@ -107,9 +106,7 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
-            self._wake.clear()
+            await self._wakeup.wait()
 
     async def publish_pending(self) -> int:
         rows = await asyncio.to_thread(self._pending)

@@ -12,19 +12,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from services.devstack import kafka_broker
 from services.devstack.mail_catcher import MailCatcher
 from services.devstack.scenario import new_webhook_secret, post_signed, scenario_events
-from shared.protocol import Protocol, load_protocol
+from shared.protocol import load_protocol
 
 SOURCE = "demo-edc"
+T = TypeVar("T")
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
@@ -55,14 +57,21 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 90)
 
 
 def _print_mail(path: Path, message: EmailMessage) -> None:
-    _say(f"  {BOLD}mail{RESET} to {message['To']}: {message['Subject']}  {DIM}[{path}]{RESET}")
+    _say(f"  {BOLD}mail{RESET} to {message['To']}: {str(message['Subject']).strip()}  {DIM}[{path}]{RESET}")
 
 
-def _expected_mails(protocol: Protocol) -> int:
-    def recipients(roles: list[str]) -> int:
-        return len({c.email for r in roles for c in protocol.contacts_with_role(r)})
-
-    return recipients(protocol.sae.notify_roles) + recipients(protocol.lab_alerts.notify_roles)
+def _settled(fetch: Callable[[], list[T]], *, deadline: float, ready: Callable[[list[T]], bool]) -> list[T]:
+    """Poll until the result is ready and has not changed for a moment (more signals may still be on their way)."""
+    last: list[T] = []
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        current = fetch()
+        if len(current) != len(last):
+            last, stable_since = current, time.monotonic()
+        elif ready(current) and time.monotonic() - stable_since > 2.0:
+            return current
+        time.sleep(0.25)
+    return last
 
 
 def _show_lab(lab: dict[str, Any]) -> None:
@@ -74,18 +83,32 @@ def _show_lab(lab: dict[str, Any]) -> None:
 
 def _show_alert(alert: dict[str, Any]) -> None:
     details = alert["details"]
-    if alert["kind"] != "sae":
-        _say(f"{BOLD}lab toxicity{RESET}: {alert['title']} (baseline grade {details['baseline_grade']})")
-        return
-    _say(f"{BOLD}SAE detected{RESET}: {alert['title']}")
-    _say(
-        f"  seriousness: {', '.join(details['criteria'])}; grade {details['grade']}; AE version {details['ae_version']}"
-    )
+    kind = alert["kind"]
+    if kind == "sae":
+        _say(f"{BOLD}SAE detected{RESET}: {alert['title']}")
+        criteria = ", ".join(details["criteria"])
+        _say(f"  seriousness: {criteria}; grade {details['grade']}; AE version {details['ae_version']}")
+    elif kind == "dlt":
+        _say(f"{BOLD}suspected DLT{RESET}: {alert['title']}")
+        _say(f"  {DIM}{details.get('reason', '')}{RESET}")
+    elif kind == "lab_toxicity":
+        _say(f"{BOLD}lab toxicity{RESET}: {alert['title']} (baseline grade {details.get('baseline_grade')})")
+    else:
+        _say(f"{BOLD}{kind}{RESET}: {alert['title']}")
     for obligation in alert["obligations"]:
         left = obligation["seconds_left"]
+        hours = f"{left / 3600:.1f} h left" if left is not None else obligation["state"]
         _say(
             f"  {obligation['description']}: clock started {obligation['clock_started_at']} "
-            f"({obligation['clock_basis']}), {BOLD}due {obligation['due_at']}{RESET} ({left / 3600:.1f} h left)"
+            f"({obligation['clock_basis']}), {BOLD}due {obligation['due_at']}{RESET} ({hours})"
+        )
+
+
+def _show_cohorts(cohorts: list[dict[str, Any]]) -> None:
+    for arm in cohorts:
+        _say(
+            f"  arm {arm['arm']}: enrolled {arm['enrolled']}, evaluable {arm['evaluable']}, DLTs confirmed "
+            f"{arm['dlt_confirmed']} / suspected {arm['dlt_suspected']} -> {BOLD}{arm['decision']}{RESET}"
         )
 
 
@@ -142,30 +165,41 @@ def run_demo(*, keep_running: bool = True) -> int:
             auth = {"authorization": f"Bearer {token}"}
             notify = f"http://127.0.0.1:{ports['notify']}"
             safety = f"http://127.0.0.1:{ports['safety']}"
-            expected = _expected_mails(protocol)
             deadline = time.monotonic() + 60
-            alerts: list[dict[str, Any]] = []
-            while time.monotonic() < deadline and len(alerts) < 2:
-                alerts = client.get(f"{notify}/v1/alerts", params={"subject": subject}, headers=auth).json()
-                time.sleep(0.25)
-            timeline = client.get(f"{safety}/v1/trials/{protocol.trial_id}/subjects/{subject}", headers=auth).json()
+
+            def subject_alerts() -> list[dict[str, Any]]:
+                response = client.get(f"{notify}/v1/alerts", params={"subject": subject}, headers=auth)
+                listed: list[dict[str, Any]] = response.json()
+                return listed
+
+            alerts = _settled(subject_alerts, deadline=deadline, ready=lambda a: any(x["kind"] == "sae" for x in a))
+            trial = protocol.trial_id
+            timeline = client.get(f"{safety}/v1/trials/{trial}/subjects/{subject}", headers=auth).json()
             _say(f"\n{BOLD}labs graded by CTCAE v5.0{RESET}")
             for lab in timeline.get("labs", []):
                 _show_lab(lab)
-            _say()
-            for alert in sorted(alerts, key=lambda a: a["kind"], reverse=True):
+            _say(f"\n{BOLD}alerts{RESET}")
+            for alert in sorted(
+                alerts,
+                key=lambda a: (
+                    ("sae", "dlt", "lab_toxicity").index(a["kind"])
+                    if a["kind"] in ("sae", "dlt", "lab_toxicity")
+                    else 9
+                ),
+            ):
                 _show_alert(alert)
             if not any(a["kind"] == "sae" for a in alerts):
                 _say("no SAE alert within 60 s; see var/log/services.log")
                 return 1
-            while time.monotonic() < deadline:
-                fresh = [m for p, m in zip(catcher.paths(), catcher.messages(), strict=True) if p not in seen_before]
-                if len([m for m in fresh if subject in str(m["Subject"])]) >= expected:
-                    break
-                time.sleep(0.25)
+            _say(f"\n{BOLD}3+3 cohorts{RESET}")
+            _show_cohorts(client.get(f"{safety}/v1/trials/{trial}/cohorts", headers=auth).json())
+
+            def subject_mails() -> list[tuple[Path, EmailMessage]]:
+                messages = zip(catcher.paths(), catcher.messages(), strict=True)
+                return [(p, m) for p, m in messages if p not in seen_before and subject in str(m["Subject"])]
+
+            mails = _settled(subject_mails, deadline=time.monotonic() + 30, ready=bool)
             _say(f"\n{BOLD}mails sent{RESET}")
-            messages = dict(zip(catcher.paths(), catcher.messages(), strict=True))
-            mails = [(p, m) for p, m in messages.items() if p not in seen_before and subject in str(m["Subject"])]
             for path, message in mails:
                 _print_mail(path, message)
             sae_mail = next((m for _, m in mails if "SAE" in str(m["Subject"])), None)

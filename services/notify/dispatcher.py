@@ -6,7 +6,6 @@ timer, which the timer runner fires)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from services.notify.channels import DeliveryChannel, DeliveryError, OutgoingMes
 from services.notify.channels.email import EmailDelivery, MailChannel
 from services.notify.models import Delivery
 from shared.clock import Clock
+from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=2)
@@ -78,12 +78,11 @@ class DeliveryDispatcher:
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._base_backoff = base_backoff_seconds
-        self._poll_seconds = poll_seconds
         self._on_failover = on_failover
-        self._wake = asyncio.Event()
+        self._wakeup = Wakeup(poll_seconds)
 
     def wake(self) -> None:
-        self._wake.set()
+        self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -92,10 +91,8 @@ class DeliveryDispatcher:
             except Exception:
                 # Not swallowed: counted (alert on the metric), logged with its traceback, retried next poll.
                 self._metrics.errors.inc()
-                log.exception("delivery dispatch failed; retrying after %.1f s", self._poll_seconds)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
-            self._wake.clear()
+                log.exception("delivery dispatch failed; retrying after %.1f s", self._wakeup.poll_seconds)
+            await self._wakeup.wait()
 
     async def dispatch_due(self, limit: int = 50) -> int:
         """Send every delivery that is due now; return how many were attempted."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from pydantic import BaseModel
 from sqlmodel import Session
 
 from services.notify import alert_actions, scheduling, store
@@ -157,19 +158,20 @@ def _apply_sae(session: Session, signal: SaeDetected | SaeUpdated, now: datetime
         )
         return
     reason = update_needs_paging(alert.details, data)
-    store.record(
-        session,
-        alert_id=alert.id,
-        actor=SYSTEM,
-        action="follow_up",
-        detail=f"AE version {data.ae_version}: " + (reason or "no worsening"),
-        now=now,
-    )
+    _follow_up(session, alert, data=data, version=data.ae_version, reason=reason, now=now)
+    if reason is not None:
+        _repage(session, alert, plan_sae_alert(signal, protocol, reason=reason), now=now, protocol=protocol)
+
+
+def _follow_up(
+    session: Session, alert: Alert, *, data: BaseModel, version: int, reason: str | None, now: datetime
+) -> None:
+    """A newer version of what the alert is about: history always, the alert's details updated."""
+    detail = f"AE version {version}: " + (reason or "no worsening")
+    store.record(session, alert_id=alert.id, actor=SYSTEM, action="follow_up", detail=detail, now=now)
     alert.details = data.model_dump(mode="json")
     alert.updated_at = now
     session.add(alert)
-    if reason is not None:
-        _repage(session, alert, plan_sae_alert(signal, protocol, reason=reason), now=now, protocol=protocol)
 
 
 def _apply_dlt_suspected(session: Session, signal: DltSuspected, now: datetime, protocol: Protocol) -> None:
@@ -191,17 +193,7 @@ def _apply_dlt_suspected(session: Session, signal: DltSuspected, now: datetime, 
         return
     reviewing = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == DLT_REVIEW]
     reason = dlt_worse(alert.details, data.grade) if reviewing else "suspected again after it was closed"
-    store.record(
-        session,
-        alert_id=alert.id,
-        actor=SYSTEM,
-        action="follow_up",
-        detail=f"AE version {data.ae_version}: " + (reason or "no worsening"),
-        now=now,
-    )
-    alert.details = data.model_dump(mode="json")
-    alert.updated_at = now
-    session.add(alert)
+    _follow_up(session, alert, data=data, version=data.ae_version, reason=reason, now=now)
     if reason is None:
         return
     plan = plan_dlt_suspected(signal, protocol, reason=reason)

@@ -9,7 +9,6 @@ compare-and-set in the same transaction as its work, so a step is never sent twi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -22,6 +21,7 @@ from services.notify.metrics import TimerMetrics
 from services.notify.models import Timer
 from shared.clock import Clock
 from shared.protocol import Protocol
+from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=2)
@@ -43,13 +43,12 @@ class TimerRunner:
         self._protocol = protocol
         self._clock = clock
         self._metrics = metrics
-        self._poll_seconds = poll_seconds
         self._late_after = late_after
         self.on_fired = on_fired
-        self._wake = asyncio.Event()
+        self._wakeup = Wakeup(poll_seconds)
 
     def wake(self) -> None:
-        self._wake.set()
+        self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -59,10 +58,8 @@ class TimerRunner:
             except Exception:
                 # Not swallowed: counted, logged with its traceback; the timer stays due and is retried.
                 self._metrics.errors.inc()
-                log.exception("firing timers failed; retrying after %.1f s", self._poll_seconds)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
-            self._wake.clear()
+                log.exception("firing timers failed; retrying after %.1f s", self._wakeup.poll_seconds)
+            await self._wakeup.wait()
 
     async def run_due(self, now: datetime | None = None, *, limit: int = 100) -> int:
         """Fire every timer due at `now` (default: the clock's now); returns how many were handled."""
