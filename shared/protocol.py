@@ -128,8 +128,9 @@ class EscalationStep(ProtocolModel):
 
 class EscalationPolicy(ProtocolModel):
     steps: list[EscalationStep] = Field(min_length=1)
-    reminders_before_deadline_hours: list[Decimal] = Field(
-        default_factory=lambda: [Decimal(12), Decimal(4), Decimal(1)]
+    reminders_before_deadline_hours: list[Annotated[Decimal, Field(gt=0)]] = Field(
+        default_factory=lambda: [Decimal(12), Decimal(4), Decimal(1)],
+        description="Hours before each obligation's deadline; each must be positive",
     )
     overdue_repeat_minutes: int = Field(default=60, ge=1)
 

@@ -99,3 +99,10 @@ def test_missing_top_level_field_is_named() -> None:
 def test_not_a_mapping_or_not_yaml_is_refused(text: str) -> None:
     problems = problems_of(text)
     assert problems[0] in {"the file must be a YAML mapping"} or problems[0].startswith("not valid YAML")
+
+
+def test_reminder_hours_must_be_positive() -> None:
+    document = shipped()
+    document["escalation"]["reminders_before_deadline_hours"] = [12, 0]
+    problems = problems_of(document)
+    assert problems[0].startswith("escalation.reminders_before_deadline_hours.1: ")
