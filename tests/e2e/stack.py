@@ -51,16 +51,19 @@ class Stack:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
-    def start(self, service: str, **extra_env: str) -> subprocess.Popen[bytes]:
-        log = open(self.root / f"{service}.log", "ab")  # noqa: SIM115 - handed to the child process
+    def start(self, service: str, *, name: str | None = None, **extra_env: str) -> subprocess.Popen[bytes]:
+        """Start `sentinel run <service>`; a `name` other than the service's starts another replica."""
+        name = name or service
+        self.ports.setdefault(name, free_port())
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child process
         process = subprocess.Popen(
             [SENTINEL, "run", service, "--log-level", "warning"],
-            env={**self.env, **extra_env},
+            env={**self.env, PORT_ENV[service]: str(self.ports[name]), **extra_env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         log.close()
-        self.processes[service] = process
+        self.processes[name] = process
         return process
 
     def wait_ready(self, service: str, timeout: float = 60) -> None:
