@@ -6,6 +6,7 @@ Safety and notify differ only in what they consume and how they apply it; this i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
@@ -131,7 +133,9 @@ class ConsumerService(Generic[E]):
         if stop.is_set():
             return
         topics = [self.spec.consume_topic, *self.spec.produce_topics]
-        await ensure_topics(self.spec.bootstrap_servers, [*topics, *(dead_letter_topic(t) for t in topics)])
+        await self._ensure_topics([*topics, *(dead_letter_topic(t) for t in topics)], stop)
+        if stop.is_set():
+            return
         coroutines = [self.loop.run(stop), self.relay.run(stop), *(job(stop) for job in extra)]
         try:
             await asyncio.gather(*coroutines)
@@ -141,6 +145,23 @@ class ConsumerService(Generic[E]):
             log.critical("%s: background processing stopped: %r", self.spec.service, exc)
             stop.set()
             raise
+
+    async def _ensure_topics(self, topics: list[str], stop: asyncio.Event) -> None:
+        """The broker may answer the producer yet refuse admin calls for a moment: retry, do not die."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await ensure_topics(self.spec.bootstrap_servers, topics)
+                return
+            except KafkaError as exc:
+                log.warning("%s: cannot create topics yet (%s); retrying in %.1fs", self.spec.service, exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def alive(self) -> bool:
+        """False once background processing died of a bug: /healthz fails so the orchestrator restarts us."""
+        return self.failure is None
 
 
 def _crash(message: ConsumedMessage) -> None:

@@ -14,7 +14,14 @@ from shared.problems import install_problem_handlers
 ReadinessCheck = Callable[[], Mapping[str, bool]]
 
 
-def install_common(app: FastAPI, *, registry: CollectorRegistry, service: str, readiness: ReadinessCheck) -> None:
+def install_common(
+    app: FastAPI,
+    *,
+    registry: CollectorRegistry,
+    service: str,
+    readiness: ReadinessCheck,
+    liveness: Callable[[], bool] = lambda: True,
+) -> None:
     install_problem_handlers(app)
     metrics = HttpMetrics.create(registry, service)
 
@@ -31,8 +38,11 @@ def install_common(app: FastAPI, *, registry: CollectorRegistry, service: str, r
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "service": service}
+    async def healthz() -> JSONResponse:
+        alive = liveness()
+        return JSONResponse(
+            {"status": "ok" if alive else "failed", "service": service}, status_code=200 if alive else 503
+        )
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:

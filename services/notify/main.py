@@ -111,6 +111,6 @@ def create_app(
     app.state.timers = timers
     app.state.dispatcher = dispatcher
     app.state.authenticator = TokenAuthenticator(settings.api_tokens)
-    install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness)
+    install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness, liveness=consumer.alive)
     app.include_router(routes.router)
     return app

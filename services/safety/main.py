@@ -71,6 +71,6 @@ def create_app(
     app.state.clock = clock
     app.state.signals_topic = settings.signals_topic
     app.state.authenticator = TokenAuthenticator(settings.api_tokens)
-    install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness)
+    install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness, liveness=consumer.alive)
     app.include_router(routes.router)
     return app
