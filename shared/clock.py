@@ -45,3 +45,11 @@ def utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("naive datetime: Sentinel only handles timezone-aware times")
     return moment.astimezone(UTC)
+
+
+def utc_or_invalid(moment: datetime) -> datetime:
+    """For request fields: an aware time that has no UTC equivalent (year 1 at +01:00) is a client error."""
+    try:
+        return utc(moment)
+    except OverflowError as exc:
+        raise ValueError("this time is outside the range Sentinel can represent in UTC") from exc

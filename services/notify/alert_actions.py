@@ -63,6 +63,13 @@ def snooze(session: Session, *, alert: Alert, actor: str, reason: str, until: da
         raise ActionRefused(f"the snooze must expire in the future (now is {when(now)})")
     if until - now > MAX_SNOOZE:
         raise ActionRefused(f"a snooze lasts at most {MAX_SNOOZE.days} days")
+    held_until = alert.snoozed_until
+    if held_until is not None and until < held_until:
+        # Escalation steps held by the earlier, longer snooze resume at the new expiry.
+        for timer in store.pending_timers(session, alert_id=alert.id, kinds=[scheduling.ESCALATE]):
+            if timer.due_at == held_until:
+                timer.due_at = until
+                session.add(timer)
     alert.snoozed_until = until
     alert.snoozed_by = actor
     alert.snooze_reason = reason

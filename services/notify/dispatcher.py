@@ -24,7 +24,8 @@ from shared.clock import Clock
 from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(minutes=2)
+LEASE = timedelta(minutes=5)
+"""Longer than a batch (10 deliveries x the channel timeout) takes, so no other replica re-sends one in flight."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class DeliveryDispatcher:
                 log.exception("delivery dispatch failed; retrying after %.1f s", self._wakeup.poll_seconds)
             await self._wakeup.wait()
 
-    async def dispatch_due(self, limit: int = 50) -> int:
+    async def dispatch_due(self, limit: int = 10) -> int:
         """Send every delivery that is due now; return how many were attempted."""
         claimed = await asyncio.to_thread(self._claim, limit)
         for delivery in claimed:
@@ -123,9 +124,13 @@ class DeliveryDispatcher:
                 raise DeliveryError(f"no '{delivery.channel}' channel is configured")
             await channel.deliver(message)
         except DeliveryError as exc:
-            failed_for_good = await asyncio.to_thread(self._record_failure, delivery.id, str(exc))
-            if failed_for_good and self._on_failover is not None:
-                self._on_failover()
+            await self._failed(delivery.id, str(exc), permanent=False)
+            return
+        except Exception as exc:
+            # A message that cannot even be built or handed over will never go: fail it now, visibly, and go
+            # on with the batch, so one bad message never holds back the mails queued behind it.
+            log.exception("delivery %s cannot be sent", delivery.id)
+            await self._failed(delivery.id, f"{type(exc).__name__}: {exc}", permanent=True)
             return
         await asyncio.to_thread(self._record_sent, delivery.id)
 
@@ -153,7 +158,12 @@ class DeliveryDispatcher:
             )
         self._metrics.deliveries.labels(channel=channel, outcome="sent").inc()
 
-    def _record_failure(self, delivery_id: str, error: str) -> bool:
+    async def _failed(self, delivery_id: str, error: str, *, permanent: bool) -> None:
+        failed_for_good = await asyncio.to_thread(self._record_failure, delivery_id, error, permanent=permanent)
+        if failed_for_good and self._on_failover is not None:
+            self._on_failover()
+
+    def _record_failure(self, delivery_id: str, error: str, *, permanent: bool = False) -> bool:
         """Count the attempt; after the last one, fail visibly and hand over to the next tier."""
         now = self._clock.now()
         with Session(self._engine) as session, session.begin():
@@ -165,7 +175,7 @@ class DeliveryDispatcher:
             delivery.attempts += 1
             delivery.last_error = error[:2000]
             delivery.leased_until = None
-            if delivery.attempts >= self._max_attempts:
+            if permanent or delivery.attempts >= self._max_attempts:
                 delivery.status = "failed"
                 outcome = "failed"
                 store.record(

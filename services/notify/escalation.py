@@ -101,15 +101,21 @@ def escalation_action(*, alert_state: str, snoozed_until: datetime | None, now: 
     return "page"
 
 
-def overdue_tier(policy: EscalationPolicy, *, paged_step: int, repeat: int) -> int:
-    """Each overdue page climbs one tier above the highest step paged so far, up to the last tier."""
-    return min(paged_step + 1 + repeat, len(policy.steps) - 1)
+def overdue_tier(policy: EscalationPolicy, *, paged_step: int) -> int:
+    """Each overdue page climbs one tier above the highest step paged so far (which earlier overdue pages
+    raised already), up to the last tier."""
+    return min(paged_step + 1, len(policy.steps) - 1)
 
 
-def failover_tier(policy: EscalationPolicy, *, paged_step: int) -> int | None:
-    """A delivery that failed for good goes to the next tier; None when there is no tier left."""
-    tier = paged_step + 1
-    return tier if tier < len(policy.steps) else None
+def failover_recipients(
+    protocol: Protocol, *, paged_step: int, failed_to: str
+) -> tuple[int, tuple[Recipient, ...]] | None:
+    """The first tier above those paged that has someone other than the address that failed; None: none left."""
+    for tier in range(paged_step + 1, len(protocol.escalation.steps)):
+        recipients = tuple(r for r in resolve_targets(protocol, step_targets(protocol, tier)) if r.address != failed_to)
+        if recipients:
+            return tier, recipients
+    return None
 
 
 def resolve_targets(protocol: Protocol, targets: Iterable[str]) -> tuple[Recipient, ...]:

@@ -9,17 +9,19 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 from sqlmodel import Session
 
 from services.notify import alert_actions, store
 from services.notify.models import Alert, Delivery, Obligation, Timer
-from services.notify.obligations import OPEN_STATES, ObligationConflict
+from services.notify.obligations import DLT_REVIEW, OPEN_STATES, ObligationConflict
 from services.notify.runtime import NotifyRuntime
 from shared.auth import require_role
+from shared.clock import utc_or_invalid
 from shared.problems import ProblemError
 from shared.settings import ApiUser
 
+UtcTime = Annotated[AwareDatetime, AfterValidator(utc_or_invalid)]
 router = APIRouter(prefix="/v1")
 Viewer = Annotated[ApiUser, Depends(require_role("viewer"))]
 Officer = Annotated[ApiUser, Depends(require_role("officer"))]
@@ -124,7 +126,7 @@ class CommentRequest(BaseModel):
 
 class SnoozeRequest(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=2000, description="Why paging may wait")]
-    until: AwareDatetime = Field(description="When escalation pages resume (at most 7 days ahead)")
+    until: UtcTime = Field(description="When escalation pages resume (at most 7 days ahead)")
 
 
 class CompleteRequest(BaseModel):
@@ -178,7 +180,7 @@ async def list_alerts(
     trial: str | None = None,
     subject: str | None = None,
     state: Literal["open", "acknowledged", "resolved"] | None = None,
-    due_before: Annotated[AwareDatetime | None, Query(description="with an open obligation due before")] = None,
+    due_before: Annotated[UtcTime | None, Query(description="with an open obligation due before")] = None,
     limit: Limit = 100,
 ) -> list[AlertPublic]:
     def query() -> list[AlertPublic]:
@@ -255,7 +257,7 @@ async def list_obligations(
     trial: str | None = None,
     subject: str | None = None,
     state: Literal["open", "overdue", "completed", "cancelled"] | None = None,
-    due_before: AwareDatetime | None = None,
+    due_before: UtcTime | None = None,
     limit: Limit = 100,
 ) -> list[ObligationPublic]:
     def query() -> list[ObligationPublic]:
@@ -281,6 +283,15 @@ async def complete_obligation(
         if obligation.state == "completed" and obligation.reference == body.reference:
             return ObligationPublic.of(obligation, now)  # a retried request: same answer
         alert = _alert_or_404(session, obligation.alert_id)
+        if obligation.kind == DLT_REVIEW and obligation.state not in ("completed", "cancelled"):
+            dlt_id = alert.details.get("dlt_id", "{id}")
+            raise ProblemError(
+                409,
+                "Decided in safety",
+                f"a suspected DLT is confirmed or rejected in safety (POST /v1/dlts/{dlt_id}/confirm or /reject), "
+                "which closes this review; it cannot be completed here",
+                slug="decided-in-safety",
+            )
         try:
             took = alert_actions.complete(
                 session,

@@ -160,7 +160,7 @@ def _overdue(
         obligation.state = "overdue"
         obligation.overdue_at = now
         session.add(obligation)
-    tier = escalation.overdue_tier(policy, paged_step=alert.escalation_step, repeat=timer.step)
+    tier = escalation.overdue_tier(policy, paged_step=alert.escalation_step)
     targets = [*reminded_roles(protocol, obligation.kind), *escalation.step_targets(protocol, tier)]
     past = duration_text(now - obligation.due_at)
     content = timed_mail(
@@ -206,15 +206,19 @@ def _overdue(
 def _failover(session: Session, timer: Timer, alert: Alert, *, now: datetime, protocol: Protocol, late: str) -> Outcome:
     failed = session.get(Delivery, timer.note)
     failed_to = failed.recipient if failed is not None else "unknown"
-    tier = escalation.failover_tier(protocol.escalation, paged_step=alert.escalation_step)
-    recipients: tuple[escalation.Recipient, ...] = ()
-    if tier is not None:
-        recipients = tuple(
-            r
-            for r in escalation.resolve_targets(protocol, escalation.step_targets(protocol, tier))
-            if r.address != failed_to
+    if alert.state == "resolved":
+        store.record(
+            session,
+            alert_id=alert.id,
+            actor=SYSTEM,
+            action="failover_not_needed",
+            detail=f"delivery to {failed_to} failed after every obligation was done; nobody paged{late}",
+            now=now,
+            delivery_id=timer.note,
         )
-    if tier is None or not recipients:
+        return "fired"
+    found = escalation.failover_recipients(protocol, paged_step=alert.escalation_step, failed_to=failed_to)
+    if found is None:
         store.record(
             session,
             alert_id=alert.id,
@@ -225,6 +229,7 @@ def _failover(session: Session, timer: Timer, alert: Alert, *, now: datetime, pr
             delivery_id=timer.note,
         )
         return "fired"
+    tier, recipients = found
     content = timed_mail(
         trial_id=alert.trial_id,
         alert_id=alert.id,

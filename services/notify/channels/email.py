@@ -39,7 +39,7 @@ def build_message(*, sender: str, recipient: str, subject: str, text: str, html:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = recipient
-    message["Subject"] = subject
+    message["Subject"] = " ".join(subject.split())  # free text from a site may hold line breaks
     message["Message-ID"] = make_msgid(idstring=delivery_id.replace("-", ""))
     message["X-Sentinel-Delivery"] = delivery_id
     message.set_content(text)

@@ -86,10 +86,8 @@ def test_steps_wait_and_stop_after_the_last() -> None:
     policy = EscalationPolicy(steps=[EscalationStep(targets=["a"], wait_minutes=30), EscalationStep(targets=["b"])])
     assert escalation.next_step_at(policy, step=0, paged_at=DEADLINE) == (1, DEADLINE + timedelta(minutes=30))
     assert escalation.next_step_at(policy, step=1, paged_at=DEADLINE) is None
-    assert escalation.overdue_tier(policy, paged_step=0, repeat=0) == 1
-    assert escalation.overdue_tier(policy, paged_step=1, repeat=5) == 1
-    assert escalation.failover_tier(policy, paged_step=0) == 1
-    assert escalation.failover_tier(policy, paged_step=1) is None
+    assert escalation.overdue_tier(policy, paged_step=0) == 1
+    assert escalation.overdue_tier(policy, paged_step=1) == 1
 
 
 @pytest.mark.parametrize(
