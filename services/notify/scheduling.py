@@ -102,6 +102,39 @@ def schedule_obligation(session: Session, *, obligation: Obligation, protocol: P
     )
 
 
+def move_deadline_earlier(
+    session: Session,
+    *,
+    obligation: Obligation,
+    protocol: Protocol,
+    started_at: datetime,
+    due_at: datetime,
+    now: datetime,
+) -> None:
+    """The clock started earlier than we knew (an older version reported an earlier awareness): re-date its
+    pending reminders and overdue page; reminders whose time has now passed are skipped, not sent late."""
+    obligation.clock_started_at = started_at
+    obligation.due_at = due_at
+    session.add(obligation)
+    instants = {
+        r.number: r.at
+        for r in escalation.reminder_instants(
+            deadline=due_at, hours_before=protocol.escalation.reminders_before_deadline_hours, after=now
+        )
+    }
+    for timer in store.pending_timers(session, alert_id=obligation.alert_id, kinds=[REMINDER, OVERDUE]):
+        if timer.obligation_id != obligation.id:
+            continue
+        if timer.kind == OVERDUE:
+            timer.due_at = max(escalation.overdue_at(due_at), now)
+        elif timer.step in instants:
+            timer.due_at = instants[timer.step]
+        else:
+            timer.state = "skipped"
+            timer.note = "the deadline moved earlier; this reminder's time had passed"
+        session.add(timer)
+
+
 def stop_obligation_clock(session: Session, *, obligation: Obligation, reason: str) -> int:
     return store.cancel_timers(session, obligation_id=obligation.id, kinds=OBLIGATION_TIMERS, reason=reason)
 

@@ -28,8 +28,9 @@ from services.notify.dlt_alerts import (
 )
 from services.notify.lab_alerts import LAB_KIND, plan_lab_alert
 from services.notify.models import Alert
-from services.notify.obligations import DLT_REVIEW, STOPPING_RULE_REVIEW
+from services.notify.obligations import DLT_REVIEW, SAE_REPORT, STOPPING_RULE_REVIEW
 from services.notify.sae_alerts import SAE_KIND, AlertPlan, plan_sae_alert, report_deadline, update_needs_paging
+from shared.clock import utc
 from shared.events import (
     AssessmentMissed,
     CohortDecision,
@@ -158,6 +159,17 @@ def _apply_sae(session: Session, signal: SaeDetected | SaeUpdated, now: datetime
         )
         return
     reason = update_needs_paging(alert.details, data)
+    for obligation in store.open_obligations(session, alert_id=alert.id):
+        if obligation.kind == SAE_REPORT and utc(data.awareness_at) < obligation.clock_started_at:
+            scheduling.move_deadline_earlier(
+                session,
+                obligation=obligation,
+                protocol=protocol,
+                started_at=utc(data.awareness_at),
+                due_at=due,
+                now=now,
+            )
+            reason = f"the report is due earlier, by {due.strftime('%Y-%m-%d %H:%M UTC')}: the site knew earlier"
     _follow_up(session, alert, data=data, version=data.ae_version, reason=reason, now=now)
     if reason is not None:
         _repage(session, alert, plan_sae_alert(signal, protocol, reason=reason), now=now, protocol=protocol)

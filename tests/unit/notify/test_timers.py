@@ -252,3 +252,23 @@ async def test_metrics_count_timers_and_report_open_and_overdue_obligations(noti
     await notifier.at(START)
     fired = notifier.registry.get_sample_value("sentinel_notify_timers_total", {"kind": "overdue", "outcome": "fired"})
     assert fired == 1
+
+
+async def test_an_earlier_awareness_moves_the_deadline_and_its_reminders_earlier(
+    notifier: Notifier, make_sae: Any
+) -> None:
+    """Version 2 arrived first; version 1 says the site knew 6 h earlier: the report is due 6 h earlier."""
+    notifier.apply(make_sae())
+    act(notifier, "acknowledge", actor="dr.so")
+    await notifier.at(START)
+    earlier = START - timedelta(hours=6)
+    notifier.apply(make_sae(kind="updated", ae_version=1, awareness_at=earlier, signal_id="earlier-awareness"))
+    sent = await notifier.at(START)
+    assert to(sent) == [MM, SO], "a deadline moved earlier is news: page again"
+    act(notifier, "acknowledge", actor="dr.so")  # stops the new paging round, not the reporting clock
+    new_due = DUE - timedelta(hours=6)
+    assert to(await notifier.at(new_due - timedelta(hours=12) - TICK)) == []
+    assert to(await notifier.at(new_due - timedelta(hours=12))) == [MM, SO]
+    assert to(await notifier.at(new_due - timedelta(hours=1))) == [MM, SO]
+    overdue = await notifier.at(new_due + TICK)
+    assert overdue and all(subject.startswith("OVERDUE") or "OVERDUE" in subject for _, subject in overdue)
