@@ -269,6 +269,8 @@ def _apply_dlt_decided(session: Session, signal: DltDecided, now: datetime) -> N
             subject_id=data.subject_id,
             now=now,
         )
+        alert.state = "resolved"  # the decision was made before notify saw a suspicion: nothing left to page
+        session.add(alert)
     store.record(
         session,
         alert_id=alert.id,

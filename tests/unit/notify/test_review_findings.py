@@ -183,3 +183,33 @@ def test_out_of_range_datetimes_are_a_client_error(api: tuple[FastAPI, TestClien
     listed = client.get("/v1/obligations", headers={"Authorization": f"Bearer {VIEWER}"}, params={"due_before": moment})
     alerts = client.get("/v1/alerts", headers={"Authorization": f"Bearer {VIEWER}"}, params={"due_before": moment})
     assert [snooze.status_code, listed.status_code, alerts.status_code] == [422, 422, 422]
+
+
+def test_a_decision_notify_never_saw_suspected_leaves_no_open_alert(notifier: Notifier, protocol: Any) -> None:
+    from sqlmodel import Session, select
+
+    from services.notify.models import Alert
+    from services.notify.signals import apply_signal
+    from shared.events import DltDecided, DltDecisionData
+
+    db = notifier.engine
+    decided = DltDecided(
+        id="sig-decided",
+        source="/services/safety",
+        subject="S-9",
+        time=START,
+        trialid="NCT07212335",
+        data=DltDecisionData(
+            dlt_id="dlt-9",
+            subject_id="S-9",
+            arm="A",
+            decision="rejected",
+            decided_by="dr.so",
+            reason="unrelated",
+            decided_at=START,
+        ),
+    )
+    with Session(db) as session, session.begin():
+        apply_signal(session, decided, START, protocol=protocol)
+    with Session(db) as session:
+        assert [a.state for a in session.exec(select(Alert)).all()] == ["resolved"]
