@@ -1,4 +1,4 @@
-"""Review findings in the notify service: each test shows a defect that exists today (xfail, strict)."""
+"""Regression tests for defects a review found in notify (each fixed; the test shows what went wrong)."""
 
 from __future__ import annotations
 
