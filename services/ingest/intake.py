@@ -1,6 +1,6 @@
 """The one path every format takes after its adapter: authenticate, bound, dedupe, order versions, publish, record.
 
-Order matters: the rate limit and the size bound come before reading, the signature before parsing, the
+Order matters: the size bound comes before reading, the signature before the rate limit and before parsing, the
 broker's acknowledgement before the 2xx, and the record of what was accepted after the acknowledgement.
 """
 
@@ -23,7 +23,7 @@ from services.ingest.models import RecordVersion
 from services.ingest.normalise import to_envelope
 from services.ingest.runtime import IngestRuntime
 from services.ingest.sources import ENDPOINT_FOR_KIND, Source, SourceKind
-from shared.events import AeData, ClinicalEnvelopeBase, LabData, RecordStatusData, message_key
+from shared.events import AeData, ClinicalEnvelopeBase, DoseData, LabData, RecordStatusData, message_key
 from shared.kafka import BrokerUnavailable
 from shared.problems import ProblemError
 from shared.webhook_signatures import SignatureError
@@ -57,7 +57,11 @@ class Verdict:
 
 
 async def receive(request: Request, source_id: str, kind: SourceKind) -> tuple[IngestRuntime, Source, bytes, datetime]:
-    """Find the source, apply its rate limit and size bound, read the raw bytes and check the signature on them."""
+    """Find the source, read the raw bytes within its size bound, check the signature on them, then its rate limit.
+
+    The source's rate limit is charged only once the request is authenticated, so whoever knows the URL cannot
+    use it up and have the real sender refused; failed authentications have their own per-source bucket.
+    """
     runtime: IngestRuntime = request.app.state.runtime
     source = runtime.sources.get(source_id)
     if source is None:
@@ -69,16 +73,6 @@ async def receive(request: Request, source_id: str, kind: SourceKind) -> tuple[I
             "Wrong endpoint for this source",
             f"source '{source_id}' is a {source.config.kind} source: post to /v1/sources/{source_id}/{right}",
             slug="wrong-endpoint",
-        )
-    wait = runtime.rate_limiter.retry_after(source_id)
-    if wait is not None:
-        runtime.metrics.rejected.labels(reason="rate_limited").inc()
-        raise ProblemError(
-            429,
-            "Too many requests",
-            f"source '{source_id}' is over its rate limit; retry after {wait} s",
-            slug="rate-limited",
-            headers={"Retry-After": str(wait)},
         )
     body = await read_bounded(request, source.config.max_body_bytes or runtime.settings.max_body_bytes)
     received_at = runtime.clock.now()
@@ -92,14 +86,32 @@ async def receive(request: Request, source_id: str, kind: SourceKind) -> tuple[I
             tolerance=runtime.signature_tolerance,
         )
     except SignatureError as exc:
+        wait = runtime.rate_limiter.failure_retry_after(source_id)
+        if wait is not None:
+            runtime.metrics.rejected.labels(reason="auth_rate_limited").inc()
+            raise _too_many(f"too many failed authentications for source '{source_id}'", wait) from exc
         runtime.metrics.rejected.labels(reason="signature").inc()
         raise ProblemError(401, "Invalid signature", str(exc), slug="invalid-signature") from exc
+    wait = runtime.rate_limiter.retry_after(source_id)
+    if wait is not None:
+        runtime.metrics.rejected.labels(reason="rate_limited").inc()
+        raise _too_many(f"source '{source_id}' is over its rate limit", wait)
     return runtime, source, body, received_at
 
 
+def _too_many(what: str, wait: int) -> ProblemError:
+    return ProblemError(
+        429,
+        "Too many requests",
+        f"{what}; retry after {wait} s",
+        slug="rate-limited",
+        headers={"Retry-After": str(wait)},
+    )
+
+
 async def read_bounded(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = (request.headers.get("content-length") or "").strip()
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise ProblemError(413, "Payload too large", f"the body is larger than {limit} bytes", slug="too-large")
     chunks: list[bytes] = []
     size = 0
@@ -132,17 +144,17 @@ async def accept_records(
     reports those as duplicates and publishes only the rest.
     """
     verdict = Verdict()
-    ids = [r.delivery_id for r in records]
+    ids = [r.delivery_id for r in records if not r.content_identified]
     known, versions = await asyncio.to_thread(_lookup, runtime, source_id, ids, [r.record_key for r in records])
     planned: list[_Planned] = []
     seen: set[str] = set()
     for record in records:
         delivery = record.delivery_id
-        if delivery in known or delivery in seen:
+        current = versions.get(record.record_key)
+        if _is_duplicate(record, current, known, seen):
             verdict.duplicates.append(delivery)
             continue
         seen.add(delivery)
-        current = versions.get(record.record_key)
         if _is_stale(record, current):
             verdict.stale.append(delivery)
             continue
@@ -165,6 +177,13 @@ def _lookup(
         )
 
 
+def _is_duplicate(record: SourceRecord, current: RecordVersion | None, known: set[str], seen: set[str]) -> bool:
+    """A sender's delivery id seen before; or, without one, the very content last published for the record."""
+    if record.content_identified:
+        return current is not None and current.content_hash == record.content_hash
+    return record.delivery_id in known or record.delivery_id in seen
+
+
 def _is_stale(record: SourceRecord, current: RecordVersion | None) -> bool:
     """An older (or the same) source version than the newest published one never overwrites it."""
     if record.source_version is None or current is None or current.source_version is None:
@@ -175,34 +194,51 @@ def _is_stale(record: SourceRecord, current: RecordVersion | None) -> bool:
 def _plan(source_id: str, record: SourceRecord, current: RecordVersion | None, received_at: datetime) -> _Planned:
     event = record.event
     data = event.data
+    header = event.header
+    numbered = (current.canonical_version or 0) if current is not None else 0
     canonical_version: int | None = None
     first_received = current.first_received_at if current is not None else received_at
     if isinstance(data, AeData):
-        version = data.version
-        if record.assign_version:
-            version = (current.canonical_version or 0) + 1 if current is not None else 1
+        version = numbered + 1 if record.assign_version else data.version
         canonical_version = version
         data = data.model_copy(update={"version": version, "first_received_at": first_received})
-    planned_event = type(event)(header=event.header, data=data)
+    elif record.content_identified:
+        canonical_version = numbered + 1
+    if record.content_identified:
+        # the same content may be published again after a change (3 -> 2 -> 3): its number keeps the id new
+        header = header.model_copy(update={"id": f"{header.id}#{canonical_version}"})
+    planned_event = type(event)(header=header, data=data)
     envelope = to_envelope(source_id, planned_event, received_at)
-    record_type: str = str(event.header.type)
+    record_type: str = str(header.type)
     if isinstance(data, RecordStatusData):
-        record_type, record_id = data.record_type, data.record_id
-    else:
-        record_id = record.record_key.rsplit(":", 1)[-1]
+        record_type = data.record_type
     update = store.VersionUpdate(
         record_key=record.record_key,
         source_version=record.source_version,
         canonical_version=canonical_version,
         record_type=record_type,
-        record_id=record_id[:200],
-        trial=event.header.study,
-        subject=event.header.subject,
-        site=event.header.site,
+        record_id=_record_id(data, header.subject)[:200],
+        trial=header.study,
+        subject=header.subject,
+        site=header.site,
         retracted=isinstance(data, RecordStatusData) and data.status != "restored",
         first_received_at=first_received,
+        content_hash=record.content_hash,
     )
     return _Planned(record=record, envelope=envelope, update=update)
+
+
+def _record_id(data: BaseModel, subject: str) -> str:
+    """The id safety knows the record by, so a later retraction names the same record."""
+    if isinstance(data, AeData):
+        return data.ae_id
+    if isinstance(data, LabData):
+        return data.result_id
+    if isinstance(data, DoseData):
+        return data.dose_id
+    if isinstance(data, RecordStatusData):
+        return data.record_id
+    return subject
 
 
 def _advanced(current: RecordVersion | None, update: store.VersionUpdate) -> RecordVersion:
@@ -217,6 +253,8 @@ def _advanced(current: RecordVersion | None, update: store.VersionUpdate) -> Rec
         trial=update.trial,
         subject=update.subject,
         site=update.site,
+        retracted=update.retracted,
+        content_hash=update.content_hash,
         first_received_at=update.first_received_at,
         updated_at=update.first_received_at,
     )
@@ -241,7 +279,7 @@ async def _publish_in_batches(
         batch = planned[start : start + size]
         done, failure = await _publish_batch(runtime, batch)
         await asyncio.to_thread(_record, runtime, source_id, done, received_at)
-        verdict.accepted.extend(item.record.delivery_id for item in done)
+        verdict.accepted.extend(item.envelope.senderid for item in done)
         for item in done:
             runtime.metrics.published.labels(type=str(getattr(item.envelope, "type", "unknown"))).inc()
             if flagged(item.record.event.data):

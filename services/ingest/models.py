@@ -25,7 +25,13 @@ class AcceptedDelivery(SQLModel, table=True):
 
 
 class RecordVersion(SQLModel, table=True):
-    """The newest version published per (source, record key); never moves backwards."""
+    """The newest version published per (source, record key); never moves backwards.
+
+    `content_hash` is what was last published for the record: for senders without delivery ids a post is a
+    duplicate only when it equals this, so a correction back to an earlier value is still published.
+    `canonical_version` is the version ingest numbered: the AE version, or for other records without a
+    sender's id how many distinct contents were published (it makes each publication's envelope id unique).
+    """
 
     __tablename__ = "ingest_record_versions"
 
@@ -39,12 +45,21 @@ class RecordVersion(SQLModel, table=True):
     subject: str = Field(max_length=200, index=True)
     site: str = Field(max_length=200)
     retracted: bool = False
+    content_hash: str | None = Field(default=None, max_length=64)
     first_received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
+UNMAPPABLE = "unmappable"
+
+
 class RedcapTrigger(SQLModel, table=True):
-    """A Data Entry Trigger, stored before we answer: REDCap never retries, so this row is the only copy."""
+    """A Data Entry Trigger, stored before we answer: REDCap never retries, so this row is the only copy.
+
+    `state` is pending, done, or unmappable: pulled and published as far as it maps, but some form could not
+    be mapped (`last_error` says which and why; the site must correct the record in REDCap). Reconciliation
+    pulls record their unmappable forms here too, so one query lists everything a person must look at.
+    """
 
     __tablename__ = "ingest_redcap_triggers"
 

@@ -27,6 +27,8 @@ from shared.events import (
 )
 
 MAX_EVENTS_PER_REQUEST = 500
+MAX_VERSION = 2**31 - 1
+"""The largest AE version ingest stores (a PostgreSQL INTEGER): refused before publishing, never after."""
 
 
 class InvalidBody(ValueError):
@@ -45,10 +47,7 @@ class CanonicalEvent:
 
 def parse_body(body: bytes) -> list[CanonicalEvent]:
     """One event, or `{"events": [...]}`; JSON numbers are read as exact decimals."""
-    try:
-        document = json.loads(body, parse_float=Decimal)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidBody("body is not valid JSON", [{"loc": (), "msg": f"not valid JSON: {exc}"}]) from exc
+    document = load_json(body, parse_float=Decimal)
     if isinstance(document, dict) and "events" in document:
         items = document["events"]
         if not isinstance(items, list) or not items:
@@ -77,6 +76,16 @@ def parse_body(body: bytes) -> list[CanonicalEvent]:
     return events
 
 
+def load_json(body: bytes, **options: Any) -> Any:
+    """`json.loads`, where every way a client's body can fail is a 422, never a 500: bad UTF-8 or syntax, an
+    integer over Python's 4300-digit limit (ValueError), nesting deeper than the recursion limit."""
+    try:
+        return json.loads(body, **options)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        message = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InvalidBody("body is not valid JSON", [{"loc": (), "msg": f"not valid JSON: {message}"[:300]}]) from exc
+
+
 def _parse_one(item: Any) -> CanonicalEvent:
     header = InboundHeader.model_validate(item)
     try:
@@ -85,6 +94,8 @@ def _parse_one(item: Any) -> CanonicalEvent:
         raise InvalidBody(
             "invalid data", [{"loc": ("data", *err["loc"]), "msg": err["msg"]} for err in exc.errors()]
         ) from exc
+    if isinstance(data, AeData) and data.version > MAX_VERSION:
+        raise InvalidBody("version too large", [{"loc": ("data", "version"), "msg": f"at most {MAX_VERSION}"}])
     return CanonicalEvent(header=header, data=data)
 
 

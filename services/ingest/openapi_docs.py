@@ -87,7 +87,10 @@ def responses(accepted_example: dict[str, Any], *, stored_only: bool = False) ->
             ),
         },
         429: {
-            "description": "Over the source's rate limit; retry after Retry-After seconds",
+            "description": (
+                "Over the source's rate limit (charged only for authenticated requests), or too many failed "
+                "authentications for this source; retry after Retry-After seconds"
+            ),
             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
             "content": _problem(429, "Too many requests", "retry after 2 s", "rate-limited"),
         },

@@ -4,6 +4,10 @@ REDCap sends no values in a trigger, never retries one, and fires none for API, 
 the trigger is stored before we answer, the pull is retried with backoff until it succeeds (failures stay on
 the row and in metrics, never dropped), and a reconciliation pull (`dateRangeBegin`) runs every
 `reconcile_minutes` on the injected clock. A record that no longer exists becomes status events.
+
+A form the map cannot read (a typo the site must correct) does not hold back the rest: what maps is published,
+the cursor moves on, and each unmappable form is kept as an `unmappable` trigger row and counted in a metric.
+Retrying would not help; the site's correction fires a new trigger, or the next reconciliation pulls it.
 """
 
 from __future__ import annotations
@@ -21,9 +25,8 @@ from services.ingest import store
 from services.ingest.adapters.fields import record_status
 from services.ingest.adapters.records import SourceRecord, make_record
 from services.ingest.adapters.redcap import DetNotice, map_records
-from services.ingest.intake import Verdict, accept_records
-from services.ingest.models import RedcapTrigger
-from services.ingest.normalise import InvalidBody
+from services.ingest.intake import accept_records
+from services.ingest.models import UNMAPPABLE, RedcapTrigger
 from services.ingest.runtime import IngestRuntime
 from services.ingest.sources import Source, SourceKind
 from shared.events import InboundType
@@ -88,7 +91,7 @@ class RedcapSync:
             raise RedcapError(f"REDCap API answered {response.status_code}: {response.text[:200]}")
         try:
             rows = response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise RedcapError("REDCap API answered something that is not JSON") from exc
         if not isinstance(rows, list):
             raise RedcapError(f"REDCap API answered {str(rows)[:200]}")
@@ -115,26 +118,35 @@ class RedcapSync:
         processed = 0
         for trigger in await asyncio.to_thread(due):
             try:
-                await self._process(source, trigger)
-            except (RedcapError, InvalidBody, BrokerUnavailable) as exc:
+                unmappable = await self._process(source, trigger)
+            except (RedcapError, BrokerUnavailable) as exc:
                 self._runtime.metrics.redcap_pulls.labels(kind="trigger", outcome="failed").inc()
                 log.warning("REDCap trigger %s of source %s failed: %s", trigger.id, source.id, type(exc).__name__)
                 await asyncio.to_thread(self._finish, trigger.id, error=_describe(exc))
                 continue
             self._runtime.metrics.redcap_pulls.labels(kind="trigger", outcome="ok").inc()
-            await asyncio.to_thread(self._finish, trigger.id, error=None)
+            if unmappable:
+                self._count_unmappable(source, "trigger", unmappable)
+            await asyncio.to_thread(self._finish, trigger.id, error=None, unmappable=_summary(unmappable))
             processed += 1
         return processed
 
-    async def _process(self, source: Source, trigger: RedcapTrigger) -> Verdict:
+    async def _process(self, source: Source, trigger: RedcapTrigger) -> list[dict[str, Any]]:
+        """Publish what maps of the triggered record; return the forms that could not be mapped."""
         study = _study(source)
         rows = await self.pull(source, record=trigger.record)
         received_at = self._runtime.clock.now()
-        if rows:
-            records = map_records(rows, source=source.config, study=study).records
-        else:
+        if not rows:
             records = await asyncio.to_thread(self._retractions, source, study, trigger.record)
-        return await accept_records(self._runtime, source.id, records, received_at)
+            await accept_records(self._runtime, source.id, records, received_at)
+            return []
+        mapped = map_records(rows, source=source.config, study=study)
+        await accept_records(self._runtime, source.id, mapped.records, received_at)
+        return mapped.errors
+
+    def _count_unmappable(self, source: Source, kind: str, errors: list[dict[str, Any]]) -> None:
+        self._runtime.metrics.redcap_unmappable.labels(kind=kind).inc(len(errors))
+        log.warning("REDCap source %s: %d form(s) could not be mapped: %s", source.id, len(errors), _summary(errors))
 
     def _retractions(self, source: Source, study: str, subject: str) -> list[SourceRecord]:
         """The record is gone from REDCap: every record we published for it becomes a 'deleted' status event."""
@@ -157,14 +169,16 @@ class RedcapSync:
             )
         return retractions
 
-    def _finish(self, trigger_id: int | None, *, error: str | None) -> None:
+    def _finish(self, trigger_id: int | None, *, error: str | None, unmappable: str | None = None) -> None:
         now = self._runtime.clock.now()
         with Session(self._runtime.engine) as session, session.begin():
             trigger = session.get(RedcapTrigger, trigger_id)
             if trigger is None:
                 return
             trigger.attempts += 1
-            if error is None:
+            if unmappable is not None:
+                trigger.state, trigger.processed_at, trigger.last_error = UNMAPPABLE, now, unmappable[:2000]
+            elif error is None:
                 trigger.state, trigger.processed_at, trigger.last_error = "done", now, None
             else:
                 backoff = min(timedelta(seconds=30 * 2 ** min(trigger.attempts - 1, 10)), MAX_BACKOFF)
@@ -187,16 +201,28 @@ class RedcapSync:
         since = last[0] - timedelta(minutes=redcap.overlap_minutes) if last is not None else None
         try:
             rows = await self.pull(source, since=since)
-            records = map_records(rows, source=source.config, study=_study(source)).records
-            await accept_records(self._runtime, source.id, records, self._runtime.clock.now())
-        except (RedcapError, InvalidBody, BrokerUnavailable) as exc:
+            mapped = map_records(rows, source=source.config, study=_study(source))
+            await accept_records(self._runtime, source.id, mapped.records, self._runtime.clock.now())
+        except (RedcapError, BrokerUnavailable) as exc:
             self._runtime.metrics.redcap_pulls.labels(kind="reconcile", outcome="failed").inc()
             log.warning("REDCap reconciliation of source %s failed: %s", source.id, _describe(exc))
             return False
         self._runtime.metrics.redcap_pulls.labels(kind="reconcile", outcome="ok").inc()
+        if mapped.errors:
+            self._count_unmappable(source, "reconcile", mapped.errors)
 
         def advance() -> None:
             with Session(self._runtime.engine) as session, session.begin():
+                for error in mapped.errors:
+                    store.add_unmappable(
+                        session,
+                        source_id=source.id,
+                        record=str(error["record"])[:100],
+                        instrument=str(error["instrument"])[:100],
+                        event=str(error["event"])[:100],
+                        error=_summary([error]) or "",
+                        now=now,
+                    )
                 store.set_cursor(session, source_id=source.id, reconciled_from=now, now=now)
 
         await asyncio.to_thread(advance)
@@ -224,7 +250,15 @@ def _study(source: Source) -> str:
     return source.config.trial
 
 
+def _summary(errors: list[dict[str, Any]]) -> str | None:
+    """Which record, event and form could not be mapped, and why: what a person needs to correct it in REDCap."""
+    if not errors:
+        return None
+    return "; ".join(
+        f"record {e['record']!r} event {e['event']!r} form {e['instrument']!r} field {e['loc'][-1]!r}: {e['msg']}"
+        for e in errors
+    )
+
+
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, InvalidBody):
-        return f"{exc}: {exc.errors[:3]}"
     return f"{type(exc).__name__}: {exc}"

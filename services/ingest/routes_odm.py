@@ -25,7 +25,7 @@ router = APIRouter()
         "attributes are tolerated, as is a UTF-8 BOM. Parsed with defusedxml: DTDs and entities are refused. "
         "Forms not in the source's map are listed in `ignored`. " + docs.AUTH_TEXT
     ),
-    responses=docs.responses(docs.accepted_example("NCT07212335:101-004:ae:SE_AE[1]/AE[1]/AE_LOG_LINE[1]@4f1c")),
+    responses=docs.responses(docs.accepted_example("NCT07212335:101-004:ae:SE_AE[1]/AE[1]/AE_LOG_LINE[1]@4f1c#1")),
     openapi_extra=docs.request_body(
         {
             media: {"schema": {"type": "string"}, "examples": {"ae_snapshot": {"value": docs.ODM_EXAMPLE}}}

@@ -28,10 +28,11 @@ ROWS_SCHEMA = {
     summary="Post SDTM rows (AE, LB, EX, DM) as JSON or CSV",
     description=(
         "Rows are published in batches (concurrent sends, then every acknowledgement awaited); the answer is 202 "
-        "only after the broker acknowledged every new row. A row's delivery id is derived from its content, so "
-        "re-posting an extract reports duplicates. The source may have a larger body limit. " + docs.AUTH_TEXT
+        "only after the broker acknowledged every new row. Rows carry no ids, so a row is a duplicate when it "
+        "equals what was last published for its record: re-posting an extract reports duplicates, a row changed "
+        "(or changed back) is published as a new version. The source may have a larger body limit. " + docs.AUTH_TEXT
     ),
-    responses=docs.responses(docs.accepted_example("NCT07212335:101-004:lab:LBSEQ-3@9a0e")),
+    responses=docs.responses(docs.accepted_example("NCT07212335:101-004:lab:LBSEQ-3@9a0e#1")),
     openapi_extra=docs.request_body(
         {
             "application/json": {"schema": ROWS_SCHEMA, "examples": {"lb": {"value": docs.SDTM_JSON_EXAMPLE}}},

@@ -25,6 +25,7 @@ class IngestMetrics:
     purged: Counter
     redcap_pulls: Counter  # labels: kind (trigger, reconcile), outcome (ok, failed)
     redcap_pending: Gauge
+    redcap_unmappable: Counter  # labels: kind (trigger, reconcile)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> IngestMetrics:
@@ -58,6 +59,12 @@ class IngestMetrics:
             ),
             redcap_pending=Gauge(
                 "sentinel_ingest_redcap_pending_triggers", "Stored REDCap triggers not yet pulled", registry=registry
+            ),
+            redcap_unmappable=Counter(
+                "sentinel_ingest_redcap_unmappable_forms",
+                "Pulled REDCap forms the source's map could not read (kept as 'unmappable' trigger rows)",
+                ["kind"],
+                registry=registry,
             ),
         )
 

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from services.ingest.models import AcceptedDelivery, RecordVersion, RedcapCursor, RedcapTrigger
+from services.ingest.models import UNMAPPABLE, AcceptedDelivery, RecordVersion, RedcapCursor, RedcapTrigger
 from shared.events import ClinicalEnvelopeBase
 
 CHUNK = 500
@@ -67,13 +67,17 @@ def purge_deliveries(session: Session, *, accepted_before: datetime) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def record_versions(session: Session, *, source_id: str, record_keys: Iterable[str]) -> dict[str, RecordVersion]:
-    keys = list(dict.fromkeys(record_keys))
+def record_versions(
+    session: Session, *, source_id: str, record_keys: Iterable[str], for_update: bool = False
+) -> dict[str, RecordVersion]:
+    keys = sorted(set(record_keys))  # sorted: concurrent writers lock rows in one order, so never deadlock
     found: dict[str, RecordVersion] = {}
     for chunk in _chunks(keys):
         query = select(RecordVersion).where(
             RecordVersion.source_id == source_id, col(RecordVersion.record_key).in_(chunk)
         )
+        if for_update:
+            query = query.order_by(col(RecordVersion.record_key)).with_for_update()
         found.update({row.record_key: row for row in session.exec(query).all()})
     return found
 
@@ -90,32 +94,45 @@ class VersionUpdate:
     site: str
     retracted: bool
     first_received_at: datetime
+    content_hash: str | None = None
 
 
 def save_versions(session: Session, *, source_id: str, updates: Sequence[VersionUpdate], now: datetime) -> None:
-    """Move each record's newest version forwards (never backwards); keep its first receipt time."""
-    existing = record_versions(session, source_id=source_id, record_keys=[u.record_key for u in updates])
+    """Move each record's newest version forwards (never backwards); keep its first receipt time.
+
+    The events are already on the broker when this runs, so a concurrent request that created the same record
+    first must not make it fail: missing rows are inserted ignoring conflicts, then locked and moved forwards.
+    """
+    if not updates:
+        return
+    first = {
+        u.record_key: {
+            "source_id": source_id,
+            "record_key": u.record_key,
+            "record_type": u.record_type,
+            "record_id": u.record_id,
+            "trial": u.trial,
+            "subject": u.subject,
+            "site": u.site,
+            "retracted": False,
+            "first_received_at": u.first_received_at,
+            "updated_at": now,
+        }
+        for u in updates
+    }
+    rows = [first[key] for key in sorted(first)]
+    _insert_ignoring_conflicts(session, RecordVersion.__table__, rows)  # type: ignore[attr-defined]
+    existing = record_versions(session, source_id=source_id, record_keys=list(first), for_update=True)
     for update in updates:
-        row = existing.get(update.record_key)
-        if row is None:
-            row = RecordVersion(
-                source_id=source_id,
-                record_key=update.record_key,
-                record_type=update.record_type,
-                record_id=update.record_id,
-                trial=update.trial,
-                subject=update.subject,
-                site=update.site,
-                first_received_at=update.first_received_at,
-                updated_at=now,
-            )
-            existing[update.record_key] = row
+        row = existing[update.record_key]
         if update.source_version is not None and (
             row.source_version is None or update.source_version > row.source_version
         ):
             row.source_version = update.source_version
         if update.canonical_version is not None:
             row.canonical_version = max(row.canonical_version or 0, update.canonical_version)
+        if update.content_hash is not None:
+            row.content_hash = update.content_hash
         row.retracted = update.retracted
         row.updated_at = now
         session.add(row)
@@ -136,6 +153,26 @@ def add_trigger(
     )
     session.add(trigger)
     session.flush()
+    return trigger
+
+
+def add_unmappable(
+    session: Session, *, source_id: str, record: str, instrument: str, event: str | None, error: str, now: datetime
+) -> RedcapTrigger:
+    """A form a reconciliation pull could not map, kept beside the triggers so one list shows what to correct."""
+    trigger = RedcapTrigger(
+        source_id=source_id,
+        record=record,
+        instrument=instrument,
+        event=event,
+        state=UNMAPPABLE,
+        attempts=1,
+        last_error=error[:2000],
+        received_at=now,
+        next_attempt_at=now,
+        processed_at=now,
+    )
+    session.add(trigger)
     return trigger
 
 

@@ -108,12 +108,14 @@ def move_deadline_earlier(
     obligation: Obligation,
     protocol: Protocol,
     started_at: datetime,
+    basis: str,
     due_at: datetime,
     now: datetime,
 ) -> None:
     """The clock started earlier than we knew (an older version reported an earlier awareness): re-date its
     pending reminders and overdue page; reminders whose time has now passed are skipped, not sent late."""
     obligation.clock_started_at = started_at
+    obligation.clock_basis = basis
     obligation.due_at = due_at
     session.add(obligation)
     instants = {

@@ -166,6 +166,7 @@ def _apply_sae(session: Session, signal: SaeDetected | SaeUpdated, now: datetime
                 obligation=obligation,
                 protocol=protocol,
                 started_at=utc(data.awareness_at),
+                basis=data.awareness_basis.value,
                 due_at=due,
                 now=now,
             )
@@ -178,10 +179,13 @@ def _apply_sae(session: Session, signal: SaeDetected | SaeUpdated, now: datetime
 def _follow_up(
     session: Session, alert: Alert, *, data: BaseModel, version: int, reason: str | None, now: datetime
 ) -> None:
-    """A newer version of what the alert is about: history always, the alert's details updated."""
+    """Another version of what the alert is about: history always; the alert shows the newest version's details
+    (an older version arriving late is recorded but does not replace them)."""
     detail = f"AE version {version}: " + (reason or "no worsening")
     store.record(session, alert_id=alert.id, actor=SYSTEM, action="follow_up", detail=detail, now=now)
-    alert.details = data.model_dump(mode="json")
+    shown = alert.details.get("ae_version")
+    if not isinstance(shown, int) or version >= shown:
+        alert.details = data.model_dump(mode="json")
     alert.updated_at = now
     session.add(alert)
 

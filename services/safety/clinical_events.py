@@ -14,11 +14,11 @@ from datetime import datetime
 from sqlmodel import Session
 
 from services.safety import protocol_engine, store
-from services.safety.ctcae import check_ae
-from services.safety.lab_toxicity import decide, grade_lab, lab_test_code
-from services.safety.models import Subject
+from services.safety.ctcae import Grade, check_ae
+from services.safety.lab_toxicity import decide, grade_lab
+from services.safety.models import LabResult, Subject
 from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae
-from shared.audit import lock_audit_chain
+from shared.audit import append_audit, lock_audit_chain
 from shared.events import (
     AeReported,
     ClinicalEnvelope,
@@ -65,7 +65,7 @@ def apply_clinical_event(
         changed = True
     else:
         store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
-        changed, signals = _apply_record(session, envelope, protocol=protocol, signals_topic=signals_topic)
+        changed, signals = _apply_record(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
     if not changed:
         return signals
     session.flush()
@@ -86,83 +86,215 @@ def apply_clinical_event(
 
 
 def _apply_record(
-    session: Session, envelope: ClinicalEnvelope, *, protocol: Protocol, signals_topic: str
+    session: Session, envelope: ClinicalEnvelope, *, protocol: Protocol, signals_topic: str, now: datetime
 ) -> tuple[bool, list[Outgoing]]:
     """Store a dose, lab, AE or status; (whether anything new was stored, the record's own signals)."""
     if isinstance(envelope, DoseAdministered):
-        return store.add_dose(session, envelope=envelope), []
+        saved = store.save_dose(session, envelope=envelope)
+        if saved.outcome == "corrected":
+            _audit_correction(session, envelope, kind="dose", record_id=envelope.data.dose_id, saved=saved, now=now)
+        return saved.changed, []
     if isinstance(envelope, LabResulted):
-        if store.lab_exists(session, envelope=envelope):
-            return False, []  # the same result re-sent under another delivery id
-        return True, _apply_lab(session, envelope, protocol=protocol, signals_topic=signals_topic)
+        return _apply_lab(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
     if isinstance(envelope, AeReported):
         return _apply_ae(session, envelope, signals_topic=signals_topic)
     if isinstance(envelope, RecordStatusChanged):
         store.set_record_status(session, envelope=envelope)
         if envelope.data.record_type == "lab":
             session.flush()
-            store.refresh_baseline(
-                session, trial_id=envelope.trialid, subject_id=envelope.subject, result_id=envelope.data.record_id
-            )
+            return True, _lab_status_changed(session, envelope, protocol=protocol, signals_topic=signals_topic)
         return True, []
     raise PoisonMessage(f"unsupported clinical event {type(envelope).__name__}")
 
 
-def _apply_lab(session: Session, envelope: LabResulted, *, protocol: Protocol, signals_topic: str) -> list[Outgoing]:
+def _audit_correction(
+    session: Session,
+    envelope: DoseAdministered | LabResulted,
+    *,
+    kind: str,
+    record_id: str,
+    saved: store.Saved,
+    now: datetime,
+) -> None:
+    """A re-sent record with other content replaced the stored one: the audit keeps what it said before."""
+    append_audit(
+        session,
+        service=AUDIT_SERVICE,
+        actor=protocol_engine.SYSTEM_ACTOR,
+        action=f"{kind}.corrected",
+        entity=f"{kind}/{envelope.trialid}/{envelope.subject}/{record_id}",
+        detail={"before": saved.before, "after": saved.after, "source_event_id": envelope.id},
+        now=now,
+    )
+
+
+def _apply_lab(
+    session: Session, envelope: LabResulted, *, protocol: Protocol, signals_topic: str, now: datetime
+) -> tuple[bool, list[Outgoing]]:
+    """Grade and store a result (or the site's correction of one); page when it is news.
+
+    A result the site took back never pages and never sets the baseline, whichever arrived first: the
+    result or its status.
+    """
     data = envelope.data
+    keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject}
     baseline_value = None
     if not data.baseline:
-        baseline_value = store.baseline_lab_value(
-            session,
-            trial_id=envelope.trialid,
-            subject_id=envelope.subject,
-            test=data.test,
-            loinc=data.loinc,
-            unit=data.unit,
-        )
+        baseline_value = store.baseline_lab_value(session, **keys, test=data.test, loinc=data.loinc, unit=data.unit)
     graded = grade_lab(data, baseline_value=baseline_value)
-    store.add_lab(session, envelope=envelope, graded=graded)
-    if graded.grade is None:
-        return []
-    state = store.lab_term_state(session, trial_id=envelope.trialid, subject_id=envelope.subject, term=graded.term)
+    saved = store.save_lab(session, envelope=envelope, graded=graded)
+    if not saved.changed:
+        return False, []  # the same result re-sent under another delivery id
+    session.flush()
+    lab = session.get(LabResult, (envelope.trialid, envelope.subject, data.result_id))
+    assert lab is not None  # just saved
+    if saved.outcome == "corrected":
+        _audit_correction(session, envelope, kind="lab", record_id=data.result_id, saved=saved, now=now)
+        terms = sorted({t for t in (lab.term, saved.before.get("term")) if isinstance(t, str)})
+        return True, [
+            signal
+            for term in terms
+            for signal in _reassess_lab_term(
+                session,
+                **keys,
+                term=term,
+                site_id=envelope.siteid,
+                source_event_id=envelope.id,
+                protocol=protocol,
+                topic=signals_topic,
+            )
+        ]
+    if lab.grade is None or lab.term is None or not store.lab_is_active(session, **keys, result_id=lab.result_id):
+        return True, []
+    state = store.lab_term_state(session, **keys, term=lab.term)
+    if lab.baseline:
+        if state.baseline_collected_at is None or lab.collected_at >= state.baseline_collected_at:
+            state.baseline_grade = lab.grade
+            state.baseline_collected_at = lab.collected_at
+        return True, []
     decision = decide(
         graded,
-        is_baseline=data.baseline,
-        threshold=protocol.lab_alerts.threshold(graded.term),
+        is_baseline=False,
+        threshold=protocol.lab_alerts.threshold(lab.term),
         baseline_grade=state.baseline_grade,
         signalled_grade=state.signalled_grade,
     )
-    if data.baseline:
-        if state.baseline_collected_at is None or data.collected_at >= state.baseline_collected_at:
-            state.baseline_grade = graded.grade
-            state.baseline_collected_at = data.collected_at
-        return []
     if not decision.signal:
+        return True, []
+    state.signalled_grade = lab.grade
+    signal = _lab_signal(
+        lab,
+        baseline_grade=decision.baseline_grade,
+        previous_grade=decision.previous_grade,
+        site_id=envelope.siteid,
+        source_event_id=envelope.id,
+        topic=signals_topic,
+    )
+    return True, [signal]
+
+
+def _lab_status_changed(
+    session: Session, envelope: RecordStatusChanged, *, protocol: Protocol, signals_topic: str
+) -> list[Outgoing]:
+    """A result taken back or restored: its term is recomputed from the results still active."""
+    lab = session.get(LabResult, (envelope.trialid, envelope.subject, envelope.data.record_id))
+    if lab is None or lab.term is None:
+        return []  # the result has not arrived: it is judged, with its status, when it does
+    return _reassess_lab_term(
+        session,
+        trial_id=envelope.trialid,
+        subject_id=envelope.subject,
+        term=lab.term,
+        site_id=envelope.siteid,
+        source_event_id=envelope.id,
+        protocol=protocol,
+        topic=signals_topic,
+    )
+
+
+def _reassess_lab_term(
+    session: Session,
+    *,
+    trial_id: str,
+    subject_id: str,
+    term: str,
+    site_id: str,
+    source_event_id: str,
+    protocol: Protocol,
+    topic: str,
+) -> list[Outgoing]:
+    """Recompute a term from its active results after one was taken back, restored or corrected.
+
+    Baseline: the latest active baseline. Signalled: the worst active result that is news against that
+    baseline, as if the officer had been told of it; a retracted result no longer counts, so the next real
+    one at its grade pages. When that worst result is worse than what was signalled before (a restored
+    result, one a retracted baseline had masked, a value corrected upwards), it pages now.
+    """
+    state = store.refresh_baseline(session, trial_id=trial_id, subject_id=subject_id, term=term)
+    previous = state.signalled_grade
+    threshold = protocol.lab_alerts.threshold(term)
+    news = [
+        lab
+        for lab in store.active_term_labs(session, trial_id=trial_id, subject_id=subject_id, term=term)
+        if lab.grade is not None
+        and decide(
+            Grade(term, lab.grade, lab.grade_reason, None, None),
+            is_baseline=lab.baseline,
+            threshold=threshold,
+            baseline_grade=state.baseline_grade,
+            signalled_grade=None,
+        ).signal
+    ]
+    worst = max(news, key=lambda lab: (lab.grade or 0, lab.collected_at), default=None)
+    state.signalled_grade = worst.grade if worst is not None else None
+    if worst is None or (worst.grade or 0) <= (previous or 0):
         return []
-    state.signalled_grade = graded.grade
+    return [
+        _lab_signal(
+            worst,
+            baseline_grade=state.baseline_grade,
+            previous_grade=previous,
+            site_id=site_id,
+            source_event_id=source_event_id,
+            topic=topic,
+        )
+    ]
+
+
+def _lab_signal(
+    lab: LabResult,
+    *,
+    baseline_grade: int | None,
+    previous_grade: int | None,
+    site_id: str,
+    source_event_id: str,
+    topic: str,
+) -> Outgoing:
+    if lab.grade is None or lab.term is None:
+        raise ValueError("a lab toxicity signal needs a graded CTCAE term")
     signal = LabToxicity(
-        id=deterministic_id("signal", envelope.id, "lab.toxicity"),
+        id=deterministic_id("signal", source_event_id, "lab.toxicity"),
         source=SIGNAL_SOURCE,
-        subject=envelope.subject,
-        time=data.collected_at,
-        trialid=envelope.trialid,
+        subject=lab.subject_id,
+        time=lab.collected_at,
+        trialid=lab.trial_id,
         data=LabToxicityData(
-            site_id=envelope.siteid,
-            subject_id=envelope.subject,
-            result_id=data.result_id,
-            test=lab_test_code(data),
-            term=graded.term,
-            grade=graded.grade,
-            baseline_grade=decision.baseline_grade,
-            previous_grade=decision.previous_grade,
-            value=data.value,
-            unit=data.unit,
-            reason=graded.reason,
-            collected_at=data.collected_at,
-            source_event_id=envelope.id,
+            site_id=site_id,
+            subject_id=lab.subject_id,
+            result_id=lab.result_id,
+            test=lab.test or lab.loinc or "",
+            term=lab.term,
+            grade=lab.grade,
+            baseline_grade=baseline_grade,
+            previous_grade=previous_grade,
+            value=lab.value,
+            unit=lab.unit,
+            reason=lab.grade_reason,
+            collected_at=lab.collected_at,
+            source_event_id=source_event_id,
         ),
     )
-    return [Outgoing(topic=signals_topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)]
+    return Outgoing(topic=topic, key=message_key(lab.trial_id, lab.subject_id), envelope=signal)
 
 
 def _apply_ae(session: Session, envelope: AeReported, *, signals_topic: str) -> tuple[bool, list[Outgoing]]:

@@ -118,11 +118,28 @@ def enrolment_deviations(arm: str, *, protocol: Protocol, arms: Mapping[str, Arm
     own = arms[arm]
     if own.decision == "stop":
         deviations.append(Deviation("enrolled_in_stopped_arm", f"arm {arm} stopped escalation: {own.reason}"))
-    if own.enrolled + 1 > protocol.cohort.expanded_size:
+    rules = protocol.cohort
+    if own.enrolled + 1 > rules.expanded_size:
         deviations.append(
             Deviation(
                 "arm_over_capacity",
-                f"arm {arm} already has {own.enrolled} subject(s); the protocol allows {protocol.cohort.expanded_size}",
+                f"arm {arm} already has {own.enrolled} subject(s); the protocol allows {rules.expanded_size}",
+            )
+        )
+    elif own.enrolled + 1 > cohort_size(own, rules=rules):
+        deviations.append(
+            Deviation(
+                "over_cohort_size",
+                f"arm {arm} already has {own.enrolled} subject(s) and its cohort is {rules.initial_size}: with "
+                f"{own.dlt_confirmed} confirmed DLT(s) there is no decision to expand to {rules.expanded_size}",
             )
         )
     return deviations
+
+
+def cohort_size(arm: ArmAssessment, *, rules: CohortRules) -> int:
+    """How many subjects the arm's current decision allows: the expanded size only once DLTs call for it.
+
+    Suspected DLTs do not count: an expansion waits for the officer's confirmation, like every decision here.
+    """
+    return rules.expanded_size if arm.dlt_confirmed > rules.max_dlts_to_escalate else rules.initial_size

@@ -2,9 +2,13 @@
 
 Conventions (one place, so the DLT rule, the timeline and the cohort engine agree):
 - The window opens at the protocol's anchor: the first infusion (its exact instant), or the enrolment date
-  (midnight UTC, as the enrolment record has no time). As instants it is [anchor, anchor + window_days),
-  computed in UTC with exact timedeltas: the window is *closed* (the subject evaluable without a DLT) once
-  `now >= anchor + window_days`.
+  (midnight UTC, as the enrolment record has no time). Anchored at the first infusion, it is
+  [anchor, anchor + window_days) as instants, computed in UTC with exact timedeltas: the window is *closed*
+  (the subject evaluable without a DLT) once `now >= anchor + window_days`.
+- Anchored at enrolment, the record has a date but neither a time nor the site's time zone, so the window
+  closes when study day `window_days` has ended everywhere: midnight after the last day in the latest time
+  zone (UTC-12), i.e. 12 h after UTC midnight. Conservative: a subject is never counted evaluable while it
+  is still the last study day at their site, at the price of a later close elsewhere (up to 26 h at UTC+14).
 - Study days count calendar dates: day 1 is the anchor's date *as the site recorded it* (the infusion
   time's own UTC offset, so a 23:30-05:00 infusion is day 1 on the site's date, not the next UTC day).
 - AE onsets are dates, so they are placed by study day: an onset on study day 1..window_days is inside
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Literal
 
 from shared.clock import utc
@@ -44,7 +48,9 @@ class DltWindow:
 
     @property
     def end(self) -> datetime:
-        """Exclusive: the first instant after the window."""
+        """Exclusive: the first instant after the window (see the module docstring for the enrolment anchor)."""
+        if self.basis == "enrolment":
+            return end_of_day_everywhere(self.last_day)
         return self.anchor + timedelta(days=self.days)
 
     @property
@@ -61,6 +67,22 @@ class DltWindow:
 
     def state(self, now: datetime) -> WindowState:
         return "closed" if self.closed(now) else "open"
+
+
+EARLIEST_ZONE = timezone(timedelta(hours=14))
+"""The first time zone to start a calendar day (UTC+14)."""
+LATEST_ZONE = timezone(timedelta(hours=-12))
+"""The last time zone to end a calendar day (UTC-12)."""
+
+
+def start_of_day_everywhere(day: date) -> datetime:
+    """The first instant that is `day` somewhere on Earth (00:00 at UTC+14), in UTC."""
+    return utc(datetime.combine(day, time(0, 0), tzinfo=EARLIEST_ZONE))
+
+
+def end_of_day_everywhere(day: date) -> datetime:
+    """The first instant after `day` has ended everywhere on Earth (the next 00:00 at UTC-12), in UTC."""
+    return utc(datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=LATEST_ZONE))
 
 
 def infusion_window(*, first_infusion: datetime, site_day: date | None, days: int) -> DltWindow:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime
 from typing import Literal
 
 from sqlmodel import Session
@@ -24,7 +24,7 @@ from sqlmodel import Session
 from services.safety import store
 from services.safety.cohort import ArmAssessment, SubjectOutcome, assess_arms, enrolment_deviations
 from services.safety.dlt import AeFacts, DltSignal, DltState, classify, fold_versions, transition
-from services.safety.dlt_window import DltWindow, enrolment_window, infusion_window
+from services.safety.dlt_window import DltWindow, enrolment_window, infusion_window, start_of_day_everywhere
 from services.safety.models import AeVersion, CohortState, DltRecord, Dose, Subject
 from shared.audit import append_audit
 from shared.events import (
@@ -332,14 +332,17 @@ def _cohort_signal(
 def check_enrolment(
     session: Session, *, protocol: Protocol, envelope: SubjectEnrolled, now: datetime, signals_topic: str
 ) -> list[Outgoing]:
-    """Deviations of this enrolment, judged on the arms as they stood at the end of the enrolment day.
+    """Deviations of this enrolment, judged on the arms as they stood when the enrolment day began.
 
-    The cut-off keeps the check stable on a replay long after the fact; subjects of other arms arrive on
-    other partitions, so a predecessor's data still in flight can make a deviation look real (the officer
-    reviews each one).
+    The enrolment has a date but no time, so the check is judged at a fixed instant, never at `now`: the
+    first moment of the enrolment date anywhere (00:00 at UTC+14). A replay long after the fact then gives
+    the same answer as live processing, and the earliest instant is the conservative one (a predecessor
+    whose windows closed during that day has not yet cleared). Subjects of other arms arrive on other
+    partitions, so a predecessor's data still in flight can make a deviation look real (the officer reviews
+    each one).
     """
-    day_end = datetime.combine(envelope.data.enrolled_at + timedelta(days=1), time(0, 0), tzinfo=UTC)
-    outcomes = subject_outcomes(session, protocol=protocol, now=min(now, day_end), exclude=envelope.subject)
+    judged_at = start_of_day_everywhere(envelope.data.enrolled_at)
+    outcomes = subject_outcomes(session, protocol=protocol, now=judged_at, exclude=envelope.subject)
     arms = {a.arm: a for a in assess_arms(protocol, outcomes)}
     signals = []
     for deviation in enrolment_deviations(envelope.data.arm, protocol=protocol, arms=arms):
@@ -376,6 +379,14 @@ class DltAlreadyDecided(Exception):
         self.record = record
 
 
+class DltStateChanged(Exception):
+    """The decision was made about a state the DLT is no longer in (a follow-up moved it since)."""
+
+    def __init__(self, record: DltRecord, message: str) -> None:
+        super().__init__(message)
+        self.record = record
+
+
 @dataclass(frozen=True)
 class DecisionOutcome:
     record: DltRecord
@@ -393,8 +404,14 @@ def decide_dlt(
     reason: str,
     now: datetime,
     signals_topic: str,
+    expected_state: DltState | None = None,
 ) -> DecisionOutcome:
-    """An officer confirms or rejects a DLT; the same decision again is a no-op, a different one a conflict."""
+    """An officer confirms or rejects a DLT; the same decision again is a no-op, a different one a conflict.
+
+    The officer decides about the DLT as they saw it: with `expected_state`, a DLT that has moved since
+    (a follow-up withdrew it) is a conflict. Without it, confirming a withdrawn DLT is refused: the current
+    data no longer meet a criterion, so the officer must say they confirm it as withdrawn.
+    """
     record = session.get(DltRecord, dlt_id, with_for_update=True)
     if record is None or record.trial_id != protocol.trial_id:
         raise UnknownDlt(dlt_id)
@@ -402,6 +419,18 @@ def decide_dlt(
         return DecisionOutcome(record, False, [])
     if record.state in (DltState.CONFIRMED.value, DltState.REJECTED.value):
         raise DltAlreadyDecided(record)
+    if expected_state is not None and record.state != expected_state.value:
+        raise DltStateChanged(
+            record,
+            f"DLT {dlt_id} is {record.state}, not {expected_state.value} as the decision expected: "
+            f"{record.reason}. Review the current state and decide again.",
+        )
+    if expected_state is None and decision == "confirmed" and record.state == DltState.WITHDRAWN.value:
+        raise DltStateChanged(
+            record,
+            f"DLT {dlt_id} was withdrawn by a later follow-up ({record.reason}). To confirm it anyway, send "
+            '"expected_state": "withdrawn" with the decision.',
+        )
     previous = record.state
     record.state = decision
     record.revision += 1

@@ -152,10 +152,19 @@ class CohortView(BaseModel):
 
 class DecisionBody(BaseModel):
     reason: str = Field(min_length=1, max_length=2000, description="Why: kept in the audit trail")
+    expected_state: DltState | None = Field(
+        default=None,
+        description=(
+            "The DLT's state as the officer saw it when deciding; 409 if it has changed since. Required to "
+            "confirm a DLT that a follow-up withdrew."
+        ),
+    )
 
     @field_validator("reason")
     @classmethod
     def _not_blank(cls, value: str) -> str:
+        if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse it here rather than fail on insert
+            raise ValueError("the reason contains a NUL character")
         if not value.strip():
             raise ValueError("a reason is required")
         return value.strip()
@@ -174,6 +183,11 @@ def _protocol(request: Request) -> Protocol:
 def _clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
+
+
+def _has_nul(*values: str) -> bool:
+    """PostgreSQL text cannot hold NUL; no stored id contains one, and querying with it fails (a 500)."""
+    return any("\x00" in value for value in values)
 
 
 EngineDep = Annotated[Engine, Depends(_engine)]
@@ -200,7 +214,7 @@ async def get_subject(
 
 def _subject_view(engine: Engine, protocol: Protocol, now: datetime, trial_id: str, subject_id: str) -> SubjectView:
     with Session(engine) as session:
-        subject = session.get(Subject, (trial_id, subject_id))
+        subject = None if _has_nul(trial_id, subject_id) else session.get(Subject, (trial_id, subject_id))
         if subject is None:
             raise ProblemError(404, "Not found", f"no subject '{subject_id}' in trial '{trial_id}'", slug="not-found")
         mine = {"trial_id": trial_id, "subject_id": subject_id}
@@ -309,16 +323,16 @@ def _dlts_view(engine: Engine, trial_id: str, state: DltState | None) -> list[Dl
 
 @router.post("/dlts/{dlt_id}/confirm", response_model=DltView)
 async def confirm_dlt(dlt_id: str, body: DecisionBody, user: Officer, request: Request) -> DltView:
-    return await _decide(request, dlt_id, "confirmed", user, body.reason)
+    return await _decide(request, dlt_id, "confirmed", user, body)
 
 
 @router.post("/dlts/{dlt_id}/reject", response_model=DltView)
 async def reject_dlt(dlt_id: str, body: DecisionBody, user: Officer, request: Request) -> DltView:
-    return await _decide(request, dlt_id, "rejected", user, body.reason)
+    return await _decide(request, dlt_id, "rejected", user, body)
 
 
 async def _decide(
-    request: Request, dlt_id: str, decision: protocol_engine.Decision, user: ApiUser, reason: str
+    request: Request, dlt_id: str, decision: protocol_engine.Decision, user: ApiUser, body: DecisionBody
 ) -> DltView:
     state = request.app.state
     view, signalled = await asyncio.to_thread(
@@ -330,7 +344,7 @@ async def _decide(
         dlt_id,
         decision,
         user,
-        reason,
+        body,
     )
     consumer: ConsumerService[ClinicalEnvelope] | None = getattr(state, "consumer", None)
     if signalled and consumer is not None:
@@ -346,9 +360,11 @@ def _decide_in_transaction(
     dlt_id: str,
     decision: protocol_engine.Decision,
     user: ApiUser,
-    reason: str,
+    body: DecisionBody,
 ) -> tuple[DltView, bool]:
     """The decision, its audit row, its signals (DltDecided, any cohort change) in one transaction."""
+    if _has_nul(dlt_id):
+        raise ProblemError(404, "Not found", "no DLT with a NUL character in its id", slug="not-found")
     with Session(engine) as session, session.begin():
         lock_audit_chain(
             session, service=protocol_engine.AUDIT_SERVICE
@@ -360,14 +376,17 @@ def _decide_in_transaction(
                 dlt_id=dlt_id,
                 decision=decision,
                 actor=user.user,
-                reason=reason,
+                reason=body.reason,
                 now=now,
                 signals_topic=signals_topic,
+                expected_state=body.expected_state,
             )
         except protocol_engine.UnknownDlt:
             raise ProblemError(404, "Not found", f"no DLT '{dlt_id}'", slug="not-found") from None
         except protocol_engine.DltAlreadyDecided as exc:
             raise ProblemError(409, "Conflict", str(exc), slug="dlt-already-decided", state=exc.record.state) from None
+        except protocol_engine.DltStateChanged as exc:
+            raise ProblemError(409, "Conflict", str(exc), slug="dlt-state-changed", state=exc.record.state) from None
         for outgoing in outcome.signals:
             add_to_outbox(session, producer=PRODUCER, message=outgoing, now=now)
         return DltView.model_validate(outcome.record.model_dump()), bool(outcome.signals)

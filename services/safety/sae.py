@@ -1,12 +1,13 @@
 """ICH E2A seriousness, as a pure function of the AE's versions so far.
 
 Seriousness is never downgraded: a criterion once reported stays, whatever a later version says,
-because a wrongly closed SAE clock is the failure a safety officer cannot afford.
+because a wrongly closed SAE clock is the failure a safety officer cannot afford. For the same reason the
+clock's start (awareness) only ever moves earlier, when a late-processed version shows earlier awareness.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -102,6 +103,27 @@ def assess_ae(prior: SaeState | None, ae: AeData, *, received_at: datetime) -> S
             first_serious_version=ae.version,
         )
         return SaeAssessment(opened, SaeSignalKind.DETECTED, flags)
+    state, earlier = _earliest_awareness(state, ae, received_at=received_at)
     worse = bool(state.criteria - prior.criteria) or (state.max_grade or 0) > (prior.max_grade or 0)
     outcome_changed = newest and state.outcome != prior.outcome
-    return SaeAssessment(state, SaeSignalKind.UPDATED if worse or outcome_changed else None, flags)
+    return SaeAssessment(state, SaeSignalKind.UPDATED if worse or outcome_changed or earlier else None, flags)
+
+
+def _earliest_awareness(state: SaeState, ae: AeData, *, received_at: datetime) -> tuple[SaeState, bool]:
+    """Move the clock back when a serious version shows earlier awareness; (state, whether it moved).
+
+    Versions can arrive out of order: an older version processed late may carry the site's first awareness.
+    The 24 h clock runs from the earliest awareness of the event as serious, so it only ever moves earlier.
+    """
+    if not criteria_of(ae) or state.awareness_at is None:
+        return state, False
+    candidate = ae.awareness_at or received_at
+    if candidate >= state.awareness_at:
+        return state, False
+    moved = replace(
+        state,
+        awareness_at=candidate,
+        awareness_basis=AwarenessBasis.SITE if ae.awareness_at else AwarenessBasis.RECEIPT,
+        first_serious_version=min(ae.version, state.first_serious_version or ae.version),
+    )
+    return moved, True

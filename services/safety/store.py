@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, col, select
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from sqlmodel import Session, SQLModel, col, select
 
 from services.safety.ctcae import Grade
 from services.safety.dlt_window import site_date
@@ -19,6 +23,7 @@ from services.safety.models import (
     Subject,
 )
 from services.safety.sae import SaeState
+from shared.clock import utc
 from shared.events import (
     AeReported,
     AwarenessBasis,
@@ -52,27 +57,68 @@ def ensure_subject(session: Session, *, trial_id: str, subject_id: str, site_id:
     return subject
 
 
-def add_dose(session: Session, *, envelope: DoseAdministered) -> bool:
-    key = (envelope.trialid, envelope.subject, envelope.data.dose_id)
-    if session.get(Dose, key) is not None:
-        return False
+@dataclass(frozen=True)
+class Saved:
+    """What storing a record the site may re-send did: added it, found it unchanged, or corrected it.
+
+    A correction keeps the values it replaced in `before`, so the caller can audit them.
+    """
+
+    outcome: Literal["added", "unchanged", "corrected"]
+    before: dict[str, object] = field(default_factory=dict)
+    after: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome != "unchanged"
+
+
+def _save(
+    session: Session, row: SQLModel | None, new: SQLModel, content: tuple[str, ...], derived: tuple[str, ...]
+) -> Saved:
+    """Add `new`, or, when the site's `content` differs, overwrite the stored `row` (content and `derived`).
+
+    Only what the site sent decides: an identical re-send is a no-op even if it would now be derived
+    differently (a lab graded against a baseline that arrived since).
+    """
+    fields = (*content, *derived)
+    after = {name: _comparable(getattr(new, name)) for name in fields}
+    if row is None:
+        session.add(new)
+        return Saved("added", after=after)
+    before = {name: _comparable(getattr(row, name)) for name in fields}
+    if all(before[name] == after[name] for name in content):
+        return Saved("unchanged")
+    for name in fields:
+        setattr(row, name, getattr(new, name))
+    session.add(row)
+    changed = [name for name in fields if before[name] != after[name]]
+    return Saved("corrected", {n: before[n] for n in changed}, {n: after[n] for n in changed})
+
+
+def _comparable(value: object) -> object:
+    """Instants compare in UTC: the database gives back UTC what the sender wrote with its own offset."""
+    return utc(value) if isinstance(value, datetime) else value
+
+
+DOSE_FIELDS = ("number", "administered_at", "administered_on", "cells_per_kg")
+"""administered_on keeps the sender's offset, which the stored UTC instant loses: a new offset is a correction."""
+
+
+def save_dose(session: Session, *, envelope: DoseAdministered) -> Saved:
+    """A dose once; a re-sent dose_id with other content is the site's correction and replaces it."""
     data = envelope.data
-    session.add(
-        Dose(
-            trial_id=envelope.trialid,
-            subject_id=envelope.subject,
-            dose_id=data.dose_id,
-            number=data.number,
-            administered_at=data.administered_at,
-            administered_on=site_date(data.administered_at),
-            cells_per_kg=str(data.cells_per_kg) if data.cells_per_kg is not None else None,
-        )
+    new = Dose(
+        trial_id=envelope.trialid,
+        subject_id=envelope.subject,
+        dose_id=data.dose_id,
+        number=data.number,
+        administered_at=data.administered_at,
+        administered_on=site_date(data.administered_at),
+        cells_per_kg=str(data.cells_per_kg) if data.cells_per_kg is not None else None,
     )
-    return True
-
-
-def lab_exists(session: Session, *, envelope: LabResulted) -> bool:
-    return session.get(LabResult, (envelope.trialid, envelope.subject, envelope.data.result_id)) is not None
+    stored = session.get(Dose, (envelope.trialid, envelope.subject, data.dose_id))
+    return _save(session, stored, new, DOSE_FIELDS, ())
 
 
 def baseline_lab_value(
@@ -100,26 +146,36 @@ def lab_term_state(session: Session, *, trial_id: str, subject_id: str, term: st
     return state
 
 
-def add_lab(session: Session, *, envelope: LabResulted, graded: Grade) -> None:
+LAB_FIELDS = ("test", "loinc", "value", "unit", "lln", "uln", "collected_at", "baseline")
+LAB_DERIVED = ("term", "grade", "grade_reason")
+
+
+def save_lab(session: Session, *, envelope: LabResulted, graded: Grade) -> Saved:
+    """A result once; a re-sent result_id with other content is the site's correction: it replaces it, regraded."""
     data = envelope.data
-    session.add(
-        LabResult(
-            trial_id=envelope.trialid,
-            subject_id=envelope.subject,
-            result_id=data.result_id,
-            test=data.test,
-            loinc=data.loinc,
-            value=data.value,
-            unit=data.unit,
-            lln=str(data.lln) if data.lln is not None else None,
-            uln=str(data.uln) if data.uln is not None else None,
-            collected_at=data.collected_at,
-            baseline=data.baseline,
-            term=graded.term,
-            grade=graded.grade,
-            grade_reason=graded.reason[:1000],
-        )
+    new = LabResult(
+        trial_id=envelope.trialid,
+        subject_id=envelope.subject,
+        result_id=data.result_id,
+        test=data.test,
+        loinc=data.loinc,
+        value=data.value,
+        unit=data.unit,
+        lln=str(data.lln) if data.lln is not None else None,
+        uln=str(data.uln) if data.uln is not None else None,
+        collected_at=data.collected_at,
+        baseline=data.baseline,
+        term=graded.term,
+        grade=graded.grade,
+        grade_reason=graded.reason[:1000],
     )
+    stored = session.get(LabResult, (envelope.trialid, envelope.subject, data.result_id))
+    return _save(session, stored, new, LAB_FIELDS, LAB_DERIVED)
+
+
+def lab_is_active(session: Session, *, trial_id: str, subject_id: str, result_id: str) -> bool:
+    """False when the site took the result back, whether its status arrived before or after the result."""
+    return result_id not in inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
 
 
 def add_ae_version(session: Session, *, envelope: AeReported, flags: tuple[str, ...]) -> bool:
@@ -218,23 +274,24 @@ def record_statuses(session: Session, *, trial_id: str, subject_id: str) -> list
     return list(session.exec(query.order_by(col(RecordStatus.record_type), col(RecordStatus.record_id))))
 
 
-def refresh_baseline(session: Session, *, trial_id: str, subject_id: str, result_id: str) -> None:
-    """After a baseline lab's status changed: its term's baseline grade is the latest active baseline result."""
-    lab = session.get(LabResult, (trial_id, subject_id, result_id))
-    if lab is None or not lab.baseline or lab.term is None:
-        return
+def active_term_labs(session: Session, *, trial_id: str, subject_id: str, term: str) -> list[LabResult]:
+    """A term's results the site has not taken back, latest first."""
     inactive = inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
     query = select(LabResult).where(
-        LabResult.trial_id == trial_id,
-        LabResult.subject_id == subject_id,
-        LabResult.baseline == True,  # noqa: E712 - SQL comparison
-        LabResult.term == lab.term,
+        LabResult.trial_id == trial_id, LabResult.subject_id == subject_id, LabResult.term == term
     )
-    rows = [r for r in session.exec(query.order_by(col(LabResult.collected_at).desc())) if r.result_id not in inactive]
-    graded = next((r for r in rows if r.grade is not None), None)
-    state = lab_term_state(session, trial_id=trial_id, subject_id=subject_id, term=lab.term)
-    state.baseline_grade = graded.grade if graded else None
-    state.baseline_collected_at = graded.collected_at if graded else None
+    return [r for r in session.exec(query.order_by(col(LabResult.collected_at).desc())) if r.result_id not in inactive]
+
+
+def refresh_baseline(session: Session, *, trial_id: str, subject_id: str, term: str) -> LabTermState:
+    """After a result's status or content changed: the term's baseline is its latest active graded baseline."""
+    rows = active_term_labs(session, trial_id=trial_id, subject_id=subject_id, term=term)
+    baseline = next((r for r in rows if r.baseline and r.grade is not None), None)
+    state = lab_term_state(session, trial_id=trial_id, subject_id=subject_id, term=term)
+    state.baseline_grade = baseline.grade if baseline else None
+    state.baseline_collected_at = baseline.collected_at if baseline else None
+    session.add(state)
+    return state
 
 
 def baseline_grades(session: Session, *, trial_id: str, subject_id: str) -> dict[str, int]:

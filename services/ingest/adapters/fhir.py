@@ -8,7 +8,7 @@ URI (`https://loinc.org`) or a non-UCUM unit (`K/mcL`) is accepted and flagged.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -16,8 +16,8 @@ from typing import Any
 
 from services.ingest.adapters import normalise_values as nv
 from services.ingest.adapters.fields import FieldError, StatusName, lab_from_fields, record_status, seriousness_flags
-from services.ingest.adapters.records import Outcome, content_id, make_record, version_text
-from services.ingest.normalise import InvalidBody
+from services.ingest.adapters.records import Outcome, make_record, version_text
+from services.ingest.normalise import MAX_VERSION, InvalidBody, load_json
 from services.ingest.sources import SourceConfig
 from shared.events import AeData, InboundType, Relatedness, SeriousnessCriteria
 
@@ -66,10 +66,7 @@ RELATEDNESS_ORDER = list(Relatedness)
 
 
 def parse_fhir(body: bytes, *, source: SourceConfig) -> Outcome:
-    try:
-        document = json.loads(body.decode("utf-8-sig"), parse_float=Decimal)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidBody("not JSON", [{"loc": (), "msg": f"not valid JSON: {exc}"}]) from exc
+    document = load_json(body, parse_float=Decimal)
     if not isinstance(document, dict):
         raise InvalidBody("not a resource", [{"loc": (), "msg": "expected a FHIR resource (a JSON object)"}])
     outcome = Outcome()
@@ -153,20 +150,28 @@ def _sub(extension: Mapping[str, Any], name: str) -> dict[str, Any] | None:
     return None
 
 
+def reference_id(reference: str) -> str:
+    """The id in a FHIR reference `[base/]Type/id[/_history/version]`; other forms (`urn:uuid:...`) as given."""
+    parts = reference.strip().rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return parts[-1]
+
+
 def _identity(resource: Mapping[str, Any], source: SourceConfig) -> tuple[str, str, str]:
     resource_id = _text(resource.get("id"))
     if not resource_id:
         raise FieldError("id", "the resource needs its id (stable across versions)")
     subject = _obj(resource.get("subject"))
     reference = _text(subject.get("reference")) or ""
-    subject_id = reference.rsplit("/", 1)[-1] if reference else _text(subject.get("display"))
+    subject_id = reference_id(reference) if reference else _text(subject.get("display"))
     if not subject_id:
         raise FieldError("subject", "the resource needs subject.reference (Patient/<id>)")
     study = source.trial
     if study is None:
         studies = resource.get("study") or []
         first = _obj(studies[0]) if isinstance(studies, list) and studies else {}
-        study = (_text(first.get("reference")) or "").rsplit("/", 1)[-1] or None
+        study = reference_id(_text(first.get("reference")) or "") or None
     if study is None:
         raise FieldError("study", "the source has no trial configured and the resource names no study")
     return resource_id, subject_id[:200], study
@@ -174,9 +179,12 @@ def _identity(resource: Mapping[str, Any], source: SourceConfig) -> tuple[str, s
 
 def _version(resource: Mapping[str, Any]) -> tuple[int | None, str | None]:
     meta = _obj(resource.get("meta"))
-    version_id = _text(meta.get("versionId")) or ""
-    if version_id.isdigit() and int(version_id) >= 1:
-        return int(version_id), version_text(int(version_id))
+    version_id = (_text(meta.get("versionId")) or "").strip()
+    if version_id.isascii() and version_id.isdigit() and (len(version_id) > 10 or int(version_id) > MAX_VERSION):
+        raise FieldError("meta", f"meta.versionId must be at most {MAX_VERSION}")
+    number = nv.small_int(version_id, digits=10)
+    if number is not None and number >= 1:
+        return number, version_text(number)
     updated = _text(meta.get("lastUpdated"))
     if updated:
         try:
@@ -188,8 +196,9 @@ def _version(resource: Mapping[str, Any]) -> tuple[int | None, str | None]:
     return None, None
 
 
-def _delivery(kind: str, resource_id: str, version: int | None, data: Any) -> str:
-    return f"{kind}/{resource_id}/_history/{version}" if version else content_id(f"{kind}/{resource_id}", data)
+def _delivery(kind: str, resource_id: str, version: int | None) -> str | None:
+    """The resource version is the delivery id; without one the record is identified by its content."""
+    return f"{kind}/{resource_id}/_history/{version}" if version else None
 
 
 def _adverse_event(resource: dict[str, Any], source: SourceConfig, outcome: Outcome) -> None:
@@ -209,7 +218,7 @@ def _adverse_event(resource: dict[str, Any], source: SourceConfig, outcome: Outc
                     type_=InboundType.STATUS,
                     data=data,
                     **common,
-                    delivery_id=_delivery("AE-status", resource_id, version, data),
+                    delivery_id=_delivery("AE-status", resource_id, version),
                 )
             )
             return
@@ -219,7 +228,7 @@ def _adverse_event(resource: dict[str, Any], source: SourceConfig, outcome: Outc
             type_=InboundType.AE,
             data=ae,
             **common,
-            delivery_id=_delivery("AdverseEvent", resource_id, version, ae),
+            delivery_id=_delivery("AdverseEvent", resource_id, version),
             source_version=source_version,
             assign_version=version is None,
         )
@@ -238,31 +247,14 @@ def _ae_data(resource: dict[str, Any], resource_id: str, version: int | None, so
     meddra: str | None = next(
         (_text(c.get("code")) for c in codings if "meddra" in str(c.get("system", "")).lower() and c.get("code")), None
     )
-    if meddra and not (meddra.isdigit() and len(meddra) == 8):
+    if meddra and not (meddra.isascii() and meddra.isdigit() and len(meddra) == 8):
         flags.append("UNMAPPED_VALUE:meddra_code")
         meddra = None
 
-    serious: bool | None = None
-    ticked: dict[str, bool] = {}
-    for coding in _codings(resource.get("seriousness")):
-        code = _text(coding.get("code")) or _text(coding.get("display")) or ""
-        raw["seriousness"] = code
-        folded = code.replace("-", "").replace("_", "").replace(" ", "").lower()
-        if folded == "nonserious":
-            serious = False
-        elif folded in SERIOUSNESS_CODES:
-            serious = True
-            criterion = SERIOUSNESS_CODES[folded]
-            if criterion:
-                ticked[criterion] = True
-        else:
-            flags.append("UNMAPPED_VALUE:serious")
+    serious, ticked = _seriousness(resource.get("seriousness"), raw, flags)
     for extension in _extensions(resource, "/seriousness-criteria"):
         code_ext, present_ext = _sub(extension, "criterionCode"), _sub(extension, "criterionPresent")
-        criterion_code = next(
-            (_text(c.get("code")) for c in _codings(_obj(code_ext).get("valueCodeableConcept"))), None
-        )
-        criterion = CRITERION_CODES.get(criterion_code or "")
+        criterion_code, criterion = _criterion(_obj(code_ext).get("valueCodeableConcept"))
         present = (present_ext or {}).get("valueBoolean")
         raw[f"seriousness-criteria:{criterion_code}"] = str(present).lower()
         if criterion is None:
@@ -275,14 +267,7 @@ def _ae_data(resource: dict[str, Any], resource_id: str, version: int | None, so
 
     grade = _grade(resource, raw, flags, lists.grade)
     relatedness = _relatedness(resource, raw, flags, lists.relatedness)
-    outcome_code = None
-    for coding in _codings(resource.get("outcome")):
-        spelled = _text(coding.get("code")) or _text(coding.get("display"))
-        raw["outcome"] = spelled or ""
-        try:
-            outcome_code = nv.outcome(spelled, lists.outcome)
-        except nv.UnreadableValue:
-            flags.append("UNMAPPED_VALUE:outcome")
+    outcome_code = _outcome(resource.get("outcome"), raw, flags, lists.outcome)
     onset_text = _text(resource.get("date")) or _text(resource.get("occurrenceDateTime"))
     end_text = next((_text(e.get("valueDateTime")) for e in _extensions(resource, "/resolve-date")), None)
     onset, end = _date(onset_text, "onset", raw, flags), _date(end_text, "end", raw, flags)
@@ -318,6 +303,92 @@ def _ae_data(resource: dict[str, Any], resource_id: str, version: int | None, so
     )
 
 
+def _spellings(concept: Any) -> list[str]:
+    """Every coding's code and display, in order: a sender may put the code we know in any of them."""
+    return [t for c in _codings(concept) for t in (_text(c.get("code")), _text(c.get("display"))) if t]
+
+
+def _seriousness_word(text: str) -> tuple[bool, str | None] | None:
+    """(serious, criterion) for R4 (`Serious`, `SeriousResultsInDeath`), THO 5.x (`serious`) or yes/no."""
+    folded = text.replace("-", "").replace("_", "").replace(" ", "").lower()
+    if folded == "nonserious":
+        return False, None
+    if folded in SERIOUSNESS_CODES:
+        return True, SERIOUSNESS_CODES[folded]
+    try:
+        answer = nv.serious(text)
+    except nv.UnreadableValue:
+        return None
+    return (answer, None) if answer is not None else None
+
+
+def _said(concept: dict[str, Any]) -> str:
+    """What the sender wrote, for `raw`: each coding's code (or display), then the text."""
+    spelled = [_text(c.get("code")) or _text(c.get("display")) or "" for c in _codings(concept)]
+    text = _text(concept.get("text"))
+    return " | ".join([*spelled, *([text] if text and text not in spelled else [])])
+
+
+def _seriousness(concept: Any, raw: dict[str, str], flags: list[str]) -> tuple[bool | None, dict[str, bool]]:
+    """Every coding and the text; serious wins over non-serious (never downgrade); unread values are flagged."""
+    ticked: dict[str, bool] = {}
+    if not isinstance(concept, dict) or not _said(concept):
+        return None, ticked
+    raw["seriousness"] = _said(concept)
+    texts = [*_spellings(concept), *[t for t in [_text(concept.get("text"))] if t]]
+    words = [w for w in (_seriousness_word(t) for t in texts) if w is not None]
+    if not words:
+        flags.append("UNMAPPED_VALUE:serious")
+        if not any(mentions_death(t) for t in texts):
+            return None, ticked
+        words = [(True, "death")]  # free text speaking of a death: read conservatively, flagged for a person
+    for _, criterion in words:
+        if criterion:
+            ticked[criterion] = True
+    return any(answer for answer, _ in words), ticked
+
+
+DEATH_WORDS = re.compile(r"\b(FATAL|DEATH|DIED|DEAD)\b", re.IGNORECASE)
+NEGATION = re.compile(r"\b(NO|NOT|NON|WITHOUT)\b", re.IGNORECASE)
+
+
+def mentions_death(text: str) -> bool:
+    """Free text that speaks of a death (and does not negate it): read as fatal, flagged, never ignored."""
+    return bool(DEATH_WORDS.search(text)) and not NEGATION.search(text)
+
+
+def _criterion(concept: Any) -> tuple[str | None, str | None]:
+    """(the code as sent, our criterion) from any coding: NCI codes of the backport IG, or R4 seriousness codes."""
+    codes = [_text(c.get("code")) for c in _codings(concept)]
+    for code in codes:
+        if code in CRITERION_CODES:
+            return code, CRITERION_CODES[code]
+        word = _seriousness_word(code or "")
+        if word is not None and word[1] is not None:
+            return code, word[1]
+    return next((c for c in codes if c), None), None
+
+
+def _outcome(concept: Any, raw: dict[str, str], flags: list[str], overrides: Mapping[str, str]) -> str | None:
+    """Every coding and the text; FATAL wins over any other reading (never downgrade); unread values are flagged."""
+    if not isinstance(concept, dict) or not _said(concept):
+        return None
+    raw["outcome"] = _said(concept)
+    texts = [*_spellings(concept), *[t for t in [_text(concept.get("text"))] if t]]
+    found: list[str] = []
+    for text in texts:
+        try:
+            value = nv.outcome(text, overrides)
+        except nv.UnreadableValue:
+            continue
+        if value is not None:
+            found.append(value)
+    if found:
+        return "FATAL" if "FATAL" in found else found[0]
+    flags.append("UNMAPPED_VALUE:outcome")
+    return "FATAL" if any(mentions_death(t) for t in texts) else None
+
+
 def _date(text: str | None, field: str, raw: dict[str, str], flags: list[str]) -> str | None:
     if not text:
         return None
@@ -347,7 +418,7 @@ def _grade(
     for extension in _extensions(resource, "#Grade"):  # MSK CRIT: a CTCAE grade as valueInteger
         value = extension.get("valueInteger")
         raw["grade"] = str(value)
-        if isinstance(value, int) and 1 <= value <= 5:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5:
             return value
         flags.append("UNMAPPED_VALUE:grade")
     return None
@@ -356,34 +427,38 @@ def _grade(
 def _relatedness(
     resource: Mapping[str, Any], raw: dict[str, str], flags: list[str], overrides: Mapping[str, str]
 ) -> Relatedness | None:
-    """The strongest causality stated for any suspect entity: a combination therapy is as related as its worst."""
-    texts: list[str] = []
+    """The strongest causality stated for any suspect entity: a combination therapy is as related as its worst.
+
+    An assessment none of whose codings we can read (or a WHO-UMC `Unassessable-Unclassifiable`) is flagged even
+    when another entity's is read: its unknown degree might be the strongest.
+    """
+    concepts: list[Any] = []
     for extension in _extensions(resource, "/suspect-entity"):
         causality = _sub(extension, "causality") or {}
         related = _sub(causality, "entityRelatedness") or {}
-        concept = related.get("valueCodeableConcept") or {}
-        texts.extend(t for c in _codings(concept) for t in (_text(c.get("code")), _text(c.get("display"))) if t)
-        texts.extend(t for t in [_text(concept.get("text"))] if t)
+        concepts.append(related.get("valueCodeableConcept"))
     for entity in resource.get("suspectEntity") or []:
         for causality in (entity.get("causality") or []) if isinstance(entity, dict) else []:
-            concept = causality.get("assessment") if isinstance(causality, dict) else None
-            texts.extend(t for c in _codings(concept) for t in (_text(c.get("code")), _text(c.get("display"))) if t)
-            texts.extend(t for t in [_text((concept or {}).get("text"))] if t)
-    if not texts:
+            concepts.append(causality.get("assessment") if isinstance(causality, dict) else None)
+    stated = [[*_spellings(c), *[t for t in [_text(_obj(c).get("text"))] if t]] for c in concepts]
+    stated = [texts for texts in stated if texts]
+    if not stated:
         return None
-    raw["relatedness"] = " | ".join(texts)
+    raw["relatedness"] = " | ".join(t for texts in stated for t in texts)
     found: list[Relatedness] = []
-    for text in texts:
-        try:
-            value = nv.relatedness(text, overrides)
-        except nv.UnreadableValue:
-            continue
-        if value is not None:
-            found.append(value)
-    if not found:
-        flags.append("UNMAPPED_VALUE:relatedness")
+    for texts in stated:
+        read = [value for value in (_read_relatedness(t, overrides) for t in texts) if value is not None]
+        if not read:
+            flags.append("UNMAPPED_VALUE:relatedness")
+        found.extend(read)
+    return max(found, key=RELATEDNESS_ORDER.index) if found else None
+
+
+def _read_relatedness(text: str, overrides: Mapping[str, str]) -> Relatedness | None:
+    try:
+        return nv.relatedness(text, overrides)
+    except nv.UnreadableValue:
         return None
-    return max(found, key=RELATEDNESS_ORDER.index)
 
 
 def _observation(resource: dict[str, Any], source: SourceConfig, outcome: Outcome) -> None:
@@ -402,7 +477,7 @@ def _observation(resource: dict[str, Any], source: SourceConfig, outcome: Outcom
     if status in {"entered-in-error", "cancelled"}:
         word: StatusName = "entered_in_error" if status == "entered-in-error" else "deleted"
         retracted = record_status("lab", resource_id, word, f"FHIR Observation status {status}")
-        delivery = _delivery("Observation-status", resource_id, version, retracted)
+        delivery = _delivery("Observation-status", resource_id, version)
         outcome.records.append(make_record(type_=InboundType.STATUS, data=retracted, **common, delivery_id=delivery))
         return
     if status == "registered":
@@ -422,7 +497,7 @@ def _observation(resource: dict[str, Any], source: SourceConfig, outcome: Outcom
     data = lab_from_fields(fields, result_id=resource_id, raw=raw, zone=source.zone, baseline=False, flags=flags)
     if data is None:
         raise FieldError("valueQuantity", "the Observation has an empty value")
-    delivery = _delivery("Observation", resource_id, version, data)
+    delivery = _delivery("Observation", resource_id, version)
     outcome.records.append(
         make_record(type_=InboundType.LAB, data=data, **common, delivery_id=delivery, source_version=source_version)
     )

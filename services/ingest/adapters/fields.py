@@ -87,9 +87,9 @@ def ae_from_fields(
     except nv.UnreadableValue:
         flags.append("UNMAPPED_VALUE:awareness_at")
         awareness_at = None
-    version_text = (fields.get("version") or "").strip()
+    version = ae_version(fields.get("version"))
     meddra = (fields.get("meddra_code") or "").strip()
-    if meddra and not (meddra.isdigit() and len(meddra) == 8):
+    if meddra and not (meddra.isascii() and meddra.isdigit() and len(meddra) == 8):
         flags.append("UNMAPPED_VALUE:meddra_code")
         meddra = ""
     criteria = SeriousnessCriteria(**ticked) if ticked else None
@@ -102,7 +102,7 @@ def ae_from_fields(
         flags.append("END_WITH_NOT_RECOVERED")
     data: dict[str, Any] = {
         "ae_id": ae_id[:200],
-        "version": int(version_text) if version_text.isdigit() and int(version_text) >= 1 else 1,
+        "version": version if version is not None and version >= 1 else 1,
         "term": term[:500],
         "ctcae_term": (fields.get("ctcae_term") or "").strip()[:200] or None,
         "meddra_code": meddra or None,
@@ -120,6 +120,14 @@ def ae_from_fields(
         "flags": flags,
     }
     return AeData.model_validate(data)
+
+
+def ae_version(text: str | None) -> int | None:
+    """The sender's AE version number, None when it sent none (ingest then numbers versions itself)."""
+    value = (text or "").strip()
+    if value.isascii() and value.isdigit() and nv.small_int(value) is None:
+        raise FieldError("version", f"the version number is too large: {value[:40]!r}")
+    return nv.small_int(value)
 
 
 def seriousness_flags(
@@ -219,12 +227,13 @@ def dose_from_fields(fields: Mapping[str, str], *, dose_id: str, zone: ZoneInfo)
         raise FieldError("administered_at", str(exc)) from exc
     if administered is None:
         raise FieldError("administered_at", "a dose needs its administration date-time")
-    number = (fields.get("number") or "1").strip()
-    if not number.isdigit():
-        raise FieldError("number", f"the infusion number must be an integer, got {number!r}")
+    text = (fields.get("number") or "1").strip()
+    number = nv.small_int(text)
+    if number is None:
+        raise FieldError("number", f"the infusion number must be a whole number (ASCII digits), got {text[:40]!r}")
     try:
         cells = Decimal(fields["cells_per_kg"]) if fields.get("cells_per_kg") else None
-        return DoseData(dose_id=dose_id[:200], number=int(number), administered_at=administered, cells_per_kg=cells)
+        return DoseData(dose_id=dose_id[:200], number=number, administered_at=administered, cells_per_kg=cells)
     except (InvalidOperation, ValidationError) as exc:
         raise FieldError("cells_per_kg", f"not a positive number: {fields.get('cells_per_kg')!r}") from exc
 

@@ -14,6 +14,7 @@ from services.ingest.adapters.fields import (
     FieldError,
     StatusName,
     ae_from_fields,
+    ae_version,
     dose_from_fields,
     enrollment_from_fields,
     lab_from_fields,
@@ -66,7 +67,7 @@ def map_instance(
         return
     if mapping.type == "ae":
         ae = ae_from_fields(fields, ae_id=record_id, raw=raw, codelists=source.mapping.codelists, zone=source.zone)
-        version_given = (fields.get("version") or "").strip().isdigit()
+        version_given = ae_version(fields.get("version")) is not None
         outcome.records.append(
             make_record(
                 type_=InboundType.AE,

@@ -134,8 +134,25 @@ RELATEDNESS = {
     "DEFINITELY RELATED": Relatedness.DEFINITE,
     "CERTAIN": Relatedness.DEFINITE,
     "C53260": Relatedness.DEFINITE,
+    # FHIR R4 adverse-event-causality-assess (WHO-UMC): codes, displays and the WHO-UMC spellings
+    "PROBABLY-LIKELY": Relatedness.PROBABLE,
+    "PROBABLY/LIKELY": Relatedness.PROBABLE,
+    "PROBABLY LIKELY": Relatedness.PROBABLE,
+    "PROBABLE-LIKELY": Relatedness.PROBABLE,
+    "PROBABLE/LIKELY": Relatedness.PROBABLE,
 }
 """Binary `RELATED` (Rave) maps to probable: related without a stated degree; sources may override it."""
+NO_DEGREE = {
+    "CONDITIONAL-CLASSIFIED",
+    "CONDITIONAL/CLASSIFIED",
+    "CONDITIONAL/UNCLASSIFIED",
+    "CONDITIONAL",
+    "UNASSESSABLE-UNCLASSIFIABLE",
+    "UNASSESSABLE/UNCLASSIFIABLE",
+    "UNASSESSABLE",
+    "UNCLASSIFIABLE",
+}
+"""WHO-UMC categories that state no degree of relatedness: read as unknown and flagged, never as unrelated."""
 
 
 def relatedness(text: str | None, overrides: Mapping[str, str] | None = None) -> Relatedness | None:
@@ -148,15 +165,22 @@ def relatedness(text: str | None, overrides: Mapping[str, str] | None = None) ->
     key = _key(text)
     if key in RELATEDNESS:
         return RELATEDNESS[key]
+    if key in NO_DEGREE:
+        raise UnreadableValue(f"causality {text!r} states no degree of relatedness (not yet assessable)")
     raise UnreadableValue(f"unknown causality {text!r}")
 
 
 GRADE_CODES = {"C41338": 1, "C41339": 2, "C41340": 3, "C41337": 4, "C48275": 5}
-GRADE_TEXT = re.compile(r"^(?:CTCAE\s*)?(?:GRADE|GR\.?|G)?\s*([1-5])\b", re.IGNORECASE)
+BARE_GRADE = re.compile(r"^([1-5])(?:\.0+)?$")
+GRADE_WORD = re.compile(r"(?<![A-Z0-9])(?:GRADE|GR\.?|G)\s*([0-9]+(?:[.,\-\u2013/][0-9]+)?)(?![0-9])", re.IGNORECASE)
 
 
 def grade(text: str | None, overrides: Mapping[str, int] | None = None) -> int | None:
-    """`3`, `Grade 3`, `Grade 3 Severe Adverse Event`, NCI C41340; severity words are not grades."""
+    """`3`, `Grade 3`, `CTCAE 5.0 Grade 3`, `Grade 3 Severe Adverse Event`, NCI C41340.
+
+    Only a bare number or a number after the word grade counts, and only one: a version number (`CTCAE 5.0`),
+    a range (`Grade 3-4`) or two different grades are refused rather than guessed. Severity words are not grades.
+    """
     if text is None or not text.strip():
         return None
     stripped = text.strip()
@@ -164,10 +188,24 @@ def grade(text: str | None, overrides: Mapping[str, int] | None = None) -> int |
         return overrides[stripped]
     if stripped.upper() in GRADE_CODES:
         return GRADE_CODES[stripped.upper()]
-    match = GRADE_TEXT.match(stripped)
-    if match:
-        return int(match.group(1))
-    raise UnreadableValue(f"expected a CTCAE grade 1-5, got {text!r}")
+    bare = BARE_GRADE.fullmatch(stripped)
+    if bare:
+        return int(bare.group(1))
+    stated = set(GRADE_WORD.findall(stripped))
+    if len(stated) == 1:
+        [number] = stated
+        if number in {"1", "2", "3", "4", "5"}:
+            return int(number)
+    raise UnreadableValue(f"expected a CTCAE grade 1-5 (`3` or `Grade 3`), got {text!r}")
+
+
+def small_int(text: str | None, *, digits: int = 9) -> int | None:
+    """A non-negative integer written in ASCII digits (`str.isdigit` also accepts `²`, which `int` refuses), of
+    at most `digits` digits; None for anything else, so callers decide how to refuse it."""
+    value = (text or "").strip()
+    if not value or len(value) > digits or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
 
 
 def partial_date(text: str | None) -> str | None:

@@ -8,6 +8,7 @@ stateful: it is refused here and belongs in a connector that posts form snapshot
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -162,16 +163,26 @@ def _form(
     outcome: Outcome,
 ) -> None:
     groups = list(_children(form, "ItemGroupData"))
-    baseline = event_oid in source.mapping.baseline_events
-    if mapping.type != "ae":
-        # one instance per form: its item groups together (the draw date sits beside the analytes)
-        values: dict[str, str] = {}
-        units: dict[str, str] = {}
-        for group in groups:
+    if mapping.type == "ae":
+        for group in groups:  # AE log lines: one AE per item group (repeat key)
             found = _items(group)
-            values.update({oid: value for oid, (value, _) in found.items()})
-            units.update(_units(found))
-            status = status or _status(group)
+            map_instance(
+                {oid: value for oid, (value, _) in found.items()},
+                mapping=mapping,
+                place=_line(place, group),
+                source=source,
+                outcome=outcome,
+                status=status or _status(group),
+                source_version=_latest_audit([group], source),
+            )
+        return
+    baseline = event_oid in source.mapping.baseline_events
+    lines = _repeated(groups)
+    single = [group for group in groups if group not in lines]
+    values, units, status = _merged(single, status)
+    if not lines or any(values.get(name, "").strip() for name in mapping.analytes):
+        # one instance for the form: its non-repeating groups together (the draw date sits beside the analytes);
+        # on a log form only when analytes sit outside the lines, which are mapped one by one below
         map_instance(
             values,
             mapping=mapping,
@@ -180,19 +191,60 @@ def _form(
             outcome=outcome,
             baseline=baseline,
             status=status,
-            source_version=_latest_audit(groups, source),
+            source_version=_latest_audit(single, source),
             units=units,
         )
-        return
-    for group in groups:  # AE log lines: one AE per item group (repeat key)
+    context = {oid: value for oid, value in values.items() if oid not in mapping.analytes}
+    for group in lines:  # log forms (lab or dose lines): one instance per line, sharing the form's other groups
         found = _items(group)
-        path = f"{place.path}/{group.get('ItemGroupOID')}[{group.get('ItemGroupRepeatKey') or '1'}]"
         map_instance(
-            {oid: value for oid, (value, _) in found.items()},
+            {**context, **{oid: value for oid, (value, _) in found.items()}},
             mapping=mapping,
-            place=Place(place.study, place.site, place.subject, path),
+            place=_line(place, group, lines),
             source=source,
             outcome=outcome,
+            baseline=baseline,
             status=status or _status(group),
-            source_version=_latest_audit([group], source),
+            source_version=_latest_audit([*single, group], source),
+            units={**units, **_units(found)},
         )
+
+
+def _repeated(groups: list[Element]) -> list[Element]:
+    """The lines of a log: item groups whose OID occurs more than once, or with a repeat key other than 1.
+
+    OpenClinica puts ItemGroupRepeatKey="1" on every group, so a key alone does not make a group repeat.
+    """
+    counts = Counter(group.get("ItemGroupOID") for group in groups)
+    repeating = {
+        group.get("ItemGroupOID")
+        for group in groups
+        if counts[group.get("ItemGroupOID")] > 1 or (group.get("ItemGroupRepeatKey") or "1") != "1"
+    }
+    return [group for group in groups if group.get("ItemGroupOID") in repeating]
+
+
+def _merged(
+    groups: list[Element], status: StatusName | None
+) -> tuple[dict[str, str], dict[str, str], StatusName | None]:
+    values: dict[str, str] = {}
+    units: dict[str, str] = {}
+    for group in groups:
+        found = _items(group)
+        values.update({oid: value for oid, (value, _) in found.items()})
+        units.update(_units(found))
+        status = status or _status(group)
+    return values, units, status
+
+
+def _line(place: Place, group: Element, lines: list[Element] | None = None) -> Place:
+    """A log line's place: the form's path plus the group and its repeat key.
+
+    A lab or dose log keeps line 1 at the form's own path while only one group OID repeats, so the line
+    published when the log had a single line keeps its record id when a second line arrives.
+    """
+    oid = group.get("ItemGroupOID") or ""
+    key = group.get("ItemGroupRepeatKey") or "1"
+    if lines is not None and key == "1" and len({line.get("ItemGroupOID") for line in lines}) == 1:
+        return place
+    return Place(place.study, place.site, place.subject, f"{place.path}/{oid}[{key}]")

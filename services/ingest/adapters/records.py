@@ -5,12 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel
 
 from services.ingest.normalise import CanonicalEvent
 from shared.events import InboundHeader, InboundType
+
+MAX_RECORD_KEY = 500
+"""The width of `ingest_record_versions.record_key`; longer keys are shortened with a hash, never refused
+after the broker has acknowledged the event."""
 
 
 @dataclass(frozen=True)
@@ -19,25 +24,46 @@ class SourceRecord:
 
     `record_key` names the clinical record (one AE, one lab result) within the source; `source_version` is a
     sortable text (see `version_text`) or None when the sender keeps no version; `assign_version` asks ingest to
-    number AE versions itself because the sender has none.
+    number AE versions itself because the sender has none. `content_identified` means the sender gave no
+    delivery id: the record is then a duplicate only when its content equals what was last published for the
+    record, so a correction back to an earlier value (grade 3 -> 2 -> 3) is published again.
     """
 
     event: CanonicalEvent
     record_key: str
     source_version: str | None = None
     assign_version: bool = False
+    content_identified: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "record_key", fitted_key(self.record_key))
 
     @property
     def delivery_id(self) -> str:
         return self.event.header.id
 
+    @cached_property
+    def content_hash(self) -> str:
+        """What the sender said about the record (type and payload), independent of ingest's numbering."""
+        return content_hash(str(self.event.header.type), self.event.data)
+
 
 @dataclass
 class Outcome:
-    """What an adapter made of a body: records to publish, and what it deliberately left out (and why)."""
+    """What an adapter made of a body: records to publish, what it deliberately left out (and why), and the
+    form instances it could not map when the caller asked it to go on (REDCap pulls: one bad record must not
+    hold back the others)."""
 
     records: list[SourceRecord] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fitted_key(key: str) -> str:
+    """The key itself when it fits the column, else a stable prefix plus a hash of the whole key."""
+    if len(key) <= MAX_RECORD_KEY:
+        return key
+    return f"{key[:400]}~{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def version_text(value: int | str) -> str:
@@ -47,10 +73,9 @@ def version_text(value: int | str) -> str:
     return f"t{value}"
 
 
-def content_id(prefix: str, data: BaseModel) -> str:
-    """A delivery id from the content, for senders without message ids: the same snapshot is a duplicate."""
-    digest = hashlib.sha256(json.dumps(data.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:24]
-    return f"{prefix[:170]}@{digest}"
+def content_hash(type_: str, data: BaseModel) -> str:
+    canonical = json.dumps({"type": type_, "data": data.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def make_record(
@@ -65,18 +90,20 @@ def make_record(
     source_version: str | None = None,
     assign_version: bool = False,
 ) -> SourceRecord:
-    header_data: dict[str, Any] = {}
+    """Without a sender's delivery id the record is identified by its content (see `SourceRecord`)."""
+    key = fitted_key(record_key)
     header = InboundHeader(
-        id=delivery_id or content_id(record_key, data),
+        id=delivery_id or f"{key[:160]}@{content_hash(str(type_), data)[:24]}",
         type=type_,
         study=study,
         site=site,
         subject=subject,
-        data=header_data,
+        data={},
     )
     return SourceRecord(
         event=CanonicalEvent(header=header, data=data),
-        record_key=record_key,
+        record_key=key,
         source_version=source_version,
         assign_version=assign_version,
+        content_identified=delivery_id is None,
     )

@@ -17,6 +17,8 @@ from services.ingest.adapters.records import Outcome
 from services.ingest.normalise import InvalidBody
 from services.ingest.sources import SourceConfig
 
+MAX_FIELD = 100
+"""The width of the trigger's columns; REDCap's own limits are lower, so a longer value is not REDCap's."""
 REDCAP_COLUMNS = frozenset(
     {"redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance", "redcap_data_access_group"}
 )
@@ -49,12 +51,15 @@ def parse_det(body: bytes, *, project_id: str) -> DetNotice:
             "wrong project",
             [{"loc": ("project_id",), "msg": f"this source accepts triggers of REDCap project {project_id} only"}],
         )
-    if len(form["record"]) > 100:
-        raise InvalidBody("record too long", [{"loc": ("record",), "msg": "at most 100 characters"}])
+    too_long = [name for name in ("record", "instrument", "redcap_event_name") if len(form.get(name, "")) > MAX_FIELD]
+    if too_long:
+        raise InvalidBody(
+            "field too long", [{"loc": (name,), "msg": f"at most {MAX_FIELD} characters"} for name in too_long]
+        )
     return DetNotice(
         project_id=project_id,
         record=form["record"].strip(),
-        instrument=form["instrument"].strip()[:100],
+        instrument=form["instrument"].strip(),
         event=form.get("redcap_event_name") or None,
         repeat_instance=form.get("redcap_repeat_instance") or None,
         redcap_url=form.get("redcap_url") or None,
@@ -62,7 +67,11 @@ def parse_det(body: bytes, *, project_id: str) -> DetNotice:
 
 
 def map_records(rows: Sequence[Mapping[str, Any]], *, source: SourceConfig, study: str) -> Outcome:
-    """Flat export rows (`type=flat`, raw values): one row per record, event and repeat instance."""
+    """Flat export rows (`type=flat`, raw values): one row per record, event and repeat instance.
+
+    Each row and instrument maps on its own: one the map cannot read (a typo in a date) lands in
+    `outcome.errors`, naming the record, event and instrument, and never holds back the others.
+    """
     outcome = Outcome()
     for index, row in enumerate(rows):
         values = {str(k): "" if v is None else str(v) for k, v in row.items()}
@@ -70,9 +79,10 @@ def map_records(rows: Sequence[Mapping[str, Any]], *, source: SourceConfig, stud
             continue
         record_field = next(iter(values))
         subject = values[record_field].strip()
-        if not subject:
-            raise InvalidBody("no record id", [{"loc": (index, record_field), "msg": "the record id is empty"}])
         event = values.get("redcap_event_name") or "record"
+        if not subject:
+            outcome.errors.append(_error(index, "", event, "", record_field, "the record id is empty"))
+            continue
         repeat = values.get("redcap_repeat_instrument") or ""
         instance = values.get("redcap_repeat_instance") or "1"
         site = values.get("redcap_data_access_group") or source.default_site
@@ -93,7 +103,15 @@ def map_records(rows: Sequence[Mapping[str, Any]], *, source: SourceConfig, stud
                     baseline=event in source.mapping.baseline_events,
                 )
             except FieldError as exc:
-                raise InvalidBody(
-                    "unmappable record", [{"loc": (index, instrument, exc.field), "msg": str(exc)}]
-                ) from exc
+                outcome.errors.append(_error(index, subject, event, instrument, exc.field, str(exc)))
     return outcome
+
+
+def _error(index: int, record: str, event: str, instrument: str, field: str, message: str) -> dict[str, Any]:
+    return {
+        "loc": (index, instrument, field) if instrument else (index, field),
+        "msg": message,
+        "record": record,
+        "event": event,
+        "instrument": instrument,
+    }

@@ -1,14 +1,14 @@
 """Pure: SDTM AE, LB, EX and DM rows (JSON or CSV) to canonical events, for backfills.
 
-Columns are SDTM names, so the mapping is fixed; the rows carry no message ids, so a row's delivery id is
-its content: re-posting the same extract is a duplicate, a changed row is a new version.
+Columns are SDTM names, so the mapping is fixed; the rows carry no message ids, so a row is identified by its
+content: re-posting the same extract is a duplicate, a changed row (or one changed back) is a new version.
+JSON numbers are kept as the sender's digits (`5.10` stays `5.10`): SDTM values are text.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -21,7 +21,7 @@ from services.ingest.adapters.fields import (
     lab_from_fields,
 )
 from services.ingest.adapters.records import Outcome, make_record
-from services.ingest.normalise import InvalidBody
+from services.ingest.normalise import InvalidBody, load_json
 from services.ingest.sources import SourceConfig
 from shared.events import InboundType
 
@@ -86,14 +86,8 @@ def _rows(body: bytes, content_type: str) -> tuple[list[Row], str | None]:
     except UnicodeDecodeError as exc:
         raise InvalidBody("not UTF-8", [{"loc": (), "msg": "the body must be UTF-8"}]) from exc
     if content_type.startswith("text/csv"):
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames:
-            raise InvalidBody("empty CSV", [{"loc": (), "msg": "the CSV has no header row"}])
-        return [{k.strip().upper(): (v or "") for k, v in row.items() if k} for row in reader], None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidBody("not JSON", [{"loc": (), "msg": f"not valid JSON: {exc}"}]) from exc
+        return _csv_rows(text), None
+    document = load_json(body, parse_float=str)
     domain = None
     if isinstance(document, dict):
         domain = document.get("domain") if isinstance(document.get("domain"), str) else None
@@ -106,6 +100,22 @@ def _rows(body: bytes, content_type: str) -> tuple[list[Row], str | None]:
             raise InvalidBody("bad row", [{"loc": ("rows", index), "msg": "each row must be an object"}])
         rows.append({str(k).upper(): _text(v) for k, v in row.items()})
     return rows, domain
+
+
+def _csv_rows(text: str) -> list[Row]:
+    reader = csv.DictReader(io.StringIO(text))
+    rows: list[Row] = []
+    try:
+        if not reader.fieldnames:
+            raise InvalidBody("empty CSV", [{"loc": (), "msg": "the CSV has no header row"}])
+        for row in reader:
+            rows.append({k.strip().upper(): (v or "") for k, v in row.items() if k})
+    except csv.Error as exc:  # a field over csv's size limit, a NUL byte, an unterminated quote
+        where = ("rows", len(rows))
+        raise InvalidBody(
+            "bad CSV", [{"loc": where, "msg": f"not valid CSV at line {reader.line_num}: {exc}"}]
+        ) from exc
+    return rows
 
 
 def _text(value: Any) -> str:

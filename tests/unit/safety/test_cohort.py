@@ -99,7 +99,21 @@ def test_other_arms_subjects_do_not_count(protocol: Protocol) -> None:
 def test_enrolling_after_the_predecessor_cleared_is_fine(protocol: Protocol) -> None:
     arms = {a.arm: a for a in assess_arms(protocol, subjects("A", evaluable=3))}
     assert enrolment_deviations("B", protocol=protocol, arms=arms) == []
-    assert enrolment_deviations("A", protocol=protocol, arms=arms) == []
+
+
+def test_a_fourth_subject_without_an_expansion_decision_is_over_the_cohort_size(protocol: Protocol) -> None:
+    """0/3 escalates to the next arm; 3+3 has no place for a 4th subject here until a DLT calls for expansion."""
+    cleared = {a.arm: a for a in assess_arms(protocol, subjects("A", evaluable=3))}
+    [deviation] = enrolment_deviations("A", protocol=protocol, arms=cleared)
+    assert deviation.kind == "over_cohort_size" and "3 subject(s)" in deviation.detail
+    observing = {a.arm: a for a in assess_arms(protocol, subjects("A", pending=3))}
+    assert [d.kind for d in enrolment_deviations("A", protocol=protocol, arms=observing)] == ["over_cohort_size"]
+    suspected_only = {a.arm: a for a in assess_arms(protocol, subjects("A", suspected=1, evaluable=2))}
+    assert [d.kind for d in enrolment_deviations("A", protocol=protocol, arms=suspected_only)] == ["over_cohort_size"]
+    expanding = {a.arm: a for a in assess_arms(protocol, subjects("A", confirmed=1, evaluable=2))}
+    assert enrolment_deviations("A", protocol=protocol, arms=expanding) == [], "1/3 confirmed: expand to 6"
+    filling = {a.arm: a for a in assess_arms(protocol, subjects("A", evaluable=2))}
+    assert enrolment_deviations("A", protocol=protocol, arms=filling) == [], "the 3rd of 3"
 
 
 def test_enrolling_before_the_predecessor_cleared_is_a_deviation(protocol: Protocol) -> None:

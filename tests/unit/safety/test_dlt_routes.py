@@ -159,3 +159,46 @@ def test_subject_timeline_shows_the_dlt_window_and_dlts(client: TestClient) -> N
     assert [(d["ae_id"], d["state"]) for d in body["dlts"]] == [("AE-1", "suspected")]
     assert body["adverse_events"][0]["status"] is None
     assert body["doses"][0]["administered_on"] == "2026-03-02"
+
+
+def withdraw(client: TestClient) -> None:
+    driver = Driver(client.app.state.engine, client.app.state.protocol)  # type: ignore[attr-defined]
+    driver.apply(ae("A-1", version=2, onset="2026-03-10", relatedness="not_related"))
+    assert client.get(f"/v1/trials/{TRIAL}/dlts", headers=auth(VIEWER)).json()[0]["state"] == "withdrawn"
+
+
+def test_confirming_a_dlt_a_follow_up_withdrew_needs_the_officer_to_say_so(client: TestClient) -> None:
+    withdraw(client)
+    rows, signals = len(audit(client)), len(outbox(client))
+    url = f"/v1/dlts/{DLT}/confirm"
+    refused = client.post(url, json={"reason": "CT confirmed"}, headers=auth(OFFICER))
+    assert refused.status_code == 409
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["state"] == "withdrawn"
+    assert "withdrawn" in refused.json()["detail"] and "expected_state" in refused.json()["detail"]
+    stale = client.post(url, json={"reason": "CT confirmed", "expected_state": "suspected"}, headers=auth(OFFICER))
+    assert stale.status_code == 409 and stale.json()["state"] == "withdrawn"
+    assert (len(audit(client)), len(outbox(client))) == (rows, signals), "a refused decision changes nothing"
+    meant = client.post(url, json={"reason": "CT confirmed", "expected_state": "withdrawn"}, headers=auth(OFFICER))
+    assert meant.status_code == 200 and meant.json()["state"] == "confirmed"
+    [entry] = [e for e in audit(client) if e.action == "dlt.confirmed"]
+    assert entry.detail["previous_state"] == "withdrawn"
+
+
+def test_a_decision_about_the_current_state_goes_through(client: TestClient) -> None:
+    url = f"/v1/dlts/{DLT}/reject"
+    response = client.post(url, json={"reason": "pre-existing", "expected_state": "suspected"}, headers=auth(OFFICER))
+    assert response.status_code == 200 and response.json()["state"] == "rejected"
+    again = client.post(url, json={"reason": "pre-existing", "expected_state": "suspected"}, headers=auth(OFFICER))
+    assert again.status_code == 200, "a retried decision is still a no-op, not a conflict"
+    assert client.post(url, json={"reason": "x", "expected_state": "bogus"}, headers=auth(OFFICER)).status_code == 422
+
+
+def test_a_nul_character_is_a_client_error_not_a_server_error(client: TestClient) -> None:
+    rows, signals = len(audit(client)), len(outbox(client))
+    response = client.post(f"/v1/dlts/{DLT}/confirm", json={"reason": "CT\u0000 confirmed"}, headers=auth(OFFICER))
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert client.post("/v1/dlts/x%00y/confirm", json={"reason": "x"}, headers=auth(OFFICER)).status_code == 404
+    assert client.get(f"/v1/trials/{TRIAL}/subjects/A%001", headers=auth(VIEWER)).status_code == 404
+    assert (len(audit(client)), len(outbox(client))) == (rows, signals)

@@ -70,7 +70,8 @@ def test_window_closes_at_the_exact_instant() -> None:
 def test_enrolment_anchor_starts_at_midnight_utc_of_the_enrolment_date() -> None:
     window = enrolment_window(enrolled_on=date(2026, 5, 10), days=21)
     assert window.start == datetime(2026, 5, 10, tzinfo=UTC)
-    assert window.end == datetime(2026, 5, 31, tzinfo=UTC)
+    # closes when day 21 (2026-05-30) has ended in the latest time zone, UTC-12: 2026-05-31 12:00 UTC
+    assert window.end == datetime(2026, 5, 31, 12, tzinfo=UTC)
     assert place_onset(window, "2026-05-30").inside  # day 21
     assert not place_onset(window, "2026-05-31").inside  # day 22
 
@@ -150,3 +151,14 @@ def test_partial_month_is_inside_iff_some_day_of_it_is(anchor: datetime, days: i
 def test_same_instant_in_any_zone_gives_the_same_window_end(moment: datetime) -> None:
     shifted = moment.astimezone(timezone(timedelta(hours=3)))
     assert window_at(moment).end == window_at(shifted).end
+
+
+@given(enrolled=st.dates(min_value=date(2020, 1, 1), max_value=date(2035, 12, 31)), days=window_days, tz=offsets)
+def test_an_enrolment_window_stays_open_until_its_last_day_has_ended_at_any_site(
+    enrolled: date, days: int, tz: timezone
+) -> None:
+    window = enrolment_window(enrolled_on=enrolled, days=days)
+    last_moment = datetime.combine(window.last_day, datetime.max.time(), tzinfo=tz)
+    assert not window.closed(last_moment), "closed while it is still the last study day at the site"
+    day_after = datetime.combine(window.last_day + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+    assert window.closed(day_after + timedelta(hours=26)), "at most 26 h late (at UTC+14)"

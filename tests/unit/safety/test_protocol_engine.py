@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from services.safety.models import CohortState, DltRecord, RecordStatus, Subject
+from services.safety.models import CohortState, DltRecord, Dose, RecordStatus, Subject
 from services.safety.protocol_engine import DltAlreadyDecided, decide_dlt, dlt_id_for
 from services.safety.sweep import run_sweep
 from shared.audit import AuditEntry, verify_chain
@@ -412,3 +412,113 @@ def test_every_transition_is_in_the_audit_chain(driver: Driver) -> None:
     assert "dlt.confirmed" in actions and "cohort.decision" in actions
     count, problems = verify_chain(driver.engine, service="safety")
     assert count == len(actions) and problems == []
+
+
+# --- corrections, statuses before records, and enrolment over the cohort size ------------------------
+
+
+def neut(result_id: str, value: str, *, at: datetime, baseline: bool = False, sender: str | None = None) -> Any:
+    envelope = lab("A-1", result_id=result_id, test="NEUT", value=value, lln="2.0", collected_at=at, baseline=baseline)
+    if sender is None:
+        return envelope
+    return envelope.model_copy(update={"id": f"{envelope.id}-{sender}", "senderid": sender})
+
+
+def audit_rows(driver: Driver, action: str) -> list[AuditEntry]:
+    with Session(driver.engine) as session:
+        return list(session.exec(select(AuditEntry).where(AuditEntry.action == action)).all())
+
+
+def test_a_re_sent_identical_dose_is_a_no_op_and_a_correction_is_audited(driver: Driver) -> None:
+    infused(driver, "A-1", "A")
+    original = dose("A-1", datetime(2026, 3, 2, 10, tzinfo=UTC))
+    resent = original.model_copy(update={"id": f"{original.id}-resent", "senderid": "resent"})
+    assert driver.apply(resent) == [] and audit_rows(driver, "dose.corrected") == []
+    corrected = original.model_copy(
+        update={
+            "id": f"{original.id}-fixed",
+            "senderid": "fixed",
+            "data": original.data.model_copy(update={"administered_at": datetime(2026, 3, 3, 9, tzinfo=UTC)}),
+        }
+    )
+    driver.apply(corrected)
+    [entry] = audit_rows(driver, "dose.corrected")
+    assert entry.entity == f"dose/{TRIAL}/A-1/A-1-D1"
+    assert entry.detail["before"] == {"administered_at": "2026-03-02 10:00:00+00:00", "administered_on": "2026-03-02"}
+    assert entry.detail["after"] == {"administered_at": "2026-03-03 09:00:00+00:00", "administered_on": "2026-03-03"}
+    assert entry.detail["source_event_id"] == corrected.id
+    with Session(driver.engine) as session:
+        stored = session.get(Dose, (TRIAL, "A-1", "A-1-D1"))
+        assert stored is not None and stored.administered_on == date(2026, 3, 3)
+    _, problems = verify_chain(driver.engine, service="safety")
+    assert problems == []
+
+
+def test_a_corrected_lab_value_pages_when_worse_and_re_sending_it_does_not(driver: Driver) -> None:
+    infused(driver, "A-1", "A")
+    assert driver.apply(neut("R-1", "1.2", at=datetime(2026, 3, 5, tzinfo=UTC))) == []  # grade 2: below threshold
+    corrected = neut("R-1", "0.3", at=datetime(2026, 3, 5, tzinfo=UTC), sender="corrected")  # grade 4
+    [page] = of_type(driver.apply(corrected), "lab.toxicity")
+    assert (page.data.result_id, page.data.grade, page.data.value) == ("R-1", 4, "0.3")
+    [entry] = audit_rows(driver, "lab.corrected")
+    assert entry.detail["before"]["value"] == "1.2" and entry.detail["after"]["value"] == "0.3"
+    assert entry.detail["before"]["grade"] == 2 and entry.detail["after"]["grade"] == 4
+    assert driver.apply(neut("R-1", "0.3", at=datetime(2026, 3, 5, tzinfo=UTC), sender="again")) == []
+    assert len(audit_rows(driver, "lab.corrected")) == 1
+
+
+def test_a_lab_corrected_to_a_normal_value_no_longer_silences_the_next_result(driver: Driver) -> None:
+    infused(driver, "A-1", "A")
+    assert types(driver.apply(neut("R-1", "0.3", at=datetime(2026, 3, 5, tzinfo=UTC)))) == ["lab.toxicity"]
+    assert driver.apply(neut("R-1", "3.0", at=datetime(2026, 3, 5, tzinfo=UTC), sender="corrected")) == []
+    assert types(driver.apply(neut("R-2", "0.4", at=datetime(2026, 3, 9, tzinfo=UTC)))) == ["lab.toxicity"]
+
+
+def test_a_lab_restored_after_its_status_arrived_first_pages_then(driver: Driver) -> None:
+    infused(driver, "A-1", "A")
+    driver.apply(status("A-1", "lab", "R-1"))
+    assert driver.apply(neut("R-1", "0.3", at=datetime(2026, 3, 9, tzinfo=UTC))) == []
+    restored = status("A-1", "lab", "R-1", "restored")
+    [page] = of_type(driver.apply(restored), "lab.toxicity")
+    assert (page.data.result_id, page.data.grade, page.data.source_event_id) == ("R-1", 4, restored.id)
+
+
+def test_a_retracted_baseline_pages_the_result_it_had_masked_once(driver: Driver) -> None:
+    infused(driver, "A-1", "A")
+    driver.apply(neut("R-0", "0.3", at=datetime(2026, 2, 28, tzinfo=UTC), baseline=True))  # grade 4 at baseline
+    assert driver.apply(neut("R-1", "0.4", at=datetime(2026, 3, 5, tzinfo=UTC))) == [], "not worse than baseline"
+    retraction = status("A-1", "lab", "R-0")
+    [page] = of_type(driver.apply(retraction), "lab.toxicity")
+    assert (page.data.result_id, page.data.grade, page.data.baseline_grade) == ("R-1", 4, None)
+    assert driver.apply(neut("R-2", "0.45", at=datetime(2026, 3, 9, tzinfo=UTC))) == [], "already paged at grade 4"
+
+
+def test_retracting_one_of_two_paged_results_keeps_the_other_as_what_was_paged(driver: Driver) -> None:
+    infused(driver, "A-1", "A")
+    assert types(driver.apply(neut("R-1", "0.8", at=datetime(2026, 3, 5, tzinfo=UTC)))) == ["lab.toxicity"]  # 3
+    assert types(driver.apply(neut("R-2", "0.3", at=datetime(2026, 3, 6, tzinfo=UTC)))) == ["lab.toxicity"]  # 4
+    assert of_type(driver.apply(status("A-1", "lab", "R-2")), "lab.toxicity") == [], "grade 3 was already paged"
+    assert driver.apply(neut("R-3", "0.9", at=datetime(2026, 3, 7, tzinfo=UTC))) == [], "grade 3 again"
+    assert types(driver.apply(neut("R-4", "0.4", at=datetime(2026, 3, 8, tzinfo=UTC)))) == ["lab.toxicity"]
+
+
+def test_a_fourth_subject_in_an_arm_at_zero_of_three_is_a_deviation(driver: Driver) -> None:
+    for subject in ("A-1", "A-2", "A-3"):
+        infused(driver, subject, "A")
+    sweep(driver, now=datetime(2026, 4, 1, tzinfo=UTC))  # 0/3: arm A escalates to B
+    fourth = driver.apply(enrol("A-4", "A", date(2026, 4, 2)), now=datetime(2026, 4, 2, 9, tzinfo=UTC))
+    [deviation] = of_type(fourth, "protocol.deviation")
+    assert deviation.data.kind == "over_cohort_size"
+    assert "no decision to expand" in deviation.data.detail
+
+
+def test_an_sae_version_arriving_late_with_earlier_awareness_signals_the_earlier_clock(driver: Driver) -> None:
+    infused(driver, "A-1", "A")
+    serious = {"seriousness": {"hospitalization": True}, "onset": "2026-04-20"}
+    v2 = ae("A-1", version=2, awareness_at="2026-04-23T06:00:00+00:00", **serious)
+    v1 = ae("A-1", version=1, awareness_at="2026-04-21T06:00:00+00:00", **serious)
+    [detected] = of_type(driver.apply(v2), "sae.detected")
+    [updated] = of_type(driver.apply(v1), "sae.updated")
+    assert detected.data.awareness_at == datetime(2026, 4, 23, 6, tzinfo=UTC)
+    assert updated.data.awareness_at == datetime(2026, 4, 21, 6, tzinfo=UTC)
+    assert updated.data.awareness_basis == "site"

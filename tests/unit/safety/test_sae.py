@@ -184,3 +184,33 @@ def test_criteria_only_grow_and_serious_stays_serious(sequence: list[AeData]) ->
         detections += result.signal is SaeSignalKind.DETECTED
         state = result.state
     assert detections == (1 if state is not None and state.serious else 0)
+
+
+def test_an_older_serious_version_with_earlier_awareness_moves_the_clock_back_and_updates() -> None:
+    later = AWARE + timedelta(days=2)
+    v2 = ae(2, seriousness={"hospitalization": True}, awareness_at=later)
+    v1 = ae(1, seriousness={"hospitalization": True}, awareness_at=AWARE)
+    first = assess_ae(None, v2, received_at=later)
+    second = assess_ae(first.state, v1, received_at=later + timedelta(hours=1))
+    assert (second.state.awareness_at, second.state.awareness_basis) == (AWARE, AwarenessBasis.SITE)
+    assert second.state.first_serious_version == 1
+    assert second.signal is SaeSignalKind.UPDATED, "notify must hear that the clock started earlier"
+    assert second.state.latest_version == 2
+
+
+def test_an_earlier_receipt_also_moves_the_clock_and_the_basis() -> None:
+    first = assess_ae(None, ae(2, seriousness={"hospitalization": True}, awareness_at=RECEIVED), received_at=RECEIVED)
+    earlier = RECEIVED - timedelta(hours=5)
+    second = assess_ae(first.state, ae(1, seriousness={"hospitalization": True}), received_at=earlier)
+    assert (second.state.awareness_at, second.state.awareness_basis) == (earlier, AwarenessBasis.RECEIPT)
+
+
+def test_later_or_non_serious_awareness_never_moves_the_clock() -> None:
+    first = assess_ae(None, ae(2, seriousness={"hospitalization": True}, awareness_at=AWARE), received_at=RECEIVED)
+    later = assess_ae(
+        first.state, ae(3, seriousness={"hospitalization": True}, awareness_at=RECEIVED), received_at=RECEIVED
+    )
+    assert later.state.awareness_at == AWARE and later.signal is None
+    not_serious = ae(1, serious=False, awareness_at=AWARE - timedelta(days=3))
+    older = assess_ae(first.state, not_serious, received_at=RECEIVED)
+    assert older.state.awareness_at == AWARE, "awareness of a non-serious AE does not start the SAE clock"
