@@ -218,6 +218,7 @@ def run_demo(*, keep_running: bool = True) -> int:
                 pass
         return 0
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave services or the broker behind
         _say("stopping…")
         if services is not None and services.poll() is None:
             services.send_signal(signal.SIGTERM)
