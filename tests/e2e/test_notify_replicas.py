@@ -4,7 +4,6 @@ leaves once, whichever replica handles the signal, its deliveries and its timers
 from __future__ import annotations
 
 import re
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,10 +13,11 @@ import httpx
 import pytest
 
 from services.devstack.mail_catcher import MailCatcher
-from shared.events import AwarenessBasis, SaeData, SaeDetected, message_key
+from shared.events import SaeDetected, message_key
 from tests.e2e.stack import Stack
 from tests.kafka_tools import publish_sync
 from tests.polling import wait_for
+from tests.signal_factories import sae_detected
 
 pytestmark = pytest.mark.e2e
 SAES = 40
@@ -42,30 +42,7 @@ def replicas(
 
 
 def sae(n: int, aware: datetime) -> SaeDetected:
-    subject = f"201-{n:03d}"
-    return SaeDetected(
-        id=str(uuid.uuid4()),
-        source="/services/safety",
-        subject=subject,
-        time=aware,
-        trialid="NCT07212335",
-        data=SaeData(
-            site_id="201",
-            subject_id=subject,
-            ae_id="AE-1",
-            ae_version=1,
-            term="Pneumonia",
-            grade=3,
-            criteria=["hospitalization"],
-            relatedness=None,
-            outcome=None,
-            onset=None,
-            awareness_at=aware,
-            awareness_basis=AwarenessBasis.SITE,
-            received_at=aware,
-            source_event_id=f"src-{n}",
-        ),
-    )
+    return sae_detected(f"201-{n:03d}", aware=aware, site_id="201", term="Pneumonia")
 
 
 def test_two_replicas_alert_and_mail_each_sae_exactly_once(replicas: tuple[Stack, MailCatcher]) -> None:

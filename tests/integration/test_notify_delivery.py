@@ -23,9 +23,10 @@ from services.notify.models import Alert, Delivery
 from services.notify.settings import NotifySettings
 from shared.clock import FakeClock
 from shared.db import create_tables, make_engine
-from shared.events import AwarenessBasis, SaeData, SaeDetected, message_key
+from shared.events import SaeDetected, message_key
 from tests.kafka_tools import publish_sync
 from tests.polling import wait_for
+from tests.signal_factories import RecordingChannel, sae_detected
 
 pytestmark = pytest.mark.integration
 TOKEN = "officer-token-" + uuid.uuid4().hex
@@ -33,28 +34,8 @@ AWARE = datetime(2026, 11, 25, 22, 15, tzinfo=UTC)
 
 
 def sae_signal() -> SaeDetected:
-    return SaeDetected(
-        id=str(uuid.uuid4()),
-        source="/services/safety",
-        subject="101-003",
-        time=AWARE,
-        trialid="NCT07212335",
-        data=SaeData(
-            site_id="101",
-            subject_id="101-003",
-            ae_id="AE-7",
-            ae_version=1,
-            term="Cytokine release syndrome",
-            grade=3,
-            criteria=["hospitalization"],
-            relatedness=None,
-            outcome=None,
-            onset="2026-11-25",
-            awareness_at=AWARE,
-            awareness_basis=AwarenessBasis.SITE,
-            received_at=AWARE + timedelta(minutes=5),
-            source_event_id="src-1",
-        ),
+    return sae_detected(
+        "101-003", aware=AWARE, ae_id="AE-7", onset="2026-11-25", received_at=AWARE + timedelta(minutes=5)
     )
 
 
@@ -102,17 +83,6 @@ def test_signal_becomes_one_alert_and_one_mail_per_recipient(
     assert alerts[0]["obligations"][0]["due_at"] == "2026-11-26T22:15:00Z"
     assert [d["status"] for d in detail["deliveries"]] == ["sent", "sent"]
     assert [h["action"] for h in detail["history"]].count("delivered") == 2
-
-
-class RecordingChannel:
-    sender = "sentinel@test"
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    async def send(self, message: EmailMessage) -> None:
-        await asyncio.sleep(0.001)  # let the other dispatcher interleave
-        self.sent.append(str(message["X-Sentinel-Delivery"]))
 
 
 def test_two_dispatchers_never_send_the_same_delivery_twice(database_url: str) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -22,8 +21,9 @@ from services.notify.timers import TimerRunner
 from shared.audit import verify_chain
 from shared.clock import FakeClock
 from shared.db import create_tables, make_engine
-from shared.events import AwarenessBasis, SaeData, SaeDetected
+from shared.events import SaeDetected
 from shared.protocol import load_protocol
+from tests.signal_factories import RecordingChannel, sae_detected
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -32,42 +32,9 @@ ALERTS = 30
 
 
 def sae(i: int) -> SaeDetected:
-    return SaeDetected(
-        id=f"sig-{i}",
-        source="/services/safety",
-        subject=f"S-{i:03d}",
-        time=START,
-        trialid="NCT07212335",
-        data=SaeData(
-            site_id="101",
-            subject_id=f"S-{i:03d}",
-            ae_id=f"AE-{i}",
-            ae_version=1,
-            term="Cytokine release syndrome",
-            grade=3,
-            criteria=["hospitalization"],
-            relatedness=None,
-            outcome=None,
-            onset="2026-11-25",
-            awareness_at=START,
-            awareness_basis=AwarenessBasis.SITE,
-            received_at=START,
-            source_event_id=f"src-{i}",
-        ),
+    return sae_detected(
+        f"S-{i:03d}", aware=START, signal_id=f"sig-{i}", ae_id=f"AE-{i}", onset="2026-11-25", source_event_id=f"src-{i}"
     )
-
-
-class RecordingChannel:
-    sender = "sentinel@test"
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self._lock = threading.Lock()
-
-    async def send(self, message: EmailMessage) -> None:
-        await asyncio.sleep(0.001)
-        with self._lock:
-            self.sent.append(str(message["X-Sentinel-Delivery"]))
 
 
 def test_two_runners_fire_every_step_exactly_once(database_url: str) -> None:

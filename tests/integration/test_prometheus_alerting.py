@@ -4,7 +4,6 @@ obligation goes overdue, SentinelObligationOverdue fires."""
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,11 +13,12 @@ import pytest
 import yaml
 
 from services.devstack.mail_catcher import MailCatcher
-from shared.events import AwarenessBasis, SaeData, SaeDetected, message_key
+from shared.events import message_key
 from tests.e2e.stack import Stack, free_port
 from tests.integration.test_deploy_manifests import DEPLOY, tool
 from tests.kafka_tools import publish_sync
 from tests.polling import wait_for
+from tests.signal_factories import sae_detected
 
 pytestmark = pytest.mark.integration
 
@@ -83,29 +83,7 @@ def firing(url: str, name: str) -> list[dict[str, object]]:
 def test_overdue_sae_obligation_fires_the_alert(notify: Stack, prometheus: str, kafka_bootstrap: str) -> None:
     assert not firing(prometheus, "SentinelObligationOverdue")
     aware = datetime.now(UTC) - timedelta(hours=25)  # reported a day late: overdue on arrival
-    signal = SaeDetected(
-        id=str(uuid.uuid4()),
-        source="/services/safety",
-        subject="101-077",
-        time=aware,
-        trialid="NCT07212335",
-        data=SaeData(
-            site_id="101",
-            subject_id="101-077",
-            ae_id="AE-3",
-            ae_version=1,
-            term="Sepsis",
-            grade=4,
-            criteria=["life_threatening"],
-            relatedness=None,
-            outcome=None,
-            onset=None,
-            awareness_at=aware,
-            awareness_basis=AwarenessBasis.SITE,
-            received_at=aware,
-            source_event_id="src-77",
-        ),
-    )
+    signal = sae_detected("101-077", aware=aware, ae_id="AE-3", term="Sepsis", grade=4, criteria=["life_threatening"])
     publish_sync(
         kafka_bootstrap,
         notify.env["SENTINEL_SIGNALS_TOPIC"],

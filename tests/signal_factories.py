@@ -1,0 +1,59 @@
+"""What notify's integration and e2e tests share: safety signals as notify consumes them, and a channel that
+records what it was asked to send."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any
+
+from shared.events import AwarenessBasis, SaeData, SaeDetected
+
+TRIAL = "NCT07212335"
+
+
+class RecordingChannel:
+    """Records each delivery id it sends; safe to share between dispatchers running in several threads."""
+
+    sender = "sentinel@test"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self._lock = threading.Lock()
+
+    async def send(self, message: EmailMessage) -> None:
+        await asyncio.sleep(0.001)  # let another dispatcher interleave
+        with self._lock:
+            self.sent.append(str(message["X-Sentinel-Delivery"]))
+
+
+def sae_detected(subject: str, *, aware: datetime, signal_id: str | None = None, **data: Any) -> SaeDetected:
+    """A first-time SAE for `subject` with site awareness at `aware`; keyword overrides go into `data`."""
+    payload: dict[str, Any] = {
+        "site_id": "101",
+        "subject_id": subject,
+        "ae_id": "AE-1",
+        "ae_version": 1,
+        "term": "Cytokine release syndrome",
+        "grade": 3,
+        "criteria": ["hospitalization"],
+        "relatedness": None,
+        "outcome": None,
+        "onset": None,
+        "awareness_at": aware,
+        "awareness_basis": AwarenessBasis.SITE,
+        "received_at": aware,
+        "source_event_id": f"src-{subject}",
+    }
+    payload.update(data)
+    return SaeDetected(
+        id=signal_id or str(uuid.uuid4()),
+        source="/services/safety",
+        subject=subject,
+        time=aware,
+        trialid=TRIAL,
+        data=SaeData.model_validate(payload),
+    )
