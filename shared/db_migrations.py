@@ -97,11 +97,8 @@ def prepare_database(engine: Engine, components: Sequence[Component], *, auto_mi
     if auto_migrate:
         upgrade(components, engine)
         return
-    behind = [
-        f"{c.name} at {current_revision(c, engine) or 'nothing'} (head {head_revision(c, engine)})"
-        for c in components
-        if current_revision(c, engine) != head_revision(c, engine)
-    ]
+    revisions = [(c.name, current_revision(c, engine), head_revision(c, engine)) for c in components]
+    behind = [f"{name} at {current or 'nothing'} (head {head})" for name, current, head in revisions if current != head]
     if behind:
         raise SchemaBehind(
             f"the database at {engine.url.render_as_string(hide_password=True)} is behind this version: "

@@ -206,25 +206,24 @@ def _overdue(
 def _failover(session: Session, timer: Timer, alert: Alert, *, now: datetime, protocol: Protocol, late: str) -> Outcome:
     failed = session.get(Delivery, timer.note)
     failed_to = failed.recipient if failed is not None else "unknown"
-    if alert.state == "resolved":
-        store.record(
-            session,
-            alert_id=alert.id,
-            actor=SYSTEM,
-            action="failover_not_needed",
-            detail=f"delivery to {failed_to} failed after every obligation was done; nobody paged{late}",
-            now=now,
-            delivery_id=timer.note,
-        )
-        return "fired"
-    found = escalation.failover_recipients(protocol, paged_step=alert.escalation_step, failed_to=failed_to)
+    resolved = alert.state == "resolved"
+    found = (
+        None
+        if resolved
+        else escalation.failover_recipients(protocol, paged_step=alert.escalation_step, failed_to=failed_to)
+    )
     if found is None:
+        action, why = (
+            ("failover_not_needed", "after every obligation was done; nobody paged")
+            if resolved
+            else ("failover_exhausted", "and no further tier is left to page")
+        )
         store.record(
             session,
             alert_id=alert.id,
             actor=SYSTEM,
-            action="failover_exhausted",
-            detail=f"delivery to {failed_to} failed and no further tier is left to page{late}",
+            action=action,
+            detail=f"delivery to {failed_to} failed {why}{late}",
             now=now,
             delivery_id=timer.note,
         )
