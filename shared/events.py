@@ -418,6 +418,29 @@ class ProtocolDeviation(EnvelopeBase):
     data: ProtocolDeviationData
 
 
+class DataQualityData(Model):
+    """Something in a record the rules could not trust as given: the site must look at it.
+
+    `code` names the finding (e.g. `unmapped_term`, `implausible_value`, `unknown_unit`,
+    `inconsistent_seriousness`); `detail` says what was seen and, where known, what was likely meant.
+    """
+
+    site_id: str
+    subject_id: str
+    record_type: str
+    record_id: str
+    code: str
+    detail: str
+    source_event_id: str
+
+
+class DataQualityFlagged(EnvelopeBase):
+    """A data-quality finding for the site contact (not a clinical signal, but never silent)."""
+
+    type: Literal["data_quality.flagged"] = "data_quality.flagged"
+    data: DataQualityData
+
+
 SignalEnvelope = Annotated[
     SaeDetected
     | SaeUpdated
@@ -428,7 +451,8 @@ SignalEnvelope = Annotated[
     | CohortDecision
     | StoppingRuleFired
     | AssessmentMissed
-    | ProtocolDeviation,
+    | ProtocolDeviation
+    | DataQualityFlagged,
     Field(discriminator="type"),
 ]
 SIGNAL_ADAPTER: TypeAdapter[SignalEnvelope] = TypeAdapter(SignalEnvelope)
