@@ -2,7 +2,8 @@
 
 Sections: arms (in escalation order, with their infusion schedules), the DLT window and criteria, the
 cohort (3+3) rules, the assessment schedule, SAE and lab alert rules, contacts and the escalation policy
-that notify follows; the reference safety information (RSI) and the expedited (SUSAR) reporting recipients. `sentinel protocol check FILE` explains every error with its path.
+that notify follows; the reference safety information (RSI) and the expedited (SUSAR) reporting recipients.
+`sentinel protocol check FILE` explains every error with its path.
 """
 
 from __future__ import annotations
