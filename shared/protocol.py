@@ -168,6 +168,7 @@ class ReferenceSafetyInformation(ProtocolModel):
     version: Annotated[str, Field(min_length=1, max_length=40)]
     date: datetime.date
     route: Annotated[str, Field(max_length=60)] | None = "intravenous"
+    indication: Annotated[str, Field(max_length=200)] | None = None
     expected_reactions: list[ExpectedReaction] = Field(default_factory=list)
 
     @model_validator(mode="after")
