@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 from sqlmodel import Session, col, select
@@ -68,7 +69,8 @@ def load_report_case(
         .where(LabResult.trial_id == trial_id, LabResult.subject_id == subject_id)
         .order_by(col(LabResult.collected_at))
     ).all()
-    onset = onset_date(this.onset)
+    onset_text = _latest(d.onset for _row, d in datas)
+    onset = onset_date(onset_text)
     if onset is not None:
         low, high = onset - LABS_AROUND_ONSET, onset + LABS_AROUND_ONSET
         labs = [lab for lab in labs if lab.baseline or low <= lab.collected_at.date() <= high]
@@ -102,9 +104,9 @@ def load_report_case(
         meddra_code=file.meddra_code,
         grade=max(grades) if grades else None,
         criteria=tuple(sorted(criteria)),
-        onset=this.onset,
-        end=this.end,
-        outcome=this.outcome,
+        onset=onset_text,
+        end=_latest(d.end for _row, d in datas),
+        outcome=_latest(d.outcome for _row, d in datas),
         site_relatedness=this.relatedness.value if this.relatedness else None,
         awareness_at=seriousness.awareness_at,
         course=course,
@@ -133,3 +135,9 @@ def load_report_case(
         clock_start=file.clock_start,
         edited_narrative=file.narrative if latest else None,
     )
+
+
+def _latest(values: Iterable[str | None]) -> str | None:
+    """A follow-up that leaves a field out does not erase what an earlier version said."""
+    known = [v for v in values if v is not None]
+    return known[-1] if known else None
