@@ -51,7 +51,9 @@ def lab_text(lab: LabLine) -> str:
     limits = ""
     if lab.lln or lab.uln:
         limits = f" (range {lab.lln or '?'}-{lab.uln or '?'})"
-    grade = f", CTCAE grade {lab.grade} {lab.term}" if lab.grade is not None and lab.term else ""
+    grade = ", normal (CTCAE grade 0)" if lab.grade == 0 else ""
+    if lab.grade and lab.term:
+        grade = f", CTCAE grade {lab.grade} {lab.term}"
     base = " [baseline]" if lab.baseline else ""
     return f"{lab.collected_at.strftime('%Y-%m-%d')} {lab.test} {lab.value}{unit}{limits}{grade}{base}"
 
