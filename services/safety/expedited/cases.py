@@ -90,7 +90,10 @@ def assess_ae_version(
         case.term, case.meddra_code = term, meddra
         case.site_relatedness = ae.relatedness.value if ae.relatedness else None
         case.site_relatedness_version = ae.version
+    before = (case.proposed_expectedness, case.proposed_reason)
     _propose(case, protocol, seriousness)
+    if case.confirmed_expectedness is not None and (case.proposed_expectedness, case.proposed_reason) != before:
+        _supersede_confirmation(case, version=ae.version, now=now, session=session)
     basis = f"sponsor receipt of AE version {ae.version} (event {envelope.id})"
     return _decide(
         session,
@@ -195,6 +198,21 @@ def save_narrative(
     session.add(case)
     _audit(session, case, actor, "susar.narrative_edited", {"narrative": text}, now)
     return case
+
+
+def _supersede_confirmation(case: SusarCase, *, version: int, now: datetime, session: Session) -> None:
+    """New facts (a worse grade, a fatal outcome, another term) change the RSI's answer: the officer's earlier
+    confirmation was about other facts, so it no longer stands; the new proposal counts until re-confirmed."""
+    detail = {
+        "superseded": case.confirmed_expectedness,
+        "confirmed_by": case.expectedness_by,
+        "proposal_now": case.proposed_expectedness,
+        "why": case.proposed_reason,
+        "ae_version": version,
+    }
+    case.confirmed_expectedness = None
+    case.expectedness_by = case.expectedness_at = case.expectedness_reason = None
+    _audit(session, case, SYSTEM_ACTOR, "susar.expectedness_confirmation_superseded", detail, now)
 
 
 def effective_expectedness(case: SusarCase) -> Expectedness:

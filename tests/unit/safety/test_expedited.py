@@ -208,3 +208,30 @@ def test_the_officer_confirming_expected_withdraws_the_susar(engine: Engine, pro
     assert withdrawn.type == "susar.withdrawn"  # type: ignore[attr-defined]
     assert withdrawn.data.expectedness_basis == "officer"  # type: ignore[attr-defined]
     assert _decide(engine, protocol, "causality", "not_related", RECEIVED + timedelta(hours=4)) == []
+
+
+def test_the_officer_overriding_expected_to_unexpected_starts_the_clock_at_the_decision(
+    engine: Engine, protocol: Protocol
+) -> None:
+    driver = Driver(engine, protocol)
+    expected = ae("S-001", term="Fever", grade=2, relatedness="probable", seriousness={"hospitalization": True})
+    assert not [s for s in driver.apply(expected) if str(getattr(s, "type", "")).startswith("susar.")]
+    decided = RECEIVED + timedelta(days=1)
+    [susar] = _decide(engine, protocol, "expectedness", "unexpected", decided)
+    assert susar.type == "susar.detected" and susar.data.clock_start == decided  # type: ignore[attr-defined]
+
+
+def test_new_facts_supersede_the_officers_expected_confirmation(engine: Engine, protocol: Protocol) -> None:
+    driver = Driver(engine, protocol)
+    hosp = {"hospitalization": True}
+    driver.apply(ae("S-001", term="Fever", grade=2, relatedness="probable", seriousness=hosp))
+    _decide(engine, protocol, "expectedness", "expected", RECEIVED + timedelta(hours=1))
+    later = RECEIVED + timedelta(days=2)
+    worse = ae("S-001", version=2, term="Fever", grade=4, relatedness="probable", seriousness=hosp, received=later)
+    [susar] = of_type(driver.apply(worse, now=later), "susar.detected")  # grade 4 is above the RSI's grade 2
+    assert susar.data.clock_start == later and susar.data.expectedness_basis == "rsi_proposal"
+    with Session(engine) as session:
+        case = session.exec(select(SusarCase)).one()
+        assert case.confirmed_expectedness is None
+        actions = [e.action for e in session.exec(select(AuditEntry)).all()]
+    assert "susar.expectedness_confirmation_superseded" in actions
