@@ -192,6 +192,9 @@ class ReportRecipient(ProtocolModel):
     route: Annotated[str, Field(max_length=200)] | None = Field(
         default=None, description="How it is submitted (EudraVigilance, CTIS, e-mail...), shown on the obligation"
     )
+    e2b_receiver: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="The receiver identifier in E2B messages (N.1.4, N.2.r.3), e.g. EVCTMPROD"
+    )
 
 
 class ExpeditedReporting(ProtocolModel):

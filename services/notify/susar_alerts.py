@@ -63,6 +63,11 @@ def follow_up_obligation_id(alert_id: str, recipient_id: str, source_id: str) ->
     return deterministic_id("obligation", alert_id, SUSAR_FOLLOW_UP, recipient_id, source_id)
 
 
+def recipient_of(description: str) -> str:
+    """The recipient id a SUSAR obligation's description ends with ("... [regulator]")."""
+    return description.rsplit("[", 1)[-1].rstrip("]")
+
+
 def _to(recipient: ReportRecipient) -> str:
     route = f" via {recipient.route}" if recipient.route else ""
     return f"{recipient.name} ({recipient.kind.replace('_', ' ')}){route}"

@@ -25,6 +25,7 @@ from services.notify.susar_alerts import (
     plan_follow_ups,
     plan_susar_alert,
     plan_upgrade,
+    recipient_of,
     report_obligation_id,
     rules_of,
     susar_alert_id,
@@ -174,7 +175,7 @@ def _follow_up(session: Session, signal: SusarUpdated, now: datetime, protocol: 
     provisional = plan_susar_alert(signal, protocol, heading="SUSAR follow-up information", obligations=[])
     alert, _new = _alert(session, signal, provisional, now, f"SUSAR follow-up before notify saw it: {data.reason}")
     pending = {
-        o.description.rsplit("[", 1)[-1].rstrip("]")
+        recipient_of(o.description)
         for o in store.open_obligations(session, alert_id=alert.id)
         if o.kind == SUSAR_FOLLOW_UP
     }

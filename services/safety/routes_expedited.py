@@ -331,7 +331,11 @@ async def e2b_xml(
 
     def build() -> tuple[bytes, str, int]:
         report = _report(request, trial_id, subject_id, ae_id, version)
-        return render_e2b(report, created=now, receiver=chosen.id), report.case_id, report.report_version
+        return (
+            render_e2b(report, created=now, receiver=chosen.e2b_receiver or chosen.id),
+            report.case_id,
+            report.report_version,
+        )
 
     body, case_id, report_version = await asyncio.to_thread(build)
     return Response(body, media_type="application/xml", headers=_filename(case_id, report_version, "xml"))

@@ -112,6 +112,7 @@ def test_report_downloads_are_for_officers(client: TestClient) -> None:
     assert pdf.content.startswith(b"%PDF-") and "NCT07212335-S-001-AE-1-v1.pdf" in pdf.headers["content-disposition"]
     xml = client.get(f"{CASE}/reports/e2b.xml?recipient=regulator&version=1", headers=auth(OFFICER))
     assert xml.status_code == 200 and problems(xml.content) == []
+    assert b'extension="EVCTMPROD" root="2.16.840.1.113883.3.989.2.1.3.14"' in xml.content  # the protocol's id
     assert client.get(f"{CASE}/reports/e2b.xml?recipient=nobody", headers=auth(OFFICER)).status_code == 422
     assert client.get(f"{CASE}/reports/e2b.xml?version=7", headers=auth(OFFICER)).status_code == 404
     assert client.get(f"{CASE}/reports/e2b.xml?version=0", headers=auth(OFFICER)).status_code == 422
