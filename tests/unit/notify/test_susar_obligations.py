@@ -166,3 +166,53 @@ def test_withdrawal_cancels_the_open_reports_with_the_reason(
         notifier.apply(outgoing.envelope)
     rows = notifier.rows(Obligation)
     assert rows and all(o.state == "cancelled" and "no longer a SUSAR" in (o.cancel_reason or "") for o in rows)
+
+
+def _data(**overrides: Any) -> Any:
+    from shared.events import SusarData
+
+    values: dict[str, Any] = {
+        "case_id": "c",
+        "site_id": "SITE-1",
+        "subject_id": "S-001",
+        "ae_id": "AE-1",
+        "ae_version": 2,
+        "report_version": 2,
+        "term": "Pneumonitis",
+        "meddra_code": "10035742",
+        "grade": 5,
+        "criteria": ["death"],
+        "fatal_or_life_threatening": True,
+        "site_relatedness": "possible",
+        "sponsor_causality": None,
+        "expectedness": "unexpected",
+        "expectedness_basis": "rsi_proposal",
+        "rsi_version": "2.0",
+        "change": "upgraded",
+        "clock_start": RECEIVED,
+        "clock_basis": "receipt",
+        "upgraded_at": RECEIVED + timedelta(days=20),
+        "changed_at": RECEIVED + timedelta(days=20),
+        "reason": "r",
+        "source_event_id": "evt-2",
+    }
+    values.update(overrides)
+    return SusarData.model_validate(values)
+
+
+def test_an_upgrade_after_the_report_was_filed_needs_a_7_day_follow_up(protocol: Protocol) -> None:
+    from services.notify.susar_alerts import ReportState, plan_follow_ups, plan_upgrade, recipient_of
+
+    rules = protocol.expedited_reporting
+    assert rules is not None
+    filed = [ReportState(r, f"o-{r.id}", "completed", RECEIVED + timedelta(days=15)) for r in rules.recipients]
+    known = RECEIVED + timedelta(days=20)
+    plan = plan_upgrade("NCT07212335", _data(), rules, filed)
+    assert plan.move == ()
+    follow_ups = [o for o in plan.add if o.kind == SUSAR_FOLLOW_UP]
+    assert {recipient_of(o.description) for o in follow_ups} == RECIPIENTS
+    assert {o.due_at for o in follow_ups} == {known + timedelta(days=7)}  # EU CTR Art. 42(2)(c)
+    assert {o.due_at for o in plan.add if o.kind == SUSAR_COMPLETION} == {known + timedelta(days=15)}
+    quiet = rules.model_copy(update={"follow_up_reports": False})
+    assert plan_follow_ups("NCT07212335", _data(change="follow_up"), quiet, filed, pending=set()) == []
+    assert len(plan_follow_ups("NCT07212335", _data(change="follow_up"), rules, filed, pending={"regulator"})) == 2
