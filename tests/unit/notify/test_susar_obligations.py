@@ -216,3 +216,30 @@ def test_an_upgrade_after_the_report_was_filed_needs_a_7_day_follow_up(protocol:
     quiet = rules.model_copy(update={"follow_up_reports": False})
     assert plan_follow_ups("NCT07212335", _data(change="follow_up"), quiet, filed, pending=set()) == []
     assert len(plan_follow_ups("NCT07212335", _data(change="follow_up"), rules, filed, pending={"regulator"})) == 2
+
+
+def test_the_sponsor_calling_it_related_starts_15_days_from_that_decision(
+    engine: Engine, protocol: Protocol, notifier: Notifier
+) -> None:
+    driver = Driver(engine, protocol)
+    site_unlikely = ae("S-001", term="Pneumonitis", grade=3, relatedness="unlikely", seriousness=HOSP)
+    assert _susar_signals(driver, site_unlikely) == []
+    decided = RECEIVED + timedelta(days=2)
+    with Session(engine) as session, session.begin():
+        _case, out = cases.record_causality(
+            session,
+            protocol=protocol,
+            trial_id="NCT07212335",
+            subject_id="S-001",
+            ae_id="AE-1",
+            causality="related",
+            actor="officer",
+            reason="temporal association, no alternative cause",
+            now=decided,
+            signals_topic=SIGNALS,
+        )
+    for outgoing in out:
+        notifier.apply(outgoing.envelope)
+    reports = _by_kind(notifier)[SUSAR_REPORT]
+    assert {o.due_at for o in reports} == {decided + timedelta(days=15)}
+    assert {o.clock_started_at for o in reports} == {decided}
