@@ -64,8 +64,8 @@ def follow_up_obligation_id(alert_id: str, recipient_id: str, source_id: str) ->
 
 
 def recipient_of(description: str) -> str:
-    """The recipient id a SUSAR obligation's description ends with ("... [regulator]")."""
-    return description.rsplit("[", 1)[-1].rstrip("]")
+    """The recipient id a SUSAR obligation's description starts with ("[regulator] SUSAR report to ...")."""
+    return description[1 : description.index("]")] if description.startswith("[") else ""
 
 
 def _to(recipient: ReportRecipient) -> str:
@@ -79,7 +79,7 @@ def _obligation(
     return ObligationPlan(
         id=id_,
         kind=kind,
-        description=f"{LABELS[kind]} to {_to(recipient)}: day {days} [{recipient.id}]"[:500],
+        description=f"[{recipient.id}] {LABELS[kind]} to {_to(recipient)}: day {days}"[:500],
         clock_started_at=utc(start),
         clock_basis=basis[:20],
         due_at=due_at,

@@ -26,6 +26,7 @@ from services.ingest.main import create_app as ingest_app
 from services.ingest.settings import IngestSettings
 from services.notify.main import create_app as notify_app
 from services.notify.settings import NotifySettings
+from services.notify.susar_alerts import recipient_of
 from services.safety.main import create_app as safety_app
 from services.safety.settings import SafetySettings
 from shared.clock import FakeClock
@@ -145,7 +146,7 @@ def test_susar_clocks_through_the_webhook(system: System) -> None:
     found = system.wait_obligations(fatal, 6)
     reports = [o for o in found if o["kind"] == "susar_report"]
     completions = [o for o in found if o["kind"] == "susar_completion"]
-    assert {o["description"].rsplit("[", 1)[-1].rstrip("]") for o in reports} == RECIPIENTS
+    assert {recipient_of(o["description"]) for o in reports} == RECIPIENTS
     assert {datetime.fromisoformat(o["due_at"]) for o in reports} == {received + timedelta(days=7)}
     assert {datetime.fromisoformat(o["due_at"]) for o in completions} == {received + timedelta(days=15)}
 

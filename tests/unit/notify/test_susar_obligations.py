@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from services.notify.models import Alert, Obligation
-from services.notify.susar_alerts import SUSAR_COMPLETION, SUSAR_FOLLOW_UP, SUSAR_REPORT
+from services.notify.susar_alerts import SUSAR_COMPLETION, SUSAR_FOLLOW_UP, SUSAR_REPORT, recipient_of
 from services.safety.expedited import cases
 from shared.protocol import Protocol
 from tests.unit.notify.conftest import Notifier, act
@@ -33,7 +33,7 @@ def _by_kind(notifier: Notifier) -> dict[str, list[Obligation]]:
 
 
 def _recipient(row: Obligation) -> str:
-    return row.description.rsplit("[", 1)[-1].rstrip("]")
+    return recipient_of(row.description)
 
 
 def test_a_fatal_susar_is_due_at_day_7_and_complete_at_day_15_for_each_recipient(
@@ -201,7 +201,7 @@ def _data(**overrides: Any) -> Any:
 
 
 def test_an_upgrade_after_the_report_was_filed_needs_a_7_day_follow_up(protocol: Protocol) -> None:
-    from services.notify.susar_alerts import ReportState, plan_follow_ups, plan_upgrade, recipient_of
+    from services.notify.susar_alerts import ReportState, plan_follow_ups, plan_upgrade
 
     rules = protocol.expedited_reporting
     assert rules is not None
