@@ -13,9 +13,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from services.safety import protocol_engine, store
-from services.safety.cohort import assess_arms
 from services.safety.dlt import DltState
-from services.safety.models import AeSeriousness, AeVersion, DltRecord, Dose, LabResult, Subject
+from services.safety.models import AeSeriousness, AeVersion, DltRecord, Dose, LabResult, Subject, SubjectOutcomeRow
 from shared.audit import lock_audit_chain
 from shared.auth import require_role
 from shared.clock import Clock
@@ -266,7 +265,7 @@ def _subject_view(engine: Engine, protocol: Protocol, now: datetime, trial_id: s
                 for state in states
             ],
             dlt_window=window_view,
-            evaluable=confirmed or (window is not None and window.closed(now)),
+            evaluable=_evaluable(session, trial_id, subject_id, confirmed=confirmed),
             dlts=dlts,
             record_statuses=[StatusView.model_validate(s.model_dump()) for s in statuses],
         )
@@ -281,9 +280,15 @@ async def get_cohorts(
     return await asyncio.to_thread(_cohorts_view, engine, protocol, clock.now())
 
 
+def _evaluable(session: Session, trial_id: str, subject_id: str, *, confirmed: bool) -> bool:
+    """As the 3+3 counts the subject (stored outcome: all infusions, window ended, required visits, or a DLT)."""
+    row = session.get(SubjectOutcomeRow, (trial_id, subject_id))
+    return confirmed or (row is not None and row.outcome in ("evaluable", "dlt"))
+
+
 def _cohorts_view(engine: Engine, protocol: Protocol, now: datetime) -> list[CohortView]:
     with Session(engine) as session:
-        arms = assess_arms(protocol, protocol_engine.subject_outcomes(session, protocol=protocol, now=now))
+        arms = protocol_engine.current_arms(session, protocol=protocol).arms
     return [
         CohortView(
             arm=a.arm,
