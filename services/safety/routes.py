@@ -22,7 +22,7 @@ from shared.consumer_service import ConsumerService
 from shared.events import ClinicalEnvelope, CohortDecisionName
 from shared.outbox import add_to_outbox
 from shared.problems import ProblemError
-from shared.protocol import Protocol
+from shared.protocol import DltAnchor, Protocol
 from shared.settings import ApiUser
 
 router = APIRouter(prefix="/v1")
@@ -75,14 +75,14 @@ class AeView(BaseModel):
 
 
 class DltWindowView(BaseModel):
-    basis: Literal["first_infusion", "enrolment"]
+    basis: DltAnchor
     start: datetime
     end: datetime
-    """Exclusive: the window is [start, end) in UTC."""
+    """Exclusive: the first instant after the last DLT day at the site."""
     first_day: date
-    """Study day 1 (the anchor's date at the site)."""
+    """The anchor's date at the site (study day 0 or 1, as the protocol's study_days says)."""
     last_day: date
-    """Study day `days`: an AE with onset up to this date is inside."""
+    """The last DLT day: an AE with onset up to this date is inside."""
     days: int
     state: Literal["open", "closed"]
     study_day: int
@@ -239,7 +239,7 @@ def _subject_view(engine: Engine, protocol: Protocol, now: datetime, trial_id: s
                 last_day=window.last_day,
                 days=window.days,
                 state=window.state(now),
-                study_day=window.study_day(now.date()),
+                study_day=window.study_day(window.site_date(now)),
             )
         confirmed = any(d.state is DltState.CONFIRMED for d in dlts)
         return SubjectView(
