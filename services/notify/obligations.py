@@ -15,6 +15,8 @@ from shared.protocol import Protocol
 SAE_REPORT = "sae_report"
 DLT_REVIEW = "dlt_review"
 STOPPING_RULE_REVIEW = "stopping_rule_review"
+DOSE_RECOMMENDATION_REVIEW = "dose_recommendation_review"
+DEVIATION_REVIEW = "deviation_review"
 OPEN_STATES = frozenset({"open", "overdue"})
 CLOSED_STATES = frozenset({"completed", "cancelled"})
 
@@ -31,15 +33,19 @@ def reminded_roles(protocol: Protocol, kind: str) -> list[str]:
     """Who hears the reminders and overdue pages of an obligation, by kind."""
     if kind == SAE_REPORT:
         return list(protocol.sae.notify_roles)
-    if kind in (DLT_REVIEW, STOPPING_RULE_REVIEW):
+    if kind in (DLT_REVIEW, STOPPING_RULE_REVIEW, DOSE_RECOMMENDATION_REVIEW, DEVIATION_REVIEW):
         return list(protocol.dlt.notify_roles)
     raise ValueError(f"unknown obligation kind {kind!r}")
 
 
 def label(kind: str) -> str:
-    return {SAE_REPORT: "SAE report", DLT_REVIEW: "DLT review", STOPPING_RULE_REVIEW: "stopping-rule review"}.get(
-        kind, kind.replace("_", " ")
-    )
+    return {
+        SAE_REPORT: "SAE report",
+        DLT_REVIEW: "DLT review",
+        STOPPING_RULE_REVIEW: "stopping-rule review",
+        DOSE_RECOMMENDATION_REVIEW: "recommended-dose review",
+        DEVIATION_REVIEW: "protocol-deviation review",
+    }.get(kind, kind.replace("_", " "))
 
 
 def check_can_close(state: str, *, to: str) -> None:
