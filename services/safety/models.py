@@ -191,6 +191,9 @@ class SubjectOutcomeRow(SQLModel, table=True):
     evaluable_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     changes_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True, index=True))
     """The next instant the outcome changes by time alone (the sweep reassesses the subject then)."""
+    first_dlt_on: date | None = None
+    """The earliest onset of the subject's open or confirmed DLTs (None: none, or unknown): enrolment checks
+    judged as of an earlier date do not see them."""
     reason: str = Field(default="", max_length=2000)
     study_status: str = Field(default="on_study", max_length=20)
     study_status_on: date | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from sqlmodel import Session
@@ -47,7 +47,7 @@ from services.safety.dlt import (
     lab_dlt_id_part,
     transition,
 )
-from services.safety.dlt_window import DltWindow, Infusion, start_of_day_everywhere
+from services.safety.dlt_window import DltWindow, Infusion, partial_date_range, start_of_day_everywhere
 from services.safety.dlt_window import subject_window as window_rule
 from services.safety.evaluability import SubjectFacts, SubjectOutcome, assess_subject
 from services.safety.models import AeVersion, CohortState, DltRecord, DoseRecommendationRow, Subject, SubjectOutcomeRow
@@ -166,6 +166,8 @@ class _Verdict:
     meets: bool
     criterion: str | None
     reason: str
+    on: date | None = None
+    """The earliest date the DLT can have begun (AE onset, or the result's collection); None: unknown."""
 
 
 def _verdicts(protocol: Protocol, state: SubjectState, window: DltWindow | None) -> list[_Verdict]:
@@ -183,6 +185,7 @@ def _verdicts(protocol: Protocol, state: SubjectState, window: DltWindow | None)
                 verdict.meets,
                 verdict.criterion,
                 verdict.reason,
+                partial_date_range(facts.onset)[0] if facts.onset else None,
             )
         )
     inactive_labs = state.inactive_ids("lab")
@@ -199,7 +202,9 @@ def _verdicts(protocol: Protocol, state: SubjectState, window: DltWindow | None)
         )
         key = lab_dlt_id_part(term)
         if finding is not None:
-            verdicts.append(_Verdict(key, term, finding.grade, None, 1, True, finding.rule, finding.reason))
+            drawn = next(p.collected_at for p in points[term] if p.result_id == finding.result_id)
+            on = window.site_date(drawn) if window is not None else utc(drawn).date()
+            verdicts.append(_Verdict(key, term, finding.grade, None, 1, True, finding.rule, finding.reason, on))
         elif key in state.records:
             verdicts.append(_Verdict(key, term, None, None, 1, False, None, f"'{term}' labs no longer meet a rule"))
     return verdicts
@@ -266,17 +271,22 @@ def reassess_subject(
         return result
     subject = state.subject
     window = _window(protocol, state)
+    starts: list[date | None] = []
     for verdict in _verdicts(protocol, state, window):
         signal = _update_record(
             session, state, verdict, window=window, source_event_id=source_event_id, now=now, topic=signals_topic
         )
         if signal is not None:
             result.signals.append(signal)
+        record = state.records.get(verdict.key)
+        if record is not None and record.state in (DltState.SUSPECTED.value, DltState.CONFIRMED.value):
+            starts.append(verdict.on)
     outcome = assess_subject(subject_facts(protocol, state, window), rules=protocol.cohort, now=now)
     row = state.outcome or SubjectOutcomeRow(trial_id=trial_id, subject_id=subject_id, updated_at=now)
     before = _outcome_key(row)
     previous_arm = row.arm
     _store_outcome(row, outcome, infusions_planned=subject_facts_planned(protocol, subject))
+    row.first_dlt_on = None if not starts or None in starts else min(d for d in starts if d is not None)
     if _outcome_key(row) != before or state.outcome is None:
         row.revision += 1
         row.updated_at = now
@@ -621,12 +631,17 @@ def _cohort_signal(
     return Outgoing(topic=topic, key=message_key(trial_id, f"arm:{data.arm}"), envelope=envelope)
 
 
-def _as_of(row: SubjectOutcomeRow, at: datetime) -> SubjectOutcome:
-    """A stored outcome as it stood at `at`: a subject evaluable only later was still pending then."""
+def _as_of(row: SubjectOutcomeRow, at: datetime, *, enrolled_on: date) -> SubjectOutcome:
+    """A stored outcome as it stood when a subject was enrolled on `enrolled_on` (judged at `at`): a subject
+    evaluable only later was still pending then, and DLTs that began on or after that date were not yet known
+    (their onset is clinical time, so a replay judges the same way; an unknown onset counts)."""
     outcome = row.outcome
+    confirmed, suspected = row.dlt_confirmed, row.dlt_suspected
     if outcome == "evaluable" and row.evaluable_at is not None and utc(row.evaluable_at) > utc(at):
         outcome = "pending"
-    return SubjectOutcome(row.subject_id, row.arm, outcome, row.dlt_confirmed, row.dlt_suspected)  # type: ignore[arg-type]
+    if outcome in ("dlt", "under_review") and row.first_dlt_on is not None and row.first_dlt_on >= enrolled_on:
+        outcome, confirmed, suspected = "pending", 0, 0
+    return SubjectOutcome(row.subject_id, row.arm, outcome, confirmed, suspected)  # type: ignore[arg-type]
 
 
 def check_enrolment(
@@ -645,7 +660,7 @@ def check_enrolment(
 
     judged_at = start_of_day_everywhere(envelope.data.enrolled_at)
     outcomes = [
-        _as_of(row, judged_at)
+        _as_of(row, judged_at, enrolled_on=envelope.data.enrolled_at)
         for row in subject_store.outcome_rows(session, trial_id=protocol.trial_id)
         if row.subject_id != envelope.subject and row.arm is not None
     ]

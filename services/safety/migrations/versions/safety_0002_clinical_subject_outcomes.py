@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("infusions_planned", sa.Integer(), nullable=False),
         sa.Column("evaluable_at", shared.db.UTCDateTime(), nullable=True),
         sa.Column("changes_at", shared.db.UTCDateTime(), nullable=True),
+        sa.Column("first_dlt_on", sa.Date(), nullable=True),
         sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=False),
         sa.Column("study_status", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("study_status_on", sa.Date(), nullable=True),
