@@ -155,7 +155,7 @@ def assess_arm(t: ArmTally, *, rules: CohortRules, next_arm: str | None) -> ArmA
         settled = replace(t, evaluable=t.evaluable + t.under_review)  # a decided review makes them evaluable
         if_confirmed, _, _ = _base(settled, confirmed + suspected, rules=rules, next_arm=next_arm)
         if_rejected, _, _ = _base(settled, confirmed, rules=rules, next_arm=next_arm)
-        branches = f"if confirmed: {if_confirmed}; if rejected: {if_rejected} once their windows have closed"
+        branches = f"if confirmed: {if_confirmed}; if rejected: {if_rejected}"
         if stopping:
             reason = (
                 f"hold: stopping rule reached with suspected DLTs, {confirmed} confirmed + {suspected} suspected"

@@ -121,5 +121,20 @@ def subjects_due(session: Session, *, trial_id: str, now: datetime) -> list[str]
     return sorted(session.exec(query))
 
 
+def subjects_without_outcome(session: Session, *, trial_id: str, limit: int = 500) -> list[str]:
+    """Subjects stored before outcome rows existed (an upgraded database): the sweep assesses them once."""
+    query = (
+        select(Subject.subject_id)
+        .outerjoin(
+            SubjectOutcomeRow,
+            (SubjectOutcomeRow.trial_id == Subject.trial_id) & (SubjectOutcomeRow.subject_id == Subject.subject_id),  # type: ignore[arg-type]
+        )
+        .where(Subject.trial_id == trial_id, col(SubjectOutcomeRow.subject_id).is_(None))
+        .order_by(col(Subject.subject_id))
+        .limit(limit)
+    )
+    return list(session.exec(query))
+
+
 def recommendation(session: Session, *, trial_id: str) -> DoseRecommendationRow | None:
     return session.get(DoseRecommendationRow, trial_id, with_for_update=True)

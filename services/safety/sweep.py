@@ -32,12 +32,15 @@ log = logging.getLogger(__name__)
 
 
 def sweep(session: Session, *, protocol: Protocol, now: datetime, signals_topic: str) -> list[Outgoing]:
-    """Reassess the subjects whose outcome changes with time by `now` (a DLT window or a required visit ended),
-    re-decide their arms, then flag each visit missed by `now` (once); the caller owns the transaction."""
+    """Reassess the subjects whose outcome changes with time by `now` (a DLT window or a required visit ended)
+    and any subject without an outcome row yet (a database upgraded from before they existed), re-decide their
+    arms, then flag each visit missed by `now` (once); the caller owns the transaction."""
     trial_id = protocol.trial_id
     signals: list[Outgoing] = []
     arms: set[str] = set()
-    for subject_id in subject_store.subjects_due(session, trial_id=trial_id, now=now):
+    due = subject_store.subjects_due(session, trial_id=trial_id, now=now)
+    due += subject_store.subjects_without_outcome(session, trial_id=trial_id)
+    for subject_id in sorted(set(due)):
         reassessed = protocol_engine.reassess_subject(
             session,
             protocol=protocol,

@@ -416,3 +416,61 @@ def test_the_same_events_in_another_order_end_in_the_same_state(
         assert state(other) == state(driver.engine)
     finally:
         other.dispose()
+
+
+# --- more cases from the safety physician ---------------------------------------------------------------------
+
+
+def test_an_arm_c_subject_stopped_after_one_infusion_because_of_a_dlt_counts_as_a_dlt(driver: Driver) -> None:
+    subject_in(driver, "C-1", "C", infusions=1, visit=False)
+    driver.apply(related_ae("C-1", DAY0 + timedelta(days=3), term="Anaphylaxis", grade=3), now=at(4))
+    decide(driver, "C-1", "confirmed", now=at(5))
+    driver.apply(subject_status("C-1", "withdrawn", DAY0 + timedelta(days=6), "dosing stopped for the DLT"), now=at(6))
+    row = outcome_of(driver, "C-1")
+    assert (row.outcome, row.dlt_confirmed) == ("dlt", 1), "1 of 4 infusions, but a DLT makes the subject evaluable"
+    assert cohort(driver, "C").dlt_confirmed == 1
+
+
+def test_a_withdrawn_subject_whose_suspicion_is_rejected_needs_a_replacement(driver: Driver) -> None:
+    subject_in(driver, "A-1", "A")
+    driver.apply(related_ae("A-1", DAY0 + timedelta(days=3)), now=at(4))
+    driver.apply(subject_status("A-1", "withdrawn", DAY0 + timedelta(days=5)), now=at(5))
+    assert outcome_of(driver, "A-1").outcome == "under_review"
+    decide(driver, "A-1", "rejected", now=at(6))
+    assert outcome_of(driver, "A-1").outcome == "not_evaluable"
+    assert cohort(driver).replacements_needed == 1
+
+
+def test_a_fatal_ae_in_the_window_is_a_dlt_whatever_its_causality(driver: Driver) -> None:
+    subject_in(driver, "A-1", "A", visit=False)
+    fatal = related_ae("A-1", DAY0 + timedelta(days=12), term="Sepsis", grade=5, relatedness="not_related")
+    [suspected] = of_type(driver.apply(fatal, now=at(13)), "dlt.suspected")
+    assert suspected.data.criterion == "grade5"
+
+
+def test_counting_events_does_not_count_a_lab_and_its_ae_twice(driver: Driver) -> None:
+    driver.protocol = driver.protocol.model_copy(
+        update={"cohort": driver.protocol.cohort.model_copy(update={"count": "events"})}
+    )
+    driver.apply(plat("A-1", "P0", "40", -2, baseline=True))  # grade 3
+    subject_in(driver, "A-1", "A", visit=False)
+    driver.apply(plat("A-1", "P9", "20", 9))  # lab-only suspicion: grade 4
+    thrombocytopenia = related_ae("A-1", DAY0 + timedelta(days=9), term="Thrombocytopenia", grade=4)
+    driver.apply(thrombocytopenia, now=at(10))
+    with Session(driver.engine) as session:
+        assert len(session.exec(select(DltRecord)).all()) == 2  # both reviewed by the officer
+    assert outcome_of(driver, "A-1").dlt_suspected == 1, "one event: the AE and the lab that shows it"
+    assert (cohort(driver).decision, cohort(driver).stopping) == ("awaiting_dlt_review", False)
+
+
+def test_a_database_upgraded_from_before_outcome_rows_is_assessed_by_the_next_sweep(driver: Driver) -> None:
+    for subject in ("A-1", "A-2", "A-3"):
+        subject_in(driver, subject, "A")
+    with Session(driver.engine) as session, session.begin():
+        for row in session.exec(select(SubjectOutcomeRow)).all():
+            session.delete(row)
+        for cohort_row in session.exec(select(CohortState)).all():
+            session.delete(cohort_row)
+    out = sweep(driver, at(40))
+    assert decisions(out) == [("A", "escalate")]
+    assert outcome_of(driver, "A-2").outcome == "evaluable"
