@@ -147,6 +147,9 @@ class CohortView(BaseModel):
     """Confirmed plus suspected DLTs reach the protocol's stopping number."""
     next_arm: str | None
     reason: str
+    not_evaluable: int = 0
+    """Subjects who can no longer be evaluated (withdrawn without a DLT, infusions missing): to be replaced."""
+    replacements_needed: int = 0
 
 
 class DecisionBody(BaseModel):
@@ -275,7 +278,8 @@ def _subject_view(engine: Engine, protocol: Protocol, now: datetime, trial_id: s
 async def get_cohorts(
     trial_id: str, _user: Viewer, engine: EngineDep, protocol: ProtocolDep, clock: ClockDep
 ) -> list[CohortView]:
-    """Each arm in escalation order, computed now (windows close with time, not only with events)."""
+    """Each arm in escalation order, as last decided from the subjects' stored outcomes (events and the sweep keep
+    them current: a window closing with time is picked up by the next sweep)."""
     _known_trial(protocol, trial_id)
     return await asyncio.to_thread(_cohorts_view, engine, protocol, clock.now())
 
@@ -300,6 +304,8 @@ def _cohorts_view(engine: Engine, protocol: Protocol, now: datetime) -> list[Coh
             stopping_rule=a.stopping,
             next_arm=a.next_arm,
             reason=a.reason,
+            not_evaluable=a.not_evaluable,
+            replacements_needed=a.replacements_needed,
         )
         for a in arms
     ]
