@@ -291,7 +291,7 @@ def classify_labs(
                 _lab_reason(term, point, window, f"grade {point.grade} is {worse} grade(s) worse than {said}"),
             )
     if haem.recover_by_day is not None:
-        first_worse = next((p for p in inside if p.grade > base), None)
+        first_worse = next((p for p in inside if p.grade > base and p.grade >= haem.min_grade), None)
         if first_worse is not None:
             due = window.calendar.day_starts(window.calendar.date_of(haem.recover_by_day))
             later = [p for p in ordered if p.collected_at >= first_worse.collected_at]

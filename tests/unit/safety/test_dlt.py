@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,13 +14,15 @@ from services.safety.dlt import (
     Classification,
     DltSignal,
     DltState,
+    LabPoint,
     classify,
+    classify_labs,
     fold_versions,
     transition,
 )
 from services.safety.dlt_window import infusion_window
 from shared.events import Relatedness
-from shared.protocol import FebrileNeutropenia, Protocol
+from shared.protocol import DltRules, FebrileNeutropenia, Protocol
 
 WINDOW = infusion_window(first_infusion=datetime(2026, 3, 2, 10, tzinfo=UTC), site_day=None, days=28)
 
@@ -252,3 +254,51 @@ def test_a_verbatim_thrombocytopenia_is_haematological_not_a_non_haematological_
     facts = AeFacts("AE-2", 1, pancytopenia.terms[0], 4, None, "2026-03-10", terms=pancytopenia.terms)
     worse = verdict(protocol, facts, {"Anemia": 4, "Neutrophil count decreased": 4, "Platelet count decreased": 3})
     assert worse.meets and worse.criterion == HAEMATOLOGICAL  # the platelets could have worsened
+
+
+# --- point 9 on labs, pure ---------------------------------------------------------------------------------
+
+
+def points(*grades_by_day: tuple[int, int], baseline_day: int | None = None) -> list[LabPoint]:
+    start = datetime(2026, 3, 2, 10, tzinfo=UTC)
+    out = [LabPoint(f"R{day}", start + timedelta(days=day), grade, False) for day, grade in grades_by_day]
+    if baseline_day is not None:
+        out.append(LabPoint("B", start + timedelta(days=baseline_day), 4, True))
+    return out
+
+
+def lab_rules(protocol: Protocol, **changes: object) -> DltRules:
+    haem = protocol.dlt.haematological
+    assert haem is not None
+    return protocol.dlt.model_copy(update={"haematological": haem.model_copy(update=changes)})
+
+
+def test_labs_a_one_grade_worsening_fires_and_a_lab_before_the_infusion_does_not(protocol: Protocol) -> None:
+    term = "Neutrophil count decreased"
+    finding = classify_labs(term, points((5, 4)), rules=protocol.dlt, window=WINDOW, baseline=3)
+    assert finding is not None and finding.rule == HAEMATOLOGICAL and finding.result_id == "R5"
+    assert classify_labs(term, points((-1, 4)), rules=protocol.dlt, window=WINDOW, baseline=3) is None
+    assert classify_labs(term, points((5, 4)), rules=protocol.dlt, window=WINDOW, baseline=4) is None
+    assert classify_labs(term, points((5, 4)), rules=protocol.dlt, window=None, baseline=3) is None
+    off = lab_rules(protocol, labs_count=False)
+    assert classify_labs(term, points((5, 4)), rules=off, window=WINDOW, baseline=3) is None
+
+
+def test_labs_failure_to_recover_needs_a_worsening_at_the_protocols_grade(protocol: Protocol) -> None:
+    rules = lab_rules(protocol, min_worsening_grades=4, grade4_max_days=None, recover_by_day=20)
+    term = "Platelet count decreased"
+    stuck = classify_labs(term, points((3, 4), (10, 4), (21, 4)), rules=rules, window=WINDOW, baseline=3)
+    assert stuck is not None and stuck.rule == "haematological_failure_to_recover" and stuck.result_id == "R21"
+    back = classify_labs(term, points((3, 4), (10, 3), (21, 4)), rules=rules, window=WINDOW, baseline=3)
+    assert back is None, "returned to baseline before day 20"
+    mild = classify_labs(term, points((3, 1), (21, 1)), rules=rules, window=WINDOW, baseline=0)
+    assert mild is None, "a grade 1 that lingers is not a DLT (min_grade 3)"
+
+
+def test_labs_grade_4_from_baseline_counts_only_when_the_protocol_says_so(protocol: Protocol) -> None:
+    term = "Neutrophil count decreased"
+    series = points((3, 4), (10, 4), (16, 4))
+    assert classify_labs(term, series, rules=protocol.dlt, window=WINDOW, baseline=4) is None
+    counting = lab_rules(protocol, grade4_from_baseline_counts=True)
+    finding = classify_labs(term, series, rules=counting, window=WINDOW, baseline=4)
+    assert finding is not None and finding.rule == "haematological_grade4_prolonged" and finding.result_id == "R16"
