@@ -68,6 +68,8 @@ def apply_clinical_event(
     elif isinstance(envelope, SubjectStatusChanged):
         store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
         changed = protocol_engine.record_subject_status(session, envelope=envelope, now=now)
+        if changed:
+            signals += protocol_engine.death_without_fatal_ae(session, envelope=envelope, now=now, topic=signals_topic)
     else:
         store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
         changed, signals = _apply_record(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
@@ -75,7 +77,7 @@ def apply_clinical_event(
             _record_site_offset(session, envelope)
         if changed and isinstance(envelope, AeReported):
             signals += protocol_engine.unmapped_term_flags(
-                envelope.id,
+                envelope_id=envelope.id,
                 protocol=protocol,
                 trial_id=envelope.trialid,
                 subject_id=envelope.subject,

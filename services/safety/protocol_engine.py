@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from services.safety import subject_store
 from services.safety.ae_terms import map_ae_term
@@ -50,7 +50,15 @@ from services.safety.dlt import (
 from services.safety.dlt_window import DltWindow, Infusion, partial_date_range, start_of_day_everywhere
 from services.safety.dlt_window import subject_window as window_rule
 from services.safety.evaluability import SubjectFacts, SubjectOutcome, assess_subject
-from services.safety.models import AeVersion, CohortState, DltRecord, DoseRecommendationRow, Subject, SubjectOutcomeRow
+from services.safety.models import (
+    AeSeriousness,
+    AeVersion,
+    CohortState,
+    DltRecord,
+    DoseRecommendationRow,
+    Subject,
+    SubjectOutcomeRow,
+)
 from services.safety.subject_store import SubjectState, load_subject_state
 from shared.audit import append_audit
 from shared.clock import utc
@@ -392,8 +400,8 @@ def _update_record(
 
 
 def unmapped_term_flags(
-    envelope_id: str,
     *,
+    envelope_id: str,
     protocol: Protocol,
     trial_id: str,
     subject_id: str,
@@ -687,6 +695,44 @@ def check_enrolment(
             Outgoing(topic=signals_topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)
         )
     return signals
+
+
+DEATH_WITHOUT_FATAL_AE = "death_without_fatal_ae"
+
+
+def death_without_fatal_ae(
+    session: Session, *, envelope: SubjectStatusChanged, now: datetime, topic: str
+) -> list[Outgoing]:
+    """A death reported as a disposition with no fatal AE on record: no SAE clock and no grade 5 DLT can start
+    from it, so the site must report the AE; a data-quality finding for the site contact."""
+    if envelope.data.status != "died":
+        return []
+    query = select(AeSeriousness).where(
+        AeSeriousness.trial_id == envelope.trialid, AeSeriousness.subject_id == envelope.subject
+    )
+    if any(row.max_grade == 5 or "death" in row.criteria for row in session.exec(query)):
+        return []
+    on = envelope.data.effective_on.isoformat() if envelope.data.effective_on else "an unreported date"
+    signal = DataQualityFlagged(
+        id=deterministic_id("signal", envelope.id, "data_quality.flagged", DEATH_WITHOUT_FATAL_AE),
+        source=SIGNAL_SOURCE,
+        subject=envelope.subject,
+        time=now,
+        trialid=envelope.trialid,
+        data=DataQualityData(
+            site_id=envelope.siteid,
+            subject_id=envelope.subject,
+            record_type="subject_status",
+            record_id=envelope.id,
+            code=DEATH_WITHOUT_FATAL_AE,
+            detail=(
+                f"the subject died on {on} but no AE with a fatal outcome (grade 5 or seriousness 'death') is on"
+                " record: report the AE that led to death, so its SAE clock and the DLT rules can apply"
+            ),
+            source_event_id=envelope.id,
+        ),
+    )
+    return [Outgoing(topic=topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)]
 
 
 def record_subject_status(session: Session, *, envelope: SubjectStatusChanged, now: datetime) -> bool:

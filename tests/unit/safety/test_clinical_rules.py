@@ -238,10 +238,17 @@ def test_deleting_an_enrolment_never_removes_a_subjects_dlt_from_the_count(drive
     assert "still counts" in outcome_of(driver, "A-1").reason
 
 
-def test_death_without_a_dlt_is_not_dlt_free(driver: Driver) -> None:
+def test_death_without_a_dlt_is_not_dlt_free_and_without_a_fatal_ae_is_flagged(driver: Driver) -> None:
     subject_in(driver, "A-1", "A")
-    driver.apply(subject_status("A-1", "died", DAY0 + timedelta(days=12)), now=at(12))
+    out = driver.apply(subject_status("A-1", "died", DAY0 + timedelta(days=12)), now=at(12))
     assert outcome_of(driver, "A-1").outcome == "not_evaluable"
+    [flag] = of_type(out, "data_quality.flagged")
+    assert flag.data.code == "death_without_fatal_ae" and "2026-03-14" in flag.data.detail
+    subject_in(driver, "A-2", "A")
+    driver.apply(related_ae("A-2", DAY0 + timedelta(days=12), term="Sepsis", grade=5, relatedness="not_related"))
+    reported = driver.apply(subject_status("A-2", "died", DAY0 + timedelta(days=12)), now=at(13))
+    assert of_type(reported, "data_quality.flagged") == [], "the fatal AE is on record"
+    assert outcome_of(driver, "A-2").outcome == "under_review", "its grade 5 is a suspected DLT"
 
 
 # --- points 7 and 8: the window -------------------------------------------------------------------------------
