@@ -277,7 +277,6 @@ def reassess_subject(
     state = load_subject_state(session, trial_id=trial_id, subject_id=subject_id)
     if state is None:
         return result
-    subject = state.subject
     window = _window(protocol, state)
     starts: list[date | None] = []
     for verdict in _verdicts(protocol, state, window):
@@ -289,11 +288,12 @@ def reassess_subject(
         record = state.records.get(verdict.key)
         if record is not None and record.state in (DltState.SUSPECTED.value, DltState.CONFIRMED.value):
             starts.append(verdict.on)
-    outcome = assess_subject(subject_facts(protocol, state, window), rules=protocol.cohort, now=now)
+    facts = subject_facts(protocol, state, window)
+    outcome = assess_subject(facts, rules=protocol.cohort, now=now)
     row = state.outcome or SubjectOutcomeRow(trial_id=trial_id, subject_id=subject_id, updated_at=now)
     before = _outcome_key(row)
     previous_arm = row.arm
-    _store_outcome(row, outcome, infusions_planned=subject_facts_planned(protocol, subject))
+    _store_outcome(row, outcome, facts=facts)
     row.first_dlt_on = None if not starts or None in starts else min(d for d in starts if d is not None)
     if _outcome_key(row) != before or state.outcome is None:
         row.revision += 1
@@ -303,16 +303,11 @@ def reassess_subject(
     return result
 
 
-def subject_facts_planned(protocol: Protocol, subject: Subject) -> int:
-    arm = protocol.arm(subject.arm) if subject.arm else None
-    return arm.infusions if arm else 0
-
-
 def _outcome_key(row: SubjectOutcomeRow) -> tuple[object, ...]:
     return (row.arm, row.outcome, row.dlt_confirmed, row.dlt_suspected, row.evaluable_at)
 
 
-def _store_outcome(row: SubjectOutcomeRow, outcome: SubjectOutcome, *, infusions_planned: int) -> None:
+def _store_outcome(row: SubjectOutcomeRow, outcome: SubjectOutcome, *, facts: SubjectFacts) -> None:
     row.arm = outcome.arm
     row.outcome = outcome.outcome
     row.dlt_confirmed = outcome.dlt_confirmed
@@ -320,7 +315,8 @@ def _store_outcome(row: SubjectOutcomeRow, outcome: SubjectOutcome, *, infusions
     row.evaluable_at = outcome.evaluable_at
     row.changes_at = outcome.changes_at
     row.reason = outcome.reason[:2000]
-    row.infusions_planned = infusions_planned
+    row.infusions_planned = facts.infusions_planned
+    row.infusions_given = facts.infusions_given
 
 
 def _update_record(
