@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from services.safety import subject_store
 from services.safety.ae_terms import map_ae_term
@@ -51,7 +51,6 @@ from services.safety.dlt_window import DltWindow, Infusion, partial_date_range, 
 from services.safety.dlt_window import subject_window as window_rule
 from services.safety.evaluability import SubjectFacts, SubjectOutcome, assess_subject
 from services.safety.models import (
-    AeSeriousness,
     AeVersion,
     CohortState,
     DltRecord,
@@ -703,10 +702,7 @@ def death_without_fatal_ae(
     from it, so the site must report the AE; a data-quality finding for the site contact."""
     if envelope.data.status != "died":
         return []
-    query = select(AeSeriousness).where(
-        AeSeriousness.trial_id == envelope.trialid, AeSeriousness.subject_id == envelope.subject
-    )
-    if any(row.max_grade == 5 or "death" in row.criteria for row in session.exec(query)):
+    if subject_store.has_fatal_ae(session, trial_id=envelope.trialid, subject_id=envelope.subject):
         return []
     on = envelope.data.effective_on.isoformat() if envelope.data.effective_on else "an unreported date"
     signal = DataQualityFlagged(

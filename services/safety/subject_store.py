@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from services.safety.cohort import ArmTally
 from services.safety.models import (
+    AeSeriousness,
     AeVersion,
     CohortState,
     DltRecord,
@@ -134,6 +135,12 @@ def subjects_without_outcome(session: Session, *, trial_id: str, limit: int = 50
         .limit(limit)
     )
     return list(session.exec(query))
+
+
+def has_fatal_ae(session: Session, *, trial_id: str, subject_id: str) -> bool:
+    """Any AE of the subject graded 5 or serious by death, in any version (folded seriousness)."""
+    query = select(AeSeriousness).where(AeSeriousness.trial_id == trial_id, AeSeriousness.subject_id == subject_id)
+    return any(row.max_grade == 5 or "death" in row.criteria for row in session.exec(query))
 
 
 def recommendation(session: Session, *, trial_id: str) -> DoseRecommendationRow | None:
