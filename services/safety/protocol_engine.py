@@ -33,6 +33,7 @@ from services.safety.cohort import (
     TrialAssessment,
     assess_trial,
     enrolment_deviations,
+    tally,
 )
 from services.safety.dlt import (
     AeFacts,
@@ -659,8 +660,6 @@ def check_enrolment(
     instant is the conservative one. Subjects of other arms arrive on other partitions, so a predecessor's data
     still in flight can make a deviation look real (the officer reviews each one).
     """
-    from services.safety.cohort import tally
-
     judged_at = start_of_day_everywhere(envelope.data.enrolled_at)
     outcomes = [
         _as_of(row, judged_at, enrolled_on=envelope.data.enrolled_at)
