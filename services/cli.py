@@ -37,12 +37,19 @@ def _protocol_check(args: argparse.Namespace) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return 1
     arms = ", ".join(f"{a.id} ({a.infusions} infusion{'s' if a.infusions > 1 else ''})" for a in protocol.arms)
-    anchor = "first infusion" if protocol.dlt.anchor == "first_infusion" else "enrolment"
+    anchor = {
+        "first_infusion": "from first infusion",
+        "last_planned_infusion": "after the last planned infusion",
+        "per_infusion": "after each infusion",
+        "enrolment": "from enrolment",
+    }[protocol.dlt.anchor]
+    day = protocol.study_days.removeprefix("anchor_is_").replace("_", " ")
     rules = protocol.cohort
     print(
         f"{args.file}: OK — trial {protocol.trial_id}; arms {arms}; DLT window {protocol.dlt.window_days} days "
-        f"from {anchor}, {len(protocol.dlt.criteria)} criteria; cohorts {rules.initial_size}+"
-        f"{rules.expanded_size - rules.initial_size}, stop at {rules.stop_at_dlts} DLTs; SAE report within "
+        f"{anchor} (anchor = {day}), {len(protocol.dlt.criteria)} criteria; cohorts {rules.initial_size}+"
+        f"{rules.expanded_size - rules.initial_size} counting {rules.count}, stop at {rules.stop_at_dlts} DLTs;"
+        " SAE report within "
         f"{protocol.sae.report_within_hours} h; {len(protocol.contacts)} contact(s)"
     )
     rsi, expedited = protocol.reference_safety_information, protocol.expedited_reporting

@@ -165,12 +165,25 @@ class RecordStatusData(Model):
     changed_at: AwareDatetime | None = None
 
 
+SubjectStudyStatus = Literal["on_study", "withdrawn", "lost_to_follow_up", "died", "completed"]
+
+
+class SubjectStatusData(Model):
+    """Where the subject stands in the study: withdrawal, loss to follow-up, death and completion are statuses,
+    never deletions (a withdrawn subject's DLTs still count). `on_study` takes back an earlier status."""
+
+    status: SubjectStudyStatus
+    effective_on: date | None = Field(default=None, description="The date the status took effect at the site")
+    reason: Annotated[str, Field(max_length=1000)] | None = None
+
+
 class InboundType(StrEnum):
     ENROLLMENT = "enrollment"
     DOSE = "dose"
     LAB = "lab"
     AE = "ae"
     STATUS = "status"
+    SUBJECT_STATUS = "subject_status"
 
 
 INBOUND_DATA: dict[InboundType, type[Model]] = {
@@ -179,6 +192,7 @@ INBOUND_DATA: dict[InboundType, type[Model]] = {
     InboundType.LAB: LabData,
     InboundType.AE: AeData,
     InboundType.STATUS: RecordStatusData,
+    InboundType.SUBJECT_STATUS: SubjectStatusData,
 }
 
 
@@ -237,8 +251,14 @@ class RecordStatusChanged(ClinicalEnvelopeBase):
     data: RecordStatusData
 
 
+class SubjectStatusChanged(ClinicalEnvelopeBase):
+    type: Literal["subject.status_changed"] = "subject.status_changed"
+    data: SubjectStatusData
+
+
 ClinicalEnvelope = Annotated[
-    AeReported | LabResulted | DoseAdministered | SubjectEnrolled | RecordStatusChanged, Field(discriminator="type")
+    AeReported | LabResulted | DoseAdministered | SubjectEnrolled | RecordStatusChanged | SubjectStatusChanged,
+    Field(discriminator="type"),
 ]
 CLINICAL_ADAPTER: TypeAdapter[ClinicalEnvelope] = TypeAdapter(ClinicalEnvelope)
 
@@ -248,6 +268,7 @@ ENVELOPE_FOR_INBOUND: dict[InboundType, type[ClinicalEnvelopeBase]] = {
     InboundType.LAB: LabResulted,
     InboundType.AE: AeReported,
     InboundType.STATUS: RecordStatusChanged,
+    InboundType.SUBJECT_STATUS: SubjectStatusChanged,
 }
 
 
@@ -362,7 +383,9 @@ class DltDecided(EnvelopeBase):
     data: DltDecisionData
 
 
-CohortDecisionName = Literal["enrolling", "evaluating", "expand", "escalate", "stop"]
+CohortDecisionName = Literal[
+    "enrolling", "evaluating", "expand", "escalate", "stop", "hold", "awaiting_dlt_review", "recommend"
+]
 
 
 class CohortData(Model):
@@ -375,6 +398,10 @@ class CohortData(Model):
     previous_decision: CohortDecisionName | None
     next_arm: str | None
     reason: str
+    not_evaluable: int = 0
+    """Subjects who can no longer be evaluated (withdrawn without a DLT, infusions missing): to be replaced."""
+    replacements_needed: int = 0
+    stopping: bool = False
 
 
 class CohortDecision(EnvelopeBase):
@@ -389,6 +416,23 @@ class StoppingRuleFired(EnvelopeBase):
 
     type: Literal["stopping_rule.fired"] = "stopping_rule.fired"
     data: CohortData
+
+
+class DoseRecommendationData(Model):
+    """The 3+3's final answer: the recommended arm (RP2D/MTD), or none tolerated, with the reason."""
+
+    recommended_arm: str | None
+    basis: Literal["mtd", "highest_arm_cleared", "no_tolerated_dose", "withdrawn"]
+    previous_arm: str | None
+    reason: str
+    arms: list[CohortData]
+
+
+class DoseRecommended(EnvelopeBase):
+    """The recommended dose was declared (or changed, or withdrawn by later data): the committee must review it."""
+
+    type: Literal["dose.recommended"] = "dose.recommended"
+    data: DoseRecommendationData
 
 
 class AssessmentMissedData(Model):
@@ -411,6 +455,8 @@ class ProtocolDeviationData(Model):
     arm: str | None
     kind: str
     detail: str
+    pages: bool = False
+    """Puts subjects at risk (enrolled above an arm under DLT review, held or stopped): paged until acknowledged."""
 
 
 class ProtocolDeviation(EnvelopeBase):
@@ -507,6 +553,7 @@ SignalEnvelope = Annotated[
     | DltDecided
     | CohortDecision
     | StoppingRuleFired
+    | DoseRecommended
     | AssessmentMissed
     | ProtocolDeviation
     | DataQualityFlagged

@@ -65,7 +65,8 @@ class DltCriterion(ProtocolModel):
     """One way an AE inside the window counts as a DLT; an AE matching any criterion is a suspected DLT.
 
     `terms` limits the criterion to those CTCAE terms; `exclude_haematological` leaves out the protocol's
-    haematological terms (they have their own rule); `min_relatedness` is the least causality that counts.
+    haematological terms (they have their own rules); `min_relatedness` is the least causality that counts
+    (None: any causality). Relatedness not yet assessed counts as related under every criterion.
     """
 
     name: Annotated[str, Field(min_length=1, max_length=80)]
@@ -76,31 +77,84 @@ class DltCriterion(ProtocolModel):
     min_relatedness: Relatedness | None = None
 
 
+class FebrileNeutropenia(ProtocolModel):
+    """Febrile neutropenia is a criterion of its own: it is not a cytopenia 'worse than baseline'."""
+
+    min_grade: int = Field(default=3, ge=1, le=5)
+    min_relatedness: Relatedness | None = None
+    terms: list[str] = Field(default_factory=lambda: ["Febrile neutropenia"], min_length=1)
+
+
 class HaematologicalDlt(ProtocolModel):
-    """Cytopenias are expected in this population: they count only when worse than the subject's baseline."""
+    """Cytopenias, for populations that may enter the trial with them (grade 3-4 at baseline).
+
+    Each rule is an option (None turns it off); an AE or a lab result of one of `terms` is a suspected DLT when
+    - `min_worsening_grades`: its grade is >= min_grade and at least this many grades worse than baseline;
+    - `recover_by_day`: it worsened from baseline inside the window and no result on or after that study day
+      is back at the baseline grade or better (failure to recover);
+    - `grade4_max_days`: grade 4 lasted more than this many days (consecutive grade-4 results inside the
+      window; a grade 4 present at baseline counts only with `grade4_from_baseline_counts`);
+    - `febrile_neutropenia`: its own grade and relatedness rule.
+    `min_relatedness` applies to the AE-based cytopenia rules (labs carry no causality: lab-based suspicions
+    say so and the officer decides).
+    """
 
     terms: list[str] = Field(min_length=1)
     min_grade: int = Field(default=3, ge=1, le=5)
     only_if_worse_than_baseline: bool = True
+    """False: any grade >= min_grade counts whatever the baseline (populations entering with normal counts)."""
+    min_worsening_grades: int | None = Field(default=1, ge=1, le=4)
+    recover_by_day: int | None = Field(default=None, ge=1, le=365)
+    grade4_max_days: int | None = Field(default=None, ge=1, le=365)
+    grade4_from_baseline_counts: bool = False
+    min_relatedness: Relatedness | None = None
+    febrile_neutropenia: FebrileNeutropenia | None = None
+    labs_count: bool = True
+    """A lab-only worsening that meets a rule creates a suspected DLT (not only a lab alert)."""
+
+
+DltAnchor = Literal["first_infusion", "last_planned_infusion", "per_infusion", "enrolment"]
 
 
 class DltRules(ProtocolModel):
+    """The DLT observation window and the criteria.
+
+    `anchor`: `first_infusion` (window_days from the first infusion), `last_planned_infusion` (from the first
+    infusion until window_days after the last infusion the arm plans, at its planned day or later if it was
+    given later), `per_infusion` (window_days after each infusion given: their union), `enrolment`.
+    """
+
     window_days: int = Field(default=28, ge=1, le=365)
-    anchor: Literal["first_infusion", "enrolment"] = "first_infusion"
+    anchor: DltAnchor = "first_infusion"
     criteria: list[DltCriterion] = Field(min_length=1)
     haematological: HaematologicalDlt | None = None
     review_hours: int = Field(default=72, ge=1, description="A suspected DLT must be confirmed or rejected by then")
     notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
+    synonyms: dict[str, str] = Field(
+        default_factory=dict, description="Extra verbatim term -> CTCAE term mappings, on top of the built-in table"
+    )
 
 
 class CohortRules(ProtocolModel):
-    """3+3 by default: 0/3 escalate, 1/3 expand to 6, 1/6 escalate, >= stop_at_dlts stop escalation."""
+    """3+3 by default: 0/3 escalate, 1/3 expand to 6, 1/6 escalate, >= stop_at_dlts stop escalation.
+
+    `count`: `subjects` counts subjects with >= 1 DLT (the usual 3+3 reading), `events` counts DLTs.
+    `confirm_recommended_dose`: the arm to be recommended (the highest cleared, or the one below a stopped
+    arm) must have `expanded_size` evaluable subjects before the recommendation is declared.
+    `evaluable_requires_all_infusions` / `evaluable_requires_assessments`: a subject without a DLT is
+    evaluable only after every infusion their arm plans, the end of the DLT window, and data for each named
+    assessment of the schedule.
+    """
 
     initial_size: int = Field(default=3, ge=1)
     expanded_size: int = Field(default=6, ge=1)
     max_dlts_to_escalate: int = Field(default=0, ge=0, description="DLTs in the initial cohort that still escalate")
     max_dlts_to_escalate_expanded: int = Field(default=1, ge=0, description="DLTs among the expanded cohort")
     stop_at_dlts: int = Field(default=2, ge=1, description="This many DLTs in an arm stop escalation at once")
+    count: Literal["subjects", "events"] = "subjects"
+    confirm_recommended_dose: bool = True
+    evaluable_requires_all_infusions: bool = True
+    evaluable_requires_assessments: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _sizes(self) -> CohortRules:
@@ -109,11 +163,14 @@ class CohortRules(ProtocolModel):
         return self
 
 
+StudyDayCount = Literal["anchor_is_day_0", "anchor_is_day_1"]
+
+
 AssessmentKind = Literal["lab", "ae"]
 
 
 class Assessment(ProtocolModel):
-    """A scheduled visit, `day` days after the DLT anchor, expected within +/- `window_days`."""
+    """A scheduled visit on study `day` (counted as `study_days` says), expected within +/- `window_days`."""
 
     name: Annotated[str, Field(min_length=1, max_length=80)]
     day: int = Field(ge=0)
@@ -229,6 +286,10 @@ class Protocol(ProtocolModel):
     trial_id: Annotated[str, Field(min_length=1, max_length=64)]
     title: str
     arms: list[Arm] = Field(min_length=1, description="In escalation order")
+    study_days: StudyDayCount = Field(
+        default="anchor_is_day_1",
+        description="How the DLT window and the visit schedule number days: the anchor's date is day 0 or day 1",
+    )
     dlt: DltRules
     cohort: CohortRules = CohortRules()
     assessments: list[Assessment] = Field(default_factory=list)
@@ -273,6 +334,19 @@ class Protocol(ProtocolModel):
         names = [a.name for a in self.assessments]
         if len(set(names)) != len(names):
             raise ValueError("assessment names must be unique")
+        unknown_visits = [n for n in self.cohort.evaluable_requires_assessments if n not in names]
+        if unknown_visits:
+            raise ValueError(
+                f"cohort.evaluable_requires_assessments names no assessment of the schedule: {unknown_visits}"
+            )
+        late = [
+            a.id for a in self.arms if a.interval_days and (a.infusions - 1) * a.interval_days >= self.dlt.window_days
+        ]
+        if self.dlt.anchor == "first_infusion" and late:
+            raise ValueError(
+                f"dlt.anchor: first_infusion leaves the last infusion of arms {late} outside the DLT window; "
+                "use last_planned_infusion or per_infusion"
+            )
         return self
 
     def arm(self, arm_id: str) -> Arm | None:

@@ -22,7 +22,7 @@ import httpx
 
 from services.devstack import kafka_broker
 from services.devstack.mail_catcher import MailCatcher
-from services.devstack.scenario import new_webhook_secret, post_signed, scenario_events
+from services.devstack.scenario import held_arm_events, new_webhook_secret, post_signed, scenario_events
 from shared.protocol import load_protocol
 
 SOURCE = "demo-edc"
@@ -113,6 +113,8 @@ def _show_cohorts(cohorts: list[dict[str, Any]]) -> None:
             f"  arm {arm['arm']}: enrolled {arm['enrolled']}, evaluable {arm['evaluable']}, DLTs confirmed "
             f"{arm['dlt_confirmed']} / suspected {arm['dlt_suspected']} -> {BOLD}{arm['decision']}{RESET}"
         )
+        if arm["decision"] in ("hold", "awaiting_dlt_review", "stop", "recommend"):
+            _say(f"    {DIM}{arm['reason']}{RESET}")
 
 
 def run_demo(*, keep_running: bool = True) -> int:
@@ -161,7 +163,12 @@ def run_demo(*, keep_running: bool = True) -> int:
         _say(f"\n{BOLD}posting the sample scenario for subject {subject} through the signed webhook{RESET}")
         ingest = f"http://127.0.0.1:{ports['ingest']}"
         with httpx.Client(timeout=20) as client:
-            for event in scenario_events(protocol.trial_id, now, subject=subject):
+            second = f"{subject}-b"
+            events = [
+                *scenario_events(protocol.trial_id, now, subject=subject),
+                *held_arm_events(protocol.trial_id, now, subject=second),
+            ]
+            for event in events:
                 posted = post_signed(client, ingest, SOURCE, secret, event, now=now)
                 _say(f"  {event['type']:<10} {event['id']:<28} -> {posted.status} {json.dumps(posted.body)}")
 
@@ -194,8 +201,14 @@ def run_demo(*, keep_running: bool = True) -> int:
             if not any(a["kind"] == "sae" for a in alerts):
                 _say("no SAE alert within 60 s; see var/log/services.log")
                 return 1
-            _say(f"\n{BOLD}3+3 cohorts{RESET}")
-            _show_cohorts(client.get(f"{safety}/v1/trials/{trial}/cohorts", headers=auth).json())
+            _say(f"\n{BOLD}3+3 cohorts{RESET} (a second subject of arm A, {second}, has a suspected DLT too)")
+
+            def cohorts() -> list[dict[str, Any]]:
+                listed: list[dict[str, Any]] = client.get(f"{safety}/v1/trials/{trial}/cohorts", headers=auth).json()
+                return listed
+
+            held = _settled(cohorts, deadline=time.monotonic() + 30, ready=lambda c: c[0]["dlt_suspected"] >= 2)
+            _show_cohorts(held)
 
             def subject_mails() -> list[tuple[Path, EmailMessage]]:
                 messages = zip(catcher.paths(), catcher.messages(), strict=True)

@@ -126,6 +126,48 @@ def scenario_events(
     ]
 
 
+def held_arm_events(trial_id: str, now: datetime, *, subject: str, site: str = "101") -> list[dict[str, Any]]:
+    """A second subject of arm A with a grade 3 pneumonitis, possibly related, on day 3 of the window.
+
+    With the first subject's suspected DLT that makes two suspected DLTs: the stopping rule is reached if they
+    are confirmed, so the arm is on `hold` until the officer has reviewed them (never `escalate`).
+    """
+    day0 = now - timedelta(days=3)
+
+    def event(suffix: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": f"{subject}-{suffix}",
+            "type": kind,
+            "study": trial_id,
+            "site": site,
+            "subject": subject,
+            "data": data,
+        }
+
+    return [
+        event("enrol", "enrollment", {"arm": "A", "enrolled_at": (day0 - timedelta(days=1)).date().isoformat()}),
+        event(
+            "dose-1",
+            "dose",
+            {"dose_id": "D-1", "number": 1, "administered_at": day0.isoformat(), "cells_per_kg": 2000000},
+        ),
+        event(
+            "ae-1-v1",
+            "ae",
+            {
+                "ae_id": "AE-1",
+                "version": 1,
+                "term": "Pneumonitis",
+                "meddra_code": "10035742",
+                "grade": 3,
+                "serious": False,
+                "relatedness": "possible",
+                "onset": (day0 + timedelta(days=2)).date().isoformat(),
+            },
+        ),
+    ]
+
+
 @dataclass(frozen=True)
 class Posted:
     event_id: str

@@ -93,7 +93,7 @@ class FieldMap(ConfigModel):
     `analytes` maps one item per lab analyte (wide lab forms) to the test, its fixed unit and its range.
     """
 
-    type: Literal["ae", "lab", "dose", "enrollment"]
+    type: Literal["ae", "lab", "dose", "enrollment", "subject_status"]
     items: dict[str, str] = Field(default_factory=dict)
     analytes: dict[str, AnalyteMap] = Field(default_factory=dict)
     baseline: bool = False
@@ -104,6 +104,8 @@ class FieldMap(ConfigModel):
         unknown = sorted({field for field in self.items.values() if field not in allowed})
         if unknown:
             raise ValueError(f"unknown target field(s) {unknown} for a {self.type} form; allowed: {sorted(allowed)}")
+        if self.type == "subject_status" and "status" not in self.items.values():
+            raise ValueError("a subject_status form needs an item mapped to 'status'")
         if self.type == "ae" and "term" not in self.items.values():
             raise ValueError("an ae form needs an item mapped to 'term'")
         if self.type == "lab" and not self.analytes and "value" not in self.items.values():
@@ -144,7 +146,14 @@ LAB_FIELDS = frozenset(
 )
 DOSE_FIELDS = frozenset({"id", "number", "administered_at", "cells_per_kg", "status"})
 ENROLLMENT_FIELDS = frozenset({"arm", "enrolled_at", "weight_kg", "car_t_infused_on", "status"})
-MAPPABLE_FIELDS = {"ae": AE_FIELDS, "lab": LAB_FIELDS, "dose": DOSE_FIELDS, "enrollment": ENROLLMENT_FIELDS}
+SUBJECT_STATUS_FIELDS = frozenset({"status", "effective_on", "reason"})
+MAPPABLE_FIELDS = {
+    "ae": AE_FIELDS,
+    "lab": LAB_FIELDS,
+    "dose": DOSE_FIELDS,
+    "enrollment": ENROLLMENT_FIELDS,
+    "subject_status": SUBJECT_STATUS_FIELDS,
+}
 
 
 class CodeLists(ConfigModel):

@@ -14,9 +14,16 @@ from services.notify.mail_content import (
     deviation_mail,
     dlt_suspected_mail,
     dlt_withdrawn_mail,
+    dose_recommendation_mail,
     stopping_rule_mail,
 )
-from services.notify.obligations import DLT_REVIEW, STOPPING_RULE_REVIEW, deadline
+from services.notify.obligations import (
+    DEVIATION_REVIEW,
+    DLT_REVIEW,
+    DOSE_RECOMMENDATION_REVIEW,
+    STOPPING_RULE_REVIEW,
+    deadline,
+)
 from services.notify.sae_alerts import AlertPlan, ObligationPlan, plan_messages
 from shared.clock import utc
 from shared.events import (
@@ -24,6 +31,7 @@ from shared.events import (
     CohortDecision,
     DltSuspected,
     DltWithdrawn,
+    DoseRecommended,
     ProtocolDeviation,
     StoppingRuleFired,
     deterministic_id,
@@ -35,6 +43,7 @@ STOPPING_RULE_KIND = "stopping_rule"
 COHORT_KIND = "cohort_decision"
 ASSESSMENT_KIND = "assessment_missed"
 DEVIATION_KIND = "protocol_deviation"
+DOSE_RECOMMENDATION_KIND = "dose_recommendation"
 TRIAL_LEVEL = ""
 """site and subject of alerts about a whole arm (no subject): empty, so subject filters never match them."""
 
@@ -107,6 +116,38 @@ def plan_stopping_rule(signal: StoppingRuleFired, protocol: Protocol) -> AlertPl
     )
 
 
+def plan_dose_recommendation(signal: DoseRecommended, protocol: Protocol) -> AlertPlan:
+    """The recommended dose (or none tolerated, or a withdrawn recommendation) pages until acknowledged, with a
+    committee review due in dlt.review_hours: it is the decision the whole escalation was for."""
+    data = signal.data
+    thread_key = f"{DOSE_RECOMMENDATION_KIND}:{signal.trialid}"
+    alert_id = deterministic_id("alert", thread_key)
+    hours = protocol.dlt.review_hours
+    due_at = deadline(signal.time, hours)
+    content = dose_recommendation_mail(signal.trialid, data, due_at=due_at, hours=hours)
+    targets = initial_targets(protocol, protocol.dlt.notify_roles, escalates=True)
+    title = (
+        f"Recommended dose: arm {data.recommended_arm} ({data.basis.replace('_', ' ')})"
+        if data.recommended_arm
+        else f"Recommended dose: none ({data.basis.replace('_', ' ')})"
+    )
+    return AlertPlan(
+        alert_id=alert_id,
+        thread_key=thread_key,
+        title=title,
+        details=data.model_dump(mode="json"),
+        obligation=ObligationPlan(
+            id=deterministic_id("obligation", alert_id, DOSE_RECOMMENDATION_REVIEW, signal.id),
+            kind=DOSE_RECOMMENDATION_REVIEW,
+            description=f"Review the recommended dose within {hours} h",
+            clock_started_at=utc(signal.time),
+            clock_basis="signal",
+            due_at=due_at,
+        ),
+        messages=plan_messages(signal.id, protocol, targets, content),
+    )
+
+
 def dlt_worse(previous: dict[str, object], grade: int | None) -> str | None:
     """A follow-up of a suspected DLT pages again only when its grade went up."""
     before = previous.get("grade")
@@ -140,6 +181,26 @@ def plan_information(signal: CohortDecision | AssessmentMissed | ProtocolDeviati
         thread_key = f"{DEVIATION_KIND}:{trial}:{deviation.subject_id}:{signal.id}"
         title = f"Protocol deviation: {deviation.kind} (subject {deviation.subject_id}, site {deviation.site_id})"
         content = deviation_mail(trial, deviation)
+        if deviation.pages:
+            # Enrolled above an arm under DLT review, held or stopped: a subject may be at risk, so it pages
+            # through the escalation policy until acknowledged, and the review is an obligation.
+            alert_id = deterministic_id("alert", thread_key)
+            hours = protocol.dlt.review_hours
+            return AlertPlan(
+                alert_id=alert_id,
+                thread_key=thread_key,
+                title=title[:500],
+                details=deviation.model_dump(mode="json"),
+                obligation=ObligationPlan(
+                    id=deterministic_id("obligation", alert_id, DEVIATION_REVIEW, signal.id),
+                    kind=DEVIATION_REVIEW,
+                    description=f"Review the protocol deviation within {hours} h",
+                    clock_started_at=utc(signal.time),
+                    clock_basis="signal",
+                    due_at=deadline(signal.time, hours),
+                ),
+                messages=plan_messages(signal.id, protocol, initial_targets(protocol, roles, escalates=True), content),
+            )
     return AlertPlan(
         alert_id=deterministic_id("alert", thread_key),
         thread_key=thread_key,

@@ -11,6 +11,7 @@ from shared.events import (
     AssessmentMissedData,
     CohortData,
     DltData,
+    DoseRecommendationData,
     LabToxicityData,
     ProtocolDeviationData,
     SaeData,
@@ -141,6 +142,7 @@ def cohort_rows(trial_id: str, data: CohortData) -> list[tuple[str, str]]:
         ("Next arm", data.next_arm or "none"),
         ("Enrolled / evaluable", f"{data.enrolled} / {data.evaluable}"),
         ("DLTs confirmed / suspected", f"{data.dlt_confirmed} / {data.dlt_suspected}"),
+        ("Not evaluable / replacements needed", f"{data.not_evaluable} / {data.replacements_needed}"),
         ("Why", data.reason),
     ]
 
@@ -176,10 +178,44 @@ def assessment_missed_mail(trial_id: str, data: AssessmentMissedData) -> MailCon
     )
 
 
-def deviation_mail(trial_id: str, data: ProtocolDeviationData) -> MailContent:
+def dose_recommendation_mail(
+    trial_id: str, data: DoseRecommendationData, *, due_at: datetime, hours: int
+) -> MailContent:
+    if data.recommended_arm is not None:
+        what = f"Recommended dose: arm {data.recommended_arm}"
+        heading = f"The 3+3 rule recommends arm {data.recommended_arm} ({data.basis.replace('_', ' ')})."
+    elif data.basis == "withdrawn":
+        what = f"Recommended dose withdrawn (was arm {data.previous_arm})"
+        heading = f"The recommendation of arm {data.previous_arm} no longer holds."
+    else:
+        what = "No tolerated dose"
+        heading = "The 3+3 rule found no tolerated arm."
+    rows = [
+        ("Trial", trial_id),
+        ("Recommended arm", data.recommended_arm or "none"),
+        ("Basis", data.basis.replace("_", " ")),
+        ("Previous recommendation", data.previous_arm or "none"),
+        ("Why", data.reason),
+        *[
+            (f"Arm {a.arm}", f"{a.decision}: {a.dlt_confirmed} DLT(s), {a.evaluable}/{a.enrolled} evaluable")
+            for a in data.arms
+        ],
+        ("Review due", f"{_when(due_at)} ({hours} h)"),
+    ]
     return notice_mail(
-        subject=f"[{trial_id}] Protocol deviation ({data.kind}), subject {data.subject_id}",
-        heading=f"Protocol deviation: {data.kind}.",
+        subject=f"[{trial_id}] {what}: committee review due {_when(due_at)}",
+        heading=heading,
+        rows=rows,
+        footer="The safety review committee must review the recommendation; acknowledging stops paging.",
+    )
+
+
+def deviation_mail(trial_id: str, data: ProtocolDeviationData) -> MailContent:
+    urgent = "URGENT " if data.pages else ""
+    return notice_mail(
+        subject=f"[{trial_id}] {urgent}Protocol deviation ({data.kind}), subject {data.subject_id}",
+        heading=f"Protocol deviation: {data.kind}."
+        + (" A subject was enrolled where the 3+3 rule does not allow it: review now." if data.pages else ""),
         rows=[
             ("Trial", trial_id),
             ("Site", data.site_id),

@@ -16,6 +16,8 @@ SAE_REPORT = "sae_report"
 DLT_REVIEW = "dlt_review"
 STOPPING_RULE_REVIEW = "stopping_rule_review"
 SUSAR_REPORTS = frozenset({"susar_report", "susar_completion", "susar_follow_up"})
+DOSE_RECOMMENDATION_REVIEW = "dose_recommendation_review"
+DEVIATION_REVIEW = "deviation_review"
 OPEN_STATES = frozenset({"open", "overdue"})
 CLOSED_STATES = frozenset({"completed", "cancelled"})
 
@@ -32,7 +34,7 @@ def reminded_roles(protocol: Protocol, kind: str) -> list[str]:
     """Who hears the reminders and overdue pages of an obligation, by kind."""
     if kind == SAE_REPORT:
         return list(protocol.sae.notify_roles)
-    if kind in (DLT_REVIEW, STOPPING_RULE_REVIEW):
+    if kind in (DLT_REVIEW, STOPPING_RULE_REVIEW, DOSE_RECOMMENDATION_REVIEW, DEVIATION_REVIEW):
         return list(protocol.dlt.notify_roles)
     if kind in SUSAR_REPORTS:
         rules = protocol.expedited_reporting
@@ -48,6 +50,8 @@ def label(kind: str) -> str:
         "susar_report": "SUSAR report",
         "susar_completion": "SUSAR completion report",
         "susar_follow_up": "SUSAR follow-up report",
+        DOSE_RECOMMENDATION_REVIEW: "recommended-dose review",
+        DEVIATION_REVIEW: "protocol-deviation review",
     }.get(kind, kind.replace("_", " "))
 
 

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from services.notify import alert_actions, scheduling, store
 from services.notify.dlt_alerts import (
     DLT_KIND,
+    DOSE_RECOMMENDATION_KIND,
     STOPPING_RULE_KIND,
     TRIAL_LEVEL,
     dlt_thread_key,
@@ -22,6 +23,7 @@ from services.notify.dlt_alerts import (
     information_kind,
     plan_dlt_suspected,
     plan_dlt_withdrawn,
+    plan_dose_recommendation,
     plan_information,
     plan_stopping_rule,
     stopping_worse,
@@ -38,6 +40,7 @@ from shared.events import (
     DltDecided,
     DltSuspected,
     DltWithdrawn,
+    DoseRecommended,
     LabToxicity,
     ProtocolDeviation,
     SaeDetected,
@@ -73,6 +76,8 @@ def apply_signal(
         _apply_dlt_decided(session, envelope, now)
     elif isinstance(envelope, StoppingRuleFired):
         _apply_stopping_rule(session, envelope, now, protocol)
+    elif isinstance(envelope, DoseRecommended):
+        _apply_dose_recommendation(session, envelope, now, protocol)
     elif isinstance(envelope, CohortDecision | AssessmentMissed | ProtocolDeviation):
         _apply_information(session, envelope, now, protocol)
     elif isinstance(envelope, SusarDetected | SusarUpdated | SusarWithdrawn):
@@ -336,6 +341,37 @@ def _apply_stopping_rule(session: Session, signal: StoppingRuleFired, now: datet
         obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
         if obligation is not None:
             scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
+
+
+def _apply_dose_recommendation(session: Session, signal: DoseRecommended, now: datetime, protocol: Protocol) -> None:
+    """A new, changed or withdrawn recommendation pages again with a fresh review obligation."""
+    plan = plan_dose_recommendation(signal, protocol)
+    alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
+    if alert is None:
+        _open(
+            session,
+            plan,
+            kind=DOSE_RECOMMENDATION_KIND,
+            trial_id=signal.trialid,
+            site_id=TRIAL_LEVEL,
+            subject_id=TRIAL_LEVEL,
+            detail=signal.data.reason,
+            now=now,
+            protocol=protocol,
+        )
+        return
+    if alert.details == plan.details:
+        store.record(session, alert_id=alert.id, actor=SYSTEM, action="follow_up", detail="no change", now=now)
+        return
+    alert.details = plan.details
+    alert.title = plan.title
+    alert.updated_at = now
+    session.add(alert)
+    store.record(session, alert_id=alert.id, actor=SYSTEM, action="updated", detail=signal.data.reason, now=now)
+    _repage(session, alert, plan, now=now, protocol=protocol)
+    obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
+    if obligation is not None:
+        scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
 
 
 def _apply_information(

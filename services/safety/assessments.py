@@ -1,8 +1,9 @@
 """Pure: the protocol's visit schedule for one subject, and which visits were missed by `now`.
 
-A visit `day` days after the anchor with +/- `window_days` spans whole calendar days, from
-anchor_day + day - window_days to anchor_day + day + window_days inclusive, bounded at UTC midnights
-(labs carry UTC instants; the site's own midnight is not known for every record).
+A visit on study `day` with +/- `window_days` spans whole site days, from study day day - window_days to
+day + window_days inclusive, numbered and bounded by the same `StudyCalendar` as the DLT window (see
+dlt_window: the protocol's `study_days` says whether the anchor is day 0 or day 1; days start and end at the
+site's offset, or conservatively everywhere when it is unknown).
 
 What counts as data for a visit:
 - `lab`: a lab result collected inside the visit window;
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 
+from services.safety.dlt_window import StudyCalendar
 from shared.protocol import Assessment, AssessmentKind
 
 
@@ -39,20 +41,23 @@ class MissedVisit:
     missing: list[str]
 
 
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(0, 0), tzinfo=UTC)
-
-
-def schedule(assessments: Sequence[Assessment], *, anchor_day: date) -> list[Visit]:
+def schedule(assessments: Sequence[Assessment], *, calendar: StudyCalendar) -> list[Visit]:
     return [
         Visit(
             name=a.name,
-            due_from=_midnight(anchor_day + timedelta(days=a.day - a.window_days)),
-            due_until=_midnight(anchor_day + timedelta(days=a.day + a.window_days + 1)),
+            due_from=calendar.day_starts(calendar.date_of(a.day - a.window_days)),
+            due_until=calendar.day_ends(calendar.date_of(a.day + a.window_days)),
             kinds=tuple(a.kinds),
         )
         for a in assessments
     ]
+
+
+def assessments_done(
+    visits: Sequence[Visit], names: Collection[str], *, lab_times: Collection[datetime], ae_times: Collection[datetime]
+) -> list[str]:
+    """Which of the named visits have no data yet (empty: all have their data)."""
+    return [v.name for v in visits if v.name in names and missing_kinds(v, lab_times=lab_times, ae_times=ae_times)]
 
 
 def missing_kinds(visit: Visit, *, lab_times: Collection[datetime], ae_times: Collection[datetime]) -> list[str]:

@@ -15,9 +15,10 @@ from sqlmodel import Session
 
 from services.safety import protocol_engine, store
 from services.safety.ctcae import Grade, check_ae
+from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
 from services.safety.lab_toxicity import decide, grade_lab
-from services.safety.models import LabResult, Subject
+from services.safety.models import Dose, LabResult, Subject
 from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae
 from shared.audit import append_audit, lock_audit_chain
 from shared.events import (
@@ -32,6 +33,7 @@ from shared.events import (
     SaeDetected,
     SaeUpdated,
     SubjectEnrolled,
+    SubjectStatusChanged,
     deterministic_id,
     message_key,
 )
@@ -64,13 +66,31 @@ def apply_clinical_event(
                 session, protocol=protocol, envelope=envelope, now=now, signals_topic=signals_topic
             )
         changed = True
+    elif isinstance(envelope, SubjectStatusChanged):
+        store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
+        changed = protocol_engine.record_subject_status(session, envelope=envelope, now=now)
+        if changed:
+            signals += protocol_engine.death_without_fatal_ae(session, envelope=envelope, now=now, topic=signals_topic)
     else:
         store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
         changed, signals = _apply_record(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
+        if isinstance(envelope, DoseAdministered):
+            _record_site_offset(session, envelope)
+        if changed and isinstance(envelope, AeReported):
+            signals += protocol_engine.unmapped_term_flags(
+                envelope_id=envelope.id,
+                protocol=protocol,
+                trial_id=envelope.trialid,
+                subject_id=envelope.subject,
+                site_id=envelope.siteid,
+                data=envelope.data,
+                now=now,
+                topic=signals_topic,
+            )
     if not changed:
         return signals
     session.flush()
-    signals += protocol_engine.reassess_subject(
+    subject = protocol_engine.reassess_subject(
         session,
         protocol=protocol,
         trial_id=envelope.trialid,
@@ -79,11 +99,23 @@ def apply_clinical_event(
         now=now,
         signals_topic=signals_topic,
     )
-    session.flush()
-    signals += protocol_engine.reassess_cohorts(
-        session, protocol=protocol, now=now, source_id=envelope.id, signals_topic=signals_topic
-    )
+    signals += subject.signals
+    if subject.arms:  # only when the subject's stored 3+3 outcome changed
+        session.flush()
+        signals += protocol_engine.reassess_cohorts(
+            session, protocol=protocol, now=now, source_id=envelope.id, signals_topic=signals_topic, arms=subject.arms
+        )
     return signals
+
+
+def _record_site_offset(session: Session, envelope: DoseAdministered) -> None:
+    """The sender's UTC offset of an infusion: the subject's site days start and end at its midnight."""
+    session.flush()
+    dose = session.get(Dose, (envelope.trialid, envelope.subject, envelope.data.dose_id))
+    offset = site_offset_minutes(envelope.data.administered_at)
+    if dose is not None and dose.utc_offset_minutes != offset:
+        dose.utc_offset_minutes = offset
+        session.add(dose)
 
 
 def _apply_record(

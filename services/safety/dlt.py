@@ -7,24 +7,33 @@ Decisions made where the protocol leaves room (each is stated in the reason a pe
   latest version, so a follow-up that says "not related" withdraws the suspicion.
 - Relatedness not yet assessed counts as related (the usual convention for expedited safety review) until
   the site says otherwise.
-- Protocol haematological terms count, under any criterion, only when the AE grade is worse than the
-  subject's baseline lab grade for that CTCAE term (when `only_if_worse_than_baseline`); with no baseline
-  lab for the term, baseline is taken as grade 0.
+- Terms are CTCAE terms: the AE's verbatim term is mapped first (ae_terms: MedDRA code, synonyms, spelling).
+- Cytopenias (the protocol's haematological terms) count under a general criterion only when worse than the
+  subject's baseline lab grade for that term (with `only_if_worse_than_baseline`), and under the
+  haematological rules (HaematologicalDlt: worsening by N grades, failure to recover, prolonged grade 4);
+  with no baseline lab for the term, baseline is taken as grade 0. A pancytopenia is compared with the
+  lowest baseline of the lines it stands for. Febrile neutropenia has its own grade and relatedness rule.
+- Relatedness is one test for every criterion (`related_enough`), each with its own minimum.
+- Lab results alone can make a haematological suspicion (`classify_labs`): one record per subject and term.
 - A confirmed DLT stays confirmed whatever follow-ups say (the officer's decision stands); a rejected one
   reopens only if a later version is graded worse than the grade the officer rejected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from services.safety.dlt_window import DltWindow, place_onset
 from shared.events import Relatedness
-from shared.protocol import RELATEDNESS_ORDER, DltCriterion, DltRules
+from shared.protocol import RELATEDNESS_ORDER, DltCriterion, DltRules, HaematologicalDlt
 
 HAEMATOLOGICAL = "haematological"
+FEBRILE_NEUTROPENIA = "febrile_neutropenia"
+FAILURE_TO_RECOVER = "haematological_failure_to_recover"
+GRADE4_PROLONGED = "haematological_grade4_prolonged"
 
 
 class DltState(StrEnum):
@@ -51,6 +60,13 @@ class AeFacts:
     onset: str | None
     status: str | None = None
     """A site status (entered_in_error, deleted) that takes the AE out of consideration; None: active."""
+    terms: tuple[str, ...] = ()
+    """The CTCAE terms the AE maps to (ae_terms); empty: only its own `term`."""
+    mapping_note: str | None = None
+
+    @property
+    def ctcae_terms(self) -> tuple[str, ...]:
+        return self.terms or (self.term,)
 
 
 @dataclass(frozen=True)
@@ -80,26 +96,71 @@ def fold_versions(versions: list[AeFacts]) -> AeFacts:
         relatedness=latest.relatedness,
         onset=latest.onset,
         status=latest.status,
+        terms=latest.terms,
+        mapping_note=latest.mapping_note,
     )
 
 
-def related_enough(relatedness: Relatedness | None, minimum: str) -> bool:
-    if relatedness is None:
+def related_enough(relatedness: Relatedness | None, minimum: str | None) -> bool:
+    """The one relatedness test every criterion uses: unassessed counts as related; None minimum: any."""
+    if relatedness is None or minimum is None:
         return True
     return RELATEDNESS_ORDER.index(relatedness.value) >= RELATEDNESS_ORDER.index(minimum)
+
+
+def _fold(terms: Iterable[str]) -> set[str]:
+    return {t.casefold() for t in terms}
+
+
+def febrile_terms(rules: DltRules) -> set[str]:
+    haem = rules.haematological
+    return _fold(haem.febrile_neutropenia.terms) if haem and haem.febrile_neutropenia else set()
+
+
+def cytopenia_terms(rules: DltRules) -> set[str]:
+    """The protocol's haematological terms judged by the cytopenia rules (febrile neutropenia has its own)."""
+    haem = rules.haematological
+    return _fold(haem.terms) - febrile_terms(rules) if haem else set()
+
+
+def haematological_terms(rules: DltRules) -> set[str]:
+    return cytopenia_terms(rules) | febrile_terms(rules)
 
 
 def _criterion_applies(criterion: DltCriterion, ae: AeFacts, *, grade: int, haematological: bool) -> str | None:
     """Why the criterion does not apply, or None when it does."""
     if grade < criterion.min_grade:
         return f"grade {grade} < {criterion.min_grade}"
-    if criterion.terms and ae.term.casefold() not in {t.casefold() for t in criterion.terms}:
+    if criterion.terms and not _fold(ae.ctcae_terms) & _fold(criterion.terms):
         return "term not listed"
     if criterion.exclude_haematological and haematological:
         return "haematological term"
-    if criterion.min_relatedness is not None and not related_enough(ae.relatedness, criterion.min_relatedness):
+    if not related_enough(ae.relatedness, criterion.min_relatedness):
         return f"relatedness {ae.relatedness} below {criterion.min_relatedness}"
     return None
+
+
+def _cytopenia_rule(ae: AeFacts, *, rules: HaematologicalDlt, grade: int, baseline: int | None) -> tuple[bool, str]:
+    """The AE-based cytopenia rule: grade, worsening against the baseline lab grade, relatedness."""
+    if grade < rules.min_grade:
+        return False, f"grade {grade} < {rules.min_grade}"
+    if rules.only_if_worse_than_baseline and rules.min_worsening_grades is not None:
+        base = baseline or 0
+        if grade - base < rules.min_worsening_grades:
+            return False, (
+                f"not {rules.min_worsening_grades} grade(s) worse than the subject's baseline grade {baseline}"
+                if baseline is not None
+                else f"grade {grade} is not {rules.min_worsening_grades} grade(s) above normal"
+            )
+    elif rules.only_if_worse_than_baseline:
+        return False, "the protocol's cytopenia rules for AEs are off (min_worsening_grades: null)"
+    if not related_enough(ae.relatedness, rules.min_relatedness):
+        return False, f"relatedness {ae.relatedness} below {rules.min_relatedness}"
+    return True, (
+        f"{grade - (baseline or 0)} grade(s) worse than baseline grade {baseline}"
+        if baseline is not None
+        else "no baseline lab grade for this term (taken as normal)"
+    )
 
 
 def classify(
@@ -113,44 +174,184 @@ def classify(
     if ae.status is not None:
         return Classification(False, None, f"{label}: the site marked this AE {ae.status.replace('_', ' ')}")
     if window is None:
-        anchor = "first infusion" if rules.anchor == "first_infusion" else "enrolment"
+        anchor = "enrolment" if rules.anchor == "enrolment" else "infusion"
         return Classification(False, None, f"{label}: no DLT window yet (no {anchor} recorded)")
     if ae.grade is None:
         return Classification(False, None, f"{label}: no grade reported yet")
     placement = place_onset(window, ae.onset)
     if not placement.inside:
         return Classification(False, None, f"{label}: {placement.explanation}")
-    haem_rule = rules.haematological
-    haem_terms = {t.casefold() for t in haem_rule.terms} if haem_rule else set()
-    haematological = ae.term.casefold() in haem_terms
+    terms = _fold(ae.ctcae_terms)
+    febrile = bool(terms & febrile_terms(rules))
+    cytopenia = bool(terms & cytopenia_terms(rules))
+    haematological = febrile or cytopenia
     baselines = {term.casefold(): grade for term, grade in baseline_grades.items()}
-    baseline = baselines.get(ae.term.casefold())
-    worse_needed = haematological and haem_rule is not None and haem_rule.only_if_worse_than_baseline
-    if worse_needed and ae.grade <= (baseline or 0):
-        return Classification(
-            False, None, f"{label}: haematological and not worse than the subject's baseline grade {baseline}"
-        )
+    known = [baselines[t] for t in terms if t in baselines]
+    baseline = min(known) if known else None
     notes = [placement.explanation]
     if ae.relatedness is None:
         notes.append("relatedness not yet assessed: treated as related until the site says otherwise")
-    if haematological:
-        notes.append(
-            f"worse than baseline grade {baseline}" if baseline is not None else "no baseline lab grade for this term"
-        )
+    if ae.mapping_note:
+        notes.append(ae.mapping_note)
+    relation = f" ({ae.relatedness.value})" if ae.relatedness else ""
+    haem = rules.haematological
+    masked = cytopenia and haem is not None and haem.only_if_worse_than_baseline and ae.grade <= (baseline or 0)
     for criterion in rules.criteria:
+        if masked:
+            break
         if _criterion_applies(criterion, ae, grade=ae.grade, haematological=haematological) is None:
-            relation = f" ({ae.relatedness.value})" if ae.relatedness else ""
             reason = f"{label}{relation} meets {criterion.name}: {criterion.description}; " + "; ".join(notes)
             return Classification(True, criterion.name, reason)
-    if haematological and haem_rule is not None and ae.grade >= haem_rule.min_grade:
-        reason = f"{label} meets {HAEMATOLOGICAL}: grade >= {haem_rule.min_grade}; " + "; ".join(notes)
-        return Classification(True, HAEMATOLOGICAL, reason)
-    misses = [
+    misses = [f"not worse than the subject's baseline grade {baseline}"] if masked else []
+    misses += [
         f"{c.name}: {why}"
         for c in rules.criteria
-        if (why := _criterion_applies(c, ae, grade=ae.grade, haematological=haematological)) is not None
+        if not masked and (why := _criterion_applies(c, ae, grade=ae.grade, haematological=haematological)) is not None
     ]
+    if febrile and haem is not None and haem.febrile_neutropenia is not None:
+        fn = haem.febrile_neutropenia
+        if ae.grade >= fn.min_grade and related_enough(ae.relatedness, fn.min_relatedness):
+            needed = f", at least {fn.min_relatedness}" if fn.min_relatedness else ", whatever its causality"
+            reason = f"{label}{relation} meets {FEBRILE_NEUTROPENIA}: grade >= {fn.min_grade}{needed}; "
+            return Classification(True, FEBRILE_NEUTROPENIA, reason + "; ".join(notes))
+        misses.append(
+            f"{FEBRILE_NEUTROPENIA}: "
+            + (
+                f"grade {ae.grade} < {fn.min_grade}"
+                if ae.grade < fn.min_grade
+                else f"relatedness below {fn.min_relatedness}"
+            )
+        )
+    if cytopenia and haem is not None:
+        meets, why = _cytopenia_rule(ae, rules=haem, grade=ae.grade, baseline=baseline)
+        if meets:
+            reason = f"{label}{relation} meets {HAEMATOLOGICAL}: grade >= {haem.min_grade}, {why}; "
+            return Classification(True, HAEMATOLOGICAL, reason + "; ".join(notes))
+        misses.append(f"{HAEMATOLOGICAL}: {why}")
     return Classification(False, None, f"{label}: meets no DLT criterion ({'; '.join(misses)})")
+
+
+@dataclass(frozen=True)
+class LabPoint:
+    """One active, graded result of a haematological term, as the lab-based DLT rules see it."""
+
+    result_id: str
+    collected_at: datetime
+    grade: int
+    baseline: bool
+
+
+@dataclass(frozen=True)
+class LabFinding:
+    """A lab-only haematological DLT suspicion for one term of one subject."""
+
+    term: str
+    rule: str
+    grade: int
+    result_id: str
+    reason: str
+
+
+def lab_dlt_id_part(term: str) -> str:
+    """The `ae_id` of a lab-based DLT record: one per subject and term (labs have no AE id)."""
+    return f"lab:{term}"
+
+
+def classify_labs(
+    term: str, points: Sequence[LabPoint], *, rules: DltRules, window: DltWindow | None, baseline: int | None
+) -> LabFinding | None:
+    """The first haematological rule the term's results meet inside the window (labs carry no causality)."""
+    haem = rules.haematological
+    if haem is None or not haem.labs_count or window is None or term.casefold() not in cytopenia_terms(rules):
+        return None
+    ordered = sorted(
+        (p for p in points if not p.baseline and p.collected_at >= window.start), key=lambda p: p.collected_at
+    )
+    inside = [p for p in ordered if window.contains_instant(p.collected_at)]
+    base = baseline or 0
+    said = f"baseline grade {baseline}" if baseline is not None else "no baseline result (taken as normal)"
+    for point in inside:
+        worse = point.grade - base
+        if point.grade < haem.min_grade:
+            continue
+        if not haem.only_if_worse_than_baseline:
+            return LabFinding(
+                term,
+                HAEMATOLOGICAL,
+                point.grade,
+                point.result_id,
+                _lab_reason(term, point, window, f"grade {point.grade} >= {haem.min_grade} whatever the baseline"),
+            )
+        if haem.min_worsening_grades is not None and worse >= haem.min_worsening_grades:
+            return LabFinding(
+                term,
+                HAEMATOLOGICAL,
+                point.grade,
+                point.result_id,
+                _lab_reason(term, point, window, f"grade {point.grade} is {worse} grade(s) worse than {said}"),
+            )
+    if haem.recover_by_day is not None:
+        first_worse = next((p for p in inside if p.grade > base and p.grade >= haem.min_grade), None)
+        if first_worse is not None:
+            due = window.calendar.day_starts(window.calendar.date_of(haem.recover_by_day))
+            later = [p for p in ordered if p.collected_at >= first_worse.collected_at]
+            recovered = any(
+                p.grade <= base
+                for p in later
+                if p.collected_at < window.calendar.day_ends(window.calendar.date_of(haem.recover_by_day))
+            )
+            judged = next((p for p in later if p.collected_at >= due), None)
+            if not recovered and judged is not None and judged.grade > base:
+                return LabFinding(
+                    term,
+                    FAILURE_TO_RECOVER,
+                    judged.grade,
+                    judged.result_id,
+                    _lab_reason(
+                        term,
+                        judged,
+                        window,
+                        f"worse than {said} since {first_worse.collected_at.date().isoformat()} and not back to it by"
+                        f" study day {haem.recover_by_day} (failure to recover)",
+                    ),
+                )
+    if haem.grade4_max_days is not None:
+        run_start: datetime | None = window.start if base >= 4 and haem.grade4_from_baseline_counts else None
+        if base >= 4 and not haem.grade4_from_baseline_counts:
+            return None
+        for point in ordered:
+            if point.grade >= 4:
+                if run_start is None:
+                    if not window.contains_instant(point.collected_at):
+                        continue
+                    run_start = point.collected_at
+                lasted = point.collected_at - run_start
+                if lasted > timedelta(days=haem.grade4_max_days):
+                    return LabFinding(
+                        term,
+                        GRADE4_PROLONGED,
+                        point.grade,
+                        point.result_id,
+                        _lab_reason(
+                            term,
+                            point,
+                            window,
+                            f"grade 4 since {run_start.date().isoformat()}: {lasted.days} day(s), more than"
+                            f" {haem.grade4_max_days}"
+                            + (" (grade 4 at baseline counts from the first infusion)" if base >= 4 else ""),
+                        ),
+                    )
+            else:
+                run_start = None
+    return None
+
+
+def _lab_reason(term: str, point: LabPoint, window: DltWindow, why: str) -> str:
+    day = window.study_day(window.site_date(point.collected_at))
+    return (
+        f"lab result {point.result_id} '{term}' collected on study day {day}: {why}; a lab-only suspicion (no AE"
+        " reported yet, so no causality: the officer judges it)"
+    )
 
 
 def transition(

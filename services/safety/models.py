@@ -31,8 +31,10 @@ class Dose(SQLModel, table=True):
     number: int
     administered_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     administered_on: date | None = None
-    """The calendar date at the site (the sender's UTC offset): study day 1 when this is the first infusion."""
+    """The calendar date at the site (the sender's UTC offset): the study calendar's anchor date if first."""
     cells_per_kg: str | None = Field(default=None, max_length=40)
+    utc_offset_minutes: int | None = None
+    """The sender's UTC offset: site days (DLT window end, visit windows) start and end at its midnight."""
 
 
 class LabResult(SQLModel, table=True):
@@ -163,6 +165,55 @@ class CohortState(SQLModel, table=True):
     reason: str = Field(default="", max_length=2000)
     revision: int = 0
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    not_evaluable: int = 0
+    replacements_needed: int = 0
+    under_review: int = 0
+    subjects_confirmed: int = 0
+    subjects_suspected: int = 0
+    events_confirmed: int = 0
+    events_suspected: int = 0
+
+
+class SubjectOutcomeRow(SQLModel, table=True):
+    """Each subject's stored place in the 3+3 count, recomputed from the subject's own data on each of its
+    events; the arms' tallies are summed from these rows, never from a rescan of the trial."""
+
+    __tablename__ = "safety_subject_outcomes"
+
+    trial_id: str = Field(primary_key=True, max_length=64)
+    subject_id: str = Field(primary_key=True, max_length=200)
+    arm: str | None = Field(default=None, max_length=40, index=True)
+    outcome: str = Field(default="excluded", max_length=20)
+    dlt_confirmed: int = 0
+    dlt_suspected: int = 0
+    infusions_given: int = 0
+    infusions_planned: int = 0
+    evaluable_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    changes_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True, index=True))
+    """The next instant the outcome changes by time alone (the sweep reassesses the subject then)."""
+    first_dlt_on: date | None = None
+    """The earliest onset of the subject's open or confirmed DLTs (None: none, or unknown): enrolment checks
+    judged as of an earlier date do not see them."""
+    reason: str = Field(default="", max_length=2000)
+    study_status: str = Field(default="on_study", max_length=20)
+    study_status_on: date | None = None
+    study_status_reason: str | None = Field(default=None, max_length=1000)
+    study_status_event_id: str | None = Field(default=None, max_length=64)
+    revision: int = 0
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class DoseRecommendationRow(SQLModel, table=True):
+    """The trial's last signalled recommended dose, so a signal goes out only when it changes."""
+
+    __tablename__ = "safety_dose_recommendations"
+
+    trial_id: str = Field(primary_key=True, max_length=64)
+    recommended_arm: str | None = Field(default=None, max_length=40)
+    basis: str = Field(max_length=20)
+    reason: str = Field(default="", max_length=2000)
+    revision: int = 0
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
 class MissedAssessment(SQLModel, table=True):
@@ -229,6 +280,8 @@ TABLES = [
     RecordStatus,
     DltRecord,
     CohortState,
+    SubjectOutcomeRow,
+    DoseRecommendationRow,
     MissedAssessment,
     SusarCase,
     AuditEntry,

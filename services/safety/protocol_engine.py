@@ -1,45 +1,85 @@
-"""Safety's protocol engine: DLT windows, DLT records, cohort (3+3) state and enrolment checks.
+"""Safety's protocol engine: DLT windows, DLT records, per-subject 3+3 outcomes, arm decisions, enrolment checks.
 
-The service layer around the pure rules in dlt_window, dlt and cohort: it reads what is stored, applies
-them, writes the resulting state and an audit row for every transition, and returns the signals for the
-caller's outbox. Called by the consumer (every clinical event), the officer API and the sweep; keyword-only,
-never commits.
+Shaped as a decider: per event, *load* the subject's stored state once (subject_store.load_subject_state),
+*decide* with the pure rules (dlt_window, dlt, ae_terms, evaluability, cohort), *save* the DLT records and the
+subject's outcome row. Only when that stored outcome actually changed are the arms reassessed: each touched
+arm's tally is summed from its subjects' stored outcome rows, and the decisions of the (few) arms are taken
+from the stored tallies; the trial is never rescanned. Time-driven changes (a window closing) are picked up by
+the sweep through each outcome row's `changes_at`.
 
-Everything is recomputed from the stored data rather than patched incrementally, so an AE that arrived
-before its subject's infusion, a status change, or a late baseline lab all end in the same state as the
-same data in order would. Signal ids derive from the source event (or the record's revision where there
-is no single source event) and the rule, so a re-delivery or a replay produces the same ids.
+A subject is always recomputed from its own stored data, so an AE that arrived before its subject's
+infusion, a status change, or a late baseline lab all end in the same state as the same data in order
+would. Signal ids derive from the source event (or the record's revision where there is no single source
+event) and the rule, so a re-delivery or a replay produces the same ids. Keyword-only, never commits.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from sqlmodel import Session
 
-from services.safety import store
-from services.safety.cohort import ArmAssessment, SubjectOutcome, assess_arms, enrolment_deviations
-from services.safety.dlt import AeFacts, DltSignal, DltState, classify, fold_versions, transition
-from services.safety.dlt_window import DltWindow, enrolment_window, infusion_window, start_of_day_everywhere
-from services.safety.models import AeVersion, CohortState, DltRecord, Dose, Subject
+from services.safety import subject_store
+from services.safety.ae_terms import map_ae_term
+from services.safety.assessments import missing_kinds, schedule
+from services.safety.cohort import (
+    ArmAssessment,
+    ArmTally,
+    Recommendation,
+    TrialAssessment,
+    assess_trial,
+    enrolment_deviations,
+    tally,
+)
+from services.safety.dlt import (
+    AeFacts,
+    Classification,
+    DltSignal,
+    DltState,
+    LabPoint,
+    classify,
+    classify_labs,
+    cytopenia_terms,
+    fold_versions,
+    lab_dlt_id_part,
+    transition,
+)
+from services.safety.dlt_window import DltWindow, Infusion, partial_date_range, start_of_day_everywhere
+from services.safety.dlt_window import subject_window as window_rule
+from services.safety.evaluability import SubjectFacts, SubjectOutcome, assess_subject
+from services.safety.models import (
+    AeVersion,
+    CohortState,
+    DltRecord,
+    DoseRecommendationRow,
+    Subject,
+    SubjectOutcomeRow,
+)
+from services.safety.subject_store import SubjectState, load_subject_state
 from shared.audit import append_audit
+from shared.clock import utc
 from shared.events import (
     AeData,
     CohortData,
     CohortDecision,
+    DataQualityData,
+    DataQualityFlagged,
     DltData,
     DltDecided,
     DltDecisionData,
     DltSuspected,
     DltWithdrawn,
+    DoseRecommendationData,
+    DoseRecommended,
     ProtocolDeviation,
     ProtocolDeviationData,
     StoppingRuleFired,
     SubjectEnrolled,
+    SubjectStatusChanged,
     deterministic_id,
     message_key,
 )
@@ -50,48 +90,69 @@ SIGNAL_SOURCE = "/services/safety"
 AUDIT_SERVICE = "safety"
 SYSTEM_ACTOR = "safety (automatic)"
 Decision = Literal["confirmed", "rejected"]
+UNMAPPED_TERM = "unmapped_term"
 
 
-def subject_window(
-    protocol: Protocol, *, subject: Subject, doses: Sequence[Dose], inactive_doses: Collection[str]
-) -> DltWindow | None:
-    """The subject's DLT window, from the first infusion still on record (or the enrolment date)."""
-    rules = protocol.dlt
-    if rules.anchor == "enrolment":
-        if subject.enrolled_at is None:
-            return None
-        return enrolment_window(enrolled_on=subject.enrolled_at, days=rules.window_days)
-    given = [d for d in doses if d.dose_id not in inactive_doses]
-    if not given:
-        return None
-    first = min(given, key=lambda d: d.administered_at)
-    return infusion_window(first_infusion=first.administered_at, site_day=first.administered_on, days=rules.window_days)
+@dataclass
+class Reassessed:
+    """What reassessing one subject produced: its signals, and the arms whose tallies it changed."""
+
+    signals: list[Outgoing] = field(default_factory=list)
+    arms: set[str] = field(default_factory=set)
 
 
-def window_of(session: Session, *, protocol: Protocol, subject: Subject) -> DltWindow | None:
-    keys = {"trial_id": subject.trial_id, "subject_id": subject.subject_id}
-    return subject_window(
-        protocol,
-        subject=subject,
-        doses=store.doses(session, **keys),
-        inactive_doses=store.inactive_records(session, **keys, record_type="dose"),
+def _window(protocol: Protocol, state: SubjectState) -> DltWindow | None:
+    subject = state.subject
+    inactive = state.inactive_ids("dose")
+    arm = protocol.arm(subject.arm) if subject.arm else None
+    infusions = [
+        Infusion(
+            administered_at=d.administered_at,
+            site_day=d.administered_on or utc(d.administered_at).date(),
+            utc_offset=(
+                timedelta(minutes=d.utc_offset_minutes)
+                if d.utc_offset_minutes is not None
+                else (timedelta(0) if d.administered_on is None else None)
+            ),
+        )
+        for d in state.doses
+        if d.dose_id not in inactive
+    ]
+    return window_rule(
+        anchor=protocol.dlt.anchor,
+        days=protocol.dlt.window_days,
+        count=protocol.study_days,
+        infusions=infusions,
+        planned_infusions=arm.infusions if arm else 1,
+        interval_days=arm.interval_days if arm else None,
+        enrolled_on=subject.enrolled_at,
     )
 
 
-def ae_facts(versions: Iterable[AeVersion], *, inactive: dict[str, str]) -> list[AeFacts]:
-    """Each AE folded over its versions, with the site's status (entered in error, deleted) if any."""
+def window_of(session: Session, *, protocol: Protocol, subject: Subject) -> DltWindow | None:
+    state = load_subject_state(session, trial_id=subject.trial_id, subject_id=subject.subject_id)
+    return _window(protocol, state) if state is not None else None
+
+
+def ae_facts(versions: Iterable[AeVersion], *, inactive: dict[str, str], protocol: Protocol) -> list[AeFacts]:
+    """Each AE folded over its versions, its term mapped to CTCAE, with the site's status if any."""
     by_ae: dict[str, list[AeFacts]] = defaultdict(list)
     for row in versions:
         data = AeData.model_validate(row.payload)
+        mapping = map_ae_term(
+            data.term, ctcae_term=data.ctcae_term, meddra_code=data.meddra_code, synonyms=protocol.dlt.synonyms
+        )
         by_ae[row.ae_id].append(
             AeFacts(
                 ae_id=data.ae_id,
                 version=data.version,
-                term=data.ctcae_term or data.term,
+                term=mapping.terms[0] if mapping.mapped else (data.ctcae_term or data.term),
                 grade=data.grade,
                 relatedness=data.relatedness,
                 onset=data.onset,
                 status=inactive.get(row.ae_id),
+                terms=mapping.terms,
+                mapping_note=None if mapping.by in (None, "ctcae_term", "term") else mapping.detail,
             )
         )
     return [fold_versions(by_ae[ae_id]) for ae_id in sorted(by_ae)]
@@ -99,6 +160,106 @@ def ae_facts(versions: Iterable[AeVersion], *, inactive: dict[str, str]) -> list
 
 def dlt_id_for(trial_id: str, subject_id: str, ae_id: str) -> str:
     return deterministic_id("dlt", trial_id, subject_id, ae_id)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """One DLT candidate (an AE, or a haematological term's labs) as the record update needs it."""
+
+    key: str
+    term: str
+    grade: int | None
+    relatedness: str | None
+    version: int
+    meets: bool
+    criterion: str | None
+    reason: str
+    on: date | None = None
+    """The earliest date the DLT can have begun (AE onset, or the result's collection); None: unknown."""
+
+
+def _verdicts(protocol: Protocol, state: SubjectState, window: DltWindow | None) -> list[_Verdict]:
+    verdicts = []
+    for facts in ae_facts(state.ae_versions, inactive=state.inactive_ids("ae"), protocol=protocol):
+        verdict = classify(facts, rules=protocol.dlt, window=window, baseline_grades=state.baselines)
+        relatedness = facts.relatedness.value if facts.relatedness else None
+        verdicts.append(
+            _Verdict(
+                facts.ae_id,
+                facts.term,
+                facts.grade,
+                relatedness,
+                facts.version,
+                verdict.meets,
+                verdict.criterion,
+                verdict.reason,
+                partial_date_range(facts.onset)[0] if facts.onset else None,
+            )
+        )
+    inactive_labs = state.inactive_ids("lab")
+    points: dict[str, list[LabPoint]] = defaultdict(list)
+    for lab in state.labs:
+        if lab.term and lab.grade is not None and lab.result_id not in inactive_labs:
+            points[lab.term].append(LabPoint(lab.result_id, lab.collected_at, lab.grade, lab.baseline))
+    haem_terms = cytopenia_terms(protocol.dlt)
+    for term in sorted(points):
+        if term.casefold() not in haem_terms:
+            continue
+        finding = classify_labs(
+            term, points[term], rules=protocol.dlt, window=window, baseline=state.baselines.get(term)
+        )
+        key = lab_dlt_id_part(term)
+        if finding is not None:
+            drawn = next(p.collected_at for p in points[term] if p.result_id == finding.result_id)
+            on = window.site_date(drawn) if window is not None else utc(drawn).date()
+            verdicts.append(_Verdict(key, term, finding.grade, None, 1, True, finding.rule, finding.reason, on))
+        elif key in state.records:
+            verdicts.append(_Verdict(key, term, None, None, 1, False, None, f"'{term}' labs no longer meet a rule"))
+    return verdicts
+
+
+def _required_assessments(
+    protocol: Protocol, state: SubjectState, window: DltWindow | None
+) -> tuple[tuple[str, ...], datetime | None]:
+    names = protocol.cohort.evaluable_requires_assessments
+    if not names or window is None:
+        return tuple(names) if window is None else (), None
+    visits = [v for v in schedule(protocol.assessments, calendar=window.calendar) if v.name in names]
+    inactive_labs, inactive_aes = state.inactive_ids("lab"), state.inactive_ids("ae")
+    lab_times = [lab.collected_at for lab in state.labs if lab.result_id not in inactive_labs]
+    ae_times = [v.received_at for v in state.ae_versions if v.ae_id not in inactive_aes]
+    missing = tuple(v.name for v in visits if missing_kinds(v, lab_times=lab_times, ae_times=ae_times))
+    return missing, max((v.due_until for v in visits), default=None)
+
+
+def subject_facts(protocol: Protocol, state: SubjectState, window: DltWindow | None) -> SubjectFacts:
+    subject = state.subject
+    arm = protocol.arm(subject.arm) if subject.arm else None
+    inactive_doses = state.inactive_ids("dose")
+    given = len({d.dose_id for d in state.doses if d.dose_id not in inactive_doses})
+    confirmed = [r for r in state.records.values() if r.state == DltState.CONFIRMED.value]
+    suspected = [r for r in state.records.values() if r.state == DltState.SUSPECTED.value]
+    missing, due = _required_assessments(protocol, state, window)
+    row = state.outcome
+    return SubjectFacts(
+        subject_id=subject.subject_id,
+        arm=subject.arm,
+        enrolment_active=subject.subject_id not in state.inactive_ids("enrollment"),
+        study_status=row.study_status if row is not None else "on_study",  # type: ignore[arg-type]
+        infusions_planned=arm.infusions if arm else 0,
+        infusions_given=given,
+        window=window,
+        missing_assessments=missing,
+        assessments_due_by=due,
+        dlt_confirmed=_events(confirmed),
+        dlt_suspected=_events(suspected),
+    )
+
+
+def _events(records: Sequence[DltRecord]) -> int:
+    """DLT events: a lab-based record of a term an AE-based record of the subject already covers is the same event."""
+    ae_terms = {r.term.casefold() for r in records if not r.ae_id.startswith("lab:")}
+    return sum(1 for r in records if not (r.ae_id.startswith("lab:") and r.term.casefold() in ae_terms))
 
 
 def reassess_subject(
@@ -110,81 +271,167 @@ def reassess_subject(
     source_event_id: str,
     now: datetime,
     signals_topic: str,
+) -> Reassessed:
+    """Re-run the DLT rules and the subject's 3+3 outcome from its own stored data; save once."""
+    result = Reassessed()
+    state = load_subject_state(session, trial_id=trial_id, subject_id=subject_id)
+    if state is None:
+        return result
+    window = _window(protocol, state)
+    starts: list[date | None] = []
+    for verdict in _verdicts(protocol, state, window):
+        signal = _update_record(
+            session, state, verdict, window=window, source_event_id=source_event_id, now=now, topic=signals_topic
+        )
+        if signal is not None:
+            result.signals.append(signal)
+        record = state.records.get(verdict.key)
+        if record is not None and record.state in (DltState.SUSPECTED.value, DltState.CONFIRMED.value):
+            starts.append(verdict.on)
+    facts = subject_facts(protocol, state, window)
+    outcome = assess_subject(facts, rules=protocol.cohort, now=now)
+    row = state.outcome or SubjectOutcomeRow(trial_id=trial_id, subject_id=subject_id, updated_at=now)
+    before = _outcome_key(row)
+    previous_arm = row.arm
+    _store_outcome(row, outcome, facts=facts)
+    row.first_dlt_on = None if not starts or None in starts else min(d for d in starts if d is not None)
+    if _outcome_key(row) != before or state.outcome is None:
+        row.revision += 1
+        row.updated_at = now
+        result.arms |= {a for a in (previous_arm, row.arm) if a is not None}
+    session.add(row)
+    return result
+
+
+def _outcome_key(row: SubjectOutcomeRow) -> tuple[object, ...]:
+    return (row.arm, row.outcome, row.dlt_confirmed, row.dlt_suspected, row.evaluable_at)
+
+
+def _store_outcome(row: SubjectOutcomeRow, outcome: SubjectOutcome, *, facts: SubjectFacts) -> None:
+    row.arm = outcome.arm
+    row.outcome = outcome.outcome
+    row.dlt_confirmed = outcome.dlt_confirmed
+    row.dlt_suspected = outcome.dlt_suspected
+    row.evaluable_at = outcome.evaluable_at
+    row.changes_at = outcome.changes_at
+    row.reason = outcome.reason[:2000]
+    row.infusions_planned = facts.infusions_planned
+    row.infusions_given = facts.infusions_given
+
+
+def _update_record(
+    session: Session,
+    state: SubjectState,
+    verdict: _Verdict,
+    *,
+    window: DltWindow | None,
+    source_event_id: str,
+    now: datetime,
+    topic: str,
+) -> Outgoing | None:
+    subject = state.subject
+    trial_id, subject_id = subject.trial_id, subject.subject_id
+    record = state.records.get(verdict.key)
+    current = DltState(record.state) if record else None
+    step = transition(
+        current,
+        Classification(verdict.meets, verdict.criterion, verdict.reason),
+        grade=verdict.grade,
+        decided_grade=record.decided_grade if record else None,
+    )
+    if step.state is None:
+        return None
+    if record is None:
+        record = DltRecord(
+            dlt_id=dlt_id_for(trial_id, subject_id, verdict.key),
+            trial_id=trial_id,
+            subject_id=subject_id,
+            ae_id=verdict.key,
+            state=step.state.value,
+            term=verdict.term,
+            ae_version=verdict.version,
+            reason=verdict.reason,
+            suspected_at=now,
+            updated_at=now,
+        )
+        state.records[verdict.key] = record
+    record.arm = subject.arm
+    record.term = verdict.term[:500]
+    if verdict.grade is not None or not verdict.key.startswith("lab:"):
+        record.grade = verdict.grade
+    record.relatedness = verdict.relatedness
+    record.ae_version = verdict.version
+    record.reason = verdict.reason[:2000]
+    record.window_start = window.start if window else None
+    record.window_end = window.end if window else None
+    if verdict.criterion is not None:
+        record.criterion = verdict.criterion
+    if step.state is not current:
+        if current is not None:
+            record.revision += 1
+        record.state = step.state.value
+        record.updated_at = now
+        append_audit(
+            session,
+            service=AUDIT_SERVICE,
+            actor=SYSTEM_ACTOR,
+            action=f"dlt.{step.state.value}",
+            entity=f"dlt/{record.dlt_id}",
+            detail={
+                "previous_state": current.value if current else None,
+                "subject_id": subject_id,
+                "ae_id": verdict.key,
+                "ae_version": verdict.version,
+                "reason": record.reason,
+                "source_event_id": source_event_id,
+            },
+            now=now,
+        )
+    session.add(record)
+    if step.signal is None:
+        return None
+    return _dlt_signal(
+        step.signal, record, site_id=subject.site_id, source_event_id=source_event_id, now=now, topic=topic
+    )
+
+
+def unmapped_term_flags(
+    *,
+    envelope_id: str,
+    protocol: Protocol,
+    trial_id: str,
+    subject_id: str,
+    site_id: str,
+    data: AeData,
+    now: datetime,
+    topic: str,
 ) -> list[Outgoing]:
-    """Re-run the DLT rule over every AE of the subject; signal each record whose state changed."""
-    subject = session.get(Subject, (trial_id, subject_id))
-    if subject is None:
+    """An AE whose term maps to no CTCAE term: a data-quality finding for the site (once per AE version)."""
+    mapping = map_ae_term(
+        data.term, ctcae_term=data.ctcae_term, meddra_code=data.meddra_code, synonyms=protocol.dlt.synonyms
+    )
+    if mapping.mapped:
         return []
-    keys = {"trial_id": trial_id, "subject_id": subject_id}
-    window = window_of(session, protocol=protocol, subject=subject)
-    baselines = store.baseline_grades(session, **keys)
-    inactive = store.inactive_records(session, **keys, record_type="ae")
-    records = {r.ae_id: r for r in store.dlt_records(session, **keys)}
-    signals = []
-    for facts in ae_facts(store.ae_versions(session, **keys), inactive=inactive):
-        verdict = classify(facts, rules=protocol.dlt, window=window, baseline_grades=baselines)
-        record = records.get(facts.ae_id)
-        current = DltState(record.state) if record else None
-        step = transition(current, verdict, grade=facts.grade, decided_grade=record.decided_grade if record else None)
-        if step.state is None:
-            continue
-        if record is None:
-            record = DltRecord(
-                dlt_id=dlt_id_for(trial_id, subject_id, facts.ae_id),
-                trial_id=trial_id,
-                subject_id=subject_id,
-                ae_id=facts.ae_id,
-                state=step.state.value,
-                term=facts.term,
-                ae_version=facts.version,
-                reason=verdict.reason,
-                suspected_at=now,
-                updated_at=now,
-            )
-        record.arm = subject.arm
-        record.term = facts.term[:500]
-        record.grade = facts.grade
-        record.relatedness = facts.relatedness.value if facts.relatedness else None
-        record.ae_version = facts.version
-        record.reason = verdict.reason[:2000]
-        record.window_start = window.start if window else None
-        record.window_end = window.end if window else None
-        if verdict.criterion is not None:
-            record.criterion = verdict.criterion
-        if step.state is not current:
-            if current is not None:
-                record.revision += 1
-            record.state = step.state.value
-            record.updated_at = now
-            append_audit(
-                session,
-                service=AUDIT_SERVICE,
-                actor=SYSTEM_ACTOR,
-                action=f"dlt.{step.state.value}",
-                entity=f"dlt/{record.dlt_id}",
-                detail={
-                    "previous_state": current.value if current else None,
-                    "subject_id": subject_id,
-                    "ae_id": facts.ae_id,
-                    "ae_version": facts.version,
-                    "reason": record.reason,
-                    "source_event_id": source_event_id,
-                },
-                now=now,
-            )
-        session.add(record)
-        if step.signal is not None:
-            signals.append(
-                _dlt_signal(
-                    step.signal,
-                    record,
-                    site_id=subject.site_id,
-                    source_event_id=source_event_id,
-                    now=now,
-                    topic=signals_topic,
-                )
-            )
-    return signals
+    signal = DataQualityFlagged(
+        id=deterministic_id("signal", envelope_id, "data_quality.flagged", UNMAPPED_TERM),
+        source=SIGNAL_SOURCE,
+        subject=subject_id,
+        time=now,
+        trialid=trial_id,
+        data=DataQualityData(
+            site_id=site_id,
+            subject_id=subject_id,
+            record_type="ae",
+            record_id=f"{data.ae_id}/v{data.version}",
+            code=UNMAPPED_TERM,
+            detail=(
+                f"{mapping.detail}: the DLT rules cannot tell whether it is haematological or an infusion reaction;"
+                " it is judged only by the criteria that name no terms until the site codes it"
+            ),
+            source_event_id=envelope_id,
+        ),
+    )
+    return [Outgoing(topic=topic, key=message_key(trial_id, subject_id), envelope=signal)]
 
 
 def _dlt_signal(
@@ -220,51 +467,50 @@ def _dlt_signal(
     return Outgoing(topic=topic, key=message_key(record.trial_id, record.subject_id), envelope=envelope)
 
 
-def subject_outcomes(
-    session: Session, *, protocol: Protocol, now: datetime, exclude: str | None = None
-) -> list[SubjectOutcome]:
-    """Every enrolled subject (enrolment not taken back) with evaluability at `now` and their DLTs."""
-    trial_id = protocol.trial_id
-    withdrawn = store.inactive_in_trial(session, trial_id=trial_id, record_type="enrollment")
-    inactive_doses = store.inactive_in_trial(session, trial_id=trial_id, record_type="dose")
-    doses: dict[str, list[Dose]] = defaultdict(list)
-    for dose in store.doses(session, trial_id=trial_id):
-        doses[dose.subject_id].append(dose)
-    states: dict[str, set[str]] = defaultdict(set)
-    for record in store.dlt_records(session, trial_id=trial_id):
-        states[record.subject_id].add(record.state)
-    outcomes = []
-    for subject in store.subjects(session, trial_id=trial_id):
-        sid = subject.subject_id
-        if subject.arm is None or sid == exclude or (sid, sid) in withdrawn:
-            continue
-        window = subject_window(
-            protocol,
-            subject=subject,
-            doses=doses[sid],
-            inactive_doses={dose_id for (owner, dose_id) in inactive_doses if owner == sid},
+def _tallies_from_rows(rows: Iterable[CohortState]) -> dict[str, ArmTally]:
+    return {
+        row.arm: ArmTally(
+            arm=row.arm,
+            enrolled=row.enrolled,
+            evaluable=row.evaluable,
+            not_evaluable=row.not_evaluable,
+            under_review=row.under_review,
+            subjects_confirmed=row.subjects_confirmed,
+            subjects_suspected=row.subjects_suspected,
+            events_confirmed=row.events_confirmed,
+            events_suspected=row.events_suspected,
         )
-        outcomes.append(
-            SubjectOutcome(
-                subject_id=sid,
-                arm=subject.arm,
-                evaluable=window is not None and window.closed(now),
-                confirmed_dlt=DltState.CONFIRMED.value in states[sid],
-                suspected_dlt=DltState.SUSPECTED.value in states[sid],
-            )
-        )
-    return outcomes
+        for row in rows
+    }
+
+
+def current_arms(session: Session, *, protocol: Protocol) -> TrialAssessment:
+    """The arms as last stored (tallies from the subjects' stored outcomes), decided now."""
+    rows = subject_store.cohort_states(session, trial_id=protocol.trial_id)
+    return assess_trial(protocol, _tallies_from_rows(rows.values()))
 
 
 def reassess_cohorts(
-    session: Session, *, protocol: Protocol, now: datetime, source_id: str, signals_topic: str
+    session: Session,
+    *,
+    protocol: Protocol,
+    now: datetime,
+    source_id: str,
+    signals_topic: str,
+    arms: Collection[str] | None = None,
 ) -> list[Outgoing]:
-    """Recompute every arm; signal a changed decision, and the stopping rule when it newly fires."""
+    """Re-tally `arms` (None: every arm) from their subjects' stored outcomes, re-decide every arm from the stored
+    tallies; signal a changed decision, the stopping rule when it newly fires, and a changed recommended dose."""
     trial_id = protocol.trial_id
-    assessed = assess_arms(protocol, subject_outcomes(session, protocol=protocol, now=now))
-    stored = store.cohort_states(session, trial_id=trial_id)
+    stored = subject_store.cohort_states(session, trial_id=trial_id)
+    wanted = [a.id for a in protocol.arms] if arms is None else [a.id for a in protocol.arms if a.id in arms]
+    tallies = _tallies_from_rows(stored.values())
+    for arm_id in wanted:
+        tallies[arm_id] = subject_store.arm_tally(session, trial_id=trial_id, arm=arm_id)
+    assessed = assess_trial(protocol, tallies)
     signals: list[Outgoing] = []
-    for arm in assessed:
+    for arm in assessed.arms:
+        t = tallies.get(arm.arm) or ArmTally(arm.arm)
         row = stored.get(arm.arm)
         if row is None:
             if arm.enrolled == 0 and arm.decision == "enrolling":
@@ -275,6 +521,13 @@ def reassess_cohorts(
         fires = arm.stopping and not row.stopping
         row.enrolled, row.evaluable = arm.enrolled, arm.evaluable
         row.dlt_confirmed, row.dlt_suspected = arm.dlt_confirmed, arm.dlt_suspected
+        row.not_evaluable, row.replacements_needed, row.under_review = (
+            t.not_evaluable,
+            arm.replacements_needed,
+            t.under_review,
+        )
+        row.subjects_confirmed, row.subjects_suspected = t.subjects_confirmed, t.subjects_suspected
+        row.events_confirmed, row.events_suspected = t.events_confirmed, t.events_suspected
         row.reason = arm.reason[:2000]
         row.stopping = arm.stopping
         if changed or fires:
@@ -288,17 +541,67 @@ def reassess_cohorts(
                 actor=SYSTEM_ACTOR,
                 action="stopping_rule.fired" if fires and not changed else "cohort.decision",
                 entity=f"cohort/{trial_id}/{arm.arm}",
-                detail={**data.model_dump(mode="json"), "stopping": arm.stopping, "source_id": source_id},
+                detail={**data.model_dump(mode="json"), "source_id": source_id},
                 now=now,
             )
             for kind, fired in (("cohort.decision", changed), ("stopping_rule.fired", fires)):
                 if fired:
                     signals.append(_cohort_signal(kind, data, trial_id, row.revision, source_id, now, signals_topic))
         session.add(row)
+    signals += _recommendation_signal(session, protocol, assessed, now=now, source_id=source_id, topic=signals_topic)
     return signals
 
 
-def _cohort_data(arm: ArmAssessment, *, previous: str) -> CohortData:
+def _recommendation_signal(
+    session: Session, protocol: Protocol, assessed: TrialAssessment, *, now: datetime, source_id: str, topic: str
+) -> list[Outgoing]:
+    trial_id = protocol.trial_id
+    found: Recommendation | None = assessed.recommendation
+    row = subject_store.recommendation(session, trial_id=trial_id)
+    if row is None and found is None:
+        return []
+    if row is not None and found is not None and (row.recommended_arm, row.basis) == (found.arm, found.basis):
+        return []
+    if row is not None and found is None and row.basis == "withdrawn":
+        return []
+    previous_arm = row.recommended_arm if row is not None else None
+    if found is None:
+        found = Recommendation(
+            None, "withdrawn", f"the recommendation of arm {previous_arm} no longer holds: later data reopened it"
+        )
+    row = row or DoseRecommendationRow(trial_id=trial_id, basis=found.basis, updated_at=now)
+    row.recommended_arm, row.basis, row.reason = found.arm, found.basis, found.reason[:2000]
+    row.revision += 1
+    row.updated_at = now
+    session.add(row)
+    data = DoseRecommendationData(
+        recommended_arm=found.arm,
+        basis=found.basis,
+        previous_arm=previous_arm,
+        reason=found.reason,
+        arms=[_cohort_data(a, previous=None) for a in assessed.arms],
+    )
+    append_audit(
+        session,
+        service=AUDIT_SERVICE,
+        actor=SYSTEM_ACTOR,
+        action="dose.recommended",
+        entity=f"trial/{trial_id}",
+        detail={**data.model_dump(mode="json"), "source_id": source_id},
+        now=now,
+    )
+    signal = DoseRecommended(
+        id=deterministic_id("signal", source_id, "dose.recommended", trial_id, str(row.revision)),
+        source=SIGNAL_SOURCE,
+        subject="trial",
+        time=now,
+        trialid=trial_id,
+        data=data,
+    )
+    return [Outgoing(topic=topic, key=message_key(trial_id, "trial"), envelope=signal)]
+
+
+def _cohort_data(arm: ArmAssessment, *, previous: str | None) -> CohortData:
     return CohortData(
         arm=arm.arm,
         enrolled=arm.enrolled,
@@ -309,6 +612,9 @@ def _cohort_data(arm: ArmAssessment, *, previous: str) -> CohortData:
         previous_decision=previous,
         next_arm=arm.next_arm,
         reason=arm.reason,
+        not_evaluable=arm.not_evaluable,
+        replacements_needed=arm.replacements_needed,
+        stopping=arm.stopping,
     )
 
 
@@ -329,21 +635,39 @@ def _cohort_signal(
     return Outgoing(topic=topic, key=message_key(trial_id, f"arm:{data.arm}"), envelope=envelope)
 
 
+def _as_of(row: SubjectOutcomeRow, at: datetime, *, enrolled_on: date) -> SubjectOutcome:
+    """A stored outcome as it stood when a subject was enrolled on `enrolled_on` (judged at `at`): a subject
+    evaluable only later was still pending then, and DLTs that began on or after that date were not yet known
+    (their onset is clinical time, so a replay judges the same way; an unknown onset counts)."""
+    outcome = row.outcome
+    confirmed, suspected = row.dlt_confirmed, row.dlt_suspected
+    if outcome == "evaluable" and row.evaluable_at is not None and utc(row.evaluable_at) > utc(at):
+        outcome = "pending"
+    if outcome in ("dlt", "under_review") and row.first_dlt_on is not None and row.first_dlt_on >= enrolled_on:
+        outcome, confirmed, suspected = "pending", 0, 0
+    return SubjectOutcome(row.subject_id, row.arm, outcome, confirmed, suspected)  # type: ignore[arg-type]
+
+
 def check_enrolment(
     session: Session, *, protocol: Protocol, envelope: SubjectEnrolled, now: datetime, signals_topic: str
 ) -> list[Outgoing]:
     """Deviations of this enrolment, judged on the arms as they stood when the enrolment day began.
 
     The enrolment has a date but no time, so the check is judged at a fixed instant, never at `now`: the
-    first moment of the enrolment date anywhere (00:00 at UTC+14). A replay long after the fact then gives
-    the same answer as live processing, and the earliest instant is the conservative one (a predecessor
-    whose windows closed during that day has not yet cleared). Subjects of other arms arrive on other
-    partitions, so a predecessor's data still in flight can make a deviation look real (the officer reviews
-    each one).
+    first moment of the enrolment date anywhere (00:00 at UTC+14), from the subjects' stored outcomes (a
+    subject evaluable only after that instant was still pending then). A replay long after the fact then gives
+    nearly the same answer as live processing (DLT reviews are taken as they stand now), and the earliest
+    instant is the conservative one. Subjects of other arms arrive on other partitions, so a predecessor's data
+    still in flight can make a deviation look real (the officer reviews each one).
     """
     judged_at = start_of_day_everywhere(envelope.data.enrolled_at)
-    outcomes = subject_outcomes(session, protocol=protocol, now=judged_at, exclude=envelope.subject)
-    arms = {a.arm: a for a in assess_arms(protocol, outcomes)}
+    outcomes = [
+        _as_of(row, judged_at, enrolled_on=envelope.data.enrolled_at)
+        for row in subject_store.outcome_rows(session, trial_id=protocol.trial_id)
+        if row.subject_id != envelope.subject and row.arm is not None
+    ]
+    tallies = {arm.id: tally(arm.id, outcomes) for arm in protocol.arms}
+    arms = assess_trial(protocol, tallies).by_arm()
     signals = []
     for deviation in enrolment_deviations(envelope.data.arm, protocol=protocol, arms=arms):
         signal = ProtocolDeviation(
@@ -358,12 +682,77 @@ def check_enrolment(
                 arm=envelope.data.arm,
                 kind=deviation.kind,
                 detail=f"enrolled {envelope.data.enrolled_at.isoformat()}: {deviation.detail}",
+                pages=deviation.pages,
             ),
         )
         signals.append(
             Outgoing(topic=signals_topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)
         )
     return signals
+
+
+DEATH_WITHOUT_FATAL_AE = "death_without_fatal_ae"
+
+
+def death_without_fatal_ae(
+    session: Session, *, envelope: SubjectStatusChanged, now: datetime, topic: str
+) -> list[Outgoing]:
+    """A death reported as a disposition with no fatal AE on record: no SAE clock and no grade 5 DLT can start
+    from it, so the site must report the AE; a data-quality finding for the site contact."""
+    if envelope.data.status != "died":
+        return []
+    if subject_store.has_fatal_ae(session, trial_id=envelope.trialid, subject_id=envelope.subject):
+        return []
+    on = envelope.data.effective_on.isoformat() if envelope.data.effective_on else "an unreported date"
+    signal = DataQualityFlagged(
+        id=deterministic_id("signal", envelope.id, "data_quality.flagged", DEATH_WITHOUT_FATAL_AE),
+        source=SIGNAL_SOURCE,
+        subject=envelope.subject,
+        time=now,
+        trialid=envelope.trialid,
+        data=DataQualityData(
+            site_id=envelope.siteid,
+            subject_id=envelope.subject,
+            record_type="subject_status",
+            record_id=envelope.id,
+            code=DEATH_WITHOUT_FATAL_AE,
+            detail=(
+                f"the subject died on {on} but no AE with a fatal outcome (grade 5 or seriousness 'death') is on"
+                " record: report the AE that led to death, so its SAE clock and the DLT rules can apply"
+            ),
+            source_event_id=envelope.id,
+        ),
+    )
+    return [Outgoing(topic=topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)]
+
+
+def record_subject_status(session: Session, *, envelope: SubjectStatusChanged, now: datetime) -> bool:
+    """Store the subject's study status (withdrawn, lost to follow-up, died, completed, on study) on its outcome row."""
+    key = (envelope.trialid, envelope.subject)
+    row = session.get(SubjectOutcomeRow, key) or SubjectOutcomeRow(
+        trial_id=envelope.trialid, subject_id=envelope.subject, updated_at=now
+    )
+    data = envelope.data
+    new = (data.status, data.effective_on, data.reason)
+    if (row.study_status, row.study_status_on, row.study_status_reason) == new and row.study_status_event_id:
+        return False
+    row.study_status, row.study_status_on, row.study_status_reason = new
+    row.study_status_event_id = envelope.id
+    session.add(row)
+    append_audit(
+        session,
+        service=AUDIT_SERVICE,
+        actor=SYSTEM_ACTOR,
+        action=f"subject.{data.status}",
+        entity=f"subject/{envelope.trialid}/{envelope.subject}",
+        detail={
+            "effective_on": data.effective_on.isoformat() if data.effective_on else None,
+            "reason": data.reason,
+            "source_event_id": envelope.id,
+        },
+        now=now,
+    )
+    return True
 
 
 class UnknownDlt(LookupError):
@@ -475,7 +864,23 @@ def decide_dlt(
     )
     session.flush()
     signals = [Outgoing(topic=signals_topic, key=message_key(record.trial_id, record.subject_id), envelope=signal)]
-    signals += reassess_cohorts(
-        session, protocol=protocol, now=now, source_id=f"{dlt_id}/{record.revision}", signals_topic=signals_topic
+    subject = reassess_subject(
+        session,
+        protocol=protocol,
+        trial_id=record.trial_id,
+        subject_id=record.subject_id,
+        source_event_id=f"{dlt_id}/{record.revision}",
+        now=now,
+        signals_topic=signals_topic,
     )
+    signals += subject.signals
+    if subject.arms:
+        signals += reassess_cohorts(
+            session,
+            protocol=protocol,
+            now=now,
+            source_id=f"{dlt_id}/{record.revision}",
+            signals_topic=signals_topic,
+            arms=subject.arms,
+        )
     return DecisionOutcome(record, True, signals)

@@ -13,9 +13,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from services.safety import protocol_engine, store
-from services.safety.cohort import assess_arms
 from services.safety.dlt import DltState
-from services.safety.models import AeSeriousness, AeVersion, DltRecord, Dose, LabResult, Subject
+from services.safety.models import AeSeriousness, AeVersion, DltRecord, Dose, LabResult, Subject, SubjectOutcomeRow
 from shared.audit import lock_audit_chain
 from shared.auth import require_role
 from shared.clock import Clock
@@ -23,7 +22,7 @@ from shared.consumer_service import ConsumerService
 from shared.events import ClinicalEnvelope, CohortDecisionName
 from shared.outbox import add_to_outbox
 from shared.problems import ProblemError
-from shared.protocol import Protocol
+from shared.protocol import DltAnchor, Protocol
 from shared.settings import ApiUser
 
 router = APIRouter(prefix="/v1")
@@ -76,14 +75,14 @@ class AeView(BaseModel):
 
 
 class DltWindowView(BaseModel):
-    basis: Literal["first_infusion", "enrolment"]
+    basis: DltAnchor
     start: datetime
     end: datetime
-    """Exclusive: the window is [start, end) in UTC."""
+    """Exclusive: the first instant after the last DLT day at the site."""
     first_day: date
-    """Study day 1 (the anchor's date at the site)."""
+    """The anchor's date at the site (study day 0 or 1, as the protocol's study_days says)."""
     last_day: date
-    """Study day `days`: an AE with onset up to this date is inside."""
+    """The last DLT day: an AE with onset up to this date is inside."""
     days: int
     state: Literal["open", "closed"]
     study_day: int
@@ -148,6 +147,9 @@ class CohortView(BaseModel):
     """Confirmed plus suspected DLTs reach the protocol's stopping number."""
     next_arm: str | None
     reason: str
+    not_evaluable: int = 0
+    """Subjects who can no longer be evaluated (withdrawn without a DLT, infusions missing): to be replaced."""
+    replacements_needed: int = 0
 
 
 class DecisionBody(BaseModel):
@@ -240,7 +242,7 @@ def _subject_view(engine: Engine, protocol: Protocol, now: datetime, trial_id: s
                 last_day=window.last_day,
                 days=window.days,
                 state=window.state(now),
-                study_day=window.study_day(now.date()),
+                study_day=window.study_day(window.site_date(now)),
             )
         confirmed = any(d.state is DltState.CONFIRMED for d in dlts)
         return SubjectView(
@@ -266,7 +268,7 @@ def _subject_view(engine: Engine, protocol: Protocol, now: datetime, trial_id: s
                 for state in states
             ],
             dlt_window=window_view,
-            evaluable=confirmed or (window is not None and window.closed(now)),
+            evaluable=_evaluable(session, trial_id, subject_id, confirmed=confirmed),
             dlts=dlts,
             record_statuses=[StatusView.model_validate(s.model_dump()) for s in statuses],
         )
@@ -276,14 +278,21 @@ def _subject_view(engine: Engine, protocol: Protocol, now: datetime, trial_id: s
 async def get_cohorts(
     trial_id: str, _user: Viewer, engine: EngineDep, protocol: ProtocolDep, clock: ClockDep
 ) -> list[CohortView]:
-    """Each arm in escalation order, computed now (windows close with time, not only with events)."""
+    """Each arm in escalation order, as last decided from the subjects' stored outcomes (events and the sweep keep
+    them current: a window closing with time is picked up by the next sweep)."""
     _known_trial(protocol, trial_id)
     return await asyncio.to_thread(_cohorts_view, engine, protocol, clock.now())
 
 
+def _evaluable(session: Session, trial_id: str, subject_id: str, *, confirmed: bool) -> bool:
+    """As the 3+3 counts the subject (stored outcome: all infusions, window ended, required visits, or a DLT)."""
+    row = session.get(SubjectOutcomeRow, (trial_id, subject_id))
+    return confirmed or (row is not None and row.outcome in ("evaluable", "dlt"))
+
+
 def _cohorts_view(engine: Engine, protocol: Protocol, now: datetime) -> list[CohortView]:
     with Session(engine) as session:
-        arms = assess_arms(protocol, protocol_engine.subject_outcomes(session, protocol=protocol, now=now))
+        arms = protocol_engine.current_arms(session, protocol=protocol).arms
     return [
         CohortView(
             arm=a.arm,
@@ -295,6 +304,8 @@ def _cohorts_view(engine: Engine, protocol: Protocol, now: datetime) -> list[Coh
             stopping_rule=a.stopping,
             next_arm=a.next_arm,
             reason=a.reason,
+            not_evaluable=a.not_evaluable,
+            replacements_needed=a.replacements_needed,
         )
         for a in arms
     ]

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from services.safety import protocol_engine, store
+from services.safety import protocol_engine, store, subject_store
 from services.safety.assessments import missed_visits, schedule
 from services.safety.models import MissedAssessment
 from shared.audit import lock_audit_chain
@@ -32,11 +32,31 @@ log = logging.getLogger(__name__)
 
 
 def sweep(session: Session, *, protocol: Protocol, now: datetime, signals_topic: str) -> list[Outgoing]:
-    """Flag each visit missed by `now` (once), then re-decide the cohorts; the caller owns the transaction."""
+    """Reassess the subjects whose outcome changes with time by `now` (a DLT window or a required visit ended)
+    and any subject without an outcome row yet (a database upgraded from before they existed), re-decide their
+    arms, then flag each visit missed by `now` (once); the caller owns the transaction."""
     trial_id = protocol.trial_id
-    signals = protocol_engine.reassess_cohorts(
-        session, protocol=protocol, now=now, source_id="sweep", signals_topic=signals_topic
-    )
+    signals: list[Outgoing] = []
+    arms: set[str] = set()
+    due = subject_store.subjects_due(session, trial_id=trial_id, now=now)
+    due += subject_store.subjects_without_outcome(session, trial_id=trial_id)
+    for subject_id in sorted(set(due)):
+        reassessed = protocol_engine.reassess_subject(
+            session,
+            protocol=protocol,
+            trial_id=trial_id,
+            subject_id=subject_id,
+            source_event_id=f"sweep/{subject_id}/{now.isoformat()}",
+            now=now,
+            signals_topic=signals_topic,
+        )
+        signals += reassessed.signals
+        arms |= reassessed.arms
+    if arms:
+        session.flush()
+        signals += protocol_engine.reassess_cohorts(
+            session, protocol=protocol, now=now, source_id="sweep", signals_topic=signals_topic, arms=arms
+        )
     if not protocol.assessments:
         return signals
     flagged = store.flagged_assessments(session, trial_id=trial_id)
@@ -59,7 +79,7 @@ def sweep(session: Session, *, protocol: Protocol, now: datetime, signals_topic:
         if window is None:
             continue
         missed = missed_visits(
-            schedule(protocol.assessments, anchor_day=window.anchor_day),
+            schedule(protocol.assessments, calendar=window.calendar),
             now=now,
             lab_times=lab_times[sid],
             ae_times=ae_times[sid],

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from services.devstack.mail_catcher import MailCatcher
-from services.devstack.scenario import post_signed, scenario_events
+from services.devstack.scenario import held_arm_events, post_signed, scenario_events
 from tests.e2e.stack import Stack
 from tests.polling import wait_for
 
@@ -58,8 +58,8 @@ def test_scenario_posted_twice_gives_one_alert_and_one_mail_per_recipient(stack:
     events = scenario_events(TRIAL, now)
     # The SAE, the suspected DLT and the SUSAR (a grade 3 related infusion reaction: the RSI expects grade <= 2)
     # to both contacts; the ALT toxicity (worse than a normal baseline) to the safety officer; neutrophils at
-    # their baseline grade 4: nothing.
-    expected_mails = 3 * len(RECIPIENTS) + 1
+    # their baseline grade 4: nothing; arm A then awaits the DLT review (a cohort decision, to both contacts).
+    expected_mails = 4 * len(RECIPIENTS) + 1
     with httpx.Client() as client:
         first = [post_signed(client, stack.url("ingest"), "edc", stack.secret, e, now=now) for e in events]
         assert [p.status for p in first] == [202] * len(events), [p.body for p in first]
@@ -76,7 +76,8 @@ def test_scenario_posted_twice_gives_one_alert_and_one_mail_per_recipient(stack:
     due = (now - timedelta(hours=1) + timedelta(hours=24)).strftime("%Y-%m-%d %H:%M UTC")
     assert due in str(sae_mails[0]["Subject"])
     listed = {str(a["kind"]): a for a in alerts(stack)}
-    assert set(listed) == {"sae", "lab_toxicity", "dlt", "susar"}, "neutrophils at baseline grade 4 must not page"
+    assert set(listed) == {"sae", "lab_toxicity", "dlt", "susar", "cohort_decision"}, "baseline grade 4: no page"
+    assert "awaiting_dlt_review" in str(listed["cohort_decision"]["title"])
     dlt_mails = [m for m in mails if "Suspected DLT" in str(m["Subject"])]
     assert sorted(str(m["To"]) for m in dlt_mails) == RECIPIENTS
     obligations = listed["sae"]["obligations"]
@@ -118,3 +119,51 @@ def test_safety_killed_between_db_commit_and_offset_commit_loses_and_duplicates_
     with sqlite3.connect(tmp_path / "var" / "safety.db") as db:
         assert db.execute("select count(*) from outbox where sent_at is null").fetchone() == (0,)
         assert db.execute("select count(*) from safety_ae_versions").fetchone() == (1,)
+
+
+def test_two_suspected_dlts_hold_the_arm_and_enrolling_above_it_pages(stack: Stack, catcher: MailCatcher) -> None:
+    """Issue 10 points 1-2 through the webhook: 1 + 1 suspected DLTs in arm A reach the stopping rule; the arm is
+    held (never escalated) until the review ends, and enrolling into arm B is a deviation that pages."""
+    for service in ("ingest", "safety", "notify"):
+        stack.start(service)
+    for service in ("ingest", "safety", "notify"):
+        stack.wait_ready(service)
+    now = datetime.now(UTC)
+    events = [*scenario_events(TRIAL, now, subject="101-001"), *held_arm_events(TRIAL, now, subject="101-002")]
+    enrol_b = {
+        "id": "102-001-enrol",
+        "type": "enrollment",
+        "study": TRIAL,
+        "site": "102",
+        "subject": "102-001",
+        "data": {"arm": "B", "enrolled_at": now.date().isoformat()},
+    }
+    auth = {"authorization": f"Bearer {stack.token}"}
+    with httpx.Client() as client:
+        posted = [post_signed(client, stack.url("ingest"), "edc", stack.secret, e, now=now) for e in events]
+        assert [p.status for p in posted] == [202] * len(events), [p.body for p in posted]
+
+        def arm_a() -> dict[str, object]:
+            response = client.get(stack.url("safety") + f"/v1/trials/{TRIAL}/cohorts", headers=auth)
+            response.raise_for_status()
+            first: dict[str, object] = response.json()[0]
+            return first
+
+        wait_for(lambda: arm_a()["decision"] == "hold", timeout=60, what="arm A on hold")
+        assert (arm_a()["dlt_confirmed"], arm_a()["dlt_suspected"], arm_a()["stopping_rule"]) == (0, 2, True)
+        wait_for(
+            lambda: any("Stopping rule fired in arm A" in str(m["Subject"]) for m in catcher.messages()),
+            timeout=60,
+            what="the stopping-rule page",
+        )
+        assert post_signed(client, stack.url("ingest"), "edc", stack.secret, enrol_b, now=now).status == 202
+    wait_for(
+        lambda: any(
+            "URGENT Protocol deviation (enrolled_above_arm_hold)" in str(m["Subject"]) for m in catcher.messages()
+        ),
+        timeout=60,
+        what="the paging deviation",
+    )
+    deviation = next(a for a in alerts(stack) if a["kind"] == "protocol_deviation")
+    obligations = deviation["obligations"]
+    assert isinstance(obligations, list) and [o["state"] for o in obligations] == ["open"]

@@ -70,7 +70,8 @@ def test_re_sent_records_are_unchanged_after_a_database_round_trip_and_correctio
     worse = result.model_copy(
         update={"id": "corrected", "senderid": "corrected", "data": result.data.model_copy(update={"value": "0.3"})}
     )
-    assert [s.type for s in driver.apply(worse)] == ["lab.toxicity"]  # type: ignore[attr-defined]
+    # a lab toxicity, and (no baseline: taken as normal) a lab-only suspected haematological DLT for arm A
+    assert [s.type for s in driver.apply(worse)][:2] == ["lab.toxicity", "dlt.suspected"]  # type: ignore[attr-defined]
     with Session(engine) as session:
         [entry] = session.exec(select(AuditEntry).where(AuditEntry.action == "lab.corrected")).all()
         assert entry.detail["before"]["value"] == "1.2" and entry.detail["after"]["value"] == "0.3"

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from services.ingest.adapters import normalise_values as nv
-from services.ingest.adapters.fields import FieldError, StatusName, lab_from_fields, record_status, seriousness_flags
+from services.ingest.adapters.fields import (
+    FieldError,
+    StatusName,
+    lab_from_fields,
+    record_status,
+    seriousness_flags,
+    subject_status_of,
+)
 from services.ingest.adapters.records import Outcome, make_record, version_text
 from services.ingest.normalise import MAX_VERSION, InvalidBody, load_json
 from services.ingest.sources import SourceConfig
-from shared.events import AeData, InboundType, Relatedness, SeriousnessCriteria
+from shared.events import AeData, InboundType, Relatedness, SeriousnessCriteria, SubjectStatusData
 
 MAX_ENTRIES = 1000
 BACKPORT = "http://hl7.org/fhir/uv/ae-research-backport-ig/StructureDefinition/"
@@ -84,12 +91,17 @@ def parse_fhir(body: bytes, *, source: SourceConfig) -> Outcome:
                 outcome.ignored.append(f"entry/{index}: no resource (send deletions as status entered-in-error)")
                 continue
             _resource(resource, ("entry", index, "resource"), source, outcome, errors)
-    elif kind in {"AdverseEvent", "Observation"}:
+    elif kind in {"AdverseEvent", "Observation", "ResearchSubject"}:
         _resource(document, (), source, outcome, errors)
     else:
         raise InvalidBody(
             "unsupported resource",
-            [{"loc": ("resourceType",), "msg": "expected AdverseEvent, Observation or a Bundle of them"}],
+            [
+                {
+                    "loc": ("resourceType",),
+                    "msg": "expected AdverseEvent, Observation, ResearchSubject or a Bundle of them",
+                }
+            ],
         )
     if errors:
         raise InvalidBody("invalid resource", errors)
@@ -109,8 +121,12 @@ def _resource(
             _adverse_event(resource, source, outcome)
         elif kind == "Observation":
             _observation(resource, source, outcome)
+        elif kind == "ResearchSubject":
+            _research_subject(resource, source, outcome)
         else:
-            outcome.ignored.append(f"{kind}/{resource.get('id', '?')}: not an AdverseEvent or Observation")
+            outcome.ignored.append(
+                f"{kind}/{resource.get('id', '?')}: not an AdverseEvent, Observation or ResearchSubject"
+            )
     except FieldError as exc:
         errors.append({"loc": (*loc, exc.field), "msg": str(exc)})
     except (TypeError, AttributeError, ValueError) as exc:
@@ -199,6 +215,65 @@ def _version(resource: Mapping[str, Any]) -> tuple[int | None, str | None]:
 def _delivery(kind: str, resource_id: str, version: int | None) -> str | None:
     """The resource version is the delivery id; without one the record is identified by its content."""
     return f"{kind}/{resource_id}/_history/{version}" if version else None
+
+
+RESEARCH_SUBJECT_IGNORED = {
+    "candidate",
+    "eligible",
+    "ineligible",
+    "not-registered",
+    "pending-on-study",
+    "potential-candidate",
+    "screening",
+}
+"""ResearchSubject statuses before enrolment: nothing for the 3+3 (the enrolment event enrols)."""
+
+
+def _research_subject(resource: dict[str, Any], source: SourceConfig, outcome: Outcome) -> None:
+    """R4 ResearchSubject.status (withdrawn, off-study, on-study...) as the subject's study status; R5's
+    progress[].subjectState (e.g. deceased, lost-to-follow-up) wins when present, latest last."""
+    resource_id = _text(resource.get("id"))
+    if not resource_id:
+        raise FieldError("id", "the resource needs its id (stable across versions)")
+    individual = _obj(resource.get("individual") or resource.get("subject"))
+    reference = _text(individual.get("reference")) or ""
+    subject = reference_id(reference) if reference else _text(individual.get("display"))
+    if not subject:
+        raise FieldError("individual", "the ResearchSubject needs individual.reference (Patient/<id>)")
+    study = source.trial or reference_id(_text(_obj(resource.get("study")).get("reference")) or "") or None
+    if study is None:
+        raise FieldError("study", "the source has no trial configured and the resource names no study")
+    said = _text(resource.get("status")) or ""
+    reason = None
+    for progress in resource.get("progress") or []:
+        state = _obj(_obj(progress).get("subjectState"))
+        for coding in _codings(state):
+            code = _text(coding.get("code"))
+            if code and subject_status_of(code.replace("-", " ")) is not None:
+                said, reason = code, _text(state.get("text")) or _text(coding.get("display"))
+    if said in RESEARCH_SUBJECT_IGNORED:
+        outcome.ignored.append(f"ResearchSubject/{resource_id}: status {said!r} is before enrolment")
+        return
+    status = subject_status_of(said.replace("-", " ")) or subject_status_of(said)
+    if status is None:
+        raise FieldError("status", f"unknown ResearchSubject status {said!r}")
+    period = _obj(resource.get("period"))
+    end = _text(period.get("end"))
+    effective = date.fromisoformat(end[:10]) if end and len(end) >= 10 else None
+    data = SubjectStatusData(status=status, effective_on=effective, reason=(reason or said)[:1000])
+    number, source_version = _version(resource)
+    outcome.records.append(
+        make_record(
+            type_=InboundType.SUBJECT_STATUS,
+            data=data,
+            study=study,
+            site=source.default_site,
+            subject=subject[:200],
+            record_key=f"{study}:{subject}:subject_status",
+            delivery_id=_delivery("ResearchSubject", resource_id, number),
+            source_version=source_version,
+        )
+    )
 
 
 def _adverse_event(resource: dict[str, Any], source: SourceConfig, outcome: Outcome) -> None:

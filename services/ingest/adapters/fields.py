@@ -17,7 +17,16 @@ from pydantic import ValidationError
 
 from services.ingest.adapters import normalise_values as nv
 from services.ingest.sources import CodeLists
-from shared.events import AeData, DoseData, EnrollmentData, LabData, RecordStatusData, SeriousnessCriteria
+from shared.events import (
+    AeData,
+    DoseData,
+    EnrollmentData,
+    LabData,
+    RecordStatusData,
+    SeriousnessCriteria,
+    SubjectStatusData,
+    SubjectStudyStatus,
+)
 
 CRITERIA = ("death", "life_threatening", "hospitalization", "disability", "congenital_anomaly", "medically_important")
 StatusName = Literal["deleted", "entered_in_error", "restored"]
@@ -263,3 +272,59 @@ def _full_date(field: str, text: str | None, *, required: bool) -> Any:
     if len(value) != 10:
         raise FieldError(field, f"a full date is required, got the partial date {value!r}")
     return date.fromisoformat(value)
+
+
+SUBJECT_STATUS_WORDS: dict[str, SubjectStudyStatus] = {
+    # CDISC DS (DSDECOD, NCOMPLT codelist), FHIR ResearchSubject.status, and what CRFs say
+    "COMPLETED": "completed",
+    "OFF-STUDY": "completed",
+    "STUDY COMPLETED": "completed",
+    "DEATH": "died",
+    "DIED": "died",
+    "DECEASED": "died",
+    "LOST TO FOLLOW-UP": "lost_to_follow_up",
+    "LOST TO FOLLOW UP": "lost_to_follow_up",
+    "LOST_TO_FOLLOW_UP": "lost_to_follow_up",
+    "WITHDRAWN": "withdrawn",
+    "WITHDRAWAL BY SUBJECT": "withdrawn",
+    "WITHDRAWAL BY PARENT/GUARDIAN": "withdrawn",
+    "WITHDRAWN CONSENT": "withdrawn",
+    "ADVERSE EVENT": "withdrawn",
+    "PHYSICIAN DECISION": "withdrawn",
+    "PROGRESSIVE DISEASE": "withdrawn",
+    "PROTOCOL DEVIATION": "withdrawn",
+    "SPONSOR DECISION": "withdrawn",
+    "STUDY TERMINATED BY SPONSOR": "withdrawn",
+    "NON-COMPLIANCE WITH STUDY DRUG": "withdrawn",
+    "LACK OF EFFICACY": "withdrawn",
+    "PREGNANCY": "withdrawn",
+    "OTHER": "withdrawn",
+    "ON-STUDY": "on_study",
+    "ON STUDY": "on_study",
+    "ON_STUDY": "on_study",
+    "ON-STUDY-INTERVENTION": "on_study",
+    "ON-STUDY-OBSERVATION": "on_study",
+    "FOLLOW-UP": "on_study",
+}
+"""A disposition that ends participation early for any other reason (adverse event, physician decision...) is a
+withdrawal: the reason keeps the sender's words."""
+
+
+def subject_status_of(text: str | None) -> SubjectStudyStatus | None:
+    """The study status a disposition word means; None for an unknown word (the caller says where)."""
+    if text is None:
+        return None
+    return SUBJECT_STATUS_WORDS.get(" ".join(text.strip().upper().replace("_", " ").split())) or (
+        SUBJECT_STATUS_WORDS.get(text.strip().upper())
+    )
+
+
+def subject_status_from_fields(fields: Mapping[str, str]) -> SubjectStatusData:
+    said = (fields.get("status") or "").strip()
+    status = subject_status_of(said)
+    if status is None:
+        known = "completed, withdrawn, lost to follow-up, death (or a CDISC DSDECOD term)"
+        raise FieldError("status", f"unknown subject status {said!r}: expected {known}")
+    effective = _full_date("effective_on", fields.get("effective_on"), required=False)
+    reason = (fields.get("reason") or "").strip() or (said if said.upper() not in (status.upper(),) else None)
+    return SubjectStatusData(status=status, effective_on=effective, reason=reason[:1000] if reason else None)

@@ -20,10 +20,11 @@ from services.ingest.adapters.fields import (
     lab_from_fields,
     record_status,
     status_of,
+    subject_status_from_fields,
 )
 from services.ingest.adapters.records import Outcome, make_record, version_text
 from services.ingest.sources import FieldMap, SourceConfig
-from shared.events import InboundType
+from shared.events import InboundType, SubjectStatusData
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ def map_instance(
         _analytes(values, mapping, place, source, outcome, baseline, status, source_version, units or {})
         return
     fields = {mapping.items[name]: value for name, value in values.items() if name in mapping.items}
-    status = status or status_of(fields.pop("status", None))
+    if mapping.type != "subject_status":  # there 'status' is the disposition itself, not a record status
+        status = status or status_of(fields.pop("status", None))
     if not any(value.strip() for value in fields.values()) and status is None:
         return
     raw = {name: value for name, value in values.items() if value != ""}
@@ -62,7 +64,11 @@ def map_instance(
     key = f"{place.study}:{place.subject}:{mapping.type}:{record_id}"
     common: dict[str, Any] = {"study": place.study, "site": place.site, "subject": place.subject, "record_key": key}
     if status is not None:
-        retracted = record_status(mapping.type, record_id, status, f"record status at {place.path}")
+        kind = mapping.type
+        if kind == "subject_status":
+            _disposition_taken_back(status, place, common, outcome)
+            return
+        retracted = record_status(kind, record_id, status, f"record status at {place.path}")
         outcome.records.append(make_record(type_=InboundType.STATUS, data=retracted, **common))
         return
     if mapping.type == "ae":
@@ -86,9 +92,26 @@ def map_instance(
     elif mapping.type == "dose":
         dose = dose_from_fields(fields, dose_id=record_id, zone=source.zone)
         outcome.records.append(make_record(type_=InboundType.DOSE, data=dose, **common, source_version=source_version))
+    elif mapping.type == "subject_status":
+        # a disposition form (DS): withdrawal, loss to follow-up, death or completion, never a deletion
+        common["record_key"] = f"{place.study}:{place.subject}:subject_status"
+        data = subject_status_from_fields(fields)
+        outcome.records.append(
+            make_record(type_=InboundType.SUBJECT_STATUS, data=data, **common, source_version=source_version)
+        )
     else:
         common["record_key"] = f"{place.study}:{place.subject}:enrollment:{place.subject}"
         outcome.records.append(make_record(type_=InboundType.ENROLLMENT, data=enrollment_from_fields(fields), **common))
+
+
+def _disposition_taken_back(status: StatusName, place: Place, common: dict[str, Any], outcome: Outcome) -> None:
+    """A disposition form deleted or entered in error at the site: the subject is on study again."""
+    if status == "restored":
+        outcome.ignored.append(f"{place.path}: a restored disposition form; re-send its values to restore the status")
+        return
+    data = SubjectStatusData(status="on_study", reason=f"disposition at {place.path} {status.replace('_', ' ')}")
+    common["record_key"] = f"{place.study}:{place.subject}:subject_status"
+    outcome.records.append(make_record(type_=InboundType.SUBJECT_STATUS, data=data, **common))
 
 
 def _analytes(

@@ -19,6 +19,7 @@ from services.ingest.adapters.fields import (
     dose_from_fields,
     enrollment_from_fields,
     lab_from_fields,
+    subject_status_from_fields,
 )
 from services.ingest.adapters.records import Outcome, make_record
 from services.ingest.normalise import InvalidBody, load_json
@@ -26,7 +27,7 @@ from services.ingest.sources import SourceConfig
 from shared.events import InboundType
 
 MAX_ROWS = 50_000
-DOMAINS = ("AE", "LB", "EX", "DM")
+DOMAINS = ("AE", "LB", "EX", "DM", "DS")
 AE_COLUMNS = {
     "AETERM": "term",
     "AETOXGR": "grade",
@@ -56,6 +57,9 @@ LB_COLUMNS = {
 }
 EX_COLUMNS = {"EXSTDTC": "administered_at", "EXSEQ": "number"}
 DM_COLUMNS = {"ARMCD": "arm", "RFICDTC": "enrolled_at", "RFXSTDTC": "car_t_infused_on"}
+DS_COLUMNS = {"DSDECOD": "status", "DSSTDTC": "effective_on", "DSTERM": "reason"}
+DS_MILESTONES = {"PROTOCOL MILESTONE", "OTHER EVENT"}
+"""DSCAT values that are not a disposition (informed consent, randomisation): ignored, and said so."""
 Row = dict[str, str]
 
 
@@ -149,6 +153,7 @@ def _convert(row: Row, domain: str, source: SourceConfig, outcome: Outcome) -> N
         "LB": lambda: _lab(row, raw, source, outcome, study, site, subject, key),
         "EX": lambda: _dose(row, source, outcome, study, site, subject, key),
         "DM": lambda: _enrollment(row, outcome, study, site, subject, key),
+        "DS": lambda: _disposition(row, outcome, study, site, subject, key),
     }
     converters[domain]()
 
@@ -249,8 +254,29 @@ def _enrollment(row: Row, outcome: Outcome, *ids: str) -> None:
     )
 
 
+def _disposition(row: Row, outcome: Outcome, *ids: str) -> None:
+    """A DS disposition event: the subject's study status (withdrawn, lost to follow-up, died, completed)."""
+    study, site, subject, key = ids
+    category = row.get("DSCAT", "").strip().upper()
+    if category in DS_MILESTONES:
+        outcome.ignored.append(f"DS {subject} {row.get('DSDECOD', '')!r}: a {category.lower()}, not a disposition")
+        return
+    fields = _mapped(row, DS_COLUMNS)
+    data = subject_status_from_fields(fields)
+    outcome.records.append(
+        make_record(
+            type_=InboundType.SUBJECT_STATUS,
+            data=data,
+            study=study,
+            site=site,
+            subject=subject,
+            record_key=f"{key}:subject_status:{subject}",
+        )
+    )
+
+
 def _column_for(domain: str, field: str) -> str:
-    tables = {"AE": AE_COLUMNS, "LB": LB_COLUMNS, "EX": EX_COLUMNS, "DM": DM_COLUMNS}
+    tables = {"AE": AE_COLUMNS, "LB": LB_COLUMNS, "EX": EX_COLUMNS, "DM": DM_COLUMNS, "DS": DS_COLUMNS}
     for column, name in tables.get(domain, {}).items():
         if name == field:
             return column

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from services.safety.assessments import Visit, missed_visits, missing_kinds, schedule
+from services.safety.dlt_window import StudyCalendar
 from services.safety.models import MissedAssessment
 from services.safety.sweep import run_sweep
 from shared.events import AssessmentMissed
@@ -16,12 +17,14 @@ from shared.outbox import OutboxMessage
 from shared.protocol import Assessment, Protocol
 from tests.unit.safety.clinical import SIGNALS, Driver, ae, dose, enrol, lab, status
 
+CALENDAR = StudyCalendar(date(2026, 3, 2), 0, timedelta(0))
+"""Day 0 on 2026-03-02 at a UTC site: 'day 7' is 2026-03-09."""
 WEEK_1 = Assessment(name="week 1", day=7, window_days=2)
 WEEK_4 = Assessment(name="week 4", day=28, window_days=3, kinds=["lab", "ae"])
 
 
 def test_a_visit_spans_whole_days_around_its_day() -> None:
-    [visit] = schedule([WEEK_1], anchor_day=date(2026, 3, 2))
+    [visit] = schedule([WEEK_1], calendar=CALENDAR)
     assert visit.due_from == datetime(2026, 3, 7, tzinfo=UTC)  # day 7 after the anchor, minus 2
     assert visit.due_until == datetime(2026, 3, 12, tzinfo=UTC)  # through 2026-03-11 inclusive
     assert visit.contains(datetime(2026, 3, 11, 23, 59, tzinfo=UTC))
@@ -30,7 +33,7 @@ def test_a_visit_spans_whole_days_around_its_day() -> None:
 
 
 def test_missing_kinds() -> None:
-    [visit] = schedule([WEEK_4], anchor_day=date(2026, 3, 2))
+    [visit] = schedule([WEEK_4], calendar=CALENDAR)
     inside = datetime(2026, 3, 30, 8, tzinfo=UTC)
     assert missing_kinds(visit, lab_times=[], ae_times=[]) == ["lab", "ae"]
     assert missing_kinds(visit, lab_times=[], ae_times=[inside]) == ["lab"]
@@ -39,7 +42,7 @@ def test_missing_kinds() -> None:
 
 
 def test_a_visit_is_missed_only_after_its_window_and_only_once() -> None:
-    visits: list[Visit] = schedule([WEEK_1, WEEK_4], anchor_day=date(2026, 3, 2))
+    visits: list[Visit] = schedule([WEEK_1, WEEK_4], calendar=CALENDAR)
     during = datetime(2026, 3, 11, 12, tzinfo=UTC)
     assert missed_visits(visits, now=during, lab_times=[], ae_times=[], flagged=set()) == []
     after = datetime(2026, 3, 12, tzinfo=UTC)

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.safety.ae_terms import map_ae_term
 from services.safety.dlt import (
+    FEBRILE_NEUTROPENIA,
     HAEMATOLOGICAL,
     AeFacts,
     Classification,
     DltSignal,
     DltState,
+    LabPoint,
     classify,
+    classify_labs,
     fold_versions,
     transition,
 )
 from services.safety.dlt_window import infusion_window
 from shared.events import Relatedness
-from shared.protocol import Protocol
+from shared.protocol import DltRules, FebrileNeutropenia, Protocol
 
 WINDOW = infusion_window(first_infusion=datetime(2026, 3, 2, 10, tzinfo=UTC), site_day=None, days=28)
 
@@ -88,7 +92,7 @@ def test_partial_onset_that_could_be_inside_counts_and_says_so(protocol: Protoco
 
 def test_no_window_means_no_dlt_yet(protocol: Protocol) -> None:
     result = classify(ae(), rules=protocol.dlt, window=None, baseline_grades={})
-    assert not result.meets and "first infusion" in result.reason
+    assert not result.meets and "no infusion recorded" in result.reason
 
 
 def test_an_ae_the_site_took_back_is_not(protocol: Protocol) -> None:
@@ -106,7 +110,7 @@ def test_cytopenia_counts_only_when_worse_than_baseline(protocol: Protocol) -> N
 
 
 def test_cytopenia_without_a_baseline_lab_counts_from_grade_3(protocol: Protocol) -> None:
-    result = verdict(protocol, ae(term="Febrile neutropenia", grade=3))
+    result = verdict(protocol, ae(term="Anemia", grade=3))
     assert result.meets and "no baseline lab grade" in result.reason
     assert not verdict(protocol, ae(term="Anemia", grade=2)).meets
 
@@ -163,3 +167,138 @@ def test_transitions(
 ) -> None:
     step = transition(current, verdict_, grade=grade, decided_grade=decided)
     assert (step.state, step.signal) == (state, signal)
+
+
+# --- point 9: haematological rules for a population entering at grade 3-4 -----------------------------------
+
+
+def test_febrile_neutropenia_has_its_own_relatedness_rule(protocol: Protocol) -> None:
+    """NCT07212335 counts febrile neutropenia whatever its causality; a stricter protocol can ask for 'possible'."""
+    unrelated = ae(term="Febrile neutropenia", grade=3, relatedness=Relatedness.NOT_RELATED)
+    result = verdict(protocol, unrelated)
+    assert result.meets and result.criterion == FEBRILE_NEUTROPENIA and "whatever its causality" in result.reason
+    haem = protocol.dlt.haematological
+    assert haem is not None
+    strict_haem = haem.model_copy(update={"febrile_neutropenia": FebrileNeutropenia(min_relatedness="possible")})
+    strict = protocol.dlt.model_copy(update={"haematological": strict_haem})
+    refused = classify(unrelated, rules=strict, window=WINDOW, baseline_grades={})
+    assert not refused.meets and "relatedness below possible" in refused.reason
+    assert classify(ae(term="Febrile neutropenia", grade=3), rules=strict, window=WINDOW, baseline_grades={}).meets
+
+
+def test_cytopenia_relatedness_is_a_per_criterion_option(protocol: Protocol) -> None:
+    neutropenia = ae(term="Neutrophil count decreased", grade=4, relatedness=Relatedness.NOT_RELATED)
+    assert verdict(protocol, neutropenia, {"Neutrophil count decreased": 3}).meets  # NCT: any causality
+    haem = protocol.dlt.haematological
+    assert haem is not None
+    strict = protocol.dlt.model_copy(update={"haematological": haem.model_copy(update={"min_relatedness": "possible"})})
+    result = classify(neutropenia, rules=strict, window=WINDOW, baseline_grades={"Neutrophil count decreased": 3})
+    assert not result.meets and "relatedness" in result.reason
+
+
+def test_worsening_needs_the_protocols_number_of_grades(protocol: Protocol) -> None:
+    haem = protocol.dlt.haematological
+    assert haem is not None
+    two = protocol.dlt.model_copy(update={"haematological": haem.model_copy(update={"min_worsening_grades": 2})})
+    plt = ae(term="Platelet count decreased", grade=4)
+    assert not classify(plt, rules=two, window=WINDOW, baseline_grades={"Platelet count decreased": 3}).meets
+    assert classify(plt, rules=two, window=WINDOW, baseline_grades={"Platelet count decreased": 2}).meets
+
+
+def test_a_grade_4_baseline_cannot_worsen_but_febrile_neutropenia_and_grade_5_still_count(protocol: Protocol) -> None:
+    baseline = {"Neutrophil count decreased": 4, "Platelet count decreased": 4}
+    assert not verdict(protocol, ae(term="Neutrophil count decreased", grade=4), baseline).meets
+    assert verdict(protocol, ae(term="Febrile neutropenia", grade=3), baseline).meets
+    assert verdict(protocol, ae(term="Platelet count decreased", grade=5), baseline).criterion == "grade5"
+
+
+# --- point 10: terms, not spellings --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("verbatim", "code", "expected"),
+    [
+        ("Thrombocytopenia", None, ("Platelet count decreased",)),
+        ("THROMBOCYTOPENIA ", None, ("Platelet count decreased",)),
+        ("Neutropenia", None, ("Neutrophil count decreased",)),
+        ("Anaemia", None, ("Anemia",)),
+        ("anemia", None, ("Anemia",)),
+        ("Leucopenia", None, ("White blood cell decreased",)),
+        ("Lymphopenia", None, ("Lymphocyte count decreased",)),
+        ("Pancytopenia", None, ("Anemia", "Neutrophil count decreased", "Platelet count decreased")),
+        ("Oedema limbs", None, ("Edema limbs",)),
+        ("low plts (verbatim)", "10035528", ("Platelet count decreased",)),
+        ("Diarrhoea", None, ("Diarrhea",)),
+    ],
+)
+def test_terms_map_to_ctcae_by_code_synonym_and_spelling(
+    verbatim: str, code: str | None, expected: tuple[str, ...]
+) -> None:
+    mapping = map_ae_term(verbatim, ctcae_term=None, meddra_code=code)
+    assert mapping.terms == expected
+
+
+def test_an_unknown_term_maps_to_nothing_and_never_to_a_near_miss() -> None:
+    assert not map_ae_term("Hypokalaemia-ish feeling", ctcae_term=None, meddra_code=None).mapped
+    assert map_ae_term("Hyperkalaemia", ctcae_term=None, meddra_code=None).terms == ("Hyperkalemia",)
+    assert map_ae_term("Hypokalemia", ctcae_term=None, meddra_code=None).terms == ("Hypokalemia",)
+    assert map_ae_term("Bleh", ctcae_term=None, meddra_code=None, synonyms={"bleh": "Fatigue"}).terms == ("Fatigue",)
+
+
+def test_a_verbatim_thrombocytopenia_is_haematological_not_a_non_haematological_dlt(protocol: Protocol) -> None:
+    mapped = map_ae_term("Thrombocytopenia", ctcae_term=None, meddra_code=None)
+    facts = AeFacts("AE-1", 1, mapped.terms[0], 4, Relatedness.POSSIBLE, "2026-03-10", terms=mapped.terms)
+    result = verdict(protocol, facts, {"Platelet count decreased": 4})
+    assert not result.meets and "baseline grade 4" in result.reason
+    pancytopenia = map_ae_term("Pancytopenia", ctcae_term=None, meddra_code=None)
+    facts = AeFacts("AE-2", 1, pancytopenia.terms[0], 4, None, "2026-03-10", terms=pancytopenia.terms)
+    worse = verdict(protocol, facts, {"Anemia": 4, "Neutrophil count decreased": 4, "Platelet count decreased": 3})
+    assert worse.meets and worse.criterion == HAEMATOLOGICAL  # the platelets could have worsened
+
+
+# --- point 9 on labs, pure ---------------------------------------------------------------------------------
+
+
+def points(*grades_by_day: tuple[int, int], baseline_day: int | None = None) -> list[LabPoint]:
+    start = datetime(2026, 3, 2, 10, tzinfo=UTC)
+    out = [LabPoint(f"R{day}", start + timedelta(days=day), grade, False) for day, grade in grades_by_day]
+    if baseline_day is not None:
+        out.append(LabPoint("B", start + timedelta(days=baseline_day), 4, True))
+    return out
+
+
+def lab_rules(protocol: Protocol, **changes: object) -> DltRules:
+    haem = protocol.dlt.haematological
+    assert haem is not None
+    return protocol.dlt.model_copy(update={"haematological": haem.model_copy(update=changes)})
+
+
+def test_labs_a_one_grade_worsening_fires_and_a_lab_before_the_infusion_does_not(protocol: Protocol) -> None:
+    term = "Neutrophil count decreased"
+    finding = classify_labs(term, points((5, 4)), rules=protocol.dlt, window=WINDOW, baseline=3)
+    assert finding is not None and finding.rule == HAEMATOLOGICAL and finding.result_id == "R5"
+    assert classify_labs(term, points((-1, 4)), rules=protocol.dlt, window=WINDOW, baseline=3) is None
+    assert classify_labs(term, points((5, 4)), rules=protocol.dlt, window=WINDOW, baseline=4) is None
+    assert classify_labs(term, points((5, 4)), rules=protocol.dlt, window=None, baseline=3) is None
+    off = lab_rules(protocol, labs_count=False)
+    assert classify_labs(term, points((5, 4)), rules=off, window=WINDOW, baseline=3) is None
+
+
+def test_labs_failure_to_recover_needs_a_worsening_at_the_protocols_grade(protocol: Protocol) -> None:
+    rules = lab_rules(protocol, min_worsening_grades=4, grade4_max_days=None, recover_by_day=20)
+    term = "Platelet count decreased"
+    stuck = classify_labs(term, points((3, 4), (10, 4), (21, 4)), rules=rules, window=WINDOW, baseline=3)
+    assert stuck is not None and stuck.rule == "haematological_failure_to_recover" and stuck.result_id == "R21"
+    back = classify_labs(term, points((3, 4), (10, 3), (21, 4)), rules=rules, window=WINDOW, baseline=3)
+    assert back is None, "returned to baseline before day 20"
+    mild = classify_labs(term, points((3, 1), (21, 1)), rules=rules, window=WINDOW, baseline=0)
+    assert mild is None, "a grade 1 that lingers is not a DLT (min_grade 3)"
+
+
+def test_labs_grade_4_from_baseline_counts_only_when_the_protocol_says_so(protocol: Protocol) -> None:
+    term = "Neutrophil count decreased"
+    series = points((3, 4), (10, 4), (16, 4))
+    assert classify_labs(term, series, rules=protocol.dlt, window=WINDOW, baseline=4) is None
+    counting = lab_rules(protocol, grade4_from_baseline_counts=True)
+    finding = classify_labs(term, series, rules=counting, window=WINDOW, baseline=4)
+    assert finding is not None and finding.rule == "haematological_grade4_prolonged" and finding.result_id == "R16"

@@ -135,7 +135,7 @@ def test_cohorts_per_arm(client: TestClient) -> None:
         "evaluable": 0,
         "dlt_confirmed": 0,
         "dlt_suspected": 1,
-        "decision": "evaluating",
+        "decision": "awaiting_dlt_review",
     }
     assert arms[1]["decision"] == "enrolling" and arms[1]["enrolled"] == 0
     client.post(f"/v1/dlts/{DLT}/confirm", json={"reason": "yes"}, headers=auth(OFFICER))
@@ -146,14 +146,14 @@ def test_cohorts_per_arm(client: TestClient) -> None:
 def test_subject_timeline_shows_the_dlt_window_and_dlts(client: TestClient) -> None:
     body = client.get(f"/v1/trials/{TRIAL}/subjects/A-1", headers=auth(VIEWER)).json()
     assert body["dlt_window"] == {
-        "basis": "first_infusion",
+        "basis": "last_planned_infusion",
         "start": "2026-03-02T10:00:00Z",
-        "end": "2026-03-30T10:00:00Z",
+        "end": "2026-03-31T00:00:00Z",
         "first_day": "2026-03-02",
-        "last_day": "2026-03-29",
+        "last_day": "2026-03-30",
         "days": 28,
         "state": "open",
-        "study_day": 11,
+        "study_day": 10,
     }
     assert body["evaluable"] is False
     assert [(d["ae_id"], d["state"]) for d in body["dlts"]] == [("AE-1", "suspected")]

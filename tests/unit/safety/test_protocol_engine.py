@@ -24,9 +24,25 @@ DURING = datetime(2026, 3, 10, 12, tzinfo=UTC)
 AFTER = datetime(2026, 4, 15, 12, tzinfo=UTC)  # every window opened in early March has closed
 
 
+def mechanics(protocol: Protocol) -> Protocol:
+    """The shipped protocol read the simplest way (day 1, first-infusion anchor, no required visit, AE-based
+    cytopenia rules only), so these tests exercise the engine's mechanics; test_clinical_rules.py covers the
+    shipped choices."""
+    haem = protocol.dlt.haematological
+    assert haem is not None
+    dlt = protocol.dlt.model_copy(
+        update={
+            "anchor": "first_infusion",
+            "haematological": haem.model_copy(update={"labs_count": False, "recover_by_day": None}),
+        }
+    )
+    cohort = protocol.cohort.model_copy(update={"evaluable_requires_assessments": []})
+    return protocol.model_copy(update={"study_days": "anchor_is_day_1", "dlt": dlt, "cohort": cohort})
+
+
 @pytest.fixture
 def driver(engine: Engine, protocol: Protocol) -> Driver:
-    return Driver(engine, protocol)
+    return Driver(engine, mechanics(protocol))
 
 
 def infused(driver: Driver, subject: str, arm: str, day: date = DAY1, now: datetime = DURING) -> list[EnvelopeBase]:
@@ -73,6 +89,10 @@ def dlt(driver: Driver, subject: str, ae_id: str = "AE-1") -> DltRecord:
         return row
 
 
+def dlt_types(signals: list[EnvelopeBase]) -> list[str]:
+    return [t for t in types(signals) if t.startswith("dlt.")]
+
+
 def decisions(signals: list[EnvelopeBase]) -> list[tuple[str, str]]:
     return [(s.data.arm, s.data.decision) for s in of_type(signals, "cohort.decision")]
 
@@ -83,10 +103,10 @@ def decisions(signals: list[EnvelopeBase]) -> list[tuple[str, str]]:
 def test_zero_of_three_escalates_once_every_window_has_closed(driver: Driver) -> None:
     signals = [s for subject in ("A-1", "A-2", "A-3") for s in infused(driver, subject, "A")]
     assert decisions(signals) == [("A", "evaluating")]
-    assert sweep(driver, now=DURING + timedelta(days=1)) == []
-    before_close = sweep(driver, now=datetime(2026, 3, 30, 9, 59, tzinfo=UTC))
+    assert decisions(sweep(driver, now=DURING + timedelta(days=1))) == []
+    before_close = sweep(driver, now=datetime(2026, 3, 29, 23, 59, tzinfo=UTC))
     assert decisions(before_close) == []
-    closed = sweep(driver, now=datetime(2026, 3, 30, 10, 0, tzinfo=UTC))  # exactly anchor + 28 days
+    closed = sweep(driver, now=datetime(2026, 3, 30, 0, 0, tzinfo=UTC))  # day 28 has ended at the (UTC) site
     [decision] = of_type(closed, "cohort.decision")
     assert (decision.data.decision, decision.data.previous_decision, decision.data.next_arm) == (
         "escalate",
@@ -100,11 +120,12 @@ def test_zero_of_three_escalates_once_every_window_has_closed(driver: Driver) ->
 def test_one_of_three_then_none_of_three_more_escalates(driver: Driver) -> None:
     for subject in ("A-1", "A-2", "A-3"):
         infused(driver, subject, "A")
-    [suspected] = driver.apply(dlt_ae("A-1"), now=DURING)
+    suspected, review = driver.apply(dlt_ae("A-1"), now=DURING)
     assert isinstance(suspected, DltSuspected)
+    assert review.data.decision == "awaiting_dlt_review"  # type: ignore[attr-defined]
     assert suspected.data.criterion == "non_haematological_grade3"
     assert suspected.data.window_start == datetime(2026, 3, 2, 10, tzinfo=UTC)
-    assert suspected.data.window_end == datetime(2026, 3, 30, 10, tzinfo=UTC)
+    assert suspected.data.window_end == datetime(2026, 3, 30, tzinfo=UTC)
     assert suspected.data.arm == "A"
     assert decisions(decide(driver, "A-1", "confirmed")) == [("A", "expand")]
     for subject in ("A-4", "A-5", "A-6"):
@@ -123,12 +144,12 @@ def test_one_of_three_then_one_of_three_more_stops(driver: Driver) -> None:
     for subject in ("A-4", "A-5", "A-6"):
         infused(driver, subject, "A", day=date(2026, 4, 1), now=datetime(2026, 4, 2, tzinfo=UTC))
     second = driver.apply(dlt_ae("A-5", onset="2026-04-10"), now=datetime(2026, 4, 11, tzinfo=UTC))
-    assert types(second) == ["dlt.suspected", "stopping_rule.fired"], "fires at once, before confirmation"
-    fired = second[1]
+    assert types(second) == ["dlt.suspected", "cohort.decision", "stopping_rule.fired"], "fires at once"
+    fired = second[2]
     assert isinstance(fired, StoppingRuleFired)
     assert (fired.data.dlt_confirmed, fired.data.dlt_suspected) == (1, 1)
-    assert "suspected DLTs count for the stopping signal" in fired.data.reason
-    assert cohort(driver).decision == "evaluating", "confirmed DLTs decide"
+    assert "stopping rule reached with suspected DLTs" in fired.data.reason
+    assert cohort(driver).decision == "hold", "held until the review ends, never escalated"
     assert decisions(decide(driver, "A-5", "confirmed", now=datetime(2026, 4, 12, tzinfo=UTC))) == [("A", "stop")]
     assert cohort(driver).decision == "stop"
 
@@ -136,12 +157,14 @@ def test_one_of_three_then_one_of_three_more_stops(driver: Driver) -> None:
 def test_two_of_three_fires_the_stopping_rule_and_stops_on_confirmation(driver: Driver) -> None:
     for subject in ("A-1", "A-2", "A-3"):
         infused(driver, subject, "A")
-    assert types(driver.apply(dlt_ae("A-1"))) == ["dlt.suspected"]
+    assert types(driver.apply(dlt_ae("A-1"))) == ["dlt.suspected", "cohort.decision"]
     assert types(driver.apply(dlt_ae("A-2", term="Infusion related reaction", onset="2026-03-02"))) == [
         "dlt.suspected",
+        "cohort.decision",
         "stopping_rule.fired",
     ]
-    assert decisions(decide(driver, "A-1", "confirmed")) == [("A", "expand")]
+    assert cohort(driver).decision == "hold"
+    assert decisions(decide(driver, "A-1", "confirmed")) == [], "still on hold: A-2 is under review"
     assert decisions(decide(driver, "A-2", "confirmed")) == [("A", "stop")]
     assert (cohort(driver).dlt_confirmed, cohort(driver).dlt_suspected, cohort(driver).stopping) == (2, 0, True)
 
@@ -162,10 +185,10 @@ def test_withdrawn_suspicions_re_arm_the_stopping_rule(driver: Driver) -> None:
         infused(driver, subject, "A")
     driver.apply(dlt_ae("A-1"))
     assert "stopping_rule.fired" in types(driver.apply(dlt_ae("A-2")))
-    assert types(driver.apply(dlt_ae("A-2", version=2, relatedness="not_related"))) == ["dlt.withdrawn"]
-    assert not cohort(driver).stopping
+    assert dlt_types(driver.apply(dlt_ae("A-2", version=2, relatedness="not_related"))) == ["dlt.withdrawn"]
+    assert not cohort(driver).stopping and cohort(driver).decision == "awaiting_dlt_review"
     again = driver.apply(dlt_ae("A-3", ae_id="AE-9"))
-    assert types(again) == ["dlt.suspected", "stopping_rule.fired"]
+    assert types(again) == ["dlt.suspected", "cohort.decision", "stopping_rule.fired"]
     fired = of_type([o.envelope for o in driver.signals], "stopping_rule.fired")
     assert len({s.id for s in fired}) == 2, "each firing is its own signal"
 
@@ -206,7 +229,7 @@ def test_an_ae_before_its_infusion_is_reassessed_when_the_infusion_arrives(drive
     assert driver.apply(dlt_ae("A-1")) == [], "no window yet"
     _no_dlt_record(driver)
     infusion = dose("A-1", datetime(2026, 3, 2, 10, tzinfo=UTC))
-    [suspected] = driver.apply(infusion)
+    [suspected] = of_type(driver.apply(infusion), "dlt.suspected")
     assert isinstance(suspected, DltSuspected)
     assert suspected.data.source_event_id == infusion.id
     assert "study day 9" in suspected.data.reason
@@ -220,9 +243,9 @@ def _no_dlt_record(driver: Driver) -> None:
 def test_an_earlier_infusion_moves_the_window_and_withdraws(driver: Driver) -> None:
     driver.apply(enrol("A-1", "A", DAY1))
     driver.apply(dose("A-1", datetime(2026, 3, 2, 10, tzinfo=UTC), number=2))
-    assert types(driver.apply(dlt_ae("A-1", onset="2026-03-25"))) == ["dlt.suspected"]  # day 24
+    assert dlt_types(driver.apply(dlt_ae("A-1", onset="2026-03-25"))) == ["dlt.suspected"]  # day 24
     # the site enters the real first infusion, a week earlier: onset becomes day 31
-    [withdrawn] = driver.apply(dose("A-1", datetime(2026, 2, 23, 10, tzinfo=UTC), number=1))
+    [withdrawn] = of_type(driver.apply(dose("A-1", datetime(2026, 2, 23, 10, tzinfo=UTC), number=1)), "dlt.withdrawn")
     assert isinstance(withdrawn, DltWithdrawn)
     assert "study day 31" in withdrawn.data.reason
 
@@ -232,15 +255,15 @@ def test_an_infusion_entered_in_error_moves_the_anchor(driver: Driver) -> None:
     driver.apply(dose("A-1", datetime(2026, 2, 1, 10, tzinfo=UTC), number=1))  # wrong date
     driver.apply(dose("A-1", datetime(2026, 3, 2, 10, tzinfo=UTC), number=2))
     assert driver.apply(dlt_ae("A-1")) == [], "onset is day 38 of the wrong window"
-    assert types(driver.apply(status("A-1", "dose", "A-1-D1"))) == ["dlt.suspected"]
+    assert dlt_types(driver.apply(status("A-1", "dose", "A-1-D1"))) == ["dlt.suspected"]
 
 
 def test_follow_up_versions_move_the_suspicion(driver: Driver) -> None:
     infused(driver, "A-1", "A")
     assert driver.apply(dlt_ae("A-1", version=1, grade=2)) == []
-    assert types(driver.apply(dlt_ae("A-1", version=2, grade=3))) == ["dlt.suspected"]
-    assert types(driver.apply(dlt_ae("A-1", version=3, grade=3, relatedness="not_related"))) == ["dlt.withdrawn"]
-    assert types(driver.apply(dlt_ae("A-1", version=4, grade=3, relatedness="probable"))) == ["dlt.suspected"]
+    assert dlt_types(driver.apply(dlt_ae("A-1", version=2, grade=3))) == ["dlt.suspected"]
+    assert dlt_types(driver.apply(dlt_ae("A-1", version=3, grade=3, relatedness="not_related"))) == ["dlt.withdrawn"]
+    assert dlt_types(driver.apply(dlt_ae("A-1", version=4, grade=3, relatedness="probable"))) == ["dlt.suspected"]
     assert dlt(driver, "A-1").revision == 3
     decide(driver, "A-1", "confirmed")
     assert driver.apply(dlt_ae("A-1", version=5, grade=3, relatedness="not_related")) == []
@@ -265,20 +288,20 @@ def test_a_rejected_dlt_reopens_only_when_graded_worse(driver: Driver) -> None:
     driver.apply(dlt_ae("A-1", version=1, grade=3))
     decide(driver, "A-1", "rejected")
     assert driver.apply(dlt_ae("A-1", version=2, grade=3, outcome="ongoing")) == []
-    assert types(driver.apply(dlt_ae("A-1", version=3, grade=4))) == ["dlt.suspected"]
+    assert dlt_types(driver.apply(dlt_ae("A-1", version=3, grade=4))) == ["dlt.suspected"]
     assert decisions(decide(driver, "A-1", "confirmed")) == [("A", "expand")]
 
 
 def test_an_ae_entered_in_error_withdraws_and_restored_comes_back(driver: Driver) -> None:
     infused(driver, "A-1", "A")
     driver.apply(dlt_ae("A-1"))
-    [withdrawn] = driver.apply(status("A-1", "ae", "AE-1"))
+    [withdrawn] = of_type(driver.apply(status("A-1", "ae", "AE-1")), "dlt.withdrawn")
     assert isinstance(withdrawn, DltWithdrawn) and "entered in error" in withdrawn.data.reason
     with Session(driver.engine) as session:
         [row] = session.exec(select(RecordStatus)).all()
         assert (row.record_type, row.record_id, row.status) == ("ae", "AE-1", "entered_in_error")
-    assert types(driver.apply(status("A-1", "ae", "AE-1", "restored"))) == ["dlt.suspected"]
-    assert types(driver.apply(status("A-1", "ae", "AE-1", "deleted"))) == ["dlt.withdrawn"]
+    assert dlt_types(driver.apply(status("A-1", "ae", "AE-1", "restored"))) == ["dlt.suspected"]
+    assert dlt_types(driver.apply(status("A-1", "ae", "AE-1", "deleted"))) == ["dlt.withdrawn"]
 
 
 def test_a_confirmed_dlt_survives_its_ae_being_deleted(driver: Driver) -> None:
@@ -289,17 +312,21 @@ def test_a_confirmed_dlt_survives_its_ae_being_deleted(driver: Driver) -> None:
     assert dlt(driver, "A-1").state == "confirmed"
 
 
-def test_an_enrolment_entered_in_error_leaves_the_cohort(driver: Driver) -> None:
-    for subject in ("A-1", "A-2", "A-3"):
+def test_an_enrolment_entered_in_error_leaves_the_cohort_only_without_infusion_or_dlt(driver: Driver) -> None:
+    for subject in ("A-1", "A-2"):
         infused(driver, subject, "A")
+    driver.apply(enrol("A-3", "A", DAY1))
     assert decisions(driver.apply(status("A-3", "enrollment", "A-3"))) == [("A", "enrolling")]
     assert cohort(driver).enrolled == 2
+    driver.apply(dlt_ae("A-2"))
+    driver.apply(status("A-2", "enrollment", "A-2"))  # deleted at the site: an infused subject with a DLT counts
+    assert (cohort(driver).enrolled, cohort(driver).dlt_suspected) == (2, 1)
 
 
 def test_cytopenia_at_baseline_is_not_a_dlt_and_a_late_baseline_withdraws(driver: Driver) -> None:
     infused(driver, "A-1", "A")
     neutropenia = {"term": "Neutrophil count decreased", "grade": 4, "relatedness": "not_related"}
-    assert types(driver.apply(dlt_ae("A-1", **neutropenia))) == ["dlt.suspected"]  # no baseline known yet
+    assert dlt_types(driver.apply(dlt_ae("A-1", **neutropenia))) == ["dlt.suspected"]  # no baseline known yet
     baseline = lab(
         "A-1",
         result_id="R-0",
@@ -309,11 +336,11 @@ def test_cytopenia_at_baseline_is_not_a_dlt_and_a_late_baseline_withdraws(driver
         collected_at=datetime(2026, 2, 28, tzinfo=UTC),
         baseline=True,
     )
-    [withdrawn] = driver.apply(baseline)
+    [withdrawn] = of_type(driver.apply(baseline), "dlt.withdrawn")
     assert isinstance(withdrawn, DltWithdrawn)
     assert "baseline grade 4" in withdrawn.data.reason
     # the baseline was entered in error: the suspicion comes back
-    assert types(driver.apply(status("A-1", "lab", "R-0"))) == ["dlt.suspected"]
+    assert dlt_types(driver.apply(status("A-1", "lab", "R-0"))) == ["dlt.suspected"]
 
 
 def test_cytopenia_worse_than_baseline_is_a_dlt(driver: Driver) -> None:
@@ -331,7 +358,7 @@ def test_cytopenia_worse_than_baseline_is_a_dlt(driver: Driver) -> None:
     )
     platelets = {"term": "Platelet count decreased", "relatedness": "not_related"}
     assert driver.apply(dlt_ae("A-1", grade=3, **platelets)) == []
-    [suspected] = driver.apply(dlt_ae("A-1", version=2, grade=4, **platelets))
+    [suspected] = of_type(driver.apply(dlt_ae("A-1", version=2, grade=4, **platelets)), "dlt.suspected")
     assert suspected.data.criterion == "haematological"  # type: ignore[attr-defined]
 
 
@@ -394,7 +421,7 @@ def test_a_replay_into_a_fresh_database_gives_the_same_state_and_signal_ids(
     first = driver.apply_all(scenario())
     other_engine = make_engine(f"sqlite:///{tmp_path}/replay.db")
     try:
-        replay = Driver(other_engine, protocol)
+        replay = Driver(other_engine, driver.protocol)
         second = replay.apply_all(scenario())
         assert [s.id for s in second] == [s.id for s in first]
         assert snapshot(other_engine) == snapshot(driver.engine)

@@ -11,7 +11,7 @@ import pytest
 from services.cli import main as sentinel
 from services.safety.assessments import schedule
 from services.safety.dlt import AeFacts, classify
-from services.safety.dlt_window import enrolment_window, infusion_window
+from services.safety.dlt_window import StudyCalendar, enrolment_window, infusion_window
 from shared.events import Relatedness
 from shared.protocol import Protocol, parse_protocol
 from tests.unit.safety.clinical import Driver, ae, dose, enrol, types
@@ -38,9 +38,10 @@ def test_both_files_pass_the_check(capsys: pytest.CaptureFixture[str]) -> None:
         path = resources.files("shared.protocols").joinpath(name)
         assert sentinel(["protocol", "check", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "DLT window 28 days from first infusion" in out
-    assert "DLT window 21 days from enrolment" in out
-    assert out.count("cohorts 3+3, stop at 2 DLTs") == 2
+    assert "DLT window 28 days after the last planned infusion (anchor = day 0)" in out
+    assert "DLT window 21 days from enrolment (anchor = day 1)" in out
+    assert "cohorts 3+3 counting subjects, stop at 2 DLTs" in out
+    assert "cohorts 3+3 counting events, stop at 2 DLTs" in out
 
 
 def test_the_protocols_really_differ(seed: Protocol, dose_levels: Protocol) -> None:
@@ -81,8 +82,8 @@ def test_same_ae_different_dlt_verdicts(
 
 def test_schedules_differ(seed: Protocol, dose_levels: Protocol) -> None:
     day1 = date(2026, 3, 2)
-    assert len(schedule(seed.assessments, anchor_day=day1)) == 12
-    [*_, last] = schedule(dose_levels.assessments, anchor_day=day1)
+    assert len(schedule(seed.assessments, calendar=StudyCalendar(day1, 0, None))) == 12
+    [*_, last] = schedule(dose_levels.assessments, calendar=StudyCalendar(day1, 1, None))
     assert (last.name, last.kinds) == ("day 42 follow-up", ("ae",))
 
 
@@ -109,4 +110,6 @@ def test_the_enrolment_anchor_opens_the_window_without_an_infusion(
                 results["seed after infusion"] = types(driver.apply(infusion))
         finally:
             other.dispose()
-    assert results == {"seed": [], "dl": ["dlt.suspected"], "seed after infusion": ["dlt.suspected"]}
+    # the arm then awaits the review of the suspected DLT (never escalates on an open question)
+    suspected = ["dlt.suspected", "cohort.decision"]
+    assert results == {"seed": [], "dl": suspected, "seed after infusion": suspected}

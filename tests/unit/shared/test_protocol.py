@@ -106,3 +106,43 @@ def test_reminder_hours_must_be_positive() -> None:
     document["escalation"]["reminders_before_deadline_hours"] = [12, 0]
     problems = problems_of(document)
     assert problems[0].startswith("escalation.reminders_before_deadline_hours.1: ")
+
+
+def test_an_invalid_clinical_option_is_explained_with_its_path() -> None:
+    document = shipped()
+    document["dlt"]["anchor"] = "second_infusion"
+    [problem] = problems_of(document)
+    assert problem.startswith("dlt.anchor: ") and "last_planned_infusion" in problem
+    document = shipped()
+    document["dlt"]["haematological"]["febrile_neutropenia"]["min_relatedness"] = "maybe"
+    [problem] = problems_of(document)
+    assert problem.startswith("dlt.haematological.febrile_neutropenia.min_relatedness: ")
+    document = shipped()
+    document["cohort"]["count"] = "patients"
+    assert problems_of(document)[0].startswith("cohort.count: ")
+    document = shipped()
+    document["study_days"] = "anchor_is_day_2"
+    assert problems_of(document)[0].startswith("study_days: ")
+
+
+def test_required_assessments_must_be_in_the_schedule_and_first_infusion_must_cover_every_infusion() -> None:
+    document = shipped()
+    document["cohort"]["evaluable_requires_assessments"] = ["week 5 1/2"]
+    [problem] = problems_of(document)
+    assert "cohort.evaluable_requires_assessments" in problem and "week 5 1/2" in problem
+    document = shipped()
+    document["dlt"]["window_days"] = 14
+    document["dlt"]["anchor"] = "first_infusion"
+    [problem] = problems_of(document)
+    assert "dlt.anchor" in problem and "['C']" in problem
+
+
+def test_the_shipped_protocol_makes_the_cautious_choices() -> None:
+    protocol = load_protocol(None)
+    assert protocol.study_days == "anchor_is_day_0"
+    assert protocol.dlt.anchor == "last_planned_infusion"
+    assert protocol.cohort.count == "subjects" and protocol.cohort.confirm_recommended_dose
+    assert protocol.cohort.evaluable_requires_assessments == ["week 4"]
+    haem = protocol.dlt.haematological
+    assert haem is not None and haem.labs_count and haem.min_relatedness is None
+    assert haem.febrile_neutropenia is not None and haem.febrile_neutropenia.min_relatedness is None

@@ -1,0 +1,147 @@
+"""Queries of the protocol engine: one subject's stored state in one go, arm tallies, time-due subjects.
+
+Keyword-only; never commit (the caller's transaction does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, func
+from sqlmodel import Session, col, select
+
+from services.safety.cohort import ArmTally
+from services.safety.models import (
+    AeSeriousness,
+    AeVersion,
+    CohortState,
+    DltRecord,
+    Dose,
+    DoseRecommendationRow,
+    LabResult,
+    LabTermState,
+    RecordStatus,
+    Subject,
+    SubjectOutcomeRow,
+)
+
+INACTIVE = frozenset({"entered_in_error", "deleted"})
+
+
+@dataclass
+class SubjectState:
+    """Everything the DLT and 3+3 rules need about one subject, loaded once per event."""
+
+    subject: Subject
+    doses: list[Dose]
+    labs: list[LabResult]
+    ae_versions: list[AeVersion]
+    baselines: dict[str, int]
+    inactive: dict[tuple[str, str], str]
+    """(record_type, record_id) -> status of records the site took back."""
+    records: dict[str, DltRecord]
+    outcome: SubjectOutcomeRow | None
+
+    def inactive_ids(self, record_type: str) -> dict[str, str]:
+        return {rid: status for (kind, rid), status in self.inactive.items() if kind == record_type}
+
+
+def load_subject_state(session: Session, *, trial_id: str, subject_id: str) -> SubjectState | None:
+    subject = session.get(Subject, (trial_id, subject_id))
+    if subject is None:
+        return None
+    keys = (trial_id, subject_id)
+    statuses = session.exec(
+        select(RecordStatus).where(RecordStatus.trial_id == keys[0], RecordStatus.subject_id == keys[1])
+    )
+    inactive = {(r.record_type, r.record_id): r.status for r in statuses if r.status in INACTIVE}
+    doses = session.exec(select(Dose).where(Dose.trial_id == trial_id, Dose.subject_id == subject_id))
+    labs = session.exec(select(LabResult).where(LabResult.trial_id == trial_id, LabResult.subject_id == subject_id))
+    versions = session.exec(
+        select(AeVersion)
+        .where(AeVersion.trial_id == trial_id, AeVersion.subject_id == subject_id)
+        .order_by(col(AeVersion.ae_id), col(AeVersion.version))
+    )
+    terms = session.exec(
+        select(LabTermState).where(LabTermState.trial_id == trial_id, LabTermState.subject_id == subject_id)
+    )
+    records = session.exec(select(DltRecord).where(DltRecord.trial_id == trial_id, DltRecord.subject_id == subject_id))
+    return SubjectState(
+        subject=subject,
+        doses=sorted(doses, key=lambda d: d.administered_at),
+        labs=sorted(labs, key=lambda lab: lab.collected_at),
+        ae_versions=list(versions),
+        baselines={t.term: t.baseline_grade for t in terms if t.baseline_grade is not None},
+        inactive=inactive,
+        records={r.ae_id: r for r in records},
+        outcome=session.get(SubjectOutcomeRow, keys),
+    )
+
+
+def arm_tally(session: Session, *, trial_id: str, arm: str) -> ArmTally:
+    """Sum one arm's stored subject outcomes (an aggregate over the arm's rows, never a trial rescan)."""
+    row = SubjectOutcomeRow
+    counted = col(row.outcome) != "excluded"
+
+    def count_if(condition: object) -> object:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)  # type: ignore[arg-type]
+
+    query = select(  # type: ignore[call-overload]
+        count_if(counted),
+        count_if(col(row.outcome).in_(["evaluable", "dlt"])),
+        count_if(col(row.outcome) == "not_evaluable"),
+        count_if(col(row.outcome) == "under_review"),
+        count_if(counted & (col(row.dlt_confirmed) > 0)),
+        count_if(counted & (col(row.dlt_confirmed) == 0) & (col(row.dlt_suspected) > 0)),
+        func.coalesce(func.sum(case((counted, row.dlt_confirmed), else_=0)), 0),
+        func.coalesce(func.sum(case((counted, row.dlt_suspected), else_=0)), 0),
+    ).where(row.trial_id == trial_id, row.arm == arm)
+    values = [int(v) for v in session.exec(query).one()]
+    return ArmTally(arm, *values)
+
+
+def cohort_states(session: Session, *, trial_id: str) -> dict[str, CohortState]:
+    """Locked on PostgreSQL: the consumer, the sweep and an officer's decision may reassess at once."""
+    query = select(CohortState).where(CohortState.trial_id == trial_id).with_for_update()
+    return {row.arm: row for row in session.exec(query)}
+
+
+def outcome_rows(session: Session, *, trial_id: str) -> list[SubjectOutcomeRow]:
+    """Every subject's stored outcome (small rows; used for the enrolment check only)."""
+    return list(session.exec(select(SubjectOutcomeRow).where(SubjectOutcomeRow.trial_id == trial_id)))
+
+
+def subjects_due(session: Session, *, trial_id: str, now: datetime) -> list[str]:
+    """Subjects whose outcome changes by time alone at or before `now`."""
+    query = select(SubjectOutcomeRow.subject_id).where(
+        SubjectOutcomeRow.trial_id == trial_id,
+        col(SubjectOutcomeRow.changes_at).is_not(None),
+        col(SubjectOutcomeRow.changes_at) <= now,
+    )
+    return sorted(session.exec(query))
+
+
+def subjects_without_outcome(session: Session, *, trial_id: str, limit: int = 500) -> list[str]:
+    """Subjects stored before outcome rows existed (an upgraded database): the sweep assesses them once."""
+    query = (
+        select(Subject.subject_id)
+        .outerjoin(
+            SubjectOutcomeRow,
+            (SubjectOutcomeRow.trial_id == Subject.trial_id) & (SubjectOutcomeRow.subject_id == Subject.subject_id),  # type: ignore[arg-type]
+        )
+        .where(Subject.trial_id == trial_id, col(SubjectOutcomeRow.subject_id).is_(None))
+        .order_by(col(Subject.subject_id))
+        .limit(limit)
+    )
+    return list(session.exec(query))
+
+
+def has_fatal_ae(session: Session, *, trial_id: str, subject_id: str) -> bool:
+    """Any AE of the subject graded 5 or serious by death, in any version (folded seriousness)."""
+    query = select(AeSeriousness).where(AeSeriousness.trial_id == trial_id, AeSeriousness.subject_id == subject_id)
+    return any(row.max_grade == 5 or "death" in row.criteria for row in session.exec(query))
+
+
+def recommendation(session: Session, *, trial_id: str) -> DoseRecommendationRow | None:
+    return session.get(DoseRecommendationRow, trial_id, with_for_update=True)
