@@ -4,6 +4,11 @@ Numbers are `decimal.Decimal` end to end: a binary float puts 1.5 x 21.4 at 32.0
 bilirubin 32.1 one grade too high. Inputs may be `str`, `int` or `Decimal`; a `float` is accepted only
 through its shortest `repr` (which is the decimal literal a JSON sender wrote, e.g. 32.1 -> "32.1") and is
 never used in arithmetic. A value that cannot be graded gets grade None and a reason, never a silent 0.
+
+Where missing data (a limit, a censored value, the clinical half of a v5 definition) leaves several grades
+possible, the grade is the lowest every reading allows, marked `floor` ("at least grade 3"): a floor at
+the alert threshold pages. A value that no body can have in its stated unit, or a unit we do not know, is
+not graded and carries a data-quality `finding` for the site.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Union
 
 from services.safety.ctcae import units
 from services.safety.ctcae.criteria import Criterion, Cut, Direction, Mode, Ref, find_criterion
+from services.safety.ctcae.plausibility import plausible_range
 from services.safety.ctcae.terms import lookup_term
 from services.safety.ctcae.tests_map import terms_for_test
 from services.safety.ctcae.units import Kind
@@ -27,15 +33,33 @@ _MAX_DIGITS = 20  # keeps every product below the default 28-digit context exact
 _OPERATORS = {"<": "<", ">": ">", "<=": "<=", ">=": ">=", "≤": "<=", "≥": ">="}
 
 
+UNKNOWN_UNIT = "unknown_unit"
+IMPLAUSIBLE_VALUE = "implausible_value"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A data-quality finding the site must resolve: a stable `code` and what was seen (and likely meant)."""
+
+    code: str
+    detail: str
+
+
 @dataclass(frozen=True, slots=True)
 class Grade:
-    """One term's grade for one value. `grade` is None when the value cannot be graded; `reason` says why."""
+    """One term's grade for one value. `grade` is None when the value cannot be graded; `reason` says why.
+
+    `floor`: the grade is the lowest the data allows and missing data could make it higher ("at least").
+    `finding`: set when the value could not be graded because of a data-quality problem (unit, plausibility).
+    """
 
     term: str
     grade: int | None
     reason: str
     value_si: Decimal | None
     unit_si: str | None
+    floor: bool = False
+    finding: Finding | None = None
 
 
 class _Unreadable(ValueError):
@@ -115,14 +139,18 @@ def _plan(term: str, unit: str) -> _Plan | Grade:
         )
     name = criterion.term
     quantity = criterion.quantity
-    spec = units.parse_unit(unit)
+    spec = units.parse_unit_for(unit, quantity)
     if not unit.strip() and not criterion.kinds_with_absolutes and not quantity.accepts(Kind.UNITLESS):
         # Only multiples of LLN/ULN/baseline: comparable as long as they share the value's unit.
         cuts = {mode: tuple(c for c in criterion.cuts if c.mode in (Mode.ANY, mode)) for mode in Mode}
         note = " (no unit given: value and limits taken to share one)"
         return _Plan(criterion, Decimal(1), None, cuts, max(c.grade for c in criterion.cuts), note)
+    if not unit.strip() and not quantity.accepts(Kind.UNITLESS):
+        reason = f"no unit given: a {quantity.name} is not graded without one (a unit is never guessed)"
+        return Grade(name, None, reason, None, None, finding=Finding(UNKNOWN_UNIT, f"{name}: {reason}"))
     if spec is None:
-        return Grade(name, None, f"unit {unit!r} is not recognised for {quantity.name}", None, None)
+        reason = f"unit {unit!r} is not recognised for {quantity.name}; not graded (a unit is never guessed)"
+        return Grade(name, None, reason, None, None, finding=Finding(UNKNOWN_UNIT, f"{name}: {reason}"))
     if spec.kind is Kind.PERCENT:
         if quantity.is_count:
             reason = "a percentage differential is not an absolute count; CTCAE grades the absolute count"
@@ -130,7 +158,8 @@ def _plan(term: str, unit: str) -> _Plan | Grade:
             reason = f"unit {unit!r} is a percentage, not a unit of {quantity.name}"
         return Grade(name, None, reason, None, None)
     if not quantity.accepts(spec.kind):
-        return Grade(name, None, f"unit {unit!r} is not a unit of {quantity.name}", None, None)
+        reason = f"unit {unit!r} is not a unit of {quantity.name}; not graded"
+        return Grade(name, None, reason, None, None, finding=Finding(UNKNOWN_UNIT, f"{name}: {reason}"))
     to_si = spec.factor * quantity.to_si_kind[spec.kind] * quantity.si_scale
     to_si = Decimal(1) if to_si == 1 else to_si
     grading_kind: Kind
@@ -194,8 +223,13 @@ def grade_value(
     uln: Number | None = None,
     baseline: Number | None = None,
     baseline_abnormal: bool | None = None,
+    anticoagulated: bool | None = None,
 ) -> Grade:
-    """Grade `value` (in `unit`; LLN, ULN and baseline in the same unit) for one CTCAE term."""
+    """Grade `value` (in `unit`; LLN, ULN and baseline in the same unit) for one CTCAE term.
+
+    `anticoagulated`: whether the subject is on anticoagulation (INR's "x baseline" criteria); unknown
+    counts as not.
+    """
     unit_text = unit or ""
     plan = _plan(term, unit_text)
     if isinstance(plan, Grade):
@@ -215,6 +249,9 @@ def grade_value(
         )
     except _Unreadable as err:
         return Grade(name, None, str(err), None, None)
+    implausible = _implausible(plan, value, number, refs, unit_text, anticoagulated=anticoagulated)
+    if implausible is not None:
+        return implausible
     given, scale = number, plan.to_grading
     if scale != 1:
         number = number * scale
@@ -223,7 +260,11 @@ def grade_value(
 
     thresholds: list[tuple[Cut, Decimal]] = []
     missing: list[Cut] = []
+    skipped_for_anticoagulation = False
     for cut in plan.cuts[mode]:
+        if cut.anticoagulation is not None and cut.anticoagulation is not (anticoagulated is True):
+            skipped_for_anticoagulation = skipped_for_anticoagulation or cut.anticoagulation
+            continue
         if not cut.slot:
             thresholds.append((cut, cut.amount))
             continue
@@ -233,6 +274,10 @@ def grade_value(
                 missing.append(cut)
             continue
         thresholds.append((cut, ref_value * cut.amount + cut.offset))
+    if skipped_for_anticoagulation:
+        mode_note += "; not on anticoagulation: fixed cut-offs, not multiples of baseline"
+    elif anticoagulated is True and any(c.anticoagulation for c in plan.cuts[mode]):
+        mode_note += "; on anticoagulation: graded against baseline"
     high = criterion.direction is Direction.HIGH
     shown = f"{value} {unit_text}".rstrip()
     if op:
@@ -243,27 +288,97 @@ def grade_value(
     if value_si is None:
         si_unit = None
     blockers = [c for c in missing if c.grade > grade]
-    if blockers:
-        needed = sorted({c.ref.value for c in blockers})
-        floor = f"; at least grade {grade}" if grade else ""
-        return Grade(name, None, f"not gradable without {' and '.join(needed)}{floor}{mode_note}", value_si, si_unit)
+    needed = " and ".join(sorted({c.ref.value for c in blockers}))
+    if blockers and not grade:
+        return Grade(name, None, f"not gradable without {needed}{mode_note}", value_si, si_unit)
+    refs_text = _refs_given(lln, uln, baseline)
     if criterion.clinical_only:
         if grade:
-            return Grade(
-                name,
-                None,
-                f"{shown} beyond {winner.label if winner else 'limit'}: {criterion.clinical_grades}",
-                value_si,
-                si_unit,
-            )
+            text = _explain(plan, grade, winner, shown, high, "", refs_text, clinical=False)
+            reason = f"at least {text}: a laboratory finding; {criterion.clinical_grades}{mode_note}"
+            return Grade(name, grade, reason, value_si, si_unit, floor=True)
         return Grade(name, 0, "grade 0: within the reference limit", value_si, si_unit)
-    return Grade(
-        name,
-        grade,
-        _explain(plan, grade, winner, shown, high, mode_note, _refs_given(lln, uln, baseline)),
-        value_si,
-        si_unit,
-    )
+    text = _explain(plan, grade, winner, shown, high, mode_note, refs_text)
+    if blockers:
+        top = max(c.grade for c in blockers)
+        reason = f"at least {text}; up to grade {top} possible: not gradable beyond without {needed}"
+        return Grade(name, grade, reason, value_si, si_unit, floor=True)
+    return Grade(name, grade, text, value_si, si_unit)
+
+
+def _implausible(
+    plan: _Plan,
+    value: Number,
+    number: Decimal,
+    refs: tuple[Decimal | None, ...],
+    unit: str,
+    *,
+    anticoagulated: bool | None,
+) -> Grade | None:
+    """A value (or limit) no body can have in its stated unit: not graded, with the unit likely meant."""
+    name = plan.criterion.term
+    bounds = plausible_range(name)
+    if bounds is None or plan.to_si is None:
+        return None
+    si_unit = plan.criterion.quantity.si_unit
+    named = (("value", number), ("LLN", refs[1]), ("ULN", refs[2]), ("baseline", refs[3]))
+    for what, amount in named:
+        if amount is None or bounds.holds(amount * plan.to_si):
+            continue
+        shown = f"{value if what == 'value' else amount} {unit}".rstrip()
+        seen = f"{what} {shown} is outside what is physiologically possible ({bounds.describe(si_unit)})"
+        likely = [
+            alternative
+            for alternative in bounds.alternatives
+            if units.normalise_unit(alternative) != units.normalise_unit(unit)
+            and (in_si := units.convert(amount, alternative, plan.criterion.quantity)) is not None
+            and bounds.holds(in_si)
+        ]
+        if not likely:
+            detail = f"{name}: {seen}; no unit we know makes it plausible"
+        else:
+            meant = " or ".join(likely)
+            detail = f"{name}: {seen}; likely {meant} was meant"
+            if what == "value":
+                detail += _graded_as(plan, value, unit, likely, refs, anticoagulated=anticoagulated)
+        reason = f"implausible: {detail.removeprefix(name + ': ')}; not graded as given"
+        return Grade(name, None, reason, None, None, finding=Finding(IMPLAUSIBLE_VALUE, detail))
+    return None
+
+
+def _graded_as(
+    plan: _Plan,
+    value: Number,
+    unit: str,
+    likely: list[str],
+    refs: tuple[Decimal | None, ...],
+    *,
+    anticoagulated: bool | None,
+) -> str:
+    """What the value would grade in each likely unit (limits read in the unit given, converted): the
+    safety officer must hear of a grade 4 hidden behind a unit slip."""
+    quantity = plan.criterion.quantity
+    given = units.convert(Decimal(1), unit, quantity)
+    parts = []
+    for alternative in likely:
+        target = units.convert(Decimal(1), alternative, quantity)
+        if given is None or not target:
+            continue
+        ratio = given / target
+        moved = [None if r is None else r * ratio for r in refs]
+        graded = grade_value(
+            plan.criterion.term,
+            value,
+            alternative,
+            lln=moved[1],
+            uln=moved[2],
+            baseline=moved[3],
+            anticoagulated=anticoagulated,
+        )
+        if graded.grade is not None:
+            at_least = "at least " if graded.floor else ""
+            parts.append(f"as {alternative}: {at_least}grade {graded.grade}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _refs_given(lln: object, uln: object, baseline: object) -> str:
@@ -271,7 +386,17 @@ def _refs_given(lln: object, uln: object, baseline: object) -> str:
     return ", ".join(parts)
 
 
-def _explain(plan: _Plan, grade: int, winner: Cut | None, shown: str, high: bool, mode_note: str, refs: str) -> str:
+def _explain(
+    plan: _Plan,
+    grade: int,
+    winner: Cut | None,
+    shown: str,
+    high: bool,
+    mode_note: str,
+    refs: str,
+    *,
+    clinical: bool = True,
+) -> str:
     op = ">" if high else "<"
     if winner is None:
         return f"grade 0: {shown} reaches no cut-off{mode_note}"
@@ -282,7 +407,7 @@ def _explain(plan: _Plan, grade: int, winner: Cut | None, shown: str, high: bool
     text += plan.converted_note if winner.ref is Ref.ABS or plan.to_si is None else ""
     if winner.note:
         text += f"; {winner.note}"
-    if grade == plan.top_grade and plan.criterion.clinical_grades:
+    if clinical and grade == plan.top_grade and plan.criterion.clinical_grades:
         text += f"; {plan.criterion.clinical_grades}"
     return text + mode_note
 
@@ -296,7 +421,8 @@ def _grade_censored(
     high: bool,
     shown: str,
 ) -> Grade:
-    """A censored result ("<0.2") is graded only when every value it allows gets the same grade."""
+    """A censored result ("<0.2") gets the grade every value it allows shares; when they differ, the lowest of
+    them as a floor ("<1.0" neutrophils: at least grade 3), unless that lowest is grade 0."""
     name = plan.criterion.term
     zero = Decimal(0)
     if op.startswith("<"):
@@ -313,16 +439,26 @@ def _grade_censored(
     if high_in:
         points.append(high_end)
     grades = {_point_grade(p, thresholds, high)[0] for p in points}
-    unresolved = any(c.grade > min(grades) for c in missing)
-    if len(grades) == 1 and not unresolved and not plan.criterion.clinical_only:
-        grade = grades.pop()
-        return Grade(name, grade, f"grade {grade}: every value {shown} is grade {grade}", None, None)
+    lowest, highest = min(grades), max(grades)
+    clinical = plan.criterion.clinical_only
+    unresolved = sorted({c.ref.value for c in missing if c.grade > lowest})
+    if len(grades) == 1 and not unresolved and not clinical:
+        return Grade(name, lowest, f"grade {lowest}: every value {shown} is grade {lowest}", None, None)
+    if lowest:
+        reason = f"at least grade {lowest}: every value {shown} is grade {lowest} or worse"
+        if highest > lowest:
+            reason += f" (up to grade {highest})"
+        if unresolved:
+            reason += f"; higher grades need {' and '.join(unresolved)}"
+        if clinical:
+            reason += f"; a laboratory finding; {plan.criterion.clinical_grades}"
+        return Grade(name, lowest, reason, None, None, floor=True)
     if unresolved:
-        needed = sorted({c.ref.value for c in missing})
-        return Grade(name, None, f"censored value {shown} is not gradable without {' and '.join(needed)}", None, None)
-    if plan.criterion.clinical_only:
+        needed = " and ".join(unresolved)
+        return Grade(name, None, f"censored value {shown} is not gradable without {needed}", None, None)
+    if clinical:
         return Grade(name, None, f"censored value {shown}: {plan.criterion.clinical_grades}", None, None)
-    return Grade(name, None, f"censored value {shown} could be grade {min(grades)} to {max(grades)}", None, None)
+    return Grade(name, None, f"censored value {shown} could be grade {lowest} to {highest}", None, None)
 
 
 def worst_grade(results: Iterable[Grade]) -> Grade | None:
@@ -351,12 +487,22 @@ def grade_test(
     uln: Number | None = None,
     baseline: Number | None = None,
     baseline_abnormal: bool | None = None,
+    anticoagulated: bool | None = None,
 ) -> list[Grade]:
     """Grade a test (CDISC LBTESTCD or LOINC) for every term it grades; an unknown test gives one reason."""
     terms = terms_for_test(test)
     if not terms:
         return [Grade(test, None, f"test {test!r} grades no CTCAE term (unknown LBTESTCD or LOINC)", None, None)]
     return [
-        grade_value(term, value, unit, lln=lln, uln=uln, baseline=baseline, baseline_abnormal=baseline_abnormal)
+        grade_value(
+            term,
+            value,
+            unit,
+            lln=lln,
+            uln=uln,
+            baseline=baseline,
+            baseline_abnormal=baseline_abnormal,
+            anticoagulated=anticoagulated,
+        )
         for term in terms
     ]
