@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.safety import protocol_engine, store
+from services.safety import data_quality, protocol_engine, store
 from services.safety.ctcae import Grade, check_ae
 from services.safety.lab_toxicity import decide, grade_lab
 from services.safety.models import LabResult, Subject
@@ -95,9 +95,11 @@ def _apply_record(
             _audit_correction(session, envelope, kind="dose", record_id=envelope.data.dose_id, saved=saved, now=now)
         return saved.changed, []
     if isinstance(envelope, LabResulted):
-        return _apply_lab(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
+        changed, signals = _apply_lab(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
+        return changed, signals + (data_quality.lab_flags(envelope, topic=signals_topic) if changed else [])
     if isinstance(envelope, AeReported):
-        return _apply_ae(session, envelope, signals_topic=signals_topic)
+        changed, signals = _apply_ae(session, envelope, signals_topic=signals_topic)
+        return changed, signals + (data_quality.seriousness_flags(envelope, topic=signals_topic) if changed else [])
     if isinstance(envelope, RecordStatusChanged):
         store.set_record_status(session, envelope=envelope)
         if envelope.data.record_type == "lab":
@@ -160,6 +162,7 @@ def _apply_lab(
                 term=term,
                 site_id=envelope.siteid,
                 source_event_id=envelope.id,
+                received_at=envelope.receivedat,
                 protocol=protocol,
                 topic=signals_topic,
             )
@@ -188,6 +191,7 @@ def _apply_lab(
         previous_grade=decision.previous_grade,
         site_id=envelope.siteid,
         source_event_id=envelope.id,
+        received_at=envelope.receivedat,
         topic=signals_topic,
     )
     return True, [signal]
@@ -207,6 +211,7 @@ def _lab_status_changed(
         term=lab.term,
         site_id=envelope.siteid,
         source_event_id=envelope.id,
+        received_at=envelope.receivedat,
         protocol=protocol,
         topic=signals_topic,
     )
@@ -220,6 +225,7 @@ def _reassess_lab_term(
     term: str,
     site_id: str,
     source_event_id: str,
+    received_at: datetime,
     protocol: Protocol,
     topic: str,
 ) -> list[Outgoing]:
@@ -238,7 +244,7 @@ def _reassess_lab_term(
         for lab in store.active_term_labs(session, trial_id=trial_id, subject_id=subject_id, term=term)
         if lab.grade is not None
         and decide(
-            Grade(term, lab.grade, lab.grade_reason, None, None),
+            Grade(term, lab.grade, lab.grade_reason, None, None, floor=lab.grade_floor),
             is_baseline=lab.baseline,
             threshold=threshold,
             baseline_grade=state.baseline_grade,
@@ -256,6 +262,7 @@ def _reassess_lab_term(
             previous_grade=previous,
             site_id=site_id,
             source_event_id=source_event_id,
+            received_at=received_at,
             topic=topic,
         )
     ]
@@ -268,6 +275,7 @@ def _lab_signal(
     previous_grade: int | None,
     site_id: str,
     source_event_id: str,
+    received_at: datetime,
     topic: str,
 ) -> Outgoing:
     if lab.grade is None or lab.term is None:
@@ -292,6 +300,8 @@ def _lab_signal(
             reason=lab.grade_reason,
             collected_at=lab.collected_at,
             source_event_id=source_event_id,
+            floor=lab.grade_floor,
+            received_at=received_at,
         ),
     )
     return Outgoing(topic=topic, key=message_key(lab.trial_id, lab.subject_id), envelope=signal)

@@ -146,8 +146,8 @@ def lab_term_state(session: Session, *, trial_id: str, subject_id: str, term: st
     return state
 
 
-LAB_FIELDS = ("test", "loinc", "value", "unit", "lln", "uln", "collected_at", "baseline")
-LAB_DERIVED = ("term", "grade", "grade_reason")
+LAB_FIELDS = ("test", "loinc", "value", "unit", "lln", "uln", "collected_at", "baseline", "anticoagulated")
+LAB_DERIVED = ("term", "grade", "grade_floor", "grade_reason")
 
 
 def save_lab(session: Session, *, envelope: LabResulted, graded: Grade) -> Saved:
@@ -165,8 +165,10 @@ def save_lab(session: Session, *, envelope: LabResulted, graded: Grade) -> Saved
         uln=str(data.uln) if data.uln is not None else None,
         collected_at=data.collected_at,
         baseline=data.baseline,
+        anticoagulated=data.anticoagulated,
         term=graded.term,
         grade=graded.grade,
+        grade_floor=graded.floor,
         grade_reason=graded.reason[:1000],
     )
     stored = session.get(LabResult, (envelope.trialid, envelope.subject, data.result_id))
