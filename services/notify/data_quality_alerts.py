@@ -18,6 +18,7 @@ DATA_QUALITY_KIND = "data_quality"
 LABELS = {
     "unknown_unit": "Unknown unit",
     "implausible_value": "Implausible value",
+    "ambiguous_value": "Ambiguous number",
     "unmapped_term": "AE term maps to no CTCAE term",
     "inconsistent_seriousness": "Inconsistent seriousness",
 }

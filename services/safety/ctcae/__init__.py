@@ -2,6 +2,7 @@
 
 from services.safety.ctcae.batch import CsvFormatError, grade_csv
 from services.safety.ctcae.grading import (
+    AMBIGUOUS_VALUE,
     IMPLAUSIBLE_VALUE,
     UNKNOWN_UNIT,
     Finding,
@@ -14,6 +15,7 @@ from services.safety.ctcae.terms import QualityFlag, TermInfo, all_terms, check_
 from services.safety.ctcae.tests_map import terms_for_test
 
 __all__ = [
+    "AMBIGUOUS_VALUE",
     "IMPLAUSIBLE_VALUE",
     "UNKNOWN_UNIT",
     "CsvFormatError",

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Union
 
@@ -35,6 +36,7 @@ _OPERATORS = {"<": "<", ">": ">", "<=": "<=", ">=": ">=", "≤": "<=", "≥": ">
 
 UNKNOWN_UNIT = "unknown_unit"
 IMPLAUSIBLE_VALUE = "implausible_value"
+AMBIGUOUS_VALUE = "ambiguous_value"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +68,37 @@ class _Unreadable(ValueError):
     """A number that is not one; the message goes into the reason."""
 
 
+class _Ambiguous(_Unreadable):
+    """A number with two readings ("1,500": one and a half, or fifteen hundred); `readings` are both."""
+
+    def __init__(self, message: str, readings: tuple[str, str]) -> None:
+        super().__init__(message)
+        self.readings = readings
+
+
+_DECIMAL_COMMA = re.compile(r"^(\d+),(\d+)$")
+
+
+def _decimal_comma(text: str, what: str) -> str:
+    """European labs write 0,45: read the comma as the decimal point where nothing else is possible. A comma
+    before exactly three digits after a non-zero integer part ("1,500") may be a thousands separator: that
+    is ambiguous, and ambiguity is never resolved by a guess."""
+    match = _DECIMAL_COMMA.fullmatch(text)
+    if match is None:
+        return text
+    whole, fraction = match.groups()
+    if len(fraction) == 3 and whole.lstrip("0"):
+        raise _Ambiguous(
+            f"{what} {text!r} is ambiguous: {whole}.{fraction} with a decimal comma, or {whole}{fraction} with a "
+            "thousands separator",
+            (f"{whole}.{fraction}", f"{whole}{fraction}"),
+        )
+    return f"{whole}.{fraction}"
+
+
 def _to_decimal(raw: object, what: str) -> Decimal:
     if isinstance(raw, str):
-        text = raw.strip()
+        text = _decimal_comma(raw.strip(), what)
         try:
             number = Decimal(text)
         except InvalidOperation:
@@ -247,6 +277,8 @@ def grade_value(
             parse_reference(uln, "ULN"),
             parse_reference(baseline, "baseline"),
         )
+    except _Ambiguous as err:
+        return _grade_readings(term, value, unit, err, lln, uln, baseline, baseline_abnormal, anticoagulated)
     except _Unreadable as err:
         return Grade(name, None, str(err), None, None)
     implausible = _implausible(plan, value, number, refs, unit_text, anticoagulated=anticoagulated)
@@ -304,6 +336,74 @@ def grade_value(
         reason = f"at least {text}; up to grade {top} possible: not gradable beyond without {needed}"
         return Grade(name, grade, reason, value_si, si_unit, floor=True)
     return Grade(name, grade, text, value_si, si_unit)
+
+
+def _grade_readings(
+    term: str,
+    value: Number,
+    unit: str | None,
+    err: _Ambiguous,
+    lln: Number | None,
+    uln: Number | None,
+    baseline: Number | None,
+    baseline_abnormal: bool | None,
+    anticoagulated: bool | None,
+) -> Grade:
+    """A value with two readings gets the lowest grade both allow, as a floor, like a censored value (45,000
+    platelets/uL is grade 3 or 4: at least 3, and it pages); the site is asked to send it unambiguously."""
+    results = []
+    for reading in err.readings:
+        raw = str(value).strip()
+        text = raw[: len(raw) - len(raw.lstrip("<>=≤≥ "))] + reading
+        results.append(
+            grade_value(
+                term,
+                text,
+                unit,
+                lln=lln,
+                uln=uln,
+                baseline=baseline,
+                baseline_abnormal=baseline_abnormal,
+                anticoagulated=anticoagulated,
+            )
+        )
+    possible = [
+        (reading, r)
+        for reading, r in zip(err.readings, results, strict=True)
+        if _possible_reading(term, unit, reading, r)
+    ]
+    if len(possible) == 1:
+        # Only one reading is a value a body or a counter can give (fifteen hundred cells per uL, never 1.500;
+        # 0.450 x10^9/L neutrophils, never 450): that is deduction, not a guess.
+        reading, chosen = possible[0]
+        note = f"{str(value).strip()!r} read as {reading} (the other reading is impossible)"
+        return replace(chosen, reason=f"{chosen.reason}; {note}")
+    shown = "; ".join(
+        f"as {reading}: {r.reason if r.grade is None else ('at least ' if r.floor else '') + f'grade {r.grade}'}"
+        for reading, r in zip(err.readings, results, strict=True)
+    )
+    name = results[0].term
+    finding = Finding(AMBIGUOUS_VALUE, f"{name}: {err} ({shown})")
+    grades = [r.grade for r in results]
+    if any(g is None for g in grades) or not all(grades):
+        return Grade(
+            name, None, f"{err}; not graded (a reading is never guessed): {shown}", None, None, finding=finding
+        )
+    lowest = min(g for g in grades if g is not None)
+    floor = len(set(grades)) > 1 or any(r.floor for r in results)
+    reason = f"{'at least ' if floor else ''}grade {lowest}: {err}; {shown}"
+    return Grade(name, lowest, reason, None, None, floor=floor, finding=finding)
+
+
+def _possible_reading(term: str, unit: str | None, reading: str, graded: Grade) -> bool:
+    """False for a reading no lab can report: implausible for the analyte, or decimals on cells per uL."""
+    if graded.finding is not None and graded.finding.code == IMPLAUSIBLE_VALUE:
+        return False
+    criterion = find_criterion(term)
+    if criterion is None or not criterion.quantity.is_count:
+        return True
+    spec = units.parse_unit_for(unit or "", criterion.quantity)
+    return spec is None or spec.factor >= 1 or "." not in reading  # cells per uL are counted, never fractions
 
 
 def _implausible(

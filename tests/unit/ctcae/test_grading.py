@@ -25,7 +25,7 @@ def test_float_goes_through_its_decimal_literal() -> None:
     assert result.grade == 4
 
 
-@pytest.mark.parametrize("value", ["abc", "1,5", "NaN", "inf", "-1", True])
+@pytest.mark.parametrize("value", ["abc", "1,5,0", "NaN", "inf", "-1", True])
 def test_unreadable_value_gives_reason_not_zero(value: object) -> None:
     result = grade_value("Neutrophil count decreased", value, "10^9/L", lln="1.5")  # type: ignore[arg-type]
     assert result.grade is None

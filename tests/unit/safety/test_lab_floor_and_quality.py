@@ -183,3 +183,11 @@ def test_inconsistent_seriousness_is_flagged_for_the_site(session: Session, prot
     data = flag.envelope.data
     assert (data.code, data.record_type, data.record_id) == ("inconsistent_seriousness", "ae", "AE-1")
     assert "serious=false" in data.detail
+
+
+def test_ambiguous_number_is_flagged_for_the_site(session: Session, protocol: Protocol) -> None:
+    out = run(session, protocol, lab(1, "ALT", "1,200", "U/L", lln="7", uln="40"))
+    [flag] = only(out, DataQualityFlagged)
+    assert isinstance(flag.envelope, DataQualityFlagged)
+    assert flag.envelope.data.code == "ambiguous_value"
+    assert "as 1200: grade 4" in flag.envelope.data.detail

@@ -27,6 +27,7 @@ def test_shipped_file_reviews_lab_toxicities_within_a_day_and_routes_findings() 
     assert protocol.lab_alerts.review_hours == 24
     assert protocol.data_quality.notify_roles == ["data_manager"]
     assert protocol.data_quality.code_roles["implausible_value"] == ["safety_officer"]
+    assert protocol.data_quality.code_roles["ambiguous_value"] == ["safety_officer"]
     assert protocol.contacts_with_role("data_manager")
 
 
