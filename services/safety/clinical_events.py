@@ -140,10 +140,11 @@ def _apply_lab(
     """
     data = envelope.data
     keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject}
-    baseline_value = None
+    baseline = None
     if not data.baseline:
-        baseline_value = store.baseline_lab_value(session, **keys, test=data.test, loinc=data.loinc, unit=data.unit)
-    graded = grade_lab(data, baseline_value=baseline_value)
+        baseline = store.baseline_lab_value(session, **keys, test=data.test, loinc=data.loinc, unit=data.unit)
+    baseline_value, baseline_unit = baseline if baseline is not None else (None, None)
+    graded = grade_lab(data, baseline_value=baseline_value, baseline_unit=baseline_unit)
     saved = store.save_lab(session, envelope=envelope, graded=graded)
     if not saved.changed:
         return False, []  # the same result re-sent under another delivery id

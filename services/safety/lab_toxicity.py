@@ -30,7 +30,8 @@ def lab_test_code(data: LabData) -> str:
     return data.test or data.loinc or ""
 
 
-def grade_lab(data: LabData, *, baseline_value: str | None = None) -> Grade:
+def grade_lab(data: LabData, *, baseline_value: str | None = None, baseline_unit: str | None = None) -> Grade:
+    """Grade a result against the subject's baseline value (in `baseline_unit` when that differs)."""
     results = grade_test(
         lab_test_code(data),
         data.value,
@@ -39,6 +40,7 @@ def grade_lab(data: LabData, *, baseline_value: str | None = None) -> Grade:
         uln=data.uln,
         baseline=baseline_value,
         anticoagulated=data.anticoagulated,
+        baseline_unit=baseline_unit,
     )
     graded = worst_grade(results)
     if graded is None:  # grade_test always returns at least one result; keep the type honest

@@ -123,19 +123,20 @@ def save_dose(session: Session, *, envelope: DoseAdministered) -> Saved:
 
 def baseline_lab_value(
     session: Session, *, trial_id: str, subject_id: str, test: str | None, loinc: str | None, unit: str | None
-) -> str | None:
-    """The latest baseline result of the same test in the same unit (liver and INR rules grade against it)."""
+) -> tuple[str, str | None] | None:
+    """The latest baseline result of the same test, (value, unit): in the same unit when there is one, else in
+    whatever unit it was sent (the engine converts; a change of lab after baseline must not lose it)."""
     query = select(LabResult).where(
         LabResult.trial_id == trial_id,
         LabResult.subject_id == subject_id,
         LabResult.baseline == True,  # noqa: E712 - SQL comparison
-        LabResult.unit == unit,
     )
     query = query.where(LabResult.test == test) if test else query.where(LabResult.loinc == loinc)
     inactive = inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
     rows = session.exec(query.order_by(col(LabResult.collected_at).desc())).all()
-    row = next((r for r in rows if r.result_id not in inactive), None)
-    return row.value if row is not None else None
+    active = [r for r in rows if r.result_id not in inactive]
+    row = next((r for r in active if r.unit == unit), None) or next(iter(active), None)
+    return (row.value, row.unit) if row is not None else None
 
 
 def lab_term_state(session: Session, *, trial_id: str, subject_id: str, term: str) -> LabTermState:

@@ -254,11 +254,13 @@ def grade_value(
     baseline: Number | None = None,
     baseline_abnormal: bool | None = None,
     anticoagulated: bool | None = None,
+    baseline_unit: str | None = None,
 ) -> Grade:
     """Grade `value` (in `unit`; LLN, ULN and baseline in the same unit) for one CTCAE term.
 
     `anticoagulated`: whether the subject is on anticoagulation (INR's "x baseline" criteria); unknown
-    counts as not.
+    counts as not. `baseline_unit`: the baseline's own unit when it differs (a change of lab after
+    baseline): the baseline is converted, exactly, or left out with a note when it cannot be.
     """
     unit_text = unit or ""
     plan = _plan(term, unit_text)
@@ -278,9 +280,12 @@ def grade_value(
             parse_reference(baseline, "baseline"),
         )
     except _Ambiguous as err:
-        return _grade_readings(term, value, unit, err, lln, uln, baseline, baseline_abnormal, anticoagulated)
+        return _grade_readings(
+            term, value, unit, err, lln, uln, baseline, baseline_abnormal, anticoagulated, baseline_unit
+        )
     except _Unreadable as err:
         return Grade(name, None, str(err), None, None)
+    refs, baseline_note = _baseline_in_unit(criterion, refs, baseline, baseline_unit, unit_text)
     implausible = _implausible(plan, value, number, refs, unit_text, anticoagulated=anticoagulated)
     if implausible is not None:
         return implausible
@@ -289,6 +294,7 @@ def grade_value(
         number = number * scale
         refs = tuple(None if r is None else r * scale for r in refs)
     mode, mode_note = _choose_mode(criterion, refs[1], refs[2], refs[3], baseline_abnormal)
+    mode_note += baseline_note
 
     thresholds: list[tuple[Cut, Decimal]] = []
     missing: list[Cut] = []
@@ -338,6 +344,26 @@ def grade_value(
     return Grade(name, grade, text, value_si, si_unit)
 
 
+def _baseline_in_unit(
+    criterion: Criterion,
+    refs: tuple[Decimal | None, ...],
+    baseline: Number | None,
+    baseline_unit: str | None,
+    unit: str,
+) -> tuple[tuple[Decimal | None, ...], str]:
+    """The baseline in the value's unit (exact: both sides are decimal multiples), or dropped with a note."""
+    given = refs[3]
+    if given is None or baseline_unit is None or units.normalise_unit(baseline_unit) == units.normalise_unit(unit):
+        return refs, ""
+    quantity = criterion.quantity
+    in_si = units.convert(given, baseline_unit, quantity)
+    one = units.convert(Decimal(1), unit, quantity)
+    if in_si is None or not one:
+        note = f"; baseline {baseline} {baseline_unit} cannot be compared with {unit!r}: left out"
+        return (*refs[:3], None), note
+    return (*refs[:3], in_si / one), f"; baseline {baseline} {baseline_unit} converted to {unit}"
+
+
 def _grade_readings(
     term: str,
     value: Number,
@@ -348,6 +374,7 @@ def _grade_readings(
     baseline: Number | None,
     baseline_abnormal: bool | None,
     anticoagulated: bool | None,
+    baseline_unit: str | None,
 ) -> Grade:
     """A value with two readings gets the lowest grade both allow, as a floor, like a censored value (45,000
     platelets/uL is grade 3 or 4: at least 3, and it pages); the site is asked to send it unambiguously."""
@@ -365,6 +392,7 @@ def _grade_readings(
                 baseline=baseline,
                 baseline_abnormal=baseline_abnormal,
                 anticoagulated=anticoagulated,
+                baseline_unit=baseline_unit,
             )
         )
     possible = [
@@ -588,6 +616,7 @@ def grade_test(
     baseline: Number | None = None,
     baseline_abnormal: bool | None = None,
     anticoagulated: bool | None = None,
+    baseline_unit: str | None = None,
 ) -> list[Grade]:
     """Grade a test (CDISC LBTESTCD or LOINC) for every term it grades; an unknown test gives one reason."""
     terms = terms_for_test(test)
@@ -603,6 +632,7 @@ def grade_test(
             baseline=baseline,
             baseline_abnormal=baseline_abnormal,
             anticoagulated=anticoagulated,
+            baseline_unit=baseline_unit,
         )
         for term in terms
     ]

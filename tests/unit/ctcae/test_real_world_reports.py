@@ -89,3 +89,16 @@ def test_percentages_and_free_text_never_pass_as_counts() -> None:
     assert grade_value(NEUT, "12", "%", lln="40").grade is None
     assert grade_value(NEUT, "haemolysed", "10^9/L").grade is None
     assert grade_value(NEUT, "NEG", "10^9/L").grade is None
+
+
+def test_baseline_in_another_unit_is_converted_not_dropped() -> None:
+    # The site moved from its local lab (umol/L) to the central lab (mg/dL) after baseline.
+    result = grade_value(CREAT, "3.2", "mg/dL", baseline="71", baseline_unit="umol/L")
+    assert (result.grade, result.floor) == (3, True)
+    assert grade_value("INR increased", "2.5", "", baseline="1.0", baseline_unit="INR", anticoagulated=True).grade == 2
+
+
+def test_baseline_in_a_unit_that_does_not_convert_is_said() -> None:
+    result = grade_value(CREAT, "3.2", "mg/dL", baseline="71", baseline_unit="furlongs")
+    assert result.grade is None
+    assert "baseline" in result.reason and "furlongs" in result.reason

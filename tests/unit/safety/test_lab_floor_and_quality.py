@@ -191,3 +191,11 @@ def test_ambiguous_number_is_flagged_for_the_site(session: Session, protocol: Pr
     assert isinstance(flag.envelope, DataQualityFlagged)
     assert flag.envelope.data.code == "ambiguous_value"
     assert "as 1200: grade 4" in flag.envelope.data.detail
+
+
+def test_baseline_from_another_lab_in_another_unit_still_counts(session: Session, protocol: Protocol) -> None:
+    run(session, protocol, lab(1, "CREAT", "71", "umol/L", baseline=True))
+    out = run(session, protocol, lab(2, "CREAT", "3.2", "mg/dL", hours=48))
+    [signal] = only(out, LabToxicity)
+    assert isinstance(signal.envelope, LabToxicity)
+    assert (signal.envelope.data.grade, signal.envelope.data.floor) == (3, True)
