@@ -123,14 +123,19 @@ def _to_decimal(raw: object, what: str) -> Decimal:
     return number
 
 
+_ABNORMAL_FLAG = re.compile(r"(?<=\d)\s*(?:HH|LL|H|L|\(H\)|\(L\)|\*+|!+)$")
+"""The lab's high/low marker printed after the number ("0.45 L", "7.2*"): it is not part of the value."""
+
+
 def parse_result(raw: object) -> tuple[str, Decimal]:
     """A lab result as (operator, number); operator is "" for an exact value, or <, >, <=, >= if censored."""
     if isinstance(raw, str):
-        text = raw.strip()
+        text = _ABNORMAL_FLAG.sub("", raw.strip())
         for length in (2, 1):
             op = _OPERATORS.get(text[:length])
             if op is not None:
                 return op, _to_decimal(text[length:], "value")
+        return "", _to_decimal(text, "value")
     return "", _to_decimal(raw, "value")
 
 

@@ -102,3 +102,13 @@ def test_baseline_in_a_unit_that_does_not_convert_is_said() -> None:
     result = grade_value(CREAT, "3.2", "mg/dL", baseline="71", baseline_unit="furlongs")
     assert result.grade is None
     assert "baseline" in result.reason and "furlongs" in result.reason
+
+
+@pytest.mark.parametrize("value", ["0.45 L", "0.45L", "0.45 LL", "0.45*", "0.45 (L)", "0.45!"])
+def test_abnormal_flags_printed_after_the_number_are_not_part_of_it(value: str) -> None:
+    result = grade_value(NEUT, value, "10^9/L", lln="1.8")
+    assert result.grade == 4, result.reason
+
+
+def test_a_letter_that_is_not_a_flag_is_not_stripped() -> None:
+    assert grade_value(NEUT, "0.45 G", "10^9/L", lln="1.8").grade is None
