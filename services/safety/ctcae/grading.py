@@ -98,7 +98,9 @@ def _decimal_comma(text: str, what: str) -> str:
 
 def _to_decimal(raw: object, what: str) -> Decimal:
     if isinstance(raw, str):
-        text = _decimal_comma(raw.strip(), what)
+        text = raw.strip()
+        if "," in text:
+            text = _decimal_comma(text, what)
         try:
             number = Decimal(text)
         except InvalidOperation:
@@ -130,7 +132,9 @@ _ABNORMAL_FLAG = re.compile(r"(?<=\d)\s*(?:HH|LL|H|L|\(H\)|\(L\)|\*+|!+)$")
 def parse_result(raw: object) -> tuple[str, Decimal]:
     """A lab result as (operator, number); operator is "" for an exact value, or <, >, <=, >= if censored."""
     if isinstance(raw, str):
-        text = _ABNORMAL_FLAG.sub("", raw.strip())
+        text = raw.strip()
+        if text and not text[-1].isdigit():
+            text = _ABNORMAL_FLAG.sub("", text)
         for length in (2, 1):
             op = _OPERATORS.get(text[:length])
             if op is not None:
@@ -153,9 +157,26 @@ class _Plan:
     criterion: Criterion
     to_grading: Decimal  # value in the given unit -> base unit the cut-offs are written in
     to_si: Decimal | None  # value in the given unit -> the quantity's SI unit (None: unit not given)
-    cuts: dict[Mode, tuple[Cut, ...]]
+    cuts: dict[Mode, tuple[Cut, ...]]  # for a subject not on anticoagulation (or not known to be)
     top_grade: int
     converted_note: str
+    plausible: tuple[Decimal | None, Decimal | None] | None = None  # bounds in the given unit
+    anticoagulated_cuts: dict[Mode, tuple[Cut, ...]] | None = None  # INR: the cuts on anticoagulation
+
+
+def _by_mode(cuts: tuple[Cut, ...], modes: tuple[Mode, ...]) -> tuple[dict[Mode, tuple[Cut, ...]], ...]:
+    """Cut-offs per baseline mode: (not on anticoagulation, on it); the second None-free only for INR."""
+    return tuple(
+        {
+            mode: tuple(
+                c
+                for c in cuts
+                if (c.mode is Mode.ANY or c.mode is mode) and (c.anticoagulation is None or c.anticoagulation is coag)
+            )
+            for mode in modes
+        }
+        for coag in (False, True)
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -177,9 +198,10 @@ def _plan(term: str, unit: str) -> _Plan | Grade:
     spec = units.parse_unit_for(unit, quantity)
     if not unit.strip() and not criterion.kinds_with_absolutes and not quantity.accepts(Kind.UNITLESS):
         # Only multiples of LLN/ULN/baseline: comparable as long as they share the value's unit.
-        cuts = {mode: tuple(c for c in criterion.cuts if c.mode in (Mode.ANY, mode)) for mode in Mode}
+        plain, coag = _by_mode(criterion.cuts, tuple(Mode))
         note = " (no unit given: value and limits taken to share one)"
-        return _Plan(criterion, Decimal(1), None, cuts, max(c.grade for c in criterion.cuts), note)
+        top = max(c.grade for c in criterion.cuts)
+        return _Plan(criterion, Decimal(1), None, plain, top, note, None, coag if plain != coag else None)
     if not unit.strip() and not quantity.accepts(Kind.UNITLESS):
         reason = f"no unit given: a {quantity.name} is not graded without one (a unit is never guessed)"
         return Grade(name, None, reason, None, None, finding=Finding(UNKNOWN_UNIT, f"{name}: {reason}"))
@@ -205,12 +227,16 @@ def _plan(term: str, unit: str) -> _Plan | Grade:
         to_grading = spec.factor * quantity.to_si_kind[spec.kind]
         note = f" (converted to {units.BASE_UNIT[grading_kind]}: CTCAE states this term's cut-offs in that unit)"
     usable = tuple(c for c in criterion.cuts if c.kind is None or c.kind is grading_kind)
-    cuts = {
-        mode: tuple(c for c in usable if c.mode is Mode.ANY or c.mode is mode)
-        for mode in (Mode.ANY, Mode.BASELINE_NORMAL, Mode.BASELINE_ABNORMAL)
-    }
+    cuts, coag = _by_mode(usable, (Mode.ANY, Mode.BASELINE_NORMAL, Mode.BASELINE_ABNORMAL))
     top = max(c.grade for c in usable)
-    return _Plan(criterion, to_grading, to_si, cuts, top, note)
+    bounds = plausible_range(name)
+    plausible = None
+    if bounds is not None:
+        plausible = (
+            None if bounds.low is None else bounds.low / to_si,
+            None if bounds.high is None else bounds.high / to_si,
+        )
+    return _Plan(criterion, to_grading, to_si, cuts, top, note, plausible, coag if coag != cuts else None)
 
 
 def _passes(value: Decimal, threshold: Decimal, cut: Cut, high: bool) -> bool:
@@ -290,10 +316,13 @@ def grade_value(
         )
     except _Unreadable as err:
         return Grade(name, None, str(err), None, None)
-    refs, baseline_note = _baseline_in_unit(criterion, refs, baseline, baseline_unit, unit_text)
-    implausible = _implausible(plan, value, number, refs, unit_text, anticoagulated=anticoagulated)
-    if implausible is not None:
-        return implausible
+    baseline_note = ""
+    if baseline_unit is not None and refs[3] is not None:
+        refs, baseline_note = _baseline_in_unit(criterion, refs, baseline, baseline_unit, unit_text)
+    if plan.plausible is not None:
+        implausible = _implausible(plan, value, number, refs, unit_text, anticoagulated=anticoagulated)
+        if implausible is not None:
+            return implausible
     given, scale = number, plan.to_grading
     if scale != 1:
         number = number * scale
@@ -303,11 +332,14 @@ def grade_value(
 
     thresholds: list[tuple[Cut, Decimal]] = []
     missing: list[Cut] = []
-    skipped_for_anticoagulation = False
-    for cut in plan.cuts[mode]:
-        if cut.anticoagulation is not None and cut.anticoagulation is not (anticoagulated is True):
-            skipped_for_anticoagulation = skipped_for_anticoagulation or cut.anticoagulation
-            continue
+    cuts = plan.cuts[mode]
+    if plan.anticoagulated_cuts is not None:
+        if anticoagulated is True:
+            cuts = plan.anticoagulated_cuts[mode]
+            mode_note += "; on anticoagulation: graded against baseline"
+        else:
+            mode_note += "; not on anticoagulation: fixed cut-offs, not multiples of baseline"
+    for cut in cuts:
         if not cut.slot:
             thresholds.append((cut, cut.amount))
             continue
@@ -317,10 +349,6 @@ def grade_value(
                 missing.append(cut)
             continue
         thresholds.append((cut, ref_value * cut.amount + cut.offset))
-    if skipped_for_anticoagulation:
-        mode_note += "; not on anticoagulation: fixed cut-offs, not multiples of baseline"
-    elif anticoagulated is True and any(c.anticoagulation for c in plan.cuts[mode]):
-        mode_note += "; on anticoagulation: graded against baseline"
     high = criterion.direction is Direction.HIGH
     shown = f"{value} {unit_text}".rstrip()
     if op:
@@ -450,11 +478,19 @@ def _implausible(
 ) -> Grade | None:
     """A value (or limit) no body can have in its stated unit: not graded, with the unit likely meant."""
     name = plan.criterion.term
+    if plan.plausible is None or plan.to_si is None:
+        return None
+    low, high = plan.plausible
+    named = (("value", number), ("LLN", refs[1]), ("ULN", refs[2]), ("baseline", refs[3]))
+    for _, a in named:
+        if a is not None and ((low is not None and a < low) or (high is not None and a > high)):
+            break
+    else:
+        return None  # the common case, decided without converting anything
     bounds = plausible_range(name)
-    if bounds is None or plan.to_si is None:
+    if bounds is None:
         return None
     si_unit = plan.criterion.quantity.si_unit
-    named = (("value", number), ("LLN", refs[1]), ("ULN", refs[2]), ("baseline", refs[3]))
     for what, amount in named:
         if amount is None or bounds.holds(amount * plan.to_si):
             continue
