@@ -142,7 +142,7 @@ def _apply_lab(
     keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject}
     baseline = None
     if not data.baseline:
-        baseline = store.baseline_lab_value(session, **keys, test=data.test, loinc=data.loinc, unit=data.unit)
+        baseline = store.baseline_lab_value(session, **keys, test=data.test, loinc=data.loinc)
     baseline_value, baseline_unit = baseline if baseline is not None else (None, None)
     graded = grade_lab(data, baseline_value=baseline_value, baseline_unit=baseline_unit)
     saved = store.save_lab(session, envelope=envelope, graded=graded)

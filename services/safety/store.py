@@ -122,10 +122,10 @@ def save_dose(session: Session, *, envelope: DoseAdministered) -> Saved:
 
 
 def baseline_lab_value(
-    session: Session, *, trial_id: str, subject_id: str, test: str | None, loinc: str | None, unit: str | None
+    session: Session, *, trial_id: str, subject_id: str, test: str | None, loinc: str | None
 ) -> tuple[str, str | None] | None:
-    """The latest baseline result of the same test, (value, unit): in the same unit when there is one, else in
-    whatever unit it was sent (the engine converts; a change of lab after baseline must not lose it)."""
+    """The latest baseline result of the same test as (value, unit), whatever unit it was sent in: the engine
+    converts it (a change of lab after baseline must not lose the baseline the AKI and INR rules need)."""
     query = select(LabResult).where(
         LabResult.trial_id == trial_id,
         LabResult.subject_id == subject_id,
@@ -134,8 +134,7 @@ def baseline_lab_value(
     query = query.where(LabResult.test == test) if test else query.where(LabResult.loinc == loinc)
     inactive = inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
     rows = session.exec(query.order_by(col(LabResult.collected_at).desc())).all()
-    active = [r for r in rows if r.result_id not in inactive]
-    row = next((r for r in active if r.unit == unit), None) or next(iter(active), None)
+    row = next((r for r in rows if r.result_id not in inactive), None)
     return (row.value, row.unit) if row is not None else None
 
 
