@@ -72,10 +72,14 @@ class DataQualityAlerts(ProtocolModel):
 
     `notify_roles` (default: the lab alert roles) gets every finding; contacts with `sites` only those from
     their sites. `code_roles` adds roles for one code (an implausible value can hide a grade 4).
+    `population_max`: per CTCAE term, the largest value (in the term's SI unit: 10^9/L, g/L, umol/L, mmol/L)
+    this trial's population can show; a larger one is not graded but flagged `implausible_value`, naming the
+    unit likely meant (an ANC of 250 "10^9/L" is possible in leukaemia, and is 250/uL in a cytopenic subject).
     """
 
     notify_roles: list[str] | None = Field(default=None, min_length=1)
     code_roles: dict[str, list[str]] = Field(default_factory=dict)
+    population_max: dict[str, Annotated[Decimal, Field(gt=0)]] = Field(default_factory=dict)
 
 
 Relatedness = Literal["not_related", "unlikely", "possible", "probable", "definite"]

@@ -96,7 +96,8 @@ def _apply_record(
         return saved.changed, []
     if isinstance(envelope, LabResulted):
         changed, signals = _apply_lab(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
-        return changed, signals + (data_quality.lab_flags(envelope, topic=signals_topic) if changed else [])
+        flags = data_quality.lab_flags(envelope, protocol=protocol, topic=signals_topic) if changed else []
+        return changed, signals + flags
     if isinstance(envelope, AeReported):
         changed, signals = _apply_ae(session, envelope, signals_topic=signals_topic)
         return changed, signals + (data_quality.seriousness_flags(envelope, topic=signals_topic) if changed else [])
@@ -144,7 +145,12 @@ def _apply_lab(
     if not data.baseline:
         baseline = store.baseline_lab_value(session, **keys, test=data.test, loinc=data.loinc)
     baseline_value, baseline_unit = baseline if baseline is not None else (None, None)
-    graded = grade_lab(data, baseline_value=baseline_value, baseline_unit=baseline_unit)
+    graded = grade_lab(
+        data,
+        baseline_value=baseline_value,
+        baseline_unit=baseline_unit,
+        population_max=protocol.data_quality.population_max,
+    )
     saved = store.save_lab(session, envelope=envelope, graded=graded)
     if not saved.changed:
         return False, []  # the same result re-sent under another delivery id

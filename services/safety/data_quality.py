@@ -20,6 +20,7 @@ from shared.events import (
     message_key,
 )
 from shared.outbox import Outgoing
+from shared.protocol import Protocol
 
 INCONSISTENT_SERIOUSNESS = "inconsistent_seriousness"
 
@@ -46,11 +47,12 @@ def flag(
     return Outgoing(topic=topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)
 
 
-def lab_flags(envelope: LabResulted, *, topic: str) -> list[Outgoing]:
-    """An implausible value or limit, or a unit we do not know: the result was not graded; the site must fix it."""
+def lab_flags(envelope: LabResulted, *, protocol: Protocol, topic: str) -> list[Outgoing]:
+    """An implausible value or limit, an ambiguous number or a unit we do not know: the site must fix it."""
+    findings = lab_findings(envelope.data, population_max=protocol.data_quality.population_max)
     return [
         flag(envelope, record_type="lab", record_id=envelope.data.result_id, code=f.code, detail=f.detail, topic=topic)
-        for f in lab_findings(envelope.data)
+        for f in findings
     ]
 
 

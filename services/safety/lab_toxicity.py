@@ -8,7 +8,9 @@ floor, so an acute kidney injury reported without a ULN still pages.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 
 from services.safety.ctcae import IMPLAUSIBLE_VALUE, Finding, Grade, grade_test, worst_grade
 from shared.events import LabData
@@ -30,8 +32,15 @@ def lab_test_code(data: LabData) -> str:
     return data.test or data.loinc or ""
 
 
-def grade_lab(data: LabData, *, baseline_value: str | None = None, baseline_unit: str | None = None) -> Grade:
-    """Grade a result against the subject's baseline value (in `baseline_unit` when that differs)."""
+def grade_lab(
+    data: LabData,
+    *,
+    baseline_value: str | None = None,
+    baseline_unit: str | None = None,
+    population_max: Mapping[str, Decimal] | None = None,
+) -> Grade:
+    """Grade a result against the subject's baseline value (in `baseline_unit` when that differs), flagging
+    values beyond what the trial's population can show (`population_max`, from the protocol)."""
     results = grade_test(
         lab_test_code(data),
         data.value,
@@ -41,6 +50,7 @@ def grade_lab(data: LabData, *, baseline_value: str | None = None, baseline_unit
         baseline=baseline_value,
         anticoagulated=data.anticoagulated,
         baseline_unit=baseline_unit,
+        population_max=population_max,
     )
     graded = worst_grade(results)
     if graded is None:  # grade_test always returns at least one result; keep the type honest
@@ -56,9 +66,9 @@ def grade_lab(data: LabData, *, baseline_value: str | None = None, baseline_unit
     return graded
 
 
-def lab_findings(data: LabData) -> list[Finding]:
+def lab_findings(data: LabData, *, population_max: Mapping[str, Decimal] | None = None) -> list[Finding]:
     """Data-quality findings on the record's own fields (unit, plausibility of value and range) for the site."""
-    graded = grade_lab(data)
+    graded = grade_lab(data, population_max=population_max)
     return [graded.finding] if graded.finding is not None else []
 
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Union
 
 from services.safety.ctcae import units
-from services.safety.ctcae.criteria import Criterion, Cut, Direction, Mode, Ref, find_criterion
-from services.safety.ctcae.plausibility import plausible_range
+from services.safety.ctcae.criteria import Criterion, Cut, Direction, Mode, Ref, find_criterion, fold
+from services.safety.ctcae.plausibility import Plausible, plausible_range
 from services.safety.ctcae.terms import lookup_term
 from services.safety.ctcae.tests_map import terms_for_test
 from services.safety.ctcae.units import Kind
@@ -286,12 +286,15 @@ def grade_value(
     baseline_abnormal: bool | None = None,
     anticoagulated: bool | None = None,
     baseline_unit: str | None = None,
+    population_max: Mapping[str, Number] | None = None,
 ) -> Grade:
     """Grade `value` (in `unit`; LLN, ULN and baseline in the same unit) for one CTCAE term.
 
     `anticoagulated`: whether the subject is on anticoagulation (INR's "x baseline" criteria); unknown
     counts as not. `baseline_unit`: the baseline's own unit when it differs (a change of lab after
     baseline): the baseline is converted, exactly, or left out with a note when it cannot be.
+    `population_max`: per CTCAE term, the largest value (in the term's SI unit) the trial's population can
+    show; above it a value is flagged implausible like one no human can have.
     """
     unit_text = unit or ""
     plan = _plan(term, unit_text)
@@ -312,15 +315,18 @@ def grade_value(
         )
     except _Ambiguous as err:
         return _grade_readings(
-            term, value, unit, err, lln, uln, baseline, baseline_abnormal, anticoagulated, baseline_unit
+            term, value, unit, err, lln, uln, baseline, baseline_abnormal, anticoagulated, baseline_unit, population_max
         )
     except _Unreadable as err:
         return Grade(name, None, str(err), None, None)
     baseline_note = ""
     if baseline_unit is not None and refs[3] is not None:
         refs, baseline_note = _baseline_in_unit(criterion, refs, baseline, baseline_unit, unit_text)
-    if plan.plausible is not None:
-        implausible = _implausible(plan, value, number, refs, unit_text, anticoagulated=anticoagulated)
+    cap = _population_cap(population_max, name)
+    if plan.plausible is not None or cap is not None:
+        implausible = _implausible(
+            plan, value, number, refs, unit_text, anticoagulated=anticoagulated, cap=cap, population_max=population_max
+        )
         if implausible is not None:
             return implausible
     given, scale = number, plan.to_grading
@@ -408,6 +414,7 @@ def _grade_readings(
     baseline_abnormal: bool | None,
     anticoagulated: bool | None,
     baseline_unit: str | None,
+    population_max: Mapping[str, Number] | None,
 ) -> Grade:
     """A value with two readings gets the lowest grade both allow, as a floor, like a censored value (45,000
     platelets/uL is grade 3 or 4: at least 3, and it pages); the site is asked to send it unambiguously."""
@@ -426,6 +433,7 @@ def _grade_readings(
                 baseline_abnormal=baseline_abnormal,
                 anticoagulated=anticoagulated,
                 baseline_unit=baseline_unit,
+                population_max=population_max,
             )
         )
     possible = [
@@ -467,6 +475,16 @@ def _possible_reading(term: str, unit: str | None, reading: str, graded: Grade) 
     return spec is None or spec.factor >= 1 or "." not in reading  # cells per uL are counted, never fractions
 
 
+def _population_cap(population_max: Mapping[str, Number] | None, term: str) -> Decimal | None:
+    if not population_max:
+        return None
+    key = fold(term)
+    for name, amount in population_max.items():
+        if fold(name) == key:
+            return _to_decimal(amount, "population maximum")
+    return None
+
+
 def _implausible(
     plan: _Plan,
     value: Number,
@@ -475,27 +493,34 @@ def _implausible(
     unit: str,
     *,
     anticoagulated: bool | None,
+    cap: Decimal | None,
+    population_max: Mapping[str, Number] | None,
 ) -> Grade | None:
-    """A value (or limit) no body can have in its stated unit: not graded, with the unit likely meant."""
+    """A value (or limit) no body can have in its stated unit (or none in this trial's population, `cap`):
+    not graded, with the unit likely meant."""
     name = plan.criterion.term
-    if plan.plausible is None or plan.to_si is None:
+    if plan.to_si is None:
         return None
-    low, high = plan.plausible
+    low, high = plan.plausible or (None, None)
+    if cap is not None:
+        high = cap / plan.to_si if high is None else min(high, cap / plan.to_si)
     named = (("value", number), ("LLN", refs[1]), ("ULN", refs[2]), ("baseline", refs[3]))
     for _, a in named:
         if a is not None and ((low is not None and a < low) or (high is not None and a > high)):
             break
     else:
         return None  # the common case, decided without converting anything
-    bounds = plausible_range(name)
-    if bounds is None:
-        return None
+    bounds = plausible_range(name) or Plausible(None, None, ())
+    population = cap is not None and (bounds.high is None or cap < bounds.high)
+    if population:
+        bounds = Plausible(bounds.low, cap, bounds.alternatives)
+    where = "in this trial's population" if population else "physiologically"
     si_unit = plan.criterion.quantity.si_unit
     for what, amount in named:
         if amount is None or bounds.holds(amount * plan.to_si):
             continue
         shown = f"{value if what == 'value' else amount} {unit}".rstrip()
-        seen = f"{what} {shown} is outside what is physiologically possible ({bounds.describe(si_unit)})"
+        seen = f"{what} {shown} is outside what is possible {where} ({bounds.describe(si_unit)})"
         likely = [
             alternative
             for alternative in bounds.alternatives
@@ -509,7 +534,9 @@ def _implausible(
             meant = " or ".join(likely)
             detail = f"{name}: {seen}; likely {meant} was meant"
             if what == "value":
-                detail += _graded_as(plan, value, unit, likely, refs, anticoagulated=anticoagulated)
+                detail += _graded_as(
+                    plan, value, unit, likely, refs, anticoagulated=anticoagulated, population_max=population_max
+                )
         reason = f"implausible: {detail.removeprefix(name + ': ')}; not graded as given"
         return Grade(name, None, reason, None, None, finding=Finding(IMPLAUSIBLE_VALUE, detail))
     return None
@@ -523,6 +550,7 @@ def _graded_as(
     refs: tuple[Decimal | None, ...],
     *,
     anticoagulated: bool | None,
+    population_max: Mapping[str, Number] | None,
 ) -> str:
     """What the value would grade in each likely unit (limits read in the unit given, converted): the
     safety officer must hear of a grade 4 hidden behind a unit slip."""
@@ -543,6 +571,7 @@ def _graded_as(
             uln=moved[2],
             baseline=moved[3],
             anticoagulated=anticoagulated,
+            population_max=population_max,
         )
         if graded.grade is not None:
             at_least = "at least " if graded.floor else ""
@@ -658,6 +687,7 @@ def grade_test(
     baseline_abnormal: bool | None = None,
     anticoagulated: bool | None = None,
     baseline_unit: str | None = None,
+    population_max: Mapping[str, Number] | None = None,
 ) -> list[Grade]:
     """Grade a test (CDISC LBTESTCD or LOINC) for every term it grades; an unknown test gives one reason."""
     terms = terms_for_test(test)
@@ -674,6 +704,7 @@ def grade_test(
             baseline_abnormal=baseline_abnormal,
             anticoagulated=anticoagulated,
             baseline_unit=baseline_unit,
+            population_max=population_max,
         )
         for term in terms
     ]

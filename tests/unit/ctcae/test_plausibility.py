@@ -83,3 +83,21 @@ def test_extreme_but_real_values_are_graded(
     result = grade_value(term, value, unit, lln=lln, uln=uln)
     assert result.finding is None
     assert result.grade == grade
+
+
+def test_a_population_bound_catches_a_slip_the_human_bound_cannot() -> None:
+    # ANC "250" labelled 10^9/L: possible in chronic myeloid leukaemia, impossible in subjects with prolonged
+    # cytopenia after CAR-T, where it is 250/uL: grade 4 neutropenia, not grade 0.
+    assert grade_value("Neutrophil count decreased", "250", "10^9/L", lln="1.8").grade == 0
+    bounded = grade_value(
+        "Neutrophil count decreased", "250", "10^9/L", lln="1.8", population_max={"Neutrophil count decreased": 50}
+    )
+    assert bounded.grade is None
+    assert bounded.finding is not None and bounded.finding.code == "implausible_value"
+    assert "likely /uL" in bounded.finding.detail and "as /uL: grade 4" in bounded.finding.detail
+    assert "this trial's population" in bounded.finding.detail
+
+
+def test_population_bound_for_another_term_changes_nothing() -> None:
+    result = grade_value("Neutrophil count decreased", "0.4", "10^9/L", population_max={"Anemia": 200})
+    assert result.grade == 4

@@ -199,3 +199,23 @@ def test_baseline_from_another_lab_in_another_unit_still_counts(session: Session
     [signal] = only(out, LabToxicity)
     assert isinstance(signal.envelope, LabToxicity)
     assert (signal.envelope.data.grade, signal.envelope.data.floor) == (3, True)
+
+
+def test_the_trials_population_bound_catches_an_anc_in_cells_per_microlitre(
+    session: Session, protocol: Protocol
+) -> None:
+    out = run(session, protocol, lab(1, "NEUT", "250", "10^9/L", lln="1.8", uln="7.5"))
+    [flag] = only(out, DataQualityFlagged)
+    assert isinstance(flag.envelope, DataQualityFlagged)
+    assert flag.envelope.data.code == "implausible_value"
+    assert "as /uL: grade 4" in flag.envelope.data.detail
+    stored = session.get(LabResult, ("NCT07212335", "S-001", "R-1"))
+    assert stored is not None and stored.grade is None
+
+
+def test_a_wbc_in_cells_per_microlitre_is_not_read_as_leukocytosis(session: Session, protocol: Protocol) -> None:
+    out = run(session, protocol, lab(1, "WBC", "800", "10^9/L", lln="4.0", uln="11.0"))
+    assert only(out, LabToxicity) == []
+    [flag] = only(out, DataQualityFlagged)
+    assert isinstance(flag.envelope, DataQualityFlagged)
+    assert "as /uL: grade 4" in flag.envelope.data.detail

@@ -55,3 +55,10 @@ def test_contact_sites_are_optional() -> None:
     contacts.append({"name": "DM 2", "email": "dm2@site.example", "role": "data_manager", "sites": ["102"]})
     raw["contacts"] = contacts
     assert parse_protocol(yaml.safe_dump(raw)).contacts_with_role("data_manager")[-1].sites == ["102"]
+
+
+def test_shipped_population_bounds_and_their_validation() -> None:
+    assert load_protocol(None).data_quality.population_max["Neutrophil count decreased"] == 50
+    raw = shipped()
+    raw["data_quality"] = {"population_max": {"Neutrophil count decreased": 0}}
+    assert any(p.startswith("data_quality.population_max.Neutrophil count decreased:") for p in problems_of(raw))
