@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Union
@@ -160,8 +160,9 @@ class _Plan:
     cuts: dict[Mode, tuple[Cut, ...]]  # for a subject not on anticoagulation (or not known to be)
     top_grade: int
     converted_note: str
-    plausible: tuple[Decimal | None, Decimal | None] | None = None  # bounds in the given unit
+    plausible: tuple[Decimal | None, Decimal | None] | None = None  # value bounds in the given unit
     anticoagulated_cuts: dict[Mode, tuple[Cut, ...]] | None = None  # INR: the cuts on anticoagulation
+    uln_band: tuple[Decimal, Decimal] | None = None  # where a ULN can sit, in the given unit
 
 
 def _by_mode(cuts: tuple[Cut, ...], modes: tuple[Mode, ...]) -> tuple[dict[Mode, tuple[Cut, ...]], ...]:
@@ -230,13 +231,15 @@ def _plan(term: str, unit: str) -> _Plan | Grade:
     cuts, coag = _by_mode(usable, (Mode.ANY, Mode.BASELINE_NORMAL, Mode.BASELINE_ABNORMAL))
     top = max(c.grade for c in usable)
     bounds = plausible_range(name)
-    plausible = None
+    plausible = uln_band = None
     if bounds is not None:
         plausible = (
             None if bounds.low is None else bounds.low / to_si,
             None if bounds.high is None else bounds.high / to_si,
         )
-    return _Plan(criterion, to_grading, to_si, cuts, top, note, plausible, coag if coag != cuts else None)
+        uln_band = None if bounds.uln is None else (bounds.uln[0] / to_si, bounds.uln[1] / to_si)
+    anticoagulated_cuts = coag if coag != cuts else None
+    return _Plan(criterion, to_grading, to_si, cuts, top, note, plausible, anticoagulated_cuts, uln_band)
 
 
 def _passes(value: Decimal, threshold: Decimal, cut: Cut, high: bool) -> bool:
@@ -505,11 +508,14 @@ def _implausible(
     if cap is not None:
         high = cap / plan.to_si if high is None else min(high, cap / plan.to_si)
     named = (("value", number), ("LLN", refs[1]), ("ULN", refs[2]), ("baseline", refs[3]))
+    band = plan.uln_band
     for _, a in named:
         if a is not None and ((low is not None and a < low) or (high is not None and a > high)):
             break
     else:
-        return None  # the common case, decided without converting anything
+        uln = refs[2]
+        if band is None or uln is None or band[0] <= uln <= band[1]:
+            return None  # the common case, decided without converting anything
     bounds = plausible_range(name) or Plausible(None, None, ())
     population = cap is not None and (bounds.high is None or cap < bounds.high)
     if population:
@@ -517,16 +523,25 @@ def _implausible(
     where = "in this trial's population" if population else "physiologically"
     si_unit = plan.criterion.quantity.si_unit
     for what, amount in named:
-        if amount is None or bounds.holds(amount * plan.to_si):
+        if amount is None:
             continue
-        shown = f"{value if what == 'value' else amount} {unit}".rstrip()
-        seen = f"{what} {shown} is outside what is possible {where} ({bounds.describe(si_unit)})"
+        holds: Callable[[Decimal], bool] = bounds.holds
+        if what == "ULN" and bounds.uln is not None and bounds.holds(amount * plan.to_si):
+            holds, span = bounds.uln_holds, f"{bounds.uln[0]} to {bounds.uln[1]} {si_unit} for a reference limit"
+            seen = f"ULN {amount} {unit} is outside where a lab's upper reference limit sits ({span})".rstrip()
+        elif bounds.holds(amount * plan.to_si):
+            continue
+        else:
+            shown = f"{value if what == 'value' else amount} {unit}".rstrip()
+            seen = f"{what} {shown} is outside what is possible {where} ({bounds.describe(si_unit)})"
+        if holds(amount * plan.to_si):
+            continue
         likely = [
             alternative
             for alternative in bounds.alternatives
             if units.normalise_unit(alternative) != units.normalise_unit(unit)
             and (in_si := units.convert(amount, alternative, plan.criterion.quantity)) is not None
-            and bounds.holds(in_si)
+            and holds(in_si)
         ]
         if not likely:
             detail = f"{name}: {seen}; no unit we know makes it plausible"

@@ -21,11 +21,20 @@ from services.safety.ctcae.criteria import fold
 
 @dataclass(frozen=True, slots=True)
 class Plausible:
-    """Inclusive bounds in the analyte's SI unit (None: no bound) and the units senders mix up with it."""
+    """Inclusive bounds in the analyte's SI unit (None: no bound) and the units senders mix up with it.
+
+    `uln`: where a lab's upper reference limit can sit (narrower than the values: a ULN is a healthy
+    person's value). A ULN written for another unit (bilirubin "1.2" on a umol/L result) would otherwise turn
+    a normal result into 14 x ULN, grade 4.
+    """
 
     low: Decimal | None
     high: Decimal | None
     alternatives: tuple[str, ...]
+    uln: tuple[Decimal, Decimal] | None = None
+
+    def uln_holds(self, uln_si: Decimal) -> bool:
+        return self.uln is None or self.uln[0] <= uln_si <= self.uln[1]
 
     def holds(self, value_si: Decimal) -> bool:
         return (self.low is None or value_si >= self.low) and (self.high is None or value_si <= self.high)
@@ -38,8 +47,16 @@ class Plausible:
         return f"{self.low} to {self.high} {unit_si}"
 
 
-def _bounds(low: str | None, high: str | None, *alternatives: str) -> Plausible:
-    return Plausible(None if low is None else Decimal(low), None if high is None else Decimal(high), alternatives)
+def _bounds(low: str | None, high: str | None, *alternatives: str, uln: tuple[str, str] | None = None) -> Plausible:
+    return Plausible(
+        None if low is None else Decimal(low),
+        None if high is None else Decimal(high),
+        alternatives,
+        None if uln is None else (Decimal(uln[0]), Decimal(uln[1])),
+    )
+
+
+ENZYME_UNITS = ("U/L", "ukat/L")
 
 
 PER_MICROLITRE = ("/uL",)
@@ -68,9 +85,18 @@ def _table() -> Mapping[str, Plausible]:
         "Lymphocyte count decreased": lymphocytes,
         "Lymphocyte count increased": lymphocytes,
         "CD4 lymphocytes decreased": _bounds(None, "20", *PER_MICROLITRE),
-        "Creatinine increased": _bounds("5", "3000", "umol/L", "mg/dL"),  # umol/L
-        "Blood bilirubin increased": _bounds(None, "1800", "umol/L", "mg/dL"),  # umol/L
-        "Hyperuricemia": _bounds(None, "3000", "umol/L", "mg/dL"),  # umol/L
+        "Creatinine increased": _bounds("5", "3000", "umol/L", "mg/dL", uln=("30", "300")),  # umol/L
+        "Blood bilirubin increased": _bounds(None, "1800", "umol/L", "mg/dL", uln=("5", "60")),  # umol/L
+        "Hyperuricemia": _bounds(None, "3000", "umol/L", "mg/dL", uln=("150", "800")),  # umol/L
+        # Enzymes (U/L): any activity can be real; only the ULN tells a unit slip.
+        "Alanine aminotransferase increased": _bounds(None, None, *ENZYME_UNITS, uln=("10", "200")),
+        "Aspartate aminotransferase increased": _bounds(None, None, *ENZYME_UNITS, uln=("10", "200")),
+        "Alkaline phosphatase increased": _bounds(None, None, *ENZYME_UNITS, uln=("30", "1000")),
+        "GGT increased": _bounds(None, None, *ENZYME_UNITS, uln=("10", "300")),
+        "Blood lactate dehydrogenase increased": _bounds(None, None, *ENZYME_UNITS, uln=("100", "1500")),
+        "CPK increased": _bounds(None, None, *ENZYME_UNITS, uln=("50", "2000")),
+        "Lipase increased": _bounds(None, None, *ENZYME_UNITS, uln=("10", "1000")),
+        "Serum amylase increased": _bounds(None, None, *ENZYME_UNITS, uln=("30", "600")),
         "Hypoalbuminemia": _bounds("5", "80", "g/L", "g/dL"),  # g/L
         "Fibrinogen decreased": _bounds(None, "20", "g/L", "mg/dL"),  # g/L
         "Cholesterol high": _bounds(None, "60", "mmol/L", "mg/dL"),

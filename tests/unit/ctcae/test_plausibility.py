@@ -101,3 +101,34 @@ def test_a_population_bound_catches_a_slip_the_human_bound_cannot() -> None:
 def test_population_bound_for_another_term_changes_nothing() -> None:
     result = grade_value("Neutrophil count decreased", "0.4", "10^9/L", population_max={"Anemia": 200})
     assert result.grade == 4
+
+
+@pytest.mark.parametrize(
+    ("term", "value", "unit", "uln", "likely"),
+    [
+        ("Blood bilirubin increased", "17", "umol/L", "1.2", "mg/dL"),  # a mg/dL ULN on a umol/L result
+        ("Creatinine increased", "88", "umol/L", "1.2", "mg/dL"),
+        ("Alanine aminotransferase increased", "40", "U/L", "0.6", "ukat/L"),
+        ("Hyperuricemia", "400", "umol/L", "7.0", "mg/dL"),
+    ],
+)
+def test_a_uln_in_another_unit_is_not_a_grade_4(term: str, value: str, unit: str, uln: str, likely: str) -> None:
+    # 17 umol/L bilirubin against "ULN 1.2" would be 14 x ULN: grade 4 for a normal result.
+    result = grade_value(term, value, unit, uln=uln)
+    assert result.grade is None
+    assert result.finding is not None and result.finding.code == "implausible_value"
+    assert "ULN" in result.finding.detail and f"likely {likely}" in result.finding.detail
+
+
+@pytest.mark.parametrize(
+    ("term", "value", "unit", "uln"),
+    [
+        ("Blood bilirubin increased", "2", "umol/L", "21"),
+        ("Blood bilirubin increased", "0.3", "mg/dL", "1.2"),
+        ("Alanine aminotransferase increased", "0.5", "ukat/L", "0.6"),
+        ("Alkaline phosphatase increased", "300", "U/L", "420"),  # a child's ULN
+        ("Creatinine increased", "0.4", "mg/dL", "0.5"),
+    ],
+)
+def test_real_reference_limits_pass(term: str, value: str, unit: str, uln: str) -> None:
+    assert grade_value(term, value, unit, uln=uln).finding is None
