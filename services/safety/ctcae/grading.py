@@ -519,23 +519,22 @@ def _implausible(
     bounds = plausible_range(name) or Plausible(None, None, ())
     population = cap is not None and (bounds.high is None or cap < bounds.high)
     if population:
-        bounds = Plausible(bounds.low, cap, bounds.alternatives)
+        bounds = replace(bounds, high=cap)
     where = "in this trial's population" if population else "physiologically"
     si_unit = plan.criterion.quantity.si_unit
     for what, amount in named:
         if amount is None:
             continue
         holds: Callable[[Decimal], bool] = bounds.holds
-        if what == "ULN" and bounds.uln is not None and bounds.holds(amount * plan.to_si):
-            holds, span = bounds.uln_holds, f"{bounds.uln[0]} to {bounds.uln[1]} {si_unit} for a reference limit"
-            seen = f"ULN {amount} {unit} is outside where a lab's upper reference limit sits ({span})".rstrip()
-        elif bounds.holds(amount * plan.to_si):
-            continue
+        if holds(amount * plan.to_si):
+            if what != "ULN" or bounds.uln is None or bounds.uln_holds(amount * plan.to_si):
+                continue
+            # A possible value, but not where any lab puts its upper reference limit.
+            holds, (lo, hi) = bounds.uln_holds, bounds.uln
+            seen = f"ULN {amount} {unit} is outside where a lab's upper reference limit sits ({lo} to {hi} {si_unit})"
         else:
             shown = f"{value if what == 'value' else amount} {unit}".rstrip()
             seen = f"{what} {shown} is outside what is possible {where} ({bounds.describe(si_unit)})"
-        if holds(amount * plan.to_si):
-            continue
         likely = [
             alternative
             for alternative in bounds.alternatives
