@@ -101,6 +101,11 @@ class LabData(Model):
     uln: Decimal | None = None
     collected_at: AwareDatetime
     baseline: bool = False
+    anticoagulated: bool | None = Field(
+        default=None,
+        description="Subject on anticoagulation when sampled (CTCAE grades INR against baseline only then); "
+        "unknown counts as not",
+    )
     raw: dict[str, str] | None = Field(
         default=None, description="The sender's values exactly as received (field or item name -> text)"
     )
@@ -311,7 +316,11 @@ class SaeUpdated(EnvelopeBase):
 
 
 class LabToxicityData(Model):
-    """A graded lab result at or above the protocol's threshold and worse than the subject's baseline."""
+    """A graded lab result at or above the protocol's threshold and worse than the subject's baseline.
+
+    `floor`: the grade is the lowest the data allows (a limit missing, a censored value): "at least grade N".
+    `received_at`: when Sentinel learned of it (the review clock starts there; absent from older producers).
+    """
 
     site_id: str
     subject_id: str
@@ -326,6 +335,8 @@ class LabToxicityData(Model):
     reason: str
     collected_at: AwareDatetime
     source_event_id: str
+    floor: bool = False
+    received_at: AwareDatetime | None = None
 
 
 class LabToxicity(EnvelopeBase):

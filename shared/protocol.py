@@ -45,16 +45,43 @@ class SaeRules(ProtocolModel):
 
 
 class LabAlerts(ProtocolModel):
-    """When a graded lab result pages someone: at or above the threshold and worse than the subject's baseline."""
+    """When a graded lab result pages someone: at or above the threshold and worse than the subject's baseline.
+
+    A floor grade ("at least grade 3": a limit missing, a censored value) counts as its floor. Each such
+    alert opens a review obligation due `review_hours` after Sentinel received the result, and pages up
+    the escalation steps until acknowledged; `review_hours: null` notifies once with no clock.
+    """
 
     min_grade: int = Field(default=3, ge=1, le=4)
     term_min_grade: dict[str, Annotated[int, Field(ge=1, le=4)]] = Field(
         default_factory=dict, description="Per CTCAE term overrides of min_grade"
     )
     notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
+    review_hours: int | None = Field(
+        default=24,
+        ge=1,
+        le=24 * 30,
+        description="A lab toxicity must be reviewed by then (reminders, overdue pages); null: notify once",
+    )
 
     def threshold(self, term: str) -> int:
         return self.term_min_grade.get(term, self.min_grade)
+
+
+class DataQualityAlerts(ProtocolModel):
+    """Who hears of data-quality findings (an AE term that maps to no CTCAE term, an implausible lab value, a
+    unit nobody knows, contradictory seriousness): informational alerts, sent once, never a clock.
+
+    `notify_roles` (default: the lab alert roles) gets every finding; contacts with `sites` only those from
+    their sites. `code_roles` adds roles for one code (an implausible value can hide a grade 4).
+    `population_max`: per CTCAE term, the largest value (in the term's SI unit: 10^9/L, g/L, umol/L, mmol/L)
+    this trial's population can show; a larger one is not graded but flagged `implausible_value`, naming the
+    unit likely meant (an ANC of 250 "10^9/L" is possible in leukaemia, and is 250/uL in a cytopenic subject).
+    """
+
+    notify_roles: list[str] | None = Field(default=None, min_length=1)
+    code_roles: dict[str, list[str]] = Field(default_factory=dict)
+    population_max: dict[str, Annotated[Decimal, Field(gt=0)]] = Field(default_factory=dict)
 
 
 Relatedness = Literal["not_related", "unlikely", "possible", "probable", "definite"]
@@ -198,6 +225,9 @@ class Contact(ProtocolModel):
     name: str
     email: Email
     role: Annotated[str, Field(min_length=1)]
+    sites: list[str] = Field(
+        default_factory=list, description="Site ids this contact answers for (data-quality findings); empty: all"
+    )
 
 
 # --- reference safety information and expedited reporting ---------------------------------------------
@@ -295,6 +325,7 @@ class Protocol(ProtocolModel):
     assessments: list[Assessment] = Field(default_factory=list)
     sae: SaeRules = SaeRules()
     lab_alerts: LabAlerts = LabAlerts()
+    data_quality: DataQualityAlerts = DataQualityAlerts()
     contacts: list[Contact] = Field(min_length=1)
     escalation: EscalationPolicy
     reference_safety_information: ReferenceSafetyInformation | None = None
@@ -311,6 +342,8 @@ class Protocol(ProtocolModel):
             "sae.notify_roles": self.sae.notify_roles,
             "lab_alerts.notify_roles": self.lab_alerts.notify_roles,
             "dlt.notify_roles": self.dlt.notify_roles,
+            "data_quality.notify_roles": self.data_quality.notify_roles or [],
+            **{f"data_quality.code_roles.{code}": r for code, r in self.data_quality.code_roles.items()},
         }
         if self.expedited_reporting is not None:
             if self.reference_safety_information is None:

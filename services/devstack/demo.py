@@ -75,7 +75,7 @@ def _settled(fetch: Callable[[], list[T]], *, deadline: float, ready: Callable[[
 
 
 def _show_lab(lab: dict[str, Any]) -> None:
-    grade = "-" if lab["grade"] is None else lab["grade"]
+    grade = "-" if lab["grade"] is None else f"{'>=' if lab.get('grade_floor') else ''}{lab['grade']}"
     tag = " (baseline)" if lab["baseline"] else ""
     result = f"{lab['test'] or lab['loinc']} {lab['value']} {lab['unit'] or ''}".strip()
     _say(f"  {result:<22} grade {grade}{tag:<11} {DIM}{lab['grade_reason']}{RESET}")

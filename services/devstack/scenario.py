@@ -29,7 +29,9 @@ def scenario_events(
     """Enrolment into arm A, one infusion, baseline and day-2 labs, an AE that becomes serious.
 
     The day-2 neutrophils are grade 4 but so was the baseline: no page. ALT rises to grade 3 from a normal
-    baseline: one lab toxicity alert. The AE's second version is serious: the SAE clock starts.
+    baseline: one lab toxicity alert. The AE's second version is serious: the SAE clock starts. Creatinine,
+    sent without the lab's reference range, quadruples from its baseline: "at least grade 3" (only a ULN
+    could make it grade 4), a floor grade that pages with its review clock.
     """
     day0 = now - timedelta(days=2)
     before = (day0 - timedelta(days=1)).isoformat()
@@ -110,6 +112,8 @@ def scenario_events(
         ),
         lab("lab-anc-d2", "L-3", "NEUT", "<0.1", "10^9/L", 1.8, 7.5, day2),
         lab("lab-alt-d2", "L-5", "ALT", 262, "U/L", 7, 40, day2),
+        lab("lab-creat-base", "L-6", "CREAT", 0.8, "mg/dL", None, None, before, baseline=True),
+        lab("lab-creat-d2", "L-7", "CREAT", 3.2, "mg/dL", None, None, day2),
         event(
             "ae-1-v2",
             "ae",

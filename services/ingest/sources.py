@@ -142,7 +142,20 @@ AE_FIELDS = frozenset(
     }
 )
 LAB_FIELDS = frozenset(
-    {"id", "test", "loinc", "value", "unit", "lln", "uln", "range", "collected_at", "baseline", "status"}
+    {
+        "id",
+        "test",
+        "loinc",
+        "value",
+        "unit",
+        "lln",
+        "uln",
+        "range",
+        "collected_at",
+        "baseline",
+        "anticoagulated",
+        "status",
+    }
 )
 DOSE_FIELDS = frozenset({"id", "number", "administered_at", "cells_per_kg", "status"})
 ENROLLMENT_FIELDS = frozenset({"arm", "enrolled_at", "weight_kg", "car_t_infused_on", "status"})

@@ -1,10 +1,19 @@
-"""Pure: a lab toxicity signal becomes an alert (no reporting clock) threaded per subject and term."""
+"""Pure: a lab toxicity signal becomes an alert threaded per subject and term, with a review obligation.
+
+The review clock starts when Sentinel received the result (`received_at`; the signal's time, which is the
+collection time, from producers that predate it): a result entered days after it was drawn must still get
+its full review time, and never arrives already overdue. With `lab_alerts.review_hours: null` the alert
+notifies once and carries no clock.
+"""
 
 from __future__ import annotations
 
+from services.notify.escalation import initial_targets
 from services.notify.mail_content import lab_mail
-from services.notify.sae_alerts import AlertPlan, plan_messages
-from shared.events import LabToxicity, deterministic_id
+from services.notify.obligations import LAB_REVIEW, deadline
+from services.notify.sae_alerts import AlertPlan, ObligationPlan, plan_messages
+from shared.clock import utc
+from shared.events import LabToxicity, LabToxicityData, deterministic_id
 from shared.protocol import Protocol
 
 LAB_KIND = "lab_toxicity"
@@ -14,15 +23,34 @@ def lab_thread_key(signal: LabToxicity) -> str:
     return f"{LAB_KIND}:{signal.trialid}:{signal.data.subject_id}:{signal.data.term}"
 
 
+def grade_text(data: LabToxicityData) -> str:
+    """ "grade 3", or "at least grade 3" when missing data could make it worse."""
+    return f"{'at least ' if data.floor else ''}grade {data.grade}"
+
+
 def plan_lab_alert(signal: LabToxicity, protocol: Protocol) -> AlertPlan:
     data = signal.data
     thread_key = lab_thread_key(signal)
-    content = lab_mail(signal.trialid, data)
+    alert_id = deterministic_id("alert", thread_key)
+    hours = protocol.lab_alerts.review_hours
+    obligation = None
+    if hours is not None:
+        started = utc(data.received_at or signal.time)
+        obligation = ObligationPlan(
+            id=deterministic_id("obligation", alert_id, LAB_REVIEW, signal.id),
+            kind=LAB_REVIEW,
+            description=f"Review the {data.term} {grade_text(data)} within {hours} h",
+            clock_started_at=started,
+            clock_basis="receipt" if data.received_at is not None else "signal",
+            due_at=deadline(started, hours),
+        )
+    content = lab_mail(signal.trialid, data, due_at=obligation.due_at if obligation else None, hours=hours)
+    targets = initial_targets(protocol, protocol.lab_alerts.notify_roles, escalates=obligation is not None)
     return AlertPlan(
-        alert_id=deterministic_id("alert", thread_key),
+        alert_id=alert_id,
         thread_key=thread_key,
-        title=f"{data.term} grade {data.grade} (subject {data.subject_id}, site {data.site_id})",
+        title=f"{data.term} {grade_text(data)} (subject {data.subject_id}, site {data.site_id})",
         details=data.model_dump(mode="json"),
-        obligation=None,
-        messages=plan_messages(signal.id, protocol, list(protocol.lab_alerts.notify_roles), content),
+        obligation=obligation,
+        messages=plan_messages(signal.id, protocol, targets, content),
     )

@@ -65,24 +65,43 @@ def sae_mail(trial_id: str, data: SaeData, *, due_at: datetime, hours: int, reas
     return MailContent(subject=subject, text=text, html=html)
 
 
-def lab_mail(trial_id: str, data: LabToxicityData) -> MailContent:
+def lab_mail(
+    trial_id: str, data: LabToxicityData, *, due_at: datetime | None = None, hours: int | None = None
+) -> MailContent:
+    """A floor grade reads "at least grade N" everywhere; with a review clock, the mail says when it is due."""
     baseline = f"grade {data.baseline_grade}" if data.baseline_grade is not None else "no baseline result"
     previous = f"grade {data.previous_grade}" if data.previous_grade is not None else "none"
+    grade = f"at least {data.grade}" if data.floor else str(data.grade)
+    graded = f"{'at least ' if data.floor else ''}grade {data.grade}"
     rows = [
         ("Trial", trial_id),
         ("Site", data.site_id),
         ("Subject", data.subject_id),
         ("CTCAE term", data.term),
-        ("Grade", str(data.grade)),
+        ("Grade", grade),
         ("Result", f"{data.test} = {data.value} {data.unit or ''}".rstrip()),
         ("Collected", _when(data.collected_at)),
         ("Baseline", baseline),
         ("Previously signalled", previous),
         ("Grading", data.reason),
     ]
-    subject = f"[{trial_id}] {data.term} grade {data.grade}, subject {data.subject_id}"
-    text = "\n".join([f"Lab toxicity worse than baseline: {data.term} grade {data.grade}.", "", *_lines(rows)])
-    html = f"<html><body><h2>Lab toxicity: {escape(data.term)} grade {data.grade}</h2>{_table(rows)}</body></html>"
+    if due_at is not None:
+        rows.append(("Review due", f"{_when(due_at)} ({hours} h)"))
+    due = f", review due {_when(due_at)}" if due_at is not None else ""
+    subject = f"[{trial_id}] {data.term} {graded}{due}, subject {data.subject_id}"
+    heading = f"Lab toxicity worse than baseline: {data.term} {graded}."
+    footer = (
+        "Acknowledge the alert to stop paging; only recording the review closes the obligation."
+        if due_at is not None
+        else None
+    )
+    tail = [footer] if footer else []
+    text = "\n".join([heading, "", *_lines(rows), *(["", *tail] if tail else [])])
+    html = (
+        f"<html><body><h2>Lab toxicity: {escape(data.term)} {escape(graded)}</h2>{_table(rows)}"
+        + (f"<p>{escape(footer)}</p>" if footer else "")
+        + "</body></html>"
+    )
     return MailContent(subject=subject, text=text, html=html)
 
 

@@ -18,6 +18,7 @@ STOPPING_RULE_REVIEW = "stopping_rule_review"
 SUSAR_REPORTS = frozenset({"susar_report", "susar_completion", "susar_follow_up"})
 DOSE_RECOMMENDATION_REVIEW = "dose_recommendation_review"
 DEVIATION_REVIEW = "deviation_review"
+LAB_REVIEW = "lab_review"
 OPEN_STATES = frozenset({"open", "overdue"})
 CLOSED_STATES = frozenset({"completed", "cancelled"})
 
@@ -39,6 +40,8 @@ def reminded_roles(protocol: Protocol, kind: str) -> list[str]:
     if kind in SUSAR_REPORTS:
         rules = protocol.expedited_reporting
         return list(rules.notify_roles) if rules is not None else list(protocol.sae.notify_roles)
+    if kind == LAB_REVIEW:
+        return list(protocol.lab_alerts.notify_roles)
     raise ValueError(f"unknown obligation kind {kind!r}")
 
 
@@ -52,6 +55,7 @@ def label(kind: str) -> str:
         "susar_follow_up": "SUSAR follow-up report",
         DOSE_RECOMMENDATION_REVIEW: "recommended-dose review",
         DEVIATION_REVIEW: "protocol-deviation review",
+        LAB_REVIEW: "lab toxicity review",
     }.get(kind, kind.replace("_", " "))
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlmodel import Session
 
 from services.notify import alert_actions, scheduling, store
+from services.notify.data_quality_alerts import DATA_QUALITY_KIND, plan_data_quality
 from services.notify.dlt_alerts import (
     DLT_KIND,
     DOSE_RECOMMENDATION_KIND,
@@ -30,13 +31,14 @@ from services.notify.dlt_alerts import (
 )
 from services.notify.lab_alerts import LAB_KIND, plan_lab_alert
 from services.notify.models import Alert
-from services.notify.obligations import DLT_REVIEW, SAE_REPORT, STOPPING_RULE_REVIEW
+from services.notify.obligations import DLT_REVIEW, LAB_REVIEW, SAE_REPORT, STOPPING_RULE_REVIEW
 from services.notify.sae_alerts import SAE_KIND, AlertPlan, plan_sae_alert, report_deadline, update_needs_paging
 from services.notify.susar_signals import apply_susar
 from shared.clock import utc
 from shared.events import (
     AssessmentMissed,
     CohortDecision,
+    DataQualityFlagged,
     DltDecided,
     DltSuspected,
     DltWithdrawn,
@@ -82,6 +84,8 @@ def apply_signal(
         _apply_information(session, envelope, now, protocol)
     elif isinstance(envelope, SusarDetected | SusarUpdated | SusarWithdrawn):
         apply_susar(session, envelope, now, protocol=protocol)
+    elif isinstance(envelope, DataQualityFlagged):
+        _apply_data_quality(session, envelope, now, protocol)
     else:  # pragma: no cover - the union above is exhaustive; a new signal type must be handled here
         raise PoisonMessage(f"unsupported signal {type(envelope).__name__}")
     return []
@@ -127,10 +131,12 @@ def _repage(session: Session, alert: Alert, plan: AlertPlan, *, now: datetime, p
 
 
 def _apply_lab(session: Session, signal: LabToxicity, now: datetime, protocol: Protocol) -> None:
-    """Safety signals a term only when it gets worse, so every lab signal notifies, threaded per term."""
+    """Safety signals a term only when it gets worse, so every lab signal notifies, threaded per term; a worse
+    result after the review was recorded opens a new review."""
     plan = plan_lab_alert(signal, protocol)
     data = signal.data
-    detail = f"{data.term} grade {data.grade} (baseline {data.baseline_grade}) from result {data.result_id}"
+    grade = f"{'at least ' if data.floor else ''}grade {data.grade}"
+    detail = f"{data.term} {grade} (baseline {data.baseline_grade}) from result {data.result_id}"
     alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
     if alert is None:
         _open(
@@ -149,6 +155,40 @@ def _apply_lab(session: Session, signal: LabToxicity, now: datetime, protocol: P
     alert.details = plan.details
     _repage(session, alert, plan, now=now, protocol=protocol)
     store.record(session, alert_id=alert.id, actor=SYSTEM, action="worsened", detail=detail, now=now)
+    reviewing = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == LAB_REVIEW]
+    if plan.obligation is not None and not reviewing:
+        obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
+        if obligation is not None:
+            scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
+
+
+def _apply_data_quality(session: Session, signal: DataQualityFlagged, now: datetime, protocol: Protocol) -> None:
+    """A finding for the site: notified once per record and code; a changed finding notifies again."""
+    plan = plan_data_quality(signal, protocol)
+    data = signal.data
+    alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
+    if alert is None:
+        _open(
+            session,
+            plan,
+            kind=DATA_QUALITY_KIND,
+            trial_id=signal.trialid,
+            site_id=data.site_id,
+            subject_id=data.subject_id,
+            detail=data.detail[:1000],
+            now=now,
+            protocol=protocol,
+        )
+        return
+    if alert.details.get("detail") == data.detail:
+        store.record(
+            session, alert_id=alert.id, actor=SYSTEM, action="flagged_again", detail=data.detail[:1000], now=now
+        )
+        return
+    alert.title = plan.title
+    alert.details = plan.details
+    _repage(session, alert, plan, now=now, protocol=protocol)
+    store.record(session, alert_id=alert.id, actor=SYSTEM, action="updated", detail=data.detail[:1000], now=now)
 
 
 def _apply_sae(session: Session, signal: SaeDetected | SaeUpdated, now: datetime, protocol: Protocol) -> None:

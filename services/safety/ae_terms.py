@@ -42,6 +42,9 @@ BUILT_IN_SYNONYMS: dict[str, tuple[str, ...]] = {
     "neutropenic fever": ("Febrile neutropenia",),
     "crs": ("Cytokine release syndrome",),
     "infusion reaction": ("Infusion related reaction",),
+    "pyrexia": ("Fever",),
+    "alt increased": ("Alanine aminotransferase increased",),
+    "ast increased": ("Aspartate aminotransferase increased",),
 }
 
 _SPELLINGS = (

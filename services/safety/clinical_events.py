@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.safety import protocol_engine, store
+from services.safety import data_quality, protocol_engine, store
 from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
@@ -128,13 +128,16 @@ def _apply_record(
             _audit_correction(session, envelope, kind="dose", record_id=envelope.data.dose_id, saved=saved, now=now)
         return saved.changed, []
     if isinstance(envelope, LabResulted):
-        return _apply_lab(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
+        changed, signals = _apply_lab(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
+        flags = data_quality.lab_flags(envelope, protocol=protocol, topic=signals_topic) if changed else []
+        return changed, signals + flags
     if isinstance(envelope, AeReported):
         changed, ae_signals = _apply_ae(session, envelope, signals_topic=signals_topic)
         if changed:  # the SUSAR file of this AE (expectedness, clock): after the SAE rules stored the version
             ae_signals += expedited_cases.assess_ae_version(
                 session, envelope, protocol=protocol, signals_topic=signals_topic, now=now
             )
+            ae_signals += data_quality.seriousness_flags(envelope, topic=signals_topic)
         return changed, ae_signals
     if isinstance(envelope, RecordStatusChanged):
         store.set_record_status(session, envelope=envelope)
@@ -176,10 +179,16 @@ def _apply_lab(
     """
     data = envelope.data
     keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject}
-    baseline_value = None
+    baseline = None
     if not data.baseline:
-        baseline_value = store.baseline_lab_value(session, **keys, test=data.test, loinc=data.loinc, unit=data.unit)
-    graded = grade_lab(data, baseline_value=baseline_value)
+        baseline = store.baseline_lab_value(session, **keys, test=data.test, loinc=data.loinc)
+    baseline_value, baseline_unit = baseline if baseline is not None else (None, None)
+    graded = grade_lab(
+        data,
+        baseline_value=baseline_value,
+        baseline_unit=baseline_unit,
+        population_max=protocol.data_quality.population_max,
+    )
     saved = store.save_lab(session, envelope=envelope, graded=graded)
     if not saved.changed:
         return False, []  # the same result re-sent under another delivery id
@@ -198,6 +207,7 @@ def _apply_lab(
                 term=term,
                 site_id=envelope.siteid,
                 source_event_id=envelope.id,
+                received_at=envelope.receivedat,
                 protocol=protocol,
                 topic=signals_topic,
             )
@@ -226,6 +236,7 @@ def _apply_lab(
         previous_grade=decision.previous_grade,
         site_id=envelope.siteid,
         source_event_id=envelope.id,
+        received_at=envelope.receivedat,
         topic=signals_topic,
     )
     return True, [signal]
@@ -245,6 +256,7 @@ def _lab_status_changed(
         term=lab.term,
         site_id=envelope.siteid,
         source_event_id=envelope.id,
+        received_at=envelope.receivedat,
         protocol=protocol,
         topic=signals_topic,
     )
@@ -258,6 +270,7 @@ def _reassess_lab_term(
     term: str,
     site_id: str,
     source_event_id: str,
+    received_at: datetime,
     protocol: Protocol,
     topic: str,
 ) -> list[Outgoing]:
@@ -276,7 +289,7 @@ def _reassess_lab_term(
         for lab in store.active_term_labs(session, trial_id=trial_id, subject_id=subject_id, term=term)
         if lab.grade is not None
         and decide(
-            Grade(term, lab.grade, lab.grade_reason, None, None),
+            Grade(term, lab.grade, lab.grade_reason, None, None, floor=lab.grade_floor),
             is_baseline=lab.baseline,
             threshold=threshold,
             baseline_grade=state.baseline_grade,
@@ -294,6 +307,7 @@ def _reassess_lab_term(
             previous_grade=previous,
             site_id=site_id,
             source_event_id=source_event_id,
+            received_at=received_at,
             topic=topic,
         )
     ]
@@ -306,6 +320,7 @@ def _lab_signal(
     previous_grade: int | None,
     site_id: str,
     source_event_id: str,
+    received_at: datetime,
     topic: str,
 ) -> Outgoing:
     if lab.grade is None or lab.term is None:
@@ -330,6 +345,8 @@ def _lab_signal(
             reason=lab.grade_reason,
             collected_at=lab.collected_at,
             source_event_id=source_event_id,
+            floor=lab.grade_floor,
+            received_at=received_at,
         ),
     )
     return Outgoing(topic=topic, key=message_key(lab.trial_id, lab.subject_id), envelope=signal)

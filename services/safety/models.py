@@ -51,8 +51,11 @@ class LabResult(SQLModel, table=True):
     uln: str | None = Field(default=None, max_length=40)
     collected_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     baseline: bool = False
+    anticoagulated: bool | None = None
     term: str | None = Field(default=None, max_length=200)
     grade: int | None = None
+    grade_floor: bool = False
+    """The grade is the lowest the data allows (a limit missing, a censored value): "at least grade N"."""
     grade_reason: str = Field(default="", max_length=1000)
 
 

@@ -51,6 +51,8 @@ class LabView(BaseModel):
     baseline: bool
     term: str | None
     grade: int | None
+    grade_floor: bool = False
+    """The grade is the lowest the data allows ("at least"): a limit was missing or the value censored."""
     grade_reason: str
 
 

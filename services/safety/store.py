@@ -122,20 +122,20 @@ def save_dose(session: Session, *, envelope: DoseAdministered) -> Saved:
 
 
 def baseline_lab_value(
-    session: Session, *, trial_id: str, subject_id: str, test: str | None, loinc: str | None, unit: str | None
-) -> str | None:
-    """The latest baseline result of the same test in the same unit (liver and INR rules grade against it)."""
+    session: Session, *, trial_id: str, subject_id: str, test: str | None, loinc: str | None
+) -> tuple[str, str | None] | None:
+    """The latest baseline result of the same test as (value, unit), whatever unit it was sent in: the engine
+    converts it (a change of lab after baseline must not lose the baseline the AKI and INR rules need)."""
     query = select(LabResult).where(
         LabResult.trial_id == trial_id,
         LabResult.subject_id == subject_id,
         LabResult.baseline == True,  # noqa: E712 - SQL comparison
-        LabResult.unit == unit,
     )
     query = query.where(LabResult.test == test) if test else query.where(LabResult.loinc == loinc)
     inactive = inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
     rows = session.exec(query.order_by(col(LabResult.collected_at).desc())).all()
     row = next((r for r in rows if r.result_id not in inactive), None)
-    return row.value if row is not None else None
+    return (row.value, row.unit) if row is not None else None
 
 
 def lab_term_state(session: Session, *, trial_id: str, subject_id: str, term: str) -> LabTermState:
@@ -146,8 +146,8 @@ def lab_term_state(session: Session, *, trial_id: str, subject_id: str, term: st
     return state
 
 
-LAB_FIELDS = ("test", "loinc", "value", "unit", "lln", "uln", "collected_at", "baseline")
-LAB_DERIVED = ("term", "grade", "grade_reason")
+LAB_FIELDS = ("test", "loinc", "value", "unit", "lln", "uln", "collected_at", "baseline", "anticoagulated")
+LAB_DERIVED = ("term", "grade", "grade_floor", "grade_reason")
 
 
 def save_lab(session: Session, *, envelope: LabResulted, graded: Grade) -> Saved:
@@ -165,8 +165,10 @@ def save_lab(session: Session, *, envelope: LabResulted, graded: Grade) -> Saved
         uln=str(data.uln) if data.uln is not None else None,
         collected_at=data.collected_at,
         baseline=data.baseline,
+        anticoagulated=data.anticoagulated,
         term=graded.term,
         grade=graded.grade,
+        grade_floor=graded.floor,
         grade_reason=graded.reason[:1000],
     )
     stored = session.get(LabResult, (envelope.trialid, envelope.subject, data.result_id))

@@ -57,9 +57,10 @@ def test_scenario_posted_twice_gives_one_alert_and_one_mail_per_recipient(stack:
     now = datetime.now(UTC)
     events = scenario_events(TRIAL, now)
     # The SAE, the suspected DLT and the SUSAR (a grade 3 related infusion reaction: the RSI expects grade <= 2)
-    # to both contacts; the ALT toxicity (worse than a normal baseline) to the safety officer; neutrophils at
-    # their baseline grade 4: nothing; arm A then awaits the DLT review (a cohort decision, to both contacts).
-    expected_mails = 4 * len(RECIPIENTS) + 1
+    # to both contacts; the ALT toxicity (worse than a normal baseline) and the creatinine floor grade (4 x
+    # baseline, no ULN: at least grade 3) to the safety officer; neutrophils at their baseline grade 4: nothing;
+    # arm A then awaits the DLT review (a cohort decision, to both contacts).
+    expected_mails = 4 * len(RECIPIENTS) + 2
     with httpx.Client() as client:
         first = [post_signed(client, stack.url("ingest"), "edc", stack.secret, e, now=now) for e in events]
         assert [p.status for p in first] == [202] * len(events), [p.body for p in first]
@@ -73,17 +74,23 @@ def test_scenario_posted_twice_gives_one_alert_and_one_mail_per_recipient(stack:
     lab_mails = [m for m in mails if "Alanine aminotransferase increased grade 3" in str(m["Subject"])]
     assert sorted(str(m["To"]) for m in sae_mails) == RECIPIENTS
     assert [str(m["To"]) for m in lab_mails] == ["safety.officer@sentinel.example"]
+    floor_mails = [m for m in mails if "Creatinine increased at least grade 3" in str(m["Subject"])]
+    assert [str(m["To"]) for m in floor_mails] == ["safety.officer@sentinel.example"]
     due = (now - timedelta(hours=1) + timedelta(hours=24)).strftime("%Y-%m-%d %H:%M UTC")
     assert due in str(sae_mails[0]["Subject"])
-    listed = {str(a["kind"]): a for a in alerts(stack)}
+    every = alerts(stack)
+    listed = {str(a["kind"]): a for a in every if "Creatinine" not in str(a["title"])}
     assert set(listed) == {"sae", "lab_toxicity", "dlt", "susar", "cohort_decision"}, "baseline grade 4: no page"
     assert "awaiting_dlt_review" in str(listed["cohort_decision"]["title"])
+    [floor] = [a for a in every if "Creatinine" in str(a["title"])]
+    assert "at least grade 3" in str(floor["title"])
     dlt_mails = [m for m in mails if "Suspected DLT" in str(m["Subject"])]
     assert sorted(str(m["To"]) for m in dlt_mails) == RECIPIENTS
     obligations = listed["sae"]["obligations"]
     assert isinstance(obligations, list) and len(obligations) == 1
     assert obligations[0]["state"] == "open" and obligations[0]["clock_basis"] == "site"
-    assert listed["lab_toxicity"]["obligations"] == []
+    [review] = listed["lab_toxicity"]["obligations"]  # type: ignore[misc]
+    assert review["kind"] == "lab_review" and review["state"] == "open" and review["clock_basis"] == "receipt"
     susar = listed["susar"]["obligations"]
     assert isinstance(susar, list) and sorted(str(o["kind"]) for o in susar) == ["susar_report"] * 3  # 3 recipients
     susar_mails = [m for m in mails if "SUSAR" in str(m["Subject"])]
@@ -99,7 +106,8 @@ def test_safety_killed_between_db_commit_and_offset_commit_loses_and_duplicates_
     stack.wait_ready("ingest")
     stack.wait_ready("notify")
     now = datetime.now(UTC)
-    sae = scenario_events(TRIAL, now)[-1]  # the serious AE version, alone on a fresh topic
+    # the serious AE version, alone on a fresh topic
+    sae = next(e for e in scenario_events(TRIAL, now) if str(e["id"]).endswith("ae-1-v2"))
     with httpx.Client() as client:
         assert post_signed(client, stack.url("ingest"), "edc", stack.secret, sae, now=now).status == 202
 

@@ -199,6 +199,7 @@ def lab_from_fields(
     if not nv.range_fits_unit(test, unit, uln):
         flags.append("UNIT_RANGE_MISMATCH")
     is_baseline = baseline or _optional("baseline", flags, nv.yes_no, fields.get("baseline")) is True
+    anticoagulated = _optional("anticoagulated", flags, nv.yes_no, fields.get("anticoagulated"))
     try:
         return LabData(
             result_id=result_id[:200],
@@ -210,6 +211,7 @@ def lab_from_fields(
             uln=uln,
             collected_at=collected_at,
             baseline=is_baseline,
+            anticoagulated=anticoagulated,
             raw=dict(raw),
             flags=flags,
         )

@@ -1,15 +1,17 @@
 """Batch grading behind `sentinel ctcae grade-csv FILE`.
 
 Reads rows with `term` (CTCAE term) or `test` (LBTESTCD or LOINC), `value`, `unit`, and optional `lln`,
-`uln`, `baseline`, `baseline_abnormal`; writes every row back, columns unchanged, plus `grade` and
-`reason`. A row whose value cannot be graded is still written (empty grade, reason says why); a file that
-is malformed stops the run with `CsvFormatError` naming the line, because a silently skipped row is a lab
-result nobody graded.
+`uln`, `baseline`, `baseline_abnormal`, `anticoagulated` (INR); writes every row back, columns unchanged,
+plus `grade` and `reason`. A floor grade (missing data could make it higher) is written as its number, with
+a reason that starts "at least grade N". A row whose value cannot be graded is still written (empty grade,
+reason says why); a file that is malformed stops the run with `CsvFormatError` naming the line, because a
+silently skipped row is a lab result nobody graded.
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import TextIO
 
@@ -48,7 +50,7 @@ def _columns(header: list[str]) -> dict[str, int]:
     return index
 
 
-def _flag(text: str, line: int) -> bool | None:
+def _flag(text: str, line: int, name: str = "baseline_abnormal") -> bool | None:
     key = text.strip().lower()
     if not key:
         return None
@@ -56,7 +58,7 @@ def _flag(text: str, line: int) -> bool | None:
         return True
     if key in _FALSE:
         return False
-    raise CsvFormatError(line, f"baseline_abnormal {text!r} is not true/false")
+    raise CsvFormatError(line, f"{name} {text!r} is not true/false")
 
 
 def _grade_row(row: list[str], index: dict[str, int], line: int) -> Grade:
@@ -76,6 +78,7 @@ def _grade_row(row: list[str], index: dict[str, int], line: int) -> Grade:
         "uln": cell("uln") or None,
         "baseline": cell("baseline") or None,
         "baseline_abnormal": _flag(cell("baseline_abnormal"), line),
+        "anticoagulated": _flag(cell("anticoagulated"), line, "anticoagulated"),
     }
     term, test = cell("term"), cell("test")
     if term:
@@ -86,7 +89,7 @@ def _grade_row(row: list[str], index: dict[str, int], line: int) -> Grade:
     chosen = worst_grade(results)
     assert chosen is not None  # grade_test always returns at least one result
     if len(results) > 1:
-        return Grade(chosen.term, chosen.grade, f"{chosen.term}: {chosen.reason}", chosen.value_si, chosen.unit_si)
+        return replace(chosen, reason=f"{chosen.term}: {chosen.reason}")
     return chosen
 
 

@@ -65,6 +65,7 @@ class Cut:
     mode: Mode = Mode.ANY
     optional: bool = False
     note: str = ""
+    anticoagulation: bool | None = None
     slot: int = 0  # index of the reference in (absolute, LLN, ULN, baseline): a tuple lookup, not a hash
 
     def __post_init__(self) -> None:
@@ -86,17 +87,26 @@ class Criterion:
     kinds_with_absolutes: frozenset[Kind] = field(default=frozenset())
 
 
-def absolute(grade: int, amount: str, unit: str, *, inclusive: bool = False, note: str = "") -> Cut:
+def absolute(
+    grade: int,
+    amount: str,
+    unit: str,
+    *,
+    inclusive: bool = False,
+    note: str = "",
+    anticoagulation: bool | None = None,
+) -> Cut:
     spec = units.parse_unit(unit)
     assert spec is not None, unit
     return Cut(
         grade,
         Ref.ABS,
         Decimal(amount) * spec.factor,
-        f"{amount} {unit}",
+        f"{amount} {unit}".rstrip(),
         inclusive=inclusive,
         kind=spec.kind,
         note=note,
+        anticoagulation=anticoagulation,
     )
 
 
@@ -109,9 +119,20 @@ def relative(
     mode: Mode = Mode.ANY,
     optional: bool = False,
     note: str = "",
+    anticoagulation: bool | None = None,
 ) -> Cut:
     label = ref.value if multiple == "1" else f"{multiple} x {ref.value}"
-    return Cut(grade, ref, Decimal(multiple), label, inclusive=inclusive, mode=mode, optional=optional, note=note)
+    return Cut(
+        grade,
+        ref,
+        Decimal(multiple),
+        label,
+        inclusive=inclusive,
+        mode=mode,
+        optional=optional,
+        note=note,
+        anticoagulation=anticoagulation,
+    )
 
 
 def above_uln_by(grade: int, amount: str, unit: str) -> Cut:
@@ -286,12 +307,15 @@ def criteria() -> Mapping[str, Criterion]:
             "INR increased",
             HIGH,
             units.RATIO,
-            absolute(1, "1.2", ""),
-            absolute(2, "1.5", ""),
-            absolute(3, "2.5", ""),
-            relative(1, BASE, "1", optional=True),
-            relative(2, BASE, "1.5", optional=True),
-            relative(3, BASE, "2.5", optional=True),
+            # ">1.2 - 1.5; >1 - 1.5 x baseline if on anticoagulation": the fixed cut-offs for everyone else,
+            # the baseline multiples for subjects on anticoagulation (whose therapeutic INR of 2-3 would
+            # otherwise be graded as a toxicity).
+            absolute(1, "1.2", "", anticoagulation=False),
+            absolute(2, "1.5", "", anticoagulation=False),
+            absolute(3, "2.5", "", anticoagulation=False),
+            relative(1, BASE, "1", anticoagulation=True),
+            relative(2, BASE, "1.5", anticoagulation=True),
+            relative(3, BASE, "2.5", anticoagulation=True),
         ),
         _term(
             "Lipase increased",

@@ -57,6 +57,8 @@ _UNITS: Mapping[str, tuple[Kind, str]] = {
     # cell counts, base 10^9/L (= 10^3/uL = /nL)
     "10^9/l": (Kind.COUNT, "1"),
     "gi/l": (Kind.COUNT, "1"),
+    "gpt/l": (Kind.COUNT, "1"),  # German "Gigapartikel"
+    "giga/l": (Kind.COUNT, "1"),
     "/nl": (Kind.COUNT, "1"),
     "10^3/ul": (Kind.COUNT, "1"),
     "k/ul": (Kind.COUNT, "1"),
@@ -66,11 +68,17 @@ _UNITS: Mapping[str, tuple[Kind, str]] = {
     "10^6/l": (Kind.COUNT, "0.001"),
     "10^3/ml": (Kind.COUNT, "0.001"),
     "10^12/l": (Kind.COUNT, "1000"),
+    "t/l": (Kind.COUNT, "1000"),
+    "tpt/l": (Kind.COUNT, "1000"),
+    "/pl": (Kind.COUNT, "1000"),
     "10^6/ul": (Kind.COUNT, "1000"),
+    "m/ul": (Kind.COUNT, "1000"),
+    "mil/ul": (Kind.COUNT, "1000"),
     "/l": (Kind.COUNT, "0.000000001"),
     # mass concentration, base g/L
     "g/l": (Kind.MASS, "1"),
     "g/dl": (Kind.MASS, "10"),
+    "gm/dl": (Kind.MASS, "10"),
     "g/100ml": (Kind.MASS, "10"),
     "mg/ml": (Kind.MASS, "1"),
     "mg/dl": (Kind.MASS, "0.01"),
@@ -88,9 +96,12 @@ _UNITS: Mapping[str, tuple[Kind, str]] = {
     "nmol/l": (Kind.MOLAR, "0.000001"),
     # charge concentration, base mEq/L (the analyte's valence links it to mmol/L)
     "meq/l": (Kind.EQUIV, "1"),
+    "mval/l": (Kind.EQUIV, "1"),
     # catalytic activity, base U/L (1 ukat = 60 U exactly)
     "u/l": (Kind.ACTIVITY, "1"),
     "iu/l": (Kind.ACTIVITY, "1"),
+    "[iu]/l": (Kind.ACTIVITY, "1"),
+    "ku/l": (Kind.ACTIVITY, "1000"),
     "ui/l": (Kind.ACTIVITY, "1"),
     "units/l": (Kind.ACTIVITY, "1"),
     "mu/ml": (Kind.ACTIVITY, "1"),
@@ -124,19 +135,27 @@ _UNITS: Mapping[str, tuple[Kind, str]] = {
 _POWER = re.compile(r"^(?:x)?10(?:\^|\*\*|\*|e)(\d+)")
 _PLAIN_POWER = re.compile(r"^10(\d)(?=/)")  # "109/L" as typed without the caret
 _MICRO = re.compile(r"(^|/)mc(?=[a-z])")
+_ANNOTATION = re.compile(r"\{[^{}]*\}")  # UCUM annotations ("{cells}/uL") carry no unit
+_SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
+_SUPERSCRIPT_RUN = re.compile("([⁰¹²³⁴⁵⁶⁷⁸⁹]+)")
 
 
 def normalise_unit(unit: str) -> str:
-    """Fold the spellings labs use for one unit (case, µ/u/mc, 10E9/x10^9/10*9, mm3/uL, cells/) into one."""
-    s = unit.strip().lower().replace("µ", "u").replace("μ", "u").replace("\u00d7", "x")
+    """Fold the spellings labs use for one unit into one: case, µ/u/mc, 10E9/x10^9/10*9, superscript powers
+    with a multiplication sign, mm3/uL, cells/, UCUM annotations ("{cells}")."""
+    s = _SUPERSCRIPT_RUN.sub(lambda m: "^" + m.group(1).translate(_SUPERSCRIPT), unit)
+    s = s.strip().lower().replace("µ", "u").replace("μ", "u").replace("\u00d7", "x")
     s = "".join(s.split())
+    s = _ANNOTATION.sub("", s)
     s = _POWER.sub(r"10^\1", s)
     s = _PLAIN_POWER.sub(r"10^\1", s)
     s = _MICRO.sub(r"\1u", s)
     s = s.replace("litre", "l").replace("liter", "l")
-    for cubic in ("mm^3", "mm3", "cumm"):
+    for cubic in ("mm^3", "mm3", "cumm", "cmm"):
         s = s.replace(cubic, "ul")
-    for prefix in ("cells/", "cell/", "#/", "1/"):
+    for cells in ("cells", "cell"):
+        s = s.replace(cells, "")
+    for prefix in ("#/", "1/"):
         if s.startswith(prefix):
             s = "/" + s[len(prefix) :]
     s = s.replace("x10^", "10^")
@@ -151,6 +170,23 @@ def parse_unit(unit: str) -> UnitSpec | None:
         return None
     kind, factor = entry
     return UnitSpec(kind, _d(factor))
+
+
+_COUNT_READINGS: Mapping[str, str] = {"g/l": "1"}
+"""Spellings that mean grams for a mass but giga-cells for a count ("G/L" on French and Swiss reports)."""
+
+
+def parse_unit_for(unit: str, quantity: Quantity) -> UnitSpec | None:
+    """`parse_unit`, reading the few spellings that mean one thing for a count and another for a mass by
+    the analyte: "G/L" is grams per litre of haemoglobin and 10^9 neutrophils per litre."""
+    spec = parse_unit(unit)
+    if spec is not None and quantity.accepts(spec.kind):
+        return spec
+    if quantity.is_count:
+        factor = _COUNT_READINGS.get(normalise_unit(unit))
+        if factor is not None:
+            return UnitSpec(Kind.COUNT, _d(factor))
+    return spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +242,7 @@ TRIGLYCERIDES = _quantity("triglycerides", Kind.MOLAR, "mmol/L", mass="1.129")
 
 def convert(value: Decimal, unit: str, quantity: Quantity) -> Decimal | None:
     """`value` in `unit` expressed in the quantity's SI unit, or None when the unit does not fit."""
-    spec = parse_unit(unit)
+    spec = parse_unit_for(unit, quantity)
     if spec is None or not quantity.accepts(spec.kind):
         return None
     return value * spec.factor * quantity.to_si_kind[spec.kind] * quantity.si_scale

@@ -18,7 +18,7 @@ CASES: list[tuple[str, str, str | None, str | None, list[tuple[str, int | None]]
         "g/L",
         "120",
         "160",
-        [("120", 0), ("119", 1), ("100", 1), ("99.9", 2), ("80", 2), ("79.9", 3), ("1", 3)],
+        [("120", 0), ("119", 1), ("100", 1), ("99.9", 2), ("80", 2), ("79.9", 3), ("20", 3)],
     ),
     ("Anemia", "g/dL", "12", "16", [("12", 0), ("10.0", 1), ("9.99", 2), ("8.0", 2), ("7.99", 3)]),
     ("Anemia", "mmol/L", "7.4", "9.9", [("7.4", 0), ("6.2", 1), ("6.19", 2), ("4.9", 2), ("4.89", 3)]),
@@ -319,8 +319,9 @@ CASES: list[tuple[str, str, str | None, str | None, list[tuple[str, int | None]]
     ),
     ("Acidosis", "", "7.35", "7.45", [("7.35", 0), ("7.34", 1), ("7.3", 1), ("7.29", 3)]),
     ("Alkalosis", "", "7.35", "7.45", [("7.45", 0), ("7.46", 1), ("7.5", 1), ("7.51", 3)]),
-    ("Hyperglycemia", "mmol/L", "3.9", "6.1", [("6.1", 0), ("6.2", None), ("30", None)]),
-    ("Hypophosphatemia", "mmol/L", "0.8", "1.5", [("0.8", 0), ("0.79", None)]),
+    # clinical-only in v5: beyond the limit is a grade 1 laboratory finding (a floor: the rest is clinical)
+    ("Hyperglycemia", "mmol/L", "3.9", "6.1", [("6.1", 0), ("6.2", 1), ("30", 1)]),
+    ("Hypophosphatemia", "mmol/L", "0.8", "1.5", [("0.8", 0), ("0.79", 1)]),
 ]
 
 PARAMS = [

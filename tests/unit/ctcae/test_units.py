@@ -48,7 +48,7 @@ def test_micromolar_spellings(unit: str) -> None:
 
 
 def test_enzyme_units() -> None:
-    assert grade_value("Alanine aminotransferase increased", "2", "ukat/L", uln="40").value_si == 120
+    assert grade_value("Alanine aminotransferase increased", "2", "ukat/L", uln="0.67").value_si == 120
     assert grade_value("Alanine aminotransferase increased", "121", "IU/L", uln="40").grade == 2
 
 

@@ -1,4 +1,4 @@
-"""Lab toxicity signals in notify: one alert per subject and term, no reporting clock, re-paged when worse."""
+"""Lab toxicity signals in notify: one alert per subject and term with its review clock, re-paged when worse."""
 
 from __future__ import annotations
 
@@ -62,13 +62,14 @@ def all_rows(db: Engine, model: Any) -> list[Any]:
         return list(session.execute(select(model)).scalars().all())
 
 
-def test_lab_toxicity_alerts_the_safety_officer_without_a_clock(db: Engine, protocol: Protocol) -> None:
+def test_lab_toxicity_alerts_the_safety_officer_with_a_review_clock(db: Engine, protocol: Protocol) -> None:
     with Session(db) as session, session.begin():
         apply_signal(session, signal(3, "R-1"), NOW, protocol=protocol)
     [alert] = all_rows(db, Alert)
     assert alert.kind == "lab_toxicity"
     assert alert.title.startswith("Platelet count decreased grade 3")
-    assert all_rows(db, Obligation) == []
+    [obligation] = all_rows(db, Obligation)
+    assert (obligation.kind, obligation.clock_basis) == ("lab_review", "signal")  # no received_at in this signal
     [delivery] = all_rows(db, Delivery)
     assert delivery.recipient == "safety.officer@sentinel.example"
     assert "Baseline: grade 2" in delivery.body_text and "Subject: S-001" in delivery.body_text

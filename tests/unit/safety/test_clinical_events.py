@@ -102,9 +102,11 @@ def test_lab_and_dose_are_stored_once(apply: Any, session: Session) -> None:
         **common(sender="dose-1"),
         data=DoseData(dose_id="D-1", number=1, administered_at=datetime(2026, 2, 2, 10, tzinfo=UTC)),
     )
-    for _ in range(2):
-        assert apply(lab) == []
-        assert apply(dose) == []
+    # No unit on an absolute count: stored ungraded, and the site hears of it once (a re-send says nothing).
+    assert [o.envelope.data.code for o in apply(lab)] == ["unknown_unit"]
+    assert apply(dose) == []
+    assert apply(lab) == []
+    assert apply(dose) == []
     assert count(session, LabResult) == 1
     assert count(session, Dose) == 1
     assert session.get(LabResult, ("NCT07212335", "S-001", "R-1")).value == "0.40"  # type: ignore[union-attr]
@@ -189,7 +191,9 @@ def test_contradictory_version_is_stored_with_its_flag(apply: Any, make_ae: Any,
 
 def test_serious_true_without_ticks_after_real_criteria_does_not_re_page(apply: Any, make_ae: Any) -> None:
     apply(make_ae(version=1, seriousness={"hospitalization": True}))
-    assert apply(make_ae(version=2, serious=True)) == []
+    out = apply(make_ae(version=2, serious=True))
+    # no SAE re-page; the contradiction (serious without criteria) goes to the site as a data-quality finding
+    assert [o.envelope.type for o in out] == ["data_quality.flagged"]
 
 
 def test_signal_id_is_deterministic_across_replays(engine: Engine, protocol: Protocol, make_ae: Any) -> None:

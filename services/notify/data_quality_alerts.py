@@ -1,0 +1,83 @@
+"""Pure: a data-quality finding becomes an informational alert for the site's contact, sent once, no clock.
+
+Who hears of it: `data_quality.notify_roles` (default: the lab alert roles) plus `data_quality.code_roles`
+for its code; a contact listing `sites` only for findings from those sites. If that leaves nobody (a site
+without its own contact), the lab alert roles hear of it: a finding is never addressed to no one.
+One alert per record and finding; the same finding again only adds history, a changed one re-notifies.
+"""
+
+from __future__ import annotations
+
+from services.notify.escalation import Recipient
+from services.notify.mail_content import MailContent, notice_mail
+from services.notify.sae_alerts import AlertPlan, messages_to
+from shared.events import DataQualityData, DataQualityFlagged, deterministic_id
+from shared.protocol import Protocol
+
+DATA_QUALITY_KIND = "data_quality"
+LABELS = {
+    "unknown_unit": "Unknown unit",
+    "implausible_value": "Implausible value",
+    "ambiguous_value": "Ambiguous number",
+    "unmapped_term": "AE term maps to no CTCAE term",
+    "inconsistent_seriousness": "Inconsistent seriousness",
+}
+
+
+def finding_label(code: str) -> str:
+    return LABELS.get(code, code.replace("_", " ").capitalize())
+
+
+def data_quality_thread_key(signal: DataQualityFlagged) -> str:
+    data = signal.data
+    return f"{DATA_QUALITY_KIND}:{signal.trialid}:{data.subject_id}:{data.record_type}:{data.record_id}:{data.code}"
+
+
+def recipients(protocol: Protocol, data: DataQualityData) -> tuple[Recipient, ...]:
+    rules = protocol.data_quality
+    roles = [*(rules.notify_roles or protocol.lab_alerts.notify_roles), *rules.code_roles.get(data.code, [])]
+    found = {
+        Recipient("email", c.email)
+        for role in roles
+        for c in protocol.contacts_with_role(role)
+        if not c.sites or data.site_id in c.sites
+    }
+    if not found:
+        found = {
+            Recipient("email", c.email)
+            for r in protocol.lab_alerts.notify_roles
+            for c in protocol.contacts_with_role(r)
+        }
+    return tuple(sorted(found))
+
+
+def data_quality_mail(trial_id: str, data: DataQualityData) -> MailContent:
+    label = finding_label(data.code)
+    return notice_mail(
+        subject=f"[{trial_id}] Data quality: {label} ({data.record_type} {data.record_id}), subject {data.subject_id}",
+        heading=f"{label}: a record the safety rules could not use as given.",
+        rows=[
+            ("Trial", trial_id),
+            ("Site", data.site_id),
+            ("Subject", data.subject_id),
+            ("Record", f"{data.record_type} {data.record_id}"),
+            ("Finding", f"{label} ({data.code})"),
+            ("Detail", data.detail),
+        ],
+        footer="Please correct the record in the EDC; the corrected record is checked again when it arrives.",
+    )
+
+
+def plan_data_quality(signal: DataQualityFlagged, protocol: Protocol) -> AlertPlan:
+    data = signal.data
+    thread_key = data_quality_thread_key(signal)
+    where = f"(subject {data.subject_id}, site {data.site_id})"
+    title = f"{finding_label(data.code)}: {data.record_type} {data.record_id} {where}"
+    return AlertPlan(
+        alert_id=deterministic_id("alert", thread_key),
+        thread_key=thread_key,
+        title=title[:500],
+        details=data.model_dump(mode="json"),
+        obligation=None,
+        messages=messages_to(signal.id, recipients(protocol, data), data_quality_mail(signal.trialid, data)),
+    )
