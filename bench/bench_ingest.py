@@ -149,7 +149,16 @@ def run_wrk(wrk: str, url: str, requests_file: Path, *, seconds: float, connecti
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
     try:
-        command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{round(seconds)}s", "--timeout", "10s", "-s", script.name]
+        command = [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{round(seconds)}s",
+            "--timeout",
+            "10s",
+            "-s",
+            script.name,
+        ]
         command += [url, "--", str(requests_file), str(threads)]
         proc = subprocess.run(command, capture_output=True, text=True, check=False, timeout=seconds + 120)
         if proc.returncode != 0:
@@ -184,7 +193,9 @@ def server(kind: str, env: dict[str, str]) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{kind} server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+                raise RuntimeError(
+                    f"{kind} server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(base + "/readyz", timeout=1).status_code == 200:
                     break
@@ -241,11 +252,15 @@ def compare(
         write_requests(requests, count=count, per_request=per_request, run=run, secret=secret)
         with server("ingest", ingest_env(workdir, run)) as base:
             ingest_runs.append(
-                run_wrk(wrk, base + "/v1/sources/edc/events", requests, seconds=seconds, connections=connections, threads=1)
+                run_wrk(
+                    wrk, base + "/v1/sources/edc/events", requests, seconds=seconds, connections=connections, threads=1
+                )
             )
         with server("bare", {}) as base:
             bare_runs.append(
-                run_wrk(wrk, base + "/v1/sources/edc/events", requests, seconds=seconds, connections=connections, threads=1)
+                run_wrk(
+                    wrk, base + "/v1/sources/edc/events", requests, seconds=seconds, connections=connections, threads=1
+                )
             )
         requests.unlink()
     return ingest_runs, bare_runs
@@ -295,13 +310,29 @@ def main() -> None:
     wrk = ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="sentinel-bench-ingest-"))
     try:
-        print(f"ingest vs bare FastAPI+uvicorn, wrk 1 thread, {seconds:g} s x {reps} interleaved, medians; broker {bootstrap}")
+        print(
+            f"ingest vs bare FastAPI+uvicorn, wrk 1 thread, {seconds:g} s x {reps} interleaved, medians;"
+            f" broker {bootstrap}"
+        )
         single = compare(
-            wrk, workdir, label="one", per_request=1, count=int(6000 * seconds), seconds=seconds, reps=reps, connections=32
+            wrk,
+            workdir,
+            label="one",
+            per_request=1,
+            count=int(6000 * seconds),
+            seconds=seconds,
+            reps=reps,
+            connections=32,
         )
         report("single-event POST", 1, *single)
         batch = compare(
-            wrk, workdir, label="hundred", per_request=100, count=int(60 * seconds), seconds=seconds, reps=reps,
+            wrk,
+            workdir,
+            label="hundred",
+            per_request=100,
+            count=int(60 * seconds),
+            seconds=seconds,
+            reps=reps,
             connections=8,
         )
         batch_rate = report("100-event POST", 100, *batch)
@@ -309,7 +340,9 @@ def main() -> None:
         rows_per_s = backfill(workdir, rows)
         sample = json.dumps(lab_event(0, "x", datetime.now(UTC)))
         ceiling = producer_perf(
-            bootstrap=bootstrap, topic=f"bench.producer.{uuid.uuid4().hex[:8]}", records=200_000,
+            bootstrap=bootstrap,
+            topic=f"bench.producer.{uuid.uuid4().hex[:8]}",
+            records=200_000,
             record_size=len(sample) * 2,
         )
         print(f"{'SDTM CSV backfill':<26} {rows_per_s:>10,.0f} rows/s ({rows} LB rows in one request)")

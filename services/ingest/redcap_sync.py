@@ -70,7 +70,7 @@ class RedcapSync:
         redcap = source.config.redcap
         assert redcap is not None and source.redcap_token is not None
         form: dict[str, str] = {
-            "token": source.redcap_token,
+            "token": source.redcap_token.get_secret_value(),
             "content": "record",
             "action": "export",
             "format": "json",

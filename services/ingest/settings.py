@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from shared.settings import CommonSettings
 from shared.webhook_signatures import WebhookSecret
@@ -12,7 +12,7 @@ from shared.webhook_signatures import WebhookSecret
 
 class IngestSettings(CommonSettings):
     ingest_port: int = 8000
-    webhook_secrets: dict[str, str] = Field(
+    webhook_secrets: dict[str, SecretStr] = Field(
         default_factory=dict, description="JSON object: source_id -> 'whsec_...' secret (canonical sources)"
     )
     sources_path: Path | None = Field(default=None, description="Sources file (YAML): EDC adapters and their maps")
@@ -29,13 +29,11 @@ class IngestSettings(CommonSettings):
 
     @field_validator("webhook_secrets")
     @classmethod
-    def _secrets_parse(cls, secrets: dict[str, str]) -> dict[str, str]:
+    def _secrets_parse(cls, secrets: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        """The error names the source, never a secret (settings also hide the input: `hide_input_in_errors`)."""
         for source_id, secret in secrets.items():
             try:
-                WebhookSecret.parse(secret)
+                WebhookSecret.parse(secret.get_secret_value())
             except ValueError as exc:
-                raise ValueError(f"webhook secret for source '{source_id}': {exc}") from exc
+                raise ValueError(f"webhook secret for source '{source_id}': {exc}") from None
         return secrets
-
-    def parsed_secrets(self) -> dict[str, WebhookSecret]:
-        return {source: WebhookSecret.parse(secret) for source, secret in self.webhook_secrets.items()}

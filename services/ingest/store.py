@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import delete
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, or_
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from services.ingest.models import UNMAPPABLE, AcceptedDelivery, RecordVersion, RedcapCursor, RedcapTrigger
+from services.ingest.models import (
+    UNMAPPABLE,
+    AcceptedDelivery,
+    RecordVersion,
+    RedcapCursor,
+    RedcapTrigger,
+    WebhookDelivery,
+)
 from shared.events import ClinicalEnvelopeBase
 
 CHUNK = 500
@@ -24,62 +33,23 @@ def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def already_accepted(session: Session, *, source_id: str, event_ids: Iterable[str]) -> set[str]:
-    ids = list(event_ids)
-    found: set[str] = set()
-    for chunk in _chunks(ids):
-        query = select(AcceptedDelivery.event_id).where(
-            AcceptedDelivery.source_id == source_id, col(AcceptedDelivery.event_id).in_(chunk)
-        )
-        found.update(session.exec(query).all())
-    return found
+@dataclass(frozen=True)
+class KnownVersion:
+    """What the hot path needs of a record's newest published version."""
+
+    source_version: str | None
+    canonical_version: int | None
+    content_hash: str | None
+    first_received_at: datetime
 
 
-def _insert_ignoring_conflicts(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
-    """One statement per chunk; a row a concurrent request inserted first is left as it is."""
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    insert = postgres_insert if dialect == "postgresql" else sqlite_insert
-    for chunk in _chunks(rows):
-        session.execute(insert(table).values(list(chunk)).on_conflict_do_nothing())
+@dataclass(frozen=True)
+class Known:
+    """What the database already knows about one request: delivery ids, record versions, its webhook-id."""
 
-
-def record_accepted(
-    session: Session, *, source_id: str, envelopes: Sequence[ClinicalEnvelopeBase], now: datetime
-) -> None:
-    rows = [
-        {
-            "source_id": source_id,
-            "event_id": envelope.senderid,
-            "envelope_id": envelope.id,
-            "event_type": str(getattr(envelope, "type", "")),
-            "accepted_at": now,
-        }
-        for envelope in envelopes
-    ]
-    _insert_ignoring_conflicts(session, AcceptedDelivery.__table__, rows)  # type: ignore[attr-defined]
-
-
-def purge_deliveries(session: Session, *, accepted_before: datetime) -> int:
-    """Forget delivery ids older than the retention; the record versions still stop stale replays."""
-    result = session.execute(delete(AcceptedDelivery).where(col(AcceptedDelivery.accepted_at) < accepted_before))
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
-def record_versions(
-    session: Session, *, source_id: str, record_keys: Iterable[str], for_update: bool = False
-) -> dict[str, RecordVersion]:
-    keys = sorted(set(record_keys))  # sorted: concurrent writers lock rows in one order, so never deadlock
-    found: dict[str, RecordVersion] = {}
-    for chunk in _chunks(keys):
-        query = select(RecordVersion).where(
-            RecordVersion.source_id == source_id, col(RecordVersion.record_key).in_(chunk)
-        )
-        if for_update:
-            query = query.order_by(col(RecordVersion.record_key)).with_for_update()
-        found.update({row.record_key: row for row in session.exec(query).all()})
-    return found
+    deliveries: set[str]
+    versions: dict[str, KnownVersion]
+    webhook_body_sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -97,45 +67,177 @@ class VersionUpdate:
     content_hash: str | None = None
 
 
-def save_versions(session: Session, *, source_id: str, updates: Sequence[VersionUpdate], now: datetime) -> None:
-    """Move each record's newest version forwards (never backwards); keep its first receipt time.
+@dataclass(frozen=True)
+class AcceptedWrite:
+    """What one request must make durable after the broker acknowledged its events."""
 
-    The events are already on the broker when this runs, so a concurrent request that created the same record
-    first must not make it fail: missing rows are inserted ignoring conflicts, then locked and moved forwards.
+    source_id: str
+    envelopes: Sequence[ClinicalEnvelopeBase]
+    updates: Sequence[VersionUpdate]
+    now: datetime
+    webhook_id: str | None = None
+    webhook_body_sha256: str | None = None
+
+
+_ACCEPTED = AcceptedDelivery.__table__  # type: ignore[attr-defined]
+_VERSIONS = RecordVersion.__table__  # type: ignore[attr-defined]
+_WEBHOOKS = WebhookDelivery.__table__  # type: ignore[attr-defined]
+_KNOWN_DELIVERIES = core_select(_ACCEPTED.c.event_id).where(
+    _ACCEPTED.c.source_id == bindparam("source_id"), _ACCEPTED.c.event_id.in_(bindparam("ids", expanding=True))
+)
+_KNOWN_VERSIONS = core_select(
+    _VERSIONS.c.record_key,
+    _VERSIONS.c.source_version,
+    _VERSIONS.c.canonical_version,
+    _VERSIONS.c.content_hash,
+    _VERSIONS.c.first_received_at,
+).where(_VERSIONS.c.source_id == bindparam("source_id"), _VERSIONS.c.record_key.in_(bindparam("keys", expanding=True)))
+_KNOWN_WEBHOOK = core_select(_WEBHOOKS.c.body_sha256).where(
+    _WEBHOOKS.c.source_id == bindparam("source_id"), _WEBHOOKS.c.webhook_id == bindparam("webhook_id")
+)
+
+
+def known_for(
+    connection: Connection,
+    *,
+    source_id: str,
+    event_ids: Sequence[str],
+    record_keys: Sequence[str],
+    webhook_id: str | None,
+) -> Known:
+    """One read for the whole request, with statements compiled once (expanding IN parameters)."""
+    deliveries: set[str] = set()
+    for chunk in _chunks(sorted(set(event_ids))):
+        deliveries.update(connection.execute(_KNOWN_DELIVERIES, {"source_id": source_id, "ids": list(chunk)}).scalars())
+    versions: dict[str, KnownVersion] = {}
+    for chunk in _chunks(sorted(set(record_keys))):
+        for row in connection.execute(_KNOWN_VERSIONS, {"source_id": source_id, "keys": list(chunk)}):
+            versions[row.record_key] = KnownVersion(
+                row.source_version, row.canonical_version, row.content_hash, row.first_received_at
+            )
+    body = None
+    if webhook_id is not None:
+        body = connection.execute(_KNOWN_WEBHOOK, {"source_id": source_id, "webhook_id": webhook_id}).scalar()
+    return Known(deliveries, versions, body)
+
+
+@cache
+def _statements(dialect: str) -> tuple[Any, Any, Any]:
+    """The three writes of an accepted request, built once per dialect and executed with executemany."""
+    insert = postgres_insert if dialect == "postgresql" else sqlite_insert
+    accepted = insert(_ACCEPTED).on_conflict_do_nothing()
+    webhooks = insert(_WEBHOOKS).on_conflict_do_nothing()
+    upsert = insert(_VERSIONS)
+    new, old = upsert.excluded, _VERSIONS.c
+    versions = upsert.on_conflict_do_update(
+        index_elements=[old.source_id, old.record_key],
+        set_={
+            # forwards only: a concurrent request may have moved the record further already
+            "source_version": case(
+                (
+                    and_(
+                        new.source_version.is_not(None),
+                        or_(old.source_version.is_(None), new.source_version > old.source_version),
+                    ),
+                    new.source_version,
+                ),
+                else_=old.source_version,
+            ),
+            "canonical_version": case(
+                (
+                    and_(
+                        new.canonical_version.is_not(None),
+                        or_(old.canonical_version.is_(None), new.canonical_version > old.canonical_version),
+                    ),
+                    new.canonical_version,
+                ),
+                else_=old.canonical_version,
+            ),
+            "content_hash": func.coalesce(new.content_hash, old.content_hash),
+            "retracted": new.retracted,
+            "updated_at": new.updated_at,
+        },
+    )
+    return accepted, versions, webhooks
+
+
+def save_accepted(connection: Connection, *, writes: Sequence[AcceptedWrite]) -> None:
+    """Record the accepted deliveries, move each record's version forwards, keep webhook ids: three executemany.
+
+    Several requests' writes share this one transaction; their updates of one record are merged first (forwards
+    only, the last content and status win, the first receipt is kept) and rows are written in key order, so
+    concurrent writers lock them in one order.
     """
-    if not updates:
-        return
-    first = {
-        u.record_key: {
+    accepted, versions, webhooks = _statements(connection.dialect.name)
+    deliveries = [
+        {
+            "source_id": write.source_id,
+            "event_id": envelope.senderid,
+            "envelope_id": envelope.id,
+            "event_type": str(getattr(envelope, "type", "")),
+            "accepted_at": write.now,
+        }
+        for write in writes
+        for envelope in write.envelopes
+    ]
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for write in writes:
+        for update in write.updates:
+            key = (write.source_id, update.record_key)
+            merged[key] = _merge(merged.get(key), write.source_id, update, write.now)
+    hooks = {
+        (write.source_id, write.webhook_id): {
+            "source_id": write.source_id,
+            "webhook_id": write.webhook_id,
+            "body_sha256": write.webhook_body_sha256,
+            "accepted_at": write.now,
+        }
+        for write in writes
+        if write.webhook_id is not None and write.envelopes
+    }
+    if deliveries:
+        connection.execute(accepted, deliveries)
+    if merged:
+        connection.execute(versions, [merged[key] for key in sorted(merged)])
+    if hooks:
+        connection.execute(webhooks, [hooks[key] for key in sorted(hooks)])
+
+
+def _merge(row: dict[str, Any] | None, source_id: str, update: VersionUpdate, now: datetime) -> dict[str, Any]:
+    if row is None:
+        return {
             "source_id": source_id,
-            "record_key": u.record_key,
-            "record_type": u.record_type,
-            "record_id": u.record_id,
-            "trial": u.trial,
-            "subject": u.subject,
-            "site": u.site,
-            "retracted": False,
-            "first_received_at": u.first_received_at,
+            "record_key": update.record_key,
+            "source_version": update.source_version,
+            "canonical_version": update.canonical_version,
+            "record_type": update.record_type,
+            "record_id": update.record_id,
+            "trial": update.trial,
+            "subject": update.subject,
+            "site": update.site,
+            "retracted": update.retracted,
+            "content_hash": update.content_hash,
+            "first_received_at": update.first_received_at,
             "updated_at": now,
         }
-        for u in updates
-    }
-    rows = [first[key] for key in sorted(first)]
-    _insert_ignoring_conflicts(session, RecordVersion.__table__, rows)  # type: ignore[attr-defined]
-    existing = record_versions(session, source_id=source_id, record_keys=list(first), for_update=True)
-    for update in updates:
-        row = existing[update.record_key]
-        if update.source_version is not None and (
-            row.source_version is None or update.source_version > row.source_version
-        ):
-            row.source_version = update.source_version
-        if update.canonical_version is not None:
-            row.canonical_version = max(row.canonical_version or 0, update.canonical_version)
-        if update.content_hash is not None:
-            row.content_hash = update.content_hash
-        row.retracted = update.retracted
-        row.updated_at = now
-        session.add(row)
+    if update.source_version is not None and (
+        row["source_version"] is None or update.source_version > row["source_version"]
+    ):
+        row["source_version"] = update.source_version
+    if update.canonical_version is not None:
+        row["canonical_version"] = max(row["canonical_version"] or 0, update.canonical_version)
+    if update.content_hash is not None:
+        row["content_hash"] = update.content_hash
+    row["retracted"] = update.retracted
+    row["updated_at"] = now
+    return row
+
+
+def purge_deliveries(session: Session, *, accepted_before: datetime) -> int:
+    """Forget delivery ids and webhook ids older than the retention; record versions still stop stale replays."""
+    result = session.execute(delete(AcceptedDelivery).where(col(AcceptedDelivery.accepted_at) < accepted_before))
+    session.execute(delete(WebhookDelivery).where(col(WebhookDelivery.accepted_at) < accepted_before))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def subject_records(session: Session, *, source_id: str, trial: str, subject: str) -> list[RecordVersion]:
