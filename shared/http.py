@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.metrics import HttpMetrics
 from shared.problems import ProblemError, install_problem_handlers, problem_response
@@ -55,6 +56,33 @@ async def database_ready(engine: Engine, within: float = DATABASE_PING_SECONDS) 
     return True
 
 
+class RequestCounter:
+    """Counts requests by route template and status: a plain ASGI middleware, since Starlette's
+    BaseHTTPMiddleware costs a task group and a memory stream per request on the hot path."""
+
+    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # an exception escaping the app is answered 500 by the server error middleware
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            template = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route=template, status=str(status)).inc()
+
+
 def install_common(
     app: FastAPI,
     *,
@@ -66,15 +94,7 @@ def install_common(
     retry_after: int = 30,
 ) -> None:
     install_problem_handlers(app)
-    metrics = HttpMetrics.create(registry, service)
-
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        metrics.requests.labels(route=template, status=str(response.status_code)).inc()
-        return response
+    app.add_middleware(RequestCounter, metrics=HttpMetrics.create(registry, service))
 
     async def _database_down(request: Request, exc: Exception) -> Response:
         log.warning("database unavailable on %s: %s", request.url.path, type(exc).__name__)

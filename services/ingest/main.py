@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from services.ingest import routes, routes_fhir, routes_odm, routes_redcap, routes_sdtm
 from services.ingest.commit_queue import CommitQueue
 from services.ingest.intake import save_accepted
+from services.ingest.producer import make_ingest_producer
 from services.ingest.purge import run_purge
 from services.ingest.rate_limit import RateLimiter
 from services.ingest.redcap_sync import RedcapSync
@@ -24,7 +25,7 @@ from shared.clock import Clock, SystemClock
 from shared.db import make_engine
 from shared.db_migrations import SHARED, Component, prepare_database
 from shared.http import install_common
-from shared.kafka import ManagedProducer, Publisher, ensure_topics, make_producer
+from shared.kafka import ManagedProducer, Publisher, ensure_topics
 from shared.protocol import load_protocol
 
 SERVICE = "ingest"
@@ -57,7 +58,7 @@ def create_app(
     managed: ManagedProducer | None = None
     if publisher is None:
         managed = ManagedProducer(
-            lambda: make_producer(settings.kafka_bootstrap_servers, client_id="sentinel-ingest"),
+            lambda: make_ingest_producer(settings),
             publish_timeout=settings.publish_timeout_seconds,
         )
         publisher = managed

@@ -22,6 +22,9 @@ class IngestSettings(CommonSettings):
     retry_after_seconds: int = Field(default=30, ge=1)
     publish_batch_size: int = Field(default=1000, ge=1, le=100_000)
     publish_concurrency: int = Field(default=64, ge=1, le=10_000)
+    producer_batch_bytes: int = Field(
+        default=512 * 1024, ge=16 * 1024, le=1024 * 1024, description="Kafka batch per partition (broker max 1 MiB)"
+    )
     delivery_retention_days: int = Field(default=7, ge=4, description="Delivery ids are kept at least this long")
     purge_interval_seconds: float = Field(default=3600, gt=0)
     redcap_poll_seconds: float = Field(default=5.0, gt=0)

@@ -28,3 +28,30 @@ def test_not_ready_is_not_dead() -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 503
     assert client.get("/readyz").json() == {"ready": False, "checks": {"broker": False}}
+
+
+def test_requests_are_counted_by_route_template_and_status() -> None:
+    registry = CollectorRegistry()
+    app = FastAPI()
+    install_common(app, registry=registry, service="x", readiness=lambda: {})
+
+    @app.post("/v1/items/{item}", status_code=202)
+    async def accept(item: str) -> dict[str, str]:
+        return {"item": item}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("bug")
+
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.post("/v1/items/a").status_code == 202
+    assert client.post("/v1/items/b").status_code == 202
+    assert client.get("/boom").status_code == 500
+    assert client.get("/nowhere").status_code == 404
+
+    def count(route: str, status: str) -> float | None:
+        return registry.get_sample_value("sentinel_x_http_requests_total", {"route": route, "status": status})
+
+    assert count("/v1/items/{item}", "202") == 2
+    assert count("/boom", "500") == 1
+    assert count("unmatched", "404") == 1
