@@ -13,6 +13,7 @@ posted event id is new, so what is measured is publishing, not answering duplica
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -39,6 +40,8 @@ SECRET = "whsec_" + "YmVuY2gtaW5nZXN0LXNlY3JldC0wMTIzNDU2Nzg5"  # base64 of 30 b
 BACKFILL_TOKEN = "bench-backfill-token-0123456789"
 TRIAL = "NCT07212335"
 SUBJECTS = 500
+RUN_TAG = uuid.uuid4().hex[:6]
+"""Every topic of one run starts with it, so the run deletes exactly its own topics from the shared broker."""
 WRK_SCRIPT = """
 local counter = 0
 local threads = {}
@@ -247,7 +250,7 @@ def compare(
     ingest_runs: list[WrkResult] = []
     bare_runs: list[WrkResult] = []
     for rep in range(reps):
-        run = f"{label}{rep}-{uuid.uuid4().hex[:8]}"
+        run = f"{RUN_TAG}{label}{rep}-{uuid.uuid4().hex[:8]}"
         requests = workdir / f"{run}.tsv"
         write_requests(requests, count=count, per_request=per_request, run=run, secret=secret)
         with server("ingest", ingest_env(workdir, run)) as base:
@@ -287,7 +290,7 @@ def report(label: str, per_request: int, ingest: list[WrkResult], bare: list[Wrk
 
 
 def backfill(workdir: Path, rows: int) -> float:
-    run = f"sdtm-{uuid.uuid4().hex[:8]}"
+    run = f"{RUN_TAG}sdtm-{uuid.uuid4().hex[:8]}"
     body = sdtm_csv(rows, run)
     with server("ingest", ingest_env(workdir, run)) as base:
         started = time.perf_counter()
@@ -301,6 +304,24 @@ def backfill(workdir: Path, rows: int) -> float:
     if response.status_code != 202 or len(response.json()["accepted"]) != rows:
         raise RuntimeError(f"backfill answered {response.status_code}: {response.text[:500]}")
     return rows / elapsed
+
+
+def delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> None:
+    """The broker is shared: remove the topics this run created (and their dead-letter topics)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def delete() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentinel-bench")
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+            if mine:
+                await admin.delete_topics(mine)
+        finally:
+            await admin.close()
+
+    with contextlib.suppress(Exception):  # cleanup only; a leftover topic is harmless
+        asyncio.run(delete())
 
 
 def main() -> None:
@@ -341,7 +362,7 @@ def main() -> None:
         sample = json.dumps(lab_event(0, "x", datetime.now(UTC)))
         ceiling = producer_perf(
             bootstrap=bootstrap,
-            topic=f"bench.producer.{uuid.uuid4().hex[:8]}",
+            topic=f"bench.producer.{RUN_TAG}",
             records=200_000,
             record_size=len(sample) * 2,
         )
@@ -354,6 +375,7 @@ def main() -> None:
         print("targets: single-event ratio >= 0.5; 100-event batches >= 20,000 events/s")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        delete_topics(bootstrap, (f"bench.ingest.{RUN_TAG}", f"bench.producer.{RUN_TAG}"))
 
 
 if __name__ == "__main__":
