@@ -7,8 +7,9 @@
 - Kafka's own ProducerPerformance on the same broker (acks=all, idempotent), the ceiling for events/s.
 
 Runs against the local broker (SENTINEL_KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092) and SQLite; set
-BENCH_DATABASE_URL to measure on PostgreSQL. Each ingest run gets fresh topics and a fresh database, and every
-posted event id is new, so what is measured is publishing, not answering duplicates.
+BENCH_DATABASE_URL to an existing PostgreSQL database to measure on it. Each ingest run gets fresh topics (deleted
+at the end) and a fresh SQLite file, and every posted event id is new, so what is measured is publishing, not
+answering duplicates. Profile a run with py-spy (`py-spy record -p <ingest pid>`; in the dev extra).
 """
 
 from __future__ import annotations
