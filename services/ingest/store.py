@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Boolean, Connection, Dialect, delete
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from services.ingest.models import (
@@ -91,8 +93,7 @@ def known_for(
     themselves (profiled), so it speaks the driver's own parameter style instead.
     """
     mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _driver_cursor(connection) as cursor:
         deliveries: set[str] = set()
         for ids in _chunks(sorted(set(event_ids))):
             cursor.execute(
@@ -117,9 +118,22 @@ def known_for(
             )
             found = cursor.fetchone()
             body = found[0] if found else None
-    finally:
-        cursor.close()
     return Known(deliveries, versions, body)
+
+
+@contextmanager
+def _driver_cursor(connection: Connection) -> Iterator[Any]:
+    """The driver's cursor on this connection; its errors are raised as SQLAlchemy's (an unreachable database
+    is then `sqlalchemy.exc.OperationalError` wherever it happens, which the services answer with 503)."""
+    dbapi = connection.dialect.loaded_dbapi
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi.Error, dialect=connection.dialect) from exc
+    finally:
+        with suppress(Exception):  # closing a cursor of a dead connection may fail too
+            cursor.close()
 
 
 def _marks(mark: str, values: Sequence[object]) -> str:
@@ -228,16 +242,13 @@ def save_accepted(connection: Connection, *, writes: Sequence[AcceptedWrite]) ->
             if write.webhook_id is not None and write.envelopes
         }.values()
     )
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _driver_cursor(connection) as cursor:
         if deliveries:
             cursor.executemany(sql.accepted, deliveries)
         if versions:
             cursor.executemany(sql.versions, versions)
         if hooks:
             cursor.executemany(sql.webhooks, hooks)
-    finally:
-        cursor.close()
 
 
 def _merge(row: dict[str, Any] | None, source_id: str, update: VersionUpdate, now: datetime) -> dict[str, Any]:

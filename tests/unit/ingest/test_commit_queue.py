@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.ingest.commit_queue import CommitQueue
+from services.ingest.store import AcceptedWrite, VersionUpdate, known_for, save_accepted
 from shared.db import make_engine
+from tests.unit.conftest import START
 
 
 def engine_with_table(tmp_path: Path) -> Engine:
@@ -105,3 +108,17 @@ def test_the_queue_can_be_used_again_after_it_drained(tmp_path: Path, jobs: int)
 
     asyncio.run(main())
     assert rows(engine) == [*range(1, jobs + 1), 100]
+
+
+def test_driver_errors_of_the_hot_path_are_sqlalchemys_so_they_answer_503(tmp_path: Path) -> None:
+    """The lookup and the writes use the driver's cursor; a failing database must still raise what the services
+    map to 503 (sqlalchemy.exc.OperationalError), never a bare sqlite3/psycopg error that would be a 500."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no ingest tables: every statement fails
+    write = AcceptedWrite(
+        source_id="edc", envelopes=[], updates=[], now=START, webhook_id="wh", webhook_body_sha256="0"
+    )
+    with engine.connect() as connection, pytest.raises(OperationalError):
+        known_for(connection, source_id="edc", event_ids=["e1"], record_keys=["k1"], webhook_id="wh")
+    update = VersionUpdate("k1", None, 1, "lab", "R1", "NCT07212335", "S-1", "SITE-1", False, START, "h")
+    with engine.begin() as connection, pytest.raises(OperationalError):
+        save_accepted(connection, writes=[replace(write, updates=[update])])
