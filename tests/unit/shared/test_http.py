@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
+from sqlalchemy import text
 
+from shared.db import make_engine
 from shared.http import install_common
 
 
@@ -55,3 +60,26 @@ def test_requests_are_counted_by_route_template_and_status() -> None:
     assert count("/v1/items/{item}", "202") == 2
     assert count("/boom", "500") == 1
     assert count("unmatched", "404") == 1
+
+
+def test_every_service_reports_its_database_and_answers_503_while_it_is_down(tmp_path: Path) -> None:
+    """Shared by ingest, safety and notify: /readyz checks the database; a request that needs it gets 503."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'db' / 'x.db'}")
+    app = FastAPI()
+    install_common(app, registry=CollectorRegistry(), service="x", readiness=lambda: {}, database=engine, retry_after=7)
+
+    @app.get("/v1/things")
+    def things() -> list[int]:
+        with engine.connect() as connection:
+            return [row[0] for row in connection.execute(text("SELECT 1"))]
+
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.get("/readyz").json() == {"ready": True, "checks": {"database": True}}
+    engine.dispose()
+    shutil.rmtree(tmp_path / "db")  # SQLite can no longer open its file
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"] == {"database": False}
+    response = client.get("/v1/things")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert response.json()["title"] == "Database unavailable"
