@@ -21,7 +21,7 @@ class IngestSettings(CommonSettings):
     publish_timeout_seconds: float = Field(default=15.0, gt=0)
     retry_after_seconds: int = Field(default=30, ge=1)
     publish_batch_size: int = Field(default=1000, ge=1, le=100_000)
-    publish_concurrency: int = Field(default=64, ge=1, le=10_000)
+    publish_concurrency: int = Field(default=1000, ge=1, le=10_000)
     producer_batch_bytes: int = Field(
         default=512 * 1024, ge=16 * 1024, le=1024 * 1024, description="Kafka batch per partition (broker max 1 MiB)"
     )
