@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Mapping
 
 from fastapi import Request
 
 from shared.problems import ProblemError
-from shared.settings import ApiUser, Role
+from shared.settings import ApiUser, Role, TokenTable
 
 ROLE_RANK: dict[Role, int] = {"viewer": 0, "officer": 1, "admin": 2}
 
 
 class TokenAuthenticator:
     def __init__(self, tokens: Mapping[str, ApiUser]) -> None:
-        self._tokens = dict(tokens)
+        self._tokens = tokens if isinstance(tokens, TokenTable) else TokenTable(tokens)
 
     def authenticate(self, authorization: str | None) -> ApiUser:
         scheme, _, token = (authorization or "").partition(" ")
@@ -27,9 +26,9 @@ class TokenAuthenticator:
                 slug="unauthorized",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        for known, user in self._tokens.items():
-            if hmac.compare_digest(known.encode(), token.strip().encode()):
-                return user
+        user = self._tokens.match(token.strip())
+        if user is not None:
+            return user
         raise ProblemError(
             401, "Unauthorized", "unknown token", slug="unauthorized", headers={"WWW-Authenticate": "Bearer"}
         )

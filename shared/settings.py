@@ -1,16 +1,26 @@
-"""Configuration from `SENTINEL_*` environment variables, built once in each service's composition root."""
+"""Configuration from `SENTINEL_*` environment variables, built once in each service's composition root.
+
+Secrets never reach a message: settings hide the input in validation errors (`hide_input_in_errors`), API
+tokens are validated here so that an error names the entry's position and user, never the token, and secret
+values are `SecretStr` or `TokenTable`, whose repr shows no secret.
+"""
 
 from __future__ import annotations
 
+import hmac
+import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, GetCoreSchemaHandler, ValidationError
+from pydantic_core import core_schema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import topics
 
 Role = Literal["viewer", "officer", "admin"]
+PLACEHOLDER_TOKENS = frozenset({"changeme", "secret", "token"})
 
 
 class ApiUser(BaseModel):
@@ -18,10 +28,68 @@ class ApiUser(BaseModel):
     role: Role
 
 
+class TokenTable(Mapping[str, ApiUser]):
+    """Bearer token -> user, from `SENTINEL_API_TOKENS`; its repr and every error it raises omit the tokens."""
+
+    def __init__(self, tokens: Mapping[str, ApiUser] | None = None) -> None:
+        self._tokens = dict(tokens or {})
+
+    @classmethod
+    def parse(cls, raw: Any) -> TokenTable:
+        """JSON text or a mapping `{"token": {"user", "role"}}`; errors say which entry (by position and user)."""
+        if isinstance(raw, TokenTable):
+            return raw
+        if isinstance(raw, str | bytes):
+            try:
+                raw = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                raise ValueError("must be a JSON object {token: {user, role}} (the text is not valid JSON)") from None
+        if not isinstance(raw, Mapping):
+            raise ValueError("must be a JSON object {token: {user, role}}")
+        tokens: dict[str, ApiUser] = {}
+        for position, (token, entry) in enumerate(raw.items(), start=1):
+            user = entry.get("user") if isinstance(entry, Mapping) else None
+            where = f"entry {position}" + (f" (user {user!r})" if isinstance(user, str) else "")
+            if not isinstance(token, str) or len(token) < 16 or token.lower() in PLACEHOLDER_TOKENS:
+                raise ValueError(f"{where}: API tokens must be at least 16 characters of real randomness")
+            try:
+                tokens[token] = ApiUser.model_validate(entry)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"{where}: {problems}") from None
+        return cls(tokens)
+
+    def match(self, presented: str) -> ApiUser | None:
+        """The user whose token this is, compared in constant time with every known token."""
+        found = None
+        for token, user in self._tokens.items():
+            if hmac.compare_digest(token.encode(), presented.encode()):
+                found = user
+        return found
+
+    def __getitem__(self, token: str) -> ApiUser:
+        return self._tokens[token]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tokens)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def __repr__(self) -> str:
+        return f"TokenTable({len(self._tokens)} token(s) hidden)"
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, _source: Any, _handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls.parse, serialization=core_schema.plain_serializer_function_ser_schema(lambda t: repr(t))
+        )
+
+
 class CommonSettings(BaseSettings):
     """What every service needs: broker, database, topics, protocol."""
 
-    model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore", hide_input_in_errors=True)
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file var/<service>.db")
@@ -43,14 +111,6 @@ class CommonSettings(BaseSettings):
 
 
 class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore", hide_input_in_errors=True)
 
-    api_tokens: dict[str, ApiUser] = Field(default_factory=dict)
-
-    @field_validator("api_tokens")
-    @classmethod
-    def _no_placeholder_tokens(cls, tokens: dict[str, ApiUser]) -> dict[str, ApiUser]:
-        for token in tokens:
-            if len(token) < 16 or token.lower() in {"changeme", "secret", "token"}:
-                raise ValueError("API tokens must be at least 16 characters of real randomness")
-        return tokens
+    api_tokens: TokenTable = Field(default_factory=TokenTable)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 SECRET_PREFIX = "whsec_"
@@ -23,7 +23,7 @@ class SignatureError(Exception):
 
 @dataclass(frozen=True)
 class WebhookSecret:
-    key: bytes
+    key: bytes = field(repr=False)  # never in a log line or an error message
 
     @classmethod
     def parse(cls, secret: str) -> WebhookSecret:

@@ -53,9 +53,13 @@ def authenticate(
 ) -> None:
     """Raise SignatureError unless the request is provably from this source."""
     if credential.scheme == AuthScheme.GITHUB:
-        verify_github(credential.value, signature_header=headers.get(GITHUB_HEADER), body=body)
+        verify_github(credential.value.get_secret_value(), signature_header=headers.get(GITHUB_HEADER), body=body)
     elif credential.scheme == AuthScheme.BEARER:
-        verify_bearer(credential.value, authorization=headers.get("authorization"), query_token=query.get("token"))
+        verify_bearer(
+            credential.value.get_secret_value(),
+            authorization=headers.get("authorization"),
+            query_token=query.get("token"),
+        )
     else:
         assert credential.webhook_secret is not None
         verify(

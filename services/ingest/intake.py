@@ -7,33 +7,48 @@ broker's acknowledgement before the 2xx, and the record of what was accepted aft
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from fastapi import Request
 from pydantic import BaseModel
-from sqlmodel import Session
+from sqlalchemy import Connection
 
 from services.ingest import store
 from services.ingest.adapters.records import SourceRecord
 from services.ingest.authentication import authenticate
-from services.ingest.models import RecordVersion
 from services.ingest.normalise import to_envelope
 from services.ingest.runtime import IngestRuntime
-from services.ingest.sources import ENDPOINT_FOR_KIND, Source, SourceKind
+from services.ingest.sources import ENDPOINT_FOR_KIND, AuthScheme, Source, SourceKind
 from shared.events import AeData, ClinicalEnvelopeBase, DoseData, LabData, RecordStatusData, message_key
+from shared.http import DATABASE_UNAVAILABLE, database_problem
 from shared.kafka import BrokerUnavailable
 from shared.problems import ProblemError
 from shared.webhook_signatures import SignatureError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
+MAX_WEBHOOK_ID = 200
+"""The width of `ingest_webhook_deliveries.webhook_id`; longer ids are kept as a prefix plus their hash."""
 
 
 class PublishInterrupted(BrokerUnavailable):
     """The broker failed part-way; `accepted` events before the failure are durable and recorded."""
+
+    def __init__(self, message: str, *, accepted: int) -> None:
+        super().__init__(message)
+        self.accepted = accepted
+
+
+class RecordingFailed(Exception):
+    """The broker has the events but the database could not record them; `accepted` before them are recorded.
+
+    The sender retries on the 503: the events are published again under the same envelope ids, which the
+    consumers' inboxes drop, so nothing is lost and nothing a person sees is duplicated.
+    """
 
     def __init__(self, message: str, *, accepted: int) -> None:
         super().__init__(message)
@@ -130,6 +145,30 @@ class _Planned:
     update: store.VersionUpdate
 
 
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """A Standard Webhooks message id and the SHA-256 of the body posted under it."""
+
+    id: str
+    body_sha256: str
+
+
+class WebhookIdReused(Exception):
+    """The webhook-id was accepted before with another body: not a resend, so neither a duplicate nor new."""
+
+
+def webhook_delivery(source: Source, headers: Mapping[str, str], body: bytes) -> WebhookDelivery | None:
+    """The delivery's id for Standard Webhooks sources (the other schemes sign no id); long ids are hashed."""
+    if source.credential.scheme != AuthScheme.STANDARD_WEBHOOKS:
+        return None
+    msg_id = headers.get("webhook-id")
+    if not msg_id:
+        return None
+    if len(msg_id) > MAX_WEBHOOK_ID:
+        msg_id = f"{msg_id[:100]}~{hashlib.sha256(msg_id.encode()).hexdigest()}"
+    return WebhookDelivery(msg_id, hashlib.sha256(body).hexdigest())
+
+
 async def accept_records(
     runtime: IngestRuntime,
     source_id: str,
@@ -137,21 +176,31 @@ async def accept_records(
     received_at: datetime,
     *,
     progress: Progress | None = None,
+    webhook: WebhookDelivery | None = None,
 ) -> Verdict:
     """Publish what is new and current; answer duplicates and stale versions without publishing them.
 
     Raises BrokerUnavailable if the broker fails; what it acknowledged before is recorded, so a retry
-    reports those as duplicates and publishes only the rest.
+    reports those as duplicates and publishes only the rest. Raises WebhookIdReused before publishing anything
+    when the webhook-id came before with another body.
     """
     verdict = Verdict()
     ids = [r.delivery_id for r in records if not r.content_identified]
-    known, versions = await asyncio.to_thread(_lookup, runtime, source_id, ids, [r.record_key for r in records])
+    keys = [r.record_key for r in records]
+    if runtime.engine.dialect.name == "sqlite":
+        # a local read under WAL never waits for the writer: cheaper on the loop than a hop to a thread
+        known = _lookup(runtime, source_id, ids, keys, webhook)
+    else:
+        known = await asyncio.to_thread(_lookup, runtime, source_id, ids, keys, webhook)
+    if webhook is not None and known.webhook_body_sha256 not in (None, webhook.body_sha256):
+        raise WebhookIdReused(webhook.id)
+    versions = known.versions
     planned: list[_Planned] = []
     seen: set[str] = set()
     for record in records:
         delivery = record.delivery_id
         current = versions.get(record.record_key)
-        if _is_duplicate(record, current, known, seen):
+        if _is_duplicate(record, current, known.deliveries, seen):
             verdict.duplicates.append(delivery)
             continue
         seen.add(delivery)
@@ -161,37 +210,40 @@ async def accept_records(
         item = _plan(source_id, record, current, received_at)
         versions[record.record_key] = _advanced(current, item.update)
         planned.append(item)
-    await _publish_in_batches(runtime, source_id, planned, received_at, verdict, progress)
+    await _publish_in_batches(runtime, source_id, planned, received_at, verdict, progress, webhook)
     runtime.metrics.duplicates.inc(len(verdict.duplicates))
     runtime.metrics.stale.inc(len(verdict.stale))
     return verdict
 
 
 def _lookup(
-    runtime: IngestRuntime, source_id: str, ids: list[str], keys: list[str]
-) -> tuple[set[str], dict[str, RecordVersion]]:
-    with Session(runtime.engine) as session:
-        return (
-            store.already_accepted(session, source_id=source_id, event_ids=ids),
-            store.record_versions(session, source_id=source_id, record_keys=keys),
+    runtime: IngestRuntime, source_id: str, ids: list[str], keys: list[str], webhook: WebhookDelivery | None
+) -> store.Known:
+    with runtime.engine.connect() as connection:
+        return store.known_for(
+            connection,
+            source_id=source_id,
+            event_ids=ids,
+            record_keys=keys,
+            webhook_id=webhook.id if webhook is not None else None,
         )
 
 
-def _is_duplicate(record: SourceRecord, current: RecordVersion | None, known: set[str], seen: set[str]) -> bool:
+def _is_duplicate(record: SourceRecord, current: store.KnownVersion | None, known: set[str], seen: set[str]) -> bool:
     """A sender's delivery id seen before; or, without one, the very content last published for the record."""
     if record.content_identified:
         return current is not None and current.content_hash == record.content_hash
     return record.delivery_id in known or record.delivery_id in seen
 
 
-def _is_stale(record: SourceRecord, current: RecordVersion | None) -> bool:
+def _is_stale(record: SourceRecord, current: store.KnownVersion | None) -> bool:
     """An older (or the same) source version than the newest published one never overwrites it."""
     if record.source_version is None or current is None or current.source_version is None:
         return False
     return record.source_version <= current.source_version
 
 
-def _plan(source_id: str, record: SourceRecord, current: RecordVersion | None, received_at: datetime) -> _Planned:
+def _plan(source_id: str, record: SourceRecord, current: store.KnownVersion | None, received_at: datetime) -> _Planned:
     event = record.event
     data = event.data
     header = event.header
@@ -241,28 +293,15 @@ def _record_id(data: BaseModel, subject: str) -> str:
     return subject
 
 
-def _advanced(current: RecordVersion | None, update: store.VersionUpdate) -> RecordVersion:
+def _advanced(current: store.KnownVersion | None, update: store.VersionUpdate) -> store.KnownVersion:
     """The in-request view of a record after this update, so two versions in one body are ordered too."""
-    row = RecordVersion(
-        source_id="",
-        record_key=update.record_key,
-        source_version=current.source_version if current is not None else None,
-        canonical_version=current.canonical_version if current is not None else None,
-        record_type=update.record_type,
-        record_id=update.record_id,
-        trial=update.trial,
-        subject=update.subject,
-        site=update.site,
-        retracted=update.retracted,
-        content_hash=update.content_hash,
-        first_received_at=update.first_received_at,
-        updated_at=update.first_received_at,
-    )
-    if update.source_version is not None and (row.source_version is None or update.source_version > row.source_version):
-        row.source_version = update.source_version
+    source_version = current.source_version if current is not None else None
+    canonical_version = current.canonical_version if current is not None else None
+    if update.source_version is not None and (source_version is None or update.source_version > source_version):
+        source_version = update.source_version
     if update.canonical_version is not None:
-        row.canonical_version = max(row.canonical_version or 0, update.canonical_version)
-    return row
+        canonical_version = max(canonical_version or 0, update.canonical_version)
+    return store.KnownVersion(source_version, canonical_version, update.content_hash, update.first_received_at)
 
 
 async def _publish_in_batches(
@@ -272,13 +311,26 @@ async def _publish_in_batches(
     received_at: datetime,
     verdict: Verdict,
     progress: Progress | None,
+    webhook: WebhookDelivery | None,
 ) -> None:
     size = runtime.settings.publish_batch_size
     total = len(planned)
     for start in range(0, total, size):
         batch = planned[start : start + size]
         done, failure = await _publish_batch(runtime, batch)
-        await asyncio.to_thread(_record, runtime, source_id, done, received_at)
+        if done:
+            write = store.AcceptedWrite(
+                source_id=source_id,
+                envelopes=[item.envelope for item in done],
+                updates=[item.update for item in done],
+                now=received_at,
+                webhook_id=webhook.id if webhook is not None else None,
+                webhook_body_sha256=webhook.body_sha256 if webhook is not None else None,
+            )
+            try:
+                await runtime.commits.commit(write)
+            except DATABASE_UNAVAILABLE as exc:
+                raise RecordingFailed(str(exc), accepted=len(verdict.accepted)) from exc
         verdict.accepted.extend(item.envelope.senderid for item in done)
         for item in done:
             runtime.metrics.published.labels(type=str(getattr(item.envelope, "type", "unknown"))).inc()
@@ -317,12 +369,9 @@ async def _publish_batch(runtime: IngestRuntime, batch: list[_Planned]) -> tuple
     return done, failures[0] if failures else None
 
 
-def _record(runtime: IngestRuntime, source_id: str, done: list[_Planned], now: datetime) -> None:
-    if not done:
-        return
-    with Session(runtime.engine) as session, session.begin():
-        store.record_accepted(session, source_id=source_id, envelopes=[item.envelope for item in done], now=now)
-        store.save_versions(session, source_id=source_id, updates=[item.update for item in done], now=now)
+def save_accepted(connection: Connection, writes: Sequence[store.AcceptedWrite]) -> None:
+    """The commit queue's writer: every waiting request's records in one transaction."""
+    store.save_accepted(connection, writes=writes)
 
 
 def broker_problem(runtime: IngestRuntime, exc: BrokerUnavailable) -> ProblemError:
@@ -339,6 +388,26 @@ def broker_problem(runtime: IngestRuntime, exc: BrokerUnavailable) -> ProblemErr
         detail,
         slug="broker-unavailable",
         headers={"Retry-After": str(runtime.settings.retry_after_seconds)},
+    )
+
+
+def database_problem_for(runtime: IngestRuntime, exc: RecordingFailed) -> ProblemError:
+    runtime.metrics.rejected.labels(reason="database_unavailable").inc()
+    problem = database_problem(runtime.settings.retry_after_seconds)
+    if exc.accepted:
+        problem.detail += f"; {exc.accepted} event(s) were recorded before the failure and will be duplicates on retry"
+    return problem
+
+
+def webhook_conflict(runtime: IngestRuntime, exc: WebhookIdReused) -> ProblemError:
+    runtime.metrics.rejected.labels(reason="webhook_id_reused").inc()
+    return ProblemError(
+        409,
+        "Webhook id reused with another body",
+        f"webhook-id '{exc}' was accepted before with a different body; a resend must carry the same body, "
+        "a new message needs a new webhook-id (Standard Webhooks). Nothing of this request was published.",
+        slug="webhook-id-reused",
+        errors=[{"pointer": "", "detail": "header webhook-id: already used for another body"}],
     )
 
 

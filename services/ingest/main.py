@@ -12,26 +12,32 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.ingest import routes, routes_fhir, routes_odm, routes_redcap, routes_sdtm
+from services.ingest.commit_queue import CommitQueue
+from services.ingest.intake import save_accepted
+from services.ingest.producer import make_ingest_producer
 from services.ingest.purge import run_purge
 from services.ingest.rate_limit import RateLimiter
 from services.ingest.redcap_sync import RedcapSync
 from services.ingest.runtime import IngestMetrics, IngestRuntime
 from services.ingest.settings import IngestSettings
-from services.ingest.sources import Source, canonical_sources, load_sources, merge_sources
+from services.ingest.sources import Source, bind_trial, canonical_sources, load_sources, merge_sources
 from shared.clock import Clock, SystemClock
 from shared.db import make_engine
 from shared.db_migrations import SHARED, Component, prepare_database
 from shared.http import install_common
-from shared.kafka import ManagedProducer, Publisher, ensure_topics, make_producer
+from shared.kafka import ManagedProducer, Publisher, ensure_topics
+from shared.protocol import load_protocol
 
 SERVICE = "ingest"
 MIGRATIONS = Component(SERVICE, "services.ingest:migrations")
 
 
 def build_sources(settings: IngestSettings, env: Mapping[str, str]) -> dict[str, Source]:
-    """The sources file (if any) plus SENTINEL_WEBHOOK_SECRETS as canonical sources; raises SourcesError."""
+    """The sources file (if any) plus SENTINEL_WEBHOOK_SECRETS as canonical sources, each bound to the trial of
+    the protocol safety runs (whatever ingest accepts, safety must be able to process); raises SourcesError."""
     from_file = load_sources(settings.sources_path, env) if settings.sources_path else {}
-    return merge_sources(from_file, canonical_sources(settings.parsed_secrets(), settings.webhook_secrets))
+    merged = merge_sources(from_file, canonical_sources(settings.webhook_secrets))
+    return bind_trial(merged, load_protocol(settings.protocol_path).trial_id)
 
 
 def create_app(
@@ -52,7 +58,7 @@ def create_app(
     managed: ManagedProducer | None = None
     if publisher is None:
         managed = ManagedProducer(
-            lambda: make_producer(settings.kafka_bootstrap_servers, client_id="sentinel-ingest"),
+            lambda: make_ingest_producer(settings),
             publish_timeout=settings.publish_timeout_seconds,
         )
         publisher = managed
@@ -66,6 +72,7 @@ def create_app(
         rate_limiter=RateLimiter(
             clock, {sid: s.config.rate_limit for sid, s in sources.items() if s.config.rate_limit is not None}
         ),
+        commits=CommitQueue(engine, save_accepted),
     )
     redcap_client = httpx.AsyncClient(transport=redcap_transport)
     redcap_sync = RedcapSync(runtime=runtime, client=redcap_client)
@@ -105,6 +112,8 @@ def create_app(
         registry=registry,
         service=SERVICE,
         readiness=lambda: {"broker": managed.connected.is_set() if managed else True},
+        database=engine,
+        retry_after=settings.retry_after_seconds,
     )
     for module in (routes, routes_fhir, routes_odm, routes_sdtm, routes_redcap):
         app.include_router(module.router)

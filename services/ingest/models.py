@@ -24,6 +24,22 @@ class AcceptedDelivery(SQLModel, table=True):
     accepted_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
 
 
+class WebhookDelivery(SQLModel, table=True):
+    """A Standard Webhooks `webhook-id` with the SHA-256 of the body first accepted under it.
+
+    The spec makes the id the idempotency key of one message: a resend carries the same id and the same body.
+    The same id with another body is refused (409), never taken for a duplicate: what differs might be an SAE.
+    Ids longer than the column are stored as a hash (`fitted_webhook_id`). Purged with the delivery ids.
+    """
+
+    __tablename__ = "ingest_webhook_deliveries"
+
+    source_id: str = Field(primary_key=True, max_length=100)
+    webhook_id: str = Field(primary_key=True, max_length=200)
+    body_sha256: str = Field(max_length=64)
+    accepted_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
 class RecordVersion(SQLModel, table=True):
     """The newest version published per (source, record key); never moves backwards.
 
@@ -86,4 +102,4 @@ class RedcapCursor(SQLModel, table=True):
     last_run_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
-TABLES = [AcceptedDelivery, RecordVersion, RedcapTrigger, RedcapCursor]
+TABLES = [AcceptedDelivery, WebhookDelivery, RecordVersion, RedcapTrigger, RedcapCursor]

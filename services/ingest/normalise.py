@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from services.ingest.bounds import out_of_bounds
 from shared.events import (
     ENVELOPE_FOR_INBOUND,
     INBOUND_DATA,
@@ -97,6 +98,9 @@ def _parse_one(item: Any) -> CanonicalEvent:
         ) from exc
     if isinstance(data, AeData) and data.version > MAX_VERSION:
         raise InvalidBody("version too large", [{"loc": ("data", "version"), "msg": f"at most {MAX_VERSION}"}])
+    errors = out_of_bounds(data)
+    if errors:
+        raise InvalidBody("number out of bounds", errors)
     return CanonicalEvent(header=header, data=data)
 
 

@@ -23,8 +23,9 @@ from sqlmodel import Session
 
 from services.ingest import store
 from services.ingest.adapters.fields import record_status
-from services.ingest.adapters.records import SourceRecord, make_record
+from services.ingest.adapters.records import Outcome, SourceRecord, make_record
 from services.ingest.adapters.redcap import DetNotice, map_records
+from services.ingest.bounds import out_of_bounds
 from services.ingest.intake import accept_records
 from services.ingest.models import UNMAPPABLE, RedcapTrigger
 from services.ingest.runtime import IngestRuntime
@@ -70,7 +71,7 @@ class RedcapSync:
         redcap = source.config.redcap
         assert redcap is not None and source.redcap_token is not None
         form: dict[str, str] = {
-            "token": source.redcap_token,
+            "token": source.redcap_token.get_secret_value(),
             "content": "record",
             "action": "export",
             "format": "json",
@@ -140,7 +141,7 @@ class RedcapSync:
             records = await asyncio.to_thread(self._retractions, source, study, trigger.record)
             await accept_records(self._runtime, source.id, records, received_at)
             return []
-        mapped = map_records(rows, source=source.config, study=study)
+        mapped = _bounded(map_records(rows, source=source.config, study=study))
         await accept_records(self._runtime, source.id, mapped.records, received_at)
         return mapped.errors
 
@@ -201,7 +202,7 @@ class RedcapSync:
         since = last[0] - timedelta(minutes=redcap.overlap_minutes) if last is not None else None
         try:
             rows = await self.pull(source, since=since)
-            mapped = map_records(rows, source=source.config, study=_study(source))
+            mapped = _bounded(map_records(rows, source=source.config, study=_study(source)))
             await accept_records(self._runtime, source.id, mapped.records, self._runtime.clock.now())
         except (RedcapError, BrokerUnavailable) as exc:
             self._runtime.metrics.redcap_pulls.labels(kind="reconcile", outcome="failed").inc()
@@ -262,3 +263,21 @@ def _summary(errors: list[dict[str, Any]]) -> str | None:
 
 def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _bounded(outcome: Outcome) -> Outcome:
+    """Records with a number safety could not process are kept back as unmappable forms, like any form the map
+    cannot read: the site must correct them in REDCap (a pull has no sender to answer 422 to)."""
+    kept: list[SourceRecord] = []
+    for record in outcome.records:
+        problems = out_of_bounds(record.event.data)
+        if not problems:
+            kept.append(record)
+            continue
+        header = record.event.header
+        for problem in problems:
+            outcome.errors.append(
+                {"loc": problem["loc"], "msg": problem["msg"], "record": header.subject, "event": "", "instrument": ""}
+            )
+    outcome.records = kept
+    return outcome

@@ -11,12 +11,19 @@ from fastapi.responses import JSONResponse
 
 from services.ingest import openapi_docs as docs
 from services.ingest.adapters.records import SourceRecord, version_text
+from services.ingest.bounds import out_of_bounds
 from services.ingest.intake import (
     IngestResult,
+    RecordingFailed,
     Verdict,
+    WebhookDelivery,
+    WebhookIdReused,
     accept_records,
     broker_problem,
+    database_problem_for,
     receive,
+    webhook_conflict,
+    webhook_delivery,
 )
 from services.ingest.normalise import CanonicalEvent, InvalidBody, parse_body
 from services.ingest.runtime import IngestRuntime
@@ -51,12 +58,14 @@ SourceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="
 async def post_events(source_id: SourceId, request: Request) -> JSONResponse:
     runtime, source, body, received_at = await receive(request, source_id, SourceKind.CANONICAL)
     try:
-        events = parse_body(body)
+        events = parse_body(body)  # numbers are bounded here, with pointers into the body
         _check_trial(source, events)
     except InvalidBody as exc:
         runtime.metrics.rejected.labels(reason="invalid").inc()
         raise validation_problem(exc.errors) from exc
-    return await publish(runtime, source_id, [canonical_record(e) for e in events], received_at)
+    records = [canonical_record(e) for e in events]
+    webhook = webhook_delivery(source, request.headers, body)
+    return await publish(runtime, source_id, records, received_at, webhook=webhook, bounded=True)
 
 
 async def publish(
@@ -65,11 +74,28 @@ async def publish(
     records: list[SourceRecord],
     received_at: datetime,
     ignored: Sequence[str] = (),
+    *,
+    webhook: WebhookDelivery | None = None,
+    bounded: bool = False,
 ) -> JSONResponse:
+    """Refuse numbers safety could not process (adapters' records are named by their delivery id), then accept."""
+    if not bounded:
+        errors = [
+            {"loc": (record.delivery_id, *error["loc"]), "msg": error["msg"]}
+            for record in records
+            for error in out_of_bounds(record.event.data)
+        ]
+        if errors:
+            runtime.metrics.rejected.labels(reason="invalid").inc()
+            raise validation_problem(errors)
     try:
-        verdict = await accept_records(runtime, source_id, records, received_at)
+        verdict = await accept_records(runtime, source_id, records, received_at, webhook=webhook)
     except BrokerUnavailable as exc:
         raise broker_problem(runtime, exc) from exc
+    except RecordingFailed as exc:
+        raise database_problem_for(runtime, exc) from exc
+    except WebhookIdReused as exc:
+        raise webhook_conflict(runtime, exc) from exc
     return result_response(verdict, ignored)
 
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from services.ingest import openapi_docs as docs
 from services.ingest.adapters.sdtm import parse_sdtm
-from services.ingest.intake import receive
+from services.ingest.intake import receive, webhook_delivery
 from services.ingest.normalise import InvalidBody
 from services.ingest.routes import SourceId, publish
 from services.ingest.sources import SourceKind
@@ -52,4 +52,5 @@ async def post_sdtm(
     except InvalidBody as exc:
         runtime.metrics.rejected.labels(reason="invalid").inc()
         raise validation_problem(exc.errors) from exc
-    return await publish(runtime, source_id, outcome.records, received_at, outcome.ignored)
+    webhook = webhook_delivery(source, request.headers, body)
+    return await publish(runtime, source_id, outcome.records, received_at, outcome.ignored, webhook=webhook)

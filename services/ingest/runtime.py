@@ -8,9 +8,11 @@ from datetime import timedelta
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import Engine
 
+from services.ingest.commit_queue import CommitQueue
 from services.ingest.rate_limit import RateLimiter
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import Source
+from services.ingest.store import AcceptedWrite
 from shared.clock import Clock
 from shared.kafka import Publisher
 
@@ -78,6 +80,7 @@ class IngestRuntime:
     clock: Clock
     metrics: IngestMetrics
     rate_limiter: RateLimiter
+    commits: CommitQueue[AcceptedWrite]
 
     @property
     def signature_tolerance(self) -> timedelta:

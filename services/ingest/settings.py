@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from shared.settings import CommonSettings
 from shared.webhook_signatures import WebhookSecret
@@ -12,7 +12,7 @@ from shared.webhook_signatures import WebhookSecret
 
 class IngestSettings(CommonSettings):
     ingest_port: int = 8000
-    webhook_secrets: dict[str, str] = Field(
+    webhook_secrets: dict[str, SecretStr] = Field(
         default_factory=dict, description="JSON object: source_id -> 'whsec_...' secret (canonical sources)"
     )
     sources_path: Path | None = Field(default=None, description="Sources file (YAML): EDC adapters and their maps")
@@ -21,7 +21,10 @@ class IngestSettings(CommonSettings):
     publish_timeout_seconds: float = Field(default=15.0, gt=0)
     retry_after_seconds: int = Field(default=30, ge=1)
     publish_batch_size: int = Field(default=1000, ge=1, le=100_000)
-    publish_concurrency: int = Field(default=64, ge=1, le=10_000)
+    publish_concurrency: int = Field(default=1000, ge=1, le=10_000)
+    producer_batch_bytes: int = Field(
+        default=512 * 1024, ge=16 * 1024, le=1024 * 1024, description="Kafka batch per partition (broker max 1 MiB)"
+    )
     delivery_retention_days: int = Field(default=7, ge=4, description="Delivery ids are kept at least this long")
     purge_interval_seconds: float = Field(default=3600, gt=0)
     redcap_poll_seconds: float = Field(default=5.0, gt=0)
@@ -29,13 +32,11 @@ class IngestSettings(CommonSettings):
 
     @field_validator("webhook_secrets")
     @classmethod
-    def _secrets_parse(cls, secrets: dict[str, str]) -> dict[str, str]:
+    def _secrets_parse(cls, secrets: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        """The error names the source, never a secret (settings also hide the input: `hide_input_in_errors`)."""
         for source_id, secret in secrets.items():
             try:
-                WebhookSecret.parse(secret)
+                WebhookSecret.parse(secret.get_secret_value())
             except ValueError as exc:
-                raise ValueError(f"webhook secret for source '{source_id}': {exc}") from exc
+                raise ValueError(f"webhook secret for source '{source_id}': {exc}") from None
         return secrets
-
-    def parsed_secrets(self) -> dict[str, WebhookSecret]:
-        return {source: WebhookSecret.parse(secret) for source, secret in self.webhook_secrets.items()}

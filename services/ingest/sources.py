@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from shared.events import Relatedness
 from shared.webhook_signatures import WebhookSecret
@@ -66,7 +66,7 @@ class AuthConfig(ConfigModel):
     senders that cannot sign (REDCap's Data Entry Trigger: there the token may also come as `?token=`)."""
 
     scheme: AuthScheme = AuthScheme.STANDARD_WEBHOOKS
-    secret: str | None = None
+    secret: SecretStr | None = None
     secret_env: str | None = None
 
     @model_validator(mode="after")
@@ -202,7 +202,7 @@ class RateLimit(ConfigModel):
 class RedcapConfig(ConfigModel):
     base_url: Annotated[str, Field(pattern=r"^https?://")]
     project_id: Annotated[str, Field(pattern=r"^\d+$")]
-    token: str | None = None
+    token: SecretStr | None = None
     token_env: str | None = None
     reconcile_minutes: int = Field(default=60, ge=1, le=24 * 60)
     overlap_minutes: int = Field(default=10, ge=0, le=24 * 60)
@@ -270,13 +270,13 @@ class SourcesFile(ConfigModel):
 
 
 class Credential(BaseModel):
-    """A resolved secret: what the request must prove; never logged."""
+    """A resolved secret: what the request must prove; never logged (`SecretStr`, and a key without a repr)."""
 
     model_config = ConfigDict(frozen=True)
 
     scheme: AuthScheme
-    value: str
-    webhook_secret: WebhookSecret | None = None
+    value: SecretStr
+    webhook_secret: WebhookSecret | None = Field(default=None, repr=False)
 
 
 class Source(BaseModel):
@@ -287,7 +287,7 @@ class Source(BaseModel):
     id: str
     config: SourceConfig
     credential: Credential
-    redcap_token: str | None = None
+    redcap_token: SecretStr | None = None
 
 
 def resolve(config: SourcesFile, env: Mapping[str, str]) -> dict[str, Source]:
@@ -299,18 +299,19 @@ def resolve(config: SourcesFile, env: Mapping[str, str]) -> dict[str, Source]:
         credential = _credential(source.auth, env, f"{where}.auth", problems)
         token = None
         if source.redcap is not None:
-            token = source.redcap.token or env.get(source.redcap.token_env or "")
+            token = _secret(source.redcap.token) or env.get(source.redcap.token_env or "")
             if not token:
                 problems.append(f"{where}.redcap.token_env: environment variable {source.redcap.token_env} is not set")
         if credential is not None:
-            sources[source_id] = Source(id=source_id, config=source, credential=credential, redcap_token=token)
+            redcap_token = SecretStr(token) if token else None
+            sources[source_id] = Source(id=source_id, config=source, credential=credential, redcap_token=redcap_token)
     if problems:
         raise SourcesError(problems)
     return sources
 
 
 def _credential(auth: AuthConfig, env: Mapping[str, str], where: str, problems: list[str]) -> Credential | None:
-    value = auth.secret if auth.secret is not None else env.get(auth.secret_env or "")
+    value = _secret(auth.secret) if auth.secret is not None else env.get(auth.secret_env or "")
     if not value:
         problems.append(f"{where}.secret_env: environment variable {auth.secret_env} is not set")
         return None
@@ -319,22 +320,47 @@ def _credential(auth: AuthConfig, env: Mapping[str, str], where: str, problems: 
         return None
     if auth.scheme == AuthScheme.STANDARD_WEBHOOKS:
         try:
-            return Credential(scheme=auth.scheme, value=value, webhook_secret=WebhookSecret.parse(value))
+            return Credential(scheme=auth.scheme, value=SecretStr(value), webhook_secret=WebhookSecret.parse(value))
         except ValueError as exc:
             problems.append(f"{where}.secret: {exc}")
             return None
-    return Credential(scheme=auth.scheme, value=value)
+    return Credential(scheme=auth.scheme, value=SecretStr(value))
 
 
-def canonical_sources(secrets: Mapping[str, WebhookSecret], raw: Mapping[str, str]) -> dict[str, Source]:
-    """SENTINEL_WEBHOOK_SECRETS keeps working: each entry is a canonical source for any trial."""
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def canonical_sources(secrets: Mapping[str, SecretStr]) -> dict[str, Source]:
+    """SENTINEL_WEBHOOK_SECRETS keeps working: each entry is a canonical source (bound to a trial by `bind_trial`)."""
     return {
         source_id: Source(
             id=source_id,
-            config=SourceConfig(kind=SourceKind.CANONICAL, auth=AuthConfig(secret=raw[source_id])),
-            credential=Credential(scheme=AuthScheme.STANDARD_WEBHOOKS, value=raw[source_id], webhook_secret=secret),
+            config=SourceConfig(kind=SourceKind.CANONICAL, auth=AuthConfig(secret=secret)),
+            credential=Credential(
+                scheme=AuthScheme.STANDARD_WEBHOOKS,
+                value=secret,
+                webhook_secret=WebhookSecret.parse(secret.get_secret_value()),
+            ),
         )
         for source_id, secret in secrets.items()
+    }
+
+
+def bind_trial(sources: Mapping[str, Source], trial: str) -> dict[str, Source]:
+    """Every source posts for the trial of the protocol safety runs: a source without `trial` is bound to it, and
+    a source configured for another trial is refused at start, since safety could process none of its events."""
+    problems = [
+        f"sources.{source_id}.trial: {source.config.trial!r} is not the trial of the protocol file ({trial!r}); "
+        "safety would dead-letter every event of this source"
+        for source_id, source in sources.items()
+        if source.config.trial not in (None, trial)
+    ]
+    if problems:
+        raise SourcesError(problems)
+    return {
+        source_id: source.model_copy(update={"config": source.config.model_copy(update={"trial": trial})})
+        for source_id, source in sources.items()
     }
 
 

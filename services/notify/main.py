@@ -42,7 +42,7 @@ def smtp_channel(settings: NotifySettings) -> SmtpChannel:
             starttls=settings.smtp_starttls,
             ssl=settings.smtp_ssl,
             username=settings.smtp_username,
-            password=settings.smtp_password,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             timeout=settings.smtp_timeout_seconds,
         )
     )
@@ -111,6 +111,13 @@ def create_app(
     app.state.timers = timers
     app.state.dispatcher = dispatcher
     app.state.authenticator = TokenAuthenticator(settings.api_tokens)
-    install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness, liveness=consumer.alive)
+    install_common(
+        app,
+        registry=registry,
+        service=SERVICE,
+        readiness=consumer.readiness,
+        liveness=consumer.alive,
+        database=engine,
+    )
     app.include_router(routes.router)
     return app

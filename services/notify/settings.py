@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from services.notify.channels.webhook import WebhookTarget
 from shared.settings import ApiSettings, CommonSettings
@@ -15,13 +15,15 @@ class ChatWebhook(BaseModel):
     """A chat channel notify posts to: Slack- or Teams-compatible JSON, signed with the secret."""
 
     url: str = Field(pattern=r"^https?://", max_length=2000)
-    secret: str
+    secret: SecretStr
     format: Literal["slack", "teams"] = "slack"
 
     @field_validator("secret")
     @classmethod
-    def _real_secret(cls, secret: str) -> str:
-        WebhookSecret.parse(secret)  # refuses placeholders and short keys at start, not at the first page
+    def _real_secret(cls, secret: SecretStr) -> SecretStr:
+        WebhookSecret.parse(
+            secret.get_secret_value()
+        )  # refuses placeholders and short keys at start, not at the first page
         return secret
 
 
@@ -34,7 +36,7 @@ class NotifySettings(CommonSettings, ApiSettings):
     smtp_starttls: bool = False
     smtp_ssl: bool = False
     smtp_username: str | None = None
-    smtp_password: str | None = None
+    smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     delivery_max_attempts: int = Field(default=6, ge=1, le=50)
     delivery_base_backoff_seconds: float = Field(default=5.0, gt=0)
@@ -51,6 +53,8 @@ class NotifySettings(CommonSettings, ApiSettings):
 
     def webhook_targets(self) -> dict[str, WebhookTarget]:
         return {
-            name: WebhookTarget(url=hook.url, secret=WebhookSecret.parse(hook.secret), format=hook.format)
+            name: WebhookTarget(
+                url=hook.url, secret=WebhookSecret.parse(hook.secret.get_secret_value()), format=hook.format
+            )
             for name, hook in self.chat_webhooks.items()
         }

@@ -71,7 +71,14 @@ def create_app(
     app.state.clock = clock
     app.state.signals_topic = settings.signals_topic
     app.state.authenticator = TokenAuthenticator(settings.api_tokens)
-    install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness, liveness=consumer.alive)
+    install_common(
+        app,
+        registry=registry,
+        service=SERVICE,
+        readiness=consumer.readiness,
+        liveness=consumer.alive,
+        database=engine,
+    )
     app.include_router(routes.router)
     app.include_router(routes_expedited.router)
     return app

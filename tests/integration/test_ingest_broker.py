@@ -18,6 +18,7 @@ from shared.events import CLINICAL_ADAPTER, AeReported
 from shared.webhook_signatures import WebhookSecret, signature_headers
 from tests.kafka_tools import read_topic_sync
 from tests.polling import wait_for
+from tests.unit.ingest.conftest import webhook_id
 
 pytestmark = pytest.mark.integration
 SECRET = new_webhook_secret()
@@ -43,7 +44,7 @@ def _ae_event(event_id: str) -> dict[str, object]:
 
 def _signed(body: bytes) -> dict[str, str]:
     now = int(datetime.now(UTC).timestamp())
-    headers = signature_headers(WebhookSecret.parse(SECRET), "msg_1", now, body)
+    headers = signature_headers(WebhookSecret.parse(SECRET), webhook_id(body), now, body)
     return {**headers, "content-type": "application/json"}
 
 

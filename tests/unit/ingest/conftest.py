@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,8 @@ def make_client(clean_env: None, tmp_path: Path, publisher: FakePublisher, clock
     yield build
     for client in clients:
         client.__exit__(None, None, None)
+
+
+def webhook_id(body: bytes) -> str:
+    """A sender's message id: the same for a resend of the same body, new for another body (Standard Webhooks)."""
+    return "wh-" + hashlib.sha256(body).hexdigest()[:16]

@@ -17,7 +17,7 @@ from shared.clock import FakeClock
 from shared.events import CLINICAL_ADAPTER, AeData, AeReported, LabData, RecordStatusData, Relatedness
 from shared.webhook_signatures import WebhookSecret, signature_headers
 from tests.unit.conftest import FakePublisher
-from tests.unit.ingest.conftest import SECRET, TRIAL, AppFactory, fixture_bytes
+from tests.unit.ingest.conftest import SECRET, TRIAL, AppFactory, fixture_bytes, webhook_id
 
 OBSERVATION_WITHOUT_CODE = {"resourceType": "Observation", "id": "o", "subject": {"reference": "Patient/1"}}
 SOURCE = SourceConfig(kind="fhir", trial=TRIAL, timezone="Europe/Amsterdam", auth=AuthConfig(secret=SECRET))
@@ -121,7 +121,7 @@ def test_errors_point_into_the_resource(body: dict[str, Any], pointer: tuple[Any
 
 
 def _post(client: TestClient, clock: FakeClock, raw: bytes) -> Any:
-    headers = signature_headers(WebhookSecret.parse(SECRET), "wh-1", int(clock.now().timestamp()), raw)
+    headers = signature_headers(WebhookSecret.parse(SECRET), webhook_id(raw), int(clock.now().timestamp()), raw)
     return client.post(
         "/v1/sources/ehr/fhir", content=raw, headers={**headers, "content-type": "application/fhir+json"}
     )

@@ -176,3 +176,15 @@ def test_record_deleted_in_redcap_becomes_status_events(
     statuses = [e for e in published(publisher)[6:] if isinstance(e, RecordStatusChanged)]
     assert len(statuses) == 6 and {s.data.status for s in statuses} == {"deleted"}
     assert {s.data.record_type for s in statuses} == {"ae", "lab", "enrollment"}
+
+
+def test_a_pulled_number_safety_could_not_process_is_kept_back_as_unmappable(
+    client: TestClient, redcap: FakeRedcap, publisher: FakePublisher
+) -> None:
+    redcap.records["101-007"][0]["anc"] = "1e999999"
+    assert client.post(URL, content=fixture_bytes("redcap/det_body.txt").strip(), headers=FORM).status_code == 202
+    run_jobs(client)
+    labs = [e for e in published(publisher) if isinstance(e, LabResulted)]
+    assert sorted(e.data.test for e in labs) == ["HGB", "PLAT"]  # the other analytes still go through
+    states = [(t.state, t.last_error or "") for t in triggers(client)]
+    assert any(state == "unmappable" and "value" in error for state, error in states), states

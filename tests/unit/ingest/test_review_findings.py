@@ -20,7 +20,7 @@ from shared.clock import FakeClock
 from shared.events import CLINICAL_ADAPTER, AeData, AeReported, LabData, Relatedness
 from shared.webhook_signatures import WebhookSecret, signature_headers
 from tests.unit.conftest import FakePublisher
-from tests.unit.ingest.conftest import FIXTURES, SECRET, TRIAL, AppFactory
+from tests.unit.ingest.conftest import FIXTURES, SECRET, TRIAL, AppFactory, webhook_id
 
 TOKEN = "backfill-token-0123456789abcdef"
 FHIR_SOURCE = SourceConfig(kind="fhir", trial=TRIAL, auth=AuthConfig(secret=SECRET))
@@ -219,7 +219,7 @@ def signed(make_client: AppFactory) -> TestClient:
 
 
 def _signed_post(client: TestClient, clock: FakeClock, url: str, raw: bytes, **headers: str) -> Any:
-    sent = signature_headers(WebhookSecret.parse(SECRET), "wh-1", int(clock.now().timestamp()), raw)
+    sent = signature_headers(WebhookSecret.parse(SECRET), webhook_id(raw), int(clock.now().timestamp()), raw)
     return client.post(url, content=raw, headers={**sent, "content-type": "application/json", **headers})
 
 

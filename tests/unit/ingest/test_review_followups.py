@@ -24,7 +24,7 @@ from shared.clock import FakeClock
 from shared.events import CLINICAL_ADAPTER, AeData, LabData, LabResulted, Relatedness
 from shared.webhook_signatures import WebhookSecret, signature_headers
 from tests.unit.conftest import FakePublisher
-from tests.unit.ingest.conftest import FIXTURES, SECRET, TRIAL, AppFactory
+from tests.unit.ingest.conftest import FIXTURES, SECRET, TRIAL, AppFactory, webhook_id
 
 TOKEN = "backfill-token-0123456789abcdef"
 FHIR_SOURCE = SourceConfig(kind="fhir", trial=TRIAL, auth=AuthConfig(secret=SECRET))
@@ -179,7 +179,7 @@ def _signed(client: TestClient, clock: FakeClock) -> Any:
     event = {"id": "msg-1", "type": "ae", "study": TRIAL, "site": "S", "subject": "101-004"}
     event["data"] = {"ae_id": "AE-1", "version": 1, "term": "Fever"}
     raw = json.dumps(event).encode()
-    headers = signature_headers(WebhookSecret.parse(SECRET), "wh-1", int(clock.now().timestamp()), raw)
+    headers = signature_headers(WebhookSecret.parse(SECRET), webhook_id(raw), int(clock.now().timestamp()), raw)
     return client.post("/v1/sources/edc/events", content=raw, headers={**headers, "content-type": "application/json"})
 
 

@@ -18,6 +18,7 @@ from shared.clock import FakeClock
 from shared.events import CLINICAL_ADAPTER, AeReported, deterministic_id
 from shared.webhook_signatures import WebhookSecret, signature_headers
 from tests.unit.conftest import FakePublisher
+from tests.unit.ingest.conftest import webhook_id
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TOPIC = "test.clinical.v1"
@@ -53,7 +54,7 @@ def post(
 ) -> Any:
     raw = document if isinstance(document, bytes) else json.dumps(document).encode()
     sent_at = int((clock.now() - age).timestamp())
-    headers = signature_headers(WebhookSecret.parse(secret), "wh-1", sent_at, raw)
+    headers = signature_headers(WebhookSecret.parse(secret), webhook_id(raw), sent_at, raw)
     return client.post(URL, content=raw, headers={**headers, "content-type": "application/json"})
 
 
@@ -111,7 +112,7 @@ def test_bad_signature_is_401_and_nothing_is_published(
 
 def test_tampered_body_is_401(client: TestClient, clock: FakeClock, publisher: FakePublisher) -> None:
     raw = json.dumps(ae_event()).encode()
-    headers = signature_headers(WebhookSecret.parse(SECRET), "wh-1", int(clock.now().timestamp()), raw)
+    headers = signature_headers(WebhookSecret.parse(SECRET), webhook_id(raw), int(clock.now().timestamp()), raw)
     response = client.post(URL, content=raw.replace(b'"grade": 3', b'"grade": 4'), headers=headers)
     assert_problem(response, 401)
     assert publisher.messages == []
@@ -131,7 +132,7 @@ def test_missing_signature_headers_is_401(client: TestClient, publisher: FakePub
 
 def test_unknown_source_is_404(client: TestClient, clock: FakeClock) -> None:
     raw = json.dumps(ae_event()).encode()
-    headers = signature_headers(WebhookSecret.parse(SECRET), "wh-1", int(clock.now().timestamp()), raw)
+    headers = signature_headers(WebhookSecret.parse(SECRET), webhook_id(raw), int(clock.now().timestamp()), raw)
     problem = assert_problem(client.post("/v1/sources/rave/events", content=raw, headers=headers), 404)
     assert "rave" in problem["detail"]
 
@@ -205,7 +206,7 @@ def test_placeholder_secret_is_refused_at_start(clean_env: None, tmp_path: Path)
 
 def test_secrets_come_from_the_environment(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENTINEL_WEBHOOK_SECRETS", json.dumps({"redcap": SECRET}))
-    assert set(IngestSettings().parsed_secrets()) == {"redcap"}
+    assert set(IngestSettings().webhook_secrets) == {"redcap"}
 
 
 def test_metrics_answers_on_the_contract_path_without_redirect(client: TestClient) -> None:

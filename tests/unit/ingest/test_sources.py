@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlmodel import Session, select
 
 from services.ingest.authentication import verify_github
@@ -19,7 +20,7 @@ from services.ingest.sources import SourcesError, canonical_sources, check_sourc
 from shared.clock import FakeClock
 from shared.webhook_signatures import SignatureError, WebhookSecret, signature_headers, verify
 from tests.unit.conftest import FakePublisher
-from tests.unit.ingest.conftest import FIXTURES, SECRET, TRIAL, AppFactory
+from tests.unit.ingest.conftest import FIXTURES, SECRET, TRIAL, AppFactory, webhook_id
 
 # Standard Webhooks test vector (standard-webhooks python tests, test_sign_function)
 SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -100,11 +101,12 @@ def test_secrets_and_tokens_may_come_from_the_environment() -> None:
     document = {"sources": {"a": {"kind": "fhir", "auth": {"scheme": "github", "secret_env": "GH_SECRET"}}}}
     assert problems(document) == ["sources.a.auth.secret_env: environment variable GH_SECRET is not set"]
     source = parse_sources(document, {"GH_SECRET": GH_SECRET})["a"]
-    assert source.credential.value == GH_SECRET
+    assert source.credential.value.get_secret_value() == GH_SECRET
+    assert GH_SECRET not in repr(source)
 
 
 def test_webhook_secrets_env_stays_a_canonical_source_and_clashes_are_refused() -> None:
-    env_sources = canonical_sources({"edc": WebhookSecret.parse(SECRET)}, {"edc": SECRET})
+    env_sources = canonical_sources({"edc": SecretStr(SECRET)})
     assert env_sources["edc"].config.kind == "canonical"
     file_sources = parse_sources({"sources": {"edc": {"kind": "fhir", "auth": {"secret": SECRET}}}}, {})
     with pytest.raises(SourcesError):
@@ -171,7 +173,7 @@ def client(make_client: AppFactory) -> TestClient:
 
 def post_signed(client: TestClient, clock: FakeClock, document: Any, source: str = "edc") -> Any:
     raw = json.dumps(document).encode()
-    headers = signature_headers(WebhookSecret.parse(SECRET), "wh-1", int(clock.now().timestamp()), raw)
+    headers = signature_headers(WebhookSecret.parse(SECRET), webhook_id(raw), int(clock.now().timestamp()), raw)
     return client.post(f"/v1/sources/{source}/events", content=raw, headers=headers)
 
 

@@ -1,0 +1,50 @@
+"""The two servers the ingest benchmark compares, run under identical uvicorn settings in their own process.
+
+`python -m bench.bench_ingest_server ingest PORT`: the real ingest app, configured from SENTINEL_* variables.
+`python -m bench.bench_ingest_server bare PORT`: FastAPI + uvicorn doing the least a webhook receiver can do
+with the same body (read it, parse it as JSON with exact decimals, answer 202 with the ids): the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from decimal import Decimal
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+def bare_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/sources/{source_id}/events", status_code=202)
+    async def events(source_id: str, request: Request) -> JSONResponse:
+        document: Any = json.loads(await request.body(), parse_float=Decimal)
+        items = document["events"] if isinstance(document, dict) and "events" in document else [document]
+        return JSONResponse({"accepted": [item["id"] for item in items]}, status_code=202)
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        return JSONResponse({"ready": True})
+
+    return app
+
+
+def ingest_app() -> FastAPI:
+    from services.ingest.main import create_app
+    from services.ingest.settings import IngestSettings
+
+    return create_app(IngestSettings())
+
+
+def serve(app: FastAPI, port: int) -> None:
+    """The settings `services/runner.py` uses for the real services (uvicorn picks uvloop/httptools if present)."""
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
+
+
+if __name__ == "__main__":
+    kind, port = sys.argv[1], int(sys.argv[2])
+    serve(bare_app() if kind == "bare" else ingest_app(), port)

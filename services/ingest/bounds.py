@@ -1,0 +1,57 @@
+"""Pure: the numbers a clinical record can plausibly carry, so that nothing ingest accepts makes safety fail.
+
+A lab value, LLN or ULN of `1e999999` parses as a Decimal but overflows safety's arithmetic (the event is
+then dead-lettered after the sender was told 202). Ingest refuses such numbers up front with a 422 naming the
+field. The bounds are far beyond any real measurement in any unit (a count per litre is below 1e15) and match
+the 20 significant digits CTCAE grading keeps exact (with at most 35 decimal places, so 1e-999999 is out too).
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.events import LabData
+
+MAX_MAGNITUDE = Decimal("1e15")
+MAX_SIGNIFICANT_DIGITS = 20
+MAX_DECIMAL_PLACES = 35
+_CENSOR = re.compile(r"^\s*(?:<=|>=|<|>|≤|≥)?\s*")
+
+
+def number_problem(value: Decimal) -> str | None:
+    """Why this number cannot be a clinical measurement, or None when it can."""
+    if not value.is_finite():
+        return "must be a finite number"
+    if abs(value) >= MAX_MAGNITUDE:
+        return f"out of range: the magnitude must be below {MAX_MAGNITUDE:.0E}"
+    _sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    if -exponent > MAX_DECIMAL_PLACES:  # 1e-40, or a zero written 0E-999999
+        return f"too precise: at most {MAX_DECIMAL_PLACES} decimal places"
+    if len(digits) > MAX_SIGNIFICANT_DIGITS:
+        return f"too precise: at most {MAX_SIGNIFICANT_DIGITS} significant digits"
+    return None
+
+
+def _lab_value(text: str) -> Decimal | None:
+    """The number in a lab result's text (`12.5`, `<0.2`), or None for text such as `NEG`."""
+    try:
+        return Decimal(_CENSOR.sub("", text, count=1).strip())
+    except InvalidOperation:
+        return None
+
+
+def out_of_bounds(data: BaseModel) -> list[dict[str, Any]]:
+    """Pydantic-style errors (`loc` relative to the event) for every number of `data` out of bounds."""
+    errors: list[dict[str, Any]] = []
+    for name in type(data).model_fields:
+        value = getattr(data, name)
+        if isinstance(data, LabData) and name == "value":
+            value = _lab_value(value)
+        if isinstance(value, Decimal) and (problem := number_problem(value)) is not None:
+            errors.append({"loc": ("data", name), "msg": problem})
+    return errors
