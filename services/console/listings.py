@@ -46,7 +46,8 @@ AE_COLUMNS = [
     Column("site_id", "Site", _get("site_id")),
     Column("arm", "Arm", _get("arm")),
     Column("ae_id", "AE id", _get("ae_id")),
-    Column("term", "Term", _get("term")),
+    Column("ctcae_term", "CTCAE term", lambda r: r.get("ctcae_term") or r.get("term")),
+    Column("term", "Reported term", _get("term")),
     Column("grade", "Grade (latest)", _get("grade")),
     Column("max_grade", "Worst grade", _get("max_grade")),
     Column("serious", "Serious", lambda r: "yes" if r.get("serious") else "no"),
@@ -130,7 +131,8 @@ def select_rows(rows: Iterable[Mapping[str, Any]], filters: Filters) -> list[Map
             continue
         if filters.state and str(row.get("state") or row.get("dlt_state") or "") != filters.state:
             continue
-        if filters.term and filters.term.casefold() not in f"{row.get('term') or ''}".casefold():
+        terms = f"{row.get('term') or ''} {row.get('ctcae_term') or ''}"
+        if filters.term and filters.term.casefold() not in terms.casefold():
             continue
         if filters.min_grade is not None and (_grade_of(row) or 0) < filters.min_grade:
             continue

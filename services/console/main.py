@@ -40,10 +40,12 @@ def create_app(
     oidc: OidcSettings | None = None,
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
+    """`transport` replaces the network to the APIs in unit tests (httpx.MockTransport)."""
     registry = registry or CollectorRegistry()
     protocol = load_protocol(Path(settings.protocol_path) if settings.protocol_path else None)
-    client = httpx.AsyncClient(timeout=settings.api_timeout_seconds)
+    client = httpx.AsyncClient(timeout=settings.api_timeout_seconds, transport=transport)
     runtime = ConsoleRuntime(
         settings=settings,
         oidc=oidc or OidcSettings(),

@@ -31,6 +31,8 @@ from services.console.signin import (
 
 router = APIRouter(prefix="/console")
 T = TypeVar("T")
+INBOX_REFRESH_SECONDS = 60
+"""The open inbox reloads itself (unless the officer is typing), so a new SAE shows up without a click."""
 SNOOZE_CHOICES = [("0.5", "30 minutes"), ("1", "1 hour"), ("2", "2 hours"), ("4", "4 hours"), ("8", "8 hours")]
 
 
@@ -114,7 +116,8 @@ async def inbox(request: Request, runtime: Runtime, signed: Signed) -> Response:
     except ApiProblem as exc:
         return problem_page(request, runtime, session, exc)
     timed, informational = presenting.inbox(alerts, runtime.clock.now())
-    return page(request, runtime, session, "inbox.html", {"timed": timed, "informational": informational})
+    context = {"timed": timed, "informational": informational, "refresh": INBOX_REFRESH_SECONDS}
+    return page(request, runtime, session, "inbox.html", context)
 
 
 @router.get("/alerts/{alert_id}", response_class=HTMLResponse)
@@ -132,7 +135,12 @@ async def alert_page(alert_id: str, request: Request, runtime: Runtime, signed: 
         runtime,
         session,
         "alert.html",
-        {"alert": alert, "item": item, "snooze_choices": SNOOZE_CHOICES},
+        {
+            "alert": alert,
+            "item": item,
+            "snooze_choices": SNOOZE_CHOICES,
+            "details": presenting.detail_rows(alert.get("details", {})),
+        },
     )
 
 

@@ -92,6 +92,8 @@ def series_svg(
         parts.append(
             f'<rect x="{x0:.1f}" y="{TOP}" width="{max(x1 - x0, 0):.1f}" height="{bottom - TOP}" class="dlt-window">'
             f"<title>DLT window {escape(when(w_start))} to {escape(when(w_end))}</title></rect>"
+            f'<line x1="{x0:.1f}" x2="{x0:.1f}" y1="{TOP}" y2="{bottom}" class="window-edge"/>'
+            f'<line x1="{x1:.1f}" x2="{x1:.1f}" y1="{TOP}" y2="{bottom}" class="window-edge"/>'
             f'<text x="{x0 + 4:.1f}" y="{TOP + 11}" class="window-label">DLT window</text>'
         )
     for number, moment in enumerate(infusions, start=1):

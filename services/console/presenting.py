@@ -31,7 +31,7 @@ def duration(delta: timedelta) -> str:
     minutes = int(abs(delta).total_seconds() // 60)
     days, rest = divmod(minutes, 24 * 60)
     hours, mins = divmod(rest, 60)
-    if days >= 2:
+    if days >= 4:  # review clocks (72 h) read in hours, as the protocol states them
         return f"{days} d {hours} h"
     hours += days * 24
     return f"{hours} h {mins:02d} min" if hours else f"{mins} min"
@@ -61,6 +61,16 @@ class InboxItem:
     due_at: datetime | None
     pages: list[Mapping[str, Any]] = field(default_factory=list)
     """Who was paged and when: the alert's deliveries, newest first."""
+
+    @property
+    def last_paged(self) -> str:
+        """'07:29 UTC: a@x, b@y' for the latest sent round: who was paged and when, at a glance."""
+        sent = [d for d in self.pages if d.get("sent_at")]
+        if not sent:
+            return "not yet sent" if self.pages else "nobody paged"
+        latest = str(sent[0]["sent_at"])
+        recipients = sorted({str(d["recipient"]) for d in sent if str(d["sent_at"])[:16] == latest[:16]})
+        return f"{when(latest)}: {', '.join(recipients)}"
 
 
 def inbox(alerts: Iterable[Mapping[str, Any]], now: datetime) -> tuple[list[InboxItem], list[InboxItem]]:
@@ -123,7 +133,6 @@ def timeline(subject: Mapping[str, Any], visits: Sequence[Mapping[str, Any]]) ->
             at = parse_time(version["received_at"]) or datetime.min.replace(tzinfo=UTC)
             grade = payload.get("grade")
             bits = [
-                f"version {version['version']}",
                 f"onset {payload.get('onset') or 'not given'}",
                 f"relatedness {str(payload.get('relatedness') or 'not given').replace('_', ' ')}",
             ]
@@ -131,12 +140,14 @@ def timeline(subject: Mapping[str, Any], visits: Sequence[Mapping[str, Any]]) ->
                 bits.append(f"outcome {payload['outcome']}")
             if version.get("flags"):
                 bits.append("flags: " + ", ".join(version["flags"]))
-            serious = ae.get("serious") and version["version"] >= 1
+            marks = payload.get("seriousness")
+            serious = payload.get("serious") is True or (isinstance(marks, dict) and any(marks.values()))
             events.append(
                 TimelineEvent(
                     at,
                     "ae",
-                    f"AE {ae['ae_id']}: {payload.get('term') or payload.get('ctcae_term') or 'term not given'}",
+                    f"{ae['ae_id']} v{version['version']}: "
+                    f"{payload.get('term') or payload.get('ctcae_term') or 'term not given'}",
                     "; ".join(bits),
                     grade if isinstance(grade, int) else None,
                     _in(window, at),
@@ -174,7 +185,7 @@ def timeline(subject: Mapping[str, Any], visits: Sequence[Mapping[str, Any]]) ->
                     flag=str(dlt["state"]),
                 )
             )
-    for visit in visits:
+    for visit in (v for v in visits if v.get("state") != "upcoming"):  # upcoming ones: the visits list
         at = parse_time(visit["due_from"]) or datetime.min.replace(tzinfo=UTC)
         missing = f"; missing {', '.join(visit['missing'])}" if visit.get("missing") else ""
         events.append(
@@ -219,3 +230,29 @@ def onset_placement(dlt: Mapping[str, Any], onset: object) -> str:
         return f"onset {onset}: window {when(start)} to {when(end)}"
     where = "inside" if 1 <= day <= days else "outside"
     return f"onset {onset[:10]} is study day {day} of {days}: {where} the window ({when(start)} to {when(end)})"
+
+
+HIDDEN_DETAILS = {"subject_id", "site_id", "source_event_id"}
+WORDED_DETAILS = {"relatedness", "awareness_basis", "decision", "previous_decision", "criteria"}
+
+
+def detail_rows(details: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """An alert's facts as label/text rows: times in UTC, lists joined, codes in words, empty ones left out."""
+    rows = []
+    for key, value in details.items():
+        if key in HIDDEN_DETAILS or value is None or value == [] or value == "":
+            continue
+        if key.endswith("_at") or key in ("window_start", "window_end", "due_from", "due_until"):
+            text = when(value)
+        elif isinstance(value, list):
+            text = ", ".join(str(v) for v in value)
+        elif isinstance(value, dict):
+            text = ", ".join(f"{k}: {v}" for k, v in value.items() if v)
+        elif isinstance(value, bool):
+            text = "yes" if value else "no"
+        else:
+            text = str(value)
+        if key in WORDED_DETAILS:
+            text = text.replace("_", " ")
+        rows.append((key.replace("_", " ").capitalize().replace("Ae ", "AE ").replace("Dlt", "DLT"), text))
+    return rows

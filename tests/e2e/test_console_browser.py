@@ -7,6 +7,7 @@ var/screenshots/ (phone width), where the README's pictures come from."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -44,7 +45,7 @@ CHROMIUM_ARGS = [
 
 def chromium_path() -> str:
     """Debian's chromium, installed by scripts/ensure-chromium.sh (run-tests.sh calls it); never a download."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    found = os.environ.get("SENTINEL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
         result = subprocess.run([str(ROOT / "scripts" / "ensure-chromium.sh")], capture_output=True, text=True)
         found = result.stdout.strip() or None
@@ -212,6 +213,9 @@ def test_officer_works_an_sae_and_a_dlt_from_the_console(
     assert page.locator("svg.plot").count() == 3
     assert page.locator(".ev-infusion").count() == 1 and page.locator(".ev.in-window").count() > 0
     shot(page, "subject")
+    page.set_viewport_size({"width": 1100, "height": 1300})
+    page.screenshot(path=str(SCREENSHOTS / "subject-desktop.png"))
+    page.set_viewport_size(PHONE)
     page.goto(f"{base}/console/listings/ae")
     assert page.locator("table.listing tbody tr").count() == 1
     shot(page, "listing")

@@ -7,7 +7,7 @@
   function text(ms) {
     var minutes = Math.floor(Math.abs(ms) / 60000);
     var days = Math.floor(minutes / 1440), hours = Math.floor((minutes % 1440) / 60), mins = minutes % 60;
-    if (days >= 2) return days + " d " + hours + " h";
+    if (days >= 4) return days + " d " + hours + " h";
     hours += days * 24;
     var mm = (mins < 10 ? "0" : "") + mins;
     return hours ? hours + " h " + mm + " min" : mins + " min";
@@ -25,4 +25,15 @@
   }
   tick();
   setInterval(tick, 15000);
+  // Pages that ask for it (the inbox) reload themselves, but never while the officer is filling a form.
+  var refresh = parseInt(document.body.getAttribute("data-refresh") || "0", 10);
+  if (refresh > 0) {
+    setInterval(function () {
+      var active = document.activeElement;
+      var typing = active && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName);
+      var fields = document.querySelectorAll("input:not([type=hidden]), textarea");
+      var filled = Array.prototype.some.call(fields, function (f) { return f.value; });
+      if (!typing && !filled && !document.querySelector("details[open]")) window.location.reload();
+    }, refresh * 1000);
+  }
 })();
