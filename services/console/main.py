@@ -30,6 +30,7 @@ HERE = Path(__file__).parent
 def templates() -> Jinja2Templates:
     found = Jinja2Templates(directory=HERE / "templates")
     found.env.globals["when"] = presenting.when
+    found.env.globals["last_day"] = presenting.last_day
     found.env.filters["words"] = lambda value: str(value or "").replace("_", " ")
     return found
 

@@ -390,7 +390,13 @@ async def subject_page(subject_id: str, request: Request, runtime: Runtime, sign
         return problem_page(request, runtime, session, exc)
     now = runtime.clock.now()
     infusions = [t for d in subject["doses"] if (t := presenting.parse_time(d["administered_at"])) is not None]
-    svgs = [plots.series_svg(s, window=subject.get("dlt_window"), infusions=infusions, now=now) for s in series]
+    svgs = [
+        (
+            f"{plots.TITLES.get(s['name'], s['name'])} ({s['unit']})",
+            plots.series_svg(s, window=subject.get("dlt_window"), infusions=infusions, now=now),
+        )
+        for s in series
+    ]
     return page(
         request,
         runtime,

@@ -3,6 +3,7 @@ drawn as a dashed line, the DLT window shaded and the infusions marked. No JavaS
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -11,8 +12,9 @@ from typing import Any
 
 from services.console.presenting import parse_time, when
 
-WIDTH, HEIGHT = 640, 260
-LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 34
+WIDTH, HEIGHT = 440, 250
+"""Small enough that its 12 px labels stay readable when a phone shrinks the plot to its width."""
+LEFT, RIGHT, TOP, BOTTOM = 46, 10, 16, 34
 # Grade bands from pale to strong; readable on white and distinguishable without colour (labels too).
 BAND_FILL = {1: "#fff4cc", 2: "#ffe0a3", 3: "#ffc2a8", 4: "#f5a3a3"}
 TITLES = {"neutrophils": "Neutrophils", "platelets": "Platelets", "haemoglobin": "Haemoglobin"}
@@ -21,6 +23,12 @@ TITLES = {"neutrophils": "Neutrophils", "platelets": "Platelets", "haemoglobin":
 def _fmt(value: Decimal | float) -> str:
     number = float(value)
     return f"{number:.0f}" if number >= 20 else f"{number:.2g}" if number < 1 else f"{number:.1f}"
+
+
+def _nice_ceiling(value: float) -> float:
+    """The axis top: the next round multiple of a power of ten (1, 1.5, 2 ... 8), so the ticks read as round numbers."""
+    magnitude: float = 10.0 ** math.floor(math.log10(value))
+    return next(m * magnitude for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10) if m * magnitude >= value)
 
 
 def series_svg(
@@ -51,7 +59,7 @@ def series_svg(
     pad = (t1 - t0) * 0.03
     t0, t1 = t0 - pad, t1 + pad
     top_value = max([v for _, v, _ in points] + [b for _, b in bands] + ([baseline] if baseline else []) + [Decimal(1)])
-    y_max = float(top_value) * 1.15
+    y_max = _nice_ceiling(float(top_value) * 1.1)
 
     def x(moment: datetime) -> float:
         return LEFT + (moment - t0) / (t1 - t0) * (WIDTH - LEFT - RIGHT)
@@ -111,7 +119,7 @@ def series_svg(
     # Axes: value ticks at 0, the thresholds' scale; time ticks at start and end.
     parts.append(f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{bottom}" class="axis"/>')
     parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{bottom}" y2="{bottom}" class="axis"/>')
-    for tick in (0.0, y_max / 2, y_max * 0.95):
+    for tick in (0.0, y_max / 2, y_max):
         parts.append(f'<text x="{LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" class="tick">{_fmt(tick)}</text>')
     parts.append(
         f'<text x="{LEFT}" y="{HEIGHT - 8}" class="tick">{escape(when(t0 + pad)[:10])}</text>'

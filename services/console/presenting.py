@@ -26,6 +26,12 @@ def when(value: object) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else "—"
 
 
+def last_day(exclusive_end: object) -> str:
+    """The last calendar day (UTC) of a window whose end is exclusive: what a coordinator calls its last day."""
+    moment = parse_time(exclusive_end)
+    return (moment - timedelta(microseconds=1)).date().isoformat() if moment else "—"
+
+
 def duration(delta: timedelta) -> str:
     """Hours and minutes, as on the 24 h SAE clock: '23 h 05 min', '45 min', '3 d 2 h'."""
     minutes = int(abs(delta).total_seconds() // 60)

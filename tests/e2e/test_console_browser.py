@@ -178,6 +178,14 @@ def test_officer_works_an_sae_and_a_dlt_from_the_console(
     page.goto(link)
     assert page.locator("h1").inner_text().startswith("SAE:")
     shot(page, "alert")
+    # Accessible: every field has a label; the first Tab reaches the skip link.
+    unlabelled = page.evaluate(
+        "() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]"
+        ".filter(e => !(e.labels && e.labels.length)).map(e => e.name)"
+    )
+    assert unlabelled == []
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     page.get_by_role("button", name="Acknowledge").first.click()
     assert "Acknowledged" in page.locator(".flash").inner_text()
     assert page.locator(".badge.state-acknowledged").count() > 0
