@@ -77,6 +77,10 @@ class FakeApis:
             return httpx.Response(200, json=ALERT)
         if request.method == "POST" and path == "/v1/alerts/al-1/ack":
             return httpx.Response(200, json={**ALERT, "state": "acknowledged"})
+        if request.method == "POST" and path in ("/v1/alerts/al-1/snooze", "/v1/alerts/al-1/comments"):
+            return httpx.Response(200, json=ALERT)
+        if request.method == "POST" and path.startswith("/v1/dlts/"):
+            return httpx.Response(409, json={"title": "Conflict", "detail": "DLT d-1 was already confirmed by olga"})
         if request.method == "POST" and path == "/v1/obligations/ob-1/complete":
             if not body["reference"]:
                 return httpx.Response(422, json={"title": "Invalid", "detail": "reference: too short"})
@@ -270,3 +274,26 @@ def test_single_sign_on_maps_the_identity_to_an_api_user(apis: FakeApis, clock: 
     assert done.status_code == 303 and done.headers["location"] == "/console/inbox"
     assert client.get("/console/inbox").status_code == 200
     assert ("GET", "/v1/alerts", OFFICER, None) in apis.calls  # the APIs see olga's own token
+
+
+def test_snooze_comment_and_dlt_decisions_pass_through_with_reason_and_expiry(
+    client: TestClient, apis: FakeApis
+) -> None:
+    csrf = sign_in(client, OFFICER)
+    client.post("/console/alerts/al-1/snooze", data={"csrf_token": csrf, "hours": "2", "reason": "in theatre"})
+    client.post("/console/alerts/al-1/comment", data={"csrf_token": csrf, "text": "called the site"})
+    assert (
+        client.post("/console/alerts/al-1/snooze", data={"csrf_token": csrf, "hours": "999", "reason": "x"}).status_code
+        == 303
+    )
+    decided = client.post(
+        "/console/dlts/d-1/confirm", data={"csrf_token": csrf, "reason": "CT", "expected_state": "suspected"}
+    )
+    assert decided.status_code == 303 and decided.headers["location"] == "/console/dlts/d-1"
+    assert apis.posts() == [
+        ("POST", "/v1/alerts/al-1/snooze", OFFICER, {"reason": "in theatre", "until": "2026-03-01T05:00:00+00:00"}),
+        ("POST", "/v1/alerts/al-1/comments", OFFICER, {"text": "called the site"}),
+        ("POST", "/v1/dlts/d-1/confirm", OFFICER, {"reason": "CT", "expected_state": "suspected"}),
+    ]  # the 999 h snooze never reached the API
+    shown = client.get("/console/inbox").text
+    assert "already confirmed by olga" in shown  # the API's refusal, told to the officer
