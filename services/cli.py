@@ -145,7 +145,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="sentinel", description="Safety Sentinel: trial safety surveillance.")
     commands = root.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run a service (or all three in one process)")
+    run = commands.add_parser("run", help="run a service (or all four in one process)")
     run.add_argument("service", choices=[*RUNNABLE, "all"])
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=_run)

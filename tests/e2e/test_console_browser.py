@@ -18,13 +18,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright import sync_api as playwright_sync
 
 from services.devstack.mail_catcher import MailCatcher
 from services.devstack.scenario import post_signed, scenario_events
 from tests.e2e.stack import SENTINEL, Stack, free_port
 from tests.polling import wait_for
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.e2e
 TRIAL = "NCT07212335"
