@@ -28,6 +28,10 @@ echo "== deploy tools (promtool, prometheus, kustomize)"
 PATH="$(scripts/ensure-tools.sh):$PATH"
 export PATH
 
+echo "== chromium (the console's browser tests: Debian's package, driven by Playwright)"
+SENTINEL_CHROMIUM="$(scripts/ensure-chromium.sh)"
+export SENTINEL_CHROMIUM
+
 echo "== lint and types"
 $VENV/bin/ruff check shared services tests bench
 $VENV/bin/ruff format --check shared services tests bench

@@ -9,12 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.runner import SERVICES, build_app, configure_logging, serve
+from services.runner import RUNNABLE, SERVICES, build_app, configure_logging, serve
 
 
 def _run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    names = SERVICES if args.service == "all" else (args.service,)
+    names = RUNNABLE if args.service == "all" else (args.service,)
     apps = [build_app(name) for name in names]
     asyncio.run(serve(apps, log_level=args.log_level))
     return 0
@@ -165,8 +165,8 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="sentinel", description="Safety Sentinel: trial safety surveillance.")
     commands = root.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run a service (or all three in one process)")
-    run.add_argument("service", choices=[*SERVICES, "all"])
+    run = commands.add_parser("run", help="run a service (or all four in one process)")
+    run.add_argument("service", choices=[*RUNNABLE, "all"])
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=_run)
 

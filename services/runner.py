@@ -15,6 +15,9 @@ from fastapi import FastAPI
 from shared.db_migrations import SHARED, Component
 
 SERVICES = ("ingest", "safety", "notify")
+"""Services with their own database (and migrations)."""
+RUNNABLE = (*SERVICES, "console")
+"""What `sentinel run` starts: the console owns no tables; it reads and acts through the officer APIs."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,13 @@ def build_app(name: str) -> ServedApp:
 
         notify = NotifySettings()
         return ServedApp(name, create_notify(notify), notify.host, notify.notify_port)
-    raise ValueError(f"unknown service {name!r}; choose from {SERVICES}")
+    if name == "console":
+        from services.console.main import create_app as create_console
+        from services.console.settings import ConsoleSettings, OidcSettings
+
+        console = ConsoleSettings()
+        return ServedApp(name, create_console(console, oidc=OidcSettings()), console.host, console.console_port)
+    raise ValueError(f"unknown service {name!r}; choose from {RUNNABLE}")
 
 
 async def serve(apps: Sequence[ServedApp], *, log_level: str = "info") -> None:

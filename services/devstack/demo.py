@@ -39,6 +39,7 @@ def _ports() -> dict[str, int]:
         "ingest": int(os.environ.get("SENTINEL_INGEST_PORT", "8000")),
         "safety": int(os.environ.get("SENTINEL_SAFETY_PORT", "8001")),
         "notify": int(os.environ.get("SENTINEL_NOTIFY_PORT", "8002")),
+        "console": int(os.environ.get("SENTINEL_CONSOLE_PORT", "8003")),
     }
 
 
@@ -139,6 +140,9 @@ def run_demo(*, keep_running: bool = True) -> int:
         "SENTINEL_API_TOKENS": json.dumps({token: {"user": "demo.officer", "role": "officer"}}),
         "SENTINEL_SMTP_PORT": str(smtp_port),
         "SENTINEL_VAR_DIR": str(var),
+        "SENTINEL_NOTIFY_API_URL": f"http://127.0.0.1:{ports['notify']}",
+        "SENTINEL_SAFETY_API_URL": f"http://127.0.0.1:{ports['safety']}",
+        "SENTINEL_CONSOLE_URL": os.environ.get("SENTINEL_CONSOLE_URL", f"http://127.0.0.1:{ports['console']}"),
     }
     services: subprocess.Popen[bytes] | None = None
     catcher = MailCatcher(var / "mail", port=smtp_port)
@@ -223,7 +227,10 @@ def run_demo(*, keep_running: bool = True) -> int:
             if body is not None:
                 _say(f"\n{DIM}{body.get_content().rstrip()}{RESET}")
 
-        _say(f"\nofficer API: curl -H 'Authorization: Bearer {token}' {notify}/v1/alerts")
+        console = env["SENTINEL_CONSOLE_URL"].rstrip("/")
+        _say(f"\n{BOLD}officer console{RESET}: {console}/console/  (sign in with the API token {token})")
+        _say("  every mail links to its alert's page there: acknowledge, snooze, record the filed report")
+        _say(f"officer API: curl -H 'Authorization: Bearer {token}' {notify}/v1/alerts")
         case = f"{safety}/v1/trials/{protocol.trial_id}/subjects/{subject}/aes/AE-1"
         _say(f"SUSAR file and report drafts: curl -H 'Authorization: Bearer {token}' {case}/expedited")
         _say(f"  curl -OJ -H 'Authorization: Bearer {token}' {case}/reports/cioms.pdf   (and .../reports/e2b.xml)")

@@ -277,6 +277,21 @@ def timed_mail(
     return notice_mail(subject=f"[{trial_id}] {subject}: {alert_title}", heading=heading, rows=rows, footer=footer)
 
 
+def console_link(console_url: str, alert_id: str) -> str:
+    """The alert's page in the officer console, where it is acknowledged, snoozed and completed."""
+    return f"{console_url.rstrip('/')}/console/alerts/{alert_id}"
+
+
+def with_console_link(*, text: str, html: str, link: str) -> tuple[str, str]:
+    """The same message with the link to its alert's page, once (adding it again changes nothing)."""
+    if link in text:
+        return text, html
+    anchor = f'<p><a href="{escape(link)}">Open this alert in the console</a> ({escape(link)})</p>'
+    head, found, tail = html.rpartition("</body>")
+    html = f"{head}{anchor}{found}{tail}" if found else f"{html}{anchor}"
+    return f"{text}\n\nOpen this alert in the console: {link}\n", html
+
+
 def duration_text(delta: timedelta) -> str:
     """A duration as people say it: '4 h', '1 h 30 min', '45 min', '2 d 3 h'; under a minute: '<1 min'."""
     minutes = int(abs(delta).total_seconds() // 60)

@@ -71,6 +71,7 @@ def create_app(
         metrics=TimerMetrics.create(registry),
         poll_seconds=settings.timer_poll_seconds,
         late_after=timedelta(seconds=settings.timer_late_after_seconds),
+        console_url=settings.console_url,
     )
     dispatcher = DeliveryDispatcher(
         engine=engine,
@@ -94,7 +95,7 @@ def create_app(
         produce_topics=[],
         parse=SIGNAL_ADAPTER.validate_json,
         event_id=lambda envelope: envelope.id,
-        apply=partial(apply_signal, protocol=protocol),
+        apply=partial(apply_signal, protocol=protocol, console_url=settings.console_url),
     )
     consumer = ConsumerService(spec, engine=engine, clock=clock, registry=registry, on_committed=dispatcher.wake)
 

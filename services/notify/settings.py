@@ -46,6 +46,12 @@ class NotifySettings(CommonSettings, ApiSettings):
         default=60, ge=1, description="A timer firing this much after its due time is marked late in the history"
     )
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    console_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        max_length=500,
+        description="SENTINEL_CONSOLE_URL: the console's public address; every mail links to its alert's page there",
+    )
     chat_webhooks: dict[str, ChatWebhook] = Field(
         default_factory=dict,
         description="SENTINEL_CHAT_WEBHOOKS: name -> {url, secret, format}; protocol targets say webhook:<name>",

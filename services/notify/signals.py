@@ -61,7 +61,7 @@ SYSTEM = "system"
 
 
 def apply_signal(
-    session: Session, envelope: SignalEnvelope, now: datetime, *, protocol: Protocol
+    session: Session, envelope: SignalEnvelope, now: datetime, *, protocol: Protocol, console_url: str | None = None
 ) -> Sequence[Outgoing]:
     if envelope.trialid != protocol.trial_id:
         raise PoisonMessage(f"signal for trial '{envelope.trialid}' but notify runs protocol '{protocol.trial_id}'")
@@ -88,6 +88,7 @@ def apply_signal(
         _apply_data_quality(session, envelope, now, protocol)
     else:  # pragma: no cover - the union above is exhaustive; a new signal type must be handled here
         raise PoisonMessage(f"unsupported signal {type(envelope).__name__}")
+    store.link_queued_to_console(session, console_url=console_url, now=now)
     return []
 
 

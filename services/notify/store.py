@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
+from services.notify.mail_content import console_link, with_console_link
 from services.notify.models import Alert, Delivery, Obligation, Timer
 from services.notify.obligations import OPEN_STATES
 from services.notify.sae_alerts import AlertPlan, MessagePlan
@@ -136,6 +137,24 @@ def queue_messages(session: Session, *, alert_id: str, messages: Sequence[Messag
         )
         queued += 1
     return queued
+
+
+def link_queued_to_console(session: Session, *, console_url: str | None, now: datetime) -> int:
+    """Adds the console link of its alert to every message queued at `now` in this transaction (and to any
+    other message of that instant still pending without one). A no-op without a console URL."""
+    if not console_url:
+        return 0
+    session.flush()
+    linked = 0
+    pending = select(Delivery).where(Delivery.created_at == now, Delivery.status == "pending")
+    for delivery in session.exec(pending):
+        link = console_link(console_url, delivery.alert_id)
+        text, html = with_console_link(text=delivery.body_text, html=delivery.body_html, link=link)
+        if text != delivery.body_text:
+            delivery.body_text, delivery.body_html = text, html
+            session.add(delivery)
+            linked += 1
+    return linked
 
 
 def list_alerts(

@@ -38,12 +38,14 @@ class TimerRunner:
         poll_seconds: float = 1.0,
         late_after: timedelta = timedelta(minutes=1),
         on_fired: Callable[[], None] | None = None,
+        console_url: str | None = None,
     ) -> None:
         self._engine = engine
         self._protocol = protocol
         self._clock = clock
         self._metrics = metrics
         self._late_after = late_after
+        self._console_url = console_url
         self.on_fired = on_fired
         self._wakeup = Wakeup(poll_seconds)
 
@@ -100,6 +102,7 @@ class TimerRunner:
             kind = timer.kind
             late_by = lateness if lateness > self._late_after else None
             outcome = timed_actions.fire(session, timer, now=now, protocol=self._protocol, late_by=late_by)
+            store.link_queued_to_console(session, console_url=self._console_url, now=now)
         self._metrics.fired.labels(kind=kind, outcome=outcome).inc()
         if outcome == "fired":
             self._metrics.lateness.labels(kind=kind).observe(max(lateness.total_seconds(), 0.0))

@@ -9,7 +9,7 @@ from functools import partial
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.safety import routes, routes_expedited
+from services.safety import routes, routes_expedited, routes_listings
 from services.safety.clinical_events import apply_clinical_event
 from services.safety.metrics import SafetyStateCollector
 from services.safety.settings import SafetySettings
@@ -81,4 +81,5 @@ def create_app(
     )
     app.include_router(routes.router)
     app.include_router(routes_expedited.router)
+    app.include_router(routes_listings.router)
     return app

@@ -74,7 +74,12 @@ def test_kubernetes_manifests_build_and_validate(kustomization: str, tmp_path: P
     run(sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", str(out))
     documents = [d for d in yaml.safe_load_all(built) if d]
     deployments = [d for d in documents if d["kind"] == "Deployment"]
-    assert {d["metadata"]["name"] for d in deployments} == {"sentinel-ingest", "sentinel-safety", "sentinel-notify"}
+    assert {d["metadata"]["name"] for d in deployments} == {
+        "sentinel-ingest",
+        "sentinel-safety",
+        "sentinel-notify",
+        "sentinel-console",
+    }
     for deployment in deployments:
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
