@@ -83,6 +83,11 @@ def create_app(
         base_backoff_seconds=settings.delivery_base_backoff_seconds,
         poll_seconds=settings.dispatch_poll_seconds,
         on_failover=timers.wake,
+        concurrency=settings.dispatch_concurrency,
+        batch_size=settings.dispatch_batch_size,
+        digest_window=timedelta(seconds=settings.digest_window_seconds),
+        lease=timedelta(seconds=settings.delivery_lease_seconds),
+        heartbeat_seconds=settings.delivery_lease_seconds / 3,
     )
     timers.on_fired = dispatcher.wake
     registry.register(StateCollector(engine, clock))
