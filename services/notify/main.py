@@ -13,9 +13,10 @@ from prometheus_client import CollectorRegistry
 from services.notify import routes
 from services.notify.channels.email import MailChannel, SmtpChannel, SmtpConfig
 from services.notify.channels.webhook import WebhookChannel
+from services.notify.dead_letter_consumer import DeadLetterWatch
 from services.notify.dispatcher import DeliveryDispatcher, DeliveryMetrics
 from services.notify.escalation import webhook_names
-from services.notify.metrics import ResponseMetrics, StateCollector, TimerMetrics
+from services.notify.metrics import DeadLetterMetrics, ResponseMetrics, StateCollector, TimerMetrics
 from services.notify.runtime import NotifyRuntime
 from services.notify.settings import NotifySettings
 from services.notify.signals import apply_signal
@@ -28,6 +29,7 @@ from shared.db_migrations import SHARED, Component, prepare_database
 from shared.events import SIGNAL_ADAPTER, SignalEnvelope
 from shared.http import install_common
 from shared.protocol import load_protocol
+from shared.topics import dead_letter_topic
 
 SERVICE = "notify"
 MIGRATIONS = Component(SERVICE, "services.notify:migrations")
@@ -102,10 +104,23 @@ def create_app(
         apply=partial(apply_signal, protocol=protocol),
     )
     consumer = ConsumerService(spec, engine=engine, clock=clock, registry=registry, on_committed=dispatcher.wake)
+    dead_letters = DeadLetterWatch(
+        engine=engine,
+        protocol=protocol,
+        clock=clock,
+        metrics=DeadLetterMetrics.create(registry),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"{settings.notify_group_id}-dead-letters",
+        topics=[dead_letter_topic(settings.clinical_topic), dead_letter_topic(settings.signals_topic)],
+        on_committed=dispatcher.wake,
+    )
+
+    def readiness() -> dict[str, bool]:
+        return {**consumer.readiness(), "dead_letters": dead_letters.ready.is_set()}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with consumer.running(timers.run, dispatcher.run):
+        async with consumer.running(timers.run, dispatcher.run, dead_letters.run):
             yield
         engine.dispose()
 
@@ -115,7 +130,8 @@ def create_app(
     )
     app.state.timers = timers
     app.state.dispatcher = dispatcher
+    app.state.dead_letters = dead_letters
     app.state.authenticator = TokenAuthenticator(settings.api_tokens)
-    install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness, liveness=consumer.alive)
+    install_common(app, registry=registry, service=SERVICE, readiness=readiness, liveness=consumer.alive)
     app.include_router(routes.router)
     return app
