@@ -21,6 +21,7 @@ from services.notify.runtime import NotifyRuntime
 from services.notify.settings import NotifySettings
 from services.notify.signals import apply_signal
 from services.notify.timers import TimerRunner
+from shared.audit import anchor_audit
 from shared.auth import TokenAuthenticator
 from shared.clock import Clock, SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
@@ -66,6 +67,15 @@ def create_app(
         raise ValueError(f"the protocol pages webhooks that SENTINEL_CHAT_WEBHOOKS does not configure: {missing}")
     engine = make_engine(settings.database_url_for(SERVICE))
     prepare_database(engine, [SHARED, MIGRATIONS], auto_migrate=settings.auto_migrate)
+    audit = anchor_audit(
+        engine,
+        service=SERVICE,
+        key=settings.audit_signing_key(),
+        directory=settings.audit_checkpoint_directory(),
+        interval_seconds=settings.audit_checkpoint_seconds,
+        clock=clock,
+        registry=registry,
+    )
     timers = TimerRunner(
         engine=engine,
         protocol=protocol,
@@ -120,7 +130,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with consumer.running(timers.run, dispatcher.run, dead_letters.run):
+        async with consumer.running(timers.run, dispatcher.run, dead_letters.run, audit.run):
             yield
         engine.dispose()
 
