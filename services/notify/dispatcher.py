@@ -195,9 +195,15 @@ class DeliveryDispatcher:
     async def dispatch_due(self, limit: int | None = None) -> int:
         """Send what is due now, most urgent first, up to `concurrency` at a time; returns how many
         deliveries were attempted (a digest counts each notice it carries)."""
-        units = await asyncio.to_thread(self._claim, limit or self._batch_size)
+        units, exhausted = await asyncio.to_thread(self._claim, limit or self._batch_size)
+        if exhausted:
+            error = (
+                f"the sender stopped during each of its {self._max_attempts} attempts (the message may have gone "
+                "out); giving up rather than risk a crash loop"
+            )
+            await self._failed(SendUnit(tuple(exhausted)), error, permanent=True)
         if not units:
-            return 0
+            return len(exhausted)
         interrupted = [d for unit in units for d in unit.deliveries if d.interrupted_at is not None]
         if interrupted:
             await asyncio.to_thread(self._record_interrupted, interrupted)
@@ -217,17 +223,21 @@ class DeliveryDispatcher:
             for task in tasks:
                 task.cancel()
             heartbeat.cancel()
-        return len({d.id for unit in units for d in unit.deliveries})
+        return sum(len(unit.deliveries) for unit in units) + len(exhausted)
 
     async def _heartbeat(self, held: set[str]) -> None:
         """Renew the leases on what this dispatcher is still sending, so nobody retakes live work."""
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
+            ids = sorted(held)
             try:
-                await self.renew_leases(sorted(held))
+                renewed = await self.renew_leases(ids)
             except Exception:
                 self._metrics.errors.inc()  # counted and logged; the next beat tries again
                 log.exception("renewing delivery leases failed")
+                continue
+            if renewed < len(ids):  # recorded meanwhile, or a lease ran out and another replica took it
+                log.info("renewed %d of %d delivery leases", renewed, len(ids))
 
     async def renew_leases(self, delivery_ids: Sequence[str]) -> int:
         return await asyncio.to_thread(self._renew, list(delivery_ids))
@@ -237,8 +247,9 @@ class DeliveryDispatcher:
         with Session(self._engine) as session, session.begin():
             return store.renew_delivery_leases(session, delivery_ids=delivery_ids, holder=self.holder, until=until)
 
-    def _claim(self, limit: int) -> list[SendUnit]:
-        """Lease due deliveries and record each attempt before anything is handed over."""
+    def _claim(self, limit: int) -> tuple[list[SendUnit], list[Claimed]]:
+        """Lease due deliveries and record each attempt before anything is handed over. Also returns those
+        whose every attempt was interrupted (a sender killed each time): they fail over instead."""
         now = self._clock.now()
         until = now + self._lease
         with Session(self._engine, expire_on_commit=False) as session, session.begin():
@@ -268,15 +279,18 @@ class DeliveryDispatcher:
                         row = session.get(Delivery, i)
                         if row is not None:
                             members.append(row)
-            units = []
+            units: list[SendUnit] = []
+            exhausted: list[Claimed] = []
             for group in groups:
-                claimed = []
+                claimed: list[Claimed] = []
                 for row in group:
                     interrupted_at = row.attempt_started_at
-                    row.attempts += 1
-                    row.attempt_started_at = now
-                    session.add(row)
-                    claimed.append(
+                    spent = interrupted_at is not None and row.attempts >= self._max_attempts
+                    if not spent:
+                        row.attempts += 1
+                        row.attempt_started_at = now
+                        session.add(row)
+                    (exhausted if spent else claimed).append(
                         Claimed(
                             id=row.id,
                             alert_id=row.alert_id,
@@ -291,8 +305,9 @@ class DeliveryDispatcher:
                             created_at=row.created_at,
                         )
                     )
-                units.append(SendUnit(tuple(claimed)))
-            return units
+                if claimed:
+                    units.append(SendUnit(tuple(claimed)))
+            return units, exhausted
 
     def _record_interrupted(self, deliveries: Sequence[Claimed]) -> None:
         """A sender stopped between starting an attempt and recording it: say so before trying again."""

@@ -153,3 +153,25 @@ async def _until_renewed(db: Engine, *, after: datetime) -> None:
 def test_the_heartbeat_must_beat_within_the_lease(db: Engine, clock: FakeClock) -> None:
     with pytest.raises(ValueError, match="heartbeat"):
         dispatcher(db, FakeChannel(), clock, lease=timedelta(seconds=10), heartbeat_seconds=10)
+
+
+async def test_a_message_that_kills_its_sender_every_time_fails_over_instead_of_looping(
+    db: Engine, clock: FakeClock
+) -> None:
+    """max_attempts interrupted attempts: the next claim fails it visibly and hands it to the next tier."""
+    killer = DiesAfterHandOff()
+    for _ in range(3):  # max_attempts = 3
+        with pytest.raises(asyncio.CancelledError):
+            await dispatcher(db, killer, clock).dispatch_due(limit=1)
+        clock.advance(LEASE + timedelta(seconds=1))
+    [victim] = {str(m["X-Sentinel-Delivery"]) for m in killer.sent}
+    assert len(killer.sent) == 3
+    survivor = FakeChannel()
+    assert await dispatcher(db, survivor, clock).dispatch_due() == 2
+    assert victim not in {str(m["X-Sentinel-Delivery"]) for m in survivor.sent}, "not a fourth time"
+    [delivery] = [d for d in rows(db) if d.id == victim]
+    assert delivery.status == "failed" and delivery.attempts == 3 and delivery.leased_until is None
+    with Session(db) as session:
+        history = history_for(session, alert_id=delivery.alert_id)
+    [failed] = [h for h in history if h.action == "delivery_failed"]
+    assert "stopped during each of its 3 attempts" in failed.detail
