@@ -20,7 +20,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -37,9 +37,9 @@ from shared.clock import Clock
 from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(seconds=30)
+LEASE = timedelta(seconds=15)
 """How long a crashed sender's deliveries stay untouched. A live sender renews it every HEARTBEAT."""
-HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_SECONDS = 5.0
 DIGEST_MAX = 100
 """At most this many notices in one digest mail; more make a second digest."""
 URGENCY_LABELS = {urgency.PAGE: "page", urgency.NOTICE: "notice", urgency.DIGEST: "digest"}
@@ -93,6 +93,22 @@ class Claimed:
     created_at: datetime
 
 
+def _claimed(row: Delivery) -> Claimed:
+    return Claimed(
+        id=row.id,
+        alert_id=row.alert_id,
+        channel=row.channel,
+        recipient=row.recipient,
+        subject=row.subject,
+        text=row.body_text,
+        html=row.body_html,
+        urgency=row.urgency,
+        attempt=row.attempts,
+        interrupted_at=row.attempt_started_at,
+        created_at=row.created_at,
+    )
+
+
 @dataclass(frozen=True)
 class SendUnit:
     """What goes out as one message: one delivery, or a digest of several to one recipient."""
@@ -102,6 +118,10 @@ class SendUnit:
     @property
     def ids(self) -> list[str]:
         return [d.id for d in self.deliveries]
+
+    @property
+    def urgency(self) -> int:
+        return min(d.urgency for d in self.deliveries)
 
     def message(self) -> OutgoingMessage:
         first = self.deliveries[0]
@@ -155,6 +175,7 @@ class DeliveryDispatcher:
         digest_window: timedelta = timedelta(minutes=5),
         lease: timedelta = LEASE,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        after_handoff: Callable[[OutgoingMessage], None] | None = None,
     ) -> None:
         if concurrency < 1 or batch_size < 1:
             raise ValueError("concurrency and batch_size must be at least 1")
@@ -175,6 +196,7 @@ class DeliveryDispatcher:
         self._digest_window = digest_window
         self._lease = lease
         self._heartbeat_seconds = heartbeat_seconds
+        self._after_handoff = after_handoff  # a failpoint for the crash tests; None in service
         self.holder = uuid.uuid4().hex
         """This dispatcher's name on the leases it holds; only its own heartbeat renews them."""
 
@@ -204,21 +226,23 @@ class DeliveryDispatcher:
             await self._failed(SendUnit(tuple(exhausted)), error, permanent=True)
         if not units:
             return len(exhausted)
-        interrupted = [d for unit in units for d in unit.deliveries if d.interrupted_at is not None]
-        if interrupted:
-            await asyncio.to_thread(self._record_interrupted, interrupted)
         held = {d.id for unit in units for d in unit.deliveries}
         heartbeat = asyncio.create_task(self._heartbeat(held))
-        gate = asyncio.Semaphore(self._concurrency)  # FIFO: units start in claim order, pages first
+        gate = asyncio.Semaphore(self._concurrency)
 
         async def send(unit: SendUnit) -> None:
             async with gate:
-                await self._attempt(unit)
+                started = await asyncio.to_thread(self._start_attempt, unit)
+                if started is not None:
+                    await self._attempt(started)
                 held.difference_update(unit.ids)
 
-        tasks = [asyncio.create_task(send(unit)) for unit in units]
+        tasks: list[asyncio.Task[None]] = []
         try:
-            await asyncio.gather(*tasks)
+            for tier in sorted({unit.urgency for unit in units}):
+                # One urgency class at a time: a page never shares the bound with bulk mail.
+                tasks = [asyncio.create_task(send(unit)) for unit in units if unit.urgency == tier]
+                await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
@@ -284,52 +308,51 @@ class DeliveryDispatcher:
             for group in groups:
                 claimed: list[Claimed] = []
                 for row in group:
-                    interrupted_at = row.attempt_started_at
-                    spent = interrupted_at is not None and row.attempts >= self._max_attempts
-                    if not spent:
-                        row.attempts += 1
-                        row.attempt_started_at = now
-                        session.add(row)
-                    (exhausted if spent else claimed).append(
-                        Claimed(
-                            id=row.id,
-                            alert_id=row.alert_id,
-                            channel=row.channel,
-                            recipient=row.recipient,
-                            subject=row.subject,
-                            text=row.body_text,
-                            html=row.body_html,
-                            urgency=row.urgency,
-                            attempt=row.attempts,
-                            interrupted_at=interrupted_at,
-                            created_at=row.created_at,
-                        )
-                    )
+                    # Still set: an earlier attempt started and never recorded its outcome (its sender died).
+                    spent = row.attempt_started_at is not None and row.attempts >= self._max_attempts
+                    (exhausted if spent else claimed).append(_claimed(row))
                 if claimed:
                     units.append(SendUnit(tuple(claimed)))
             return units, exhausted
 
-    def _record_interrupted(self, deliveries: Sequence[Claimed]) -> None:
-        """A sender stopped between starting an attempt and recording it: say so before trying again."""
+    def _start_attempt(self, unit: SendUnit) -> SendUnit | None:
+        """Count and commit the attempt just before its hand-off (not for the whole batch at claim time, so a
+        crash marks only what was really in flight); an earlier attempt that never recorded its outcome is
+        written to the alert's history now. None: the lease was lost meanwhile and another sender has it."""
         now = self._clock.now()
+        started: list[Claimed] = []
+        interrupted: list[Claimed] = []
         with Session(self._engine) as session, session.begin():
             store.lock_audit(session)
-            for d in deliveries:
-                store.record(
-                    session,
-                    alert_id=d.alert_id,
-                    actor="system",
-                    action="delivery_interrupted",
-                    detail=f"{d.channel} to {d.recipient}: attempt {d.attempt - 1} (started "
-                    f"{when(d.interrupted_at or now)}) was interrupted before its outcome was recorded; "
-                    f"attempt {d.attempt} may duplicate it and carries the same message id",
-                    now=now,
-                    delivery_id=d.id,
-                    attempt=d.attempt,
-                )
-        for d in deliveries:
+            for claimed in unit.deliveries:
+                row = session.get(Delivery, claimed.id)
+                if row is None or row.status != "pending" or row.leased_by != self.holder:
+                    continue
+                before = row.attempt_started_at
+                row.attempts += 1
+                row.attempt_started_at = now
+                session.add(row)
+                current = replace(_claimed(row), interrupted_at=before)
+                started.append(current)
+                if before is not None:
+                    interrupted.append(current)
+                    store.record(
+                        session,
+                        alert_id=row.alert_id,
+                        actor="system",
+                        action="delivery_interrupted",
+                        detail=f"{row.channel} to {row.recipient}: attempt {row.attempts - 1} (started "
+                        f"{when(before)}) was interrupted before its outcome was recorded; "
+                        f"attempt {row.attempts} may duplicate it and carries the same message id",
+                        now=now,
+                        delivery_id=row.id,
+                        attempt=row.attempts,
+                    )
+        for d in interrupted:
             self._metrics.deliveries.labels(channel=d.channel, outcome="interrupted").inc()
-        log.warning("retrying %d delivery(ies) whose sender stopped mid-attempt", len(deliveries))
+        if interrupted:
+            log.warning("retrying %d delivery(ies) whose sender stopped mid-attempt", len(interrupted))
+        return SendUnit(tuple(started)) if started else None
 
     async def _attempt(self, unit: SendUnit) -> None:
         first = unit.deliveries[0]
@@ -339,6 +362,8 @@ class DeliveryDispatcher:
             if channel is None:
                 raise DeliveryError(f"no '{first.channel}' channel is configured")
             await channel.deliver(message)
+            if self._after_handoff is not None:
+                self._after_handoff(message)
         except DeliveryError as exc:
             await self._failed(unit, str(exc), permanent=False)
             return

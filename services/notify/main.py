@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -11,6 +14,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.notify import routes
+from services.notify.channels import OutgoingMessage
 from services.notify.channels.email import MailChannel, SmtpChannel, SmtpConfig
 from services.notify.channels.webhook import WebhookChannel
 from services.notify.dead_letter_consumer import DeadLetterWatch
@@ -33,6 +37,7 @@ from shared.protocol import load_protocol
 from shared.topics import dead_letter_topic
 
 SERVICE = "notify"
+log = logging.getLogger(__name__)
 MIGRATIONS = Component(SERVICE, "services.notify:migrations")
 
 
@@ -49,6 +54,12 @@ def smtp_channel(settings: NotifySettings) -> SmtpChannel:
             timeout=settings.smtp_timeout_seconds,
         )
     )
+
+
+def _crash_after_handoff(message: OutgoingMessage) -> None:
+    """Failpoint for the crash tests: die like kill -9 after the SMTP server took a mail, before the commit."""
+    log.critical("failpoint: SIGKILL after handing over delivery %s", message.delivery_id)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def create_app(
@@ -100,6 +111,7 @@ def create_app(
         digest_window=timedelta(seconds=settings.digest_window_seconds),
         lease=timedelta(seconds=settings.delivery_lease_seconds),
         heartbeat_seconds=settings.delivery_lease_seconds / 3,
+        after_handoff=_crash_after_handoff if settings.notify_failpoint == "crash_after_handoff" else None,
     )
     timers.on_fired = dispatcher.wake
     registry.register(StateCollector(engine, clock))

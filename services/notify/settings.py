@@ -44,8 +44,11 @@ class NotifySettings(CommonSettings, ApiSettings):
     digest_window_seconds: int = Field(
         default=300, ge=0, le=86_400, description="Low-urgency notices wait this long and leave as one digest"
     )
+    notify_failpoint: Literal["none", "crash_after_handoff"] = Field(
+        default="none", description="Fault tests only: SIGKILL right after a mail is handed over, before it is recorded"
+    )
     delivery_lease_seconds: int = Field(
-        default=30, ge=3, le=3600, description="A crashed sender's deliveries are retaken after this long"
+        default=15, ge=3, le=3600, description="A crashed sender's deliveries are retaken after this long"
     )
     timer_poll_seconds: float = Field(default=1.0, gt=0)
     timer_late_after_seconds: int = Field(

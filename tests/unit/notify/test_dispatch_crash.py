@@ -38,6 +38,19 @@ class DiesAfterHandOff(FakeChannel):
         raise asyncio.CancelledError("kill -9 after the hand-off")
 
 
+class FrozenAfterHandOff(FakeChannel):
+    """The SMTP server has the mail; the process then stops dead (cancelled from outside, like kill -9)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed_over = asyncio.Event()
+
+    async def send(self, message: EmailMessage) -> None:
+        self.sent.append(message)
+        self.handed_over.set()
+        await asyncio.Event().wait()
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(START)
@@ -175,3 +188,23 @@ async def test_a_message_that_kills_its_sender_every_time_fails_over_instead_of_
         history = history_for(session, alert_id=delivery.alert_id)
     [failed] = [h for h in history if h.action == "delivery_failed"]
     assert "stopped during each of its 3 attempts" in failed.detail
+
+
+async def test_a_crash_marks_only_what_was_in_flight(db: Engine, clock: FakeClock) -> None:
+    """Both deliveries are claimed in one batch; one at a time is handed over; the kill hits the first."""
+    crashed = FrozenAfterHandOff()
+    run = asyncio.create_task(dispatcher(db, crashed, clock, concurrency=1).dispatch_due())
+    await asyncio.wait_for(crashed.handed_over.wait(), timeout=5)
+    run.cancel()  # the process is gone: nothing after this point runs
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    [in_flight] = crashed.sent
+    by_id = {d.id: d for d in rows(db)}
+    assert by_id.pop(str(in_flight["X-Sentinel-Delivery"])).attempt_started_at == START
+    [waiting] = by_id.values()
+    assert waiting.attempts == 0 and waiting.attempt_started_at is None, "never started: no false duplicate mark"
+    clock.advance(LEASE + timedelta(seconds=1))
+    survivor = FakeChannel()
+    assert await dispatcher(db, survivor, clock).dispatch_due() == 2
+    marked = {str(m["X-Sentinel-Delivery"]) for m in survivor.sent if m["X-Sentinel-Possible-Duplicate"]}
+    assert marked == {str(in_flight["X-Sentinel-Delivery"])}

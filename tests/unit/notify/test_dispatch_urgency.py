@@ -63,9 +63,12 @@ async def test_after_an_outage_sae_pages_go_before_the_backlog_of_bulk_mail(noti
     notifier.clock.advance(timedelta(hours=2))  # every retry is due again, together with the SAE page
     await drain(notifier)
     subjects = sent_subjects(notifier.channel)
-    assert "SAE report due" in subjects[0] and "SAE report due" in subjects[1], subjects[:3]
-    assert sorted(str(m["To"]) for m in notifier.channel.sent[:2]) == [MONITOR, OFFICER]
-    assert "Escalation step 2" in subjects[2], "the escalation that fell due in the meantime is a page too"
+    pages = sorted(f"{m['To']}: {str(m['Subject']).split(':')[0]}" for m in notifier.channel.sent[:3])
+    assert pages == [
+        f"{MONITOR}: [NCT07212335] Escalation step 2 of 3, not acknowledged",
+        f"{MONITOR}: [NCT07212335] SAE report due 2026-03-02 08",
+        f"{OFFICER}: [NCT07212335] SAE report due 2026-03-02 08",
+    ], "the SAE's first page, and the escalation that fell due meanwhile, before any bulk mail"
     digests = notifier.channel.sent[3:]
     assert all(str(m["Subject"]).startswith("Digest: 40 notices") for m in digests), subjects
     assert sorted(str(m["To"]) for m in digests) == [MONITOR, OFFICER], "one mail per recipient, not 40"
