@@ -4,8 +4,8 @@ not enough). Idempotent by the dead letter's identity, so re-delivery never page
 
 Its own small consumer (group `<notify group>-dead-letters`), started beside the signal consumer: it
 needs the records' headers and position, which the generic envelope consumer does not pass on. A record
-it cannot turn into an alert is a bug: the watch stops, /healthz fails and the orchestrator restarts it,
-rather than skipping a possible SAE.
+it cannot turn into an alert (a bug) is never skipped: the watch counts the error, says "not ready" on
+/readyz and retries it with backoff, while the signal consumer, the timers and the mails go on.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer
@@ -75,6 +75,7 @@ class DeadLetterWatch:
         topics: Sequence[str],
         on_committed: Callable[[], None] | None = None,
         consumer_factory: Callable[[], AIOKafkaConsumer] | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
         max_backoff: float = 30.0,
     ) -> None:
         self._engine = engine
@@ -89,24 +90,31 @@ class DeadLetterWatch:
                 bootstrap_servers, group_id=group_id, topics=self._topics, client_id="sentinel-notify-dead-letters"
             )
         )
+        self._prepare = prepare or (lambda: ensure_topics(bootstrap_servers, self._topics))
         self._max_backoff = max_backoff
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.5
+        backoff = min(0.5, self._max_backoff)
         while not stop.is_set():
             consumer: AIOKafkaConsumer | None = None
             try:
-                await ensure_topics(self._bootstrap, self._topics)
+                await self._prepare()
                 consumer = self._consumer_factory()
                 await consumer.start()
                 self.ready.set()
-                backoff = 0.5
+                backoff = min(0.5, self._max_backoff)
                 await self._consume(consumer, stop)
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:
+                # Transient (broker, database): restart. A bug: not swallowed (counted, logged, not ready) and
+                # not skipped: the record was not committed, so it is retried after the backoff.
                 self.ready.clear()
-                self._metrics.restarts.inc()
-                log.warning("dead-letter watch: transient failure (%s); restarting in %.1fs", exc, backoff)
+                if isinstance(exc, TRANSIENT_ERRORS):
+                    self._metrics.restarts.inc()
+                    log.warning("dead-letter watch: transient failure (%s); restarting in %.1fs", exc, backoff)
+                else:
+                    self._metrics.errors.inc()
+                    log.exception("dead-letter watch cannot turn a dead letter into an alert; retry in %.1fs", backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
                 backoff = min(backoff * 2, self._max_backoff)

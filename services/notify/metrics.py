@@ -56,6 +56,7 @@ class TimerMetrics:
 class DeadLetterMetrics:
     alerts: Counter  # labels: outcome = opened | duplicate
     restarts: Counter
+    errors: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> DeadLetterMetrics:
@@ -69,6 +70,11 @@ class DeadLetterMetrics:
             restarts=Counter(
                 "sentinel_notify_dead_letter_watch_restarts",
                 "Restarts of the dead-letter watch after a transient failure (broker, database)",
+                registry=registry,
+            ),
+            errors=Counter(
+                "sentinel_notify_dead_letter_watch_errors",
+                "Dead letters that could not be turned into an alert (a bug; retried, never skipped)",
                 registry=registry,
             ),
         )

@@ -7,10 +7,13 @@ acknowledged, and idempotent by the dead letter's identity.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from prometheus_client import CollectorRegistry
 from sqlmodel import Session
 
 from services.notify import urgency
@@ -131,3 +134,77 @@ async def test_the_same_dead_letter_twice_is_one_alert_and_one_page(notifier: No
     assert apply(notifier, dlq_record(lab(), offset=42), protocol), "another record is another alert"
     assert len(notifier.rows(Alert)) == 2
     assert len(await notifier.at(START)) == 2
+
+
+class FakeRecord:
+    def __init__(self, letter_value: bytes, offset: int) -> None:
+        self.topic, self.partition, self.offset = "sentinel.clinical.v1.dlq", 0, offset
+        self.key, self.value = f"{TRIAL}:101-004".encode(), letter_value
+        self.headers = [("source_topic", b"sentinel.clinical.v1"), ("source_partition", b"0")]
+        self.headers.append(("source_offset", str(offset).encode()))
+
+
+class FakeConsumer:
+    """Hands out the records after the committed offset, like a consumer group resuming."""
+
+    def __init__(self, records: list[FakeRecord]) -> None:
+        self.records = records
+        self.committed = 0
+        self.caught_up = asyncio.Event()
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[str, list[FakeRecord]]:
+        await asyncio.sleep(0)
+        waiting = [r for r in self.records if r.offset >= self.committed]
+        return {"tp": waiting} if waiting else {}
+
+    async def commit(self, offsets: dict[str, int]) -> None:
+        self.committed = offsets["tp"]
+        if self.committed > self.records[-1].offset:
+            self.caught_up.set()
+
+
+async def test_a_dead_letter_that_cannot_be_alerted_is_retried_not_skipped(
+    notifier: Notifier, protocol: Protocol, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.notify import dead_letter_consumer
+    from services.notify.metrics import DeadLetterMetrics
+
+    real = dead_letter_consumer.apply_dead_letter
+    calls: list[str] = []
+
+    def flaky(session: Session, letter: DeadLetter, now: Any, *, protocol: Protocol) -> bool:
+        calls.append(letter.identity)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the alert plan")
+        return real(session, letter, now, protocol=protocol)
+
+    monkeypatch.setattr(dead_letter_consumer, "apply_dead_letter", flaky)
+    consumer = FakeConsumer([FakeRecord(json.dumps(lab()).encode(), 5)])
+    registry = CollectorRegistry()
+    watch = dead_letter_consumer.DeadLetterWatch(
+        engine=notifier.engine,
+        protocol=protocol,
+        clock=notifier.clock,
+        metrics=DeadLetterMetrics.create(registry),
+        bootstrap_servers="unused",
+        group_id="unused",
+        topics=["sentinel.clinical.v1.dlq"],
+        consumer_factory=lambda: consumer,  # type: ignore[arg-type,return-value]
+        prepare=lambda: asyncio.sleep(0),
+        max_backoff=0.01,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(watch.run(stop))
+    await asyncio.wait_for(consumer.caught_up.wait(), timeout=5)
+    stop.set()
+    await running
+    assert calls == ["sentinel.clinical.v1[0]@5"] * 2, "the same record again after the error"
+    assert registry.get_sample_value("sentinel_notify_dead_letter_watch_errors_total") == 1
+    assert registry.get_sample_value("sentinel_notify_dead_letter_alerts_total", {"outcome": "opened"}) == 1
+    assert [a.kind for a in notifier.rows(Alert)] == ["dead_letter"]
