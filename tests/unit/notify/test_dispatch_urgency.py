@@ -125,10 +125,12 @@ def test_urgency_classes() -> None:
     assert urgency.urgency_of(alert_kind="a_new_kind", has_open_obligation=False) == urgency.NOTICE
     assert urgency.urgency_of(alert_kind="lab_toxicity", has_open_obligation=True) == urgency.PAGE
     assert urgency.urgency_of(alert_kind="dead_letter", has_open_obligation=False) == urgency.PAGE
+    assert urgency.urgency_of(alert_kind="sae", has_open_obligation=True, timer_kind="failover") == urgency.PAGE
+    assert urgency.urgency_of(alert_kind="lab_toxicity", has_open_obligation=False, timer_kind="escalate") == 0
     assert (
         urgency.urgency_of(alert_kind="assessment_missed", has_open_obligation=False, timer_kind="failover")
-        == urgency.PAGE
-    )
+        == urgency.DIGEST
+    ), "a failed bulk notice fails over in a digest, not as a page"
 
 
 class GatedChannel(FakeChannel):
@@ -196,3 +198,34 @@ async def test_a_page_queued_during_a_bulk_backlog_leaves_in_the_next_batch(noti
     notifier.apply(make_sae(awareness_at=notifier.clock.now()))
     await sender.dispatch_due()
     assert all("SAE report due" in s for s in sent_subjects(notifier.channel)[:2])
+
+
+class RefusesOne(FakeChannel):
+    """The officer's mailbox refuses every mail; everyone else's works."""
+
+    async def send(self, message: EmailMessage) -> None:
+        if str(message["To"]) == OFFICER:
+            from services.notify.channels import DeliveryError
+
+            raise DeliveryError("550 mailbox unavailable")
+        self.sent.append(message)
+
+
+async def test_failed_bulk_notices_fail_over_as_a_digest_not_as_pages(engine: Any, protocol: Any, clock: Any) -> None:
+    from services.notify import models
+    from shared.db import create_tables
+
+    create_tables(engine, models.TABLES)
+    notifier = Notifier(engine=engine, protocol=protocol, clock=clock, channel=RefusesOne())
+    for n in range(20):
+        notifier.apply(missed(n))
+    for minutes in (5, 10, 20, 40, 80):
+        await notifier.at(START + timedelta(minutes=minutes))
+    failed = [d for d in notifier.deliveries() if d.recipient == OFFICER]
+    assert {d.status for d in failed} == {"failed"} and len(failed) == 20
+    failovers = [d for d in notifier.deliveries() if "Could not reach the previous contact" in d.subject]
+    assert len(failovers) == 20 and {d.urgency for d in failovers} == {urgency.DIGEST}
+    assert {d.recipient for d in failovers} == {MONITOR}, "the next tier"
+    to_monitor = [str(m["Subject"]) for m in notifier.channel.sent if str(m["To"]) == MONITOR]
+    assert len(to_monitor) == 2, "the monitor's own digest, and one digest of the 20 failovers: not 20 pages"
+    assert all(subject.startswith("Digest: 20 notices") for subject in to_monitor)
