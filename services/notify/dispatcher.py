@@ -272,7 +272,7 @@ class DeliveryDispatcher:
             return store.renew_delivery_leases(session, delivery_ids=delivery_ids, holder=self.holder, until=until)
 
     def _claim(self, limit: int) -> tuple[list[SendUnit], list[Claimed]]:
-        """Lease due deliveries and record each attempt before anything is handed over. Also returns those
+        """Lease due deliveries, most urgent first, digest notices grouped per recipient. Also returns those
         whose every attempt was interrupted (a sender killed each time): they fail over instead."""
         now = self._clock.now()
         until = now + self._lease
@@ -323,7 +323,8 @@ class DeliveryDispatcher:
         started: list[Claimed] = []
         interrupted: list[Claimed] = []
         with Session(self._engine) as session, session.begin():
-            store.lock_audit(session)
+            if any(d.interrupted_at is not None for d in unit.deliveries):
+                store.lock_audit(session)  # first, as every notify transaction that writes the audit trail does
             for claimed in unit.deliveries:
                 row = session.get(Delivery, claimed.id)
                 if row is None or row.status != "pending" or row.leased_by != self.holder:
