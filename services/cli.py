@@ -105,16 +105,28 @@ AUDITED_SERVICES = ("notify", "safety")
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    """Recompute each service's audit chain; exit 1 when any link is broken or a database is missing."""
+    """Check each service's audit chain (links, keyed MACs) against its signed checkpoints; exit 1 when a row
+    was edited or deleted, a checkpointed row is missing (the chain was cut), or the table or database is gone."""
     from sqlalchemy import inspect
 
-    from shared.audit import AuditEntry, verify_chain
+    from shared.audit import AuditEntry, ChainProblem, checkpoint_path, read_checkpoints, verify_audit
     from shared.db import make_engine
     from shared.settings import CommonSettings
 
     settings = CommonSettings()
+    try:
+        key = settings.audit_signing_key()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if key.development:
+        print(
+            "note: no SENTINEL_AUDIT_KEY: checking against the development key, which anyone can use", file=sys.stderr
+        )
+    directory = settings.audit_checkpoint_directory()
     healthy = True
     for service in args.service or AUDITED_SERVICES:
+        checkpoints, problems = read_checkpoints(directory, service=service)
         url = settings.database_url_for(service)
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
             print(f"{service}: no database at {url.removeprefix('sqlite:///')}", file=sys.stderr)
@@ -123,16 +135,56 @@ def _audit_verify(args: argparse.Namespace) -> int:
         engine = make_engine(url)
         try:
             if not inspect(engine).has_table(AuditEntry.__tablename__):
-                print(f"{service}: 0 rows checked (no audit table yet)")
+                print(
+                    f"{service}: no audit table: it was dropped, or the database was never migrated "
+                    "(sentinel db upgrade)"
+                )
+                healthy = False
                 continue
-            checked, problems = verify_chain(engine, service=service)
+            report = verify_audit(engine, service=service, key=key, checkpoints=checkpoints)
         finally:
             engine.dispose()
-        print(f"{service}: {checked} rows checked, {'OK' if not problems else f'{len(problems)} problem(s)'}")
+        problems = [*problems, *report.problems]
+        where = checkpoint_path(directory, service)
+        if report.rows and not checkpoints and settings.environment == "production":
+            problems.append(ChainProblem(None, f"no checkpoint in {where}: the tail of the chain is not anchored"))
+        status = "OK" if not problems else f"{len(problems)} problem(s)"
+        print(f"{service}: {report.rows} rows checked, {status}; {report.checkpoints} checkpoint(s) from {where}")
+        if report.unkeyed_rows:
+            print(f"  the first {report.unkeyed_rows} rows were written before the chain was keyed")
         for problem in problems:
-            print(f"  seq {problem.seq}: {problem.problem}")
+            print(f"  seq {problem.seq}: {problem.problem}" if problem.seq is not None else f"  {problem.problem}")
         healthy = healthy and not problems
     return 0 if healthy else 1
+
+
+def _audit_checkpoint(args: argparse.Namespace) -> int:
+    """Write a signed checkpoint of each service's chain head now (the services also do it periodically)."""
+    from sqlalchemy import inspect
+
+    from shared.audit import AuditEntry, write_checkpoint
+    from shared.clock import SystemClock
+    from shared.db import make_engine
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings()
+    try:
+        key = settings.audit_signing_key()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    directory = settings.audit_checkpoint_directory()
+    for service in args.service or AUDITED_SERVICES:
+        engine = make_engine(settings.database_url_for(service))
+        try:
+            if not inspect(engine).has_table(AuditEntry.__tablename__):
+                print(f"{service}: no audit table", file=sys.stderr)
+                return 1
+            written = write_checkpoint(engine, service=service, key=key, directory=directory, now=SystemClock().now())
+        finally:
+            engine.dispose()
+        print(f"{service}: " + (f"checkpoint at seq {written.seq} ({written.rows} rows)" if written else "unchanged"))
+    return 0
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
@@ -194,10 +246,17 @@ def parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="the hash-chained audit trail")
     audit_cmds = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_cmds.add_parser(
-        "verify", help="check every link of the audit chain (SENTINEL_DATABASE_URL, else var/<service>.db)"
+        "verify", help="check the audit chain's links, keyed MACs and signed checkpoints (exit 1 on a problem)"
     )
     verify.add_argument("--service", action="append", choices=AUDITED_SERVICES, help="only this service (repeatable)")
     verify.set_defaults(func=_audit_verify)
+    checkpoint = audit_cmds.add_parser(
+        "checkpoint", help="write a signed checkpoint of each chain's head (SENTINEL_AUDIT_CHECKPOINT_DIR)"
+    )
+    checkpoint.add_argument(
+        "--service", action="append", choices=AUDITED_SERVICES, help="only this service (repeatable)"
+    )
+    checkpoint.set_defaults(func=_audit_checkpoint)
 
     db = commands.add_parser("db", help="database schema")
     db_cmds = db.add_subparsers(dest="db_command", required=True)

@@ -13,11 +13,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, GetCoreSchemaHandler, ValidationError
+from pydantic import BaseModel, Field, GetCoreSchemaHandler, SecretStr, ValidationError
 from pydantic_core import core_schema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import topics
+from shared.audit import AuditKey
 
 Role = Literal["viewer", "officer", "admin"]
 PLACEHOLDER_TOKENS = frozenset({"changeme", "secret", "token"})
@@ -103,11 +104,41 @@ class CommonSettings(BaseSettings):
     )
     host: str = "127.0.0.1"
     log_level: str = "info"
+    environment: Literal["development", "production"] = Field(
+        default="development", description="production: refuses a missing or placeholder SENTINEL_AUDIT_KEY"
+    )
+    audit_key: SecretStr | None = Field(
+        default=None, description="HMAC key of the audit chain and its checkpoints; the database never holds it"
+    )
+    audit_checkpoint_dir: Path | None = Field(
+        default=None, description="Where signed audit checkpoints go (outside the database); default var/audit"
+    )
+    audit_checkpoint_seconds: float = Field(default=300.0, gt=0, description="Interval between audit checkpoints")
 
     def database_url_for(self, service: str) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.var_dir / (service + '.db')}"
+
+    def audit_signing_key(self) -> AuditKey:
+        """The audit key; raises (naming the variable, never the value) when production has none or a weak one.
+
+        Checked at start by the services and by `sentinel audit`, not by pydantic, whose errors print inputs.
+        """
+        if self.audit_key is None:
+            if self.environment == "production":
+                raise ValueError("SENTINEL_AUDIT_KEY is required when SENTINEL_ENVIRONMENT=production")
+            return AuditKey.for_development()
+        value = self.audit_key.get_secret_value()
+        if self.environment == "production":
+            try:
+                return AuditKey.parse(value)
+            except ValueError as exc:
+                raise ValueError(f"SENTINEL_AUDIT_KEY: {exc}") from None
+        return AuditKey(value.encode())
+
+    def audit_checkpoint_directory(self) -> Path:
+        return self.audit_checkpoint_dir or self.var_dir / "audit"
 
 
 class ApiSettings(BaseSettings):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -11,15 +14,18 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.notify import routes
+from services.notify.channels import OutgoingMessage
 from services.notify.channels.email import MailChannel, SmtpChannel, SmtpConfig
 from services.notify.channels.webhook import WebhookChannel
+from services.notify.dead_letter_consumer import DeadLetterWatch
 from services.notify.dispatcher import DeliveryDispatcher, DeliveryMetrics
 from services.notify.escalation import webhook_names
-from services.notify.metrics import ResponseMetrics, StateCollector, TimerMetrics
+from services.notify.metrics import DeadLetterMetrics, ResponseMetrics, StateCollector, TimerMetrics
 from services.notify.runtime import NotifyRuntime
 from services.notify.settings import NotifySettings
 from services.notify.signals import apply_signal
 from services.notify.timers import TimerRunner
+from shared.audit import anchor_audit
 from shared.auth import TokenAuthenticator
 from shared.clock import Clock, SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
@@ -28,8 +34,10 @@ from shared.db_migrations import SHARED, Component, prepare_database
 from shared.events import SIGNAL_ADAPTER, SignalEnvelope
 from shared.http import install_common
 from shared.protocol import load_protocol
+from shared.topics import dead_letter_topic
 
 SERVICE = "notify"
+log = logging.getLogger(__name__)
 MIGRATIONS = Component(SERVICE, "services.notify:migrations")
 
 
@@ -48,6 +56,12 @@ def smtp_channel(settings: NotifySettings) -> SmtpChannel:
     )
 
 
+def _crash_after_handoff(message: OutgoingMessage) -> None:
+    """Failpoint for the crash tests: die like kill -9 after the SMTP server took a mail, before the commit."""
+    log.critical("failpoint: SIGKILL after handing over delivery %s", message.delivery_id)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def create_app(
     settings: NotifySettings,
     *,
@@ -64,6 +78,15 @@ def create_app(
         raise ValueError(f"the protocol pages webhooks that SENTINEL_CHAT_WEBHOOKS does not configure: {missing}")
     engine = make_engine(settings.database_url_for(SERVICE))
     prepare_database(engine, [SHARED, MIGRATIONS], auto_migrate=settings.auto_migrate)
+    audit = anchor_audit(
+        engine,
+        service=SERVICE,
+        key=settings.audit_signing_key(),
+        directory=settings.audit_checkpoint_directory(),
+        interval_seconds=settings.audit_checkpoint_seconds,
+        clock=clock,
+        registry=registry,
+    )
     timers = TimerRunner(
         engine=engine,
         protocol=protocol,
@@ -84,6 +107,12 @@ def create_app(
         base_backoff_seconds=settings.delivery_base_backoff_seconds,
         poll_seconds=settings.dispatch_poll_seconds,
         on_failover=timers.wake,
+        concurrency=settings.dispatch_concurrency,
+        batch_size=settings.dispatch_batch_size,
+        digest_window=timedelta(seconds=settings.digest_window_seconds),
+        lease=timedelta(seconds=settings.delivery_lease_seconds),
+        heartbeat_seconds=settings.delivery_lease_seconds / 3,
+        after_handoff=_crash_after_handoff if settings.notify_failpoint == "crash_after_handoff" else None,
     )
     timers.on_fired = dispatcher.wake
     registry.register(StateCollector(engine, clock))
@@ -98,10 +127,23 @@ def create_app(
         apply=partial(apply_signal, protocol=protocol, console_url=settings.console_url),
     )
     consumer = ConsumerService(spec, engine=engine, clock=clock, registry=registry, on_committed=dispatcher.wake)
+    dead_letters = DeadLetterWatch(
+        engine=engine,
+        protocol=protocol,
+        clock=clock,
+        metrics=DeadLetterMetrics.create(registry),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"{settings.notify_group_id}-dead-letters",
+        topics=[dead_letter_topic(settings.clinical_topic), dead_letter_topic(settings.signals_topic)],
+        on_committed=dispatcher.wake,
+    )
+
+    def readiness() -> dict[str, bool]:
+        return {**consumer.readiness(), "dead_letters": dead_letters.ready.is_set()}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with consumer.running(timers.run, dispatcher.run):
+        async with consumer.running(timers.run, dispatcher.run, dead_letters.run, audit.run):
             yield
         engine.dispose()
 
@@ -111,12 +153,13 @@ def create_app(
     )
     app.state.timers = timers
     app.state.dispatcher = dispatcher
+    app.state.dead_letters = dead_letters
     app.state.authenticator = TokenAuthenticator(settings.api_tokens)
     install_common(
         app,
         registry=registry,
         service=SERVICE,
-        readiness=consumer.readiness,
+        readiness=readiness,
         liveness=consumer.alive,
         database=engine,
     )

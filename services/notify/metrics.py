@@ -53,6 +53,34 @@ class TimerMetrics:
 
 
 @dataclass(frozen=True)
+class DeadLetterMetrics:
+    alerts: Counter  # labels: outcome = opened | duplicate
+    restarts: Counter
+    errors: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> DeadLetterMetrics:
+        return cls(
+            alerts=Counter(
+                "sentinel_notify_dead_letter_alerts",
+                "Dead-lettered messages read by notify: opened an alert, or one was already open",
+                ["outcome"],
+                registry=registry,
+            ),
+            restarts=Counter(
+                "sentinel_notify_dead_letter_watch_restarts",
+                "Restarts of the dead-letter watch after a transient failure (broker, database)",
+                registry=registry,
+            ),
+            errors=Counter(
+                "sentinel_notify_dead_letter_watch_errors",
+                "Dead letters that could not be turned into an alert (a bug; retried, never skipped)",
+                registry=registry,
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class ResponseMetrics:
     time_to_acknowledge: Histogram  # labels: kind (alert kind)
     time_to_complete: Histogram  # labels: kind (obligation kind), from the clock's start

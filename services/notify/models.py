@@ -78,9 +78,15 @@ class Delivery(SQLModel, table=True):
     body_text: str = Field(sa_column=Column(Text, nullable=False))
     body_html: str = Field(sa_column=Column(Text, nullable=False))
     status: str = Field(default="pending", max_length=20, index=True)  # pending | sent | failed
-    attempts: int = 0
+    # 0 page (SAE/DLT, escalations, overdue, failover), 1 notice, 2 digest (bundled per recipient): see urgency.py
+    urgency: int = Field(default=1, index=True)
+    attempts: int = 0  # counted when an attempt starts (committed before the hand-off), not when it ends
     next_attempt_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
     leased_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    leased_by: str | None = Field(default=None, max_length=64)  # the dispatcher whose heartbeat renews the lease
+    # Set when an attempt is handed over, cleared when its outcome is recorded: still set at the next claim
+    # means the previous sender stopped mid-attempt (the mail may have gone out).
+    attempt_started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     last_error: str | None = Field(default=None, max_length=2000)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))

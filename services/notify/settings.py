@@ -41,6 +41,17 @@ class NotifySettings(CommonSettings, ApiSettings):
     delivery_max_attempts: int = Field(default=6, ge=1, le=50)
     delivery_base_backoff_seconds: float = Field(default=5.0, gt=0)
     dispatch_poll_seconds: float = Field(default=1.0, gt=0)
+    dispatch_concurrency: int = Field(default=4, ge=1, le=64, description="Messages handed over at the same time")
+    dispatch_batch_size: int = Field(default=50, ge=1, le=1000, description="Deliveries claimed per round")
+    digest_window_seconds: int = Field(
+        default=300, ge=0, le=86_400, description="Low-urgency notices wait this long and leave as one digest"
+    )
+    notify_failpoint: Literal["none", "crash_after_handoff"] = Field(
+        default="none", description="Fault tests only: SIGKILL right after a mail is handed over, before it is recorded"
+    )
+    delivery_lease_seconds: int = Field(
+        default=15, ge=3, le=3600, description="A crashed sender's deliveries are retaken after this long"
+    )
     timer_poll_seconds: float = Field(default=1.0, gt=0)
     timer_late_after_seconds: int = Field(
         default=60, ge=1, description="A timer firing this much after its due time is marked late in the history"

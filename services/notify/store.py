@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
+from services.notify import urgency
 from services.notify.mail_content import console_link, with_console_link
 from services.notify.models import Alert, Delivery, Obligation, Timer
 from services.notify.obligations import OPEN_STATES
@@ -117,11 +118,22 @@ def add_obligation(session: Session, *, plan: AlertPlan, trial_id: str, subject_
     return obligation
 
 
-def queue_messages(session: Session, *, alert_id: str, messages: Sequence[MessagePlan], now: datetime) -> int:
+def queue_messages(
+    session: Session,
+    *,
+    alert_id: str,
+    messages: Sequence[MessagePlan],
+    now: datetime,
+    timer_kind: str | None = None,
+) -> int:
+    """Queue each message once (ids are deterministic), classed by urgency (see urgency.py)."""
     queued = 0
+    level: int | None = None
     for message in messages:
         if session.get(Delivery, message.delivery_id) is not None:
             continue
+        if level is None:
+            level = message_urgency(session, alert_id=alert_id, timer_kind=timer_kind)
         session.add(
             Delivery(
                 id=message.delivery_id,
@@ -131,6 +143,7 @@ def queue_messages(session: Session, *, alert_id: str, messages: Sequence[Messag
                 subject=message.content.subject[:500],
                 body_text=message.content.text,
                 body_html=message.content.html,
+                urgency=level,
                 next_attempt_at=now,
                 created_at=now,
             )
@@ -155,6 +168,17 @@ def link_queued_to_console(session: Session, *, console_url: str | None, now: da
             session.add(delivery)
             linked += 1
     return linked
+
+
+def message_urgency(session: Session, *, alert_id: str, timer_kind: str | None) -> int:
+    alert = session.get(Alert, alert_id)
+    if alert is None:
+        raise LookupError(f"messages queued for alert {alert_id}, which does not exist")
+    return urgency.urgency_of(
+        alert_kind=alert.kind,
+        has_open_obligation=bool(open_obligations(session, alert_id=alert_id)),
+        timer_kind=timer_kind,
+    )
 
 
 def list_alerts(
@@ -226,33 +250,71 @@ def list_obligations(
     return session.exec(query.order_by(col(Obligation.due_at)).limit(limit)).all()
 
 
-def due_delivery_ids(session: Session, *, now: datetime, limit: int) -> list[str]:
+def _lease_free(now: datetime) -> Any:
+    return or_(col(Delivery.leased_until).is_(None), col(Delivery.leased_until) < now)
+
+
+def due_delivery_ids(session: Session, *, now: datetime, limit: int, digest_after: datetime) -> list[str]:
+    """Due deliveries, most urgent first; a digest notice is due once it has waited for its window
+    (created at or before `digest_after`), so the notices that follow it ride in the same mail."""
     query = (
         select(Delivery.id)
         .where(
             Delivery.status == "pending",
             col(Delivery.next_attempt_at) <= now,
-            or_(col(Delivery.leased_until).is_(None), col(Delivery.leased_until) < now),
+            _lease_free(now),
+            or_(col(Delivery.urgency) < urgency.DIGEST, col(Delivery.created_at) <= digest_after),
         )
-        .order_by(col(Delivery.next_attempt_at))
+        .order_by(col(Delivery.urgency), col(Delivery.next_attempt_at), col(Delivery.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     return list(session.exec(query).all())
 
 
-def lease_delivery(session: Session, *, delivery_id: str, now: datetime, until: datetime) -> bool:
+def digest_companion_ids(session: Session, *, channel: str, recipient: str, now: datetime, limit: int) -> list[str]:
+    """Every other due digest notice for the same recipient, however recent: one mail carries them all."""
+    query = (
+        select(Delivery.id)
+        .where(
+            Delivery.status == "pending",
+            Delivery.urgency == urgency.DIGEST,
+            Delivery.channel == channel,
+            Delivery.recipient == recipient,
+            col(Delivery.next_attempt_at) <= now,
+            _lease_free(now),
+        )
+        .order_by(col(Delivery.created_at), col(Delivery.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.exec(query).all())
+
+
+def lease_delivery(session: Session, *, delivery_id: str, now: datetime, until: datetime, holder: str = "") -> bool:
     """Compare-and-set lease: of two replicas racing for one delivery, exactly one wins."""
     result = session.execute(
         update(Delivery)
+        .where(col(Delivery.id) == delivery_id, col(Delivery.status) == "pending", _lease_free(now))
+        .values(leased_until=until, leased_by=holder or None)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def renew_delivery_leases(session: Session, *, delivery_ids: Sequence[str], holder: str, until: datetime) -> int:
+    """The heartbeat: extend the leases this holder still has on deliveries it is sending."""
+    if not delivery_ids:
+        return 0
+    result = session.execute(
+        update(Delivery)
         .where(
-            col(Delivery.id) == delivery_id,
+            col(Delivery.id).in_(list(delivery_ids)),
             col(Delivery.status) == "pending",
-            or_(col(Delivery.leased_until).is_(None), col(Delivery.leased_until) < now),
+            col(Delivery.leased_by) == holder,
         )
         .values(leased_until=until)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 # --- timers ---------------------------------------------------------------------------------------

@@ -91,7 +91,9 @@ def _escalate(session: Session, timer: Timer, alert: Alert, *, now: datetime, pr
         obligations=_lines(session, alert),
     )
     recipients = escalation.resolve_targets(protocol, targets)
-    store.queue_messages(session, alert_id=alert.id, messages=messages_to(timer.id, recipients, content), now=now)
+    store.queue_messages(
+        session, alert_id=alert.id, messages=messages_to(timer.id, recipients, content), now=now, timer_kind=timer.kind
+    )
     alert.escalation_step = max(alert.escalation_step, timer.step)
     session.add(alert)
     store.record(
@@ -129,7 +131,9 @@ def _remind(
         obligations=_lines(session, alert),
     )
     recipients = escalation.resolve_targets(protocol, reminded_roles(protocol, obligation.kind))
-    store.queue_messages(session, alert_id=alert.id, messages=messages_to(timer.id, recipients, content), now=now)
+    store.queue_messages(
+        session, alert_id=alert.id, messages=messages_to(timer.id, recipients, content), now=now, timer_kind=timer.kind
+    )
     store.record(
         session,
         alert_id=alert.id,
@@ -173,7 +177,9 @@ def _overdue(
         footer="Only recording the filed report stops these pages; acknowledging or snoozing the alert does not.",
     )
     recipients = escalation.resolve_targets(protocol, targets)
-    store.queue_messages(session, alert_id=alert.id, messages=messages_to(timer.id, recipients, content), now=now)
+    store.queue_messages(
+        session, alert_id=alert.id, messages=messages_to(timer.id, recipients, content), now=now, timer_kind=timer.kind
+    )
     alert.escalation_step = max(alert.escalation_step, tier)
     session.add(alert)
     store.record(
@@ -238,7 +244,9 @@ def _failover(session: Session, timer: Timer, alert: Alert, *, now: datetime, pr
         f"({failed.last_error if failed is not None else 'unknown error'}); you are the next tier.",
         obligations=_lines(session, alert),
     )
-    store.queue_messages(session, alert_id=alert.id, messages=messages_to(timer.id, recipients, content), now=now)
+    store.queue_messages(
+        session, alert_id=alert.id, messages=messages_to(timer.id, recipients, content), now=now, timer_kind=timer.kind
+    )
     alert.escalation_step = max(alert.escalation_step, tier)
     session.add(alert)
     store.record(

@@ -24,7 +24,9 @@ from shared.protocol import Protocol
 from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(minutes=2)
+LEASE = timedelta(seconds=30)
+"""A crashed runner's claimed timers are retaken after this. Short is safe: firing is a compare-and-set in
+the firing transaction, so a lease that runs out mid-batch costs a wasted claim, never a second page."""
 
 
 class TimerRunner:

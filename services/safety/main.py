@@ -14,6 +14,7 @@ from services.safety.clinical_events import apply_clinical_event
 from services.safety.metrics import SafetyStateCollector
 from services.safety.settings import SafetySettings
 from services.safety.sweep import SweepJob, SweepMetrics
+from shared.audit import anchor_audit
 from shared.auth import TokenAuthenticator
 from shared.clock import Clock, SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
@@ -46,6 +47,15 @@ def create_app(
         failpoint=settings.safety_failpoint,
     )
     clock = clock or SystemClock()
+    audit = anchor_audit(
+        engine,
+        service=SERVICE,
+        key=settings.audit_signing_key(),
+        directory=settings.audit_checkpoint_directory(),
+        interval_seconds=settings.audit_checkpoint_seconds,
+        clock=clock,
+        registry=registry,
+    )
     consumer = ConsumerService(spec, engine=engine, clock=clock, registry=registry)
     registry.register(SafetyStateCollector(engine))
     sweep = SweepJob(
@@ -60,7 +70,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with consumer.running(sweep):
+        async with consumer.running(sweep, audit.run):
             yield
         engine.dispose()
 

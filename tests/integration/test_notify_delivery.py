@@ -49,6 +49,7 @@ def test_signal_becomes_one_alert_and_one_mail_per_recipient(
         settings = NotifySettings(
             kafka_bootstrap_servers=kafka_bootstrap,
             signals_topic=signals,
+            clinical_topic=f"{topic_prefix}.clinical",
             var_dir=tmp_path,
             notify_group_id=f"notify-{uuid.uuid4().hex[:8]}",
             smtp_port=catcher.port,

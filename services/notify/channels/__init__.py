@@ -15,11 +15,18 @@ class DeliveryError(Exception):
 
 @dataclass(frozen=True)
 class OutgoingMessage:
+    """One message to one recipient. `delivery_id` is stable across retries (a digest's derives from the
+    notices it carries), so a duplicate after a crash carries the same Message-ID / webhook-id and the
+    receiving client merges it."""
+
     delivery_id: str
     recipient: str  # an e-mail address, or webhook:<name>
     subject: str
     text: str
     html: str
+    attempt: int = 1
+    after_interruption: bool = False  # an earlier attempt was handed over but never recorded: may be a duplicate
+    digest_of: tuple[str, ...] = ()  # the deliveries a digest carries
 
 
 class DeliveryChannel(Protocol):

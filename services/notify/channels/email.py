@@ -7,7 +7,7 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import parseaddr
 from typing import Protocol
 
 from services.notify.channels import DeliveryError as DeliveryError
@@ -35,13 +35,36 @@ class MailChannel(Protocol):
     async def send(self, message: EmailMessage) -> None: ...
 
 
-def build_message(*, sender: str, recipient: str, subject: str, text: str, html: str, delivery_id: str) -> EmailMessage:
+def stable_message_id(delivery_id: str, sender: str) -> str:
+    """The same Message-ID for every attempt of one delivery, so a client merges a rare duplicate."""
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "sentinel.invalid"
+    local = "".join(c for c in delivery_id if c.isalnum() or c in "-._") or "delivery"
+    return f"<{local}@{domain}>"
+
+
+def build_message(
+    *,
+    sender: str,
+    recipient: str,
+    subject: str,
+    text: str,
+    html: str,
+    delivery_id: str,
+    attempt: int = 1,
+    after_interruption: bool = False,
+    digest_of: tuple[str, ...] = (),
+) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = recipient
     message["Subject"] = " ".join(subject.split())  # free text from a site may hold line breaks
-    message["Message-ID"] = make_msgid(idstring=delivery_id.replace("-", ""))
+    message["Message-ID"] = stable_message_id(delivery_id, sender)
     message["X-Sentinel-Delivery"] = delivery_id
+    message["X-Sentinel-Attempt"] = str(attempt)
+    if after_interruption:
+        message["X-Sentinel-Possible-Duplicate"] = "yes: an earlier attempt was interrupted after the hand-off"
+    if digest_of:
+        message["X-Sentinel-Digest-Of"] = ", ".join(digest_of)
     message.set_content(text)
     message.add_alternative(html, subtype="html")
     return message
@@ -91,5 +114,8 @@ class EmailDelivery:
                 text=message.text,
                 html=message.html,
                 delivery_id=message.delivery_id,
+                attempt=message.attempt,
+                after_interruption=message.after_interruption,
+                digest_of=message.digest_of,
             )
         )

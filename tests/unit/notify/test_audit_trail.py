@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
-from sqlmodel import Session
+from sqlalchemy import delete, text, update
+from sqlmodel import Session, col, select
 
 from services.cli import main
 from shared.audit import AuditEntry, verify_chain
@@ -68,3 +68,90 @@ def test_audit_verify_without_a_database_fails(
     monkeypatch.chdir(tmp_path)
     assert main(["audit", "verify"]) == 1
     assert "notify: no database at var/notify.db" in capsys.readouterr().err
+
+
+# --- issue 15, defect 2: a truncated trail used to verify as OK ----------------------------------------
+
+
+@pytest.fixture
+async def anchored(
+    clean_env: None, notifier: Notifier, make_sae: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Path:
+    """60+ audit rows of notify, signed with a real key, and a checkpoint of their head outside the database."""
+    from shared.audit import AuditKey, bind_audit_key
+
+    key = "q8Vb2m7ZtR4xK1pW9sYc3nH6jL0fD5gA"
+    bind_audit_key(notifier.engine, AuditKey(key.encode()))
+    for n in range(20):
+        notifier.apply(make_sae(ae_id=f"AE-{n}", signal_id=f"sig-{n}"))
+    await notifier.at(START)
+    db = Path(str(notifier.engine.url.database))
+    monkeypatch.setenv("SENTINEL_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("SENTINEL_ENVIRONMENT", "production")
+    monkeypatch.setenv("SENTINEL_AUDIT_KEY", key)
+    monkeypatch.setenv("SENTINEL_AUDIT_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    assert main(["audit", "checkpoint", "--service", "notify"]) == 0
+    return db
+
+
+def _verify(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["audit", "verify", "--service", "notify"])
+    return code, capsys.readouterr().out
+
+
+async def test_verify_passes_an_intact_anchored_trail(anchored: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _verify(capsys)
+    assert code == 0, out
+    assert "notify: 60 rows checked, OK; 1 checkpoint(s)" in out
+
+
+async def test_deleting_the_newest_50_rows_fails(anchored: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    engine = make_engine(f"sqlite:///{anchored}")
+    with Session(engine) as session, session.begin():
+        newest = session.exec(select(AuditEntry.seq).order_by(col(AuditEntry.seq).desc()).limit(50)).all()
+        session.execute(delete(AuditEntry).where(col(AuditEntry.seq).in_(newest)))
+    engine.dispose()
+    code, out = _verify(capsys)
+    assert code == 1
+    assert "notify: 10 rows checked, 1 problem(s)" in out and "rows were deleted" in out
+
+
+async def test_deleting_all_of_notifys_rows_fails(anchored: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    engine = make_engine(f"sqlite:///{anchored}")
+    with Session(engine) as session, session.begin():
+        session.execute(delete(AuditEntry).where(col(AuditEntry.service) == "notify"))
+    engine.dispose()
+    code, out = _verify(capsys)
+    assert code == 1
+    assert "notify: 0 rows checked, 1 problem(s)" in out and "no row is left" in out
+
+
+async def test_dropping_the_audit_table_fails(anchored: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    engine = make_engine(f"sqlite:///{anchored}")
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE audit_log"))
+    engine.dispose()
+    code, out = _verify(capsys)
+    assert code == 1
+    assert "notify: no audit table" in out
+
+
+async def test_verify_with_the_wrong_key_fails(
+    anchored: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SENTINEL_AUDIT_KEY", "another-key-that-is-long-enough-000000")
+    code, out = _verify(capsys)
+    assert code == 1
+    assert "checkpoint signature invalid" in out and "content does not match its hash" in out
+
+
+def test_production_without_an_audit_key_refuses_to_verify(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SENTINEL_ENVIRONMENT", "production")
+    monkeypatch.setenv("SENTINEL_AUDIT_KEY", "changeme")
+    assert main(["audit", "verify"]) == 1
+    err = capsys.readouterr().err
+    assert "SENTINEL_AUDIT_KEY: the audit key must be at least 32 random characters" in err
+    assert "changeme" not in err

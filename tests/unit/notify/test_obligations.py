@@ -194,7 +194,12 @@ async def test_informational_signals_notify_once_without_clock_or_escalation(not
     assert notifier.rows(Obligation) == []
     assert notifier.pending() == []
     sent = await notifier.at(START)
-    assert len(sent) == 6, "each to dlt.notify_roles (two people)"
-    assert {s.split("]")[1].split()[0] for _, s in sent} == {"Cohort", "Missed", "Protocol"}
+    assert len(sent) == 2, "the cohort decision at once, to dlt.notify_roles (two people)"
+    assert {s.split("]")[1].split()[0] for _, s in sent} == {"Cohort"}
+    digests = await notifier.at(START + timedelta(minutes=5))
+    assert sorted(to for to, _ in digests) == ["medical.monitor@sentinel.example", "safety.officer@sentinel.example"]
+    assert all(subject.startswith("Digest: 2 notices") for _, subject in digests), "missed + deviation, one mail"
+    body = str(notifier.channel.sent[-1].get_body(preferencelist=("plain",)).get_content())  # type: ignore[union-attr]
+    assert "Missed assessment" in body and "Protocol deviation" in body
     assert await notifier.at(START + timedelta(days=2)) == []
     assert {a.kind for a in notifier.rows(Alert)} == {"cohort_decision", "assessment_missed", "protocol_deviation"}

@@ -62,7 +62,7 @@ def test_lifespan_is_not_started(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok", "service": "notify"}
     ready = client.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json()["checks"] == {"broker": False, "consumer": False, "database": True}
+    assert ready.json()["checks"] == {"broker": False, "consumer": False, "dead_letters": False, "database": True}
     assert client.get("/metrics", follow_redirects=False).status_code == 200
 
 

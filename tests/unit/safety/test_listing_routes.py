@@ -60,7 +60,8 @@ def test_subjects_listed_with_their_window_and_counts(client: TestClient) -> Non
         "open",
         10,  # the shipped protocol counts the infusion day as day 0
     )
-    assert (first["adverse_events"], first["dlt_suspected"]) == (2, 1)
+    # AE-1, and the lab-only haematological DLTs: neutrophils and haemoglobin grade 3 in the window
+    assert (first["adverse_events"], first["dlt_suspected"]) == (2, 3)
     assert (second["subject_id"], second["window_state"], second["infusions"]) == ("A-2", None, 0)
     assert client.get(f"/v1/trials/{TRIAL}/subjects").status_code == 401
     assert client.get("/v1/trials/OTHER/subjects", headers=V).status_code == 404
