@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from shared.metrics import HttpMetrics
+from shared.metrics import HttpMetrics, register_process_metrics
 from shared.problems import install_problem_handlers
 
 ReadinessCheck = Callable[[], Mapping[str, bool]]
@@ -24,13 +25,16 @@ def install_common(
 ) -> None:
     install_problem_handlers(app)
     metrics = HttpMetrics.create(registry, service)
+    register_process_metrics(registry, service)
 
     @app.middleware("http")
     async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
         metrics.requests.labels(route=template, status=str(response.status_code)).inc()
+        metrics.duration.labels(route=template, method=request.method).observe(time.perf_counter() - started)
         return response
 
     @app.get("/metrics", include_in_schema=False)

@@ -13,8 +13,9 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -22,8 +23,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from shared.metrics import ConsumerMetrics
 from shared.topics import dead_letter_topic
+from shared.tracing import publishing, with_trace_headers
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
+event_log = structlog.stdlib.get_logger("sentinel.events")
+CLOUDEVENTS_CONTENT_TYPE = b"application/cloudevents+json"
+"""Structured mode of the CloudEvents Kafka binding: the whole event, attributes and data, is the value."""
 
 
 class BrokerUnavailable(Exception):
@@ -228,10 +236,17 @@ class ManagedProducer:
     rather than crash-loop.
     """
 
-    def __init__(self, factory: Callable[[], AIOKafkaProducer], *, publish_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], AIOKafkaProducer],
+        *,
+        publish_timeout: float = 15.0,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._factory = factory
         self._producer: AIOKafkaProducer | None = None
         self._publish_timeout = publish_timeout
+        self._tracer = tracer
         self.connected = asyncio.Event()
 
     async def connect(self, stop: asyncio.Event) -> None:
@@ -258,10 +273,20 @@ class ManagedProducer:
     async def publish(self, topic: str, *, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
         if self._producer is None:
             raise BrokerUnavailable("not connected to the Kafka broker yet")
-        try:
-            await asyncio.wait_for(
-                self._producer.send_and_wait(topic, value=value, key=key, headers=list(headers)),
-                timeout=self._publish_timeout,
-            )
-        except (KafkaError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"the broker did not acknowledge the message: {type(exc).__name__}") from exc
+        with publishing(self._tracer, topic, value) as fields:
+            try:
+                await asyncio.wait_for(
+                    self._producer.send_and_wait(topic, value=value, key=key, headers=record_headers(headers)),
+                    timeout=self._publish_timeout,
+                )
+            except (KafkaError, TimeoutError) as exc:
+                raise BrokerUnavailable(f"the broker did not acknowledge the message: {type(exc).__name__}") from exc
+            if fields:
+                event_log.info("event published", topic=topic, **fields)
+
+
+def record_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """What every record carries: the CloudEvents content type (unless the caller set one) and the current
+    trace context, so the consumer's span continues the producer's trace."""
+    extra = [] if any(k == "content-type" for k, _ in headers) else [("content-type", CLOUDEVENTS_CONTENT_TYPE)]
+    return with_trace_headers([*headers, *extra])

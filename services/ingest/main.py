@@ -23,6 +23,7 @@ from shared.db import make_engine
 from shared.db_migrations import SHARED, Component, prepare_database
 from shared.http import install_common
 from shared.kafka import ManagedProducer, Publisher, ensure_topics, make_producer
+from shared.tracing import Tracing, build_tracing, instrument_app
 
 SERVICE = "ingest"
 MIGRATIONS = Component(SERVICE, "services.ingest:migrations")
@@ -42,9 +43,12 @@ def create_app(
     registry: CollectorRegistry | None = None,
     env: Mapping[str, str] | None = None,
     redcap_transport: httpx.AsyncBaseTransport | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """Build the app; tests inject a publisher, clock, environment and REDCap transport."""
+    """Build the app; tests inject a publisher, clock, environment, REDCap transport and tracer provider."""
     sources = build_sources(settings, os.environ if env is None else env)
+    own_tracing = tracing is None
+    tracing = tracing or build_tracing(SERVICE, os.environ if env is None else env)
     registry = registry or CollectorRegistry()
     clock = clock or SystemClock()
     engine = make_engine(settings.database_url_for(SERVICE))
@@ -54,6 +58,7 @@ def create_app(
         managed = ManagedProducer(
             lambda: make_producer(settings.kafka_bootstrap_servers, client_id="sentinel-ingest"),
             publish_timeout=settings.publish_timeout_seconds,
+            tracer=tracing.tracer,
         )
         publisher = managed
     runtime = IngestRuntime(
@@ -91,6 +96,8 @@ def create_app(
             if managed is not None:
                 await managed.close()
             engine.dispose()
+            if own_tracing:
+                tracing.shutdown()
 
     app = FastAPI(
         title="Sentinel ingest",
@@ -108,6 +115,7 @@ def create_app(
     )
     for module in (routes, routes_fhir, routes_odm, routes_sdtm, routes_redcap):
         app.include_router(module.router)
+    instrument_app(app, tracing)
     return app
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -21,6 +22,7 @@ from services.notify.channels import DeliveryChannel, DeliveryError, OutgoingMes
 from services.notify.channels.email import EmailDelivery, MailChannel
 from services.notify.models import Delivery
 from shared.clock import Clock
+from shared.tracing import resumed, span
 from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,15 @@ def retry_delay(delivery_id: str, attempt: int, base_seconds: float) -> timedelt
     return timedelta(seconds=seconds)
 
 
+def _span_attributes(delivery: Delivery) -> dict[str, str]:
+    """Ids only: the recipient's address and the message's content stay out of traces."""
+    return {
+        "sentinel.delivery_id": delivery.id,
+        "sentinel.alert_id": delivery.alert_id,
+        "sentinel.channel": delivery.channel,
+    }
+
+
 class DeliveryDispatcher:
     def __init__(
         self,
@@ -70,8 +81,10 @@ class DeliveryDispatcher:
         poll_seconds: float = 1.0,
         webhook: DeliveryChannel | None = None,
         on_failover: Callable[[], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._engine = engine
+        self._tracer = tracer
         self._channels: dict[str, DeliveryChannel] = {"email": EmailDelivery(channel)}
         if webhook is not None:
             self._channels["webhook"] = webhook
@@ -122,7 +135,17 @@ class DeliveryDispatcher:
         try:
             if channel is None:
                 raise DeliveryError(f"no '{delivery.channel}' channel is configured")
-            await channel.deliver(message)
+            # The send is a span of the trace that queued the delivery: the SAE's, from its webhook on.
+            with (
+                resumed(delivery.trace_context),
+                span(
+                    self._tracer,
+                    f"{delivery.channel} send",
+                    kind=SpanKind.CLIENT,
+                    attributes=_span_attributes(delivery),
+                ),
+            ):
+                await channel.deliver(message)
         except DeliveryError as exc:
             await self._failed(delivery.id, str(exc), permanent=False)
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -28,6 +29,7 @@ from shared.db_migrations import SHARED, Component, prepare_database
 from shared.events import SIGNAL_ADAPTER, SignalEnvelope
 from shared.http import install_common
 from shared.protocol import load_protocol
+from shared.tracing import Tracing, build_tracing, instrument_app
 
 SERVICE = "notify"
 MIGRATIONS = Component(SERVICE, "services.notify:migrations")
@@ -55,8 +57,11 @@ def create_app(
     registry: CollectorRegistry | None = None,
     channel: MailChannel | None = None,
     webhook: WebhookChannel | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     registry = registry or CollectorRegistry()
+    own_tracing = tracing is None
+    tracing = tracing or build_tracing(SERVICE, os.environ)
     clock = clock or SystemClock()
     protocol = load_protocol(settings.protocol_path)
     missing = sorted(webhook_names(protocol) - set(settings.chat_webhooks))
@@ -83,6 +88,7 @@ def create_app(
         base_backoff_seconds=settings.delivery_base_backoff_seconds,
         poll_seconds=settings.dispatch_poll_seconds,
         on_failover=timers.wake,
+        tracer=tracing.tracer,
     )
     timers.on_fired = dispatcher.wake
     registry.register(StateCollector(engine, clock))
@@ -96,13 +102,17 @@ def create_app(
         event_id=lambda envelope: envelope.id,
         apply=partial(apply_signal, protocol=protocol),
     )
-    consumer = ConsumerService(spec, engine=engine, clock=clock, registry=registry, on_committed=dispatcher.wake)
+    consumer = ConsumerService(
+        spec, engine=engine, clock=clock, registry=registry, on_committed=dispatcher.wake, tracer=tracing.tracer
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with consumer.running(timers.run, dispatcher.run):
             yield
         engine.dispose()
+        if own_tracing:
+            tracing.shutdown()
 
     app = FastAPI(title="Sentinel notify (officer API)", version="0.1.0", lifespan=lifespan)
     app.state.runtime = NotifyRuntime(
@@ -113,4 +123,5 @@ def create_app(
     app.state.authenticator = TokenAuthenticator(settings.api_tokens)
     install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness, liveness=consumer.alive)
     app.include_router(routes.router)
+    instrument_app(app, tracing)
     return app
