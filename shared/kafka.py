@@ -247,9 +247,12 @@ class ManagedProducer:
         self._producer: AIOKafkaProducer | None = None
         self._publish_timeout = publish_timeout
         self._tracer = tracer
+        self._stop: asyncio.Event | None = None
+        self._restarts: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
     async def connect(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         backoff = 0.5
         while not stop.is_set() and self._producer is None:
             producer = self._factory()
@@ -265,24 +268,61 @@ class ManagedProducer:
             self.connected.set()
 
     async def close(self) -> None:
+        for task in self._restarts:
+            task.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
             self.connected.clear()
 
     async def publish(self, topic: str, *, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
-        if self._producer is None:
-            raise BrokerUnavailable("not connected to the Kafka broker yet")
+        producer = self._live_producer()
         with publishing(self._tracer, topic, value) as fields:
             try:
                 await asyncio.wait_for(
-                    self._producer.send_and_wait(topic, value=value, key=key, headers=record_headers(headers)),
+                    producer.send_and_wait(topic, value=value, key=key, headers=record_headers(headers)),
                     timeout=self._publish_timeout,
                 )
             except (KafkaError, TimeoutError) as exc:
+                if not sender_alive(producer):
+                    self._replace(producer)
                 raise BrokerUnavailable(f"the broker did not acknowledge the message: {type(exc).__name__}") from exc
             if fields:
                 event_log.info("event published", topic=topic, **fields)
+
+    def _live_producer(self) -> AIOKafkaProducer:
+        producer = self._producer
+        if producer is not None and not sender_alive(producer):
+            self._replace(producer)
+            producer = None
+        if producer is None:
+            raise BrokerUnavailable("not connected to the Kafka broker (yet, or again)")
+        return producer
+
+    def _replace(self, dead: AIOKafkaProducer) -> None:
+        """aiokafka's idempotent producer stops for good on a fatal error (an out-of-order sequence number
+        after a broker restart, a fenced epoch): every later send would wait in vain, and a webhook would
+        answer 503 until someone restarted the service. Drop it and connect a new one in the background."""
+        if self._producer is not dead:
+            return  # another publish already replaced it
+        log.error("the Kafka producer stopped after a fatal error; connecting a new one")
+        self._producer = None
+        self.connected.clear()
+        task = asyncio.create_task(self._reconnect(dead))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _reconnect(self, dead: AIOKafkaProducer) -> None:
+        with contextlib.suppress(Exception):  # it is dead already; stopping only frees its connections
+            await dead.stop()
+        await self.connect(self._stop or asyncio.Event())
+
+
+def sender_alive(producer: AIOKafkaProducer) -> bool:
+    """False once the producer's background sender has ended (it does so only on a fatal error)."""
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    return task is None or not task.done()
 
 
 def record_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+import threading
+import time
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -59,6 +61,49 @@ def structure_access_log(_logger: object, _method: str, event: MutableMapping[st
     return event
 
 
+def note_suppressed_repeats(_logger: object, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    record = event.get("_record")
+    suppressed = getattr(record, "suppressed_repeats", 0)
+    if suppressed:
+        event["suppressed_repeats"] = suppressed
+    return event
+
+
+class RepeatLimiter(logging.Filter):
+    """Keeps a few lines per message template and window; counts the rest on the next line that passes.
+
+    Why: while the broker is down, aiokafka logs the same connection error hundreds of times a second (21,645
+    lines in one 10 s outage of the fault suite): that buries the lines that matter and costs CPU the
+    service needs to recover. Only the standard library's records are limited: our own per-event lines
+    (structlog) are all kept.
+    """
+
+    def __init__(
+        self, *, per_window: int = 5, window_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._per_window = per_window
+        self._window = window_seconds
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str):
+            return True  # a structlog event: never limited
+        key = (record.name, record.msg)
+        now = self._clock()
+        with self._lock:
+            started, passed, suppressed = self._seen.get(key, (now, 0, 0))
+            if now - started >= self._window:
+                if suppressed:
+                    record.suppressed_repeats = suppressed
+                started, passed, suppressed = now, 0, 0
+            keep = passed < self._per_window
+            self._seen[key] = (started, passed + keep, suppressed + (not keep))
+        return keep
+
+
 def event_log_fields(attributes: Mapping[str, object]) -> dict[str, str]:
     """The identifying attributes of a CloudEvent envelope, named as log fields; nothing from its data."""
     return {field: str(attributes[key]) for key, field in EVENT_FIELDS.items() if attributes.get(key) is not None}
@@ -76,6 +121,7 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None) -> N
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
         add_trace_ids,
         structure_access_log,
+        note_suppressed_repeats,
         redact_secrets,
     ]
     structlog.configure(
@@ -95,6 +141,7 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None) -> N
     )
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(RepeatLimiter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())

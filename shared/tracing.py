@@ -36,7 +36,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from shared.logs import event_log_fields
 
-log = structlog.stdlib.get_logger(__name__)
+log = structlog.stdlib.get_logger("sentinel.events")  # the one logger of per-event lines, in every service
 PROPAGATOR = TraceContextTextMapPropagator()  # stateless: W3C traceparent/tracestate only
 CONTEXT_HEADERS = frozenset(PROPAGATOR.fields)
 UNTRACED_PATHS = "healthz,readyz,metrics"

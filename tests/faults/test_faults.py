@@ -109,9 +109,19 @@ def restart(stack: Stack, name: str, service: str | None = None) -> None:
     stack.wait_ready(name)
 
 
-@pytest.mark.parametrize("service", PIPELINE)
+@pytest.mark.parametrize(
+    "service",
+    [
+        "ingest",
+        "safety",
+        # A kill can land between the SMTP hand-off and its commit (see the next scenario): same fix.
+        pytest.param("notify", marks=needs_fix(DEFECT_4)),
+    ],
+)
 def test_kill_9_during_a_stream(service: str, tmp_path: Path, private_broker: Any, report: Any) -> None:
-    outcome = Outcome(f"kill -9 {service} during a stream", saes=SAES)
+    outcome = Outcome(
+        f"kill -9 {service} during a stream", saes=SAES, depends_on=DEFECT_4 if service == "notify" else ""
+    )
     names = subjects(SAES)
     with running(tmp_path, private_broker) as (stack, catcher, _), timed(outcome):
         edc = Edc(stack.url("ingest"), stack.secret, outcome.answers)

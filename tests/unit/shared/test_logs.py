@@ -12,7 +12,7 @@ import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared.logs import configure_logging, event_log_fields
+from shared.logs import RepeatLimiter, configure_logging, event_log_fields
 
 
 @pytest.fixture
@@ -78,3 +78,21 @@ def test_exceptions_are_one_line_of_json(output: io.StringIO) -> None:
         logging.getLogger("x").exception("failed")
     [line] = lines(output)
     assert "ValueError: boom" in str(line["exception"])
+
+
+def test_a_flood_of_one_library_message_is_limited_and_counted() -> None:
+    now = [0.0]
+    limiter = RepeatLimiter(per_window=2, window_seconds=10, clock=lambda: now[0])
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, msg, ("node 1",), None)
+
+    kept = [limiter.filter(record("Unable connect to %s")) for _ in range(100)]
+    assert kept.count(True) == 2
+    assert limiter.filter(record("another message %s")), "each template has its own budget"
+    now[0] = 11.0
+    after = record("Unable connect to %s")
+    assert limiter.filter(after)
+    assert after.suppressed_repeats == 98  # type: ignore[attr-defined]
+    structlog_event = logging.LogRecord("x", logging.INFO, __file__, 1, {"event": "event handled"}, None, None)
+    assert all(limiter.filter(structlog_event) for _ in range(100)), "our own per-event lines are never dropped"
