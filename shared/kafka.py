@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    UnknownProducerId,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from shared.metrics import ConsumerMetrics
@@ -285,7 +292,7 @@ class ManagedProducer:
                     timeout=self._publish_timeout,
                 )
             except (KafkaError, TimeoutError) as exc:
-                if not sender_alive(producer):
+                if isinstance(exc, PRODUCER_STATE_LOST) or not sender_alive(producer):
                     self._replace(producer)
                 raise BrokerUnavailable(f"the broker did not acknowledge the message: {type(exc).__name__}") from exc
             if fields:
@@ -301,9 +308,10 @@ class ManagedProducer:
         return producer
 
     def _replace(self, dead: AIOKafkaProducer) -> None:
-        """aiokafka's idempotent producer stops for good on a fatal error (an out-of-order sequence number
-        after a broker restart, a fenced epoch): every later send would wait in vain, and a webhook would
-        answer 503 until someone restarted the service. Drop it and connect a new one in the background."""
+        """An idempotent producer that lost its sequence (an out-of-order sequence number after a broker
+        restart, a fenced epoch), or whose sender died of it, fails every later send: a webhook would answer
+        503 and the outbox would stall until someone restarted the service (both seen in the fault suite).
+        Drop it and connect a new one in the background."""
         if self._producer is not dead:
             return  # another publish already replaced it
         log.error("the Kafka producer stopped after a fatal error; connecting a new one")
@@ -317,6 +325,12 @@ class ManagedProducer:
         with contextlib.suppress(Exception):  # it is dead already; stopping only frees its connections
             await dead.stop()
         await self.connect(self._stop or asyncio.Event())
+
+
+PRODUCER_STATE_LOST = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+"""The broker no longer accepts this idempotent producer's sequence (seen after a broker restart): every
+later batch to the partition would fail the same way. Only a new producer (a new id) can publish again;
+consumers' inboxes make any re-publication a no-op."""
 
 
 def sender_alive(producer: AIOKafkaProducer) -> bool:

@@ -60,3 +60,21 @@ async def test_a_producer_with_a_dead_sender_is_replaced_by_a_new_one() -> None:
 
 async def _connected(managed: ManagedProducer) -> bool:
     return managed.connected.is_set()
+
+
+async def test_a_producer_that_lost_its_sequence_is_replaced_though_its_sender_lives() -> None:
+    made = [FakeProducer(dead=False), FakeProducer(dead=False)]
+    made[0].send_and_wait = _out_of_order  # type: ignore[method-assign]
+    factory = iter(made)
+    managed = ManagedProducer(lambda: next(factory), publish_timeout=1)  # type: ignore[arg-type,return-value]
+    await managed.connect(asyncio.Event())
+    with pytest.raises(BrokerUnavailable):
+        await managed.publish("t", key=b"k", value=b"{}")
+    await await_for(lambda: _connected(managed), timeout=5, what="a new producer")
+    await managed.publish("t", key=b"k", value=b"{}")
+    assert len(made[1].sent) == 1
+    await managed.close()
+
+
+async def _out_of_order(*_: Any, **__: Any) -> None:
+    raise OutOfOrderSequenceNumber()
