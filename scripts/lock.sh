@@ -5,7 +5,8 @@
 # Universal (every platform, Python >= 3.11) and with hashes, so an install is the same everywhere and a
 # tampered download fails. Each lock carries the fingerprint of pyproject's declarations, which `make venv`
 # checks (scripts/lock_stamp.py): after adding a dependency, run this once and commit both files.
-# Extra arguments go to `uv pip compile`, e.g. `scripts/lock.sh --upgrade-package fastapi`.
+# Existing pins are kept unless a declaration needs another version; extra arguments go to `uv pip compile`,
+# e.g. `scripts/lock.sh --upgrade-package fastapi` or `scripts/lock.sh --upgrade` (everything to the newest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV_VERSION="0.9.5"
@@ -22,6 +23,8 @@ compile() {
     local out="$1"; shift
     local tmp
     tmp="$(mktemp)"
+    # Seeded with the current pins, which uv keeps unless they must change (or --upgrade / --upgrade-package).
+    if [[ -f "$out" ]]; then grep -v '^# pyproject-dependencies-sha256: ' "$out" > "$tmp"; fi
     "$TOOLS/bin/uv" pip compile pyproject.toml "$@" \
         --universal --python-version 3.11 --generate-hashes --no-strip-extras \
         --custom-compile-command "make lock" --quiet --output-file "$tmp" "${EXTRA_ARGS[@]}"

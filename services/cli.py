@@ -45,6 +45,19 @@ def _protocol_check(args: argparse.Namespace) -> int:
         f"{rules.expanded_size - rules.initial_size}, stop at {rules.stop_at_dlts} DLTs; SAE report within "
         f"{protocol.sae.report_within_hours} h; {len(protocol.contacts)} contact(s)"
     )
+    rsi, expedited = protocol.reference_safety_information, protocol.expedited_reporting
+    if rsi is not None:
+        print(
+            f"  RSI: {rsi.product}, {rsi.document} v{rsi.version} ({rsi.date.isoformat()}), "
+            f"{len(rsi.expected_reactions)} expected reaction(s)"
+        )
+    if expedited is not None:
+        recipients = ", ".join(f"{r.id} ({r.kind})" for r in expedited.recipients)
+        print(
+            f"  SUSAR reports to {recipients}: {expedited.fatal_days} days if fatal or life-threatening "
+            f"(complete by {expedited.completion_days}), else {expedited.other_days}; follow-ups "
+            + (f"{expedited.follow_up_days} days" if expedited.follow_up_reports else "not tracked")
+        )
     return 0
 
 

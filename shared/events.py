@@ -441,6 +441,63 @@ class DataQualityFlagged(EnvelopeBase):
     data: DataQualityData
 
 
+SusarChange = Literal["detected", "upgraded", "follow_up", "withdrawn"]
+
+
+class SusarData(Model):
+    """An SAE the sponsor must report expedited: serious, related (site or sponsor), unexpected per the RSI.
+
+    `clock_start` is day 0 (the sponsor's first awareness of a case meeting the criteria); `upgraded_at` is
+    when the sponsor learnt that it is fatal or life-threatening, when that came later (EU CTR Art. 42(2)(c)).
+    `report_version` counts the AE versions since it became serious (1 = the initial report).
+    """
+
+    case_id: str
+    site_id: str
+    subject_id: str
+    ae_id: str
+    ae_version: int
+    report_version: int
+    term: str
+    meddra_code: str | None
+    grade: int | None
+    criteria: list[str]
+    fatal_or_life_threatening: bool
+    site_relatedness: Relatedness | None
+    sponsor_causality: Literal["related", "not_related"] | None
+    expectedness: Literal["expected", "unexpected"]
+    expectedness_basis: Literal["rsi_proposal", "officer"]
+    rsi_version: str
+    change: SusarChange
+    clock_start: AwareDatetime
+    clock_basis: str
+    upgraded_at: AwareDatetime | None = None
+    changed_at: AwareDatetime
+    reason: str
+    source_event_id: str
+
+
+class SusarDetected(EnvelopeBase):
+    """An SAE became a SUSAR: notify opens one reporting obligation per recipient the protocol names."""
+
+    type: Literal["susar.detected"] = "susar.detected"
+    data: SusarData
+
+
+class SusarUpdated(EnvelopeBase):
+    """A SUSAR became fatal or life-threatening (`change` = upgraded) or has new information (follow_up)."""
+
+    type: Literal["susar.updated"] = "susar.updated"
+    data: SusarData
+
+
+class SusarWithdrawn(EnvelopeBase):
+    """No longer a SUSAR (confirmed expected, or causality withdrawn by the site with no sponsor causality)."""
+
+    type: Literal["susar.withdrawn"] = "susar.withdrawn"
+    data: SusarData
+
+
 SignalEnvelope = Annotated[
     SaeDetected
     | SaeUpdated
@@ -452,7 +509,10 @@ SignalEnvelope = Annotated[
     | StoppingRuleFired
     | AssessmentMissed
     | ProtocolDeviation
-    | DataQualityFlagged,
+    | DataQualityFlagged
+    | SusarDetected
+    | SusarUpdated
+    | SusarWithdrawn,
     Field(discriminator="type"),
 ]
 SIGNAL_ADAPTER: TypeAdapter[SignalEnvelope] = TypeAdapter(SignalEnvelope)

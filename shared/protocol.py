@@ -2,11 +2,13 @@
 
 Sections: arms (in escalation order, with their infusion schedules), the DLT window and criteria, the
 cohort (3+3) rules, the assessment schedule, SAE and lab alert rules, contacts and the escalation policy
-that notify follows. `sentinel protocol check FILE` explains every error with its path.
+that notify follows; the reference safety information (RSI) and the expedited (SUSAR) reporting recipients.
+`sentinel protocol check FILE` explains every error with its path.
 """
 
 from __future__ import annotations
 
+import datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -141,6 +143,88 @@ class Contact(ProtocolModel):
     role: Annotated[str, Field(min_length=1)]
 
 
+# --- reference safety information and expedited reporting ---------------------------------------------
+
+
+class ExpectedReaction(ProtocolModel):
+    """A reaction the RSI lists as expected: by CTCAE term (and MedDRA code where known).
+
+    `max_grade` is the highest grade the RSI expects: a worse one is unexpected (ICH E2A II.A.3: greater
+    severity than described is unexpected). Without it, any grade short of death is expected; a fatal
+    outcome is expected only when `max_grade` is 5 (EU CT-3 7.2.3.2: a fatal outcome of an expected reaction
+    is unexpected unless the RSI says it can be fatal).
+    """
+
+    term: Annotated[str, Field(min_length=1, max_length=200)]
+    meddra_code: Annotated[str, Field(pattern=r"^\d{8}$")] | None = None
+    max_grade: int | None = Field(default=None, ge=1, le=5)
+
+
+class ReferenceSafetyInformation(ProtocolModel):
+    """The RSI against which the sponsor judges expectedness (EU CTR Annex III 2.3; ICH E2A II.A.3)."""
+
+    product: Annotated[str, Field(min_length=1, max_length=200)]
+    document: Annotated[str, Field(min_length=1, max_length=200)] = "Investigator's Brochure"
+    version: Annotated[str, Field(min_length=1, max_length=40)]
+    date: datetime.date
+    route: Annotated[str, Field(max_length=60)] | None = "intravenous"
+    indication: Annotated[str, Field(max_length=200)] | None = None
+    expected_reactions: list[ExpectedReaction] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_terms(self) -> ReferenceSafetyInformation:
+        terms = [r.term.casefold() for r in self.expected_reactions]
+        duplicates = sorted({t for t in terms if terms.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"expected reactions listed twice: {duplicates}")
+        return self
+
+
+RecipientKind = Literal["regulator", "ethics_committee", "investigators"]
+
+
+class ReportRecipient(ProtocolModel):
+    """Who receives expedited reports: each recipient is its own obligation, closed by its own reference."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+    kind: RecipientKind
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    route: Annotated[str, Field(max_length=200)] | None = Field(
+        default=None, description="How it is submitted (EudraVigilance, CTIS, e-mail...), shown on the obligation"
+    )
+    e2b_receiver: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="The receiver identifier in E2B messages (N.1.4, N.2.r.3), e.g. EVCTMPROD"
+    )
+
+
+class ExpeditedReporting(ProtocolModel):
+    """SUSAR clocks (ICH E2A III.A.2; EU CTR Art. 42; 21 CFR 312.32(c)); the defaults are the regulatory maxima.
+
+    Day 0 is the sponsor's first awareness of a case meeting the criteria. Fatal or life-threatening: report
+    by day `fatal_days`, complete by day `completion_days`; otherwise by day `other_days`. New information
+    on a reported case opens a follow-up report due `follow_up_days` after it arrived, if `follow_up_reports`.
+    """
+
+    fatal_days: int = Field(default=7, ge=1, le=7)
+    completion_days: int = Field(default=15, ge=1, le=15)
+    other_days: int = Field(default=15, ge=1, le=15)
+    follow_up_reports: bool = True
+    follow_up_days: int = Field(default=15, ge=1, le=15)
+    recipients: list[ReportRecipient] = Field(min_length=1)
+    notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
+    sender_organisation: Annotated[str, Field(min_length=1, max_length=200)] = "Sponsor"
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExpeditedReporting:
+        ids = [r.id for r in self.recipients]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"recipient ids must be unique, got {ids}")
+        if self.completion_days < self.fatal_days:
+            raise ValueError("completion_days cannot be before fatal_days")
+        return self
+
+
 class Protocol(ProtocolModel):
     trial_id: Annotated[str, Field(min_length=1, max_length=64)]
     title: str
@@ -152,6 +236,8 @@ class Protocol(ProtocolModel):
     lab_alerts: LabAlerts = LabAlerts()
     contacts: list[Contact] = Field(min_length=1)
     escalation: EscalationPolicy
+    reference_safety_information: ReferenceSafetyInformation | None = None
+    expedited_reporting: ExpeditedReporting | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Protocol:
@@ -165,6 +251,10 @@ class Protocol(ProtocolModel):
             "lab_alerts.notify_roles": self.lab_alerts.notify_roles,
             "dlt.notify_roles": self.dlt.notify_roles,
         }
+        if self.expedited_reporting is not None:
+            if self.reference_safety_information is None:
+                raise ValueError("expedited_reporting needs reference_safety_information to judge expectedness")
+            sections["expedited_reporting.notify_roles"] = self.expedited_reporting.notify_roles
         for i, step in enumerate(self.escalation.steps):
             # Besides roles: e-mail addresses (checked below) and chat webhooks "webhook:<name>" (named in
             # the notify service's settings, which refuse to start when one is missing).

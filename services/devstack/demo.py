@@ -91,6 +91,9 @@ def _show_alert(alert: dict[str, Any]) -> None:
     elif kind == "dlt":
         _say(f"{BOLD}suspected DLT{RESET}: {alert['title']}")
         _say(f"  {DIM}{details.get('reason', '')}{RESET}")
+    elif kind == "susar":
+        _say(f"{BOLD}SUSAR (expedited report){RESET}: {alert['title']}")
+        _say(f"  {details.get('reason', '')}; day 0 {details.get('clock_start')} ({details.get('clock_basis')})")
     elif kind == "lab_toxicity":
         _say(f"{BOLD}lab toxicity{RESET}: {alert['title']} (baseline grade {details.get('baseline_grade')})")
     else:
@@ -208,6 +211,9 @@ def run_demo(*, keep_running: bool = True) -> int:
                 _say(f"\n{DIM}{body.get_content().rstrip()}{RESET}")
 
         _say(f"\nofficer API: curl -H 'Authorization: Bearer {token}' {notify}/v1/alerts")
+        case = f"{safety}/v1/trials/{protocol.trial_id}/subjects/{subject}/aes/AE-1"
+        _say(f"SUSAR file and report drafts: curl -H 'Authorization: Bearer {token}' {case}/expedited")
+        _say(f"  curl -OJ -H 'Authorization: Bearer {token}' {case}/reports/cioms.pdf   (and .../reports/e2b.xml)")
         _say(f"metrics: {ingest}/metrics  http://127.0.0.1:{ports['safety']}/metrics  {notify}/metrics")
         if keep_running:
             _say(f"\n{BOLD}running; Ctrl-C stops everything this demo started{RESET}")

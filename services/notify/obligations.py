@@ -15,6 +15,7 @@ from shared.protocol import Protocol
 SAE_REPORT = "sae_report"
 DLT_REVIEW = "dlt_review"
 STOPPING_RULE_REVIEW = "stopping_rule_review"
+SUSAR_REPORTS = frozenset({"susar_report", "susar_completion", "susar_follow_up"})
 OPEN_STATES = frozenset({"open", "overdue"})
 CLOSED_STATES = frozenset({"completed", "cancelled"})
 
@@ -33,13 +34,21 @@ def reminded_roles(protocol: Protocol, kind: str) -> list[str]:
         return list(protocol.sae.notify_roles)
     if kind in (DLT_REVIEW, STOPPING_RULE_REVIEW):
         return list(protocol.dlt.notify_roles)
+    if kind in SUSAR_REPORTS:
+        rules = protocol.expedited_reporting
+        return list(rules.notify_roles) if rules is not None else list(protocol.sae.notify_roles)
     raise ValueError(f"unknown obligation kind {kind!r}")
 
 
 def label(kind: str) -> str:
-    return {SAE_REPORT: "SAE report", DLT_REVIEW: "DLT review", STOPPING_RULE_REVIEW: "stopping-rule review"}.get(
-        kind, kind.replace("_", " ")
-    )
+    return {
+        SAE_REPORT: "SAE report",
+        DLT_REVIEW: "DLT review",
+        STOPPING_RULE_REVIEW: "stopping-rule review",
+        "susar_report": "SUSAR report",
+        "susar_completion": "SUSAR completion report",
+        "susar_follow_up": "SUSAR follow-up report",
+    }.get(kind, kind.replace("_", " "))
 
 
 def check_can_close(state: str, *, to: str) -> None:

@@ -30,6 +30,7 @@ from services.notify.lab_alerts import LAB_KIND, plan_lab_alert
 from services.notify.models import Alert
 from services.notify.obligations import DLT_REVIEW, SAE_REPORT, STOPPING_RULE_REVIEW
 from services.notify.sae_alerts import SAE_KIND, AlertPlan, plan_sae_alert, report_deadline, update_needs_paging
+from services.notify.susar_signals import apply_susar
 from shared.clock import utc
 from shared.events import (
     AssessmentMissed,
@@ -43,6 +44,9 @@ from shared.events import (
     SaeUpdated,
     SignalEnvelope,
     StoppingRuleFired,
+    SusarDetected,
+    SusarUpdated,
+    SusarWithdrawn,
 )
 from shared.kafka import PoisonMessage
 from shared.outbox import Outgoing
@@ -71,6 +75,8 @@ def apply_signal(
         _apply_stopping_rule(session, envelope, now, protocol)
     elif isinstance(envelope, CohortDecision | AssessmentMissed | ProtocolDeviation):
         _apply_information(session, envelope, now, protocol)
+    elif isinstance(envelope, SusarDetected | SusarUpdated | SusarWithdrawn):
+        apply_susar(session, envelope, now, protocol=protocol)
     else:  # pragma: no cover - the union above is exhaustive; a new signal type must be handled here
         raise PoisonMessage(f"unsupported signal {type(envelope).__name__}")
     return []

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from services.safety import protocol_engine, store
 from services.safety.ctcae import Grade, check_ae
+from services.safety.expedited import cases as expedited_cases
 from services.safety.lab_toxicity import decide, grade_lab
 from services.safety.models import LabResult, Subject
 from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae
@@ -97,7 +98,12 @@ def _apply_record(
     if isinstance(envelope, LabResulted):
         return _apply_lab(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
     if isinstance(envelope, AeReported):
-        return _apply_ae(session, envelope, signals_topic=signals_topic)
+        changed, ae_signals = _apply_ae(session, envelope, signals_topic=signals_topic)
+        if changed:  # the SUSAR file of this AE (expectedness, clock): after the SAE rules stored the version
+            ae_signals += expedited_cases.assess_ae_version(
+                session, envelope, protocol=protocol, signals_topic=signals_topic, now=now
+            )
+        return changed, ae_signals
     if isinstance(envelope, RecordStatusChanged):
         store.set_record_status(session, envelope=envelope)
         if envelope.data.record_type == "lab":

@@ -10,7 +10,7 @@ from functools import partial
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.safety import routes
+from services.safety import routes, routes_expedited
 from services.safety.clinical_events import apply_clinical_event
 from services.safety.metrics import SafetyStateCollector
 from services.safety.settings import SafetySettings
@@ -83,5 +83,6 @@ def create_app(
     app.state.authenticator = TokenAuthenticator(settings.api_tokens)
     install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness, liveness=consumer.alive)
     app.include_router(routes.router)
+    app.include_router(routes_expedited.router)
     instrument_app(app, tracing)
     return app

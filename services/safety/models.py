@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
 
 from shared.audit import AuditEntry
@@ -179,6 +179,45 @@ class MissedAssessment(SQLModel, table=True):
     flagged_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
+class SusarCase(SQLModel, table=True):
+    """One SAE's expedited-reporting file: the RSI's expectedness proposal, the officer's expectedness and
+    the sponsor's causality (each with who, when and why), the SUSAR clock as last signalled, and the
+    officer's edited narrative. Every change is also in the audit trail (entity `susar/<trial>/<subject>/<ae>`)."""
+
+    __tablename__ = "safety_susar_cases"
+
+    trial_id: str = Field(primary_key=True, max_length=64)
+    subject_id: str = Field(primary_key=True, max_length=200)
+    ae_id: str = Field(primary_key=True, max_length=200)
+    term: str = Field(max_length=500)
+    meddra_code: str | None = Field(default=None, max_length=8)
+    site_relatedness: str | None = Field(default=None, max_length=20)
+    site_relatedness_version: int = 0
+    proposed_expectedness: str = Field(max_length=20)
+    proposed_reason: str = Field(max_length=1000)
+    rsi_version: str = Field(max_length=40)
+    confirmed_expectedness: str | None = Field(default=None, max_length=20)
+    expectedness_by: str | None = Field(default=None, max_length=200)
+    expectedness_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    expectedness_reason: str | None = Field(default=None, max_length=2000)
+    sponsor_causality: str | None = Field(default=None, max_length=20)
+    causality_by: str | None = Field(default=None, max_length=200)
+    causality_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    causality_reason: str | None = Field(default=None, max_length=2000)
+    susar: bool = False
+    clock_start: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    clock_basis: str | None = Field(default=None, max_length=200)
+    fatal_or_life_threatening: bool = False
+    upgraded_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    signalled_version: int = 0
+    narrative: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    narrative_by: str | None = Field(default=None, max_length=200)
+    narrative_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    revision: int = 0
+    """Counts decisions: part of the ids of signals that an officer's decision (not an event) caused."""
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
 # The audit chain is shared code, but safety writes it in its own transactions, so it creates it too.
 TABLES = [
     Subject,
@@ -191,5 +230,6 @@ TABLES = [
     DltRecord,
     CohortState,
     MissedAssessment,
+    SusarCase,
     AuditEntry,
 ]

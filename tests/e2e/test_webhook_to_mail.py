@@ -56,9 +56,10 @@ def test_scenario_posted_twice_gives_one_alert_and_one_mail_per_recipient(stack:
         stack.wait_ready(service)
     now = datetime.now(UTC)
     events = scenario_events(TRIAL, now)
-    # The SAE and the suspected DLT (a grade 3 related infusion reaction) to both contacts; the ALT toxicity
-    # (worse than a normal baseline) to the safety officer; neutrophils at their baseline grade 4: nothing.
-    expected_mails = 2 * len(RECIPIENTS) + 1
+    # The SAE, the suspected DLT and the SUSAR (a grade 3 related infusion reaction: the RSI expects grade <= 2)
+    # to both contacts; the ALT toxicity (worse than a normal baseline) to the safety officer; neutrophils at
+    # their baseline grade 4: nothing.
+    expected_mails = 3 * len(RECIPIENTS) + 1
     with httpx.Client() as client:
         first = [post_signed(client, stack.url("ingest"), "edc", stack.secret, e, now=now) for e in events]
         assert [p.status for p in first] == [202] * len(events), [p.body for p in first]
@@ -75,13 +76,17 @@ def test_scenario_posted_twice_gives_one_alert_and_one_mail_per_recipient(stack:
     due = (now - timedelta(hours=1) + timedelta(hours=24)).strftime("%Y-%m-%d %H:%M UTC")
     assert due in str(sae_mails[0]["Subject"])
     listed = {str(a["kind"]): a for a in alerts(stack)}
-    assert set(listed) == {"sae", "lab_toxicity", "dlt"}, "neutrophils at baseline grade 4 must not page"
+    assert set(listed) == {"sae", "lab_toxicity", "dlt", "susar"}, "neutrophils at baseline grade 4 must not page"
     dlt_mails = [m for m in mails if "Suspected DLT" in str(m["Subject"])]
     assert sorted(str(m["To"]) for m in dlt_mails) == RECIPIENTS
     obligations = listed["sae"]["obligations"]
     assert isinstance(obligations, list) and len(obligations) == 1
     assert obligations[0]["state"] == "open" and obligations[0]["clock_basis"] == "site"
     assert listed["lab_toxicity"]["obligations"] == []
+    susar = listed["susar"]["obligations"]
+    assert isinstance(susar, list) and sorted(str(o["kind"]) for o in susar) == ["susar_report"] * 3  # 3 recipients
+    susar_mails = [m for m in mails if "SUSAR" in str(m["Subject"])]
+    assert sorted(str(m["To"]) for m in susar_mails) == RECIPIENTS
 
 
 def test_safety_killed_between_db_commit_and_offset_commit_loses_and_duplicates_nothing(
@@ -100,13 +105,14 @@ def test_safety_killed_between_db_commit_and_offset_commit_loses_and_duplicates_
     assert crashing.wait(timeout=60) == -9, stack.log("safety")
     with sqlite3.connect(tmp_path / "var" / "safety.db") as db:
         assert db.execute("select count(*) from processed_events").fetchone() == (1,)
-        assert db.execute("select count(*) from outbox where sent_at is null").fetchone() == (1,)
-    assert catcher.messages() == [], "the signal must not have left before the crash in this scenario"
+        # the SAE and the SUSAR signal (a grade 3 related infusion reaction, unexpected per the RSI)
+        assert db.execute("select count(*) from outbox where sent_at is null").fetchone() == (2,)
+    assert catcher.messages() == [], "the signals must not have left before the crash in this scenario"
 
     stack.start("safety")
     stack.wait_ready("safety")
-    settle_mails(catcher, len(RECIPIENTS))
-    assert len(alerts(stack)) == 1
+    settle_mails(catcher, 2 * len(RECIPIENTS))
+    assert sorted(str(a["kind"]) for a in alerts(stack)) == ["sae", "susar"]
     metrics = httpx.get(stack.url("safety") + "/metrics").text
     assert 'sentinel_safety_events_processed_total{outcome="duplicate"} 1.0' in metrics
     with sqlite3.connect(tmp_path / "var" / "safety.db") as db:

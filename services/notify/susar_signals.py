@@ -1,0 +1,220 @@
+"""Notify's service layer for SUSAR signals: open, move, add and cancel the per-recipient report obligations.
+
+Every obligation gets its reminders and overdue pages (scheduling.schedule_obligation); the alert pages the
+protocol's expedited_reporting.notify_roles through the escalation steps until acknowledged, like an SAE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from sqlmodel import Session
+
+from services.notify import alert_actions, scheduling, store
+from services.notify.models import Alert, Obligation
+from services.notify.sae_alerts import AlertPlan, ObligationPlan
+from services.notify.susar_alerts import (
+    SUSAR_FOLLOW_UP,
+    SUSAR_KIND,
+    SUSAR_OBLIGATIONS,
+    SUSAR_REPORT,
+    ReportState,
+    SusarSignal,
+    initial_obligations,
+    plan_follow_ups,
+    plan_susar_alert,
+    plan_upgrade,
+    recipient_of,
+    report_obligation_id,
+    rules_of,
+    susar_alert_id,
+    susar_thread_key,
+)
+from shared.clock import utc
+from shared.events import SusarDetected, SusarUpdated, SusarWithdrawn
+from shared.protocol import Protocol
+
+SYSTEM = "system"
+
+
+def apply_susar(session: Session, signal: SusarSignal, now: datetime, *, protocol: Protocol) -> None:
+    if protocol.expedited_reporting is None:
+        return  # this protocol names no expedited reporting: safety does not signal SUSARs for it either
+    if isinstance(signal, SusarDetected):
+        _detected(session, signal, now, protocol)
+    elif isinstance(signal, SusarWithdrawn):
+        _withdrawn(session, signal, now)
+    elif signal.data.change == "upgraded":
+        _upgraded(session, signal, now, protocol)
+    else:
+        _follow_up(session, signal, now, protocol)
+
+
+def _alert(session: Session, signal: SusarSignal, plan: AlertPlan, now: datetime, detail: str) -> tuple[Alert, bool]:
+    alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
+    if alert is not None:
+        return alert, False
+    data = signal.data
+    alert = store.create_alert(
+        session,
+        plan=plan,
+        kind=SUSAR_KIND,
+        trial_id=signal.trialid,
+        site_id=data.site_id,
+        subject_id=data.subject_id,
+        now=now,
+    )
+    store.record(session, alert_id=alert.id, actor=SYSTEM, action="opened", detail=detail, now=now)
+    return alert, True
+
+
+def _page(session: Session, alert: Alert, plan: AlertPlan, *, now: datetime, protocol: Protocol) -> None:
+    """News with a clock: page from step 0 (an earlier acknowledgement covered earlier news)."""
+    alert.state = "open"
+    alert.acknowledged_at = None
+    alert.acknowledged_by = None
+    alert.snoozed_until = None
+    alert.title = plan.title
+    alert.details = plan.details
+    alert.updated_at = now
+    session.add(alert)
+    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now)
+    scheduling.start_escalation(session, alert=alert, protocol=protocol, now=now)
+
+
+def _add(
+    session: Session, alert: Alert, plan: AlertPlan, obligations: list[ObligationPlan], *, now: datetime, p: Protocol
+) -> list[Obligation]:
+    added = []
+    for o in obligations:
+        row = store.add_obligation(
+            session, plan=replace(plan, obligation=o), trial_id=alert.trial_id, subject_id=alert.subject_id
+        )
+        if row is not None:
+            scheduling.schedule_obligation(session, obligation=row, protocol=p, now=now)
+            added.append(row)
+    return added
+
+
+def _detected(session: Session, signal: SusarDetected, now: datetime, protocol: Protocol) -> None:
+    data = signal.data
+    obligations = initial_obligations(signal.trialid, data, rules_of(protocol))
+    kind = "fatal or life-threatening SUSAR" if data.fatal_or_life_threatening else "SUSAR"
+    plan = plan_susar_alert(signal, protocol, heading=f"New {kind}: expedited reports due", obligations=obligations)
+    alert, _new = _alert(session, signal, plan, now, f"SUSAR detected: {data.reason}; day 0 {data.clock_basis}")
+    added = _add(session, alert, plan, obligations, now=now, p=protocol)
+    if not added:
+        return  # a replayed signal: these obligations exist already
+    store.record(
+        session,
+        alert_id=alert.id,
+        actor=SYSTEM,
+        action="susar_detected",
+        detail=f"day 0 {utc(data.clock_start).isoformat()} ({data.clock_basis}); "
+        + "; ".join(f"{o.kind} due {utc(o.due_at).isoformat()}" for o in added),
+        now=now,
+        source_event_id=data.source_event_id,
+    )
+    _page(session, alert, plan, now=now, protocol=protocol)
+
+
+def _reports(session: Session, signal: SusarSignal, protocol: Protocol, alert: Alert) -> list[ReportState]:
+    """Each recipient's initial report for the case's current clock, as notify holds it."""
+    rules = rules_of(protocol)
+    alert_id = susar_alert_id(signal.trialid, signal.data)
+    reports = []
+    for r in rules.recipients:
+        row = session.get(Obligation, report_obligation_id(alert_id, SUSAR_REPORT, r.id, signal.data.clock_start))
+        if row is not None and row.alert_id == alert.id:
+            reports.append(ReportState(r, row.id, row.state, row.due_at))
+    return reports
+
+
+def _upgraded(session: Session, signal: SusarUpdated, now: datetime, protocol: Protocol) -> None:
+    data = signal.data
+    rules = rules_of(protocol)
+    provisional = plan_susar_alert(signal, protocol, heading="SUSAR now fatal or life-threatening", obligations=[])
+    alert, _new = _alert(session, signal, provisional, now, f"SUSAR upgraded before notify saw it: {data.reason}")
+    upgrade = plan_upgrade(signal.trialid, data, rules, _reports(session, signal, protocol, alert))
+    for obligation_id, due_at in upgrade.move:
+        row = session.get(Obligation, obligation_id)
+        if row is None:
+            continue
+        scheduling.move_deadline_earlier(
+            session,
+            obligation=row,
+            protocol=protocol,
+            started_at=row.clock_started_at,
+            basis=row.clock_basis,
+            due_at=due_at,
+            now=now,
+        )
+    plan = plan_susar_alert(
+        signal, protocol, heading="SUSAR now fatal or life-threatening: 7-day clock", obligations=list(upgrade.add)
+    )
+    added = _add(session, alert, plan, list(upgrade.add), now=now, p=protocol)
+    if not upgrade.move and not added:
+        return  # replayed
+    moved = "; ".join(f"report {oid[:8]} now due {utc(at).isoformat()}" for oid, at in upgrade.move)
+    store.record(
+        session,
+        alert_id=alert.id,
+        actor=SYSTEM,
+        action="susar_upgraded",
+        detail=f"fatal or life-threatening known {utc(data.upgraded_at or data.changed_at).isoformat()}; "
+        + "; ".join([*([moved] if moved else []), *(f"{o.kind} due {utc(o.due_at).isoformat()}" for o in added)]),
+        now=now,
+        source_event_id=data.source_event_id,
+    )
+    _page(session, alert, plan, now=now, protocol=protocol)
+
+
+def _follow_up(session: Session, signal: SusarUpdated, now: datetime, protocol: Protocol) -> None:
+    data = signal.data
+    provisional = plan_susar_alert(signal, protocol, heading="SUSAR follow-up information", obligations=[])
+    alert, _new = _alert(session, signal, provisional, now, f"SUSAR follow-up before notify saw it: {data.reason}")
+    pending = {
+        recipient_of(o.description)
+        for o in store.open_obligations(session, alert_id=alert.id)
+        if o.kind == SUSAR_FOLLOW_UP
+    }
+    follow_ups = plan_follow_ups(
+        signal.trialid, data, rules_of(protocol), _reports(session, signal, protocol, alert), pending=pending
+    )
+    store.record(
+        session,
+        alert_id=alert.id,
+        actor=SYSTEM,
+        action="follow_up",
+        detail=f"AE version {data.ae_version} (report version {data.report_version}): {data.reason}",
+        now=now,
+        source_event_id=data.source_event_id,
+    )
+    alert.details = data.model_dump(mode="json")
+    alert.updated_at = now
+    session.add(alert)
+    if not follow_ups:
+        return
+    plan = plan_susar_alert(signal, protocol, heading="SUSAR follow-up report due", obligations=follow_ups)
+    if _add(session, alert, plan, follow_ups, now=now, p=protocol):
+        _page(session, alert, plan, now=now, protocol=protocol)
+
+
+def _withdrawn(session: Session, signal: SusarWithdrawn, now: datetime) -> None:
+    """No longer a SUSAR: open report obligations are cancelled (filed ones stay as they were), with why."""
+    data = signal.data
+    alert = store.find_alert_by_thread(session, thread_key=susar_thread_key(signal.trialid, data))
+    if alert is None:
+        return  # never seen as a SUSAR here: nothing to withdraw
+    store.record(session, alert_id=alert.id, actor=SYSTEM, action="susar_withdrawn", detail=data.reason, now=now)
+    for obligation in store.open_obligations(session, alert_id=alert.id):
+        if obligation.kind in SUSAR_OBLIGATIONS:
+            alert_actions.cancel(
+                session,
+                alert=alert,
+                obligation=obligation,
+                actor=SYSTEM,
+                reason=f"no longer a SUSAR: {data.reason}"[:2000],
+                now=now,
+            )

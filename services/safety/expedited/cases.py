@@ -1,0 +1,406 @@
+"""Safety's service layer for expedited reporting: keep each SAE's SUSAR file current and signal its changes.
+
+Three ways a case changes, each inside its caller's transaction:
+- a new AE version (from the consumer, after the SAE rules stored it): re-proposes expectedness from the
+  RSI and re-decides; day 0 is our receipt of that version;
+- the sponsor's causality assessment, or the officer's expectedness decision (officer API, audited): day 0
+  is the decision when it is what makes the case a SUSAR;
+- the officer's edit of the narrative draft (audited; no signal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from services.safety import protocol_engine
+from services.safety.ctcae import lookup_meddra, lookup_term
+from services.safety.expedited.expectedness import Expectedness, propose_expectedness
+from services.safety.expedited.susar import CaseFacts, SponsorCausality, SusarClock, SusarDecision, decide
+from services.safety.models import AeSeriousness, Subject, SusarCase
+from shared.audit import append_audit
+from shared.events import (
+    AeReported,
+    Relatedness,
+    SusarData,
+    SusarDetected,
+    SusarUpdated,
+    SusarWithdrawn,
+    deterministic_id,
+    message_key,
+)
+from shared.outbox import Outgoing
+from shared.protocol import Protocol
+
+AUDIT_SERVICE = protocol_engine.AUDIT_SERVICE
+SIGNAL_SOURCE = protocol_engine.SIGNAL_SOURCE
+SYSTEM_ACTOR = protocol_engine.SYSTEM_ACTOR
+
+
+class UnknownCase(LookupError):
+    """No serious AE with this id for this subject: nothing to assess."""
+
+
+def case_entity(trial_id: str, subject_id: str, ae_id: str) -> str:
+    return f"susar/{trial_id}/{subject_id}/{ae_id}"
+
+
+def case_id(trial_id: str, subject_id: str, ae_id: str) -> str:
+    return f"{trial_id}-{subject_id}-{ae_id}"
+
+
+def coded_term(term: str, meddra_code: str | None) -> tuple[str, str | None]:
+    """The CTCAE term and its MedDRA code: the site's code if given, else the CTCAE v5.0 list's."""
+    info = lookup_term(term)
+    if info is not None:
+        return info.term, meddra_code or info.meddra_code
+    by_code = lookup_meddra(meddra_code) if meddra_code else None
+    return (by_code.term if by_code else term), meddra_code
+
+
+def assess_ae_version(
+    session: Session, envelope: AeReported, *, protocol: Protocol, signals_topic: str, now: datetime
+) -> list[Outgoing]:
+    """Called once per newly stored AE version, after the SAE rules: re-assess the case, signal any change."""
+    rsi = protocol.reference_safety_information
+    if rsi is None or protocol.expedited_reporting is None:
+        return []
+    keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject, "ae_id": envelope.data.ae_id}
+    session.flush()
+    seriousness = session.get(AeSeriousness, tuple(keys.values()))
+    case = session.get(SusarCase, tuple(keys.values()))
+    if case is None and (seriousness is None or not seriousness.criteria):
+        return []  # not serious (yet): no expedited-reporting file
+    ae = envelope.data
+    term, meddra = coded_term(ae.ctcae_term or ae.term, ae.meddra_code)
+    if case is None:
+        case = SusarCase(
+            trial_id=envelope.trialid,
+            subject_id=envelope.subject,
+            ae_id=ae.ae_id,
+            term=term,
+            proposed_expectedness="unexpected",
+            proposed_reason="",
+            rsi_version="",
+            updated_at=now,
+        )
+    if ae.version >= case.site_relatedness_version:
+        case.term, case.meddra_code = term, meddra
+        case.site_relatedness = ae.relatedness.value if ae.relatedness else None
+        case.site_relatedness_version = ae.version
+    before = (case.proposed_expectedness, case.proposed_reason)
+    _propose(case, protocol, seriousness)
+    if case.confirmed_expectedness is not None and (case.proposed_expectedness, case.proposed_reason) != before:
+        _supersede_confirmation(case, version=ae.version, now=now, session=session)
+    basis = f"sponsor receipt of AE version {ae.version} (event {envelope.id})"
+    return _decide(
+        session,
+        case,
+        protocol=protocol,
+        seriousness=seriousness,
+        at=envelope.receivedat,
+        basis=basis,
+        site_id=envelope.siteid,
+        source_id=envelope.id,
+        now=now,
+        signals_topic=signals_topic,
+        ae_version=ae.version,
+    )
+
+
+def record_causality(
+    session: Session,
+    *,
+    protocol: Protocol,
+    trial_id: str,
+    subject_id: str,
+    ae_id: str,
+    causality: SponsorCausality,
+    actor: str,
+    reason: str,
+    now: datetime,
+    signals_topic: str,
+) -> tuple[SusarCase, list[Outgoing]]:
+    """The sponsor's causality assessment (one input; the site's relatedness still counts if it says related)."""
+    case, seriousness, site_id = _load(session, trial_id, subject_id, ae_id)
+    before = case.sponsor_causality
+    case.sponsor_causality, case.causality_by, case.causality_at, case.causality_reason = causality, actor, now, reason
+    _audit(
+        session, case, actor, "susar.causality_assessed", {"before": before, "after": causality, "reason": reason}, now
+    )
+    signals = _decide(
+        session,
+        case,
+        protocol=protocol,
+        seriousness=seriousness,
+        at=now,
+        basis=f"sponsor causality assessment ({causality.replace('_', ' ')}) by {actor}",
+        site_id=site_id,
+        source_id=deterministic_id("susar-decision", case_entity(trial_id, subject_id, ae_id), str(case.revision)),
+        now=now,
+        signals_topic=signals_topic,
+        ae_version=None,
+    )
+    return case, signals
+
+
+def record_expectedness(
+    session: Session,
+    *,
+    protocol: Protocol,
+    trial_id: str,
+    subject_id: str,
+    ae_id: str,
+    expectedness: Expectedness,
+    actor: str,
+    reason: str,
+    now: datetime,
+    signals_topic: str,
+) -> tuple[SusarCase, list[Outgoing]]:
+    """The officer confirms or overrides the RSI's proposal; the reason goes to the audit trail."""
+    case, seriousness, site_id = _load(session, trial_id, subject_id, ae_id)
+    before = case.confirmed_expectedness
+    case.confirmed_expectedness, case.expectedness_by = expectedness, actor
+    case.expectedness_at, case.expectedness_reason = now, reason
+    detail = {
+        "before": before,
+        "after": expectedness,
+        "proposed": case.proposed_expectedness,
+        "rsi_version": case.rsi_version,
+        "reason": reason,
+    }
+    _audit(session, case, actor, "susar.expectedness_assessed", detail, now)
+    signals = _decide(
+        session,
+        case,
+        protocol=protocol,
+        seriousness=seriousness,
+        at=now,
+        basis=f"sponsor expectedness assessment ({expectedness}) by {actor}",
+        site_id=site_id,
+        source_id=deterministic_id("susar-decision", case_entity(trial_id, subject_id, ae_id), str(case.revision)),
+        now=now,
+        signals_topic=signals_topic,
+        ae_version=None,
+    )
+    return case, signals
+
+
+def save_narrative(
+    session: Session, *, trial_id: str, subject_id: str, ae_id: str, text: str | None, actor: str, now: datetime
+) -> SusarCase:
+    """The officer's edited narrative replaces the generated draft in exports; None goes back to the draft."""
+    case, _seriousness, _site = _load(session, trial_id, subject_id, ae_id)
+    case.narrative, case.narrative_by, case.narrative_at = text, actor, now
+    case.updated_at = now
+    session.add(case)
+    _audit(session, case, actor, "susar.narrative_edited", {"narrative": text}, now)
+    return case
+
+
+def _supersede_confirmation(case: SusarCase, *, version: int, now: datetime, session: Session) -> None:
+    """New facts (a worse grade, a fatal outcome, another term) change the RSI's answer: the officer's earlier
+    confirmation was about other facts, so it no longer stands; the new proposal counts until re-confirmed."""
+    detail = {
+        "superseded": case.confirmed_expectedness,
+        "confirmed_by": case.expectedness_by,
+        "proposal_now": case.proposed_expectedness,
+        "why": case.proposed_reason,
+        "ae_version": version,
+    }
+    case.confirmed_expectedness = None
+    case.expectedness_by = case.expectedness_at = case.expectedness_reason = None
+    _audit(session, case, SYSTEM_ACTOR, "susar.expectedness_confirmation_superseded", detail, now)
+
+
+def effective_expectedness(case: SusarCase) -> Expectedness:
+    value = case.confirmed_expectedness or case.proposed_expectedness
+    return "expected" if value == "expected" else "unexpected"
+
+
+def _load(session: Session, trial_id: str, subject_id: str, ae_id: str) -> tuple[SusarCase, AeSeriousness, str]:
+    key = (trial_id, subject_id, ae_id)
+    case = session.get(SusarCase, key)
+    seriousness = session.get(AeSeriousness, key)
+    if case is None or seriousness is None:
+        raise UnknownCase(f"no serious AE '{ae_id}' for subject '{subject_id}' in trial '{trial_id}'")
+    subject = session.get(Subject, (trial_id, subject_id))
+    return case, seriousness, subject.site_id if subject is not None else ""
+
+
+def _propose(case: SusarCase, protocol: Protocol, seriousness: AeSeriousness | None) -> None:
+    rsi = protocol.reference_safety_information
+    assert rsi is not None  # checked by the callers' guard
+    criteria = set(seriousness.criteria) if seriousness is not None else set()
+    proposal = propose_expectedness(
+        rsi,
+        term=case.term,
+        meddra_code=case.meddra_code,
+        grade=seriousness.max_grade if seriousness is not None else None,
+        fatal="death" in criteria,
+    )
+    case.proposed_expectedness = proposal.expectedness
+    case.proposed_reason = proposal.reason[:1000]
+    case.rsi_version = proposal.rsi_version
+
+
+def _decide(
+    session: Session,
+    case: SusarCase,
+    *,
+    protocol: Protocol,
+    seriousness: AeSeriousness | None,
+    at: datetime,
+    basis: str,
+    site_id: str,
+    source_id: str,
+    now: datetime,
+    signals_topic: str,
+    ae_version: int | None,
+) -> list[Outgoing]:
+    if protocol.reference_safety_information is None or protocol.expedited_reporting is None:
+        case.updated_at = now
+        session.add(case)
+        return []
+    latest = seriousness.latest_version if seriousness is not None else case.site_relatedness_version
+    facts = CaseFacts(
+        criteria=frozenset(seriousness.criteria if seriousness is not None else ()),
+        site_relatedness=case.site_relatedness,
+        sponsor_causality=_causality(case.sponsor_causality),
+        expectedness=effective_expectedness(case),
+        ae_version=ae_version if ae_version is not None else latest,
+    )
+    prior = SusarClock(
+        susar=case.susar,
+        clock_start=case.clock_start,
+        clock_basis=case.clock_basis,
+        fatal_or_life_threatening=case.fatal_or_life_threatening,
+        upgraded_at=case.upgraded_at,
+        signalled_version=case.signalled_version,
+    )
+    decision = decide(prior, facts, at=at, basis=basis[:200])
+    clock = decision.clock
+    case.susar, case.clock_start, case.clock_basis = clock.susar, clock.clock_start, clock.clock_basis
+    case.fatal_or_life_threatening, case.upgraded_at = clock.fatal_or_life_threatening, clock.upgraded_at
+    case.signalled_version = clock.signalled_version
+    case.updated_at = now
+    case.revision += 1
+    session.add(case)
+    if decision.change is None:
+        return []
+    _audit(
+        session,
+        case,
+        SYSTEM_ACTOR,
+        f"susar.{decision.change}",
+        {"reason": decision.reason, "basis": basis, "at": at.isoformat()},
+        now,
+    )
+    first_serious = seriousness.first_serious_version if seriousness is not None else None
+    signal = _signal(
+        case,
+        decision,
+        protocol=protocol,
+        criteria=sorted(seriousness.criteria) if seriousness is not None else [],
+        grade=seriousness.max_grade if seriousness is not None else None,
+        report_version=report_version(first_serious, latest),
+        ae_version=latest,
+        site_id=site_id,
+        at=at,
+        source_id=source_id,
+    )
+    return [Outgoing(topic=signals_topic, key=message_key(case.trial_id, case.subject_id), envelope=signal)]
+
+
+def _causality(value: str | None) -> SponsorCausality | None:
+    if value == "related":
+        return "related"
+    if value == "not_related":
+        return "not_related"
+    return None
+
+
+def report_version(first_serious_version: int | None, ae_version: int) -> int:
+    """Safety report version: 1 for the version that first made the AE serious, +1 per later version."""
+    if first_serious_version is None:
+        return 1
+    return max(1, ae_version - first_serious_version + 1)
+
+
+def _signal(
+    case: SusarCase,
+    decision: SusarDecision,
+    *,
+    protocol: Protocol,
+    criteria: list[str],
+    grade: int | None,
+    report_version: int,
+    ae_version: int,
+    site_id: str,
+    at: datetime,
+    source_id: str,
+) -> SusarDetected | SusarUpdated | SusarWithdrawn:
+    change = decision.change
+    assert change is not None
+    clock = decision.clock
+    data = SusarData(
+        case_id=case_id(case.trial_id, case.subject_id, case.ae_id),
+        site_id=site_id,
+        subject_id=case.subject_id,
+        ae_id=case.ae_id,
+        ae_version=ae_version,
+        report_version=report_version,
+        term=case.term,
+        meddra_code=case.meddra_code,
+        grade=grade,
+        criteria=criteria,
+        fatal_or_life_threatening=bool(set(criteria) & {"death", "life_threatening"}),
+        site_relatedness=Relatedness(case.site_relatedness) if case.site_relatedness else None,
+        sponsor_causality=_causality(case.sponsor_causality),
+        expectedness=effective_expectedness(case),
+        expectedness_basis="officer" if case.confirmed_expectedness else "rsi_proposal",
+        rsi_version=case.rsi_version,
+        change=change,
+        clock_start=clock.clock_start or at,
+        clock_basis=clock.clock_basis or "",
+        upgraded_at=clock.upgraded_at,
+        changed_at=at,
+        reason=decision.reason,
+        source_event_id=source_id,
+    )
+    common = {
+        "id": deterministic_id("signal", source_id, "susar", change),
+        "source": SIGNAL_SOURCE,
+        "subject": case.subject_id,
+        "time": at,
+        "trialid": case.trial_id,
+        "data": data,
+    }
+    if change == "detected":
+        return SusarDetected.model_validate(common)
+    if change == "withdrawn":
+        return SusarWithdrawn.model_validate(common)
+    return SusarUpdated.model_validate(common)
+
+
+def _audit(
+    session: Session, case: SusarCase, actor: str, action: str, detail: Mapping[str, object], now: datetime
+) -> None:
+    append_audit(
+        session,
+        service=AUDIT_SERVICE,
+        actor=actor,
+        action=action,
+        entity=case_entity(case.trial_id, case.subject_id, case.ae_id),
+        detail=detail,
+        now=now,
+    )
+
+
+def cases_for(session: Session, *, trial_id: str, susar_only: bool) -> Sequence[SusarCase]:
+    query = select(SusarCase).where(SusarCase.trial_id == trial_id)
+    if susar_only:
+        query = query.where(col(SusarCase.susar).is_(True))
+    return session.exec(query.order_by(col(SusarCase.subject_id), col(SusarCase.ae_id))).all()
