@@ -7,6 +7,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -96,3 +97,19 @@ def test_a_flood_of_one_library_message_is_limited_and_counted() -> None:
     assert after.suppressed_repeats == 98  # type: ignore[attr-defined]
     structlog_event = logging.LogRecord("x", logging.INFO, __file__, 1, {"event": "event handled"}, None, None)
     assert all(limiter.filter(structlog_event) for _ in range(100)), "our own per-event lines are never dropped"
+
+
+def test_database_errors_never_carry_the_values_bound_to_the_statement(tmp_path: Path) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from shared.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("create table t (id text primary key)"))
+        connection.execute(text("insert into t values (:v)"), {"v": "grade 4 neutropenia, subject 101-001"})
+    with pytest.raises(IntegrityError) as raised, engine.begin() as connection:
+        connection.execute(text("insert into t values (:v)"), {"v": "grade 4 neutropenia, subject 101-001"})
+    assert "neutropenia" not in str(raised.value)
+    engine.dispose()
