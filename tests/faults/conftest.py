@@ -49,22 +49,31 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     write = terminalreporter.write_line
     terminalreporter.section("fault suite: what a person would notice")
     header = (
-        f"{'scenario':<58} {'SAEs':>4} {'pages':>5} {'lost':>4} {'dup':>3} {'same-id':>7} {'alerts l/d':>10} "
-        f"{'pending':>7}  {'page latency after fault':<24} {'s':>4}"
+        f"{'scenario':<54} {'SAEs':>4} {'pages':>5} {'lost':>4} {'late':>4} {'dup':>3} {'same-id':>7} "
+        f"{'alerts l/d':>10} {'pending':>7}  {'page latency after fault':<24} {'s':>4}"
     )
     write(header)
     write("-" * len(header))
     for o in outcomes:
         alerts = f"{o.alerts_lost}/{o.alerts_duplicated}"
         write(
-            f"{o.scenario[:58]:<58} {o.saes:>4} {o.pages_expected:>5} {o.lost_pages:>4} {o.duplicated_pages:>3} "
+            f"{o.scenario[:54]:<54} {o.saes:>4} {o.pages_expected:>5} {o.lost_pages:>4} {o.late_pages:>4} "
+            f"{o.duplicated_pages:>3} "
             f"{o.resent_same_message_id:>7} {alerts:>10} {o.unsettled_deliveries:>7}  "
             f"{o.latency_text():<24} {o.seconds:>4.0f}"
         )
     write("")
     total_lost = sum(o.lost_pages for o in outcomes)
     total_dup = sum(o.duplicated_pages for o in outcomes)
-    write(f"TOTAL: {total_lost} lost SAE pages, {total_dup} duplicated SAE pages over {len(outcomes)} scenarios")
+    total_late = sum(o.late_pages for o in outcomes)
+    write(
+        f"TOTAL: {total_lost} lost SAE pages, {total_dup} duplicated SAE pages, {total_late} late (still pending) "
+        f"over {len(outcomes)} scenarios"
+    )
+    write(
+        "lost: never mailed and nothing pending; late: not mailed within the scenario but still pending; dup: the "
+        "same page as two messages; same-id: re-sent copies mail clients merge; pending: SAE deliveries not sent"
+    )
     for o in outcomes:
         answers = ", ".join(f"{k}: {v}" for k, v in sorted(o.answers.items()))
         verdict = "OK" if not o.problems else "FAIL: " + "; ".join(o.problems)

@@ -1,10 +1,12 @@
 """What the fault scenarios share: an EDC that retries like a real one, SAE streams, the count of effects.
 
 An *effect* here is what a person would notice: an SAE alert in notify, and an SAE page (one mail to one
-contact about one subject's SAE). A page is *lost* when it never arrived, *duplicated* when it arrived as
-two different messages (two Message-IDs: the contact sees it twice). A re-sent copy with the same
-Message-ID is counted apart: mail clients merge it. Deliveries still pending at the end (a lease held by
-a killed process) are *unsettled*: they will be sent, or sent again, later than anyone should wait.
+contact about one subject's SAE). A page is *lost* when it never arrived and nothing in the database would
+still send it, *late* when it did not arrive within the scenario but its delivery is still pending (a lease
+held by a killed process: sent minutes later), *duplicated* when it arrived as two different messages (two
+Message-IDs: the contact sees it twice). A re-sent copy with the same Message-ID is counted apart: mail
+clients merge it. SAE deliveries still pending at the end are *unsettled*; one whose mail the server
+already has will be sent again when its lease ends.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class Outcome:
     alerts_duplicated: int = 0
     unsettled_deliveries: int = 0
     unsettled_already_mailed: int = 0
+    missing_pages: set[tuple[str, str]] = field(default_factory=set)  # (contact, subject) never mailed
+    held_pages: set[tuple[str, str]] = field(default_factory=set)  # of those, still pending in the database
     answers: Counter[str] = field(default_factory=Counter)
     page_latency: list[float] = field(default_factory=list)
     bulk_before_last_page: int | None = None
@@ -61,7 +65,13 @@ class Outcome:
 
     @property
     def lost_pages(self) -> int:
-        return self.pages_expected - self.pages_delivered
+        """Never mailed, and nothing left in the database that would mail them."""
+        return len(self.missing_pages - self.held_pages)
+
+    @property
+    def late_pages(self) -> int:
+        """Not mailed within the scenario, but still pending (leased by a killed process, or retrying)."""
+        return len(self.missing_pages & self.held_pages)
 
     @property
     def server_errors(self) -> int:
@@ -73,6 +83,8 @@ class Outcome:
         found = []
         if self.lost_pages:
             found.append(f"{self.lost_pages} SAE page(s) lost")
+        if self.late_pages:
+            found.append(f"{self.late_pages} SAE page(s) not sent within the scenario, still pending")
         if self.duplicated_pages:
             found.append(f"{self.duplicated_pages} SAE page(s) duplicated")
         if self.alerts_lost or self.alerts_duplicated:
@@ -235,6 +247,7 @@ def count_pages(outcome: Outcome, catcher: MailCatcher, subjects: list[str], *, 
     wait_for_quiet(catcher, SETTLE_SECONDS)
     pages = sae_pages(catcher.messages())
     outcome.pages_delivered = len(expected & set(pages))
+    outcome.missing_pages = expected - set(pages)
     outcome.duplicated_pages = sum(1 for ids in pages.values() if len(set(ids)) > 1)
     outcome.resent_same_message_id = sum(len(ids) - len(set(ids)) for ids in pages.values())
 
@@ -271,13 +284,14 @@ def count_unsettled(outcome: Outcome, database_url: str, catcher: MailCatcher) -
         with engine.connect() as connection:
             pending = connection.execute(
                 text(
-                    "select d.id from notify_deliveries d join notify_alerts a on a.id = d.alert_id"
-                    " where d.status = 'pending' and a.kind = 'sae'"
+                    "select d.id, d.recipient, a.subject_id from notify_deliveries d"
+                    " join notify_alerts a on a.id = d.alert_id where d.status = 'pending' and a.kind = 'sae'"
                 )
-            )
-            ids = {str(row[0]) for row in pending}
+            ).all()
     finally:
         engine.dispose()
+    ids = {str(row[0]) for row in pending}
+    outcome.held_pages = {(str(row[1]), str(row[2])) for row in pending}
     mailed = {str(m["X-Sentinel-Delivery"]) for m in catcher.messages()}
     outcome.unsettled_deliveries = len(ids)
     outcome.unsettled_already_mailed = len(ids & mailed)
