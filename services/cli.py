@@ -20,9 +20,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kafka(args: argparse.Namespace) -> int:
-    from services.devstack import kafka_broker
+DEV_ONLY = "this command is for development: install the dev extra (`make venv`, or pip install 'safety-sentinel[dev]')"
 
+
+def _kafka(args: argparse.Namespace) -> int:
+    try:
+        from services.devstack import kafka_broker
+    except ImportError:
+        print(f"error: {DEV_ONLY}", file=sys.stderr)
+        return 1
     return kafka_broker.main([args.action])
 
 
@@ -90,14 +96,20 @@ def _grade_csv(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from services.devstack.demo import run_demo
-
+    try:
+        from services.devstack.demo import run_demo
+    except ImportError:
+        print(f"error: {DEV_ONLY}", file=sys.stderr)
+        return 1
     return run_demo(keep_running=not args.once)
 
 
 def _mailcatcher(args: argparse.Namespace) -> int:
-    from services.devstack import mail_catcher
-
+    try:
+        from services.devstack import mail_catcher
+    except ImportError:
+        print(f"error: {DEV_ONLY}", file=sys.stderr)
+        return 1
     return mail_catcher.main(["--port", str(args.port), "--dir", args.dir])
 
 

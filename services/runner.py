@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -74,7 +73,8 @@ def build_app(name: str) -> ServedApp:
 
 async def serve(apps: Sequence[ServedApp], *, log_level: str = "info") -> None:
     servers = [
-        _Server(uvicorn.Config(a.app, host=a.host, port=a.port, log_level=log_level, lifespan="on", access_log=False))
+        # log_config=None: uvicorn keeps the JSON logging `configure_logging` set up, access log included.
+        _Server(uvicorn.Config(a.app, host=a.host, port=a.port, log_level=log_level, lifespan="on", log_config=None))
         for a in apps
     ]
     loop = asyncio.get_running_loop()
@@ -100,4 +100,7 @@ async def serve(apps: Sequence[ServedApp], *, log_level: str = "info") -> None:
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """One JSON object per line for every logger (see shared.logs)."""
+    from shared.logs import configure_logging as configure_json_logging
+
+    configure_json_logging(level)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
@@ -32,6 +33,7 @@ from shared.metrics import ConsumerMetrics, OutboxMetrics
 from shared.outbox import OutboxRelay
 from shared.processing import Apply, TransactionalHandler
 from shared.topics import dead_letter_topic
+from shared.tracing import traced_handler
 
 E = TypeVar("E")
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class ConsumerService(Generic[E]):
         clock: Clock,
         registry: CollectorRegistry,
         on_committed: Callable[[], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         if spec.failpoint not in FAILPOINTS:
             raise ValueError(f"unknown failpoint {spec.failpoint!r}; known: {FAILPOINTS}")
@@ -69,7 +72,7 @@ class ConsumerService(Generic[E]):
         self.failure: BaseException | None = None
         self._after_commit = on_committed
         self.producer = ManagedProducer(
-            lambda: make_producer(spec.bootstrap_servers, client_id=f"sentinel-{spec.service}")
+            lambda: make_producer(spec.bootstrap_servers, client_id=f"sentinel-{spec.service}"), tracer=tracer
         )
         self.consumer_metrics = ConsumerMetrics.create(registry, spec.service)
         self.relay = OutboxRelay(
@@ -97,7 +100,7 @@ class ConsumerService(Generic[E]):
                 topics=[spec.consume_topic],
                 client_id=f"sentinel-{spec.service}",
             ),
-            handler=handler,
+            handler=handler if tracer is None else traced_handler(handler, tracer=tracer, consumer=spec.service),
             dead_letters=self.producer,
             metrics=self.consumer_metrics,
             before_offset_commit=_crash if spec.failpoint == "crash_before_offset_commit" else None,

@@ -37,12 +37,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def make_engine(url: str) -> Engine:
-    """SQLite for one machine (WAL, full sync: an acknowledged write survives power loss), else a pooled server."""
+    """SQLite for one machine (WAL, full sync: an acknowledged write survives power loss), else a pooled server.
+
+    `hide_parameters`: a database error's text (which reaches the logs) names the statement, never the values
+    bound to it, which may be an event's clinical content.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -54,7 +58,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 class SchemaBehind(RuntimeError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 from fastapi import FastAPI, Request, Response
@@ -17,7 +18,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.metrics import HttpMetrics
+from shared.metrics import HttpMetrics, register_process_metrics
 from shared.problems import ProblemError, install_problem_handlers, problem_response
 
 ReadinessCheck = Callable[[], Mapping[str, bool]]
@@ -57,7 +58,7 @@ async def database_ready(engine: Engine, within: float = DATABASE_PING_SECONDS) 
 
 
 class RequestCounter:
-    """Counts requests by route template and status: a plain ASGI middleware, since Starlette's
+    """Counts and times requests by route template: a plain ASGI middleware, since Starlette's
     BaseHTTPMiddleware costs a task group and a memory stream per request on the hot path."""
 
     def __init__(self, app: ASGIApp, *, metrics: HttpMetrics) -> None:
@@ -69,6 +70,7 @@ class RequestCounter:
             await self.app(scope, receive, send)
             return
         status = 500  # an exception escaping the app is answered 500 by the server error middleware
+        started = time.perf_counter()
 
         async def sending(message: Message) -> None:
             nonlocal status
@@ -81,6 +83,8 @@ class RequestCounter:
         finally:
             template = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(route=template, status=str(status)).inc()
+            elapsed = time.perf_counter() - started
+            self.metrics.duration.labels(route=template, method=scope.get("method", "")).observe(elapsed)
 
 
 def install_common(
@@ -95,6 +99,7 @@ def install_common(
 ) -> None:
     install_problem_handlers(app)
     app.add_middleware(RequestCounter, metrics=HttpMetrics.create(registry, service))
+    register_process_metrics(registry, service)
 
     async def _database_down(request: Request, exc: Exception) -> Response:
         log.warning("database unavailable on %s: %s", request.url.path, type(exc).__name__)

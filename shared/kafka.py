@@ -13,17 +13,32 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    UnknownProducerId,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from shared.metrics import ConsumerMetrics
 from shared.topics import dead_letter_topic
+from shared.tracing import publishing, with_trace_headers
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
+event_log = structlog.stdlib.get_logger("sentinel.events")
+CLOUDEVENTS_CONTENT_TYPE = b"application/cloudevents+json"
+"""Structured mode of the CloudEvents Kafka binding: the whole event, attributes and data, is the value."""
 
 
 class BrokerUnavailable(Exception):
@@ -228,13 +243,23 @@ class ManagedProducer:
     rather than crash-loop.
     """
 
-    def __init__(self, factory: Callable[[], AIOKafkaProducer], *, publish_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], AIOKafkaProducer],
+        *,
+        publish_timeout: float = 15.0,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._factory = factory
         self._producer: AIOKafkaProducer | None = None
         self._publish_timeout = publish_timeout
+        self._tracer = tracer
+        self._stop: asyncio.Event | None = None
+        self._restarts: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
     async def connect(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         backoff = 0.5
         while not stop.is_set() and self._producer is None:
             producer = self._factory()
@@ -250,18 +275,72 @@ class ManagedProducer:
             self.connected.set()
 
     async def close(self) -> None:
+        for task in self._restarts:
+            task.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
             self.connected.clear()
 
     async def publish(self, topic: str, *, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
-        if self._producer is None:
-            raise BrokerUnavailable("not connected to the Kafka broker yet")
-        try:
-            await asyncio.wait_for(
-                self._producer.send_and_wait(topic, value=value, key=key, headers=list(headers)),
-                timeout=self._publish_timeout,
-            )
-        except (KafkaError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"the broker did not acknowledge the message: {type(exc).__name__}") from exc
+        producer = self._live_producer()
+        with publishing(self._tracer, topic, value) as fields:
+            try:
+                await asyncio.wait_for(
+                    producer.send_and_wait(topic, value=value, key=key, headers=record_headers(headers)),
+                    timeout=self._publish_timeout,
+                )
+            except (KafkaError, TimeoutError) as exc:
+                if isinstance(exc, PRODUCER_STATE_LOST) or not sender_alive(producer):
+                    self._replace(producer)
+                raise BrokerUnavailable(f"the broker did not acknowledge the message: {type(exc).__name__}") from exc
+            if fields:
+                event_log.info("event published", topic=topic, **fields)
+
+    def _live_producer(self) -> AIOKafkaProducer:
+        producer = self._producer
+        if producer is not None and not sender_alive(producer):
+            self._replace(producer)
+            producer = None
+        if producer is None:
+            raise BrokerUnavailable("not connected to the Kafka broker (yet, or again)")
+        return producer
+
+    def _replace(self, dead: AIOKafkaProducer) -> None:
+        """An idempotent producer that lost its sequence (an out-of-order sequence number after a broker
+        restart, a fenced epoch), or whose sender died of it, fails every later send: a webhook would answer
+        503 and the outbox would stall until someone restarted the service (both seen in the fault suite).
+        Drop it and connect a new one in the background."""
+        if self._producer is not dead:
+            return  # another publish already replaced it
+        log.error("the Kafka producer stopped after a fatal error; connecting a new one")
+        self._producer = None
+        self.connected.clear()
+        task = asyncio.create_task(self._reconnect(dead))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _reconnect(self, dead: AIOKafkaProducer) -> None:
+        with contextlib.suppress(Exception):  # it is dead already; stopping only frees its connections
+            await dead.stop()
+        await self.connect(self._stop or asyncio.Event())
+
+
+PRODUCER_STATE_LOST = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+"""The broker no longer accepts this idempotent producer's sequence (seen after a broker restart): every
+later batch to the partition would fail the same way. Only a new producer (a new id) can publish again;
+consumers' inboxes make any re-publication a no-op."""
+
+
+def sender_alive(producer: AIOKafkaProducer) -> bool:
+    """False once the producer's background sender has ended (it does so only on a fatal error)."""
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    return task is None or not task.done()
+
+
+def record_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """What every record carries: the CloudEvents content type (unless the caller set one) and the current
+    trace context, so the consumer's span continues the producer's trace."""
+    extra = [] if any(k == "content-type" for k, _ in headers) else [("content-type", CLOUDEVENTS_CONTENT_TYPE)]
+    return with_trace_headers([*headers, *extra])

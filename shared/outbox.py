@@ -19,6 +19,7 @@ from shared.db import UTCDateTime
 from shared.events import EnvelopeBase
 from shared.kafka import Publisher
 from shared.metrics import OutboxMetrics
+from shared.tracing import current_traceparent, resumed
 from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class OutboxMessage(SQLModel, table=True):
     value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True, index=True))
+    # The span that queued the message (W3C traceparent): its publish continues that trace after the commit.
+    trace_context: str | None = Field(default_factory=current_traceparent, max_length=64)
 
 
 @dataclass(frozen=True)
@@ -110,24 +113,29 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         rows = await asyncio.to_thread(self._pending)
-        for seq, topic, key, value in rows:
-            await self._publisher.publish(topic, key=key, value=value)
+        for seq, topic, key, value, trace_context in rows:
+            with resumed(trace_context):
+                await self._publisher.publish(topic, key=key, value=value)
             await asyncio.to_thread(self._mark_sent, seq)
             self._metrics.published.inc()
         self._metrics.backlog.set(await asyncio.to_thread(self._backlog))
         return len(rows)
 
-    def _pending(self) -> list[tuple[int, str, bytes, bytes]]:
+    def _pending(self) -> list[tuple[int, str, bytes, bytes, str | None]]:
         with Session(self._engine) as session:
             query = (
                 select(
-                    col(OutboxMessage.seq), col(OutboxMessage.topic), col(OutboxMessage.key), col(OutboxMessage.value)
+                    col(OutboxMessage.seq),
+                    col(OutboxMessage.topic),
+                    col(OutboxMessage.key),
+                    col(OutboxMessage.value),
+                    col(OutboxMessage.trace_context),
                 )
                 .where(col(OutboxMessage.producer) == self._producer, col(OutboxMessage.sent_at).is_(None))
                 .order_by(col(OutboxMessage.seq))
                 .limit(self._batch_size)
             )
-            return [(r[0], r[1], r[2], r[3]) for r in session.execute(query).all()]
+            return [(r[0], r[1], r[2], r[3], r[4]) for r in session.execute(query).all()]
 
     def _mark_sent(self, seq: int) -> None:
         with Session(self._engine) as session, session.begin():

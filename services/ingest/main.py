@@ -27,6 +27,7 @@ from shared.db_migrations import SHARED, Component, prepare_database
 from shared.http import install_common
 from shared.kafka import ManagedProducer, Publisher, ensure_topics
 from shared.protocol import load_protocol
+from shared.tracing import Tracing, build_tracing, instrument_app
 
 SERVICE = "ingest"
 MIGRATIONS = Component(SERVICE, "services.ingest:migrations")
@@ -48,9 +49,12 @@ def create_app(
     registry: CollectorRegistry | None = None,
     env: Mapping[str, str] | None = None,
     redcap_transport: httpx.AsyncBaseTransport | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """Build the app; tests inject a publisher, clock, environment and REDCap transport."""
+    """Build the app; tests inject a publisher, clock, environment, REDCap transport and tracer provider."""
     sources = build_sources(settings, os.environ if env is None else env)
+    own_tracing = tracing is None
+    tracing = tracing or build_tracing(SERVICE, os.environ if env is None else env)
     registry = registry or CollectorRegistry()
     clock = clock or SystemClock()
     engine = make_engine(settings.database_url_for(SERVICE))
@@ -60,6 +64,7 @@ def create_app(
         managed = ManagedProducer(
             lambda: make_ingest_producer(settings),
             publish_timeout=settings.publish_timeout_seconds,
+            tracer=tracing.tracer,
         )
         publisher = managed
     runtime = IngestRuntime(
@@ -98,6 +103,8 @@ def create_app(
             if managed is not None:
                 await managed.close()
             engine.dispose()
+            if own_tracing:
+                tracing.shutdown()
 
     app = FastAPI(
         title="Sentinel ingest",
@@ -117,6 +124,7 @@ def create_app(
     )
     for module in (routes, routes_fhir, routes_odm, routes_sdtm, routes_redcap):
         app.include_router(module.router)
+    instrument_app(app, tracing)
     return app
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -34,6 +35,7 @@ from services.notify.digest import DigestItem, digest_id, digest_mail
 from services.notify.mail_content import when
 from services.notify.models import Delivery
 from shared.clock import Clock
+from shared.tracing import resumed, span
 from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class Claimed:
     attempt: int
     interrupted_at: datetime | None  # the start of an earlier attempt whose outcome was never recorded
     created_at: datetime
+    trace_context: str | None = None  # the trace that queued it (the SAE's, from its webhook on)
 
 
 def _claimed(row: Delivery) -> Claimed:
@@ -106,6 +109,7 @@ def _claimed(row: Delivery) -> Claimed:
         attempt=row.attempts,
         interrupted_at=row.attempt_started_at,
         created_at=row.created_at,
+        trace_context=row.trace_context,
     )
 
 
@@ -157,6 +161,15 @@ def retry_delay(delivery_id: str, attempt: int, base_seconds: float) -> timedelt
     return timedelta(seconds=seconds)
 
 
+def _span_attributes(delivery: Claimed) -> dict[str, str]:
+    """Ids only: the recipient's address and the message's content stay out of traces."""
+    return {
+        "sentinel.delivery_id": delivery.id,
+        "sentinel.alert_id": delivery.alert_id,
+        "sentinel.channel": delivery.channel,
+    }
+
+
 class DeliveryDispatcher:
     def __init__(
         self,
@@ -176,12 +189,14 @@ class DeliveryDispatcher:
         lease: timedelta = LEASE,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         after_handoff: Callable[[OutgoingMessage], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         if concurrency < 1 or batch_size < 1:
             raise ValueError("concurrency and batch_size must be at least 1")
         if timedelta(seconds=heartbeat_seconds) >= lease:
             raise ValueError("the heartbeat must renew the lease before it runs out")
         self._engine = engine
+        self._tracer = tracer
         self._channels: dict[str, DeliveryChannel] = {"email": EmailDelivery(channel)}
         if webhook is not None:
             self._channels["webhook"] = webhook
@@ -362,7 +377,17 @@ class DeliveryDispatcher:
             message = unit.message()
             if channel is None:
                 raise DeliveryError(f"no '{first.channel}' channel is configured")
-            await channel.deliver(message)
+            # The send is a span of the trace that queued the delivery: the SAE's, from its webhook on.
+            with (
+                resumed(first.trace_context),
+                span(
+                    self._tracer,
+                    f"{first.channel} send",
+                    kind=SpanKind.CLIENT,
+                    attributes=_span_attributes(first),
+                ),
+            ):
+                await channel.deliver(message)
             if self._after_handoff is not None:
                 self._after_handoff(message)
         except DeliveryError as exc:

@@ -35,6 +35,7 @@ from shared.events import SIGNAL_ADAPTER, SignalEnvelope
 from shared.http import install_common
 from shared.protocol import load_protocol
 from shared.topics import dead_letter_topic
+from shared.tracing import Tracing, build_tracing, instrument_app
 
 SERVICE = "notify"
 log = logging.getLogger(__name__)
@@ -69,8 +70,11 @@ def create_app(
     registry: CollectorRegistry | None = None,
     channel: MailChannel | None = None,
     webhook: WebhookChannel | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     registry = registry or CollectorRegistry()
+    own_tracing = tracing is None
+    tracing = tracing or build_tracing(SERVICE, os.environ)
     clock = clock or SystemClock()
     protocol = load_protocol(settings.protocol_path)
     missing = sorted(webhook_names(protocol) - set(settings.chat_webhooks))
@@ -113,6 +117,7 @@ def create_app(
         lease=timedelta(seconds=settings.delivery_lease_seconds),
         heartbeat_seconds=settings.delivery_lease_seconds / 3,
         after_handoff=_crash_after_handoff if settings.notify_failpoint == "crash_after_handoff" else None,
+        tracer=tracing.tracer,
     )
     timers.on_fired = dispatcher.wake
     registry.register(StateCollector(engine, clock))
@@ -126,7 +131,9 @@ def create_app(
         event_id=lambda envelope: envelope.id,
         apply=partial(apply_signal, protocol=protocol, console_url=settings.console_url),
     )
-    consumer = ConsumerService(spec, engine=engine, clock=clock, registry=registry, on_committed=dispatcher.wake)
+    consumer = ConsumerService(
+        spec, engine=engine, clock=clock, registry=registry, on_committed=dispatcher.wake, tracer=tracing.tracer
+    )
     dead_letters = DeadLetterWatch(
         engine=engine,
         protocol=protocol,
@@ -146,6 +153,8 @@ def create_app(
         async with consumer.running(timers.run, dispatcher.run, dead_letters.run, audit.run):
             yield
         engine.dispose()
+        if own_tracing:
+            tracing.shutdown()
 
     app = FastAPI(title="Sentinel notify (officer API)", version="0.1.0", lifespan=lifespan)
     app.state.runtime = NotifyRuntime(
@@ -164,4 +173,5 @@ def create_app(
         database=engine,
     )
     app.include_router(routes.router)
+    instrument_app(app, tracing)
     return app

@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from shared.audit import AuditEntry
 from shared.db import UTCDateTime
+from shared.tracing import current_traceparent
 
 ALERT_STATES = ("open", "acknowledged", "resolved")
 OBLIGATION_STATES = ("open", "overdue", "completed", "cancelled")
@@ -90,6 +91,8 @@ class Delivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=2000)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    # The span that queued it (W3C traceparent): the mail's span joins the SAE's trace from the webhook on.
+    trace_context: str | None = Field(default_factory=current_traceparent, max_length=64)
 
 
 class Timer(SQLModel, table=True):

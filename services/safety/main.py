@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -23,15 +24,22 @@ from shared.db_migrations import SHARED, Component, prepare_database
 from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope
 from shared.http import install_common
 from shared.protocol import load_protocol
+from shared.tracing import Tracing, build_tracing, instrument_app
 
 SERVICE = "safety"
 MIGRATIONS = Component(SERVICE, "services.safety:migrations")
 
 
 def create_app(
-    settings: SafetySettings, *, clock: Clock | None = None, registry: CollectorRegistry | None = None
+    settings: SafetySettings,
+    *,
+    clock: Clock | None = None,
+    registry: CollectorRegistry | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     registry = registry or CollectorRegistry()
+    own_tracing = tracing is None
+    tracing = tracing or build_tracing(SERVICE, os.environ)
     protocol = load_protocol(settings.protocol_path)
     engine = make_engine(settings.database_url_for(SERVICE))
     prepare_database(engine, [SHARED, MIGRATIONS], auto_migrate=settings.auto_migrate)
@@ -56,7 +64,7 @@ def create_app(
         clock=clock,
         registry=registry,
     )
-    consumer = ConsumerService(spec, engine=engine, clock=clock, registry=registry)
+    consumer = ConsumerService(spec, engine=engine, clock=clock, registry=registry, tracer=tracing.tracer)
     registry.register(SafetyStateCollector(engine))
     sweep = SweepJob(
         engine=engine,
@@ -73,6 +81,8 @@ def create_app(
         async with consumer.running(sweep, audit.run):
             yield
         engine.dispose()
+        if own_tracing:
+            tracing.shutdown()
 
     app = FastAPI(title="Sentinel safety", version="0.1.0", lifespan=lifespan)
     app.state.consumer = consumer
@@ -92,4 +102,5 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(routes_expedited.router)
     app.include_router(routes_listings.router)
+    instrument_app(app, tracing)
     return app

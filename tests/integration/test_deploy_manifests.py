@@ -128,11 +128,11 @@ def referenced_metric_names() -> set[str]:
     exprs += [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     names: set[str] = set()
     for expr in exprs:
-        names.update(re.findall(r"\b(sentinel_\w+)", expr))
+        names.update(re.findall(r"\b((?:sentinel|process|python)_\w+)", expr))
         for pattern in re.findall(r'__name__=~"([^"]+)"', expr):  # expand sentinel_(safety|notify)_x
             prefix, alternatives, suffix = re.match(r"(\w*)\(([\w|]+)\)(\w*)", pattern).groups()  # type: ignore[union-attr]
             names.update(prefix + alt + suffix for alt in alternatives.split("|"))
-    return {n for n in names if not re.fullmatch(r"sentinel_\w*_$", n)}
+    return {n for n in names if not re.fullmatch(r"(sentinel|process|python)_\w*_$", n)}
 
 
 def test_every_metric_in_rules_and_dashboard_is_exposed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

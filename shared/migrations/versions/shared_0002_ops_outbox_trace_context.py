@@ -1,0 +1,27 @@
+"""outbox rows keep the trace context of the span that queued them
+
+Revision ID: shared_0002_ops
+Revises: shared_0001
+Create Date: 2026-12-01 08:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+revision: str = "shared_0002_ops"
+down_revision: str | None = "shared_0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("trace_context", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_column("trace_context")

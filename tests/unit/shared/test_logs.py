@@ -1,0 +1,115 @@
+"""Logs are one JSON object per line, with the current trace id and the bound event ids; no secrets, no
+query strings, no client addresses."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
+
+from shared.logs import RepeatLimiter, configure_logging, event_log_fields
+
+
+@pytest.fixture
+def output() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging("info", stream=stream)
+    try:
+        yield stream
+    finally:
+        root.handlers, level = saved
+        root.setLevel(level)
+        structlog.reset_defaults()
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_standard_library_records_become_json_with_trace_and_event_ids(output: io.StringIO) -> None:
+    tracer = TracerProvider().get_tracer("test")
+    envelope = {"id": "ev-1", "type": "ae.reported", "trialid": "NCT07212335", "subject": "101-001", "data": {"x": 1}}
+    with (
+        tracer.start_as_current_span("work") as span,
+        structlog.contextvars.bound_contextvars(**event_log_fields(envelope)),
+    ):
+        logging.getLogger("services.safety").warning("grading %s", "done")
+    [line] = lines(output)
+    assert line["event"] == "grading done"
+    assert line["level"] == "warning" and line["logger"] == "services.safety"
+    assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert (line["event_id"], line["trial"], line["subject"], line["event_type"]) == (
+        "ev-1",
+        "NCT07212335",
+        "101-001",
+        "ae.reported",
+    )
+    assert "data" not in line and "x" not in json.dumps(line), "payload content never reaches a log line"
+    assert str(line["time"]).endswith("Z")
+
+
+def test_uvicorn_access_lines_are_structured_without_query_or_client(output: io.StringIO) -> None:
+    access = logging.getLogger("uvicorn.access")
+    access.info('%s - "%s %s HTTP/%s" %d', "10.1.2.3:5555", "GET", "/v1/alerts?token=s3cret", "1.1", 200)
+    [line] = lines(output)
+    assert line["event"] == "http request"
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/v1/alerts", 200)
+    text = json.dumps(line)
+    assert "s3cret" not in text and "10.1.2.3" not in text
+
+
+def test_values_under_secret_names_are_redacted(output: io.StringIO) -> None:
+    structlog.stdlib.get_logger("x").info("configured", api_token="abc", webhook_secret="whsec_x", source="edc")
+    [line] = lines(output)
+    assert line["api_token"] == "[redacted]" and line["webhook_secret"] == "[redacted]" and line["source"] == "edc"
+
+
+def test_exceptions_are_one_line_of_json(output: io.StringIO) -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("x").exception("failed")
+    [line] = lines(output)
+    assert "ValueError: boom" in str(line["exception"])
+
+
+def test_a_flood_of_one_library_message_is_limited_and_counted() -> None:
+    now = [0.0]
+    limiter = RepeatLimiter(per_window=2, window_seconds=10, clock=lambda: now[0])
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, msg, ("node 1",), None)
+
+    kept = [limiter.filter(record("Unable connect to %s")) for _ in range(100)]
+    assert kept.count(True) == 2
+    assert limiter.filter(record("another message %s")), "each template has its own budget"
+    now[0] = 11.0
+    after = record("Unable connect to %s")
+    assert limiter.filter(after)
+    assert after.suppressed_repeats == 98  # type: ignore[attr-defined]
+    structlog_event = logging.LogRecord("x", logging.INFO, __file__, 1, {"event": "event handled"}, None, None)
+    assert all(limiter.filter(structlog_event) for _ in range(100)), "our own per-event lines are never dropped"
+
+
+def test_database_errors_never_carry_the_values_bound_to_the_statement(tmp_path: Path) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from shared.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("create table t (id text primary key)"))
+        connection.execute(text("insert into t values (:v)"), {"v": "grade 4 neutropenia, subject 101-001"})
+    with pytest.raises(IntegrityError) as raised, engine.begin() as connection:
+        connection.execute(text("insert into t values (:v)"), {"v": "grade 4 neutropenia, subject 101-001"})
+    assert "neutropenia" not in str(raised.value)
+    engine.dispose()
