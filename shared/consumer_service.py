@@ -51,6 +51,12 @@ class ConsumerSpec(Generic[E]):
     event_id: Callable[[E], str]
     apply: Apply[E]
     failpoint: str = "none"
+    bulk_topic: str | None = None
+    """Backfills and reconciliation pulls: consumed only while `consume_topic` has nothing waiting."""
+
+    @property
+    def consume_topics(self) -> list[str]:
+        return [self.consume_topic] + ([self.bulk_topic] if self.bulk_topic else [])
 
 
 class ConsumerService(Generic[E]):
@@ -94,12 +100,13 @@ class ConsumerService(Generic[E]):
             consumer_factory=lambda: make_consumer(
                 spec.bootstrap_servers,
                 group_id=spec.group_id,
-                topics=[spec.consume_topic],
+                topics=spec.consume_topics,
                 client_id=f"sentinel-{spec.service}",
             ),
             handler=handler,
             dead_letters=self.producer,
             metrics=self.consumer_metrics,
+            priority_topics=[spec.consume_topic] if spec.bulk_topic else [],
             before_offset_commit=_crash if spec.failpoint == "crash_before_offset_commit" else None,
         )
 
@@ -132,7 +139,7 @@ class ConsumerService(Generic[E]):
         await self.producer.connect(stop)
         if stop.is_set():
             return
-        topics = [self.spec.consume_topic, *self.spec.produce_topics]
+        topics = [*self.spec.consume_topics, *self.spec.produce_topics]
         await self._ensure_topics([*topics, *(dead_letter_topic(t) for t in topics)], stop)
         if stop.is_set():
             return
@@ -164,7 +171,14 @@ class ConsumerService(Generic[E]):
         return self.failure is None
 
 
-def _crash(message: ConsumedMessage) -> None:
+def _crash(messages: Sequence[ConsumedMessage]) -> None:
     """Failpoint for the crash-recovery test: die like a power cut after the DB commit, before the offset."""
-    log.critical("failpoint: SIGKILL after processing %s[%d]@%d", message.topic, message.partition, message.offset)
+    last = messages[-1]
+    log.critical(
+        "failpoint: SIGKILL after processing %d message(s) up to %s[%d]@%d",
+        len(messages),
+        last.topic,
+        last.partition,
+        last.offset,
+    )
     os.kill(os.getpid(), signal.SIGKILL)

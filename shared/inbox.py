@@ -6,10 +6,12 @@ Kafka transactions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import Column
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from shared.db import UTCDateTime
 
@@ -38,3 +40,40 @@ def claim_event(
     )
     session.flush()
     return True
+
+
+class Claim(NamedTuple):
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+
+
+def claim_events(session: Session, *, consumer: str, claims: Sequence[Claim], now: datetime) -> list[bool]:
+    """For each claim, in order: True if new to this consumer (and claimed once the caller commits).
+
+    One query for the whole batch; an id seen twice in the batch is new only the first time. A replica
+    claiming the same id at the same moment makes the commit fail, and the retry finds it processed.
+    """
+    ids = sorted({claim.event_id for claim in claims})
+    query = select(col(ProcessedEvent.event_id)).where(
+        col(ProcessedEvent.consumer) == consumer, col(ProcessedEvent.event_id).in_(ids)
+    )
+    seen = set(session.exec(query).all())
+    fresh: list[bool] = []
+    for claim in claims:
+        is_new = claim.event_id not in seen
+        fresh.append(is_new)
+        if is_new:
+            seen.add(claim.event_id)
+            session.add(
+                ProcessedEvent(
+                    consumer=consumer,
+                    event_id=claim.event_id,
+                    topic=claim.topic,
+                    partition=claim.partition,
+                    offset=claim.offset,
+                    processed_at=now,
+                )
+            )
+    return fresh

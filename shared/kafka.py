@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -49,6 +49,19 @@ class Publisher(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class OutgoingRecord:
+    topic: str
+    key: bytes
+    value: bytes
+
+
+class BatchPublisher(Publisher, Protocol):
+    """Also publishes many messages in order, returning once the broker has every one of them."""
+
+    async def publish_many(self, records: Sequence[OutgoingRecord]) -> None: ...
+
+
 def make_producer(bootstrap_servers: str, *, client_id: str, request_timeout_ms: int = 10_000) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
@@ -70,7 +83,8 @@ def make_consumer(bootstrap_servers: str, *, group_id: str, topics: Sequence[str
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        max_poll_records=100,
+        max_poll_records=500,
+        fetch_max_wait_ms=100,  # an idle priority partition is re-fetched quickly while a bulk one is busy
     )
 
 
@@ -105,16 +119,29 @@ class ConsumedMessage:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-MessageHandler = Callable[[ConsumedMessage], Awaitable[None]]
+@dataclass(frozen=True)
+class Rejected:
+    """A message the handler could not process for good, and why: it goes to the dead-letter topic."""
+
+    message: ConsumedMessage
+    error: Exception
+
+
+Polled = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+BatchHandler = Callable[[Sequence[ConsumedMessage]], Awaitable[Sequence[Rejected]]]
+"""Processes a polled batch in order (the handler owns its DB transaction) and returns what it rejected."""
 
 
 class ConsumerLoop:
-    """Consume, handle (the handler owns its DB transaction), then commit the offset.
+    """Poll a batch, handle it (one DB transaction), dead-letter what the handler rejected, commit the offsets.
 
-    - PoisonMessage or any non-transient error: the original bytes go to `<topic>.dlq` with the error, then
-      the offset is committed; nothing is dropped silently.
+    - Rejected messages (poison, or a non-transient error of the rule): the original bytes go to
+      `<topic>.dlq` with the error before the offsets are committed; nothing is dropped silently, and the
+      rest of the batch is kept.
     - Transient errors (broker, database, network): the consumer is restarted with backoff and resumes from
       the last committed offset; the handler's inbox makes the re-delivery a no-op.
+    - Partitions of `priority_topics` are drained first: a bulk topic is polled only when they have nothing
+      buffered, so an urgent event waits at most for the one bulk batch in progress.
     """
 
     def __init__(
@@ -122,10 +149,12 @@ class ConsumerLoop:
         *,
         name: str,
         consumer_factory: Callable[[], AIOKafkaConsumer],
-        handler: MessageHandler,
+        handler: BatchHandler,
         dead_letters: Publisher,
         metrics: ConsumerMetrics,
-        before_offset_commit: Callable[[ConsumedMessage], None] | None = None,
+        before_offset_commit: Callable[[Sequence[ConsumedMessage]], None] | None = None,
+        priority_topics: Sequence[str] = (),
+        max_batch: int = 500,
         max_backoff: float = 30.0,
     ) -> None:
         self._name = name
@@ -134,6 +163,8 @@ class ConsumerLoop:
         self._dead_letters = dead_letters
         self._metrics = metrics
         self._before_offset_commit = before_offset_commit
+        self._priority_topics = frozenset(priority_topics)
+        self._max_batch = max_batch
         self._max_backoff = max_backoff
         self.ready = asyncio.Event()
 
@@ -158,33 +189,35 @@ class ConsumerLoop:
 
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=500, max_records=100)
+            batches = await self._poll(consumer)
+            if not batches:
+                continue
+            messages = [_consumed(record) for records in batches.values() for record in records]
+            await self._handle(messages)
+            if self._before_offset_commit is not None:
+                self._before_offset_commit(messages)
+            await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
             for tp, records in batches.items():
-                for record in records:
-                    message = ConsumedMessage(
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                        value=record.value,
-                        headers=tuple(record.headers or ()),
-                    )
-                    await self._handle(message)
-                    if self._before_offset_commit is not None:
-                        self._before_offset_commit(message)
-                    await consumer.commit({tp: record.offset + 1})
-                    self._record_lag(consumer, tp, record.offset)
+                self._record_lag(consumer, tp, records[-1].offset)
 
-    async def _handle(self, message: ConsumedMessage) -> None:
+    async def _poll(self, consumer: AIOKafkaConsumer) -> Polled:
+        """What the priority partitions have buffered; only when they have nothing, whatever arrives first."""
+        urgent = [tp for tp in consumer.assignment() if tp.topic in self._priority_topics]
+        if urgent:
+            batches: Polled = await consumer.getmany(*urgent, timeout_ms=0, max_records=self._max_batch)
+            if batches:
+                return batches
+        polled: Polled = await consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+        return polled
+
+    async def _handle(self, messages: Sequence[ConsumedMessage]) -> None:
         started = time.perf_counter()
-        try:
-            await self._handler(message)
-        except TRANSIENT_ERRORS:
-            raise
-        except Exception as exc:
-            await self._dead_letter(message, exc)
-        finally:
-            self._metrics.processing_seconds.observe(time.perf_counter() - started)
+        rejected = await self._handler(messages)
+        share = (time.perf_counter() - started) / len(messages)
+        for _ in messages:
+            self._metrics.processing_seconds.observe(share)
+        for item in rejected:
+            await self._dead_letter(item.message, item.error)
 
     async def _dead_letter(self, message: ConsumedMessage, exc: Exception) -> None:
         reason = str(exc) if isinstance(exc, PoisonMessage) else "".join(traceback.format_exception(exc))[-4000:]
@@ -214,6 +247,17 @@ class ConsumerLoop:
         highwater = consumer.highwater(tp)
         if highwater is not None:
             self._metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(highwater - offset - 1, 0))
+
+
+def _consumed(record: ConsumerRecord[bytes, bytes]) -> ConsumedMessage:
+    return ConsumedMessage(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value if record.value is not None else b"",
+        headers=tuple(record.headers or ()),
+    )
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
@@ -265,3 +309,18 @@ class ManagedProducer:
             )
         except (KafkaError, TimeoutError) as exc:
             raise BrokerUnavailable(f"the broker did not acknowledge the message: {type(exc).__name__}") from exc
+
+    async def publish_many(self, records: Sequence[OutgoingRecord]) -> None:
+        """Queue every record in order (one key keeps its order on its partition), then await every ack."""
+        if self._producer is None:
+            raise BrokerUnavailable("not connected to the Kafka broker yet")
+        producer = self._producer
+
+        async def send_all() -> None:
+            acks = [await producer.send(r.topic, value=r.value, key=r.key) for r in records]
+            await asyncio.gather(*acks)
+
+        try:
+            await asyncio.wait_for(send_all(), timeout=self._publish_timeout)
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"the broker did not acknowledge every message: {type(exc).__name__}") from exc
