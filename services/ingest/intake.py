@@ -25,6 +25,7 @@ from services.ingest.runtime import IngestRuntime
 from services.ingest.sources import ENDPOINT_FOR_KIND, Source, SourceKind
 from shared.events import AeData, ClinicalEnvelopeBase, DoseData, LabData, RecordStatusData, message_key
 from shared.kafka import BrokerUnavailable
+from shared.lanes import clinical_topic_for, is_backfill
 from shared.problems import ProblemError
 from shared.webhook_signatures import SignatureError
 
@@ -137,8 +138,11 @@ async def accept_records(
     received_at: datetime,
     *,
     progress: Progress | None = None,
+    backfill: bool = False,
 ) -> Verdict:
     """Publish what is new and current; answer duplicates and stale versions without publishing them.
+
+    A backfill (or any large request) goes to the bulk lane, but for what must page (see shared.lanes).
 
     Raises BrokerUnavailable if the broker fails; what it acknowledged before is recorded, so a retry
     reports those as duplicates and publishes only the rest.
@@ -161,7 +165,8 @@ async def accept_records(
         item = _plan(source_id, record, current, received_at)
         versions[record.record_key] = _advanced(current, item.update)
         planned.append(item)
-    await _publish_in_batches(runtime, source_id, planned, received_at, verdict, progress)
+    bulk = is_backfill(events=len(records), backfill_route=backfill)
+    await _publish_in_batches(runtime, source_id, planned, received_at, verdict, progress, bulk)
     runtime.metrics.duplicates.inc(len(verdict.duplicates))
     runtime.metrics.stale.inc(len(verdict.stale))
     return verdict
@@ -272,12 +277,13 @@ async def _publish_in_batches(
     received_at: datetime,
     verdict: Verdict,
     progress: Progress | None,
+    bulk: bool,
 ) -> None:
     size = runtime.settings.publish_batch_size
     total = len(planned)
     for start in range(0, total, size):
         batch = planned[start : start + size]
-        done, failure = await _publish_batch(runtime, batch)
+        done, failure = await _publish_batch(runtime, batch, bulk)
         await asyncio.to_thread(_record, runtime, source_id, done, received_at)
         verdict.accepted.extend(item.envelope.senderid for item in done)
         for item in done:
@@ -292,18 +298,21 @@ async def _publish_in_batches(
             raise PublishInterrupted(str(failure), accepted=len(verdict.accepted)) from failure
 
 
-async def _publish_batch(runtime: IngestRuntime, batch: list[_Planned]) -> tuple[list[_Planned], BaseException | None]:
+async def _publish_batch(
+    runtime: IngestRuntime, batch: list[_Planned], bulk: bool
+) -> tuple[list[_Planned], BaseException | None]:
     """Concurrent sends, then wait for every acknowledgement; one subject's events stay in order (one chain)."""
     chains: dict[bytes, list[_Planned]] = {}
     for item in batch:
         chains.setdefault(message_key(item.envelope.trialid, item.envelope.subject), []).append(item)
     limit = asyncio.Semaphore(runtime.settings.publish_concurrency)
     done: list[_Planned] = []
-    topic = runtime.settings.clinical_topic
+    clinical = runtime.settings.clinical_topic
 
     async def send(key: bytes, items: list[_Planned]) -> None:
         async with limit:
             for item in items:
+                topic = clinical_topic_for(item.envelope, clinical_topic=clinical, backfill=bulk)
                 await runtime.publisher.publish(topic, key=key, value=item.envelope.model_dump_json().encode())
                 done.append(item)
 

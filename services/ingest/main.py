@@ -23,6 +23,7 @@ from shared.db import make_engine
 from shared.db_migrations import SHARED, Component, prepare_database
 from shared.http import install_common
 from shared.kafka import ManagedProducer, Publisher, ensure_topics, make_producer
+from shared.lanes import bulk_topic
 
 SERVICE = "ingest"
 MIGRATIONS = Component(SERVICE, "services.ingest:migrations")
@@ -113,4 +114,5 @@ def create_app(
 
 async def _connect(settings: IngestSettings, producer: ManagedProducer, stop: asyncio.Event) -> None:
     await producer.connect(stop)
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.clinical_topic])
+    topics = [settings.clinical_topic, bulk_topic(settings.clinical_topic)]
+    await ensure_topics(settings.kafka_bootstrap_servers, topics)

@@ -65,9 +65,11 @@ async def publish(
     records: list[SourceRecord],
     received_at: datetime,
     ignored: Sequence[str] = (),
+    *,
+    backfill: bool = False,
 ) -> JSONResponse:
     try:
-        verdict = await accept_records(runtime, source_id, records, received_at)
+        verdict = await accept_records(runtime, source_id, records, received_at, backfill=backfill)
     except BrokerUnavailable as exc:
         raise broker_problem(runtime, exc) from exc
     return result_response(verdict, ignored)

@@ -52,4 +52,4 @@ async def post_sdtm(
     except InvalidBody as exc:
         runtime.metrics.rejected.labels(reason="invalid").inc()
         raise validation_problem(exc.errors) from exc
-    return await publish(runtime, source_id, outcome.records, received_at, outcome.ignored)
+    return await publish(runtime, source_id, outcome.records, received_at, outcome.ignored, backfill=True)

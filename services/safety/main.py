@@ -21,6 +21,7 @@ from shared.db import make_engine
 from shared.db_migrations import SHARED, Component, prepare_database
 from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope
 from shared.http import install_common
+from shared.lanes import bulk_topic
 from shared.protocol import load_protocol
 
 SERVICE = "safety"
@@ -44,6 +45,7 @@ def create_app(
         event_id=lambda envelope: envelope.id,
         apply=partial(apply_clinical_event, protocol=protocol, signals_topic=settings.signals_topic),
         failpoint=settings.safety_failpoint,
+        bulk_topic=bulk_topic(settings.clinical_topic),
     )
     clock = clock or SystemClock()
     consumer = ConsumerService(spec, engine=engine, clock=clock, registry=registry)
