@@ -141,7 +141,7 @@ class ConsumerLoop:
     - Transient errors (broker, database, network): the consumer is restarted with backoff and resumes from
       the last committed offset; the handler's inbox makes the re-delivery a no-op.
     - Partitions of `priority_topics` are drained first: a bulk topic is polled only when they have nothing
-      buffered, so an urgent event waits at most for the one bulk batch in progress.
+      buffered, and `bulk_batch` records at a time, so an urgent event waits at most for one small batch.
     """
 
     def __init__(
@@ -155,6 +155,7 @@ class ConsumerLoop:
         before_offset_commit: Callable[[Sequence[ConsumedMessage]], None] | None = None,
         priority_topics: Sequence[str] = (),
         max_batch: int = 500,
+        bulk_batch: int = 100,
         max_backoff: float = 30.0,
     ) -> None:
         self._name = name
@@ -165,6 +166,7 @@ class ConsumerLoop:
         self._before_offset_commit = before_offset_commit
         self._priority_topics = frozenset(priority_topics)
         self._max_batch = max_batch
+        self._bulk_batch = bulk_batch if priority_topics else max_batch
         self._max_backoff = max_backoff
         self.ready = asyncio.Event()
 
@@ -201,13 +203,16 @@ class ConsumerLoop:
                 self._record_lag(consumer, tp, records[-1].offset)
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> Polled:
-        """What the priority partitions have buffered; only when they have nothing, whatever arrives first."""
+        """What the priority partitions have buffered; only when they have nothing, whatever arrives first.
+
+        That second poll takes a smaller batch: an urgent event arriving meanwhile waits for it to finish.
+        """
         urgent = [tp for tp in consumer.assignment() if tp.topic in self._priority_topics]
         if urgent:
             batches: Polled = await consumer.getmany(*urgent, timeout_ms=0, max_records=self._max_batch)
             if batches:
                 return batches
-        polled: Polled = await consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+        polled: Polled = await consumer.getmany(timeout_ms=500, max_records=self._bulk_batch)
         return polled
 
     async def _handle(self, messages: Sequence[ConsumedMessage]) -> None:

@@ -87,6 +87,7 @@ async def test_priority_partitions_first_one_commit_per_batch_and_poison_dead_le
         before_offset_commit=before_commit,
         priority_topics=[URGENT.topic],
         max_batch=3,
+        bulk_batch=3,
     )
     await asyncio.wait_for(loop.run(stop), timeout=5)
 
@@ -121,6 +122,7 @@ async def test_urgent_record_arriving_mid_backfill_goes_next() -> None:
         metrics=ConsumerMetrics.create(CollectorRegistry(), "safety"),
         priority_topics=[URGENT.topic],
         max_batch=2,
+        bulk_batch=2,
     )
     await asyncio.wait_for(loop.run(stop), timeout=5)
     assert handled[:3] == ["clinical.bulk@0", "clinical.bulk@1", "clinical@0"]
