@@ -177,15 +177,15 @@ def sae_event(tag: str, now: datetime) -> dict[str, Any]:
     return canonical(f"sae-{tag}", "ae", f"SAE-{tag}", data)
 
 
-def background_event(n: int, subjects: int, now: datetime) -> dict[str, Any]:
+def background_event(run: str, n: int, subjects: int, now: datetime) -> dict[str, Any]:
     subject = f"BG-{n % subjects:04d}"
     if n % 40 == 0:
         data = {"ae_id": f"AE-{n}", "version": 1, "term": "Fatigue", "grade": 1, "serious": False}
-        return canonical(f"bg-{n}", "ae", subject, data)
+        return canonical(f"bg-{run}-{n}", "ae", subject, data)
     at = (now - timedelta(minutes=n % 600)).isoformat()
     value = str(150 + (n * 37) % 250)
-    lab = {"result_id": f"R-{n}", "test": "PLAT", "value": value, "unit": "10^9/L", "lln": "150", "uln": "400"}
-    return canonical(f"bg-{n}", "lab", subject, {**lab, "collected_at": at})
+    lab = {"result_id": f"R-{run}-{n}", "test": "PLAT", "value": value, "unit": "10^9/L", "lln": "150", "uln": "400"}
+    return canonical(f"bg-{run}-{n}", "lab", subject, {**lab, "collected_at": at})
 
 
 class Poster:
@@ -245,6 +245,7 @@ async def under_load(poster: Poster, mailbox: Mailbox, rate: int, seconds: int) 
     sae_every = 50  # ~2% of events
     accepted: dict[str, float] = {}
     tasks: list[asyncio.Task[Any]] = []
+    run = uuid.uuid4().hex[:6]
     n = 0
     started = time.perf_counter()
     for tick in range(ticks):
@@ -256,7 +257,7 @@ async def under_load(poster: Poster, mailbox: Mailbox, rate: int, seconds: int) 
                 tag = uuid.uuid4().hex[:10]
                 tasks.append(asyncio.create_task(_post_sae(poster, tag, now, accepted)))
             else:
-                batch.append(background_event(n, 400, now))
+                batch.append(background_event(run, n, 400, now))
         for site in range(sites):
             part = batch[site::sites]
             if part:

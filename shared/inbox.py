@@ -49,31 +49,26 @@ class Claim(NamedTuple):
     offset: int
 
 
-def claim_events(session: Session, *, consumer: str, claims: Sequence[Claim], now: datetime) -> list[bool]:
-    """For each claim, in order: True if new to this consumer (and claimed once the caller commits).
-
-    One query for the whole batch; an id seen twice in the batch is new only the first time. A replica
-    claiming the same id at the same moment makes the commit fail, and the retry finds it processed.
-    """
-    ids = sorted({claim.event_id for claim in claims})
+def already_processed(session: Session, *, consumer: str, event_ids: Sequence[str]) -> set[str]:
+    """The ids among these that this consumer has processed: one query for a whole batch."""
     query = select(col(ProcessedEvent.event_id)).where(
-        col(ProcessedEvent.consumer) == consumer, col(ProcessedEvent.event_id).in_(ids)
+        col(ProcessedEvent.consumer) == consumer, col(ProcessedEvent.event_id).in_(sorted(set(event_ids)))
     )
-    seen = set(session.exec(query).all())
-    fresh: list[bool] = []
-    for claim in claims:
-        is_new = claim.event_id not in seen
-        fresh.append(is_new)
-        if is_new:
-            seen.add(claim.event_id)
-            session.add(
-                ProcessedEvent(
-                    consumer=consumer,
-                    event_id=claim.event_id,
-                    topic=claim.topic,
-                    partition=claim.partition,
-                    offset=claim.offset,
-                    processed_at=now,
-                )
-            )
-    return fresh
+    return set(session.exec(query).all())
+
+
+def add_claim(session: Session, *, consumer: str, claim: Claim, now: datetime) -> None:
+    """Claim an event the caller checked is new (see already_processed); processed once the caller commits.
+
+    A replica claiming the same id at the same moment makes the commit fail, and the retry finds it processed.
+    """
+    session.add(
+        ProcessedEvent(
+            consumer=consumer,
+            event_id=claim.event_id,
+            topic=claim.topic,
+            partition=claim.partition,
+            offset=claim.offset,
+            processed_at=now,
+        )
+    )

@@ -1,9 +1,10 @@
-"""The transactional step of every consumer: a polled batch in one commit (inbox claims, the service's rule,
+"""The transactional step of every consumer: a polled batch in few commits (inbox claims, the service's rule,
 outbox rows), a poison record set aside without losing the rest of its batch."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from shared.clock import Clock
-from shared.inbox import Claim, claim_events
+from shared.inbox import Claim, add_claim, already_processed
 from shared.kafka import TRANSIENT_ERRORS, ConsumedMessage, PoisonMessage, Rejected
 from shared.metrics import ConsumerMetrics
 from shared.outbox import Outgoing, add_to_outbox
@@ -30,10 +31,6 @@ class BatchOutcome:
     outcomes: Counter[str] = field(default_factory=Counter)
     rejected: list[Rejected] = field(default_factory=list)
 
-    def add(self, other: BatchOutcome) -> None:
-        self.outcomes += other.outcomes
-        self.rejected += other.rejected
-
 
 class _RecordFailed(Exception):
     """Raised inside the batch transaction to roll it back: record `index` failed for good."""
@@ -45,13 +42,15 @@ class _RecordFailed(Exception):
 
 
 class TransactionalHandler(Generic[E]):
-    """Applies a batch of messages in order, in one transaction, so the cost of a commit (a disk sync on
-    SQLite, a round trip on PostgreSQL) is paid once per batch rather than once per event.
+    """Applies a batch of messages in order, in as few transactions as it takes: the cost of a commit (a disk
+    sync on SQLite, a round trip on PostgreSQL) is paid per transaction rather than per event.
 
-    A record that fails for good (poison, a bug in the rule) rolls the transaction back; the records before
-    it are applied again without it and committed, it is returned as rejected, and the batch goes on
-    after it. Transient errors (database, broker) propagate: nothing of the batch is committed, and the
-    loop re-delivers it.
+    A transaction stops taking records after `transaction_seconds`, so a signal waits at most that long for
+    its commit (and the relay's wake-up) however large the batch. A record that fails for good (poison, a bug
+    in the rule) rolls its transaction back; the records before it are applied again and committed without
+    it, then it is applied alone, fails again, and is returned as rejected. Transient errors (database,
+    broker) propagate: the loop re-delivers everything from its last offset commit, which the inbox makes
+    harmless.
     """
 
     def __init__(
@@ -65,6 +64,7 @@ class TransactionalHandler(Generic[E]):
         clock: Clock,
         metrics: ConsumerMetrics,
         on_committed: Callable[[], None] = lambda: None,
+        transaction_seconds: float = 0.2,
     ) -> None:
         self._engine = engine
         self._consumer = consumer
@@ -74,58 +74,61 @@ class TransactionalHandler(Generic[E]):
         self._clock = clock
         self._metrics = metrics
         self._on_committed = on_committed
+        self._transaction_seconds = transaction_seconds
 
     async def __call__(self, messages: Sequence[ConsumedMessage]) -> list[Rejected]:
+        rejected: list[Rejected] = []
         parsed: list[tuple[ConsumedMessage, E]] = []
-        result = BatchOutcome()
         for message in messages:
             try:
                 parsed.append((message, self._parse(message.value)))
             except ValueError as exc:  # pydantic's ValidationError included
-                result.rejected.append(Rejected(message, PoisonMessage(f"invalid envelope: {exc}")))
-        if parsed:
-            result.add(await asyncio.to_thread(self.process_batch, parsed))
-        for outcome, count in result.outcomes.items():
-            self._metrics.processed.labels(outcome=outcome).inc(count)
-        if result.outcomes["processed"]:
-            self._on_committed()
-        return result.rejected
+                rejected.append(Rejected(message, PoisonMessage(f"invalid envelope: {exc}")))
+        while parsed:
+            result, consumed = await asyncio.to_thread(self.process_batch, parsed)
+            parsed = parsed[consumed:]
+            rejected += result.rejected
+            for outcome, count in result.outcomes.items():
+                self._metrics.processed.labels(outcome=outcome).inc(count)
+            if result.outcomes["processed"]:
+                self._on_committed()
+        return rejected
 
-    def process_batch(self, items: Sequence[tuple[ConsumedMessage, E]]) -> BatchOutcome:
-        result = BatchOutcome()
-        while items:
-            try:
-                result.outcomes += self._commit(items)
-                return result
-            except _RecordFailed as failed:
-                if failed.index:  # what came before it is good: commit it without the failed record
-                    result.add(self.process_batch(items[: failed.index]))
-                result.rejected.append(Rejected(items[failed.index][0], failed.error))
-                items = items[failed.index + 1 :]
-        return result
+    def process_batch(self, items: Sequence[tuple[ConsumedMessage, E]]) -> tuple[BatchOutcome, int]:
+        """Commit the longest run of `items` that fits in one transaction; (what it did, how many it consumed)."""
+        try:
+            outcomes, consumed = self._commit(items)
+        except _RecordFailed as failed:
+            if failed.index == 0:
+                return BatchOutcome(rejected=[Rejected(items[0][0], failed.error)]), 1
+            return self.process_batch(items[: failed.index])  # what came before it; it comes next, alone
+        return BatchOutcome(outcomes=outcomes), consumed
 
-    def _commit(self, items: Sequence[tuple[ConsumedMessage, E]]) -> Counter[str]:
+    def _commit(self, items: Sequence[tuple[ConsumedMessage, E]]) -> tuple[Counter[str], int]:
         outcomes: Counter[str] = Counter()
+        started = time.monotonic()
         with Session(self._engine) as session, session.begin():
             now = self._clock.now()
-            claims = [
-                Claim(self._event_id(envelope), message.topic, message.partition, message.offset)
-                for message, envelope in items
-            ]
-            fresh = claim_events(session, consumer=self._consumer, claims=claims, now=now)
-            for index, ((_, envelope), is_new) in enumerate(zip(items, fresh, strict=True)):
-                if not is_new:
+            ids = [self._event_id(envelope) for _, envelope in items]
+            seen = already_processed(session, consumer=self._consumer, event_ids=ids)
+            for index, ((message, envelope), event_id) in enumerate(zip(items, ids, strict=True)):
+                if index and time.monotonic() - started > self._transaction_seconds:
+                    return outcomes, index  # committed on the way out; the rest goes in the next transaction
+                if event_id in seen:
                     outcomes["duplicate"] += 1
                     continue
+                seen.add(event_id)
+                claim = Claim(event_id, message.topic, message.partition, message.offset)
+                add_claim(session, consumer=self._consumer, claim=claim, now=now)
                 self._apply_one(session, index, envelope, now)
                 outcomes["processed"] += 1
-        return outcomes
+        return outcomes, len(items)
 
     def _apply_one(self, session: Session, index: int, envelope: E, now: datetime) -> None:
         try:
             for outgoing in self._apply(session, envelope, now):
                 add_to_outbox(session, producer=self._consumer, message=outgoing, now=now)
-            session.flush()  # a failure of this record's writes shows here, not at the batch's commit
+            session.flush()  # a failure of this record's writes shows here, not at the transaction's commit
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:

@@ -227,7 +227,36 @@ async def test_a_batch_is_one_commit_and_a_poison_record_loses_nothing_else(
     kept = {events[n].id for n in (0, 2, 3, 5)}
     assert claimed == kept
     assert signals == {f"signal-of-{event_id}" for event_id in kept}
-    assert committed == [1], "one wake-up per batch"
+    assert len(committed) == 3, "one wake-up per commit: before the first poison, before the second, the rest"
+
+
+async def test_a_batch_without_poison_is_one_commit_and_a_slow_one_is_split(
+    tables: Engine, clock: FakeClock, make_ae: Any, make_sae: Any
+) -> None:
+    """Signals must not wait for a long batch: past the time budget, what is done is committed (and relayed)."""
+    events = [make_ae(version=v) for v in range(1, 5)]
+    batch = [message(e.model_dump_json().encode(), offset=n) for n, e in enumerate(events)]
+    committed: list[int] = []
+    assert await handler_for(tables, clock, Rule(make_sae), CollectorRegistry(), committed)(batch) == []
+    assert committed == [1]
+
+    slow: list[int] = []
+    handler = TransactionalHandler(
+        engine=tables,
+        consumer="notify",  # another consumer: the same events are new to it
+        parse=CLINICAL_ADAPTER.validate_json,
+        event_id=lambda envelope: envelope.id,
+        apply=Rule(make_sae),
+        clock=clock,
+        metrics=ConsumerMetrics.create(CollectorRegistry(), "notify"),
+        on_committed=lambda: slow.append(1),
+        transaction_seconds=0,
+    )
+    assert await handler(batch) == []
+    assert len(slow) == 4, "every record over the budget: one commit each"
+    with Session(tables) as session:
+        rows = session.execute(select(ProcessedEvent).where(ProcessedEvent.consumer == "notify")).scalars().all()
+    assert sorted(row.offset for row in rows) == [0, 1, 2, 3]
 
 
 async def test_the_same_event_twice_in_one_batch_is_applied_once(
