@@ -207,12 +207,9 @@ class Poster:
 
 
 async def sae_latencies(poster: Poster, mailbox: Mailbox, tags: list[str], accepted: dict[str, float]) -> list[float]:
-    """Wait for the mails of these SAEs; their 202 -> mail times in seconds."""
+    """Wait (up to 2 minutes) for the mails of these SAEs; their 202 -> mail times in seconds, inf if none came."""
     await wait_until(lambda: all(tag_key(t) in mailbox.first for t in tags), interval=0.02, limit=120)
-    missing = [t for t in tags if tag_key(t) not in mailbox.first]
-    if missing:
-        raise TimeoutError(f"{len(missing)} SAE(s) never mailed, e.g. {missing[:3]}")
-    return [mailbox.first[tag_key(t)] - accepted[t] for t in tags]
+    return [mailbox.first.get(tag_key(t), float("inf")) - accepted[t] for t in tags]
 
 
 async def wait_until(done: Callable[[], bool], *, interval: float, limit: float) -> bool:
@@ -286,7 +283,8 @@ def lb_csv(rows: int, subjects: int = 400) -> bytes:
 
 
 async def during_backfill(poster: Poster, stack: Stack, mailbox: Mailbox, rows: int) -> tuple[list[float], float]:
-    """Post the backfill, then an SAE every 2 s while safety drains it; (latencies, safety's rows/s)."""
+    """Post the backfill, then an SAE every 2 s while safety drains it (for SENTINEL_BENCH_BACKFILL_SAE_SECONDS,
+    default 20, at most); (latencies, the backfill's rows/s from the post to the last SAE, ingest included)."""
     before = stack.processed("safety")
     body = lb_csv(rows)
     headers = {"authorization": f"Bearer {BACKFILL_TOKEN}", "content-type": "text/csv"}
@@ -298,15 +296,16 @@ async def during_backfill(poster: Poster, stack: Stack, mailbox: Mailbox, rows: 
     print(f"  backfill of {rows:,} rows accepted by ingest in {time.perf_counter() - posted:.1f} s")
     accepted: dict[str, float] = {}
     latencies: list[float] = []
-    while stack.processed("safety") - before < rows * 0.9 or not latencies:
+    window = time.monotonic() + env_int("BACKFILL_SAE_SECONDS", 20)
+    while (stack.processed("safety") - before < rows * 0.9 and time.monotonic() < window) or not latencies:
         tag = uuid.uuid4().hex[:10]
         accepted[tag] = await poster.post(sae_event(tag, datetime.now(UTC)))
         latencies += await sae_latencies(poster, mailbox, [tag], accepted)
         left = rows - (stack.processed("safety") - before)
         print(f"  SAE mailed {latencies[-1]:.2f} s after its 202; safety has {max(left, 0):,.0f} backfill rows to go")
         await asyncio.sleep(2)
-    await wait_until(lambda: stack.processed("safety") - before >= rows, interval=0.5, limit=900)
-    return latencies, rows / (time.perf_counter() - posted)
+    drained = stack.processed("safety") - before
+    return latencies, drained / (time.perf_counter() - posted)
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -357,7 +356,7 @@ async def run() -> None:
                     f"{f'SAE during a {rows:,}-row backfill':<44} {describe(latencies)}  "
                     f"worst {max(latencies):.2f} s, worst/baseline p50 {ratio:.1f}"
                 )
-                print(f"{'backfill through ingest and safety':<44} {drain:,.0f} rows/s")
+                print(f"{'backfill rows through ingest and safety':<44} {drain:,.0f} rows/s (from the post)")
             loaded_rss = stack.rss()
     for name in SERVICES:
         print(f"RSS {name:<8} idle {idle_rss[name]:6.0f} MB   after load {loaded_rss[name]:6.0f} MB")
