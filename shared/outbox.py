@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Column, Engine, LargeBinary, func, select, update
+from sqlalchemy import Column, Engine, Index, LargeBinary, func, select, update
 from sqlmodel import Field, Session, SQLModel, col
 
 from shared.clock import Clock
@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox"
+    __table_args__ = (
+        # The relay's query (a producer's unsent rows in order) reads only those rows, however many were sent.
+        Index("ix_outbox_pending", "producer", "sent_at", "seq"),
+    )
 
     seq: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(max_length=200, unique=True)
