@@ -148,15 +148,15 @@ def load_lab(
     row = session.get(LabResult, (trial_id, subject_id, result_id))
     baseline = None
     if with_baseline:
-        query = select(LabResult).where(
+        query = select(LabResult.value).where(
             LabResult.trial_id == trial_id,
             LabResult.subject_id == subject_id,
             LabResult.baseline == True,  # noqa: E712 - SQL comparison
             LabResult.unit == unit,
+            col(LabResult.result_id).not_in(sorted(inactive)),
         )
         query = query.where(LabResult.test == test) if test else query.where(LabResult.loinc == loinc)
-        rows = session.exec(query.order_by(col(LabResult.collected_at).desc()))
-        baseline = next((r.value for r in rows if r.result_id not in inactive), None)
+        baseline = session.exec(query.order_by(col(LabResult.collected_at).desc()).limit(1)).first()
     return StoredLab(row=row, inactive=inactive, baseline_value=baseline)
 
 
@@ -293,14 +293,14 @@ def inactive_in_trial(
     session: Session, *, trial_id: str, record_type: str, subject_id: str | None = None
 ) -> dict[tuple[str, str], str]:
     """(subject_id, record_id) -> status for records of this type the site took back."""
-    query = select(RecordStatus).where(
+    query = select(RecordStatus.subject_id, RecordStatus.record_id, RecordStatus.status).where(
         RecordStatus.trial_id == trial_id,
         RecordStatus.record_type == record_type,
         col(RecordStatus.status).in_(sorted(INACTIVE)),
     )
     if subject_id is not None:
         query = query.where(RecordStatus.subject_id == subject_id)
-    return {(row.subject_id, row.record_id): row.status for row in session.exec(query)}
+    return {(subject, record_id): status for subject, record_id, status in session.exec(query)}
 
 
 def record_statuses(session: Session, *, trial_id: str, subject_id: str) -> list[RecordStatus]:
