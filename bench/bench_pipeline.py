@@ -195,16 +195,28 @@ class Poster:
         self.stack = stack
 
     async def post(self, payload: dict[str, Any]) -> float:
-        """Post signed canonical JSON; the time of the 202."""
+        """Post signed canonical JSON; the time of the 202.
+
+        A connection the server closed as it was reused is retried: ingest is idempotent by event id, so a
+        retry of a post that did arrive is answered 200 (duplicate), which counts as accepted.
+        """
         body = json.dumps(payload).encode()
-        now = int(time.time())
-        headers = signature_headers(WebhookSecret.parse(self.stack.secret), "msg_" + secrets.token_hex(8), now, body)
-        headers["content-type"] = "application/json"
         url = f"{self.stack.url('ingest')}/v1/sources/edc/events"
-        response = await self.client.post(url, content=body, headers=headers)
-        if response.status_code != 202:
+        for attempt in range(3):
+            now = int(time.time())
+            secret = WebhookSecret.parse(self.stack.secret)
+            headers = signature_headers(secret, "msg_" + secrets.token_hex(8), now, body)
+            headers["content-type"] = "application/json"
+            try:
+                response = await self.client.post(url, content=body, headers=headers)
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                if attempt == 2:
+                    raise
+                continue
+            if response.status_code == 202 or (attempt and response.status_code == 200):
+                return time.perf_counter()
             raise RuntimeError(f"ingest answered {response.status_code}: {response.text[:300]}")
-        return time.perf_counter()
+        raise AssertionError("unreachable")
 
 
 async def sae_latencies(poster: Poster, mailbox: Mailbox, tags: list[str], accepted: dict[str, float]) -> list[float]:
