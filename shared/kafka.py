@@ -155,7 +155,7 @@ class ConsumerLoop:
         before_offset_commit: Callable[[Sequence[ConsumedMessage]], None] | None = None,
         priority_topics: Sequence[str] = (),
         max_batch: int = 500,
-        bulk_batch: int = 100,
+        bulk_batch: int = 50,
         max_backoff: float = 30.0,
     ) -> None:
         self._name = name
