@@ -4,7 +4,7 @@ Fills a fresh topic with a trial's clinical stream (SENTINEL_BENCH_SUBJECTS subj
 events each by default: SENTINEL_BENCH_PER_SUBJECT), then times safety's consumer (real Kafka, the real
 database, the outbox relay running) draining it, on SQLite and PostgreSQL (SENTINEL_BENCH_DATABASES). The clock
 starts at the first processed event, so the consumer group's join is not counted; a run stops after
-SENTINEL_BENCH_LIMIT_SECONDS (default 30) and reports the rate over what it processed by then.
+SENTINEL_BENCH_LIMIT_SECONDS (default 20) and reports the rate over what it processed by then.
 
 Baseline of the same run: the same consumer and database with a rule that does nothing (inbox row only):
 what Kafka, the batch transaction and the offset commits cost. Beside the full service, "rules only" runs
@@ -114,7 +114,7 @@ def report(label: str, total: int, done: int, rate: float, baseline: float | Non
 
 async def run() -> None:
     subjects = env_int("SUBJECTS", 50)
-    limit_s = env_int("LIMIT_SECONDS", 30)
+    limit_s = env_int("LIMIT_SECONDS", 20)
     sizes = [int(n) for n in env_list("PER_SUBJECT", "10,200")]
     databases = env_list("DATABASES", "sqlite,postgresql")
     print(f"safety drain: {subjects} subjects; Kafka {BOOTSTRAP}")
