@@ -9,7 +9,8 @@ then measures, for serious AEs, the time from ingest's 202 to the first mail abo
   in small batches from a few sites;
 - during a backfill: SENTINEL_BENCH_BACKFILL_ROWS SDTM LB rows (default 100,000) posted as CSV in requests
   of 25,000 rows, and from the first accepted request on, an SAE every 2 s while safety drains it.
-It also prints the resident memory of each service idle and after the load.
+It also prints the resident memory of each service idle and after the load. SENTINEL_BENCH_SERVICE_ENV (a JSON
+object) adds settings to the services' environment, e.g. '{"SENTINEL_SAFETY_SWEEP_SECONDS": "3600"}'.
 Targets: p99 < 1 s at 200 events/s; an SAE during the 100k backfill mailed in < 5 s; <= 150 MB RSS each.
 """
 
@@ -105,6 +106,7 @@ class Stack:
             "SENTINEL_SMTP_PORT": str(smtp_port),
             "SENTINEL_DISPATCH_POLL_SECONDS": "0.2",
             **{env: str(self.ports[name]) for name, env in PORT_ENV.items()},
+            **json.loads(os.environ.get("SENTINEL_BENCH_SERVICE_ENV", "{}")),
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
