@@ -12,7 +12,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from aiokafka.errors import KafkaError
@@ -31,6 +31,7 @@ from shared.kafka import (
 from shared.metrics import ConsumerMetrics, OutboxMetrics
 from shared.outbox import OutboxRelay
 from shared.processing import Apply, TransactionalHandler
+from shared.settings import ConsumerTuning
 from shared.topics import dead_letter_topic
 
 E = TypeVar("E")
@@ -53,6 +54,7 @@ class ConsumerSpec(Generic[E]):
     failpoint: str = "none"
     bulk_topic: str | None = None
     """Backfills and reconciliation pulls: consumed only while `consume_topic` has nothing waiting."""
+    tuning: ConsumerTuning = field(default_factory=ConsumerTuning)
 
     @property
     def consume_topics(self) -> list[str]:
@@ -94,6 +96,7 @@ class ConsumerService(Generic[E]):
             clock=clock,
             metrics=self.consumer_metrics,
             on_committed=self._committed,
+            transaction_seconds=spec.tuning.transaction_seconds,
         )
         self.loop = ConsumerLoop(
             name=spec.service,
@@ -107,6 +110,8 @@ class ConsumerService(Generic[E]):
             dead_letters=self.producer,
             metrics=self.consumer_metrics,
             priority_topics=[spec.consume_topic] if spec.bulk_topic else [],
+            max_batch=spec.tuning.max_batch,
+            bulk_batch=spec.tuning.bulk_batch,
             before_offset_commit=_crash if spec.failpoint == "crash_before_offset_commit" else None,
         )
 

@@ -46,6 +46,7 @@ def create_app(
         apply=partial(apply_clinical_event, protocol=protocol, signals_topic=settings.signals_topic),
         failpoint=settings.safety_failpoint,
         bulk_topic=bulk_topic(settings.clinical_topic),
+        tuning=settings.consumer_tuning(),
     )
     clock = clock or SystemClock()
     consumer = ConsumerService(spec, engine=engine, clock=clock, registry=registry)
