@@ -1,7 +1,12 @@
-"""`python -m bench` (`make bench`): every benchmark, each printing its ratio against a baseline of the same run."""
+"""`python -m bench` (`make bench`): every benchmark, each printing its ratio against a baseline of the same run.
 
-from bench import bench_ctcae, bench_ingest
+Sizes come from SENTINEL_BENCH_* variables (see each module's docstring) so a quick run can be small.
+"""
+
+from bench import bench_ctcae, bench_ingest, bench_pipeline, bench_safety
 
 if __name__ == "__main__":
     bench_ctcae.main()
     bench_ingest.main()
+    bench_safety.main()
+    bench_pipeline.main()

@@ -12,7 +12,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from aiokafka.errors import KafkaError
@@ -32,8 +32,9 @@ from shared.kafka import (
 from shared.metrics import ConsumerMetrics, OutboxMetrics
 from shared.outbox import OutboxRelay
 from shared.processing import Apply, TransactionalHandler
+from shared.settings import ConsumerTuning
 from shared.topics import dead_letter_topic
-from shared.tracing import traced_handler
+from shared.tracing import consuming
 
 E = TypeVar("E")
 log = logging.getLogger(__name__)
@@ -53,6 +54,13 @@ class ConsumerSpec(Generic[E]):
     event_id: Callable[[E], str]
     apply: Apply[E]
     failpoint: str = "none"
+    bulk_topic: str | None = None
+    """Backfills and reconciliation pulls: consumed only while `consume_topic` has nothing waiting."""
+    tuning: ConsumerTuning = field(default_factory=ConsumerTuning)
+
+    @property
+    def consume_topics(self) -> list[str]:
+        return [self.consume_topic] + ([self.bulk_topic] if self.bulk_topic else [])
 
 
 class ConsumerService(Generic[E]):
@@ -91,18 +99,23 @@ class ConsumerService(Generic[E]):
             clock=clock,
             metrics=self.consumer_metrics,
             on_committed=self._committed,
+            transaction_seconds=spec.tuning.transaction_seconds,
+            record_scope=consuming(tracer, consumer=spec.service) if tracer is not None else None,
         )
         self.loop = ConsumerLoop(
             name=spec.service,
             consumer_factory=lambda: make_consumer(
                 spec.bootstrap_servers,
                 group_id=spec.group_id,
-                topics=[spec.consume_topic],
+                topics=spec.consume_topics,
                 client_id=f"sentinel-{spec.service}",
             ),
-            handler=handler if tracer is None else traced_handler(handler, tracer=tracer, consumer=spec.service),
+            handler=handler,
             dead_letters=self.producer,
             metrics=self.consumer_metrics,
+            priority_topics=[spec.consume_topic] if spec.bulk_topic else [],
+            max_batch=spec.tuning.max_batch,
+            bulk_batch=spec.tuning.bulk_batch,
             before_offset_commit=_crash if spec.failpoint == "crash_before_offset_commit" else None,
         )
 
@@ -135,7 +148,7 @@ class ConsumerService(Generic[E]):
         await self.producer.connect(stop)
         if stop.is_set():
             return
-        topics = [self.spec.consume_topic, *self.spec.produce_topics]
+        topics = [*self.spec.consume_topics, *self.spec.produce_topics]
         await self._ensure_topics([*topics, *(dead_letter_topic(t) for t in topics)], stop)
         if stop.is_set():
             return
@@ -167,7 +180,14 @@ class ConsumerService(Generic[E]):
         return self.failure is None
 
 
-def _crash(message: ConsumedMessage) -> None:
+def _crash(messages: Sequence[ConsumedMessage]) -> None:
     """Failpoint for the crash-recovery test: die like a power cut after the DB commit, before the offset."""
-    log.critical("failpoint: SIGKILL after processing %s[%d]@%d", message.topic, message.partition, message.offset)
+    last = messages[-1]
+    log.critical(
+        "failpoint: SIGKILL after processing %d message(s) up to %s[%d]@%d",
+        len(messages),
+        last.topic,
+        last.partition,
+        last.offset,
+    )
     os.kill(os.getpid(), signal.SIGKILL)

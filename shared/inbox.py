@@ -6,10 +6,12 @@ Kafka transactions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import Column
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from shared.db import UTCDateTime
 
@@ -38,3 +40,35 @@ def claim_event(
     )
     session.flush()
     return True
+
+
+class Claim(NamedTuple):
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+
+
+def already_processed(session: Session, *, consumer: str, event_ids: Sequence[str]) -> set[str]:
+    """The ids among these that this consumer has processed: one query for a whole batch."""
+    query = select(col(ProcessedEvent.event_id)).where(
+        col(ProcessedEvent.consumer) == consumer, col(ProcessedEvent.event_id).in_(sorted(set(event_ids)))
+    )
+    return set(session.exec(query).all())
+
+
+def add_claim(session: Session, *, consumer: str, claim: Claim, now: datetime) -> None:
+    """Claim an event the caller checked is new (see already_processed); processed once the caller commits.
+
+    A replica claiming the same id at the same moment makes the commit fail, and the retry finds it processed.
+    """
+    session.add(
+        ProcessedEvent(
+            consumer=consumer,
+            event_id=claim.event_id,
+            topic=claim.topic,
+            partition=claim.partition,
+            offset=claim.offset,
+            processed_at=now,
+        )
+    )

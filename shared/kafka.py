@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     InvalidProducerEpoch,
@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from shared.metrics import ConsumerMetrics
 from shared.topics import dead_letter_topic
-from shared.tracing import publishing, with_trace_headers
+from shared.tracing import publishing, resumed, with_trace_headers
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -64,6 +64,20 @@ class Publisher(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class OutgoingRecord:
+    topic: str
+    key: bytes
+    value: bytes
+    trace_context: str | None = None  # the W3C traceparent the record was written in, if any
+
+
+class BatchPublisher(Publisher, Protocol):
+    """Also publishes many messages in order, returning once the broker has every one of them."""
+
+    async def publish_many(self, records: Sequence[OutgoingRecord]) -> None: ...
+
+
 def make_producer(bootstrap_servers: str, *, client_id: str, request_timeout_ms: int = 10_000) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
@@ -85,7 +99,8 @@ def make_consumer(bootstrap_servers: str, *, group_id: str, topics: Sequence[str
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        max_poll_records=100,
+        max_poll_records=500,
+        fetch_max_wait_ms=100,  # an idle priority partition is re-fetched quickly while a bulk one is busy
     )
 
 
@@ -120,16 +135,29 @@ class ConsumedMessage:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-MessageHandler = Callable[[ConsumedMessage], Awaitable[None]]
+@dataclass(frozen=True)
+class Rejected:
+    """A message the handler could not process for good, and why: it goes to the dead-letter topic."""
+
+    message: ConsumedMessage
+    error: Exception
+
+
+Polled = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+BatchHandler = Callable[[Sequence[ConsumedMessage]], Awaitable[Sequence[Rejected]]]
+"""Processes a polled batch in order (the handler owns its DB transaction) and returns what it rejected."""
 
 
 class ConsumerLoop:
-    """Consume, handle (the handler owns its DB transaction), then commit the offset.
+    """Poll a batch, handle it (one DB transaction), dead-letter what the handler rejected, commit the offsets.
 
-    - PoisonMessage or any non-transient error: the original bytes go to `<topic>.dlq` with the error, then
-      the offset is committed; nothing is dropped silently.
+    - Rejected messages (poison, or a non-transient error of the rule): the original bytes go to
+      `<topic>.dlq` with the error before the offsets are committed; nothing is dropped silently, and the
+      rest of the batch is kept.
     - Transient errors (broker, database, network): the consumer is restarted with backoff and resumes from
       the last committed offset; the handler's inbox makes the re-delivery a no-op.
+    - Partitions of `priority_topics` are drained first: a bulk topic is polled only when they have nothing
+      buffered, and `bulk_batch` records at a time, so an urgent event waits at most for one small batch.
     """
 
     def __init__(
@@ -137,10 +165,13 @@ class ConsumerLoop:
         *,
         name: str,
         consumer_factory: Callable[[], AIOKafkaConsumer],
-        handler: MessageHandler,
+        handler: BatchHandler,
         dead_letters: Publisher,
         metrics: ConsumerMetrics,
-        before_offset_commit: Callable[[ConsumedMessage], None] | None = None,
+        before_offset_commit: Callable[[Sequence[ConsumedMessage]], None] | None = None,
+        priority_topics: Sequence[str] = (),
+        max_batch: int = 500,
+        bulk_batch: int = 50,
         max_backoff: float = 30.0,
     ) -> None:
         self._name = name
@@ -149,6 +180,9 @@ class ConsumerLoop:
         self._dead_letters = dead_letters
         self._metrics = metrics
         self._before_offset_commit = before_offset_commit
+        self._priority_topics = frozenset(priority_topics)
+        self._max_batch = max_batch
+        self._bulk_batch = bulk_batch if priority_topics else max_batch
         self._max_backoff = max_backoff
         self.ready = asyncio.Event()
 
@@ -173,33 +207,38 @@ class ConsumerLoop:
 
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=500, max_records=100)
+            batches = await self._poll(consumer)
+            if not batches:
+                continue
+            messages = [_consumed(record) for records in batches.values() for record in records]
+            await self._handle(messages)
+            if self._before_offset_commit is not None:
+                self._before_offset_commit(messages)
+            await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
             for tp, records in batches.items():
-                for record in records:
-                    message = ConsumedMessage(
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                        value=record.value,
-                        headers=tuple(record.headers or ()),
-                    )
-                    await self._handle(message)
-                    if self._before_offset_commit is not None:
-                        self._before_offset_commit(message)
-                    await consumer.commit({tp: record.offset + 1})
-                    self._record_lag(consumer, tp, record.offset)
+                self._record_lag(consumer, tp, records[-1].offset)
 
-    async def _handle(self, message: ConsumedMessage) -> None:
+    async def _poll(self, consumer: AIOKafkaConsumer) -> Polled:
+        """What the priority partitions have buffered; only when they have nothing, whatever arrives first.
+
+        That second poll takes a smaller batch: an urgent event arriving meanwhile waits for it to finish.
+        """
+        urgent = [tp for tp in consumer.assignment() if tp.topic in self._priority_topics]
+        if urgent:
+            batches: Polled = await consumer.getmany(*urgent, timeout_ms=0, max_records=self._max_batch)
+            if batches:
+                return batches
+        polled: Polled = await consumer.getmany(timeout_ms=500, max_records=self._bulk_batch)
+        return polled
+
+    async def _handle(self, messages: Sequence[ConsumedMessage]) -> None:
         started = time.perf_counter()
-        try:
-            await self._handler(message)
-        except TRANSIENT_ERRORS:
-            raise
-        except Exception as exc:
-            await self._dead_letter(message, exc)
-        finally:
-            self._metrics.processing_seconds.observe(time.perf_counter() - started)
+        rejected = await self._handler(messages)
+        share = (time.perf_counter() - started) / len(messages)
+        for _ in messages:
+            self._metrics.processing_seconds.observe(share)
+        for item in rejected:
+            await self._dead_letter(item.message, item.error)
 
     async def _dead_letter(self, message: ConsumedMessage, exc: Exception) -> None:
         reason = str(exc) if isinstance(exc, PoisonMessage) else "".join(traceback.format_exception(exc))[-4000:]
@@ -229,6 +268,17 @@ class ConsumerLoop:
         highwater = consumer.highwater(tp)
         if highwater is not None:
             self._metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(highwater - offset - 1, 0))
+
+
+def _consumed(record: ConsumerRecord[bytes, bytes]) -> ConsumedMessage:
+    return ConsumedMessage(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value if record.value is not None else b"",
+        headers=tuple(record.headers or ()),
+    )
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
@@ -325,6 +375,27 @@ class ManagedProducer:
         with contextlib.suppress(Exception):  # it is dead already; stopping only frees its connections
             await dead.stop()
         await self.connect(self._stop or asyncio.Event())
+
+    async def publish_many(self, records: Sequence[OutgoingRecord]) -> None:
+        """Queue every record in order (one key keeps its order on its partition), then await every ack.
+
+        Each record carries the trace it was written in (the outbox keeps it), so the consumer's span continues
+        that trace, not the relay's."""
+        producer = self._live_producer()
+
+        async def send_all() -> None:
+            acks = []
+            for r in records:
+                with resumed(r.trace_context), publishing(self._tracer, r.topic, r.value):
+                    acks.append(await producer.send(r.topic, value=r.value, key=r.key, headers=record_headers(())))
+            await asyncio.gather(*acks)
+
+        try:
+            await asyncio.wait_for(send_all(), timeout=self._publish_timeout)
+        except (KafkaError, TimeoutError) as exc:
+            if isinstance(exc, PRODUCER_STATE_LOST) or not sender_alive(producer):
+                self._replace(producer)
+            raise BrokerUnavailable(f"the broker did not acknowledge every message: {type(exc).__name__}") from exc
 
 
 PRODUCER_STATE_LOST = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)

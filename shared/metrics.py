@@ -38,7 +38,7 @@ class ConsumerMetrics:
             ),
             processing_seconds=Histogram(
                 f"sentinel_{service}_processing_seconds",
-                "Time to process one message, transaction included",
+                "Time to process one message (its share of its batch), transaction included",
                 buckets=PROCESSING_BUCKETS,
                 registry=registry,
             ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,6 +88,15 @@ class TokenTable(Mapping[str, ApiUser]):
         )
 
 
+@dataclass(frozen=True)
+class ConsumerTuning:
+    """Batch sizes and the transaction time budget of a consumer: throughput against latency."""
+
+    max_batch: int = 500
+    bulk_batch: int = 50
+    transaction_seconds: float = 0.2
+
+
 class CommonSettings(BaseSettings):
     """What every service needs: broker, database, topics, protocol."""
 
@@ -114,6 +124,20 @@ class CommonSettings(BaseSettings):
         default=None, description="Where signed audit checkpoints go (outside the database); default var/audit"
     )
     audit_checkpoint_seconds: float = Field(default=300.0, gt=0, description="Interval between audit checkpoints")
+    consumer_max_batch: int = Field(default=500, ge=1, le=10_000, description="Records per poll of a consumer")
+    consumer_bulk_batch: int = Field(
+        default=50, ge=1, le=10_000, description="Records per poll of the bulk lane: what an urgent event may wait for"
+    )
+    consumer_transaction_seconds: float = Field(
+        default=0.2, gt=0, le=60, description="A consumer transaction takes no more records after this long"
+    )
+
+    def consumer_tuning(self) -> ConsumerTuning:
+        return ConsumerTuning(
+            max_batch=self.consumer_max_batch,
+            bulk_batch=self.consumer_bulk_batch,
+            transaction_seconds=self.consumer_transaction_seconds,
+        )
 
     def database_url_for(self, service: str) -> str:
         if self.database_url:

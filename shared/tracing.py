@@ -3,7 +3,7 @@
 The W3C trace context travels where the work travels:
 - HTTP: the FastAPI instrumentation opens the server span of each request (`instrument_app`);
 - Kafka: each record carries `traceparent` (and `tracestate`) headers, written by the publishing span
-  (`publishing`) and read by the consuming span (`traced_handler`);
+  (`publishing`) and read by the consuming span (`consuming`);
 - the database: outbox rows and notify's deliveries keep the `traceparent` of the span that wrote them
   (`current_traceparent` as their column default), so the relay's publish and the later mail continue the
   same trace after a commit, a restart or on another replica (`resumed`).
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -183,13 +183,17 @@ def publishing(tracer: Tracer | None, topic: str, value: bytes) -> Iterator[dict
         yield fields
 
 
-def traced_handler(
-    handler: Callable[[R], Awaitable[None]], *, tracer: Tracer, consumer: str
-) -> Callable[[R], Awaitable[None]]:
-    """Wrap a consumer's handler: a consumer span continuing the record's trace, the event's ids bound to
-    every log line written while it is handled, and one line saying it was handled and how long it took."""
+RecordScope = Callable[[Record], AbstractContextManager[None]]
+"""What a consumer runs each record inside (its span and log fields); the batch handler enters it per record."""
 
-    async def handle(message: R) -> None:
+
+def consuming(tracer: Tracer, *, consumer: str) -> RecordScope:
+    """The scope of one consumed record: a consumer span continuing the record's trace (so the outbox rows it
+    writes carry that trace on), the event's ids bound to every log line written meanwhile, and one line saying
+    it was handled and how long it took. Entered per record inside the batch's transaction."""
+
+    @contextmanager
+    def scope(message: Record) -> Iterator[None]:
         fields = envelope_attributes(message.value)
         attributes = messaging_attributes(message.topic, fields)
         attributes.update(
@@ -206,7 +210,7 @@ def traced_handler(
             ) as current,
         ):
             try:
-                await handler(message)
+                yield
             except Exception as exc:
                 current.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 log.warning("event not handled", error=type(exc).__name__, topic=message.topic, offset=message.offset)
@@ -219,4 +223,4 @@ def traced_handler(
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
 
-    return handle
+    return scope

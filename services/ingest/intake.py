@@ -26,6 +26,7 @@ from services.ingest.sources import ENDPOINT_FOR_KIND, AuthScheme, Source, Sourc
 from shared.events import AeData, ClinicalEnvelopeBase, DoseData, LabData, RecordStatusData, message_key
 from shared.http import DATABASE_UNAVAILABLE, database_problem
 from shared.kafka import BrokerUnavailable
+from shared.lanes import clinical_topic_for, is_backfill
 from shared.problems import ProblemError
 from shared.webhook_signatures import SignatureError
 
@@ -177,8 +178,11 @@ async def accept_records(
     *,
     progress: Progress | None = None,
     webhook: WebhookDelivery | None = None,
+    backfill: bool = False,
 ) -> Verdict:
     """Publish what is new and current; answer duplicates and stale versions without publishing them.
+
+    A backfill (or any large request) goes to the bulk lane, but for what must page (see shared.lanes).
 
     Raises BrokerUnavailable if the broker fails; what it acknowledged before is recorded, so a retry
     reports those as duplicates and publishes only the rest. Raises WebhookIdReused before publishing anything
@@ -210,7 +214,8 @@ async def accept_records(
         item = _plan(source_id, record, current, received_at)
         versions[record.record_key] = _advanced(current, item.update)
         planned.append(item)
-    await _publish_in_batches(runtime, source_id, planned, received_at, verdict, progress, webhook)
+    bulk = is_backfill(events=len(records), backfill_route=backfill)
+    await _publish_in_batches(runtime, source_id, planned, received_at, verdict, progress, webhook, bulk)
     runtime.metrics.duplicates.inc(len(verdict.duplicates))
     runtime.metrics.stale.inc(len(verdict.stale))
     return verdict
@@ -312,12 +317,13 @@ async def _publish_in_batches(
     verdict: Verdict,
     progress: Progress | None,
     webhook: WebhookDelivery | None,
+    bulk: bool,
 ) -> None:
     size = runtime.settings.publish_batch_size
     total = len(planned)
     for start in range(0, total, size):
         batch = planned[start : start + size]
-        done, failure = await _publish_batch(runtime, batch)
+        done, failure = await _publish_batch(runtime, batch, bulk)
         if done:
             write = store.AcceptedWrite(
                 source_id=source_id,
@@ -344,18 +350,21 @@ async def _publish_in_batches(
             raise PublishInterrupted(str(failure), accepted=len(verdict.accepted)) from failure
 
 
-async def _publish_batch(runtime: IngestRuntime, batch: list[_Planned]) -> tuple[list[_Planned], BaseException | None]:
+async def _publish_batch(
+    runtime: IngestRuntime, batch: list[_Planned], bulk: bool
+) -> tuple[list[_Planned], BaseException | None]:
     """Concurrent sends, then wait for every acknowledgement; one subject's events stay in order (one chain)."""
     chains: dict[bytes, list[_Planned]] = {}
     for item in batch:
         chains.setdefault(message_key(item.envelope.trialid, item.envelope.subject), []).append(item)
     limit = asyncio.Semaphore(runtime.settings.publish_concurrency)
     done: list[_Planned] = []
-    topic = runtime.settings.clinical_topic
+    clinical = runtime.settings.clinical_topic
 
     async def send(key: bytes, items: list[_Planned]) -> None:
         async with limit:
             for item in items:
+                topic = clinical_topic_for(item.envelope, clinical_topic=clinical, backfill=bulk)
                 await runtime.publisher.publish(topic, key=key, value=item.envelope.model_dump_json().encode())
                 done.append(item)
 

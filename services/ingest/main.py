@@ -26,6 +26,7 @@ from shared.db import make_engine
 from shared.db_migrations import SHARED, Component, prepare_database
 from shared.http import install_common
 from shared.kafka import ManagedProducer, Publisher, ensure_topics
+from shared.lanes import bulk_topic
 from shared.protocol import load_protocol
 from shared.tracing import Tracing, build_tracing, instrument_app
 
@@ -130,4 +131,5 @@ def create_app(
 
 async def _connect(settings: IngestSettings, producer: ManagedProducer, stop: asyncio.Event) -> None:
     await producer.connect(stop)
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.clinical_topic])
+    topics = [settings.clinical_topic, bulk_topic(settings.clinical_topic)]
+    await ensure_topics(settings.kafka_bootstrap_servers, topics)

@@ -203,7 +203,7 @@ class RedcapSync:
         try:
             rows = await self.pull(source, since=since)
             mapped = _bounded(map_records(rows, source=source.config, study=_study(source)))
-            await accept_records(self._runtime, source.id, mapped.records, self._runtime.clock.now())
+            await accept_records(self._runtime, source.id, mapped.records, self._runtime.clock.now(), backfill=True)
         except (RedcapError, BrokerUnavailable) as exc:
             self._runtime.metrics.redcap_pulls.labels(kind="reconcile", outcome="failed").inc()
             log.warning("REDCap reconciliation of source %s failed: %s", source.id, _describe(exc))

@@ -77,6 +77,7 @@ async def publish(
     *,
     webhook: WebhookDelivery | None = None,
     bounded: bool = False,
+    backfill: bool = False,
 ) -> JSONResponse:
     """Refuse numbers safety could not process (adapters' records are named by their delivery id), then accept."""
     if not bounded:
@@ -89,7 +90,7 @@ async def publish(
             runtime.metrics.rejected.labels(reason="invalid").inc()
             raise validation_problem(errors)
     try:
-        verdict = await accept_records(runtime, source_id, records, received_at, webhook=webhook)
+        verdict = await accept_records(runtime, source_id, records, received_at, webhook=webhook, backfill=backfill)
     except BrokerUnavailable as exc:
         raise broker_problem(runtime, exc) from exc
     except RecordingFailed as exc:

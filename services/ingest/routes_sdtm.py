@@ -53,4 +53,6 @@ async def post_sdtm(
         runtime.metrics.rejected.labels(reason="invalid").inc()
         raise validation_problem(exc.errors) from exc
     webhook = webhook_delivery(source, request.headers, body)
-    return await publish(runtime, source_id, outcome.records, received_at, outcome.ignored, webhook=webhook)
+    return await publish(
+        runtime, source_id, outcome.records, received_at, outcome.ignored, webhook=webhook, backfill=True
+    )

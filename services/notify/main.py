@@ -130,6 +130,7 @@ def create_app(
         parse=SIGNAL_ADAPTER.validate_json,
         event_id=lambda envelope: envelope.id,
         apply=partial(apply_signal, protocol=protocol, console_url=settings.console_url),
+        tuning=settings.consumer_tuning(),
     )
     consumer = ConsumerService(
         spec, engine=engine, clock=clock, registry=registry, on_committed=dispatcher.wake, tracer=tracing.tracer

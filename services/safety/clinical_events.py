@@ -179,22 +179,23 @@ def _apply_lab(
     """
     data = envelope.data
     keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject}
-    baseline = None
-    if not data.baseline:
-        baseline = store.baseline_lab_value(session, **keys, test=data.test, loinc=data.loinc)
-    baseline_value, baseline_unit = baseline if baseline is not None else (None, None)
+    stored = store.load_lab(
+        session,
+        **keys,
+        result_id=data.result_id,
+        test=data.test,
+        loinc=data.loinc,
+        with_baseline=not data.baseline,
+    )
     graded = grade_lab(
         data,
-        baseline_value=baseline_value,
-        baseline_unit=baseline_unit,
+        baseline_value=stored.baseline_value,
+        baseline_unit=stored.baseline_unit,
         population_max=protocol.data_quality.population_max,
     )
-    saved = store.save_lab(session, envelope=envelope, graded=graded)
+    saved, lab = store.save_lab(session, envelope=envelope, graded=graded, stored=stored.row)
     if not saved.changed:
         return False, []  # the same result re-sent under another delivery id
-    session.flush()
-    lab = session.get(LabResult, (envelope.trialid, envelope.subject, data.result_id))
-    assert lab is not None  # just saved
     if saved.outcome == "corrected":
         _audit_correction(session, envelope, kind="lab", record_id=data.result_id, saved=saved, now=now)
         terms = sorted({t for t in (lab.term, saved.before.get("term")) if isinstance(t, str)})
@@ -212,7 +213,7 @@ def _apply_lab(
                 topic=signals_topic,
             )
         ]
-    if lab.grade is None or lab.term is None or not store.lab_is_active(session, **keys, result_id=lab.result_id):
+    if lab.grade is None or lab.term is None or lab.result_id in stored.inactive:
         return True, []
     state = store.lab_term_state(session, **keys, term=lab.term)
     if lab.baseline:
@@ -355,11 +356,12 @@ def _lab_signal(
 def _apply_ae(session: Session, envelope: AeReported, *, signals_topic: str) -> tuple[bool, list[Outgoing]]:
     ae = envelope.data
     keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject, "ae_id": ae.ae_id}
-    prior = store.load_sae_state(session, **keys)
-    assessment = assess_ae(prior, ae, received_at=envelope.receivedat)
-    quality = [f"{flag.code}: {flag.message}" for flag in check_ae(ae.ctcae_term or ae.term, ae.grade, ae.meddra_code)]
-    if not store.add_ae_version(session, envelope=envelope, flags=(*assessment.flags, *quality)):
+    stored = store.load_ae(session, **keys, version=ae.version)
+    if stored.has_version:
         return False, []  # this version was already applied (re-sent under another delivery id)
+    assessment = assess_ae(stored.state, ae, received_at=envelope.receivedat)
+    quality = [f"{flag.code}: {flag.message}" for flag in check_ae(ae.ctcae_term or ae.term, ae.grade, ae.meddra_code)]
+    store.add_ae_version(session, envelope=envelope, flags=(*assessment.flags, *quality))
     store.save_sae_state(session, **keys, state=assessment.state)
     if assessment.signal is None:
         return True, []

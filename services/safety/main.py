@@ -23,6 +23,7 @@ from shared.db import make_engine
 from shared.db_migrations import SHARED, Component, prepare_database
 from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope
 from shared.http import install_common
+from shared.lanes import bulk_topic
 from shared.protocol import load_protocol
 from shared.tracing import Tracing, build_tracing, instrument_app
 
@@ -53,6 +54,8 @@ def create_app(
         event_id=lambda envelope: envelope.id,
         apply=partial(apply_clinical_event, protocol=protocol, signals_topic=settings.signals_topic),
         failpoint=settings.safety_failpoint,
+        bulk_topic=bulk_topic(settings.clinical_topic),
+        tuning=settings.consumer_tuning(),
     )
     clock = clock or SystemClock()
     audit = anchor_audit(

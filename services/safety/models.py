@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Column, Text
+from sqlalchemy import JSON, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 from shared.audit import AuditEntry
@@ -39,6 +39,11 @@ class Dose(SQLModel, table=True):
 
 class LabResult(SQLModel, table=True):
     __tablename__ = "safety_labs"
+    __table_args__ = (
+        # A result's baseline (same test) and a term's results are found without reading all the subject's labs.
+        Index("ix_safety_labs_test", "trial_id", "subject_id", "test", "collected_at"),
+        Index("ix_safety_labs_term", "trial_id", "subject_id", "term", "collected_at"),
+    )
 
     trial_id: str = Field(primary_key=True, max_length=64)
     subject_id: str = Field(primary_key=True, max_length=200)

@@ -121,21 +121,44 @@ def save_dose(session: Session, *, envelope: DoseAdministered) -> Saved:
     return _save(session, stored, new, DOSE_FIELDS, ())
 
 
-def baseline_lab_value(
-    session: Session, *, trial_id: str, subject_id: str, test: str | None, loinc: str | None
-) -> tuple[str, str | None] | None:
-    """The latest baseline result of the same test as (value, unit), whatever unit it was sent in: the engine
-    converts it (a change of lab after baseline must not lose the baseline the AKI and INR rules need)."""
-    query = select(LabResult).where(
-        LabResult.trial_id == trial_id,
-        LabResult.subject_id == subject_id,
-        LabResult.baseline == True,  # noqa: E712 - SQL comparison
-    )
-    query = query.where(LabResult.test == test) if test else query.where(LabResult.loinc == loinc)
-    inactive = inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
-    rows = session.exec(query.order_by(col(LabResult.collected_at).desc())).all()
-    row = next((r for r in rows if r.result_id not in inactive), None)
-    return (row.value, row.unit) if row is not None else None
+@dataclass(frozen=True)
+class StoredLab:
+    """What grading and storing one result needs, loaded in one go before any decision."""
+
+    row: LabResult | None
+    """The result as stored when the site re-sends it (a duplicate or a correction)."""
+    inactive: frozenset[str]
+    """This subject's results the site took back (entered in error, deleted), whenever their status arrived."""
+    baseline_value: str | None
+    """The latest active baseline of the same test, whatever unit it was sent in: the engine converts it (a
+    change of lab after baseline must not lose the baseline the AKI and INR rules need)."""
+    baseline_unit: str | None
+
+
+def load_lab(
+    session: Session,
+    *,
+    trial_id: str,
+    subject_id: str,
+    result_id: str,
+    test: str | None,
+    loinc: str | None,
+    with_baseline: bool,
+) -> StoredLab:
+    inactive = frozenset(inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab"))
+    row = session.get(LabResult, (trial_id, subject_id, result_id))
+    baseline = None
+    if with_baseline:
+        query = select(LabResult.value, LabResult.unit).where(
+            LabResult.trial_id == trial_id,
+            LabResult.subject_id == subject_id,
+            LabResult.baseline == True,  # noqa: E712 - SQL comparison
+            col(LabResult.result_id).not_in(sorted(inactive)),
+        )
+        query = query.where(LabResult.test == test) if test else query.where(LabResult.loinc == loinc)
+        baseline = session.exec(query.order_by(col(LabResult.collected_at).desc()).limit(1)).first()
+    value, unit = baseline if baseline is not None else (None, None)
+    return StoredLab(row=row, inactive=inactive, baseline_value=value, baseline_unit=unit)
 
 
 def lab_term_state(session: Session, *, trial_id: str, subject_id: str, term: str) -> LabTermState:
@@ -150,8 +173,13 @@ LAB_FIELDS = ("test", "loinc", "value", "unit", "lln", "uln", "collected_at", "b
 LAB_DERIVED = ("term", "grade", "grade_floor", "grade_reason")
 
 
-def save_lab(session: Session, *, envelope: LabResulted, graded: Grade) -> Saved:
-    """A result once; a re-sent result_id with other content is the site's correction: it replaces it, regraded."""
+def save_lab(
+    session: Session, *, envelope: LabResulted, graded: Grade, stored: LabResult | None
+) -> tuple[Saved, LabResult]:
+    """A result once; a re-sent result_id with other content is the site's correction: it replaces it, regraded.
+
+    Returns what storing did and the row as it now stands.
+    """
     data = envelope.data
     new = LabResult(
         trial_id=envelope.trialid,
@@ -171,20 +199,28 @@ def save_lab(session: Session, *, envelope: LabResulted, graded: Grade) -> Saved
         grade_floor=graded.floor,
         grade_reason=graded.reason[:1000],
     )
-    stored = session.get(LabResult, (envelope.trialid, envelope.subject, data.result_id))
-    return _save(session, stored, new, LAB_FIELDS, LAB_DERIVED)
+    return _save(session, stored, new, LAB_FIELDS, LAB_DERIVED), stored or new
 
 
-def lab_is_active(session: Session, *, trial_id: str, subject_id: str, result_id: str) -> bool:
-    """False when the site took the result back, whether its status arrived before or after the result."""
-    return result_id not in inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
+@dataclass(frozen=True)
+class StoredAe:
+    """One AE as stored before a version of it is applied."""
+
+    state: SaeState | None
+    """Its folded seriousness across the versions applied so far (None: first version seen)."""
+    has_version: bool
+    """This version was applied already: re-sent under another delivery id, it changes nothing."""
 
 
-def add_ae_version(session: Session, *, envelope: AeReported, flags: tuple[str, ...]) -> bool:
-    """Store a version once; a re-sent version (same ae_id and version) never overwrites the first."""
-    key = (envelope.trialid, envelope.subject, envelope.data.ae_id, envelope.data.version)
-    if session.get(AeVersion, key) is not None:
-        return False
+def load_ae(session: Session, *, trial_id: str, subject_id: str, ae_id: str, version: int) -> StoredAe:
+    return StoredAe(
+        state=load_sae_state(session, trial_id=trial_id, subject_id=subject_id, ae_id=ae_id),
+        has_version=session.get(AeVersion, (trial_id, subject_id, ae_id, version)) is not None,
+    )
+
+
+def add_ae_version(session: Session, *, envelope: AeReported, flags: tuple[str, ...]) -> None:
+    """Store a version as received (the caller checked it is new: see load_ae)."""
     session.add(
         AeVersion(
             trial_id=envelope.trialid,
@@ -197,7 +233,6 @@ def add_ae_version(session: Session, *, envelope: AeReported, flags: tuple[str, 
             flags=list(flags),
         )
     )
-    return True
 
 
 def load_sae_state(session: Session, *, trial_id: str, subject_id: str, ae_id: str) -> SaeState | None:
@@ -261,14 +296,14 @@ def inactive_in_trial(
     session: Session, *, trial_id: str, record_type: str, subject_id: str | None = None
 ) -> dict[tuple[str, str], str]:
     """(subject_id, record_id) -> status for records of this type the site took back."""
-    query = select(RecordStatus).where(
+    query = select(RecordStatus.subject_id, RecordStatus.record_id, RecordStatus.status).where(
         RecordStatus.trial_id == trial_id,
         RecordStatus.record_type == record_type,
         col(RecordStatus.status).in_(sorted(INACTIVE)),
     )
     if subject_id is not None:
         query = query.where(RecordStatus.subject_id == subject_id)
-    return {(row.subject_id, row.record_id): row.status for row in session.exec(query)}
+    return {(subject, record_id): status for subject, record_id, status in session.exec(query)}
 
 
 def record_statuses(session: Session, *, trial_id: str, subject_id: str) -> list[RecordStatus]:

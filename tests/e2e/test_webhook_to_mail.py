@@ -175,3 +175,33 @@ def test_two_suspected_dlts_hold_the_arm_and_enrolling_above_it_pages(stack: Sta
     deviation = next(a for a in alerts(stack) if a["kind"] == "protocol_deviation")
     obligations = deviation["obligations"]
     assert isinstance(obligations, list) and [o["state"] for o in obligations] == ["open"]
+
+
+def test_safety_killed_after_committing_a_whole_batch_redelivers_it_as_duplicates_only(
+    stack: Stack, catcher: MailCatcher, tmp_path: Path
+) -> None:
+    """The whole scenario waits on the topic, safety takes it as one batch, commits it and dies before the
+    offset commit: after the restart every record of the batch is a duplicate and each mail goes out once."""
+    stack.start("ingest")
+    stack.start("notify")
+    stack.wait_ready("ingest")
+    stack.wait_ready("notify")
+    now = datetime.now(UTC)
+    events = scenario_events(TRIAL, now)
+    with httpx.Client() as client:
+        posted = [post_signed(client, stack.url("ingest"), "edc", stack.secret, e, now=now) for e in events]
+    assert [p.status for p in posted] == [202] * len(events)
+
+    crashing = stack.start("safety", SENTINEL_SAFETY_FAILPOINT="crash_before_offset_commit")
+    assert crashing.wait(timeout=60) == -9, stack.log("safety")
+    with sqlite3.connect(tmp_path / "var" / "safety.db") as db:
+        assert db.execute("select count(*) from processed_events").fetchone() == (len(events),), "one batch"
+
+    stack.start("safety")
+    stack.wait_ready("safety")
+    settle_mails(catcher, 4 * len(RECIPIENTS) + 2)  # as in the first test: each mail once
+    metrics = httpx.get(stack.url("safety") + "/metrics").text
+    assert f'sentinel_safety_events_processed_total{{outcome="duplicate"}} {float(len(events))}' in metrics
+    assert {str(a["kind"]) for a in alerts(stack)} == {"sae", "lab_toxicity", "dlt", "susar", "cohort_decision"}
+    with sqlite3.connect(tmp_path / "var" / "safety.db") as db:
+        assert db.execute("select count(*) from outbox where sent_at is null").fetchone() == (0,)

@@ -19,6 +19,7 @@ from services.safety.settings import SafetySettings
 from shared.db import make_engine
 from shared.events import INBOUND_DATA, InboundHeader, SaeDetected, message_key
 from shared.inbox import ProcessedEvent
+from shared.lanes import bulk_topic
 from shared.outbox import OutboxMessage
 from shared.topics import dead_letter_topic
 from tests.kafka_tools import publish_sync, read_topic_sync
@@ -103,3 +104,49 @@ def test_sae_signal_once_poison_dead_lettered(
         outbox = session.exec(select(OutboxMessage)).all()
         assert len(outbox) == 1 and outbox[0].sent_at is not None
     engine.dispose()
+
+
+def test_an_sae_overtakes_a_backfill_waiting_on_the_bulk_lane(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A backfill is being consumed (and buffered by the consumer) when an SAE arrives: it goes next, not after
+    the records already fetched from the bulk lane."""
+    clinical, signals = f"{topic_prefix}.clinical", f"{topic_prefix}.signals"
+    backfill = 1200
+    lab = {"test": "PLAT", "value": "200", "unit": "10^9/L", "lln": "150", "uln": "400"}
+    labs = [
+        envelope_bytes(
+            f"lab-{n}",
+            "lab",
+            {**lab, "result_id": f"R{n}", "collected_at": (RECEIVED - timedelta(hours=n)).isoformat()},
+        )
+        for n in range(backfill)
+    ]
+    publish_sync(kafka_bootstrap, bulk_topic(clinical), labs)
+    database_url = f"sqlite:///{tmp_path / 'safety.db'}"
+    settings = SafetySettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        clinical_topic=clinical,
+        signals_topic=signals,
+        database_url=database_url,
+        var_dir=tmp_path,
+        safety_group_id=f"safety-{uuid.uuid4().hex[:8]}",
+    )
+    engine = make_engine(database_url)
+
+    def processed() -> list[ProcessedEvent]:
+        with Session(engine) as session:
+            return list(session.exec(select(ProcessedEvent)).all())
+
+    with TestClient(create_app(settings, registry=CollectorRegistry())):
+        wait_for(lambda: len(processed()) > 0, timeout=60, what="the backfill being consumed")
+        sae = {"ae_id": "AE-9", "version": 1, "term": "Sepsis", "grade": 4, "seriousness": {"life_threatening": True}}
+        published = datetime.now(UTC)
+        publish_sync(kafka_bootstrap, clinical, [envelope_bytes("sae", "ae", sae)])
+        wait_for(lambda: len(processed()) == backfill + 1, timeout=300, what="backfill and SAE processed")
+    rows = processed()
+    engine.dispose()
+    [handled] = [row for row in rows if row.topic == clinical]
+    overtaken = [row for row in rows if row.topic != clinical and published < row.processed_at <= handled.processed_at]
+    assert len(overtaken) <= 300, f"{len(overtaken)} backfilled labs were handled between the SAE's arrival and it"
+    assert len(read_topic_sync(kafka_bootstrap, signals, expect=1)) == 1

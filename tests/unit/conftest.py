@@ -25,7 +25,7 @@ from shared.events import (
     SaeUpdated,
     deterministic_id,
 )
-from shared.kafka import BrokerUnavailable
+from shared.kafka import BrokerUnavailable, OutgoingRecord
 from shared.protocol import Protocol, load_protocol
 
 START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -62,6 +62,11 @@ class FakePublisher:
         if self.down:
             raise BrokerUnavailable("broker is down (fake)")
         self.messages.append((topic, key, value))
+
+    async def publish_many(self, records: Sequence[OutgoingRecord]) -> None:
+        if self.down:
+            raise BrokerUnavailable("broker is down (fake)")
+        self.messages += [(r.topic, r.key, r.value) for r in records]
 
 
 @pytest.fixture

@@ -106,7 +106,8 @@ async def test_redelivered_signal_through_the_consumer_changes_nothing(
     )
     value = make_sae().model_dump_json().encode()
     for offset in (0, 1):
-        await handler(ConsumedMessage(topic="sentinel.signals.v1", partition=0, offset=offset, key=b"k", value=value))
+        message = ConsumedMessage(topic="sentinel.signals.v1", partition=0, offset=offset, key=b"k", value=value)
+        assert await handler([message]) == []
     assert count(db, Alert) == 1
     assert count(db, Delivery) == 2
     assert len(history(db)) == 1

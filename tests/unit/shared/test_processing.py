@@ -73,8 +73,8 @@ async def test_same_message_twice_is_processed_once(
     handler = handler_for(tables, clock, rule, registry, committed)
     value = make_ae().model_dump_json().encode()
 
-    await handler(message(value, offset=0))
-    await handler(message(value, offset=7))  # re-delivered after a crash before the offset commit
+    assert await handler([message(value, offset=0)]) == []
+    assert await handler([message(value, offset=7)]) == []  # re-delivered after a crash before the offset commit
 
     assert rule.calls == 1
     assert count(tables, OutboxMessage) == 1
@@ -96,8 +96,8 @@ async def test_two_different_events_are_both_processed(
 ) -> None:
     rule = Rule(make_sae)
     handler = handler_for(tables, clock, rule, CollectorRegistry(), [])
-    await handler(message(make_ae(version=1).model_dump_json().encode()))
-    await handler(message(make_ae(version=2).model_dump_json().encode()))
+    await handler([message(make_ae(version=1).model_dump_json().encode())])
+    await handler([message(make_ae(version=2).model_dump_json().encode())])
     assert rule.calls == 2
     assert count(tables, OutboxMessage) == 2
 
@@ -106,14 +106,15 @@ async def test_two_different_events_are_both_processed(
 async def test_invalid_bytes_are_poison(tables: Engine, clock: FakeClock, make_sae: Any, value: bytes) -> None:
     rule = Rule(make_sae)
     handler = handler_for(tables, clock, rule, CollectorRegistry(), [])
-    with pytest.raises(PoisonMessage, match="invalid envelope"):
-        await handler(message(value))
+    [rejected] = await handler([message(value)])
+    assert isinstance(rejected.error, PoisonMessage)
+    assert "invalid envelope" in str(rejected.error)
     assert rule.calls == 0
     assert count(tables, ProcessedEvent) == 0
 
 
 async def test_rule_failure_rolls_back_the_inbox_claim(tables: Engine, clock: FakeClock, make_ae: Any) -> None:
-    """A crash inside the rule must not mark the event processed, or the retry would skip it."""
+    """A bug in the rule must not mark the event processed: it is rejected (for the DLQ), nothing of it stays."""
 
     def broken(session: Session, envelope: ClinicalEnvelope, now: datetime) -> Sequence[Outgoing]:
         raise RuntimeError("rule bug")
@@ -127,8 +128,8 @@ async def test_rule_failure_rolls_back_the_inbox_claim(tables: Engine, clock: Fa
         clock=clock,
         metrics=ConsumerMetrics.create(CollectorRegistry(), "safety"),
     )
-    with pytest.raises(RuntimeError):
-        await handler(message(make_ae().model_dump_json().encode()))
+    [rejected] = await handler([message(make_ae().model_dump_json().encode())])
+    assert isinstance(rejected.error, RuntimeError)
     assert count(tables, ProcessedEvent) == 0
     assert count(tables, OutboxMessage) == 0
 
@@ -191,3 +192,123 @@ async def test_relay_keeps_rows_when_broker_is_down(
     publisher.down = False
     assert await relay.publish_pending() == 1
     assert len(publisher.messages) == 1
+
+
+class PoisonOn(Rule):
+    """Like Rule, but refuses the events whose id is listed (as a rule refuses an event for another trial)."""
+
+    def __init__(self, make_sae: Any, refused: set[str]) -> None:
+        super().__init__(make_sae)
+        self.refused = refused
+
+    def __call__(self, session: Session, envelope: ClinicalEnvelope, now: datetime) -> Sequence[Outgoing]:
+        if envelope.id in self.refused:
+            raise PoisonMessage(f"refused {envelope.id}")
+        return super().__call__(session, envelope, now)
+
+
+async def test_a_batch_is_one_commit_and_a_poison_record_loses_nothing_else(
+    tables: Engine, clock: FakeClock, make_ae: Any, make_sae: Any
+) -> None:
+    events = [make_ae(version=v) for v in range(1, 7)]
+    rule = PoisonOn(make_sae, {events[1].id, events[4].id})
+    committed: list[int] = []
+    handler = handler_for(tables, clock, rule, CollectorRegistry(), committed)
+    batch = [message(e.model_dump_json().encode(), offset=n) for n, e in enumerate(events)]
+    batch.insert(3, message(b"not json", offset=99))
+
+    rejected = await handler(batch)
+
+    assert [r.message.offset for r in rejected] == [99, 1, 4]
+    assert all(isinstance(r.error, PoisonMessage) for r in rejected)
+    with Session(tables) as session:
+        claimed = {row.event_id for row in session.execute(select(ProcessedEvent)).scalars()}
+        signals = {row.message_id for row in session.execute(select(OutboxMessage)).scalars()}
+    kept = {events[n].id for n in (0, 2, 3, 5)}
+    assert claimed == kept
+    assert signals == {f"signal-of-{event_id}" for event_id in kept}
+    assert len(committed) == 3, "one wake-up per commit: before the first poison, before the second, the rest"
+
+
+async def test_a_batch_without_poison_is_one_commit_and_a_slow_one_is_split(
+    tables: Engine, clock: FakeClock, make_ae: Any, make_sae: Any
+) -> None:
+    """Signals must not wait for a long batch: past the time budget, what is done is committed (and relayed)."""
+    events = [make_ae(version=v) for v in range(1, 5)]
+    batch = [message(e.model_dump_json().encode(), offset=n) for n, e in enumerate(events)]
+    committed: list[int] = []
+    assert await handler_for(tables, clock, Rule(make_sae), CollectorRegistry(), committed)(batch) == []
+    assert committed == [1]
+
+    slow: list[int] = []
+    handler = TransactionalHandler(
+        engine=tables,
+        consumer="notify",  # another consumer: the same events are new to it
+        parse=CLINICAL_ADAPTER.validate_json,
+        event_id=lambda envelope: envelope.id,
+        apply=Rule(make_sae),
+        clock=clock,
+        metrics=ConsumerMetrics.create(CollectorRegistry(), "notify"),
+        on_committed=lambda: slow.append(1),
+        transaction_seconds=0,
+    )
+    assert await handler(batch) == []
+    assert len(slow) == 4, "every record over the budget: one commit each"
+    with Session(tables) as session:
+        rows = session.execute(select(ProcessedEvent).where(ProcessedEvent.consumer == "notify")).scalars().all()
+    assert sorted(row.offset for row in rows) == [0, 1, 2, 3]
+
+
+async def test_the_same_event_twice_in_one_batch_is_applied_once(
+    tables: Engine, clock: FakeClock, make_ae: Any, make_sae: Any
+) -> None:
+    registry = CollectorRegistry()
+    rule = Rule(make_sae)
+    handler = handler_for(tables, clock, rule, registry, [])
+    value = make_ae().model_dump_json().encode()
+    assert await handler([message(value, offset=0), message(value, offset=1)]) == []
+    assert rule.calls == 1
+    assert count(tables, ProcessedEvent) == 1
+    assert registry.get_sample_value("sentinel_safety_events_processed_total", {"outcome": "duplicate"}) == 1
+
+
+async def test_a_transient_failure_commits_nothing_of_the_batch(
+    tables: Engine, clock: FakeClock, make_ae: Any, make_sae: Any
+) -> None:
+    """The broker or database failing mid-batch: the loop re-delivers the batch, so none of it may be kept."""
+    rule = Rule(make_sae)
+    events = [make_ae(version=v) for v in (1, 2, 3)]
+
+    def flaky(session: Session, envelope: ClinicalEnvelope, now: datetime) -> Sequence[Outgoing]:
+        if envelope.id == events[2].id:
+            raise BrokerUnavailable("gone")
+        return rule(session, envelope, now)
+
+    handler = handler_for(tables, clock, rule, CollectorRegistry(), [])
+    handler._apply = flaky
+    with pytest.raises(BrokerUnavailable):
+        await handler([message(e.model_dump_json().encode(), offset=n) for n, e in enumerate(events)])
+    assert count(tables, ProcessedEvent) == 0
+    assert count(tables, OutboxMessage) == 0
+
+
+async def test_relay_marks_a_whole_batch_sent(tables: Engine, clock: FakeClock, make_sae: Any, publisher: Any) -> None:
+    with Session(tables) as session, session.begin():
+        for n in range(7):
+            outgoing = Outgoing(topic=SIGNALS, key=b"k", envelope=make_sae(signal_id=f"sig-{n}"))
+            add_to_outbox(session, producer="safety", message=outgoing, now=clock.now())
+    registry = CollectorRegistry()
+    relay = OutboxRelay(
+        engine=tables,
+        publisher=publisher,
+        producer="safety",
+        clock=clock,
+        metrics=OutboxMetrics.create(registry, "safety"),
+        batch_size=3,
+    )
+    assert [await relay.publish_pending() for _ in range(4)] == [3, 3, 1, 0]
+    assert [value.split(b'"id":"')[1][:5] for _, _, value in publisher.messages] == [
+        f"sig-{n}".encode() for n in range(7)
+    ]
+    assert registry.get_sample_value("sentinel_safety_outbox_backlog") == 0
+    assert registry.get_sample_value("sentinel_safety_outbox_published_total") == 7

@@ -1,0 +1,146 @@
+"""Safety drain: `python -m bench.bench_safety`.
+
+Fills a fresh topic with a trial's clinical stream (SENTINEL_BENCH_SUBJECTS subjects, default 50; 10 and 200
+events each by default: SENTINEL_BENCH_PER_SUBJECT), then times safety's consumer (real Kafka, the real
+database, the outbox relay running) draining it, on SQLite and PostgreSQL (SENTINEL_BENCH_DATABASES). The clock
+starts at the first processed event, so the consumer group's join is not counted; a run stops after
+SENTINEL_BENCH_LIMIT_SECONDS (default 20) and reports the rate over what it processed by then.
+
+Baseline of the same run: the same consumer and database with a rule that does nothing (inbox row only):
+what Kafka, the batch transaction and the offset commits cost. Beside the full service, "rules only" runs
+the per-record paths (lab grading, SAE) without the protocol engine (DLT window, cohorts), which another
+change rewrites: its figure says what the records themselves cost.
+Targets: >= 2,000 events/s on both databases, flat from 10 to 200 events per subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from sqlmodel import Session
+
+from bench.clinical_load import trial_events
+from bench.harness import BOOTSTRAP, env_int, env_list, fresh_database, fresh_topic, produce
+from services.safety import clinical_events, store
+from services.safety.main import MIGRATIONS
+from shared.clock import SystemClock
+from shared.consumer_service import ConsumerService, ConsumerSpec
+from shared.db import make_engine
+from shared.db_migrations import SHARED, prepare_database
+from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope, SubjectEnrolled
+from shared.outbox import Outgoing
+from shared.protocol import Protocol, load_protocol
+
+OUTCOMES = ("processed", "duplicate", "dead_lettered")
+
+
+def nothing(session: Session, envelope: ClinicalEnvelope, now: datetime) -> Sequence[Outgoing]:
+    return []
+
+
+def rules_only(
+    session: Session, envelope: ClinicalEnvelope, now: datetime, *, protocol: Protocol, signals_topic: str
+) -> Sequence[Outgoing]:
+    """The record's own rule (lab grading, SAE) without the protocol engine's subject and cohort steps."""
+    if isinstance(envelope, SubjectEnrolled):
+        store.upsert_subject(session, envelope=envelope)
+        return []
+    store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
+    apply_record = clinical_events._apply_record
+    _, signals = apply_record(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
+    return signals
+
+
+async def drain(database_url: str, topic: str, total: int, rule: str, *, limit_s: float) -> tuple[float, int]:
+    """Events per second for safety's consumer to work through `total` events already on `topic`, and how many
+    it processed: all of them, or what it did in `limit_s` seconds (so a slow rule cannot make the run long)."""
+    engine = make_engine(database_url)
+    prepare_database(engine, [SHARED, MIGRATIONS], auto_migrate=True)
+    protocol = load_protocol(None)
+    signals = topic + ".signals"
+    rules: dict[str, Any] = {
+        "nothing": nothing,
+        "rules": partial(rules_only, protocol=protocol, signals_topic=signals),
+        "safety": partial(clinical_events.apply_clinical_event, protocol=protocol, signals_topic=signals),
+    }
+    spec: ConsumerSpec[ClinicalEnvelope] = ConsumerSpec(
+        service="safety",
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        bootstrap_servers=BOOTSTRAP,
+        consume_topic=topic,
+        produce_topics=[signals],
+        parse=CLINICAL_ADAPTER.validate_json,
+        event_id=lambda envelope: envelope.id,
+        apply=rules[rule],
+    )
+    registry = CollectorRegistry()
+    service = ConsumerService(spec, engine=engine, clock=SystemClock(), registry=registry)
+
+    def done() -> float:
+        values = (registry.get_sample_value("sentinel_safety_events_processed_total", {"outcome": o}) for o in OUTCOMES)
+        return sum(v or 0 for v in values)
+
+    try:
+        async with service.running():
+            deadline = time.monotonic() + 120  # the group join, then `limit_s` from the first event
+            first: tuple[float, float] | None = None
+            while (count := done()) < total:
+                if first is None and count:
+                    first = (time.perf_counter(), count)
+                    deadline = time.monotonic() + limit_s
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.02)
+            finished = time.perf_counter()
+    finally:
+        engine.dispose()
+    if first is None or first[1] >= count:
+        return float("nan"), int(count)  # drained in one poll: too small to time; raise SENTINEL_BENCH_SUBJECTS
+    return (count - first[1]) / (finished - first[0]), int(count)
+
+
+def report(label: str, total: int, done: int, rate: float, baseline: float | None = None) -> None:
+    events = f"{total:>7} events" if done >= total else f"{done:>7} of {total} events (time limit)"
+    ratio = f"   ratio to baseline {rate / baseline:5.2f}" if baseline else ""
+    print(f"{label:<44} {events:<32} {rate:>9,.0f} events/s{ratio}")
+
+
+async def run() -> None:
+    subjects = env_int("SUBJECTS", 50)
+    limit_s = env_int("LIMIT_SECONDS", 20)
+    sizes = [int(n) for n in env_list("PER_SUBJECT", "10,200")]
+    databases = env_list("DATABASES", "sqlite,postgresql")
+    print(f"safety drain: {subjects} subjects; Kafka {BOOTSTRAP}")
+    streams = {}
+    for per_subject in sizes:
+        events = trial_events(subjects, per_subject)
+        topic = fresh_topic(f"safety-{per_subject}")
+        await produce(topic, events)
+        streams[per_subject] = (topic, len(events))
+    for database in databases:
+        topic, total = streams[max(sizes)]
+        with fresh_database(database) as url:
+            baseline, done = await drain(url, topic, total, "nothing", limit_s=limit_s)
+        report(f"baseline: inbox only, {database}", total, done, baseline)
+        for per_subject in sizes:
+            topic, total = streams[per_subject]
+            for rule, label in (("safety", "safety"), ("rules", "rules only")):
+                with fresh_database(database) as url:
+                    rate, done = await drain(url, topic, total, rule, limit_s=limit_s)
+                report(f"{label}, {database}, {subjects} x {per_subject}", total, done, rate, baseline)
+    print("targets: safety >= 2,000 events/s on SQLite and PostgreSQL, flat from 10 to 200 events per subject")
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Two lanes for clinical events, so a backfill never holds back what must page.
+
+Ingest publishes a backfill (an SDTM extract, a REDCap reconciliation pull, any request of more than
+BULK_REQUEST_EVENTS events) to the bulk topic, except the events that must page at once (a serious AE or
+one of grade 3 or more), which take the urgent topic like every event posted on its own. Safety consumes
+both and polls the bulk topic only when the urgent one has nothing waiting, so an SAE posted during a
+100,000-row backfill waits for one bulk batch at most. Safety's state does not depend on the order in which
+one subject's events arrive, which is what lets a subject's events travel on two topics.
+"""
+
+from __future__ import annotations
+
+from shared.events import AeReported, ClinicalEnvelopeBase
+
+BULK_REQUEST_EVENTS = 500
+"""A request with more events than this is a backfill, whatever route it came by."""
+
+URGENT_AE_GRADE = 3
+
+
+def bulk_topic(clinical_topic: str) -> str:
+    """The bulk lane of a clinical topic (derived, so a test's own topics get their own bulk lane)."""
+    return clinical_topic + ".bulk"
+
+
+def must_page(envelope: ClinicalEnvelopeBase) -> bool:
+    """An AE that is serious (or has a seriousness criterion ticked) or of grade 3 or more."""
+    if not isinstance(envelope, AeReported):
+        return False
+    ae = envelope.data
+    ticked = ae.seriousness is not None and bool(ae.seriousness.ticked())
+    return ae.serious is True or ticked or (ae.grade or 0) >= URGENT_AE_GRADE
+
+
+def is_backfill(*, events: int, backfill_route: bool) -> bool:
+    return backfill_route or events > BULK_REQUEST_EVENTS
+
+
+def clinical_topic_for(envelope: ClinicalEnvelopeBase, *, clinical_topic: str, backfill: bool) -> str:
+    """Where ingest publishes one event of a request."""
+    if backfill and not must_page(envelope):
+        return bulk_topic(clinical_topic)
+    return clinical_topic
