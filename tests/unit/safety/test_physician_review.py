@@ -1,0 +1,46 @@
+"""Cases the trial's safety physician tried against the clinical rules (NCT07212335, the shipped protocol), each
+one a defect found and fixed: the pure rules first, then the service layer."""
+
+from __future__ import annotations
+
+from services.safety.cohort import ArmTally, assess_trial
+from shared.protocol import Protocol
+
+
+def test_no_recommended_dose_while_an_arm_below_is_on_hold(protocol: Protocol) -> None:
+    """Arm B has 1 confirmed + 1 suspected DLT (hold): if the suspicion is confirmed B stops and the MTD is A, so
+    arm C cannot be recommended (nor expanded: no enrolment into a higher arm until the review ends)."""
+    tallies = {
+        "A": ArmTally("A", enrolled=3, evaluable=3),
+        "B": ArmTally("B", enrolled=6, evaluable=5, under_review=1, subjects_confirmed=1, subjects_suspected=1),
+        "C": ArmTally("C", enrolled=6, evaluable=6),
+    }
+    assessed = assess_trial(protocol, tallies)
+    assert assessed.by_arm()["B"].decision == "hold"
+    assert assessed.recommendation is None
+    assert assessed.by_arm()["C"].decision == "escalate", "the top arm is not declared recommended"
+
+
+def test_no_recommended_dose_while_an_arm_below_has_not_cleared(protocol: Protocol) -> None:
+    """Arm A at 1/3 must expand to 6 before anything above it can be the recommended dose."""
+    tallies = {
+        "A": ArmTally("A", enrolled=3, evaluable=3, subjects_confirmed=1, events_confirmed=1),
+        "B": ArmTally("B", enrolled=3, evaluable=3),
+        "C": ArmTally("C", enrolled=3, evaluable=3),
+    }
+    assessed = assess_trial(protocol, tallies)
+    assert assessed.by_arm()["A"].decision == "expand"
+    assert assessed.recommendation is None
+    assert assessed.by_arm()["C"].decision == "escalate", "no expansion of C to confirm a dose while A is open"
+
+
+def test_the_mtd_waits_for_the_arms_below_it(protocol: Protocol) -> None:
+    """B is the MTD candidate (C stopped) but A has a suspected DLT open: no recommendation yet."""
+    tallies = {
+        "A": ArmTally("A", enrolled=3, evaluable=2, under_review=1, subjects_suspected=1, events_suspected=1),
+        "B": ArmTally("B", enrolled=6, evaluable=6),
+        "C": ArmTally("C", enrolled=3, evaluable=3, subjects_confirmed=2, events_confirmed=2),
+    }
+    assessed = assess_trial(protocol, tallies)
+    assert assessed.by_arm()["C"].decision == "stop"
+    assert assessed.recommendation is None
