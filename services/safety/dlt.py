@@ -186,8 +186,11 @@ def classify(
     cytopenia = bool(terms & cytopenia_terms(rules))
     haematological = febrile or cytopenia
     baselines = {term.casefold(): grade for term, grade in baseline_grades.items()}
-    known = [baselines[t] for t in terms if t in baselines]
-    baseline = min(known) if known else None
+    lines = terms & cytopenia_terms(rules) or terms
+    known = [baselines[t] for t in lines if t in baselines]
+    # A line without a baseline lab is taken as normal (grade 0), as for a single cytopenia: a pancytopenia is
+    # compared with the lowest baseline of the lines it stands for, an unknown one included.
+    baseline = (min(known) if len(known) == len(lines) else 0) if known else None
     notes = [placement.explanation]
     if ae.relatedness is None:
         notes.append("relatedness not yet assessed: treated as related until the site says otherwise")

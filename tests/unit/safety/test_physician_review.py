@@ -3,7 +3,12 @@ one a defect found and fixed: the pure rules first, then the service layer."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time
+
 from services.safety.cohort import ArmTally, assess_trial
+from services.safety.dlt import AeFacts, classify
+from services.safety.dlt_window import DltWindow, infusion_window
+from shared.events import Relatedness
 from shared.protocol import Protocol
 
 
@@ -44,3 +49,35 @@ def test_the_mtd_waits_for_the_arms_below_it(protocol: Protocol) -> None:
     assessed = assess_trial(protocol, tallies)
     assert assessed.by_arm()["C"].decision == "stop"
     assert assessed.recommendation is None
+
+
+def window_from(day: date) -> DltWindow:
+    return infusion_window(
+        first_infusion=datetime.combine(day, time(10), tzinfo=UTC), site_day=day, days=28, count="anchor_is_day_0"
+    )
+
+
+def test_a_pancytopenia_is_worse_than_a_line_without_a_baseline(protocol: Protocol) -> None:
+    """Grade 4 pancytopenia, baseline grade 4 neutropenia only (no Hb or platelet baseline): a line without a
+    baseline is taken as normal, as for a single cytopenia, so the worsening of platelets or Hb can be in it."""
+    pancytopenia = AeFacts(
+        "AE-1",
+        1,
+        "Anemia",
+        4,
+        Relatedness.POSSIBLE,
+        "2026-03-10",
+        terms=("Anemia", "Neutrophil count decreased", "Platelet count decreased"),
+    )
+    verdict = classify(
+        pancytopenia,
+        rules=protocol.dlt,
+        window=window_from(date(2026, 3, 2)),
+        baseline_grades={"Neutrophil count decreased": 4},
+    )
+    assert verdict.meets and verdict.criterion == "haematological"
+    every_line = {"Neutrophil count decreased": 4, "Anemia": 4, "Platelet count decreased": 4}
+    unchanged = classify(
+        pancytopenia, rules=protocol.dlt, window=window_from(date(2026, 3, 2)), baseline_grades=every_line
+    )
+    assert not unchanged.meets, "grade 4 on every line at baseline: not worse"
