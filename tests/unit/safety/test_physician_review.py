@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, time
 from services.safety.cohort import ArmTally, assess_trial
 from services.safety.dlt import AeFacts, classify
 from services.safety.dlt_window import DltWindow, infusion_window
+from services.safety.expedited.cases import coded_term
+from services.safety.expedited.expectedness import propose_expectedness
 from shared.events import Relatedness
 from shared.protocol import Protocol
 
@@ -81,3 +83,18 @@ def test_a_pancytopenia_is_worse_than_a_line_without_a_baseline(protocol: Protoc
         pancytopenia, rules=protocol.dlt, window=window_from(date(2026, 3, 2)), baseline_grades=every_line
     )
     assert not unchanged.meets, "grade 4 on every line at baseline: not worse"
+
+
+def test_a_serious_grade_2_pyrexia_coded_with_its_meddra_pt_is_the_expected_fever(protocol: Protocol) -> None:
+    """The RSI lists Fever (CTCAE, LLT 10016558) up to grade 2; sites code the PT Pyrexia (10037660). The DLT rules
+    map it to Fever; expectedness must too, or an expected reaction becomes a SUSAR with a 15-day report."""
+    rsi = protocol.reference_safety_information
+    assert rsi is not None
+    for verbatim, code in (("Pyrexia", "10037660"), ("pyrexia", None), ("Infusion reaction", None)):
+        term, _ = coded_term(verbatim, code)
+        proposal = propose_expectedness(rsi, term=term, meddra_code=code, grade=2, fatal=False)
+        assert proposal.expectedness == "expected", (verbatim, proposal.reason)
+    term, _ = coded_term("Pyrexia", "10037660")
+    assert propose_expectedness(rsi, term=term, meddra_code="10037660", grade=3, fatal=False).expectedness == (
+        "unexpected"
+    )
