@@ -3,14 +3,15 @@ one a defect found and fixed: the pure rules first, then the service layer."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 from services.safety.cohort import ArmTally, assess_trial
 from services.safety.dlt import AeFacts, classify
 from services.safety.dlt_window import DltWindow, infusion_window
 from services.safety.expedited.cases import coded_term
 from services.safety.expedited.expectedness import propose_expectedness
-from shared.events import Relatedness
+from services.safety.sae import assess_ae
+from shared.events import AeData, AwarenessBasis, Relatedness
 from shared.protocol import Protocol
 
 
@@ -98,3 +99,26 @@ def test_a_serious_grade_2_pyrexia_coded_with_its_meddra_pt_is_the_expected_feve
     assert propose_expectedness(rsi, term=term, meddra_code="10037660", grade=3, fatal=False).expectedness == (
         "unexpected"
     )
+
+
+def test_an_sae_clock_never_starts_after_we_received_the_report() -> None:
+    """The site wrote awareness 2026-03-15 on a report we received on 03-06 (a typo for 03-05): the site knew by the
+    time it sent the report, so the 24 h clock starts no later than our receipt, never 9 days after it."""
+    received = datetime(2026, 3, 6, 9, 0, tzinfo=UTC)
+    typo = AeData.model_validate(
+        {
+            "ae_id": "AE-1",
+            "version": 1,
+            "term": "Pneumonia",
+            "grade": 3,
+            "seriousness": {"hospitalization": True},
+            "awareness_at": "2026-03-15T08:00:00+00:00",
+        }
+    )
+    opened = assess_ae(None, typo, received_at=received)
+    assert opened.state.awareness_at == received
+    assert opened.state.awareness_basis is AwarenessBasis.RECEIPT
+    earlier = typo.model_copy(update={"version": 2, "awareness_at": datetime(2026, 3, 5, 8, 0, tzinfo=UTC)})
+    moved = assess_ae(opened.state, earlier, received_at=received + timedelta(hours=2))
+    assert moved.state.awareness_at == datetime(2026, 3, 5, 8, 0, tzinfo=UTC)
+    assert moved.state.awareness_basis is AwarenessBasis.SITE
