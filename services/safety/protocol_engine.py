@@ -56,6 +56,7 @@ from services.safety.models import (
     CohortState,
     DltRecord,
     DoseRecommendationRow,
+    LabResult,
     Subject,
     SubjectOutcomeRow,
 )
@@ -178,10 +179,27 @@ class _Verdict:
     """The earliest date the DLT can have begun (AE onset, or the result's collection); None: unknown."""
 
 
+def _pre_dose(lab: LabResult, window: DltWindow | None) -> bool:
+    """A baseline is drawn before the product: a result tagged baseline but collected after the window opened (the
+    first infusion) is an on-treatment result, so a mistaken tag can never mask a worsening."""
+    return lab.baseline and (window is None or utc(lab.collected_at) < window.start)
+
+
+def _baselines(state: SubjectState, window: DltWindow | None) -> dict[str, int]:
+    """Per term, the grade of the latest active baseline result drawn before the first infusion."""
+    inactive = state.inactive_ids("lab")
+    found: dict[str, int] = {}
+    for lab in state.labs:  # in collection order: the latest wins
+        if lab.term and lab.grade is not None and lab.result_id not in inactive and _pre_dose(lab, window):
+            found[lab.term] = lab.grade
+    return found
+
+
 def _verdicts(protocol: Protocol, state: SubjectState, window: DltWindow | None) -> list[_Verdict]:
     verdicts = []
+    baselines = _baselines(state, window)
     for facts in ae_facts(state.ae_versions, inactive=state.inactive_ids("ae"), protocol=protocol):
-        verdict = classify(facts, rules=protocol.dlt, window=window, baseline_grades=state.baselines)
+        verdict = classify(facts, rules=protocol.dlt, window=window, baseline_grades=baselines)
         relatedness = facts.relatedness.value if facts.relatedness else None
         verdicts.append(
             _Verdict(
@@ -200,14 +218,12 @@ def _verdicts(protocol: Protocol, state: SubjectState, window: DltWindow | None)
     points: dict[str, list[LabPoint]] = defaultdict(list)
     for lab in state.labs:
         if lab.term and lab.grade is not None and lab.result_id not in inactive_labs:
-            points[lab.term].append(LabPoint(lab.result_id, lab.collected_at, lab.grade, lab.baseline))
+            points[lab.term].append(LabPoint(lab.result_id, lab.collected_at, lab.grade, _pre_dose(lab, window)))
     haem_terms = cytopenia_terms(protocol.dlt)
     for term in sorted(points):
         if term.casefold() not in haem_terms:
             continue
-        finding = classify_labs(
-            term, points[term], rules=protocol.dlt, window=window, baseline=state.baselines.get(term)
-        )
+        finding = classify_labs(term, points[term], rules=protocol.dlt, window=window, baseline=baselines.get(term))
         key = lab_dlt_id_part(term)
         if finding is not None:
             drawn = next(p.collected_at for p in points[term] if p.result_id == finding.result_id)

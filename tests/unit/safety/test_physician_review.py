@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
+import pytest
+from sqlalchemy import Engine
+
 from services.safety.cohort import ArmTally, assess_trial
 from services.safety.dlt import AeFacts, classify
 from services.safety.dlt_window import DltWindow, infusion_window
@@ -13,6 +16,8 @@ from services.safety.expedited.expectedness import propose_expectedness
 from services.safety.sae import assess_ae
 from shared.events import AeData, AwarenessBasis, Relatedness
 from shared.protocol import Protocol
+from tests.unit.safety.clinical import Driver, ae, of_type
+from tests.unit.safety.test_clinical_rules import neut, subject_in
 
 
 def test_no_recommended_dose_while_an_arm_below_is_on_hold(protocol: Protocol) -> None:
@@ -122,3 +127,24 @@ def test_an_sae_clock_never_starts_after_we_received_the_report() -> None:
     moved = assess_ae(opened.state, earlier, received_at=received + timedelta(hours=2))
     assert moved.state.awareness_at == datetime(2026, 3, 5, 8, 0, tzinfo=UTC)
     assert moved.state.awareness_basis is AwarenessBasis.SITE
+
+
+# --- through the service layer --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def driver(engine: Engine, protocol: Protocol) -> Driver:
+    return Driver(engine, protocol)
+
+
+def test_a_result_tagged_baseline_but_drawn_after_the_first_infusion_is_no_baseline(driver: Driver) -> None:
+    """Screening ANC 0.8 (grade 3) is the baseline. A day-3 ANC of 0.3 (grade 4) that the site tagged 'baseline' by
+    mistake must not become the baseline and mask the worsening: a baseline is drawn before the product."""
+    driver.apply(neut("A-1", "B0", "0.8", -2, baseline=True))
+    subject_in(driver, "A-1", "A", visit=False)
+    [suspected] = of_type(driver.apply(neut("A-1", "B1", "0.3", 3, baseline=True)), "dlt.suspected")
+    assert suspected.data.ae_id == "lab:Neutrophil count decreased"
+    assert "worse than baseline grade 3" in suspected.data.reason
+    neutropenia = ae("A-1", ae_id="AE-2", term="Neutropenia", grade=4, relatedness="possible", onset="2026-03-05")
+    [by_ae] = of_type(driver.apply(neutropenia), "dlt.suspected")
+    assert "worse than baseline grade 3" in by_ae.data.reason
