@@ -237,7 +237,10 @@ def _verdicts(protocol: Protocol, state: SubjectState, window: DltWindow | None)
 def _required_assessments(
     protocol: Protocol, state: SubjectState, window: DltWindow | None
 ) -> tuple[tuple[str, ...], datetime | None]:
+    arm = protocol.arm(state.subject.arm) if state.subject.arm else None
     names = protocol.cohort.evaluable_requires_assessments
+    if arm is not None and arm.evaluable_requires_assessments is not None:
+        names = arm.evaluable_requires_assessments  # the arm's own: the visit at the end of its DLT period
     if not names or window is None:
         return tuple(names) if window is None else (), None
     visits = [v for v in schedule(protocol.assessments, calendar=window.calendar) if v.name in names]

@@ -4,8 +4,10 @@ one a defect found and fixed: the pure rules first, then the service layer."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from importlib import resources
 
 import pytest
+import yaml
 from sqlalchemy import Engine
 
 from services.safety.cohort import ArmTally, assess_trial
@@ -15,9 +17,9 @@ from services.safety.expedited.cases import coded_term
 from services.safety.expedited.expectedness import propose_expectedness
 from services.safety.sae import assess_ae
 from shared.events import AeData, AwarenessBasis, Relatedness
-from shared.protocol import Protocol
+from shared.protocol import DEFAULT_PROTOCOL, Protocol, ProtocolError, parse_protocol
 from tests.unit.safety.clinical import Driver, ae, of_type
-from tests.unit.safety.test_clinical_rules import neut, subject_in
+from tests.unit.safety.test_clinical_rules import at, neut, outcome_of, subject_in, sweep
 
 
 def test_no_recommended_dose_while_an_arm_below_is_on_hold(protocol: Protocol) -> None:
@@ -148,3 +150,32 @@ def test_a_result_tagged_baseline_but_drawn_after_the_first_infusion_is_no_basel
     neutropenia = ae("A-1", ae_id="AE-2", term="Neutropenia", grade=4, relatedness="possible", onset="2026-03-05")
     [by_ae] = of_type(driver.apply(neutropenia), "dlt.suspected")
     assert "worse than baseline grade 3" in by_ae.data.reason
+
+
+def test_an_arm_c_subject_with_no_assessment_after_week_4_is_not_dlt_free(driver: Driver) -> None:
+    """Arm C's DLT period ends on day 49 (28 days after the fourth infusion). With only the week-4 visit required,
+    a subject seen last on day 28 was 'DLT-free' on day 50 although nobody looked for 3 weeks. The arm's own
+    required visits (`arms[].evaluable_requires_assessments`: week 7, at the end of its DLT period) must have data."""
+    subject_in(driver, "C-1", "C", visit=False)  # infusions on days 0, 7, 14, 21
+    driver.apply(neut("C-1", "W4", "2.5", 28))
+    sweep(driver, at(50))
+    pending = outcome_of(driver, "C-1")
+    assert pending.outcome == "pending" and "week 7" in pending.reason
+    sweep(driver, at(53))
+    assert outcome_of(driver, "C-1").outcome == "not_evaluable", "the week-7 window (days 46-52) ended without data"
+    driver.apply(neut("C-1", "W7", "2.4", 49), now=at(54))
+    assert outcome_of(driver, "C-1").outcome == "evaluable"
+
+
+def test_an_arms_required_visits_must_be_in_the_schedule() -> None:
+    document = yaml.safe_load(resources.files("shared.protocols").joinpath(DEFAULT_PROTOCOL).read_text("utf-8"))
+    assert [a.get("evaluable_requires_assessments") for a in document["arms"]] == [
+        None,
+        ["week 4", "week 5"],
+        ["week 4", "week 7"],
+    ]
+    document["arms"][2]["evaluable_requires_assessments"] = ["week 7 1/2"]
+    with pytest.raises(ProtocolError) as caught:
+        parse_protocol(yaml.safe_dump(document), "p.yaml")
+    [problem] = caught.value.problems
+    assert "arms[C].evaluable_requires_assessments" in problem and "week 7 1/2" in problem
