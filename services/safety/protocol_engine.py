@@ -357,6 +357,7 @@ def _update_record(
         Classification(verdict.meets, verdict.criterion, verdict.reason),
         grade=verdict.grade,
         decided_grade=record.decided_grade if record else None,
+        decided_criterion=record.criterion if record else None,
     )
     if step.state is None:
         return None

@@ -19,7 +19,7 @@ from services.safety.sae import assess_ae
 from shared.events import AeData, AwarenessBasis, Relatedness
 from shared.protocol import DEFAULT_PROTOCOL, Protocol, ProtocolError, parse_protocol
 from tests.unit.safety.clinical import Driver, ae, of_type
-from tests.unit.safety.test_clinical_rules import at, neut, outcome_of, subject_in, sweep
+from tests.unit.safety.test_clinical_rules import at, decide, neut, outcome_of, subject_in, sweep
 
 
 def test_no_recommended_dose_while_an_arm_below_is_on_hold(protocol: Protocol) -> None:
@@ -179,3 +179,20 @@ def test_an_arms_required_visits_must_be_in_the_schedule() -> None:
         parse_protocol(yaml.safe_dump(document), "p.yaml")
     [problem] = caught.value.problems
     assert "arms[C].evaluable_requires_assessments" in problem and "week 7 1/2" in problem
+
+
+def test_a_rejected_transient_worsening_reopens_when_the_grade_4_lasts_beyond_14_days(driver: Driver) -> None:
+    """Baseline ANC grade 3; a grade 4 on day 3 is suspected and the officer rejects it as a transient dip. The ANC
+    then stays grade 4 to day 18: a new grade 4 lasting more than 14 days is another protocol criterion, new
+    evidence the officer has not judged, so the suspicion reopens (the rejected grade cannot be exceeded: 4 is
+    the top of the scale)."""
+    driver.apply(neut("A-1", "B0", "0.8", -2, baseline=True))
+    subject_in(driver, "A-1", "A", visit=False)
+    [first] = of_type(driver.apply(neut("A-1", "N3", "0.3", 3)), "dlt.suspected")
+    assert first.data.criterion == "haematological"
+    decide(driver, "A-1", "rejected", ae_id="lab:Neutrophil count decreased", now=at(4))
+    for day in (10, 17):
+        assert not of_type(driver.apply(neut("A-1", f"N{day}", "0.3", day), now=at(day)), "dlt.suspected")
+    [reopened] = of_type(driver.apply(neut("A-1", "N18", "0.3", 18), now=at(18)), "dlt.suspected")
+    assert reopened.data.criterion == "haematological_grade4_prolonged" and "15 day(s)" in reopened.data.reason
+    assert outcome_of(driver, "A-1").outcome == "under_review"
