@@ -23,7 +23,7 @@ Decisions made where the protocol leaves room (each is stated in the reason a pe
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -64,6 +64,8 @@ class AeFacts:
     terms: tuple[str, ...] = ()
     """The CTCAE terms the AE maps to (ae_terms); empty: only its own `term`."""
     mapping_note: str | None = None
+    disputed_terms: tuple[str, ...] = ()
+    """The CTCAE terms the verbatim words mean when the MedDRA code (which gave `terms`) says otherwise."""
 
     @property
     def ctcae_terms(self) -> tuple[str, ...]:
@@ -99,6 +101,7 @@ def fold_versions(versions: list[AeFacts]) -> AeFacts:
         status=latest.status,
         terms=latest.terms,
         mapping_note=latest.mapping_note,
+        disputed_terms=latest.disputed_terms,
     )
 
 
@@ -169,8 +172,31 @@ def classify(
 ) -> Classification:
     """Whether the AE is a suspected DLT, with the reason in words a safety officer can check.
 
-    `baseline_grades` maps CTCAE terms (any case) to the subject's baseline lab grade.
+    `baseline_grades` maps CTCAE terms (any case) to the subject's baseline lab grade. When the MedDRA code and
+    the verbatim words mean different CTCAE terms (`disputed_terms`), the AE is judged by each: a criterion
+    either meets counts, so a coding slip can never hide a DLT (the reason says so).
     """
+    verdict = _classify(ae, rules=rules, window=window, baseline_grades=baseline_grades)
+    if verdict.meets or not ae.disputed_terms:
+        return verdict
+    by_words = _classify(
+        replace(ae, term=ae.disputed_terms[0], terms=ae.disputed_terms, disputed_terms=()),
+        rules=rules,
+        window=window,
+        baseline_grades=baseline_grades,
+    )
+    if not by_words.meets:
+        return verdict
+    note = (
+        f"; judged by its words, CTCAE {', '.join(repr(t) for t in ae.disputed_terms)}, because the MedDRA code means"
+        f" {', '.join(repr(t) for t in ae.ctcae_terms)} (not a DLT by the code alone): the site must resolve the coding"
+    )
+    return Classification(True, by_words.criterion, by_words.reason + note)
+
+
+def _classify(
+    ae: AeFacts, *, rules: DltRules, window: DltWindow | None, baseline_grades: Mapping[str, int]
+) -> Classification:
     label = f"grade {ae.grade} '{ae.term}'" if ae.grade is not None else f"ungraded '{ae.term}'"
     if ae.status is not None:
         return Classification(False, None, f"{label}: the site marked this AE {ae.status.replace('_', ' ')}")

@@ -143,6 +143,11 @@ def ae_facts(versions: Iterable[AeVersion], *, inactive: dict[str, str], protoco
         mapping = map_ae_term(
             data.term, ctcae_term=data.ctcae_term, meddra_code=data.meddra_code, synonyms=protocol.dlt.synonyms
         )
+        words = (
+            map_ae_term(data.term, ctcae_term=data.ctcae_term, meddra_code=None, synonyms=protocol.dlt.synonyms)
+            if mapping.by == "meddra_code"
+            else mapping
+        )
         by_ae[row.ae_id].append(
             AeFacts(
                 ae_id=data.ae_id,
@@ -154,6 +159,7 @@ def ae_facts(versions: Iterable[AeVersion], *, inactive: dict[str, str], protoco
                 status=inactive.get(row.ae_id),
                 terms=mapping.terms,
                 mapping_note=None if mapping.by in (None, "ctcae_term", "term") else mapping.detail,
+                disputed_terms=words.terms if words.mapped and set(words.terms) != set(mapping.terms) else (),
             )
         )
     return [fold_versions(by_ae[ae_id]) for ae_id in sorted(by_ae)]

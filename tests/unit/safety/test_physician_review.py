@@ -196,3 +196,26 @@ def test_a_rejected_transient_worsening_reopens_when_the_grade_4_lasts_beyond_14
     [reopened] = of_type(driver.apply(neut("A-1", "N18", "0.3", 18), now=at(18)), "dlt.suspected")
     assert reopened.data.criterion == "haematological_grade4_prolonged" and "15 day(s)" in reopened.data.reason
     assert outcome_of(driver, "A-1").outcome == "under_review"
+
+
+def test_a_febrile_neutropenia_coded_with_the_wrong_meddra_code_is_still_judged_as_febrile_neutropenia(
+    driver: Driver,
+) -> None:
+    """The verbatim says Febrile neutropenia, the code says Neutrophil count decreased (10029366). By the code alone
+    it is a cytopenia not worse than the grade-4 baseline: no DLT. When code and words disagree, the AE is judged
+    by each, and a criterion either meets counts (the officer sees why)."""
+    driver.apply(neut("A-1", "B0", "0.3", -2, baseline=True))  # grade 4 at baseline
+    subject_in(driver, "A-1", "A", visit=False)
+    fn = ae(
+        "A-1",
+        term="Febrile neutropenia",
+        meddra_code="10029366",
+        grade=3,
+        relatedness="not_related",
+        onset="2026-03-17",
+    )
+    [suspected] = of_type(driver.apply(fn), "dlt.suspected")
+    assert suspected.data.criterion == "febrile_neutropenia"
+    assert "MedDRA code 10029366" in suspected.data.reason
+    neutropenia = ae("A-1", ae_id="AE-2", term="Neutropenia", meddra_code="10029366", grade=4, onset="2026-03-17")
+    assert not of_type(driver.apply(neutropenia), "dlt.suspected"), "code and words agree: not worse than baseline"
