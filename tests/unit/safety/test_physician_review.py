@@ -3,23 +3,39 @@ one a defect found and fixed: the pure rules first, then the service layer."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from sqlalchemy import Engine
+from sqlmodel import Session, select
 
 from services.safety.cohort import ArmTally, assess_trial
 from services.safety.dlt import AeFacts, classify
 from services.safety.dlt_window import DltWindow, infusion_window
 from services.safety.expedited.cases import coded_term
 from services.safety.expedited.expectedness import propose_expectedness
+from services.safety.models import AeSeriousness, CohortState, DltRecord, SubjectOutcomeRow
 from services.safety.sae import assess_ae
+from shared.db import make_engine
 from shared.events import AeData, AwarenessBasis, Relatedness
 from shared.protocol import DEFAULT_PROTOCOL, Protocol, ProtocolError, parse_protocol
-from tests.unit.safety.clinical import Driver, ae, of_type
-from tests.unit.safety.test_clinical_rules import at, decide, neut, outcome_of, subject_in, sweep
+from tests.unit.safety.clinical import Driver, ae, dose, enrol, of_type
+from tests.unit.safety.test_clinical_rules import (
+    DAY0,
+    at,
+    decide,
+    neut,
+    outcome_of,
+    plat,
+    related_ae,
+    subject_in,
+    sweep,
+)
 
 
 def test_no_recommended_dose_while_an_arm_below_is_on_hold(protocol: Protocol) -> None:
@@ -219,3 +235,54 @@ def test_a_febrile_neutropenia_coded_with_the_wrong_meddra_code_is_still_judged_
     assert "MedDRA code 10029366" in suspected.data.reason
     neutropenia = ae("A-1", ae_id="AE-2", term="Neutropenia", meddra_code="10029366", grade=4, onset="2026-03-17")
     assert not of_type(driver.apply(neutropenia), "dlt.suspected"), "code and words agree: not worse than baseline"
+
+
+def test_an_arm_c_subjects_events_in_any_order_end_in_the_same_state(protocol: Protocol, tmp_path: Path) -> None:
+    """Same data, any order: four infusions, baselines, AE versions (serious, then not related), a lab-only
+    worsening, a thrombocytopenia AE, late labs and an infusion reaction, shuffled six ways. A suspicion raised
+    by partial data and withdrawn when the rest arrived stays as history ('withdrawn'), so it is left out."""
+    hosp = {"hospitalization": True}
+    events = [
+        enrol("C-1", "C", DAY0),
+        neut("C-1", "B0", "0.8", -2, baseline=True),
+        plat("C-1", "P0", "40", -2, baseline=True),
+        *(dose("C-1", at(7 * n), number=n + 1) for n in range(4)),
+        related_ae("C-1", DAY0 + timedelta(days=5), grade=2),
+        related_ae("C-1", DAY0 + timedelta(days=5), version=2, seriousness=hosp, awareness_at=at(6)),
+        related_ae("C-1", DAY0 + timedelta(days=5), version=3, relatedness="not_related"),
+        plat("C-1", "P10", "20", 10),
+        plat("C-1", "P17", "45", 17),
+        related_ae("C-1", DAY0 + timedelta(days=40), ae_id="AE-2", term="Thrombocytopenia", grade=4),
+        neut("C-1", "N49", "0.8", 49),
+        related_ae("C-1", DAY0 + timedelta(days=46), ae_id="AE-3", term="Infusion reaction", relatedness="not_related"),
+    ]
+
+    def final_state(order: list[Any], name: str) -> Any:
+        engine = make_engine(f"sqlite:///{tmp_path}/{name}.db")
+        try:
+            Driver(engine, protocol).apply_all(order, now=at(60))
+            with Session(engine) as session:
+                outcomes = [
+                    (r.outcome, r.dlt_confirmed, r.dlt_suspected, r.infusions_given, r.evaluable_at)
+                    for r in session.exec(select(SubjectOutcomeRow))
+                ]
+                dlts = sorted(
+                    (r.ae_id, r.state, r.grade, r.criterion)
+                    for r in session.exec(select(DltRecord))
+                    if r.state != "withdrawn"
+                )
+                arms = sorted((r.arm, r.decision, r.enrolled, r.evaluable) for r in session.exec(select(CohortState)))
+                saes = sorted(
+                    (r.ae_id, tuple(r.criteria), r.max_grade, r.awareness_at)
+                    for r in session.exec(select(AeSeriousness))
+                )
+                return outcomes, dlts, arms, saes
+        finally:
+            engine.dispose()
+
+    expected = final_state(events, "in-order")
+    assert expected[0] == [("under_review", 0, 2, 4, None)]
+    for seed in range(6):
+        shuffled = list(events)
+        random.Random(seed).shuffle(shuffled)
+        assert final_state(shuffled, f"seed-{seed}") == expected, f"order {seed}"
