@@ -31,6 +31,11 @@ class Arm(ProtocolModel):
     infusions: int = Field(ge=1, le=52)
     interval_days: int | None = Field(default=None, ge=1)
     cells_per_kg: Decimal = Field(gt=0)
+    evaluable_requires_assessments: list[str] | None = Field(
+        default=None,
+        description="This arm's required visits for DLT-evaluability, instead of the cohort's (an arm whose DLT "
+        "period ends later needs the visit at its end); null: the cohort's list",
+    )
 
     @model_validator(mode="after")
     def _interval_for_repeats(self) -> Arm:
@@ -372,6 +377,12 @@ class Protocol(ProtocolModel):
             raise ValueError(
                 f"cohort.evaluable_requires_assessments names no assessment of the schedule: {unknown_visits}"
             )
+        for arm in self.arms:
+            unknown = [n for n in arm.evaluable_requires_assessments or [] if n not in names]
+            if unknown:
+                raise ValueError(
+                    f"arms[{arm.id}].evaluable_requires_assessments names no assessment of the schedule: {unknown}"
+                )
         late = [
             a.id for a in self.arms if a.interval_days and (a.infusions - 1) * a.interval_days >= self.dlt.window_days
         ]

@@ -14,9 +14,10 @@ Subjects who can no longer be evaluated (withdrawn without a DLT, 1 of 4 infusio
 the size: the arm shows how many replacements it needs and waits for them.
 
 The recommended dose (`recommend`): the arm below the first stopped arm (the MTD), or the highest arm once it
-cleared (MTD not reached). With `confirm_recommended_dose` that arm must first have expanded_size subjects
-(an arm that cleared at 0/3 `expand`s to 6); then it is `recommend`, and the trial's recommendation names it
-with the reason. If the first arm stops, no dose is tolerated, and the recommendation says so.
+cleared (MTD not reached), and only once every arm below it has cleared too (a review or an expansion still open
+below can stop that arm and move the MTD down). With `confirm_recommended_dose` that arm must first have
+expanded_size subjects (an arm that cleared at 0/3 `expand`s to 6); then it is `recommend`, and the trial's
+recommendation names it with the reason. If the first arm stops, no dose is tolerated, and the recommendation says so.
 """
 
 from __future__ import annotations
@@ -199,8 +200,8 @@ def assess_trial(protocol: Protocol, tallies: Mapping[str, ArmTally]) -> TrialAs
         return TrialAssessment(arms, Recommendation(None, "no_tolerated_dose", reason))
     candidate = stopped - 1 if stopped is not None else len(arms) - 1
     arm = arms[candidate]
-    if arm.decision != "escalate":
-        return TrialAssessment(arms, None)
+    if arm.decision != "escalate" or any(a.decision != "escalate" for a in arms[:candidate]):
+        return TrialAssessment(arms, None)  # an arm below still open (review, hold, expansion) can move the MTD
     basis: RecommendationBasis = "mtd" if stopped is not None else "highest_arm_cleared"
     why = (
         f"arm {arms[candidate + 1].arm} above it stopped escalation"

@@ -16,13 +16,14 @@ Decisions made where the protocol leaves room (each is stated in the reason a pe
 - Relatedness is one test for every criterion (`related_enough`), each with its own minimum.
 - Lab results alone can make a haematological suspicion (`classify_labs`): one record per subject and term.
 - A confirmed DLT stays confirmed whatever follow-ups say (the officer's decision stands); a rejected one
-  reopens only if a later version is graded worse than the grade the officer rejected.
+  reopens only on new evidence: graded worse than the grade the officer rejected, or meeting another criterion
+  than the one rejected (labs: a lasting grade 4 or a failure to recover is preferred over the bare worsening).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -63,6 +64,8 @@ class AeFacts:
     terms: tuple[str, ...] = ()
     """The CTCAE terms the AE maps to (ae_terms); empty: only its own `term`."""
     mapping_note: str | None = None
+    disputed_terms: tuple[str, ...] = ()
+    """The CTCAE terms the verbatim words mean when the MedDRA code (which gave `terms`) says otherwise."""
 
     @property
     def ctcae_terms(self) -> tuple[str, ...]:
@@ -98,6 +101,7 @@ def fold_versions(versions: list[AeFacts]) -> AeFacts:
         status=latest.status,
         terms=latest.terms,
         mapping_note=latest.mapping_note,
+        disputed_terms=latest.disputed_terms,
     )
 
 
@@ -168,8 +172,31 @@ def classify(
 ) -> Classification:
     """Whether the AE is a suspected DLT, with the reason in words a safety officer can check.
 
-    `baseline_grades` maps CTCAE terms (any case) to the subject's baseline lab grade.
+    `baseline_grades` maps CTCAE terms (any case) to the subject's baseline lab grade. When the MedDRA code and
+    the verbatim words mean different CTCAE terms (`disputed_terms`), the AE is judged by each: a criterion
+    either meets counts, so a coding slip can never hide a DLT (the reason says so).
     """
+    verdict = _classify(ae, rules=rules, window=window, baseline_grades=baseline_grades)
+    if verdict.meets or not ae.disputed_terms:
+        return verdict
+    by_words = _classify(
+        replace(ae, term=ae.disputed_terms[0], terms=ae.disputed_terms, disputed_terms=()),
+        rules=rules,
+        window=window,
+        baseline_grades=baseline_grades,
+    )
+    if not by_words.meets:
+        return verdict
+    note = (
+        f"; judged by its words, CTCAE {', '.join(repr(t) for t in ae.disputed_terms)}, because the MedDRA code means"
+        f" {', '.join(repr(t) for t in ae.ctcae_terms)} (not a DLT by the code alone): the site must resolve the coding"
+    )
+    return Classification(True, by_words.criterion, by_words.reason + note)
+
+
+def _classify(
+    ae: AeFacts, *, rules: DltRules, window: DltWindow | None, baseline_grades: Mapping[str, int]
+) -> Classification:
     label = f"grade {ae.grade} '{ae.term}'" if ae.grade is not None else f"ungraded '{ae.term}'"
     if ae.status is not None:
         return Classification(False, None, f"{label}: the site marked this AE {ae.status.replace('_', ' ')}")
@@ -186,8 +213,11 @@ def classify(
     cytopenia = bool(terms & cytopenia_terms(rules))
     haematological = febrile or cytopenia
     baselines = {term.casefold(): grade for term, grade in baseline_grades.items()}
-    known = [baselines[t] for t in terms if t in baselines]
-    baseline = min(known) if known else None
+    lines = terms & cytopenia_terms(rules) or terms
+    known = [baselines[t] for t in lines if t in baselines]
+    # A line without a baseline lab is taken as normal (grade 0), as for a single cytopenia: a pancytopenia is
+    # compared with the lowest baseline of the lines it stands for, an unknown one included.
+    baseline = (min(known) if len(known) == len(lines) else 0) if known else None
     notes = [placement.explanation]
     if ae.relatedness is None:
         notes.append("relatedness not yet assessed: treated as related until the site says otherwise")
@@ -260,7 +290,8 @@ def lab_dlt_id_part(term: str) -> str:
 def classify_labs(
     term: str, points: Sequence[LabPoint], *, rules: DltRules, window: DltWindow | None, baseline: int | None
 ) -> LabFinding | None:
-    """The first haematological rule the term's results meet inside the window (labs carry no causality)."""
+    """The telling haematological finding of the term's results in the window (labs carry no causality): a lasting
+    grade 4, else a failure to recover, else the worsening itself."""
     haem = rules.haematological
     if haem is None or not haem.labs_count or window is None or term.casefold() not in cytopenia_terms(rules):
         return None
@@ -270,19 +301,30 @@ def classify_labs(
     inside = [p for p in ordered if window.contains_instant(p.collected_at)]
     base = baseline or 0
     said = f"baseline grade {baseline}" if baseline is not None else "no baseline result (taken as normal)"
+    worsening = _lab_worsening(term, inside, rules=haem, window=window, base=base, said=said)
+    recovery = _lab_failure_to_recover(term, inside, ordered, rules=haem, window=window, base=base, said=said)
+    prolonged = _lab_grade4_prolonged(term, ordered, rules=haem, window=window, base=base)
+    # The finding that says the most: a worsening that then lasted or did not recover is new evidence after an
+    # officer rejected the worsening itself (a rejected record reopens on a criterion not yet judged).
+    return prolonged or recovery or worsening
+
+
+def _lab_worsening(
+    term: str, inside: Sequence[LabPoint], *, rules: HaematologicalDlt, window: DltWindow, base: int, said: str
+) -> LabFinding | None:
     for point in inside:
         worse = point.grade - base
-        if point.grade < haem.min_grade:
+        if point.grade < rules.min_grade:
             continue
-        if not haem.only_if_worse_than_baseline:
+        if not rules.only_if_worse_than_baseline:
             return LabFinding(
                 term,
                 HAEMATOLOGICAL,
                 point.grade,
                 point.result_id,
-                _lab_reason(term, point, window, f"grade {point.grade} >= {haem.min_grade} whatever the baseline"),
+                _lab_reason(term, point, window, f"grade {point.grade} >= {rules.min_grade} whatever the baseline"),
             )
-        if haem.min_worsening_grades is not None and worse >= haem.min_worsening_grades:
+        if rules.min_worsening_grades is not None and worse >= rules.min_worsening_grades:
             return LabFinding(
                 term,
                 HAEMATOLOGICAL,
@@ -290,59 +332,79 @@ def classify_labs(
                 point.result_id,
                 _lab_reason(term, point, window, f"grade {point.grade} is {worse} grade(s) worse than {said}"),
             )
-    if haem.recover_by_day is not None:
-        first_worse = next((p for p in inside if p.grade > base and p.grade >= haem.min_grade), None)
-        if first_worse is not None:
-            due = window.calendar.day_starts(window.calendar.date_of(haem.recover_by_day))
-            later = [p for p in ordered if p.collected_at >= first_worse.collected_at]
-            recovered = any(
-                p.grade <= base
-                for p in later
-                if p.collected_at < window.calendar.day_ends(window.calendar.date_of(haem.recover_by_day))
-            )
-            judged = next((p for p in later if p.collected_at >= due), None)
-            if not recovered and judged is not None and judged.grade > base:
+    return None
+
+
+def _lab_failure_to_recover(
+    term: str,
+    inside: Sequence[LabPoint],
+    ordered: Sequence[LabPoint],
+    *,
+    rules: HaematologicalDlt,
+    window: DltWindow,
+    base: int,
+    said: str,
+) -> LabFinding | None:
+    if rules.recover_by_day is None:
+        return None
+    first_worse = next((p for p in inside if p.grade > base and p.grade >= rules.min_grade), None)
+    if first_worse is None:
+        return None
+    due = window.calendar.day_starts(window.calendar.date_of(rules.recover_by_day))
+    later = [p for p in ordered if p.collected_at >= first_worse.collected_at]
+    recovered = any(
+        p.grade <= base
+        for p in later
+        if p.collected_at < window.calendar.day_ends(window.calendar.date_of(rules.recover_by_day))
+    )
+    judged = next((p for p in later if p.collected_at >= due), None)
+    if recovered or judged is None or judged.grade <= base:
+        return None
+    return LabFinding(
+        term,
+        FAILURE_TO_RECOVER,
+        judged.grade,
+        judged.result_id,
+        _lab_reason(
+            term,
+            judged,
+            window,
+            f"worse than {said} since {first_worse.collected_at.date().isoformat()} and not back to it by"
+            f" study day {rules.recover_by_day} (failure to recover)",
+        ),
+    )
+
+
+def _lab_grade4_prolonged(
+    term: str, ordered: Sequence[LabPoint], *, rules: HaematologicalDlt, window: DltWindow, base: int
+) -> LabFinding | None:
+    if rules.grade4_max_days is None or (base >= 4 and not rules.grade4_from_baseline_counts):
+        return None
+    run_start: datetime | None = window.start if base >= 4 else None
+    for point in ordered:
+        if point.grade >= 4:
+            if run_start is None:
+                if not window.contains_instant(point.collected_at):
+                    continue
+                run_start = point.collected_at
+            lasted = point.collected_at - run_start
+            if lasted > timedelta(days=rules.grade4_max_days):
                 return LabFinding(
                     term,
-                    FAILURE_TO_RECOVER,
-                    judged.grade,
-                    judged.result_id,
+                    GRADE4_PROLONGED,
+                    point.grade,
+                    point.result_id,
                     _lab_reason(
                         term,
-                        judged,
+                        point,
                         window,
-                        f"worse than {said} since {first_worse.collected_at.date().isoformat()} and not back to it by"
-                        f" study day {haem.recover_by_day} (failure to recover)",
+                        f"grade 4 since {run_start.date().isoformat()}: {lasted.days} day(s), more than"
+                        f" {rules.grade4_max_days}"
+                        + (" (grade 4 at baseline counts from the first infusion)" if base >= 4 else ""),
                     ),
                 )
-    if haem.grade4_max_days is not None:
-        run_start: datetime | None = window.start if base >= 4 and haem.grade4_from_baseline_counts else None
-        if base >= 4 and not haem.grade4_from_baseline_counts:
-            return None
-        for point in ordered:
-            if point.grade >= 4:
-                if run_start is None:
-                    if not window.contains_instant(point.collected_at):
-                        continue
-                    run_start = point.collected_at
-                lasted = point.collected_at - run_start
-                if lasted > timedelta(days=haem.grade4_max_days):
-                    return LabFinding(
-                        term,
-                        GRADE4_PROLONGED,
-                        point.grade,
-                        point.result_id,
-                        _lab_reason(
-                            term,
-                            point,
-                            window,
-                            f"grade 4 since {run_start.date().isoformat()}: {lasted.days} day(s), more than"
-                            f" {haem.grade4_max_days}"
-                            + (" (grade 4 at baseline counts from the first infusion)" if base >= 4 else ""),
-                        ),
-                    )
-            else:
-                run_start = None
+        else:
+            run_start = None
     return None
 
 
@@ -355,9 +417,17 @@ def _lab_reason(term: str, point: LabPoint, window: DltWindow, why: str) -> str:
 
 
 def transition(
-    current: DltState | None, classification: Classification, *, grade: int | None, decided_grade: int | None
+    current: DltState | None,
+    classification: Classification,
+    *,
+    grade: int | None,
+    decided_grade: int | None,
+    decided_criterion: str | None = None,
 ) -> Transition:
-    """The next state of an AE's DLT record, and the signal that change sends (if any)."""
+    """The next state of an AE's DLT record, and the signal that change sends (if any).
+
+    A rejected record reopens on new evidence: a worse grade than the one rejected, or a criterion other than the
+    one the officer judged (`decided_criterion`: a worsening rejected as transient that then lasts > 14 days)."""
     meets = classification.meets
     if current is None:
         return Transition(DltState.SUSPECTED, DltSignal.SUSPECTED) if meets else Transition(None, None)
@@ -365,6 +435,8 @@ def transition(
         return Transition(current, None) if meets else Transition(DltState.WITHDRAWN, DltSignal.WITHDRAWN)
     if current is DltState.WITHDRAWN:
         return Transition(DltState.SUSPECTED, DltSignal.SUSPECTED) if meets else Transition(current, None)
-    if current is DltState.REJECTED and meets and (grade or 0) > (decided_grade or 0):
-        return Transition(DltState.SUSPECTED, DltSignal.SUSPECTED)
+    if current is DltState.REJECTED and meets:
+        other_rule = decided_criterion is not None and classification.criterion not in (None, decided_criterion)
+        if (grade or 0) > (decided_grade or 0) or other_rule:
+            return Transition(DltState.SUSPECTED, DltSignal.SUSPECTED)
     return Transition(current, None)

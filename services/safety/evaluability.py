@@ -2,7 +2,8 @@
 
 A subject counts as DLT-evaluable only if they had a (confirmed) DLT, or - without one - received every
 infusion their arm plans (`cohort.evaluable_requires_all_infusions`), reached the end of their DLT window,
-and have data for every assessment the protocol names (`cohort.evaluable_requires_assessments`). Otherwise:
+and have data for every assessment the protocol names (the arm's `evaluable_requires_assessments`, else the
+cohort's). Otherwise:
 - `under_review`: a suspected DLT is open; the subject is neither DLT-free nor a DLT until the officer decides;
 - `pending`: still on study and able to become evaluable (the window or a required visit still runs);
 - `not_evaluable`: can no longer become evaluable on the data we have (off study - withdrawn, lost to

@@ -56,6 +56,7 @@ from services.safety.models import (
     CohortState,
     DltRecord,
     DoseRecommendationRow,
+    LabResult,
     Subject,
     SubjectOutcomeRow,
 )
@@ -142,6 +143,11 @@ def ae_facts(versions: Iterable[AeVersion], *, inactive: dict[str, str], protoco
         mapping = map_ae_term(
             data.term, ctcae_term=data.ctcae_term, meddra_code=data.meddra_code, synonyms=protocol.dlt.synonyms
         )
+        words = (
+            map_ae_term(data.term, ctcae_term=data.ctcae_term, meddra_code=None, synonyms=protocol.dlt.synonyms)
+            if mapping.by == "meddra_code"
+            else mapping
+        )
         by_ae[row.ae_id].append(
             AeFacts(
                 ae_id=data.ae_id,
@@ -153,6 +159,7 @@ def ae_facts(versions: Iterable[AeVersion], *, inactive: dict[str, str], protoco
                 status=inactive.get(row.ae_id),
                 terms=mapping.terms,
                 mapping_note=None if mapping.by in (None, "ctcae_term", "term") else mapping.detail,
+                disputed_terms=words.terms if words.mapped and set(words.terms) != set(mapping.terms) else (),
             )
         )
     return [fold_versions(by_ae[ae_id]) for ae_id in sorted(by_ae)]
@@ -178,10 +185,27 @@ class _Verdict:
     """The earliest date the DLT can have begun (AE onset, or the result's collection); None: unknown."""
 
 
+def _pre_dose(lab: LabResult, window: DltWindow | None) -> bool:
+    """A baseline is drawn before the product: a result tagged baseline but collected after the window opened (the
+    first infusion) is an on-treatment result, so a mistaken tag can never mask a worsening."""
+    return lab.baseline and (window is None or utc(lab.collected_at) < window.start)
+
+
+def _baselines(state: SubjectState, window: DltWindow | None) -> dict[str, int]:
+    """Per term, the grade of the latest active baseline result drawn before the first infusion."""
+    inactive = state.inactive_ids("lab")
+    found: dict[str, int] = {}
+    for lab in state.labs:  # in collection order: the latest wins
+        if lab.term and lab.grade is not None and lab.result_id not in inactive and _pre_dose(lab, window):
+            found[lab.term] = lab.grade
+    return found
+
+
 def _verdicts(protocol: Protocol, state: SubjectState, window: DltWindow | None) -> list[_Verdict]:
     verdicts = []
+    baselines = _baselines(state, window)
     for facts in ae_facts(state.ae_versions, inactive=state.inactive_ids("ae"), protocol=protocol):
-        verdict = classify(facts, rules=protocol.dlt, window=window, baseline_grades=state.baselines)
+        verdict = classify(facts, rules=protocol.dlt, window=window, baseline_grades=baselines)
         relatedness = facts.relatedness.value if facts.relatedness else None
         verdicts.append(
             _Verdict(
@@ -200,14 +224,12 @@ def _verdicts(protocol: Protocol, state: SubjectState, window: DltWindow | None)
     points: dict[str, list[LabPoint]] = defaultdict(list)
     for lab in state.labs:
         if lab.term and lab.grade is not None and lab.result_id not in inactive_labs:
-            points[lab.term].append(LabPoint(lab.result_id, lab.collected_at, lab.grade, lab.baseline))
+            points[lab.term].append(LabPoint(lab.result_id, lab.collected_at, lab.grade, _pre_dose(lab, window)))
     haem_terms = cytopenia_terms(protocol.dlt)
     for term in sorted(points):
         if term.casefold() not in haem_terms:
             continue
-        finding = classify_labs(
-            term, points[term], rules=protocol.dlt, window=window, baseline=state.baselines.get(term)
-        )
+        finding = classify_labs(term, points[term], rules=protocol.dlt, window=window, baseline=baselines.get(term))
         key = lab_dlt_id_part(term)
         if finding is not None:
             drawn = next(p.collected_at for p in points[term] if p.result_id == finding.result_id)
@@ -221,7 +243,10 @@ def _verdicts(protocol: Protocol, state: SubjectState, window: DltWindow | None)
 def _required_assessments(
     protocol: Protocol, state: SubjectState, window: DltWindow | None
 ) -> tuple[tuple[str, ...], datetime | None]:
+    arm = protocol.arm(state.subject.arm) if state.subject.arm else None
     names = protocol.cohort.evaluable_requires_assessments
+    if arm is not None and arm.evaluable_requires_assessments is not None:
+        names = arm.evaluable_requires_assessments  # the arm's own: the visit at the end of its DLT period
     if not names or window is None:
         return tuple(names) if window is None else (), None
     visits = [v for v in schedule(protocol.assessments, calendar=window.calendar) if v.name in names]
@@ -338,6 +363,7 @@ def _update_record(
         Classification(verdict.meets, verdict.criterion, verdict.reason),
         grade=verdict.grade,
         decided_grade=record.decided_grade if record else None,
+        decided_criterion=record.criterion if record else None,
     )
     if step.state is None:
         return None

@@ -74,6 +74,14 @@ def consistency_flags(ae: AeData) -> tuple[str, ...]:
     return tuple(flags)
 
 
+def clock_start(ae: AeData, *, received_at: datetime) -> tuple[datetime, AwarenessBasis]:
+    """The site's awareness, but never after we received the report: the site knew by the time it sent it, so an
+    awareness date after receipt (a typo, a time zone slip) cannot push the 24 h clock later."""
+    if ae.awareness_at is not None and ae.awareness_at <= received_at:
+        return ae.awareness_at, AwarenessBasis.SITE
+    return received_at, AwarenessBasis.RECEIPT
+
+
 def assess_ae(prior: SaeState | None, ae: AeData, *, received_at: datetime) -> SaeAssessment:
     """Fold one AE version into the state; say whether it opens an SAE or updates one."""
     criteria = merge_criteria(criteria_of(ae), prior.criteria if prior else frozenset())
@@ -92,13 +100,13 @@ def assess_ae(prior: SaeState | None, ae: AeData, *, received_at: datetime) -> S
     if not state.serious:
         return SaeAssessment(state, None, flags)
     if prior is None or not prior.serious:
-        basis = AwarenessBasis.SITE if ae.awareness_at else AwarenessBasis.RECEIPT
+        awareness, basis = clock_start(ae, received_at=received_at)
         opened = SaeState(
             criteria=state.criteria,
             max_grade=state.max_grade,
             latest_version=state.latest_version,
             outcome=state.outcome,
-            awareness_at=ae.awareness_at or received_at,
+            awareness_at=awareness,
             awareness_basis=basis,
             first_serious_version=ae.version,
         )
@@ -117,13 +125,13 @@ def _earliest_awareness(state: SaeState, ae: AeData, *, received_at: datetime) -
     """
     if not criteria_of(ae) or state.awareness_at is None:
         return state, False
-    candidate = ae.awareness_at or received_at
+    candidate, basis = clock_start(ae, received_at=received_at)
     if candidate >= state.awareness_at:
         return state, False
     moved = replace(
         state,
         awareness_at=candidate,
-        awareness_basis=AwarenessBasis.SITE if ae.awareness_at else AwarenessBasis.RECEIPT,
+        awareness_basis=basis,
         first_serious_version=min(ae.version, state.first_serious_version or ae.version),
     )
     return moved, True

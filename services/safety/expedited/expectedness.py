@@ -1,8 +1,8 @@
 """Pure: is a reaction expected, judged against the protocol's reference safety information (RSI)?
 
 Rules (sources in the module's tests and the README of this package):
-- listed by CTCAE term (case-insensitive) or by MedDRA code: a reaction the RSI does not list is unexpected
-  (ICH E2A II.A.3; EU CTR Annex III 2.3);
+- listed by CTCAE term (case-insensitive; a verbatim term mapped as the DLT rules map it) or by MedDRA code: a
+  reaction the RSI does not list is unexpected (ICH E2A II.A.3; EU CTR Annex III 2.3);
 - worse than the highest grade the RSI expects is unexpected (ICH E2A II.A.3: greater severity);
 - a fatal outcome is unexpected unless the RSI expects the reaction at grade 5 (EU CT-3 7.2.3.2).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from services.safety.ae_terms import map_ae_term
 from shared.protocol import ExpectedReaction, ReferenceSafetyInformation
 
 Expectedness = Literal["expected", "unexpected"]
@@ -25,9 +26,12 @@ class ExpectednessProposal:
 
 
 def _listed(rsi: ReferenceSafetyInformation, term: str, meddra_code: str | None) -> ExpectedReaction | None:
-    wanted = term.strip().casefold()
+    """The RSI entry for the term, its MedDRA code, or the one CTCAE term it means (the DLT rules' mapping:
+    synonyms and spellings, so a verbatim Pyrexia is the listed Fever)."""
+    mapped = map_ae_term(term, ctcae_term=None, meddra_code=None).terms
+    wanted = {term.strip().casefold()} | ({mapped[0].casefold()} if len(mapped) == 1 else set())
     for reaction in rsi.expected_reactions:
-        if reaction.term.casefold() == wanted or (meddra_code and reaction.meddra_code == meddra_code):
+        if reaction.term.casefold() in wanted or (meddra_code and reaction.meddra_code == meddra_code):
             return reaction
     return None
 

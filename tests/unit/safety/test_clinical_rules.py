@@ -40,16 +40,28 @@ def at(day: int, hour: int = 10, start: date = DAY0) -> datetime:
 def subject_in(
     driver: Driver, subject: str, arm: str, *, start: date = DAY0, infusions: int | None = None, visit: bool = True
 ) -> list[EnvelopeBase]:
-    """Enrol, infuse as the arm plans (weekly), and post the week-4 labs (the required assessment)."""
+    """Enrol, infuse as the arm plans (weekly), and post labs at the arm's required visits (week 4; arm B's week 5
+    and arm C's week 7 at the end of their DLT periods)."""
     now = at(1, start=start)
     out = driver.apply(enrol(subject, arm, start), now=now)
     for number in range(1, (infusions if infusions is not None else PLANS[arm]) + 1):
         out += driver.apply(dose(subject, at(7 * (number - 1), start=start), number=number), now=now)
     if visit:
-        week4 = lab(
-            subject, result_id=f"{subject}-W4", test="NEUT", value="2.5", lln="2.0", collected_at=at(28, start=start)
-        )
-        out += driver.apply(week4, now=now)
+        planned = driver.protocol.arm(arm)
+        names = driver.protocol.cohort.evaluable_requires_assessments
+        if planned is not None and planned.evaluable_requires_assessments is not None:
+            names = planned.evaluable_requires_assessments
+        for visit_day in sorted({a.day for a in driver.protocol.assessments if a.name in names} | {28}):
+            result_id = f"{subject}-W4" if visit_day == 28 else f"{subject}-D{visit_day}"
+            labs = lab(
+                subject,
+                result_id=result_id,
+                test="NEUT",
+                value="2.5",
+                lln="2.0",
+                collected_at=at(visit_day, start=start),
+            )
+            out += driver.apply(labs, now=now)
     return out
 
 

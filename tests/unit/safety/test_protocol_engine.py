@@ -541,7 +541,8 @@ def test_a_fourth_subject_in_an_arm_at_zero_of_three_is_a_deviation(driver: Driv
 
 def test_an_sae_version_arriving_late_with_earlier_awareness_signals_the_earlier_clock(driver: Driver) -> None:
     infused(driver, "A-1", "A")
-    serious = {"seriousness": {"hospitalization": True}, "onset": "2026-04-20"}
+    received = datetime(2026, 4, 24, 9, tzinfo=UTC)  # the reports arrive after the site's awareness
+    serious = {"seriousness": {"hospitalization": True}, "onset": "2026-04-20", "received": received}
     v2 = ae("A-1", version=2, awareness_at="2026-04-23T06:00:00+00:00", **serious)
     v1 = ae("A-1", version=1, awareness_at="2026-04-21T06:00:00+00:00", **serious)
     [detected] = of_type(driver.apply(v2), "sae.detected")

@@ -89,7 +89,7 @@ def test_clock_falls_back_to_receipt_never_processing_time() -> None:
 
 
 def test_clock_starts_at_the_version_that_became_serious() -> None:
-    later = AWARE + timedelta(days=2)
+    later = AWARE + timedelta(hours=2)  # still before we received version 2
     first, second = fold(ae(1, awareness_at=AWARE), ae(2, seriousness={"hospitalization": True}, awareness_at=later))
     assert first.signal is None
     assert second.signal is SaeSignalKind.DETECTED
