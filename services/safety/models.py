@@ -273,24 +273,6 @@ class SusarCase(SQLModel, table=True):
 
 
 # The audit chain is shared code, but safety writes it in its own transactions, so it creates it too.
-TABLES = [
-    Subject,
-    Dose,
-    LabResult,
-    LabTermState,
-    AeVersion,
-    AeSeriousness,
-    RecordStatus,
-    DltRecord,
-    CohortState,
-    SubjectOutcomeRow,
-    DoseRecommendationRow,
-    MissedAssessment,
-    SusarCase,
-    AuditEntry,
-]
-
-
 class VitalSigns(SQLModel, table=True):
     """One set of vital signs (infusion-day monitoring): exact decimal text, canonical units (C, mm Hg, /min, %)."""
 
@@ -348,3 +330,24 @@ class AcuteReactionRow(SQLModel, table=True):
     dlt_grade: bool = False
     reason: str = Field(max_length=1000)
     signalled_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+TABLES = [
+    Subject,
+    Dose,
+    LabResult,
+    LabTermState,
+    AeVersion,
+    AeSeriousness,
+    RecordStatus,
+    DltRecord,
+    CohortState,
+    SubjectOutcomeRow,
+    DoseRecommendationRow,
+    MissedAssessment,
+    SusarCase,
+    AuditEntry,
+    VitalSigns,
+    AeReview,
+    AcuteReactionRow,
+]
