@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Literal
 
 from shared.protocol import AcuteReactions
@@ -54,7 +54,7 @@ def match_infusion(
         for infusion in ordered:
             after = onset_at - infusion.started_at
             if timedelta(0) <= after <= window:
-                hours = (Decimal(after.total_seconds()) / 3600).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+                hours = (Decimal(after.total_seconds()) / 3600).quantize(Decimal("0.1"), rounding=ROUND_DOWN)
                 reason = (
                     f"onset {hours} h after the start of infusion {infusion.number} (window {rules.window_hours} h)"
                 )
