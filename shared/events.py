@@ -454,6 +454,8 @@ class LabToxicityData(Model):
     source_event_id: str
     floor: bool = False
     received_at: AwareDatetime | None = None
+    measured_by: Literal["lab", "vitals"] = "lab"
+    """`vitals`: a CTCAE finding graded from vital signs (`test` is the VSTESTCD, `result_id` the vitals id)."""
 
 
 class LabToxicity(EnvelopeBase):

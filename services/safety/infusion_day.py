@@ -93,6 +93,7 @@ def apply_vitals(
                 source_event_id=envelope.id,
                 floor=finding.floor,
                 received_at=envelope.receivedat,
+                measured_by="vitals",
             ),
         )
         signals.append(

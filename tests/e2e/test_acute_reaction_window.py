@@ -106,6 +106,7 @@ def test_an_ae_within_24_hours_of_the_infusion_is_an_acute_reaction(stack: Stack
         assert not any("Headache" in str(m["Subject"]) for m in mails), "onset 30 h after: not acute"
         fever = [m for m in mails if "Fever grade 1" in str(m["Subject"])]
         assert [str(m["To"]) for m in fever] == ["safety.officer@sentinel.example"]
+        assert "Vital-sign finding: Fever grade 1." in fever[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
 
         [alert] = [a for a in alerts(stack) if a["kind"] == "acute_reaction"]
         [obligation] = alert["obligations"]  # type: ignore[misc]

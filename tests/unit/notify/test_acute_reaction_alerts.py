@@ -101,3 +101,37 @@ def test_without_a_review_clock_it_notifies_once(db: Engine, protocol: Protocol)
         apply_signal(session, signal(2), NOW, protocol=quiet)
     assert rows(db, Obligation) == []
     assert len(rows(db, Delivery)) == 2  # the two roles, no escalation step added
+
+
+def test_a_vitals_finding_reads_as_one_not_as_a_lab(db: Engine, protocol: Protocol) -> None:
+    from shared.events import LabToxicity, LabToxicityData
+
+    fever = LabToxicity(
+        id="vitals-fever",
+        source="/services/safety",
+        subject="A-1",
+        time=INFUSED,
+        trialid="NCT07212335",
+        data=LabToxicityData(
+            site_id="SITE-1",
+            subject_id="A-1",
+            result_id="VS-3",
+            test="TEMP",
+            term="Fever",
+            grade=2,
+            baseline_grade=None,
+            previous_grade=1,
+            value="39.4",
+            unit="C",
+            reason="vital signs: 39.4 C is > 39.0 - 40.0 C: grade 2",
+            collected_at=INFUSED + timedelta(minutes=45),
+            source_event_id="src-vs-3",
+            received_at=NOW,
+            measured_by="vitals",
+        ),
+    )
+    with Session(db) as session, session.begin():
+        apply_signal(session, fever, NOW, protocol=protocol)
+    [mail] = rows(db, Delivery)
+    assert mail.body_text.startswith("Vital-sign finding: Fever grade 2.")
+    assert "Vital sign: TEMP = 39.4 C" in mail.body_text and "Baseline" not in mail.body_text

@@ -33,7 +33,7 @@ def test_a_fever_during_the_infusion_is_signalled_once_then_when_worse(driver: D
     [signal] = of_type(first, "lab.toxicity")
     assert isinstance(signal, LabToxicity)
     assert (signal.data.term, signal.data.grade, signal.data.test, signal.data.value) == ("Fever", 1, "TEMP", "38.0")
-    assert signal.data.reason.startswith("vital signs: 38.0 C is 38.0 - 39.0 C")
+    assert signal.data.reason.startswith("vital signs: 38.0 C is 38.0 - 39.0 C") and signal.data.measured_by == "vitals"
     assert driver.apply(vitals("A-1", START + timedelta(minutes=45), temperature_c="38.4")) == []
     [worse] = of_type(driver.apply(vitals("A-1", START + timedelta(minutes=60), temperature_c="39.2")), "lab.toxicity")
     assert (worse.data.grade, worse.data.previous_grade) == (2, 1)
