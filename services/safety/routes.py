@@ -148,6 +148,8 @@ class AcuteReactionView(BaseModel):
     dlt_grade: bool
     reason: str
     signalled_at: datetime
+    ae_status: str | None = None
+    """The AE's record status when the site took it back (entered_in_error, deleted): no longer a reaction."""
 
 
 class VitalSignsView(BaseModel):
@@ -325,7 +327,7 @@ def _subject_view(engine: Engine, protocol: Protocol, now: datetime, trial_id: s
             dlts=dlts,
             record_statuses=[StatusView.model_validate(s.model_dump()) for s in statuses],
             acute_reactions=[
-                AcuteReactionView.model_validate(r.model_dump())
+                AcuteReactionView.model_validate({**r.model_dump(), "ae_status": ae_status.get(r.ae_id)})
                 for r in acute_window.subject_reactions(session, **mine)
             ],
             vital_signs=[

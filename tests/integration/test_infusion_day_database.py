@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from services.safety.main import create_app
 from services.safety.settings import SafetySettings
 from shared.clock import FakeClock
-from tests.unit.safety.clinical import Driver, ae, ae_review, dose, enrol, of_type, vitals
+from tests.unit.safety.clinical import Driver, ae, ae_review, dose, enrol, of_type, status, vitals
 
 pytestmark = pytest.mark.integration
 TRIAL = "NCT07212335"
@@ -54,3 +54,7 @@ def test_round_trips_and_the_subject_api(client: TestClient) -> None:
     assert (reaction["ae_id"], reaction["grade"], reaction["onset_precision"]) == ("AE-1", 2, "time")
     assert [v["temperature_c"] for v in body["vital_signs"]] == ["38.50"]
     assert [(r["visit"], r["new_aes"]) for r in body["ae_reviews"]] == [("week 4", False)]
+    assert reaction["ae_status"] is None
+    driver.apply(status("A-1", "ae", "AE-1"))
+    body = client.get(f"/v1/trials/{TRIAL}/subjects/A-1", headers={"authorization": f"Bearer {VIEWER}"}).json()
+    assert body["acute_reactions"][0]["ae_status"] == "entered_in_error"
