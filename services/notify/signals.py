@@ -171,7 +171,7 @@ def _apply_acute_reaction(session: Session, signal: AcuteReactionDetected, now: 
     opens a new review when the earlier one was recorded."""
     plan = plan_acute_reaction(signal, protocol)
     data = signal.data
-    detail = f"{data.term} grade {data.grade}, onset {data.reason}"[:1000]
+    detail = f"{data.term} grade {data.grade}: {data.reason}"[:1000]
     alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
     if alert is None:
         _open(

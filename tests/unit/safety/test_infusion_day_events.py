@@ -16,7 +16,7 @@ from services.safety.models import AcuteReactionRow
 from services.safety.sweep import run_sweep
 from shared.events import AcuteReactionDetected, AssessmentMissed, LabToxicity
 from shared.protocol import Assessment, Protocol
-from tests.unit.safety.clinical import SIGNALS, Driver, ae, ae_review, dose, enrol, of_type, vitals
+from tests.unit.safety.clinical import SIGNALS, Driver, ae, ae_review, dose, enrol, of_type, status, vitals
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -148,3 +148,12 @@ def test_the_sweep_flags_week_4_without_an_ae_review_and_not_with_one(driver: Dr
         if isinstance(o.envelope, AssessmentMissed) and o.envelope.data.assessment == "week 4"
     }
     assert week4 == {"A-1": ["lab"], "A-2": ["lab", "ae"]}
+
+
+def test_a_reading_taken_back_no_longer_masks_the_next_one(driver: Driver) -> None:
+    first = vitals("A-1", START + timedelta(minutes=15), vitals_id="VS-15", temperature_c="38.2")
+    assert len(of_type(driver.apply(first), "lab.toxicity")) == 1
+    driver.apply(status("A-1", "vitals", "VS-15"))  # entered in error: another subject's thermometer
+    again = vitals("A-1", START + timedelta(minutes=30), vitals_id="VS-30", temperature_c="38.1")
+    [signal] = of_type(driver.apply(again), "lab.toxicity")
+    assert (signal.data.result_id, signal.data.previous_grade) == ("VS-30", None)
