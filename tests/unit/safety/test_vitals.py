@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.safety.vitals import (
     Reading,
@@ -166,3 +168,32 @@ def test_the_check_waits_for_the_end_of_the_observation_and_the_entry_grace() ->
     graced = RULES.model_copy(update={"entry_grace_hours": 24})
     assert not check_due(T0, rules=graced, now=end + timedelta(hours=23))
     assert check_due(T0, rules=graced, now=end + timedelta(hours=24))
+
+
+@given(st.decimals(min_value=Decimal("35.0"), max_value=Decimal("43.0"), places=2))
+def test_fever_grade_follows_the_ctcae_bands_for_any_temperature(temperature: Decimal) -> None:
+    found = fever(reading(T0, temperature_c=str(temperature)), [])
+    expected = (
+        None
+        if temperature < Decimal("38.0")
+        else 1
+        if temperature <= Decimal("39.0")
+        else 2
+        if temperature <= Decimal("40.0")
+        else 3
+    )
+    assert (found.grade if found else None) == expected
+
+
+@given(
+    st.integers(min_value=60, max_value=250),
+    st.integers(min_value=30, max_value=150),
+    st.integers(min_value=1, max_value=30),
+)
+def test_a_higher_pressure_never_grades_lower(systolic: int, diastolic: int, rise: int) -> None:
+    def grade(s: int, d: int) -> int:
+        found = hypertension(reading(T0, systolic_bp=str(s), diastolic_bp=str(d)))
+        return found.grade if found else 0
+
+    assert grade(systolic + rise, diastolic) >= grade(systolic, diastolic)
+    assert grade(systolic, diastolic + rise) >= grade(systolic, diastolic)
