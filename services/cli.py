@@ -71,6 +71,21 @@ def _protocol_check(args: argparse.Namespace) -> int:
             f"(complete by {expedited.completion_days}), else {expedited.other_days}; follow-ups "
             + (f"{expedited.follow_up_days} days" if expedited.follow_up_reports else "not tracked")
         )
+    vitals, acute = protocol.infusion_vitals, protocol.acute_reactions
+    if vitals is not None:
+        print(
+            f"  Infusion-day vitals every {vitals.interval_minutes} min for {vitals.infusion_minutes} min + "
+            f"{vitals.observe_after_minutes} min after (+/- {vitals.tolerance_minutes} min), checked "
+            f"{vitals.entry_grace_hours} h after; findings signalled from "
+            + ", ".join(f"{term} grade {grade}" for term, grade in vitals.min_grade.items())
+            + (f"; hypotension screen systolic < {s}" if (s := vitals.hypotension_systolic_below) else "")
+        )
+    if acute is not None:
+        print(
+            f"  Acute reactions: onset within {acute.window_hours} h of an infusion, alerted from grade "
+            f"{acute.min_grade}; date-only onsets {acute.date_only_onset}"
+        )
+    print(f"  Visit AE assessment by: {', '.join(protocol.ae_assessment.evidence)}")
     return 0
 
 

@@ -141,6 +141,11 @@ class AeData(Model):
     seriousness: SeriousnessCriteria | None = None
     relatedness: Relatedness | None = None
     onset: str | None = None
+    onset_at: AwareDatetime | None = Field(
+        default=None,
+        description="Onset date and time where the form records it (the 24 h acute-reaction window needs it); "
+        "`onset`, when absent, is its date at the sender's offset",
+    )
     end: str | None = None
     outcome: Annotated[str, Field(max_length=100)] | None = None
     awareness_at: AwareDatetime | None = None
@@ -159,11 +164,34 @@ class AeData(Model):
     def _partial_dates(cls, value: str | None) -> str | None:
         return check_partial_date(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _onset_time_in_onset(cls, values: Any) -> Any:
+        """A time written into `onset` ("2026-03-02T10:30:00+01:00") is `onset_at`, and `onset` keeps its date."""
+        if isinstance(values, dict) and isinstance(values.get("onset"), str) and "T" in values["onset"]:
+            values = dict(values)
+            if values.get("onset_at") not in (None, values["onset"]):
+                raise ValueError("onset carries a time that differs from onset_at")
+            values["onset_at"] = values["onset"]
+            values["onset"] = values["onset"].split("T", 1)[0]
+        return values
+
+    @model_validator(mode="after")
+    def _onset_agrees(self) -> AeData:
+        if self.onset_at is None:
+            return self
+        day = self.onset_at.date().isoformat()  # the sender's own calendar date
+        if self.onset is None:
+            object.__setattr__(self, "onset", day)  # frozen model: set once, during validation
+        elif not day.startswith(self.onset):
+            raise ValueError(f"onset {self.onset} and onset_at {self.onset_at.isoformat()} name different days")
+        return self
+
 
 class RecordStatusData(Model):
     """A record deleted or entered in error at the site: a status event, never a silent delete."""
 
-    record_type: Literal["enrollment", "dose", "lab", "ae"]
+    record_type: Literal["enrollment", "dose", "lab", "ae", "vitals", "ae_review"]
     record_id: Text = Field(description="dose_id, result_id or ae_id; the subject for an enrolment")
     status: Literal["deleted", "entered_in_error", "restored"]
     reason: Annotated[str, Field(max_length=1000)] | None = None
@@ -182,6 +210,72 @@ class SubjectStatusData(Model):
     reason: Annotated[str, Field(max_length=1000)] | None = None
 
 
+VitalSignName = Literal["temperature_c", "systolic_bp", "diastolic_bp", "heart_rate", "respiratory_rate", "spo2"]
+VITAL_SIGN_NAMES: tuple[VitalSignName, ...] = (
+    "temperature_c",
+    "systolic_bp",
+    "diastolic_bp",
+    "heart_rate",
+    "respiratory_rate",
+    "spo2",
+)
+
+
+class VitalsData(Model):
+    """One set of vital signs taken at `measured_at` (infusion-day monitoring every 15 minutes, or any visit).
+
+    Canonical units: temperature in degrees Celsius, pressures in mm Hg, rates per minute, SpO2 in %. Ingest
+    converts what the formats send (FHIR UCUM `[degF]`, SDTM VSORRESU `F`) and keeps the text in `raw`.
+    """
+
+    vitals_id: Text
+    measured_at: AwareDatetime
+    temperature_c: Decimal | None = Field(default=None, ge=25, le=46)
+    systolic_bp: Decimal | None = Field(default=None, ge=20, le=300)
+    diastolic_bp: Decimal | None = Field(default=None, ge=10, le=200)
+    heart_rate: Decimal | None = Field(default=None, ge=10, le=300)
+    respiratory_rate: Decimal | None = Field(default=None, ge=1, le=80)
+    spo2: Decimal | None = Field(default=None, ge=30, le=100)
+    dose_id: Text | None = Field(default=None, description="The infusion this monitoring belongs to, if the form says")
+    raw: dict[str, str] | None = Field(
+        default=None, description="The sender's values exactly as received (field or item name -> text)"
+    )
+
+    @field_validator(*VITAL_SIGN_NAMES, mode="before")
+    @classmethod
+    def _exact_numbers(cls, value: Any) -> Any:
+        if isinstance(value, float):
+            raise ValueError("send vital signs as JSON numbers or text, parsed exactly; binary floats are refused")
+        return value
+
+    @model_validator(mode="after")
+    def _some_sign(self) -> VitalsData:
+        if all(getattr(self, name) is None for name in VITAL_SIGN_NAMES):
+            raise ValueError(f"a vitals record needs at least one of {list(VITAL_SIGN_NAMES)}")
+        return self
+
+    def measured(self) -> list[VitalSignName]:
+        return [name for name in VITAL_SIGN_NAMES if getattr(self, name) is not None]
+
+
+class AeReviewData(Model):
+    """The site's AE assessment at a visit: "AE review done" (`new_aes` false: none new since the last review).
+
+    The evidence that a delayed-reaction visit (weeks 4, 8, 12, 24) asked about AEs: without it, silence is not
+    "no AEs". New AEs found at the review are sent as `ae` events as usual (`new_aes` true). Carried by CDASH's
+    AEYN ("Any adverse events?") in ODM and SDTM SUPPAE-style rows, and in FHIR by an Observation coded
+    `sentinel-ae-review` (no standard code exists).
+    """
+
+    review_id: Text
+    assessed_at: AwareDatetime
+    visit: Annotated[str, Field(min_length=1, max_length=80)] | None = Field(
+        default=None, description="The protocol visit name (e.g. 'week 4'), if the form names it"
+    )
+    new_aes: bool = False
+    raw: dict[str, str] | None = None
+
+
 class InboundType(StrEnum):
     ENROLLMENT = "enrollment"
     DOSE = "dose"
@@ -189,6 +283,8 @@ class InboundType(StrEnum):
     AE = "ae"
     STATUS = "status"
     SUBJECT_STATUS = "subject_status"
+    VITALS = "vitals"
+    AE_REVIEW = "ae_review"
 
 
 INBOUND_DATA: dict[InboundType, type[Model]] = {
@@ -198,6 +294,8 @@ INBOUND_DATA: dict[InboundType, type[Model]] = {
     InboundType.AE: AeData,
     InboundType.STATUS: RecordStatusData,
     InboundType.SUBJECT_STATUS: SubjectStatusData,
+    InboundType.VITALS: VitalsData,
+    InboundType.AE_REVIEW: AeReviewData,
 }
 
 
@@ -261,8 +359,25 @@ class SubjectStatusChanged(ClinicalEnvelopeBase):
     data: SubjectStatusData
 
 
+class VitalsRecorded(ClinicalEnvelopeBase):
+    type: Literal["vitals.recorded"] = "vitals.recorded"
+    data: VitalsData
+
+
+class AeReviewRecorded(ClinicalEnvelopeBase):
+    type: Literal["ae_review.recorded"] = "ae_review.recorded"
+    data: AeReviewData
+
+
 ClinicalEnvelope = Annotated[
-    AeReported | LabResulted | DoseAdministered | SubjectEnrolled | RecordStatusChanged | SubjectStatusChanged,
+    AeReported
+    | LabResulted
+    | DoseAdministered
+    | SubjectEnrolled
+    | RecordStatusChanged
+    | SubjectStatusChanged
+    | VitalsRecorded
+    | AeReviewRecorded,
     Field(discriminator="type"),
 ]
 CLINICAL_ADAPTER: TypeAdapter[ClinicalEnvelope] = TypeAdapter(ClinicalEnvelope)
@@ -274,6 +389,8 @@ ENVELOPE_FOR_INBOUND: dict[InboundType, type[ClinicalEnvelopeBase]] = {
     InboundType.AE: AeReported,
     InboundType.STATUS: RecordStatusChanged,
     InboundType.SUBJECT_STATUS: SubjectStatusChanged,
+    InboundType.VITALS: VitalsRecorded,
+    InboundType.AE_REVIEW: AeReviewRecorded,
 }
 
 
@@ -337,6 +454,8 @@ class LabToxicityData(Model):
     source_event_id: str
     floor: bool = False
     received_at: AwareDatetime | None = None
+    measured_by: Literal["lab", "vitals"] = "lab"
+    """`vitals`: a CTCAE finding graded from vital signs (`test` is the VSTESTCD, `result_id` the vitals id)."""
 
 
 class LabToxicity(EnvelopeBase):
@@ -555,6 +674,41 @@ class SusarWithdrawn(EnvelopeBase):
     data: SusarData
 
 
+class AcuteReactionData(Model):
+    """An AE with onset within the protocol's window (24 h) after an infusion, at or above its alert grade.
+
+    `onset_precision`: `time` when the onset time is known; `date` when only its day is, and that day is the
+    infusion's or the next (counted as acute: the cautious reading, said so in `reason`).
+    `dlt_grade`: the grade is at or above the grade the DLT criteria use for infusion reactions.
+    """
+
+    site_id: str
+    subject_id: str
+    ae_id: str
+    ae_version: int
+    term: str
+    grade: int
+    previous_grade: int | None
+    onset: str | None
+    onset_at: AwareDatetime | None
+    onset_precision: Literal["time", "date"]
+    dose_id: str
+    dose_number: int
+    infusion_at: AwareDatetime
+    hours_after_infusion: Decimal | None
+    dlt_grade: bool
+    reason: str
+    received_at: AwareDatetime
+    source_event_id: str
+
+
+class AcuteReactionDetected(EnvelopeBase):
+    """An acute infusion reaction (or a worse grade of one): the safety officer must review it."""
+
+    type: Literal["acute_reaction.detected"] = "acute_reaction.detected"
+    data: AcuteReactionData
+
+
 SignalEnvelope = Annotated[
     SaeDetected
     | SaeUpdated
@@ -570,7 +724,8 @@ SignalEnvelope = Annotated[
     | DataQualityFlagged
     | SusarDetected
     | SusarUpdated
-    | SusarWithdrawn,
+    | SusarWithdrawn
+    | AcuteReactionDetected,
     Field(discriminator="type"),
 ]
 SIGNAL_ADAPTER: TypeAdapter[SignalEnvelope] = TypeAdapter(SignalEnvelope)

@@ -210,6 +210,84 @@ class Assessment(ProtocolModel):
     kinds: list[AssessmentKind] = Field(default_factory=lambda: list[AssessmentKind](["lab"]), min_length=1)
 
 
+VitalSign = Literal["temperature_c", "systolic_bp", "diastolic_bp", "heart_rate", "respiratory_rate", "spo2"]
+VitalsTerm = Literal["Fever", "Hypertension", "Hypotension"]
+
+
+class InfusionVitals(ProtocolModel):
+    """Infusion-day monitoring: vital signs every `interval_minutes` from the start of each infusion until
+    `observe_after_minutes` after its end, and the CTCAE findings graded from them.
+
+    The contract records an infusion's start only, so its end is start + `infusion_minutes`. Once the
+    observation period is over, each slot (start, start + interval, ...) needs a reading of every `required`
+    sign within +/- `tolerance_minutes`; more than `allowed_missing_slots` incomplete slots is flagged once,
+    `entry_grace_hours` after the observation ended (vitals transcribed from paper arrive late).
+    Findings (CTCAE v5.0 adult criteria: Fever by temperature; Hypertension by pressure, always "at least",
+    its clinical half to be graded by the investigator) are signalled as lab toxicities at `min_grade` per term
+    and again only when worse than the same term in the preceding `repeat_after_hours`.
+    CTCAE grades Hypotension by intervention only: `hypotension_systolic_below` is the protocol's own screen
+    (not a CTCAE cut-off) that reports a low systolic pressure as "at least grade 1, grade it clinically";
+    null turns it off.
+    """
+
+    interval_minutes: int = Field(default=15, ge=1, le=240)
+    infusion_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    observe_after_minutes: int = Field(default=120, ge=0, le=7 * 24 * 60)
+    tolerance_minutes: int = Field(default=5, ge=0, le=120)
+    allowed_missing_slots: int = Field(default=0, ge=0)
+    entry_grace_hours: int = Field(
+        default=0, ge=0, le=24 * 14, description="Wait this long after the observation for data entry, then check"
+    )
+    required: list[VitalSign] = Field(
+        default_factory=lambda: list[VitalSign](["temperature_c", "systolic_bp", "diastolic_bp", "heart_rate"]),
+        min_length=1,
+    )
+    min_grade: dict[VitalsTerm, Annotated[int, Field(ge=1, le=5)]] = Field(
+        default_factory=lambda: dict[VitalsTerm, int]({"Fever": 1, "Hypertension": 3, "Hypotension": 1})
+    )
+    hypotension_systolic_below: Decimal | None = Field(default=None, gt=0, le=200)
+    repeat_after_hours: int = Field(default=24, ge=1, le=24 * 30)
+
+    @model_validator(mode="after")
+    def _tolerance_inside_interval(self) -> InfusionVitals:
+        if 2 * self.tolerance_minutes >= self.interval_minutes:
+            raise ValueError("tolerance_minutes must be less than half of interval_minutes (one reading, one slot)")
+        return self
+
+
+class AcuteReactions(ProtocolModel):
+    """The acute-reaction window: an AE with onset within `window_hours` after the start of an infusion
+    (inclusive: exactly 24 h counts) at grade >= `min_grade` is an acute reaction, alerted to `notify_roles`
+    and reviewed within `review_hours` (null: notify once, no clock). `dlt_grade` marks the reactions that
+    the DLT criteria also judge. `date_only_onset`: an AE whose onset has a day but no time, on the infusion's
+    day or the next, `counts` (the cautious reading) or is `ignored`.
+    """
+
+    window_hours: int = Field(default=24, ge=1, le=24 * 14)
+    min_grade: int = Field(default=2, ge=1, le=5)
+    dlt_grade: int = Field(default=3, ge=1, le=5)
+    date_only_onset: Literal["counts", "ignored"] = "counts"
+    review_hours: int | None = Field(default=24, ge=1, le=24 * 30)
+    notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
+
+
+AeEvidence = Literal["ae_review", "ae_report", "lab"]
+
+
+class AeAssessment(ProtocolModel):
+    """What completes the `ae` part of a visit (the delayed-reaction checks at weeks 4, 8, 12, 24).
+
+    `ae_review`: an AE review record ("AE review done", new AEs or none) for the visit (named, or assessed
+    inside its window); `ae_report`: an AE report received inside the window; `lab`: a lab drawn inside it
+    (the old reading, where a subject seen for labs counts as asked about AEs). The default keeps all three,
+    for protocols written before the review record existed.
+    """
+
+    evidence: list[AeEvidence] = Field(
+        default_factory=lambda: list[AeEvidence](["ae_review", "ae_report", "lab"]), min_length=1
+    )
+
+
 class EscalationStep(ProtocolModel):
     """Who is paged at this step (contact roles or e-mail addresses), and how long to wait for an ack."""
 
@@ -335,6 +413,9 @@ class Protocol(ProtocolModel):
     escalation: EscalationPolicy
     reference_safety_information: ReferenceSafetyInformation | None = None
     expedited_reporting: ExpeditedReporting | None = None
+    infusion_vitals: InfusionVitals | None = None
+    acute_reactions: AcuteReactions | None = None
+    ae_assessment: AeAssessment = AeAssessment()
 
     @model_validator(mode="after")
     def _consistent(self) -> Protocol:
@@ -350,6 +431,8 @@ class Protocol(ProtocolModel):
             "data_quality.notify_roles": self.data_quality.notify_roles or [],
             **{f"data_quality.code_roles.{code}": r for code, r in self.data_quality.code_roles.items()},
         }
+        if self.acute_reactions is not None:
+            sections["acute_reactions.notify_roles"] = self.acute_reactions.notify_roles
         if self.expedited_reporting is not None:
             if self.reference_safety_information is None:
                 raise ValueError("expedited_reporting needs reference_safety_information to judge expectedness")

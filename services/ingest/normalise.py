@@ -18,6 +18,7 @@ from shared.events import (
     ENVELOPE_FOR_INBOUND,
     INBOUND_DATA,
     AeData,
+    AeReviewData,
     ClinicalEnvelopeBase,
     DoseData,
     EnrollmentData,
@@ -25,6 +26,7 @@ from shared.events import (
     LabData,
     RecordStatusData,
     SubjectStatusData,
+    VitalsData,
     deterministic_id,
 )
 
@@ -126,6 +128,10 @@ def clinical_time(data: BaseModel, received_at: datetime) -> datetime:
         return datetime.combine(data.enrolled_at, time(0, 0), tzinfo=UTC)
     if isinstance(data, RecordStatusData):
         return data.changed_at or received_at
+    if isinstance(data, VitalsData):
+        return data.measured_at
+    if isinstance(data, AeReviewData):
+        return data.assessed_at
     if isinstance(data, SubjectStatusData):
         return datetime.combine(data.effective_on, time(0, 0), tzinfo=UTC) if data.effective_on else received_at
     raise TypeError(f"unknown payload {type(data).__name__}")

@@ -28,7 +28,16 @@ from services.ingest.intake import (
 from services.ingest.normalise import CanonicalEvent, InvalidBody, parse_body
 from services.ingest.runtime import IngestRuntime
 from services.ingest.sources import Source, SourceKind
-from shared.events import AeData, DoseData, EnrollmentData, LabData, RecordStatusData
+from shared.events import (
+    AeData,
+    AeReviewData,
+    DoseData,
+    EnrollmentData,
+    LabData,
+    RecordStatusData,
+    SubjectStatusData,
+    VitalsData,
+)
 from shared.kafka import BrokerUnavailable
 from shared.problems import validation_problem
 
@@ -132,5 +141,11 @@ def canonical_record(event: CanonicalEvent) -> SourceRecord:
         return SourceRecord(event, f"{base}:dose:{data.dose_id}")
     if isinstance(data, EnrollmentData):
         return SourceRecord(event, f"{base}:enrollment:{header.subject}")
+    if isinstance(data, VitalsData):
+        return SourceRecord(event, f"{base}:vitals:{data.vitals_id}")
+    if isinstance(data, AeReviewData):
+        return SourceRecord(event, f"{base}:ae_review:{data.review_id}")
+    if isinstance(data, SubjectStatusData):  # was an AssertionError (a 500) for canonical subject_status posts
+        return SourceRecord(event, f"{base}:subject_status:{header.subject}")
     assert isinstance(data, RecordStatusData)
     return SourceRecord(event, f"{base}:{data.record_type}:{data.record_id}")

@@ -93,7 +93,7 @@ class FieldMap(ConfigModel):
     `analytes` maps one item per lab analyte (wide lab forms) to the test, its fixed unit and its range.
     """
 
-    type: Literal["ae", "lab", "dose", "enrollment", "subject_status"]
+    type: Literal["ae", "lab", "dose", "enrollment", "subject_status", "vitals", "ae_review"]
     items: dict[str, str] = Field(default_factory=dict)
     analytes: dict[str, AnalyteMap] = Field(default_factory=dict)
     baseline: bool = False
@@ -104,6 +104,8 @@ class FieldMap(ConfigModel):
         unknown = sorted({field for field in self.items.values() if field not in allowed})
         if unknown:
             raise ValueError(f"unknown target field(s) {unknown} for a {self.type} form; allowed: {sorted(allowed)}")
+        if self.type == "ae_review" and {"assessed_at", "new_aes"} - set(self.items.values()):
+            raise ValueError("an ae_review form needs items mapped to 'assessed_at' and 'new_aes' (CDASH AEYN)")
         if self.type == "subject_status" and "status" not in self.items.values():
             raise ValueError("a subject_status form needs an item mapped to 'status'")
         if self.type == "ae" and "term" not in self.items.values():
@@ -132,6 +134,7 @@ AE_FIELDS = frozenset(
         "medically_important",
         "relatedness",
         "onset",
+        "onset_time",
         "end",
         "ongoing",
         "outcome",
@@ -160,12 +163,31 @@ LAB_FIELDS = frozenset(
 DOSE_FIELDS = frozenset({"id", "number", "administered_at", "cells_per_kg", "status"})
 ENROLLMENT_FIELDS = frozenset({"arm", "enrolled_at", "weight_kg", "car_t_infused_on", "status"})
 SUBJECT_STATUS_FIELDS = frozenset({"status", "effective_on", "reason"})
+VITALS_FIELDS = frozenset(
+    {
+        "id",
+        "measured_at",
+        "temperature_c",
+        "temperature_unit",
+        "systolic_bp",
+        "diastolic_bp",
+        "heart_rate",
+        "respiratory_rate",
+        "spo2",
+        "dose_id",
+        "status",
+    }
+)
+AE_REVIEW_FIELDS = frozenset({"id", "assessed_at", "visit", "new_aes", "status"})
+"""CDASH AEYN ("Any adverse events?") maps to `new_aes`: "N" is the record that the AE review found none new."""
 MAPPABLE_FIELDS = {
     "ae": AE_FIELDS,
     "lab": LAB_FIELDS,
     "dose": DOSE_FIELDS,
     "enrollment": ENROLLMENT_FIELDS,
     "subject_status": SUBJECT_STATUS_FIELDS,
+    "vitals": VITALS_FIELDS,
+    "ae_review": AE_REVIEW_FIELDS,
 }
 
 

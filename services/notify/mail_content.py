@@ -73,23 +73,28 @@ def lab_mail(
     previous = f"grade {data.previous_grade}" if data.previous_grade is not None else "none"
     grade = f"at least {data.grade}" if data.floor else str(data.grade)
     graded = f"{'at least ' if data.floor else ''}grade {data.grade}"
+    vitals = data.measured_by == "vitals"
     rows = [
         ("Trial", trial_id),
         ("Site", data.site_id),
         ("Subject", data.subject_id),
         ("CTCAE term", data.term),
         ("Grade", grade),
-        ("Result", f"{data.test} = {data.value} {data.unit or ''}".rstrip()),
-        ("Collected", _when(data.collected_at)),
-        ("Baseline", baseline),
-        ("Previously signalled", previous),
+        ("Vital sign" if vitals else "Result", f"{data.test} = {data.value} {data.unit or ''}".rstrip()),
+        ("Measured" if vitals else "Collected", _when(data.collected_at)),
+        *([] if vitals else [("Baseline", baseline)]),
+        ("Previously signalled" if not vitals else "Worst nearby reading", previous),
         ("Grading", data.reason),
     ]
     if due_at is not None:
         rows.append(("Review due", f"{_when(due_at)} ({hours} h)"))
     due = f", review due {_when(due_at)}" if due_at is not None else ""
     subject = f"[{trial_id}] {data.term} {graded}{due}, subject {data.subject_id}"
-    heading = f"Lab toxicity worse than baseline: {data.term} {graded}."
+    heading = (
+        f"Vital-sign finding: {data.term} {graded}."
+        if vitals
+        else f"Lab toxicity worse than baseline: {data.term} {graded}."
+    )
     footer = (
         "Acknowledge the alert to stop paging; only recording the review closes the obligation."
         if due_at is not None
@@ -98,9 +103,8 @@ def lab_mail(
     tail = [footer] if footer else []
     text = "\n".join([heading, "", *_lines(rows), *(["", *tail] if tail else [])])
     html = (
-        f"<html><body><h2>Lab toxicity: {escape(data.term)} {escape(graded)}</h2>{_table(rows)}"
-        + (f"<p>{escape(footer)}</p>" if footer else "")
-        + "</body></html>"
+        f"<html><body><h2>{'Vital-sign finding' if vitals else 'Lab toxicity'}: {escape(data.term)} "
+        f"{escape(graded)}</h2>{_table(rows)}" + (f"<p>{escape(footer)}</p>" if footer else "") + "</body></html>"
     )
     return MailContent(subject=subject, text=text, html=html)
 

@@ -19,6 +19,7 @@ SUSAR_REPORTS = frozenset({"susar_report", "susar_completion", "susar_follow_up"
 DOSE_RECOMMENDATION_REVIEW = "dose_recommendation_review"
 DEVIATION_REVIEW = "deviation_review"
 LAB_REVIEW = "lab_review"
+ACUTE_REACTION_REVIEW = "acute_reaction_review"
 OPEN_STATES = frozenset({"open", "overdue"})
 CLOSED_STATES = frozenset({"completed", "cancelled"})
 
@@ -42,6 +43,9 @@ def reminded_roles(protocol: Protocol, kind: str) -> list[str]:
         return list(rules.notify_roles) if rules is not None else list(protocol.sae.notify_roles)
     if kind == LAB_REVIEW:
         return list(protocol.lab_alerts.notify_roles)
+    if kind == ACUTE_REACTION_REVIEW:
+        acute = protocol.acute_reactions
+        return list(acute.notify_roles) if acute is not None else list(protocol.sae.notify_roles)
     raise ValueError(f"unknown obligation kind {kind!r}")
 
 
@@ -56,6 +60,7 @@ def label(kind: str) -> str:
         DOSE_RECOMMENDATION_REVIEW: "recommended-dose review",
         DEVIATION_REVIEW: "protocol-deviation review",
         LAB_REVIEW: "lab toxicity review",
+        ACUTE_REACTION_REVIEW: "acute reaction review",
     }.get(kind, kind.replace("_", " "))
 
 

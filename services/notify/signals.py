@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlmodel import Session
 
 from services.notify import alert_actions, scheduling, store
+from services.notify.acute_reaction_alerts import ACUTE_REACTION_KIND, plan_acute_reaction
 from services.notify.data_quality_alerts import DATA_QUALITY_KIND, plan_data_quality
 from services.notify.dlt_alerts import (
     DLT_KIND,
@@ -31,11 +32,12 @@ from services.notify.dlt_alerts import (
 )
 from services.notify.lab_alerts import LAB_KIND, plan_lab_alert
 from services.notify.models import Alert
-from services.notify.obligations import DLT_REVIEW, LAB_REVIEW, SAE_REPORT, STOPPING_RULE_REVIEW
+from services.notify.obligations import ACUTE_REACTION_REVIEW, DLT_REVIEW, LAB_REVIEW, SAE_REPORT, STOPPING_RULE_REVIEW
 from services.notify.sae_alerts import SAE_KIND, AlertPlan, plan_sae_alert, report_deadline, update_needs_paging
 from services.notify.susar_signals import apply_susar
 from shared.clock import utc
 from shared.events import (
+    AcuteReactionDetected,
     AssessmentMissed,
     CohortDecision,
     DataQualityFlagged,
@@ -86,6 +88,8 @@ def apply_signal(
         apply_susar(session, envelope, now, protocol=protocol)
     elif isinstance(envelope, DataQualityFlagged):
         _apply_data_quality(session, envelope, now, protocol)
+    elif isinstance(envelope, AcuteReactionDetected):
+        _apply_acute_reaction(session, envelope, now, protocol)
     else:  # pragma: no cover - the union above is exhaustive; a new signal type must be handled here
         raise PoisonMessage(f"unsupported signal {type(envelope).__name__}")
     store.link_queued_to_console(session, console_url=console_url, now=now)
@@ -157,6 +161,37 @@ def _apply_lab(session: Session, signal: LabToxicity, now: datetime, protocol: P
     _repage(session, alert, plan, now=now, protocol=protocol)
     store.record(session, alert_id=alert.id, actor=SYSTEM, action="worsened", detail=detail, now=now)
     reviewing = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == LAB_REVIEW]
+    if plan.obligation is not None and not reviewing:
+        obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
+        if obligation is not None:
+            scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
+
+
+def _apply_acute_reaction(session: Session, signal: AcuteReactionDetected, now: datetime, protocol: Protocol) -> None:
+    """Safety signals an acute reaction once per grade it reaches: a worse grade re-pages the AE's alert and
+    opens a new review when the earlier one was recorded."""
+    plan = plan_acute_reaction(signal, protocol)
+    data = signal.data
+    detail = f"{data.term} grade {data.grade}: {data.reason}"[:1000]
+    alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
+    if alert is None:
+        _open(
+            session,
+            plan,
+            kind=ACUTE_REACTION_KIND,
+            trial_id=signal.trialid,
+            site_id=data.site_id,
+            subject_id=data.subject_id,
+            detail=detail,
+            now=now,
+            protocol=protocol,
+        )
+        return
+    alert.title = plan.title
+    alert.details = plan.details
+    _repage(session, alert, plan, now=now, protocol=protocol)
+    store.record(session, alert_id=alert.id, actor=SYSTEM, action="worsened", detail=detail, now=now)
+    reviewing = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == ACUTE_REACTION_REVIEW]
     if plan.obligation is not None and not reviewing:
         obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
         if obligation is not None:

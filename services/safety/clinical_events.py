@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.safety import data_quality, protocol_engine, store
+from services.safety import acute_window, data_quality, infusion_day, protocol_engine, store
 from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
@@ -23,6 +23,7 @@ from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae
 from shared.audit import append_audit, lock_audit_chain
 from shared.events import (
     AeReported,
+    AeReviewRecorded,
     ClinicalEnvelope,
     DoseAdministered,
     LabResulted,
@@ -34,6 +35,7 @@ from shared.events import (
     SaeUpdated,
     SubjectEnrolled,
     SubjectStatusChanged,
+    VitalsRecorded,
     deterministic_id,
     message_key,
 )
@@ -71,9 +73,19 @@ def apply_clinical_event(
         changed = protocol_engine.record_subject_status(session, envelope=envelope, now=now)
         if changed:
             signals += protocol_engine.death_without_fatal_ae(session, envelope=envelope, now=now, topic=signals_topic)
+    elif isinstance(envelope, VitalsRecorded):  # infusion-day monitoring: no bearing on the DLT/3+3 state
+        store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
+        return infusion_day.apply_vitals(session, envelope, protocol=protocol, signals_topic=signals_topic)[1]
+    elif isinstance(envelope, AeReviewRecorded):  # completes a visit's AE assessment (evaluability)
+        store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
+        changed = infusion_day.apply_ae_review(session, envelope)
     else:
         store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
         changed, signals = _apply_record(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
+        if changed and isinstance(envelope, AeReported | DoseAdministered):  # the 24 h acute-reaction window
+            signals += acute_window.check_after(
+                session, envelope, protocol=protocol, now=now, signals_topic=signals_topic
+            )
         if isinstance(envelope, DoseAdministered):
             _record_site_offset(session, envelope)
         if changed and isinstance(envelope, AeReported):

@@ -278,6 +278,65 @@ class SusarCase(SQLModel, table=True):
 
 
 # The audit chain is shared code, but safety writes it in its own transactions, so it creates it too.
+class VitalSigns(SQLModel, table=True):
+    """One set of vital signs (infusion-day monitoring): exact decimal text, canonical units (C, mm Hg, /min, %)."""
+
+    __tablename__ = "safety_vital_signs"
+
+    trial_id: str = Field(primary_key=True, max_length=64)
+    subject_id: str = Field(primary_key=True, max_length=200)
+    vitals_id: str = Field(primary_key=True, max_length=200)
+    measured_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    temperature_c: str | None = Field(default=None, max_length=20)
+    systolic_bp: str | None = Field(default=None, max_length=20)
+    diastolic_bp: str | None = Field(default=None, max_length=20)
+    heart_rate: str | None = Field(default=None, max_length=20)
+    respiratory_rate: str | None = Field(default=None, max_length=20)
+    spo2: str | None = Field(default=None, max_length=20)
+    dose_id: str | None = Field(default=None, max_length=200)
+    event_id: str = Field(max_length=64)
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class AeReview(SQLModel, table=True):
+    """The site's AE assessment at a visit ("AE review done", new AEs or none): completes a visit's `ae` part."""
+
+    __tablename__ = "safety_ae_reviews"
+
+    trial_id: str = Field(primary_key=True, max_length=64)
+    subject_id: str = Field(primary_key=True, max_length=200)
+    review_id: str = Field(primary_key=True, max_length=200)
+    assessed_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    visit: str | None = Field(default=None, max_length=80)
+    new_aes: bool = False
+    event_id: str = Field(max_length=64)
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class AcuteReactionRow(SQLModel, table=True):
+    """An AE signalled as an acute reaction (onset within the window after an infusion), at its worst grade so
+    far: the key makes each worsening a one-off signal; the subject API lists them."""
+
+    __tablename__ = "safety_acute_reactions"
+
+    trial_id: str = Field(primary_key=True, max_length=64)
+    subject_id: str = Field(primary_key=True, max_length=200)
+    ae_id: str = Field(primary_key=True, max_length=200)
+    ae_version: int
+    term: str = Field(max_length=500)
+    grade: int
+    dose_id: str = Field(max_length=200)
+    dose_number: int
+    infusion_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    onset: str | None = Field(default=None, max_length=10)
+    onset_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    onset_precision: str = Field(max_length=10)
+    hours_after_infusion: str | None = Field(default=None, max_length=20)
+    dlt_grade: bool = False
+    reason: str = Field(max_length=1000)
+    signalled_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
 TABLES = [
     Subject,
     Dose,
@@ -293,4 +352,7 @@ TABLES = [
     MissedAssessment,
     SusarCase,
     AuditEntry,
+    VitalSigns,
+    AeReview,
+    AcuteReactionRow,
 ]

@@ -25,7 +25,7 @@ from sqlmodel import Session
 
 from services.safety import subject_store
 from services.safety.ae_terms import map_ae_term
-from services.safety.assessments import missing_kinds, schedule
+from services.safety.assessments import ReviewMark, missing_kinds, schedule
 from services.safety.cohort import (
     ArmAssessment,
     ArmTally,
@@ -253,7 +253,14 @@ def _required_assessments(
     inactive_labs, inactive_aes = state.inactive_ids("lab"), state.inactive_ids("ae")
     lab_times = [lab.collected_at for lab in state.labs if lab.result_id not in inactive_labs]
     ae_times = [v.received_at for v in state.ae_versions if v.ae_id not in inactive_aes]
-    missing = tuple(v.name for v in visits if missing_kinds(v, lab_times=lab_times, ae_times=ae_times))
+    inactive_reviews = state.inactive_ids("ae_review")
+    reviews = [ReviewMark(r.assessed_at, r.visit) for r in state.ae_reviews if r.review_id not in inactive_reviews]
+    evidence = protocol.ae_assessment.evidence
+    missing = tuple(
+        v.name
+        for v in visits
+        if missing_kinds(v, lab_times=lab_times, ae_times=ae_times, reviews=reviews, evidence=evidence)
+    )
     return missing, max((v.due_until for v in visits), default=None)
 
 

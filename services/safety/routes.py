@@ -12,9 +12,19 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from services.safety import protocol_engine, store
+from services.safety import acute_window, protocol_engine, store
 from services.safety.dlt import DltState
-from services.safety.models import AeSeriousness, AeVersion, DltRecord, Dose, LabResult, Subject, SubjectOutcomeRow
+from services.safety.models import (
+    AeReview,
+    AeSeriousness,
+    AeVersion,
+    DltRecord,
+    Dose,
+    LabResult,
+    Subject,
+    SubjectOutcomeRow,
+    VitalSigns,
+)
 from shared.audit import lock_audit_chain
 from shared.auth import require_role
 from shared.clock import Clock
@@ -121,6 +131,46 @@ class StatusView(BaseModel):
     changed_at: datetime
 
 
+class AcuteReactionView(BaseModel):
+    """An AE with onset within the acute window after an infusion, at or above the alert grade."""
+
+    ae_id: str
+    ae_version: int
+    term: str
+    grade: int
+    dose_id: str
+    dose_number: int
+    infusion_at: datetime
+    onset: str | None
+    onset_at: datetime | None
+    onset_precision: str
+    hours_after_infusion: str | None
+    dlt_grade: bool
+    reason: str
+    signalled_at: datetime
+    ae_status: str | None = None
+    """The AE's record status when the site took it back (entered_in_error, deleted): no longer a reaction."""
+
+
+class VitalSignsView(BaseModel):
+    vitals_id: str
+    measured_at: datetime
+    temperature_c: str | None
+    systolic_bp: str | None
+    diastolic_bp: str | None
+    heart_rate: str | None
+    respiratory_rate: str | None
+    spo2: str | None
+    dose_id: str | None
+
+
+class AeReviewView(BaseModel):
+    review_id: str
+    assessed_at: datetime
+    visit: str | None
+    new_aes: bool
+
+
 class SubjectView(BaseModel):
     trial_id: str
     subject_id: str
@@ -136,6 +186,9 @@ class SubjectView(BaseModel):
     """For the cohort: the window has closed, or the subject had a confirmed DLT."""
     dlts: list[DltView]
     record_statuses: list[StatusView]
+    acute_reactions: list[AcuteReactionView] = []
+    vital_signs: list[VitalSignsView] = []
+    ae_reviews: list[AeReviewView] = []
 
 
 class CohortView(BaseModel):
@@ -273,6 +326,18 @@ def _subject_view(engine: Engine, protocol: Protocol, now: datetime, trial_id: s
             evaluable=_evaluable(session, trial_id, subject_id, confirmed=confirmed),
             dlts=dlts,
             record_statuses=[StatusView.model_validate(s.model_dump()) for s in statuses],
+            acute_reactions=[
+                AcuteReactionView.model_validate({**r.model_dump(), "ae_status": ae_status.get(r.ae_id)})
+                for r in acute_window.subject_reactions(session, **mine)
+            ],
+            vital_signs=[
+                VitalSignsView.model_validate(v.model_dump())
+                for v in session.exec(select(VitalSigns).filter_by(**mine).order_by(col(VitalSigns.measured_at)))
+            ],
+            ae_reviews=[
+                AeReviewView.model_validate(r.model_dump())
+                for r in session.exec(select(AeReview).filter_by(**mine).order_by(col(AeReview.assessed_at)))
+            ],
         )
 
 

@@ -5,7 +5,7 @@ Keyword-only; never commit (the caller's transaction does).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import case, func
@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from services.safety.cohort import ArmTally
 from services.safety.models import (
+    AeReview,
     AeSeriousness,
     AeVersion,
     CohortState,
@@ -42,6 +43,8 @@ class SubjectState:
     """(record_type, record_id) -> status of records the site took back."""
     records: dict[str, DltRecord]
     outcome: SubjectOutcomeRow | None
+    ae_reviews: list[AeReview] = field(default_factory=list)
+    """The site's AE review records (visit AE assessments)."""
 
     def inactive_ids(self, record_type: str) -> dict[str, str]:
         return {rid: status for (kind, rid), status in self.inactive.items() if kind == record_type}
@@ -76,6 +79,9 @@ def load_subject_state(session: Session, *, trial_id: str, subject_id: str) -> S
         inactive=inactive,
         records={r.ae_id: r for r in records},
         outcome=session.get(SubjectOutcomeRow, keys),
+        ae_reviews=list(
+            session.exec(select(AeReview).where(AeReview.trial_id == trial_id, AeReview.subject_id == subject_id))
+        ),
     )
 
 

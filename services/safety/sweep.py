@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from services.safety import protocol_engine, store, subject_store
+from services.safety import infusion_day, protocol_engine, store, subject_store
 from services.safety.assessments import missed_visits, schedule
 from services.safety.models import MissedAssessment
 from shared.audit import lock_audit_chain
@@ -57,6 +57,7 @@ def sweep(session: Session, *, protocol: Protocol, now: datetime, signals_topic:
         signals += protocol_engine.reassess_cohorts(
             session, protocol=protocol, now=now, source_id="sweep", signals_topic=signals_topic, arms=arms
         )
+    signals += infusion_day.flag_vitals_gaps(session, protocol=protocol, now=now, signals_topic=signals_topic)
     if not protocol.assessments:
         return signals
     flagged = store.flagged_assessments(session, trial_id=trial_id)
@@ -71,6 +72,7 @@ def sweep(session: Session, *, protocol: Protocol, now: datetime, signals_topic:
     for version in store.ae_versions(session, trial_id=trial_id):
         if (version.subject_id, version.ae_id) not in inactive_aes:
             ae_times[version.subject_id].append(version.received_at)
+    reviews = infusion_day.review_marks(session, trial_id=trial_id)
     for subject in store.subjects(session, trial_id=trial_id):
         sid = subject.subject_id
         if subject.arm is None or (sid, sid) in withdrawn:
@@ -84,6 +86,8 @@ def sweep(session: Session, *, protocol: Protocol, now: datetime, signals_topic:
             lab_times=lab_times[sid],
             ae_times=ae_times[sid],
             flagged={name for (owner, name) in flagged if owner == sid},
+            reviews=reviews.get(sid, []),
+            evidence=protocol.ae_assessment.evidence,
         )
         for miss in missed:
             visit = miss.visit

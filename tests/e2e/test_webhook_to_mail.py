@@ -59,8 +59,9 @@ def test_scenario_posted_twice_gives_one_alert_and_one_mail_per_recipient(stack:
     # The SAE, the suspected DLT and the SUSAR (a grade 3 related infusion reaction: the RSI expects grade <= 2)
     # to both contacts; the ALT toxicity (worse than a normal baseline) and the creatinine floor grade (4 x
     # baseline, no ULN: at least grade 3) to the safety officer; neutrophils at their baseline grade 4: nothing;
-    # arm A then awaits the DLT review (a cohort decision, to both contacts).
-    expected_mails = 4 * len(RECIPIENTS) + 2
+    # arm A then awaits the DLT review (a cohort decision, to both contacts). The AE's onset is the infusion day:
+    # an acute reaction at grade 2, re-paged at grade 3 (to both contacts each time).
+    expected_mails = 6 * len(RECIPIENTS) + 2
     with httpx.Client() as client:
         first = [post_signed(client, stack.url("ingest"), "edc", stack.secret, e, now=now) for e in events]
         assert [p.status for p in first] == [202] * len(events), [p.body for p in first]
@@ -80,7 +81,9 @@ def test_scenario_posted_twice_gives_one_alert_and_one_mail_per_recipient(stack:
     assert due in str(sae_mails[0]["Subject"])
     every = alerts(stack)
     listed = {str(a["kind"]): a for a in every if "Creatinine" not in str(a["title"])}
-    assert set(listed) == {"sae", "lab_toxicity", "dlt", "susar", "cohort_decision"}, "baseline grade 4: no page"
+    assert set(listed) == {"sae", "lab_toxicity", "dlt", "susar", "cohort_decision", "acute_reaction"}, (
+        "baseline grade 4: no page"
+    )
     assert "awaiting_dlt_review" in str(listed["cohort_decision"]["title"])
     [floor] = [a for a in every if "Creatinine" in str(a["title"])]
     assert "at least grade 3" in str(floor["title"])
@@ -199,9 +202,10 @@ def test_safety_killed_after_committing_a_whole_batch_redelivers_it_as_duplicate
 
     stack.start("safety")
     stack.wait_ready("safety")
-    settle_mails(catcher, 4 * len(RECIPIENTS) + 2)  # as in the first test: each mail once
+    settle_mails(catcher, 6 * len(RECIPIENTS) + 2)  # as in the first test: each mail once
     metrics = httpx.get(stack.url("safety") + "/metrics").text
     assert f'sentinel_safety_events_processed_total{{outcome="duplicate"}} {float(len(events))}' in metrics
-    assert {str(a["kind"]) for a in alerts(stack)} == {"sae", "lab_toxicity", "dlt", "susar", "cohort_decision"}
+    kinds = {str(a["kind"]) for a in alerts(stack)}
+    assert kinds == {"sae", "lab_toxicity", "dlt", "susar", "cohort_decision", "acute_reaction"}
     with sqlite3.connect(tmp_path / "var" / "safety.db") as db:
         assert db.execute("select count(*) from outbox where sent_at is null").fetchone() == (0,)

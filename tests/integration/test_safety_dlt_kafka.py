@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+import shared.protocols
 from services.ingest.normalise import CanonicalEvent, to_envelope
 from services.safety.main import create_app
 from services.safety.protocol_engine import dlt_id_for
@@ -56,6 +58,18 @@ def two_dlts() -> list[tuple[bytes, bytes]]:
     return messages
 
 
+def dlt_only_protocol(tmp_path: Path) -> Path:
+    """The shipped protocol without the infusion-day rules: these subjects have no vitals (the sweep would flag
+    each infusion) and AE-2 is also an acute reaction; those rules have their own tests
+    (tests/unit/safety/test_infusion_day_events.py, tests/e2e/test_acute_reaction_window.py)."""
+    document = yaml.safe_load((Path(shared.protocols.__file__).parent / "nct07212335.yaml").read_text())
+    for section in ("infusion_vitals", "acute_reactions"):
+        document.pop(section)
+    path = tmp_path / "protocol.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
 def signal_types(records: list[Any]) -> Counter[str]:
     return Counter(SIGNAL_ADAPTER.validate_json(r.value).type for r in records)
 
@@ -71,6 +85,7 @@ def test_dlts_stopping_rule_and_cohort_decisions_through_the_broker(
         signals_topic=signals,
         database_url=database_url,
         var_dir=tmp_path,
+        protocol_path=dlt_only_protocol(tmp_path),
         safety_group_id=f"safety-{uuid.uuid4().hex[:8]}",
         safety_sweep_seconds=0.5,
         api_tokens={OFFICER: {"user": "olga", "role": "officer"}},

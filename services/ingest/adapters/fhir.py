@@ -23,6 +23,8 @@ from services.ingest.adapters.fields import (
     seriousness_flags,
     subject_status_of,
 )
+from services.ingest.adapters.infusion_day import fhir_observation, is_ae_review, is_vital_signs
+from services.ingest.adapters.onset_time import onset_instant
 from services.ingest.adapters.records import Outcome, make_record, version_text
 from services.ingest.normalise import MAX_VERSION, InvalidBody, load_json
 from services.ingest.sources import SourceConfig
@@ -346,6 +348,7 @@ def _ae_data(resource: dict[str, Any], resource_id: str, version: int | None, so
     onset_text = _text(resource.get("date")) or _text(resource.get("occurrenceDateTime"))
     end_text = next((_text(e.get("valueDateTime")) for e in _extensions(resource, "/resolve-date")), None)
     onset, end = _date(onset_text, "onset", raw, flags), _date(end_text, "end", raw, flags)
+    onset_at = onset_instant(onset_text, zone=source.zone, flags=flags) if onset and len(onset) == 10 else None
     detected = _text(resource.get("detected"))
     if detected:
         raw["detected"] = detected
@@ -370,6 +373,7 @@ def _ae_data(resource: dict[str, Any], resource_id: str, version: int | None, so
         seriousness=criteria,
         relatedness=relatedness,
         onset=onset,
+        onset_at=onset_at,
         end=end,
         outcome=outcome_code,
         awareness_at=awareness,
@@ -538,6 +542,19 @@ def _read_relatedness(text: str, overrides: Mapping[str, str]) -> Relatedness | 
 
 def _observation(resource: dict[str, Any], source: SourceConfig, outcome: Outcome) -> None:
     resource_id, subject, study = _identity(resource, source)
+    if is_vital_signs(resource) or is_ae_review(resource):  # infusion-day vitals, visit AE reviews
+        version, source_version = _version(resource)
+        fhir_observation(
+            resource,
+            resource_id=resource_id,
+            study=study,
+            subject=subject,
+            source=source,
+            outcome=outcome,
+            delivery=_delivery("Observation", resource_id, version),
+            source_version=source_version,
+        )
+        return
     categories = resource.get("category") or []
     category_codes = {str(c.get("code", "")).lower() for cat in categories for c in _codings(cat)}
     if category_codes and "laboratory" not in category_codes:

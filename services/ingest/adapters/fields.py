@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from services.ingest.adapters import normalise_values as nv
+from services.ingest.adapters.onset_time import onset_instant
 from services.ingest.sources import CodeLists
 from shared.events import (
     AeData,
@@ -60,7 +61,10 @@ def status_of(text: str | None) -> StatusName | None:
 
 
 def record_status(
-    record_type: Literal["enrollment", "dose", "lab", "ae"], record_id: str, status: StatusName, reason: str | None
+    record_type: Literal["enrollment", "dose", "lab", "ae", "vitals", "ae_review"],
+    record_id: str,
+    status: StatusName,
+    reason: str | None,
 ) -> RecordStatusData:
     return RecordStatusData(record_type=record_type, record_id=record_id[:200], status=status, reason=reason)
 
@@ -89,6 +93,10 @@ def ae_from_fields(
     grade = _optional("grade", flags, nv.grade, fields.get("grade"), codelists.grade)
     outcome = _optional("outcome", flags, nv.outcome, fields.get("outcome"), codelists.outcome)
     onset = _optional("onset", flags, nv.partial_date, fields.get("onset"))
+    onset_text = fields.get("onset")
+    if onset is not None and len(onset) == 10 and (fields.get("onset_time") or "").strip():
+        onset_text = f"{onset}T{fields['onset_time'].strip()}"  # a separate time item (CDASH AESTTIM)
+    onset_at = onset_instant(onset_text, zone=zone, flags=flags) if onset is not None and len(onset) == 10 else None
     end = _optional("end", flags, nv.partial_date, fields.get("end"))
     ongoing = _optional("ongoing", flags, nv.yes_no, fields.get("ongoing"), codelists.yes_no)
     try:
@@ -122,6 +130,7 @@ def ae_from_fields(
             "relatedness", flags, nv.relatedness, fields.get("relatedness"), codelists.relatedness
         ),
         "onset": onset,
+        "onset_at": onset_at,
         "end": end,
         "outcome": outcome,
         "awareness_at": awareness_at,

@@ -22,6 +22,7 @@ from services.ingest.adapters.fields import (
     status_of,
     subject_status_from_fields,
 )
+from services.ingest.adapters.infusion_day import ae_review_from_fields, vitals_from_fields
 from services.ingest.adapters.records import Outcome, make_record, version_text
 from services.ingest.sources import FieldMap, SourceConfig
 from shared.events import InboundType, SubjectStatusData
@@ -92,6 +93,17 @@ def map_instance(
     elif mapping.type == "dose":
         dose = dose_from_fields(fields, dose_id=record_id, zone=source.zone)
         outcome.records.append(make_record(type_=InboundType.DOSE, data=dose, **common, source_version=source_version))
+    elif mapping.type == "vitals":
+        vitals = vitals_from_fields(fields, vitals_id=record_id, zone=source.zone)
+        outcome.records.append(
+            make_record(type_=InboundType.VITALS, data=vitals, **common, source_version=source_version)
+        )
+    elif mapping.type == "ae_review":
+        yes_no = source.mapping.codelists.yes_no
+        review = ae_review_from_fields(fields, review_id=record_id, zone=source.zone, yes_no=yes_no)
+        outcome.records.append(
+            make_record(type_=InboundType.AE_REVIEW, data=review, **common, source_version=source_version)
+        )
     elif mapping.type == "subject_status":
         # a disposition form (DS): withdrawal, loss to follow-up, death or completion, never a deletion
         common["record_key"] = f"{place.study}:{place.subject}:subject_status"

@@ -1,4 +1,4 @@
-"""Pure: SDTM AE, LB, EX and DM rows (JSON or CSV) to canonical events, for backfills.
+"""Pure: SDTM AE, LB, EX, DM, DS and VS rows (JSON or CSV) to canonical events, for backfills.
 
 Columns are SDTM names, so the mapping is fixed; the rows carry no message ids, so a row is identified by its
 content: re-posting the same extract is a duplicate, a changed row (or one changed back) is a new version.
@@ -21,13 +21,14 @@ from services.ingest.adapters.fields import (
     lab_from_fields,
     subject_status_from_fields,
 )
+from services.ingest.adapters.infusion_day import vitals_from_signs, vs_sign
 from services.ingest.adapters.records import Outcome, make_record
 from services.ingest.normalise import InvalidBody, load_json
 from services.ingest.sources import SourceConfig
 from shared.events import InboundType
 
 MAX_ROWS = 50_000
-DOMAINS = ("AE", "LB", "EX", "DM", "DS")
+DOMAINS = ("AE", "LB", "EX", "DM", "DS", "VS")
 AE_COLUMNS = {
     "AETERM": "term",
     "AETOXGR": "grade",
@@ -58,6 +59,7 @@ LB_COLUMNS = {
 EX_COLUMNS = {"EXSTDTC": "administered_at", "EXSEQ": "number"}
 DM_COLUMNS = {"ARMCD": "arm", "RFICDTC": "enrolled_at", "RFXSTDTC": "car_t_infused_on"}
 DS_COLUMNS = {"DSDECOD": "status", "DSSTDTC": "effective_on", "DSTERM": "reason"}
+VS_COLUMNS = {"VSDTC": "measured_at", "VSORRES": "value"}
 DS_MILESTONES = {"PROTOCOL MILESTONE", "OTHER EVENT"}
 """DSCAT values that are not a disposition (informed consent, randomisation): ignored, and said so."""
 Row = dict[str, str]
@@ -154,8 +156,36 @@ def _convert(row: Row, domain: str, source: SourceConfig, outcome: Outcome) -> N
         "EX": lambda: _dose(row, source, outcome, study, site, subject, key),
         "DM": lambda: _enrollment(row, outcome, study, site, subject, key),
         "DS": lambda: _disposition(row, outcome, study, site, subject, key),
+        "VS": lambda: _vital_sign(row, raw, source, outcome, study, site, subject, key),
     }
     converters[domain]()
+
+
+def _vital_sign(row: Row, raw: Row, source: SourceConfig, outcome: Outcome, *ids: str) -> None:
+    """One VS row is one sign: a `vitals` record of its own (safety joins signs measured together by time)."""
+    study, site, subject, key = ids
+    vitals_id = f"VSSEQ-{_seq(row, 'VSSEQ')}"
+    if (row.get("VSSTAT") or "").strip().upper() == "NOT DONE":
+        outcome.ignored.append(f"{subject} {vitals_id}: VSSTAT=NOT DONE")
+        return
+    measured = vs_sign(row)
+    if measured is None:
+        outcome.ignored.append(f"{subject} {vitals_id}: VSTESTCD {row.get('VSTESTCD')!r} is not monitored")
+        return
+    sign, value = measured
+    data = vitals_from_signs(
+        {sign: value}, vitals_id=vitals_id, measured_at=row.get("VSDTC"), zone=source.zone, raw=raw
+    )
+    outcome.records.append(
+        make_record(
+            type_=InboundType.VITALS,
+            data=data,
+            study=study,
+            site=site,
+            subject=subject,
+            record_key=f"{key}:vitals:{vitals_id}",
+        )
+    )
 
 
 def _seq(row: Row, column: str) -> str:
@@ -276,7 +306,14 @@ def _disposition(row: Row, outcome: Outcome, *ids: str) -> None:
 
 
 def _column_for(domain: str, field: str) -> str:
-    tables = {"AE": AE_COLUMNS, "LB": LB_COLUMNS, "EX": EX_COLUMNS, "DM": DM_COLUMNS, "DS": DS_COLUMNS}
+    tables = {
+        "AE": AE_COLUMNS,
+        "LB": LB_COLUMNS,
+        "EX": EX_COLUMNS,
+        "DM": DM_COLUMNS,
+        "DS": DS_COLUMNS,
+        "VS": VS_COLUMNS,
+    }
     for column, name in tables.get(domain, {}).items():
         if name == field:
             return column

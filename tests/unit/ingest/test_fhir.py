@@ -14,7 +14,7 @@ from services.ingest.adapters.fhir import parse_fhir
 from services.ingest.normalise import InvalidBody
 from services.ingest.sources import AuthConfig, SourceConfig
 from shared.clock import FakeClock
-from shared.events import CLINICAL_ADAPTER, AeData, AeReported, LabData, RecordStatusData, Relatedness
+from shared.events import CLINICAL_ADAPTER, AeData, AeReported, LabData, RecordStatusData, Relatedness, VitalsData
 from shared.webhook_signatures import WebhookSecret, signature_headers
 from tests.unit.conftest import FakePublisher
 from tests.unit.ingest.conftest import SECRET, TRIAL, AppFactory, fixture_bytes, webhook_id
@@ -79,7 +79,9 @@ def test_lab_bundle_quirks() -> None:
     assert (mismatch.lln, mismatch.uln) == (None, None) and "RANGE_UNIT_MISMATCH" in mismatch.flags
     statuses = [r.event.data for r in outcome.records if isinstance(r.event.data, RecordStatusData)]
     assert [(s.record_type, s.record_id, s.status) for s in statuses] == [("lab", "crea-old", "entered_in_error")]
-    assert outcome.ignored == ["Observation/bp-1: not a laboratory result (vital-signs)"]
+    assert outcome.ignored == []
+    [bp] = [r.event.data for r in outcome.records if isinstance(r.event.data, VitalsData)]  # valueString "120/80"
+    assert (bp.vitals_id, bp.systolic_bp, bp.diastolic_bp) == ("bp-1", 120, 80)
 
 
 def test_percentage_loinc_is_not_graded_as_a_count() -> None:

@@ -71,7 +71,7 @@ def test_error_pointer_for_a_single_event() -> None:
 
 
 def test_unknown_type_points_at_type() -> None:
-    assert pointers(body(event(type_="ae") | {"type": "vitals"})) == ["/type"]
+    assert pointers(body(event(type_="ae") | {"type": "vital_signs"})) == ["/type"]
 
 
 def test_repeated_id_in_one_request_is_refused() -> None:

@@ -15,6 +15,8 @@ from shared.db import create_tables
 from shared.events import (
     AeData,
     AeReported,
+    AeReviewData,
+    AeReviewRecorded,
     ClinicalEnvelope,
     DoseAdministered,
     DoseData,
@@ -25,6 +27,8 @@ from shared.events import (
     RecordStatusChanged,
     RecordStatusData,
     SubjectEnrolled,
+    VitalsData,
+    VitalsRecorded,
     deterministic_id,
 )
 from shared.inbox import ProcessedEvent
@@ -96,6 +100,26 @@ def lab(
         baseline=baseline,
     )
     return LabResulted(**_common(trial, subject, f"lab-{result_id}", collected_at), data=data)
+
+
+def ae_review(
+    subject: str,
+    assessed_at: datetime,
+    *,
+    visit: str | None = None,
+    review_id: str | None = None,
+    new_aes: bool = False,
+) -> AeReviewRecorded:
+    """The site's "AE review done" record for a visit (none new unless `new_aes`)."""
+    rid = review_id or f"{subject}-AER-{assessed_at.isoformat()}"
+    data = AeReviewData(review_id=rid, assessed_at=assessed_at, visit=visit, new_aes=new_aes)
+    return AeReviewRecorded(**_common("NCT07212335", subject, f"aer-{rid}", assessed_at), data=data)
+
+
+def vitals(subject: str, measured_at: datetime, *, vitals_id: str | None = None, **signs: str) -> VitalsRecorded:
+    vid = vitals_id or f"{subject}-VS-{measured_at.isoformat()}"
+    data = VitalsData.model_validate({"vitals_id": vid, "measured_at": measured_at, **signs})
+    return VitalsRecorded(**_common("NCT07212335", subject, f"vs-{vid}", measured_at), data=data)
 
 
 def status(

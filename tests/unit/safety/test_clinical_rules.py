@@ -21,7 +21,19 @@ from shared.events import (
     deterministic_id,
 )
 from shared.protocol import Protocol
-from tests.unit.safety.clinical import RECEIVED, SIGNALS, Driver, ae, dose, enrol, lab, of_type, status, types
+from tests.unit.safety.clinical import (
+    RECEIVED,
+    SIGNALS,
+    Driver,
+    ae,
+    ae_review,
+    dose,
+    enrol,
+    lab,
+    of_type,
+    status,
+    types,
+)
 
 TRIAL = "NCT07212335"
 DAY0 = date(2026, 3, 2)
@@ -40,8 +52,8 @@ def at(day: int, hour: int = 10, start: date = DAY0) -> datetime:
 def subject_in(
     driver: Driver, subject: str, arm: str, *, start: date = DAY0, infusions: int | None = None, visit: bool = True
 ) -> list[EnvelopeBase]:
-    """Enrol, infuse as the arm plans (weekly), and post labs at the arm's required visits (week 4; arm B's week 5
-    and arm C's week 7 at the end of their DLT periods)."""
+    """Enrol, infuse as the arm plans (weekly), and post labs and the AE review at the arm's required visits (week 4;
+    arm B's week 5 and arm C's week 7 at the end of their DLT periods)."""
     now = at(1, start=start)
     out = driver.apply(enrol(subject, arm, start), now=now)
     for number in range(1, (infusions if infusions is not None else PLANS[arm]) + 1):
@@ -62,6 +74,7 @@ def subject_in(
                 collected_at=at(visit_day, start=start),
             )
             out += driver.apply(labs, now=now)
+            out += driver.apply(ae_review(subject, at(visit_day, start=start)), now=now)  # in the visit's window
     return out
 
 
@@ -190,6 +203,8 @@ def test_a_subject_without_the_week_4_visit_is_not_evaluable_until_it_arrives(dr
     assert outcome_of(driver, "A-1").outcome == "not_evaluable"
     late = lab("A-1", result_id="W4-late", test="NEUT", value="2.5", lln="2.0", collected_at=at(30))
     driver.apply(late, now=at(35))
+    assert outcome_of(driver, "A-1").outcome == "not_evaluable", "a lab is not the visit's AE assessment"
+    driver.apply(ae_review("A-1", at(30)), now=at(35))  # assessed inside the week-4 window, visit not named
     assert outcome_of(driver, "A-1").outcome == "evaluable", "late data revise it"
 
 
@@ -287,6 +302,7 @@ def test_the_window_ends_at_midnight_of_the_last_dlt_day_at_the_site(driver: Dri
     infusion = dose("A-1", datetime(2026, 3, 2, 22, 0, tzinfo=new_york))  # 03:00 UTC on 03-03
     driver.apply(infusion)
     driver.apply(lab("A-1", result_id="W4", test="NEUT", value="2.5", lln="2.0", collected_at=at(28)))
+    driver.apply(ae_review("A-1", at(28), visit="week 4"))
     last_moment = datetime(2026, 3, 30, 23, 59, tzinfo=new_york)  # day 28 at the site
     sweep(driver, last_moment)
     assert outcome_of(driver, "A-1").outcome == "pending"

@@ -159,6 +159,7 @@ def test_two_of_three_fires_the_stopping_rule_and_stops_on_confirmation(driver: 
         infused(driver, subject, "A")
     assert types(driver.apply(dlt_ae("A-1"))) == ["dlt.suspected", "cohort.decision"]
     assert types(driver.apply(dlt_ae("A-2", term="Infusion related reaction", onset="2026-03-02"))) == [
+        "acute_reaction.detected",  # onset on the infusion day, grade 3: an acute reaction as well
         "dlt.suspected",
         "cohort.decision",
         "stopping_rule.fired",

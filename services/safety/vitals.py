@@ -1,0 +1,219 @@
+"""Pure: CTCAE v5.0 findings from vital signs, which of them are news, and the infusion-day monitoring gaps.
+
+What CTCAE v5.0 grades from a measurement (adult criteria; this is an adult trial):
+- Fever: 38.0 - 39.0 C grade 1, > 39.0 - 40.0 grade 2, > 40.0 for <= 24 h grade 3, > 40.0 for > 24 h grade 4.
+  "For > 24 h" is read from consecutive readings above 40.0 C: the run is assumed unbroken between them (no
+  reading at or below 40.0 in between), the cautious reading.
+- Hypertension: systolic 120 - 139 or diastolic 80 - 89 mm Hg grade 1; 140 - 159 or 90 - 99 grade 2; >= 160 or
+  >= 100 grade 3; grade 4 has no pressure criterion. Every grade also has clinical criteria (previous pressure,
+  symptoms, intervention, life-threatening consequences), so a pressure gives "at least grade N" and the
+  finding says the investigator must grade the rest.
+- Hypotension: CTCAE grades it by intervention only (grade 1 "asymptomatic, intervention not indicated").
+  No pressure cut-off exists: a protocol may set its own screen (`hypotension_systolic_below`), reported as
+  "at least grade 1, grade it clinically", never as a CTCAE cut-off.
+SpO2, heart rate and respiratory rate have no CTCAE grade by value (Hypoxia's "< 88 %" is an example inside
+clinical criteria): they are monitored for completeness, not graded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from shared.protocol import InfusionVitals, VitalSign
+
+FEVER_GRADE1_FROM = Decimal("38.0")
+FEVER_GRADE2_ABOVE = Decimal("39.0")
+FEVER_GRADE3_ABOVE = Decimal("40.0")
+FEVER_GRADE4_AFTER = timedelta(hours=24)
+SYSTOLIC_GRADES = ((Decimal(160), 3), (Decimal(140), 2), (Decimal(120), 1))
+DIASTOLIC_GRADES = ((Decimal(100), 3), (Decimal(90), 2), (Decimal(80), 1))
+SIGN_LABELS: dict[VitalSign, str] = {
+    "temperature_c": "temperature",
+    "systolic_bp": "systolic BP",
+    "diastolic_bp": "diastolic BP",
+    "heart_rate": "heart rate",
+    "respiratory_rate": "respiratory rate",
+    "spo2": "SpO2",
+}
+
+
+@dataclass(frozen=True)
+class Reading:
+    vitals_id: str
+    measured_at: datetime
+    signs: dict[VitalSign, Decimal]
+
+
+@dataclass(frozen=True)
+class VitalsFinding:
+    term: str
+    grade: int
+    floor: bool
+    """The lowest grade the measurement allows: CTCAE's clinical criteria may make it worse."""
+    test: str
+    """The SDTM VSTESTCD the grade comes from (TEMP, SYSBP, DIABP)."""
+    value: str
+    unit: str
+    reason: str
+
+
+def fever(reading: Reading, history: Sequence[Reading]) -> VitalsFinding | None:
+    """Fever by temperature; grade 4 when the run of readings above 40.0 C ending here lasts more than 24 h."""
+    temperature = reading.signs.get("temperature_c")
+    if temperature is None or temperature < FEVER_GRADE1_FROM:
+        return None
+    value = str(temperature)
+    if temperature <= FEVER_GRADE2_ABOVE:
+        return VitalsFinding("Fever", 1, False, "TEMP", value, "C", f"{value} C is 38.0 - 39.0 C: grade 1")
+    if temperature <= FEVER_GRADE3_ABOVE:
+        return VitalsFinding("Fever", 2, False, "TEMP", value, "C", f"{value} C is > 39.0 - 40.0 C: grade 2")
+    since = _above_40_since(reading, history)
+    hours = (reading.measured_at - since) / timedelta(hours=1)
+    if reading.measured_at - since > FEVER_GRADE4_AFTER:
+        reason = f"{value} C, above 40.0 C for {hours:.1f} h (> 24 h) by consecutive readings: grade 4"
+        return VitalsFinding("Fever", 4, False, "TEMP", value, "C", reason)
+    reason = f"{value} C is > 40.0 C, for {hours:.1f} h so far (<= 24 h): grade 3 (grade 4 if it lasts > 24 h)"
+    return VitalsFinding("Fever", 3, False, "TEMP", value, "C", reason)
+
+
+def _above_40_since(reading: Reading, history: Sequence[Reading]) -> datetime:
+    earlier = sorted(
+        (r for r in history if r.measured_at < reading.measured_at and "temperature_c" in r.signs),
+        key=lambda r: r.measured_at,
+        reverse=True,
+    )
+    since = reading.measured_at
+    for previous in earlier:
+        if previous.signs["temperature_c"] <= FEVER_GRADE3_ABOVE:
+            break
+        since = previous.measured_at
+    return since
+
+
+def hypertension(reading: Reading) -> VitalsFinding | None:
+    """The pressure half of CTCAE's adult Hypertension grades: always a floor."""
+    graded = []
+    for sign, test, bands in (("systolic_bp", "SYSBP", SYSTOLIC_GRADES), ("diastolic_bp", "DIABP", DIASTOLIC_GRADES)):
+        value = reading.signs.get(sign)  # type: ignore[call-overload]
+        grade = next((g for bound, g in bands if value is not None and value >= bound), None)
+        if value is not None and grade is not None:
+            graded.append((grade, test, value))
+    if not graded:
+        return None
+    grade, test, value = max(graded, key=lambda g: g[0])
+    pressure = _pressure(reading)
+    reason = (
+        f"BP {pressure} mm Hg meets the pressure criterion of Hypertension grade {grade}; CTCAE's clinical "
+        "criteria (previous pressure, symptoms, intervention, life-threatening consequences) need the "
+        "investigator's grading"
+    )
+    return VitalsFinding("Hypertension", grade, True, test, str(value), "mm Hg", reason)
+
+
+def hypotension(reading: Reading, *, systolic_below: Decimal | None) -> VitalsFinding | None:
+    """The protocol's low-pressure screen (not a CTCAE cut-off): at least grade 1, to be graded clinically."""
+    systolic = reading.signs.get("systolic_bp")
+    if systolic_below is None or systolic is None or systolic >= systolic_below:
+        return None
+    reason = (
+        f"systolic {systolic} mm Hg is below the protocol's screen of {systolic_below} mm Hg "
+        f"(BP {_pressure(reading)}); "
+        "CTCAE v5.0 grades Hypotension by intervention only: at least grade 1, grade it clinically"
+    )
+    return VitalsFinding("Hypotension", 1, True, "SYSBP", str(systolic), "mm Hg", reason)
+
+
+def _pressure(reading: Reading) -> str:
+    systolic, diastolic = reading.signs.get("systolic_bp"), reading.signs.get("diastolic_bp")
+    return f"{systolic if systolic is not None else '?'}/{diastolic if diastolic is not None else '?'}"
+
+
+def findings(reading: Reading, history: Sequence[Reading], *, rules: InfusionVitals) -> list[VitalsFinding]:
+    found = [
+        fever(reading, history),
+        hypertension(reading),
+        hypotension(reading, systolic_below=rules.hypotension_systolic_below),
+    ]
+    return [f for f in found if f is not None]
+
+
+def news(
+    reading: Reading, history: Sequence[Reading], *, rules: InfusionVitals
+) -> list[tuple[VitalsFinding, int | None]]:
+    """The findings to signal, each with the worst grade of its term nearby (None: none).
+
+    A finding is news at or above the protocol's `min_grade` for its term (terms without one are never
+    signalled) and when worse than every other reading of the same term within `repeat_after_hours` either
+    side: a fever measured every 15 minutes pages once, and again only when it gets worse.
+    """
+    span = timedelta(hours=rules.repeat_after_hours)
+    nearby = [
+        r for r in history if r.vitals_id != reading.vitals_id and abs(r.measured_at - reading.measured_at) <= span
+    ]
+    signalled = []
+    for finding in findings(reading, history, rules=rules):
+        threshold = rules.min_grade.get(finding.term)  # type: ignore[call-overload]
+        if threshold is None or finding.grade < threshold:
+            continue
+        others = [
+            f.grade
+            for r in nearby
+            for f in findings(r, [h for h in history if h.vitals_id != r.vitals_id], rules=rules)
+            if f.term == finding.term
+        ]
+        worst = max(others, default=None)
+        if worst is None or finding.grade > worst:
+            signalled.append((finding, worst))
+    return signalled
+
+
+# --- infusion-day monitoring -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotGap:
+    slot: datetime
+    missing: tuple[VitalSign, ...]
+
+    def describe(self) -> str:
+        signs = ", ".join(SIGN_LABELS[s] for s in self.missing)
+        return f"{self.slot:%Y-%m-%d %H:%M} UTC: no {signs}"
+
+
+def observation_end(infusion_at: datetime, *, rules: InfusionVitals) -> datetime:
+    """The infusion's end (start + `infusion_minutes`) plus the observation after it."""
+    return infusion_at + timedelta(minutes=rules.infusion_minutes + rules.observe_after_minutes)
+
+
+def check_due(infusion_at: datetime, *, rules: InfusionVitals, now: datetime) -> bool:
+    """The slots can be judged once the last one's tolerance has passed, plus the data-entry grace."""
+    grace = timedelta(minutes=rules.tolerance_minutes, hours=rules.entry_grace_hours)
+    return now >= observation_end(infusion_at, rules=rules) + grace
+
+
+def slots(infusion_at: datetime, *, rules: InfusionVitals) -> list[datetime]:
+    """Every `interval_minutes` from the start of the infusion to the end of the observation, both included."""
+    end = observation_end(infusion_at, rules=rules)
+    step = timedelta(minutes=rules.interval_minutes)
+    count = int((end - infusion_at) / step)
+    return [infusion_at + i * step for i in range(count + 1)]
+
+
+def gaps(infusion_at: datetime, readings: Sequence[Reading], *, rules: InfusionVitals) -> list[SlotGap]:
+    """Slots without a reading of every required sign within +/- `tolerance_minutes` (signs may come from
+    several readings in that span: a monitor's BP and a thermometer's temperature are separate records)."""
+    tolerance = timedelta(minutes=rules.tolerance_minutes)
+    found = []
+    for slot in slots(infusion_at, rules=rules):
+        seen = {sign for r in readings if abs(r.measured_at - slot) <= tolerance for sign in r.signs}
+        missing = tuple(sign for sign in rules.required if sign not in seen)
+        if missing:
+            found.append(SlotGap(slot, missing))
+    return found
+
+
+def monitoring_incomplete(gaps_found: Sequence[SlotGap], *, rules: InfusionVitals) -> bool:
+    return len(gaps_found) > rules.allowed_missing_slots

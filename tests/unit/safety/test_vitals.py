@@ -1,0 +1,199 @@
+"""Vital signs: CTCAE v5.0 Fever and Hypertension by measurement (with their boundaries), the protocol's
+hypotension screen, which findings are news, and the infusion-day monitoring slots."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.safety.vitals import (
+    Reading,
+    check_due,
+    fever,
+    gaps,
+    hypertension,
+    hypotension,
+    monitoring_incomplete,
+    news,
+    slots,
+)
+from shared.protocol import InfusionVitals, VitalSign
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+RULES = InfusionVitals(
+    interval_minutes=15,
+    infusion_minutes=60,
+    observe_after_minutes=120,
+    tolerance_minutes=5,
+    required=["temperature_c", "systolic_bp"],
+    min_grade={"Fever": 1, "Hypertension": 3, "Hypotension": 1},
+    hypotension_systolic_below=Decimal(90),
+)
+
+
+def reading(at: datetime, vitals_id: str | None = None, **signs: str) -> Reading:
+    values: dict[VitalSign, Decimal] = {name: Decimal(v) for name, v in signs.items()}  # type: ignore[misc]
+    return Reading(vitals_id or at.isoformat(), at, values)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "grade"),
+    [
+        ("37.9", None),
+        ("37.99", None),
+        ("38.0", 1),  # the lower bound of grade 1 is included
+        ("39.0", 1),  # "38.0 - 39.0": 39.0 is still grade 1
+        ("39.01", 2),  # "> 39.0 - 40.0"
+        ("40.0", 2),
+        ("40.01", 3),  # "> 40.0 for <= 24 h"
+    ],
+)
+def test_fever_grades_by_temperature(temperature: str, grade: int | None) -> None:
+    found = fever(reading(T0, temperature_c=temperature), [])
+    assert (found.grade if found else None) == grade
+    if found is not None:
+        assert found.term == "Fever" and not found.floor and found.test == "TEMP"
+
+
+def test_fever_above_40_for_more_than_24_hours_is_grade_4() -> None:
+    history = [reading(T0 + timedelta(hours=h), temperature_c="40.5") for h in (0, 12)]
+    exactly = reading(T0 + timedelta(hours=24), temperature_c="40.2")
+    assert fever(exactly, history).grade == 3  # type: ignore[union-attr]  # "> 24 h": exactly 24 h is not
+    later = reading(T0 + timedelta(hours=24, minutes=15), temperature_c="40.2")
+    found = fever(later, [*history, exactly])
+    assert found is not None and found.grade == 4 and "24.2 h" in found.reason
+
+
+def test_a_reading_at_or_below_40_breaks_the_run() -> None:
+    history = [
+        reading(T0, temperature_c="40.5"),
+        reading(T0 + timedelta(hours=10), temperature_c="39.5"),
+        reading(T0 + timedelta(hours=12), temperature_c="40.5"),
+    ]
+    found = fever(reading(T0 + timedelta(hours=30), temperature_c="40.5"), history)
+    assert found is not None and found.grade == 3  # above 40.0 since hour 12 only: 18 h
+
+
+@pytest.mark.parametrize(
+    ("systolic", "diastolic", "grade", "test"),
+    [
+        ("119", "79", None, None),
+        ("120", "70", 1, "SYSBP"),
+        ("139", "89", 1, "SYSBP"),
+        ("130", "90", 2, "DIABP"),  # the worse of the two pressures decides
+        ("140", "80", 2, "SYSBP"),
+        ("159", "99", 2, "SYSBP"),
+        ("160", "80", 3, "SYSBP"),
+        ("150", "100", 3, "DIABP"),
+    ],
+)
+def test_hypertension_by_pressure_is_always_a_floor(
+    systolic: str, diastolic: str, grade: int | None, test: str
+) -> None:
+    found = hypertension(reading(T0, systolic_bp=systolic, diastolic_bp=diastolic))
+    assert (found.grade if found else None) == grade
+    if found is not None:
+        assert found.floor and found.test == test and "investigator" in found.reason
+
+
+def test_hypotension_is_only_the_protocols_screen() -> None:
+    low = reading(T0, systolic_bp="89", diastolic_bp="50")
+    found = hypotension(low, systolic_below=Decimal(90))
+    assert found is not None and (found.term, found.grade, found.floor) == ("Hypotension", 1, True)
+    assert "protocol's screen" in found.reason and "grades Hypotension by intervention only" in found.reason
+    assert hypotension(reading(T0, systolic_bp="90"), systolic_below=Decimal(90)) is None  # below, not at
+    assert hypotension(low, systolic_below=None) is None, "no screen: CTCAE states no pressure cut-off"
+
+
+def test_a_fever_measured_every_15_minutes_pages_once_and_again_when_worse() -> None:
+    first = reading(T0, "v1", temperature_c="38.2")
+    assert [(f.grade, prev) for f, prev in news(first, [first], rules=RULES)] == [(1, None)]
+    second = reading(T0 + timedelta(minutes=15), "v2", temperature_c="38.6")
+    assert news(second, [first, second], rules=RULES) == []
+    third = reading(T0 + timedelta(minutes=30), "v3", temperature_c="39.4")
+    [(finding, previous)] = news(third, [first, second, third], rules=RULES)
+    assert (finding.grade, previous) == (2, 1)
+
+
+def test_findings_below_the_protocols_grade_are_not_signalled() -> None:
+    grade_2_pressure = reading(T0, "v1", systolic_bp="150", diastolic_bp="85")
+    assert news(grade_2_pressure, [grade_2_pressure], rules=RULES) == []  # Hypertension signals from grade 3
+    no_fever_term = RULES.model_copy(update={"min_grade": {"Hypertension": 3}})
+    hot = reading(T0, "v2", temperature_c="39.5")
+    assert news(hot, [hot], rules=no_fever_term) == []
+
+
+def test_the_observation_slots_run_from_the_start_to_two_hours_after_the_infusion() -> None:
+    found = slots(T0, rules=RULES)
+    assert found[0] == T0 and found[-1] == T0 + timedelta(hours=3) and len(found) == 13
+
+
+def full(at: datetime) -> Reading:
+    return reading(at, temperature_c="36.8", systolic_bp="120")
+
+
+def test_every_slot_needs_each_required_sign_within_the_tolerance() -> None:
+    readings = [full(s) for s in slots(T0, rules=RULES)]
+    assert gaps(T0, readings, rules=RULES) == []
+    shifted = [full(s + timedelta(minutes=5)) for s in slots(T0, rules=RULES)]  # exactly at the tolerance
+    assert gaps(T0, shifted, rules=RULES) == []
+    late = [full(s + timedelta(minutes=6)) for s in slots(T0, rules=RULES)]
+    assert len(gaps(T0, late, rules=RULES)) == 13
+
+
+def test_a_gap_names_the_slot_and_the_missing_signs() -> None:
+    readings = [full(s) for s in slots(T0, rules=RULES) if s != T0 + timedelta(minutes=45)]
+    readings.append(reading(T0 + timedelta(minutes=46), temperature_c="37.0"))  # no BP at 09:45
+    [gap] = gaps(T0, readings, rules=RULES)
+    assert gap.slot == T0 + timedelta(minutes=45) and gap.missing == ("systolic_bp",)
+    assert gap.describe() == "2026-03-02 09:45 UTC: no systolic BP"
+    assert monitoring_incomplete([gap], rules=RULES)
+    assert not monitoring_incomplete([gap], rules=RULES.model_copy(update={"allowed_missing_slots": 1}))
+
+
+def test_signs_from_separate_records_fill_one_slot() -> None:
+    readings = [reading(s, temperature_c="37") for s in slots(T0, rules=RULES)]
+    readings += [reading(s + timedelta(minutes=2), systolic_bp="118") for s in slots(T0, rules=RULES)]
+    assert gaps(T0, readings, rules=RULES) == []
+
+
+def test_the_check_waits_for_the_end_of_the_observation_and_the_entry_grace() -> None:
+    end = T0 + timedelta(hours=3, minutes=5)  # last slot + tolerance
+    assert not check_due(T0, rules=RULES, now=end - timedelta(seconds=1))
+    assert check_due(T0, rules=RULES, now=end)
+    graced = RULES.model_copy(update={"entry_grace_hours": 24})
+    assert not check_due(T0, rules=graced, now=end + timedelta(hours=23))
+    assert check_due(T0, rules=graced, now=end + timedelta(hours=24))
+
+
+@given(st.decimals(min_value=Decimal("35.0"), max_value=Decimal("43.0"), places=2))
+def test_fever_grade_follows_the_ctcae_bands_for_any_temperature(temperature: Decimal) -> None:
+    found = fever(reading(T0, temperature_c=str(temperature)), [])
+    expected = (
+        None
+        if temperature < Decimal("38.0")
+        else 1
+        if temperature <= Decimal("39.0")
+        else 2
+        if temperature <= Decimal("40.0")
+        else 3
+    )
+    assert (found.grade if found else None) == expected
+
+
+@given(
+    st.integers(min_value=60, max_value=250),
+    st.integers(min_value=30, max_value=150),
+    st.integers(min_value=1, max_value=30),
+)
+def test_a_higher_pressure_never_grades_lower(systolic: int, diastolic: int, rise: int) -> None:
+    def grade(s: int, d: int) -> int:
+        found = hypertension(reading(T0, systolic_bp=str(s), diastolic_bp=str(d)))
+        return found.grade if found else 0
+
+    assert grade(systolic + rise, diastolic) >= grade(systolic, diastolic)
+    assert grade(systolic, diastolic + rise) >= grade(systolic, diastolic)
