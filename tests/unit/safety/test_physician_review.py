@@ -24,7 +24,7 @@ from services.safety.sae import assess_ae
 from shared.db import make_engine
 from shared.events import AeData, AwarenessBasis, Relatedness
 from shared.protocol import DEFAULT_PROTOCOL, Protocol, ProtocolError, parse_protocol
-from tests.unit.safety.clinical import Driver, ae, dose, enrol, of_type
+from tests.unit.safety.clinical import Driver, ae, ae_review, dose, enrol, of_type
 from tests.unit.safety.test_clinical_rules import (
     DAY0,
     at,
@@ -174,6 +174,7 @@ def test_an_arm_c_subject_with_no_assessment_after_week_4_is_not_dlt_free(driver
     required visits (`arms[].evaluable_requires_assessments`: week 7, at the end of its DLT period) must have data."""
     subject_in(driver, "C-1", "C", visit=False)  # infusions on days 0, 7, 14, 21
     driver.apply(neut("C-1", "W4", "2.5", 28))
+    driver.apply(ae_review("C-1", at(28)))  # week 4 asks for the AE review too
     sweep(driver, at(50))
     pending = outcome_of(driver, "C-1")
     assert pending.outcome == "pending" and "week 7" in pending.reason
