@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.safety import data_quality, protocol_engine, store
+from services.safety import data_quality, protocol_conformance, protocol_engine, store
 from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
@@ -90,6 +90,7 @@ def apply_clinical_event(
     if not changed:
         return signals
     session.flush()
+    signals += protocol_conformance.check_event(session, envelope, protocol=protocol, now=now, topic=signals_topic)
     subject = protocol_engine.reassess_subject(
         session,
         protocol=protocol,
