@@ -93,10 +93,10 @@ def scenario_events(
                 "history": NO_HISTORY_EXCLUSION,
             },
         ),
-        *screening_labs(event, day0),
         lab("lab-anc-base", "L-1", "NEUT", 0.42, "10^9/L", 1.8, 7.5, before, baseline=True),
         lab("lab-plat-base", "L-2", "PLAT", 24, "10^9/L", 150, 400, before, baseline=True),
         lab("lab-alt-base", "L-4", "ALT", 31, "U/L", 7, 40, before, baseline=True),
+        *screening_labs(event, day0, anc=None),  # the baseline ANC of 0.42 is the qualifying count
         event(
             "dose-1",
             "dose",
@@ -193,12 +193,19 @@ NO_HISTORY_EXCLUSION = [
 
 
 def screening_labs(
-    event: Callable[[str, str, dict[str, Any]], dict[str, Any]], day0: datetime, *, alt: int = 30
+    event: Callable[[str, str, dict[str, Any]], dict[str, Any]],
+    day0: datetime,
+    *,
+    alt: int = 30,
+    anc: str | None = "0.6",
 ) -> list[dict[str, Any]]:
-    """The screening panel the eligibility rules read, 20 h before the first infusion (ANC 0.6: cytopenic)."""
+    """The screening panel the eligibility rules read, 20 h before the first infusion: the subject's baseline.
+
+    `anc` (cytopenic at 0.6) is left out where the subject's own baseline count already shows the cytopenia.
+    """
     at = (day0 - timedelta(hours=20)).isoformat()
     panel = [
-        ("NEUT", "0.6", "10^9/L", "7.5"),
+        *([("NEUT", anc, "10^9/L", "7.5")] if anc is not None else []),
         ("CREAT", "0.8", "mg/dL", "1.2"),
         ("ALT", str(alt), "U/L", "40"),
         ("AST", "28", "U/L", "40"),
@@ -210,7 +217,15 @@ def screening_labs(
         event(
             f"screen-{test.lower()}",
             "lab",
-            {"result_id": f"SCR-{test}", "test": test, "value": value, "unit": unit, "uln": uln, "collected_at": at},
+            {
+                "result_id": f"SCR-{test}",
+                "test": test,
+                "value": value,
+                "unit": unit,
+                "uln": uln,
+                "collected_at": at,
+                "baseline": True,
+            },
         )
         for test, value, unit, uln in panel
     ]
