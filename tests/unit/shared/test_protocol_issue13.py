@@ -75,3 +75,20 @@ def test_bad_values_name_their_paths() -> None:
     assert any(p.startswith("dosing.cells_per_kg_tolerance_percent") for p in problems)
     assert any(p.startswith("product_release.required_tests.1") for p in problems)
     assert any(p.startswith("eligibility.history.0.code") for p in problems)
+
+
+def test_sentinel_protocol_check_shows_the_sections_and_names_an_error_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.cli import main
+
+    assert main(["protocol", "check", str(K8S_COPY.parents[4] / "shared" / "protocols" / DEFAULT_PROTOCOL)]) == 0
+    out = capsys.readouterr().out
+    assert "eligibility at the first dose: screening labs within 14 days" in out
+    assert "product release: viability >= 85%" in out
+    document = shipped()
+    document["product_release"]["min_viability_percent"] = 185
+    path = tmp_path / "protocol.yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert main(["protocol", "check", str(path)]) == 1
+    assert "product_release.min_viability_percent" in capsys.readouterr().err
