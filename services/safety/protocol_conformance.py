@@ -127,7 +127,9 @@ def _eligibility_deviation(
         ],
     )
     kind = verdict.deviation_kind
-    signature = f"{kind}: {verdict.detail()}"[:2000] if kind else "eligible"
+    # A new page only when the answer changes: missing -> not eligible, or another reason of ineligibility; a
+    # late result that fills one gap of several, or a value that moves within the same verdict, pages no one.
+    signature = f"{kind}: {'; '.join(verdict.failed)}"[:2000] if kind else "eligible"
     if signature == subject.eligibility_signalled:
         return []
     subject.eligibility_signalled = signature
