@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
+from services.ingest.adapters.fhir import parse_fhir
 from services.ingest.adapters.odm import parse_odm
 from services.ingest.normalise import InvalidBody
 from services.ingest.sources import AuthConfig, FieldMap, SourceConfig, SourceMapping
@@ -98,3 +101,62 @@ def test_an_unreadable_release_result_is_refused_not_read_as_a_pass() -> None:
 def test_unknown_history_targets_are_refused_by_the_mapping() -> None:
     with pytest.raises(ValueError, match="unknown target field"):
         FieldMap(type="enrollment", items={"X": "history.Bad Code"})
+
+
+def medication_administration(**overrides: Any) -> dict[str, Any]:
+    ext = "https://sentinel.example/fhir/StructureDefinition/"
+    resource: dict[str, Any] = {
+        "resourceType": "MedicationAdministration",
+        "id": "ma-1",
+        "status": "completed",
+        "subject": {"reference": "Patient/101-004"},
+        "effectiveDateTime": "2026-03-02T10:00:00+01:00",
+        "extension": [{"url": ext + "infusion-number", "valueInteger": 2}],
+        "medicationReference": {"reference": "#msc"},
+        "contained": [
+            {
+                "resourceType": "Medication",
+                "id": "msc",
+                "batch": {"lotNumber": "UC-0042"},
+                "extension": [
+                    {"url": ext + "release-viability", "valueDecimal": 84.9},
+                    {"url": ext + "release-sterility", "valueBoolean": True},
+                    {"url": ext + "release-tumorigenicity", "valueBoolean": False},
+                ],
+            }
+        ],
+        "dosage": {"dose": {"value": 2.0, "unit": "10^6 cells/kg", "system": "http://unitsofmeasure.org"}},
+    }
+    resource.update(overrides)
+    return resource
+
+
+def test_a_fhir_medication_administration_is_a_dose_with_its_lot_and_release() -> None:
+    fhir_source = source().model_copy(update={"kind": "fhir"})
+    [record] = parse_fhir(json.dumps(medication_administration()).encode(), source=fhir_source).records
+    dose = record.event.data
+    assert isinstance(dose, DoseData)
+    assert (dose.dose_id, dose.number, dose.cells_per_kg, dose.lot) == (
+        "ma-1",
+        2,
+        Decimal("2.0") * 1_000_000,
+        "UC-0042",
+    )
+    assert dose.release is not None
+    assert (dose.release.viability_percent, dose.release.sterility, dose.release.tumorigenicity) == (
+        Decimal("84.9"),
+        True,
+        False,
+    )
+
+
+def test_a_fhir_dose_entered_in_error_retracts_it_and_a_bad_dose_value_names_the_field() -> None:
+    fhir_source = source().model_copy(update={"kind": "fhir"})
+    [record] = parse_fhir(
+        json.dumps(medication_administration(status="entered-in-error")).encode(), source=fhir_source
+    ).records
+    assert record.event.header.type == "status" and record.event.data.record_type == "dose"  # type: ignore[union-attr]
+    bad = medication_administration(dosage={"dose": {"value": "two", "unit": "cells/kg"}})
+    with pytest.raises(InvalidBody) as caught:
+        parse_fhir(json.dumps(bad).encode(), source=fhir_source)
+    assert caught.value.errors[0]["loc"] == ("dosage",)
