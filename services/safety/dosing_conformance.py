@@ -67,19 +67,26 @@ def check_dose(rules: DosingRules, arm: Arm, dose: DoseFacts, *, others: Sequenc
                 pages=True,
             )
         )
-    elif earlier and arm.interval_days is not None:
-        previous = earlier[-1]
-        days = (dose.administered_on - previous.administered_on).days
-        if abs(days - arm.interval_days) > rules.interval_window_days:
-            findings.append(
-                Finding(
-                    INTERVAL_OUT_OF_WINDOW,
-                    f"infusion {ordinal} on {dose.administered_on} came {days} days after the previous one "
-                    f"({previous.administered_on}); arm {arm.id} plans every {arm.interval_days} days "
-                    f"+/- {rules.interval_window_days}",
-                    pages=False,
+    elif arm.interval_days is not None:
+        # The gap before this infusion, and the one after it when an earlier infusion arrives late (out of order).
+        later = sorted(
+            (d for d in others if d.dose_id != dose.dose_id and utc(d.administered_at) > utc(dose.administered_at)),
+            key=lambda d: utc(d.administered_at),
+        )
+        this = GivenDose(dose.dose_id, dose.administered_at, dose.administered_on)
+        pairs = ([(earlier[-1], this, ordinal)] if earlier else []) + ([(this, later[0], ordinal + 1)] if later else [])
+        for before, after, number in pairs:
+            days = (after.administered_on - before.administered_on).days
+            if abs(days - arm.interval_days) > rules.interval_window_days:
+                findings.append(
+                    Finding(
+                        INTERVAL_OUT_OF_WINDOW,
+                        f"infusion {number} on {after.administered_on} came {days} days after the previous one "
+                        f"({before.administered_on}); arm {arm.id} plans every {arm.interval_days} days "
+                        f"+/- {rules.interval_window_days}",
+                        pages=False,
+                    )
                 )
-            )
     if rules.premedication is not None and dose.premedication is not None:
         findings += _premedication(rules, dose)
     return findings

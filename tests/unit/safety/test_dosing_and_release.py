@@ -160,3 +160,14 @@ def test_a_named_lot_without_release_pages_and_a_dose_without_product_data_is_no
     strict = release.model_copy(update={"release_required_on_every_dose": True})
     unnamed = check_release(strict, dose_id="D-1", lot=None, release=None)
     assert unnamed is not None and unnamed.kind == "lot_not_released"
+
+
+def test_an_earlier_infusion_arriving_late_is_judged_against_the_next_one(
+    protocol: Protocol, dosing: DosingRules
+) -> None:
+    arm = protocol.arm("C")
+    assert arm is not None
+    second = GivenDose("D-2", AT + timedelta(days=11), (AT + timedelta(days=11)).date())
+    found = check_dose(dosing, arm, facts(number=1), others=[second])
+    assert kinds(found) == [("interval_out_of_window", False)]
+    assert "infusion 2" in found[0].detail and "11 days" in found[0].detail
