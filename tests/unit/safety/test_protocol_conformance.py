@@ -123,3 +123,13 @@ def test_dose_conformance_and_release_from_the_dose_record(driver: Driver) -> No
     ]
     late = infusion("S-1", number=2, at=DOSE_AT + timedelta(days=11))
     assert deviations(driver.apply(late)) == [("interval_out_of_window", False, OFFICER_AND_PI)]
+
+
+def test_a_dated_history_event_is_stored_with_the_enrolment_and_judged_at_the_dose(driver: Driver) -> None:
+    vaccine = [*HISTORY[:1], ScreeningHistory(code="live_vaccine", last_on=date(2026, 2, 20)), HISTORY[2]]
+    enrolled = enrolment("S-1")
+    enrolled = enrolled.model_copy(update={"data": enrolled.data.model_copy(update={"history": vaccine})})
+    driver.apply_all([enrolled, *(screening("S-1", t) for t in PANEL)])
+    [found] = of_type(driver.apply(infusion("S-1")), "protocol.deviation")
+    assert found.data.kind == "dosed_while_ineligible"
+    assert "live vaccine within 4 weeks: last on 2026-02-20, 10 days before the first infusion" in found.data.detail
