@@ -8,8 +8,12 @@ import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.runner import RUNNABLE, SERVICES, build_app, configure_logging, serve
+
+if TYPE_CHECKING:
+    from shared.protocol import Protocol
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -86,7 +90,31 @@ def _protocol_check(args: argparse.Namespace) -> int:
             f"{acute.min_grade}; date-only onsets {acute.date_only_onset}"
         )
     print(f"  Visit AE assessment by: {', '.join(protocol.ae_assessment.evidence)}")
+    _print_conformance(protocol)
     return 0
+
+
+def _print_conformance(protocol: Protocol) -> None:
+    """One line each for eligibility, dosing and product release (issue 13), when the protocol has them."""
+    if (rules := protocol.eligibility) is not None:
+        car_t = f", cytopenia >= {rules.car_t_min_days} days after CAR-T" if rules.car_t_min_days is not None else ""
+        print(
+            f"  eligibility at the first dose: screening labs within {rules.screening_window_days} days{car_t}; "
+            f"{len(rules.cytopenia_any)} inclusion count(s), {len(rules.exclude_labs)} lab exclusion(s), "
+            f"{len(rules.history)} history exclusion(s); deviations page {', '.join(rules.notify_roles)}"
+        )
+    if (dosing := protocol.dosing) is not None:
+        premed = dosing.premedication
+        said = f"{premed.drug} {premed.dose_mg} mg {premed.minutes_before} min before" if premed else "no premedication"
+        print(
+            f"  dosing: cells/kg +/- {dosing.cells_per_kg_tolerance_percent}%, repeats +/- "
+            f"{dosing.interval_window_days} days, {said}"
+        )
+    if (release := protocol.product_release) is not None:
+        print(
+            f"  product release: viability >= {release.min_viability_percent}%, "
+            f"{', '.join(release.required_tests) or 'no tests'} passed; pages {', '.join(release.notify_roles)}"
+        )
 
 
 def _grade_csv(args: argparse.Namespace) -> int:

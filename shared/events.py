@@ -77,11 +77,43 @@ def check_partial_date(value: str | None) -> str | None:
     return value
 
 
+class ScreeningHistory(Model):
+    """One exclusion-by-history item of the enrolment form: a coded answer ("in the protocol's window before
+    the first dose?") and/or the date of the last such event (the more precise; either one excluding excludes)."""
+
+    code: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    answer: bool | None = None
+    last_on: date | None = None
+
+
 class EnrollmentData(Model):
     arm: Text
     enrolled_at: date
     weight_kg: Decimal | None = Field(default=None, gt=0, le=500)
     car_t_infused_on: date | None = None
+    history: list[ScreeningHistory] = Field(
+        default_factory=list, max_length=50, description="Exclusions by history (therapy, vaccine, infection)"
+    )
+
+
+class ProductRelease(Model):
+    """The lot's release results: each test passed (true), failed (false) or not reported (absent)."""
+
+    released: bool | None = Field(default=None, description="The release decision (QP / QA) for this lot")
+    viability_percent: Decimal | None = Field(default=None, ge=0, le=100)
+    sterility: bool | None = None
+    pathogens: bool | None = None
+    mycoplasma: bool | None = None
+    endotoxin: bool | None = None
+    purity: bool | None = None
+    tumorigenicity: bool | None = None
+    identity: bool | None = None
+
+
+class PremedicationGiven(Model):
+    drug: Text
+    dose_mg: Decimal | None = Field(default=None, gt=0)
+    given_at: AwareDatetime | None = None
 
 
 class DoseData(Model):
@@ -89,6 +121,13 @@ class DoseData(Model):
     number: int = Field(ge=1, le=1000)
     administered_at: AwareDatetime
     cells_per_kg: Decimal | None = Field(default=None, gt=0)
+    total_cells: Decimal | None = Field(default=None, gt=0, description="Cells infused; with the weight, cells/kg")
+    weight_kg: Decimal | None = Field(default=None, gt=0, le=500, description="Weight used for this dose")
+    lot: Text | None = None
+    release: ProductRelease | None = None
+    premedication: list[PremedicationGiven] | None = Field(
+        default=None, max_length=20, description="Premedication given for this infusion; absent: not recorded"
+    )
 
 
 class LabData(Model):
@@ -587,6 +626,9 @@ class ProtocolDeviationData(Model):
     detail: str
     pages: bool = False
     """Puts subjects at risk (enrolled above an arm under DLT review, held or stopped): paged until acknowledged."""
+    notify_roles: list[str] = Field(
+        default_factory=list, description="Roles the protocol names for this kind, besides the DLT roles"
+    )
 
 
 class ProtocolDeviation(EnvelopeBase):

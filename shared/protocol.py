@@ -2,7 +2,8 @@
 
 Sections: arms (in escalation order, with their infusion schedules), the DLT window and criteria, the
 cohort (3+3) rules, the assessment schedule, SAE and lab alert rules, contacts and the escalation policy
-that notify follows; the reference safety information (RSI) and the expedited (SUSAR) reporting recipients.
+that notify follows; the reference safety information (RSI) and the expedited (SUSAR) reporting recipients;
+eligibility at enrolment, dosing conformance and product release.
 `sentinel protocol check FILE` explains every error with its path.
 """
 
@@ -395,6 +396,110 @@ class ExpeditedReporting(ProtocolModel):
         return self
 
 
+# --- eligibility, dosing conformance, product release (issue 13) ----------------------------------------
+
+LabOperator = Literal["<", "<=", ">", ">="]
+
+
+class ScreeningLab(ProtocolModel):
+    """One screening lab criterion: a result of one of `tests` (CDISC LBTESTCD or LOINC, as the labs carry
+    them) compared with `limit` in `unit`, or with `limit` x the result's own ULN when `of_uln`.
+
+    A result in another unit of the same kind is converted (g/dL -> g/L, cells/uL -> 10^9/L); one whose unit
+    is missing or unknown, or an x ULN criterion without a ULN, cannot be judged and counts as missing.
+    `required: false` lets a criterion be judged only when the result was sent (its absence is not a gap).
+    """
+
+    name: Annotated[str, Field(min_length=1, max_length=80)]
+    tests: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(min_length=1)
+    operator: LabOperator
+    limit: Decimal = Field(gt=0)
+    unit: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    of_uln: bool = False
+    required: bool = True
+
+    @model_validator(mode="after")
+    def _unit_or_uln(self) -> ScreeningLab:
+        if self.of_uln == (self.unit is not None):
+            raise ValueError("give either a unit (an absolute limit) or of_uln: true (a multiple of the ULN)")
+        return self
+
+
+class HistoryExclusion(ProtocolModel):
+    """An exclusion by history before the first dose: a coded answer on the enrolment ("within the window?")
+    or the date of the last such event, which excludes when it is at most `within_days` before the first dose."""
+
+    code: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    label: Annotated[str, Field(min_length=1, max_length=120)]
+    within_days: int = Field(ge=0, le=3650)
+    required: bool = True
+
+
+class EligibilityRules(ProtocolModel):
+    """Eligibility at enrolment, checked when the subject is dosed (a subject never dosed is never at risk).
+
+    Screening labs: for each criterion, the latest active result collected within `screening_window_days`
+    before the first infusion (and not after it). `cytopenia_any`: the inclusion holds when any of them is met
+    on a result collected at least `car_t_min_days` after the CAR-T infusion (`car_t_infused_on`). `exclude_labs`
+    and `history`: any one met excludes. Dosed while not eligible, or with screening data missing, is a protocol
+    deviation paged to `notify_roles` (besides the DLT roles) until acknowledged.
+    """
+
+    screening_window_days: int = Field(default=14, ge=1, le=365)
+    car_t_min_days: int | None = Field(default=21, ge=0, le=3650)
+    cytopenia_any: list[ScreeningLab] = Field(default_factory=list)
+    exclude_labs: list[ScreeningLab] = Field(default_factory=list)
+    history: list[HistoryExclusion] = Field(default_factory=list)
+    notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> EligibilityRules:
+        names = [c.name for c in (*self.cytopenia_any, *self.exclude_labs)]
+        codes = [h.code for h in self.history]
+        if len(set(names)) != len(names) or len(set(codes)) != len(codes):
+            raise ValueError("criterion names and history codes must be unique")
+        return self
+
+
+class Premedication(ProtocolModel):
+    """The premedication each infusion needs: `drug` at `dose_mg`, `minutes_before` the infusion +/- window."""
+
+    drug: Annotated[str, Field(min_length=1, max_length=80)]
+    dose_mg: Decimal = Field(gt=0)
+    minutes_before: int = Field(ge=0, le=24 * 60)
+    window_minutes: int = Field(default=15, ge=0, le=24 * 60)
+
+
+class DosingRules(ProtocolModel):
+    """Each infusion against its arm: cells/kg within `cells_per_kg_tolerance_percent` of the arm's dose (as
+    sent, and as total cells / weight where those are given), no more infusions than the arm plans, each
+    repeat `interval_days` after the one before +/- `interval_window_days`, and the premedication where recorded.
+    An overdose or an extra infusion pages `notify_roles`; an under-dose, a late or early repeat or a
+    premedication not as planned is mailed to them (the infusion is given; the officer reviews it)."""
+
+    cells_per_kg_tolerance_percent: Decimal = Field(default=Decimal(10), ge=0, le=100)
+    interval_window_days: int = Field(default=2, ge=0, le=60)
+    premedication: Premedication | None = None
+    notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
+
+
+ReleaseTest = Literal["sterility", "pathogens", "mycoplasma", "endotoxin", "purity", "tumorigenicity", "identity"]
+
+
+class ProductReleaseRules(ProtocolModel):
+    """Lot release before infusion: viability at or above `min_viability_percent` and every test of
+    `required_tests` passed. A dose from a lot that failed or has no release on record pages `notify_roles`.
+    `release_required_on_every_dose: false` judges only doses that name a lot or carry release results (an
+    EDC that records neither cannot show release; true: such a dose pages as not released)."""
+
+    min_viability_percent: Decimal = Field(default=Decimal(85), gt=0, le=100)
+    required_tests: list[ReleaseTest] = Field(
+        default_factory=lambda: list[ReleaseTest](["sterility", "pathogens", "purity", "tumorigenicity"])
+    )
+    release_required_on_every_dose: bool = False
+    notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
+
+
 class Protocol(ProtocolModel):
     trial_id: Annotated[str, Field(min_length=1, max_length=64)]
     title: str
@@ -416,6 +521,9 @@ class Protocol(ProtocolModel):
     infusion_vitals: InfusionVitals | None = None
     acute_reactions: AcuteReactions | None = None
     ae_assessment: AeAssessment = AeAssessment()
+    eligibility: EligibilityRules | None = None
+    dosing: DosingRules | None = None
+    product_release: ProductReleaseRules | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Protocol:
@@ -437,6 +545,10 @@ class Protocol(ProtocolModel):
             if self.reference_safety_information is None:
                 raise ValueError("expedited_reporting needs reference_safety_information to judge expectedness")
             sections["expedited_reporting.notify_roles"] = self.expedited_reporting.notify_roles
+        for name in ("eligibility", "dosing", "product_release"):
+            section = getattr(self, name)
+            if section is not None:
+                sections[f"{name}.notify_roles"] = section.notify_roles
         for i, step in enumerate(self.escalation.steps):
             # Besides roles: e-mail addresses (checked below) and chat webhooks "webhook:<name>" (named in
             # the notify service's settings, which refuse to start when one is missing).

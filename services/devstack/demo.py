@@ -22,7 +22,13 @@ import httpx
 
 from services.devstack import kafka_broker
 from services.devstack.mail_catcher import MailCatcher
-from services.devstack.scenario import held_arm_events, new_webhook_secret, post_signed, scenario_events
+from services.devstack.scenario import (
+    held_arm_events,
+    ineligible_subject_events,
+    new_webhook_secret,
+    post_signed,
+    scenario_events,
+)
 from shared.protocol import load_protocol
 
 SOURCE = "demo-edc"
@@ -213,6 +219,18 @@ def run_demo(*, keep_running: bool = True) -> int:
 
             held = _settled(cohorts, deadline=time.monotonic() + 30, ready=lambda c: c[0]["dlt_suspected"] >= 2)
             _show_cohorts(held)
+            ineligible = f"{subject}-c"
+            _say(f"\n{BOLD}eligibility{RESET}: subject {ineligible} dosed although screening ALT was 3.75 x ULN")
+            for event in ineligible_subject_events(trial, now, subject=ineligible):
+                post_signed(client, ingest, SOURCE, secret, event, now=now)
+
+            def deviations() -> list[dict[str, Any]]:
+                response = client.get(f"{notify}/v1/alerts", params={"subject": ineligible}, headers=auth)
+                return [a for a in response.json() if a["kind"] == "protocol_deviation"]
+
+            for alert in _settled(deviations, deadline=time.monotonic() + 30, ready=bool):
+                _say(f"{BOLD}protocol deviation{RESET}: {alert['title']}")
+                _say(f"  {DIM}{alert['details'].get('detail', '')}{RESET}")
 
             def subject_mails() -> list[tuple[Path, EmailMessage]]:
                 messages = zip(catcher.paths(), catcher.messages(), strict=True)

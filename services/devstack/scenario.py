@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,11 +90,13 @@ def scenario_events(
                 "enrolled_at": (day0 - timedelta(days=1)).date().isoformat(),
                 "weight_kg": 71.5,
                 "car_t_infused_on": (day0 - timedelta(days=40)).date().isoformat(),
+                "history": NO_HISTORY_EXCLUSION,
             },
         ),
         lab("lab-anc-base", "L-1", "NEUT", 0.42, "10^9/L", 1.8, 7.5, before, baseline=True),
         lab("lab-plat-base", "L-2", "PLAT", 24, "10^9/L", 150, 400, before, baseline=True),
         lab("lab-alt-base", "L-4", "ALT", 31, "U/L", 7, 40, before, baseline=True),
+        *screening_labs(event, day0, anc=None),  # the baseline ANC of 0.42 is the qualifying count
         event(
             "dose-1",
             "dose",
@@ -149,7 +152,17 @@ def held_arm_events(trial_id: str, now: datetime, *, subject: str, site: str = "
         }
 
     return [
-        event("enrol", "enrollment", {"arm": "A", "enrolled_at": (day0 - timedelta(days=1)).date().isoformat()}),
+        event(
+            "enrol",
+            "enrollment",
+            {
+                "arm": "A",
+                "enrolled_at": (day0 - timedelta(days=1)).date().isoformat(),
+                "car_t_infused_on": (day0 - timedelta(days=35)).date().isoformat(),
+                "history": NO_HISTORY_EXCLUSION,
+            },
+        ),
+        *screening_labs(event, day0),
         event(
             "dose-1",
             "dose",
@@ -170,6 +183,111 @@ def held_arm_events(trial_id: str, now: datetime, *, subject: str, site: str = "
             },
         ),
     ]
+
+
+NO_HISTORY_EXCLUSION = [
+    {"code": "anti_tumour_therapy", "answer": False},
+    {"code": "live_vaccine", "answer": False},
+    {"code": "severe_infection", "answer": False},
+]
+
+
+def screening_labs(
+    event: Callable[[str, str, dict[str, Any]], dict[str, Any]],
+    day0: datetime,
+    *,
+    alt: int = 30,
+    anc: str | None = "0.6",
+) -> list[dict[str, Any]]:
+    """The screening panel the eligibility rules read, 20 h before the first infusion: the subject's baseline.
+
+    `anc` (cytopenic at 0.6) is left out where the subject's own baseline count already shows the cytopenia.
+    """
+    at = (day0 - timedelta(hours=20)).isoformat()
+    panel = [
+        *([("NEUT", anc, "10^9/L", "7.5")] if anc is not None else []),
+        ("CREAT", "0.8", "mg/dL", "1.2"),
+        ("ALT", str(alt), "U/L", "40"),
+        ("AST", "28", "U/L", "40"),
+        ("BILI", "0.6", "mg/dL", "1.2"),
+        ("QTCF", "431", "ms", None),
+        ("HBA1C", "5.6", "%", None),
+    ]
+    return [
+        event(
+            f"screen-{test.lower()}",
+            "lab",
+            {
+                "result_id": f"SCR-{test}",
+                "test": test,
+                "value": value,
+                "unit": unit,
+                "uln": uln,
+                "collected_at": at,
+                "baseline": True,
+            },
+        )
+        for test, value, unit, uln in panel
+    ]
+
+
+def ineligible_subject_events(trial_id: str, now: datetime, *, subject: str, site: str = "102") -> list[dict[str, Any]]:
+    """A subject dosed although screening ALT was 3.75 x ULN (exclusion 4): a deviation paged to the officer and PI."""
+    day0 = now - timedelta(days=1)
+
+    def event(suffix: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": f"{subject}-{suffix}",
+            "type": kind,
+            "study": trial_id,
+            "site": site,
+            "subject": subject,
+            "data": data,
+        }
+
+    return [
+        event(
+            "enrol",
+            "enrollment",
+            {
+                "arm": "A",
+                "enrolled_at": (day0 - timedelta(days=1)).date().isoformat(),
+                "car_t_infused_on": (day0 - timedelta(days=30)).date().isoformat(),
+                "history": NO_HISTORY_EXCLUSION,
+            },
+        ),
+        *screening_labs(event, day0, alt=150),
+        event(
+            "dose-1",
+            "dose",
+            {"dose_id": "D-1", "number": 1, "administered_at": day0.isoformat(), "cells_per_kg": 2000000},
+        ),
+    ]
+
+
+def unreleased_lot_dose(trial_id: str, now: datetime, *, subject: str, site: str = "101") -> dict[str, Any]:
+    """A dose from lot UC-0042 whose viability was 84.9 %: below the 85 % release limit."""
+    return {
+        "id": f"{subject}-dose-lot",
+        "type": "dose",
+        "study": trial_id,
+        "site": site,
+        "subject": subject,
+        "data": {
+            "dose_id": "D-1",
+            "number": 1,
+            "administered_at": (now - timedelta(hours=2)).isoformat(),
+            "cells_per_kg": 2000000,
+            "lot": "UC-0042",
+            "release": {
+                "viability_percent": 84.9,
+                "sterility": True,
+                "pathogens": True,
+                "purity": True,
+                "tumorigenicity": True,
+            },
+        },
+    }
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,13 @@ class FieldMap(ConfigModel):
     @model_validator(mode="after")
     def _fields_known(self) -> FieldMap:
         allowed = MAPPABLE_FIELDS[self.type]
-        unknown = sorted({field for field in self.items.values() if field not in allowed})
+        unknown = sorted(
+            {
+                field
+                for field in self.items.values()
+                if field not in allowed and not (self.type == "enrollment" and HISTORY_TARGET.match(field))
+            }
+        )
         if unknown:
             raise ValueError(f"unknown target field(s) {unknown} for a {self.type} form; allowed: {sorted(allowed)}")
         if self.type == "ae_review" and {"assessed_at", "new_aes"} - set(self.items.values()):
@@ -160,8 +166,30 @@ LAB_FIELDS = frozenset(
         "status",
     }
 )
-DOSE_FIELDS = frozenset({"id", "number", "administered_at", "cells_per_kg", "status"})
+DOSE_FIELDS = frozenset(
+    {
+        "id",
+        "number",
+        "administered_at",
+        "cells_per_kg",
+        "total_cells",
+        "weight_kg",
+        "lot",
+        "release_released",
+        "release_viability_percent",
+        *(
+            f"release_{test}"
+            for test in ("sterility", "pathogens", "mycoplasma", "endotoxin", "purity", "tumorigenicity", "identity")
+        ),
+        "premedication_drug",
+        "premedication_dose_mg",
+        "premedication_given_at",
+        "status",
+    }
+)
 ENROLLMENT_FIELDS = frozenset({"arm", "enrolled_at", "weight_kg", "car_t_infused_on", "status"})
+HISTORY_TARGET = re.compile(r"^history(_on)?\.[a-z][a-z0-9_]{0,39}$")
+"""Enrolment targets for exclusions by history: `history.<code>` (yes/no) and `history_on.<code>` (date)."""
 SUBJECT_STATUS_FIELDS = frozenset({"status", "effective_on", "reason"})
 VITALS_FIELDS = frozenset(
     {

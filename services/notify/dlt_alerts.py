@@ -181,8 +181,11 @@ def plan_information(signal: CohortDecision | AssessmentMissed | ProtocolDeviati
         thread_key = f"{DEVIATION_KIND}:{trial}:{deviation.subject_id}:{signal.id}"
         title = f"Protocol deviation: {deviation.kind} (subject {deviation.subject_id}, site {deviation.site_id})"
         content = deviation_mail(trial, deviation)
+        # Eligibility, dosing and release deviations name their own roles (the PI among them) besides the DLT roles.
+        roles = list(dict.fromkeys([*roles, *deviation.notify_roles]))
         if deviation.pages:
-            # Enrolled above an arm under DLT review, held or stopped: a subject may be at risk, so it pages
+            # Enrolled above an arm under DLT review, held or stopped, dosed while ineligible or from a lot not
+            # released, overdosed: a subject may be at risk, so it pages
             # through the escalation policy until acknowledged, and the review is an obligation.
             alert_id = deterministic_id("alert", thread_key)
             hours = protocol.dlt.review_hours

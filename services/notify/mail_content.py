@@ -233,12 +233,23 @@ def dose_recommendation_mail(
     )
 
 
+_ENROLMENT_RISK = "A subject was enrolled where the 3+3 rule does not allow it"
+_DEVIATION_RISK = {
+    "dosed_while_ineligible": "A subject was dosed while not eligible",
+    "screening_data_missing": "A subject was dosed with screening data missing: eligibility is not established",
+    "dose_out_of_tolerance": "A subject received more cells/kg than the protocol allows",
+    "extra_infusion": "A subject received more infusions than the arm plans",
+    "lot_not_released": "A subject was dosed from a lot without release results",
+    "lot_release_failed": "A subject was dosed from a lot that failed release",
+}
+
+
 def deviation_mail(trial_id: str, data: ProtocolDeviationData) -> MailContent:
     urgent = "URGENT " if data.pages else ""
     return notice_mail(
         subject=f"[{trial_id}] {urgent}Protocol deviation ({data.kind}), subject {data.subject_id}",
         heading=f"Protocol deviation: {data.kind}."
-        + (" A subject was enrolled where the 3+3 rule does not allow it: review now." if data.pages else ""),
+        + (f" {_DEVIATION_RISK.get(data.kind, _ENROLMENT_RISK)}: review now." if data.pages else ""),
         rows=[
             ("Trial", trial_id),
             ("Site", data.site_id),

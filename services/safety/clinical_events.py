@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.safety import acute_window, data_quality, infusion_day, protocol_engine, store
+from services.safety import acute_window, data_quality, infusion_day, protocol_conformance, protocol_engine, store
 from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
@@ -102,6 +102,7 @@ def apply_clinical_event(
     if not changed:
         return signals
     session.flush()
+    signals += protocol_conformance.check_event(session, envelope, protocol=protocol, now=now, topic=signals_topic)
     subject = protocol_engine.reassess_subject(
         session,
         protocol=protocol,

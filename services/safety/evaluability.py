@@ -9,7 +9,8 @@ cohort's). Otherwise:
 - `not_evaluable`: can no longer become evaluable on the data we have (off study - withdrawn, lost to
   follow-up, died, completed - or past the window with infusions or required visits missing): not DLT-free,
   the cohort needs a replacement. Data arriving later (a late infusion record, a late visit) revise it.
-- `excluded`: not in any cohort (no arm, or the enrolment was taken back and the subject had no infusion and
+- `excluded`: not in any cohort (no arm; off study before any infusion: screened, never dosed; or the enrolment
+  was taken back and the subject had no infusion and
   no DLT). An enrolment deleted at the site never removes a subject who was infused or had a DLT: withdrawal
   and deletion are not the same thing, and a DLT always counts.
 
@@ -83,6 +84,15 @@ def assess_subject(facts: SubjectFacts, *, rules: CohortRules, now: datetime) ->
         return out("excluded", "no enrolment into an arm on record")
     if not facts.enrolment_active and not facts.dlt_confirmed and not facts.dlt_suspected and not facts.infusions_given:
         return out("excluded", "enrolment taken back by the site, with no infusion and no DLT on record")
+    if (
+        not facts.infusions_given
+        and not facts.dlt_confirmed
+        and not facts.dlt_suspected
+        and facts.study_status != "on_study"
+    ):
+        # Screened (or enrolled) but never dosed, and off study: never exposed, so not in the 3+3 count at all; a
+        # subject still awaiting the first infusion keeps the place in the cohort (pending).
+        return out("excluded", f"{status} before any infusion: never dosed, not in the 3+3 count")
     if facts.dlt_confirmed:
         return out("dlt", f"{facts.dlt_confirmed} confirmed DLT(s): evaluable, whatever follows ({status}){deleted}")
     if facts.dlt_suspected:

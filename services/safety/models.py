@@ -20,6 +20,12 @@ class Subject(SQLModel, table=True):
     site_id: str = Field(max_length=200)
     arm: str | None = Field(default=None, max_length=40)
     enrolled_at: date | None = None
+    car_t_infused_on: date | None = None
+    weight_kg: str | None = Field(default=None, max_length=40)
+    screening_history: list[dict[str, object]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    """The enrolment's exclusions by history as sent (code, answer, last_on): eligibility is judged at the dose."""
+    eligibility_signalled: str | None = Field(default=None, max_length=2000)
+    """The eligibility verdict last signalled (kind and detail): a deviation goes out only when it changes."""
 
 
 class Dose(SQLModel, table=True):

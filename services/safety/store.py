@@ -44,6 +44,10 @@ def upsert_subject(session: Session, *, envelope: SubjectEnrolled) -> Subject:
     subject.site_id = envelope.siteid
     subject.arm = envelope.data.arm
     subject.enrolled_at = envelope.data.enrolled_at
+    data = envelope.data
+    subject.car_t_infused_on = data.car_t_infused_on
+    subject.weight_kg = str(data.weight_kg) if data.weight_kg is not None else None
+    subject.screening_history = [h.model_dump(mode="json") for h in data.history]
     session.add(subject)
     return subject
 

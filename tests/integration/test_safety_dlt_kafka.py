@@ -93,13 +93,16 @@ def test_dlts_stopping_rule_and_cohort_decisions_through_the_broker(
     app = create_app(settings, clock=FakeClock(RECEIVED), registry=CollectorRegistry())
     with TestClient(app) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, what="safety ready")
-        assert len(read_topic_sync(kafka_bootstrap, signals, expect=1, timeout=30)) == 1  # arm A evaluating
+        # arm A evaluating, and each of the three subjects dosed with no screening data on record (issue 13)
+        initial = read_topic_sync(kafka_bootstrap, signals, expect=4, timeout=30)
+        assert signal_types(initial) == {"cohort.decision": 1, "protocol.deviation": 3}
         publish_sync(kafka_bootstrap, clinical, two_dlts())
-        first = read_topic_sync(kafka_bootstrap, signals, expect=6, timeout=30)
+        first = read_topic_sync(kafka_bootstrap, signals, expect=9, timeout=30)
         assert signal_types(first) == {
             "dlt.suspected": 2,
             "stopping_rule.fired": 1,
             "cohort.decision": 3,
+            "protocol.deviation": 3,
         }, "the sweep and the re-delivery add nothing"
         parsed = [SIGNAL_ADAPTER.validate_json(r.value) for r in first]
         steps = [s.data.decision for s in parsed if s.type == "cohort.decision"]  # type: ignore[union-attr]
@@ -113,6 +116,7 @@ def test_dlts_stopping_rule_and_cohort_decisions_through_the_broker(
         assert {r.key for r in first if b"arm:" not in (r.key or b"")} == {
             b"NCT07212335:101-001",
             b"NCT07212335:101-002",
+            b"NCT07212335:101-003",  # its screening deviation
         }
 
         for subject, ae_id in (("101-001", "AE-1"), ("101-002", "AE-2")):
@@ -122,7 +126,7 @@ def test_dlts_stopping_rule_and_cohort_decisions_through_the_broker(
                 headers={"authorization": f"Bearer {OFFICER}"},
             )
             assert response.status_code == 200, response.text
-        everything = read_topic_sync(kafka_bootstrap, signals, expect=10, timeout=30)
+        everything = read_topic_sync(kafka_bootstrap, signals, expect=13, timeout=30)
 
     seen = {s.id for s in parsed}  # partitions interleave differently on each read: compare by id, not position
     later = [s for s in (SIGNAL_ADAPTER.validate_json(r.value) for r in everything) if s.id not in seen]
@@ -131,4 +135,4 @@ def test_dlts_stopping_rule_and_cohort_decisions_through_the_broker(
     assert [s.data.decision for s in later if s.type == "cohort.decision"] == ["stop"]  # type: ignore[union-attr]
     [final] = [s for s in later if s.type == "dose.recommended"]
     assert (final.data.recommended_arm, final.data.basis) == (None, "no_tolerated_dose")  # type: ignore[union-attr]
-    assert len(everything) == 10
+    assert len(everything) == 13

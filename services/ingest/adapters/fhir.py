@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from services.ingest.adapters import normalise_values as nv
 from services.ingest.adapters.fields import (
     FieldError,
     StatusName,
+    dose_from_fields,
     lab_from_fields,
     record_status,
     seriousness_flags,
@@ -93,7 +94,7 @@ def parse_fhir(body: bytes, *, source: SourceConfig) -> Outcome:
                 outcome.ignored.append(f"entry/{index}: no resource (send deletions as status entered-in-error)")
                 continue
             _resource(resource, ("entry", index, "resource"), source, outcome, errors)
-    elif kind in {"AdverseEvent", "Observation", "ResearchSubject"}:
+    elif kind in {"AdverseEvent", "Observation", "ResearchSubject", "MedicationAdministration"}:
         _resource(document, (), source, outcome, errors)
     else:
         raise InvalidBody(
@@ -101,7 +102,8 @@ def parse_fhir(body: bytes, *, source: SourceConfig) -> Outcome:
             [
                 {
                     "loc": ("resourceType",),
-                    "msg": "expected AdverseEvent, Observation, ResearchSubject or a Bundle of them",
+                    "msg": "expected AdverseEvent, Observation, ResearchSubject, MedicationAdministration or a Bundle"
+                    " of them",
                 }
             ],
         )
@@ -125,6 +127,8 @@ def _resource(
             _observation(resource, source, outcome)
         elif kind == "ResearchSubject":
             _research_subject(resource, source, outcome)
+        elif kind == "MedicationAdministration":
+            _medication_administration(resource, source, outcome)
         else:
             outcome.ignored.append(
                 f"{kind}/{resource.get('id', '?')}: not an AdverseEvent, Observation or ResearchSubject"
@@ -276,6 +280,76 @@ def _research_subject(resource: dict[str, Any], source: SourceConfig, outcome: O
             source_version=source_version,
         )
     )
+
+
+SENTINEL_EXTENSION = "https://sentinel.example/fhir/StructureDefinition/"
+"""Sponsor extensions where FHIR R4 has no element: the infusion number (on the MedicationAdministration) and the
+lot's release results (on the contained Medication): `release-viability` (valueDecimal, %), `release-<test>`
+(valueBoolean: passed) for sterility, pathogens, mycoplasma, endotoxin, purity, tumorigenicity, identity,
+`release-released` (valueBoolean: the QP's release decision)."""
+CELL_UNITS = {"{cells}", "cells", "10*6.{cells}", "10^6 cells"}
+CELLS_PER_KG_UNITS = {"{cells}/kg", "cells/kg", "10*6.{cells}/kg", "10^6 cells/kg"}
+
+
+def _medication_administration(resource: dict[str, Any], source: SourceConfig, outcome: Outcome) -> None:
+    """An infusion: effective time, dose (cells/kg or total cells), the lot (contained Medication.batch) and
+    its release results (sponsor extensions on that Medication)."""
+    resource_id, subject, study = _identity(resource, source)
+    version, source_version = _version(resource)
+    common: dict[str, Any] = {
+        "study": study,
+        "site": source.default_site,
+        "subject": subject,
+        "record_key": f"{study}:{subject}:dose:{resource_id}",
+    }
+    status = _text(resource.get("status")) or "completed"
+    if status == "entered-in-error":
+        retracted = record_status("dose", resource_id, "entered_in_error", "FHIR MedicationAdministration status")
+        delivery = _delivery("MedicationAdministration-status", resource_id, version)
+        outcome.records.append(make_record(type_=InboundType.STATUS, data=retracted, **common, delivery_id=delivery))
+        return
+    if status not in {"completed", "in-progress"}:
+        outcome.ignored.append(f"MedicationAdministration/{resource_id}: status {status} (no infusion given)")
+        return
+    period = _obj(resource.get("effectivePeriod"))
+    fields: dict[str, str] = {
+        "administered_at": _text(resource.get("effectiveDateTime")) or _text(period.get("start")) or ""
+    }
+    for extension in resource.get("extension") or []:
+        if _obj(extension).get("url") == SENTINEL_EXTENSION + "infusion-number":
+            fields["number"] = str(_obj(extension).get("valueInteger", ""))
+    dose = _obj(_obj(resource.get("dosage")).get("dose"))
+    unit = _text(dose.get("code")) or _text(dose.get("unit")) or ""
+    if dose.get("value") is not None and unit in CELLS_PER_KG_UNITS | CELL_UNITS:
+        try:
+            amount = Decimal(str(dose["value"])) * (1_000_000 if unit.startswith(("10*6", "10^6")) else 1)
+        except InvalidOperation as exc:
+            raise FieldError("dosage", f"dosage.dose.value is not a number: {dose['value']!r}"[:200]) from exc
+        fields["cells_per_kg" if unit in CELLS_PER_KG_UNITS else "total_cells"] = str(amount)
+    medication = _contained_medication(resource)
+    if medication:
+        fields["lot"] = _text(_obj(medication.get("batch")).get("lotNumber")) or ""
+        for extension in medication.get("extension") or []:
+            url = str(_obj(extension).get("url", ""))
+            if url.startswith(SENTINEL_EXTENSION + "release-"):
+                name = url.removeprefix(SENTINEL_EXTENSION + "release-")
+                value = _obj(extension).get("valueBoolean", _obj(extension).get("valueDecimal"))
+                target = "release_viability_percent" if name == "viability" else f"release_{name}"
+                fields[target] = "" if value is None else str(value)
+    data = dose_from_fields(fields, dose_id=resource_id, zone=source.zone)
+    delivery = _delivery("MedicationAdministration", resource_id, version)
+    outcome.records.append(
+        make_record(type_=InboundType.DOSE, data=data, **common, delivery_id=delivery, source_version=source_version)
+    )
+
+
+def _contained_medication(resource: Mapping[str, Any]) -> dict[str, Any]:
+    reference = (_text(_obj(resource.get("medicationReference")).get("reference")) or "").removeprefix("#")
+    for contained in resource.get("contained") or []:
+        item = _obj(contained)
+        if item.get("resourceType") == "Medication" and (not reference or item.get("id") == reference):
+            return item
+    return {}
 
 
 def _adverse_event(resource: dict[str, Any], source: SourceConfig, outcome: Outcome) -> None:

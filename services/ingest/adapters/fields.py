@@ -7,6 +7,7 @@ seriousness answer is unknown, never 'not serious'.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -23,7 +24,10 @@ from shared.events import (
     DoseData,
     EnrollmentData,
     LabData,
+    PremedicationGiven,
+    ProductRelease,
     RecordStatusData,
+    ScreeningHistory,
     SeriousnessCriteria,
     SubjectStatusData,
     SubjectStudyStatus,
@@ -239,6 +243,11 @@ def _decimal_field(name: str, fields: Mapping[str, str], flags: list[str]) -> De
     return value
 
 
+RELEASE_TESTS = ("sterility", "pathogens", "mycoplasma", "endotoxin", "purity", "tumorigenicity", "identity")
+HISTORY_FIELD = re.compile(r"^history(_on)?\.([a-z][a-z0-9_]{0,39})$")
+"""Enrolment fields for exclusions by history: `history.<code>` (a yes/no answer), `history_on.<code>` (a date)."""
+
+
 def dose_from_fields(fields: Mapping[str, str], *, dose_id: str, zone: ZoneInfo) -> DoseData:
     flags: list[str] = []
     try:
@@ -251,11 +260,78 @@ def dose_from_fields(fields: Mapping[str, str], *, dose_id: str, zone: ZoneInfo)
     number = nv.small_int(text)
     if number is None:
         raise FieldError("number", f"the infusion number must be a whole number (ASCII digits), got {text[:40]!r}")
+    numbers = {name: _positive(fields, name) for name in ("cells_per_kg", "total_cells", "weight_kg")}
+    lot = (fields.get("lot") or "").strip()[:200] or None
     try:
-        cells = Decimal(fields["cells_per_kg"]) if fields.get("cells_per_kg") else None
-        return DoseData(dose_id=dose_id[:200], number=number, administered_at=administered, cells_per_kg=cells)
-    except (InvalidOperation, ValidationError) as exc:
-        raise FieldError("cells_per_kg", f"not a positive number: {fields.get('cells_per_kg')!r}") from exc
+        return DoseData(
+            dose_id=dose_id[:200],
+            number=number,
+            administered_at=administered,
+            cells_per_kg=numbers["cells_per_kg"],
+            total_cells=numbers["total_cells"],
+            weight_kg=numbers["weight_kg"],
+            lot=lot,
+            release=_release(fields),
+            premedication=_premedication(fields, zone),
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise FieldError(".".join(str(p) for p in error["loc"]) or "dose", error["msg"]) from exc
+
+
+def _positive(fields: Mapping[str, str], name: str) -> Decimal | None:
+    text = (fields.get(name) or "").strip()
+    if not text:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:
+        raise FieldError(name, f"not a positive number: {text[:40]!r}") from exc
+    if not value.is_finite() or value <= 0:
+        raise FieldError(name, f"not a positive number: {text[:40]!r}")
+    return value
+
+
+def _release(fields: Mapping[str, str]) -> ProductRelease | None:
+    """Release results as the form carries them; an unreadable pass/fail is refused, never read as a pass."""
+    names = ("released", *RELEASE_TESTS)
+    given = {name: fields.get(f"release_{name}") for name in names}
+    viability = (fields.get("release_viability_percent") or "").strip()
+    if not viability and not any((v or "").strip() for v in given.values()):
+        return None
+    answers: dict[str, bool | None] = {}
+    for name, text in given.items():
+        try:
+            answers[name] = nv.yes_no(text, RELEASE_WORDS)
+        except nv.UnreadableValue as exc:
+            raise FieldError(f"release_{name}", str(exc)) from exc
+    try:
+        percent = Decimal(viability.rstrip("%").strip()) if viability else None
+    except InvalidOperation as exc:
+        raise FieldError("release_viability_percent", f"not a number: {viability[:40]!r}") from exc
+    return ProductRelease(viability_percent=percent, **answers)
+
+
+RELEASE_WORDS = {"pass": True, "passed": True, "negative": True, "fail": False, "failed": False, "positive": False}
+"""Release certificates say pass/fail; a sterility or pathogen test is passed when negative."""
+
+
+def _premedication(fields: Mapping[str, str], zone: ZoneInfo) -> list[PremedicationGiven] | None:
+    drug = (fields.get("premedication_drug") or "").strip()
+    if not drug:
+        return None  # not recorded: the premedication rule is not judged
+    if drug.casefold() in {"none", "not given", "no"}:
+        return []
+    flags: list[str] = []
+    try:
+        given_at = nv.moment(
+            fields.get("premedication_given_at"), zone=zone, flags=flags, field="premedication_given_at"
+        )
+    except nv.UnreadableValue as exc:
+        raise FieldError("premedication_given_at", str(exc)) from exc
+    milligrams = (fields.get("premedication_dose_mg") or "").strip().lower().removesuffix("mg")  # "5 mg" is 5
+    dose = _positive({"premedication_dose_mg": milligrams}, "premedication_dose_mg")
+    return [PremedicationGiven(drug=drug[:200], dose_mg=dose, given_at=given_at)]
 
 
 def enrollment_from_fields(fields: Mapping[str, str]) -> EnrollmentData:
@@ -266,9 +342,28 @@ def enrollment_from_fields(fields: Mapping[str, str]) -> EnrollmentData:
     infused = _full_date("car_t_infused_on", fields.get("car_t_infused_on"), required=False)
     weight = nv.decimal_or_none(fields.get("weight_kg"))
     try:
-        return EnrollmentData(arm=arm[:200], enrolled_at=enrolled, weight_kg=weight, car_t_infused_on=infused)
+        return EnrollmentData(
+            arm=arm[:200], enrolled_at=enrolled, weight_kg=weight, car_t_infused_on=infused, history=_history(fields)
+        )
     except ValidationError as exc:
         raise FieldError("weight_kg", exc.errors()[0]["msg"]) from exc
+
+
+def _history(fields: Mapping[str, str]) -> list[ScreeningHistory]:
+    answers: dict[str, dict[str, Any]] = {}
+    for name, text in fields.items():
+        match = HISTORY_FIELD.match(name)
+        if match is None or not (text or "").strip():
+            continue
+        entry = answers.setdefault(match.group(2), {"code": match.group(2)})
+        if match.group(1):
+            entry["last_on"] = _full_date(name, text, required=False)
+        else:
+            try:
+                entry["answer"] = nv.yes_no(text)
+            except nv.UnreadableValue as exc:
+                raise FieldError(name, str(exc)) from exc
+    return [ScreeningHistory.model_validate(entry) for entry in answers.values()]
 
 
 def _full_date(field: str, text: str | None, *, required: bool) -> Any:

@@ -56,8 +56,10 @@ LB_COLUMNS = {
     "LBDTC": "collected_at",
     "LBBLFL": "baseline",
 }
-EX_COLUMNS = {"EXSTDTC": "administered_at", "EXSEQ": "number"}
-DM_COLUMNS = {"ARMCD": "arm", "RFICDTC": "enrolled_at", "RFXSTDTC": "car_t_infused_on"}
+EX_COLUMNS = {"EXSTDTC": "administered_at", "EXSEQ": "number", "EXLOT": "lot"}
+# RFXSTDTC is the first exposure to the study treatment (the UC-MSC infusion), not the CAR-T infusion: the CAR-T
+# date has no SDTM variable, so it comes as the sponsor's supplemental qualifier CARTDTC (SUPPDM, merged in the row).
+DM_COLUMNS = {"ARMCD": "arm", "RFICDTC": "enrolled_at", "CARTDTC": "car_t_infused_on"}
 DS_COLUMNS = {"DSDECOD": "status", "DSSTDTC": "effective_on", "DSTERM": "reason"}
 VS_COLUMNS = {"VSDTC": "measured_at", "VSORRES": "value"}
 DS_MILESTONES = {"PROTOCOL MILESTONE", "OTHER EVENT"}
@@ -251,6 +253,13 @@ def _dose(row: Row, source: SourceConfig, outcome: Outcome, *ids: str) -> None:
                 fields["cells_per_kg"] = str(Decimal(dose) * Decimal(factor))
             except InvalidOperation as exc:
                 raise FieldError("cells_per_kg", f"EXDOSE is not a number: {dose!r}") from exc
+    if (row.get("EXDOSU") or "").strip().lower() in {"cells", "10^6 cells", "10^6cells"}:
+        total = (row.get("EXDOSE") or "").strip()
+        if total:
+            try:
+                fields["total_cells"] = str(Decimal(total) * (1_000_000 if "10^6" in row["EXDOSU"] else 1))
+            except InvalidOperation as exc:
+                raise FieldError("total_cells", f"EXDOSE is not a number: {total!r}") from exc
     data = dose_from_fields(fields, dose_id=dose_id, zone=source.zone)
     outcome.records.append(
         make_record(

@@ -58,7 +58,8 @@ def test_ex_and_dm_rows() -> None:
             "SITEID": "101",
             "ARMCD": "DL2",
             "RFICDTC": "2026-01-03",
-            "RFXSTDTC": "2026-01-10",
+            "RFXSTDTC": "2026-01-10",  # the first study treatment: not the CAR-T infusion
+            "CARTDTC": "2025-11-28",
         },
         {
             "DOMAIN": "EX",
@@ -67,6 +68,7 @@ def test_ex_and_dm_rows() -> None:
             "EXSTDTC": "2026-01-10T09:30:00+01:00",
             "EXDOSE": 1,
             "EXDOSU": "10^6 cells/kg",
+            "EXLOT": "UC-0042",
         },
     ]
     outcome = parse_sdtm(json.dumps({"rows": rows}).encode(), content_type="application/json", source=SOURCE)
@@ -75,8 +77,9 @@ def test_ex_and_dm_rows() -> None:
     assert (enrolment.arm, enrolment.enrolled_at, enrolment.car_t_infused_on) == (
         "DL2",
         date(2026, 1, 3),
-        date(2026, 1, 10),
+        date(2025, 11, 28),
     )
+    assert isinstance(dose, DoseData) and dose.lot == "UC-0042"
     assert outcome.records[0].event.header.site == "101"
     assert isinstance(dose, DoseData) and dose.number == 1 and dose.cells_per_kg == Decimal(1000000)
 

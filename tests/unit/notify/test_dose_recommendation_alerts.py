@@ -116,3 +116,34 @@ def test_a_deviation_that_puts_subjects_at_risk_pages_and_a_plain_one_only_notif
     [obligation] = all_rows(engine, Obligation)
     assert obligation.kind == "deviation_review"
     assert any(d.subject.startswith("[NCT07212335] URGENT") for d in all_rows(engine, Delivery))
+
+
+def test_an_eligibility_deviation_pages_the_roles_it_names_with_the_dlt_roles(apply: Any, engine: Engine) -> None:
+    """Issue 13: dosed while ineligible pages the officer AND the PI (the protocol's eligibility.notify_roles)."""
+    apply(
+        ProtocolDeviation(
+            id="dev-eligibility",
+            source="/services/safety",
+            subject="A-9",
+            time=NOW,
+            trialid="NCT07212335",
+            data=ProtocolDeviationData(
+                site_id="SITE-1",
+                subject_id="A-9",
+                arm="A",
+                kind="dosed_while_ineligible",
+                detail="first infusion 2026-05-01: not eligible: exclusion ALT >= 3 x ULN",
+                pages=True,
+                notify_roles=["safety_officer", "principal_investigator"],
+            ),
+        )
+    )
+    deliveries = all_rows(engine, Delivery)
+    assert {d.recipient for d in deliveries} >= {
+        "safety.officer@sentinel.example",
+        "principal.investigator@sentinel.example",
+        "medical.monitor@sentinel.example",
+    }
+    assert all("URGENT Protocol deviation (dosed_while_ineligible)" in d.subject for d in deliveries)
+    [obligation] = all_rows(engine, Obligation)
+    assert obligation.kind == "deviation_review"

@@ -104,7 +104,8 @@ def test_lab_and_dose_are_stored_once(apply: Any, session: Session) -> None:
     )
     # No unit on an absolute count: stored ungraded, and the site hears of it once (a re-send says nothing).
     assert [o.envelope.data.code for o in apply(lab)] == ["unknown_unit"]
-    assert apply(dose) == []
+    # Dosed with no screening on record (no enrolment form, an unreadable count): the deviation, once.
+    assert [o.envelope.data.kind for o in apply(dose)] == ["screening_data_missing"]
     assert apply(lab) == []
     assert apply(dose) == []
     assert count(session, LabResult) == 1

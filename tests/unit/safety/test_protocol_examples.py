@@ -112,4 +112,5 @@ def test_the_enrolment_anchor_opens_the_window_without_an_infusion(
             other.dispose()
     # the arm then awaits the review of the suspected DLT (never escalates on an open question)
     suspected = ["dlt.suspected", "cohort.decision"]
-    assert results == {"seed": [], "dl": suspected, "seed after infusion": suspected}
+    # the seed's infusion also reveals a subject dosed without screening data (its eligibility rule)
+    assert results == {"seed": [], "dl": suspected, "seed after infusion": ["protocol.deviation", *suspected]}
