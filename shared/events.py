@@ -160,10 +160,43 @@ class AeData(Model):
         return check_partial_date(value)
 
 
+TransfusionProduct = Literal["red_cells", "platelets", "other"]
+
+
+class TransfusionData(Model):
+    """A blood-product transfusion: haematological response needs days without one (the protocol says how many).
+
+    `product`: red cells, platelets, or any other blood product (plasma, granulocytes, whole blood); `units`
+    and `volume_ml` where the site records them.
+    """
+
+    transfusion_id: Text
+    product: TransfusionProduct
+    administered_at: AwareDatetime
+    units: Decimal | None = Field(default=None, gt=0, le=100)
+    volume_ml: Decimal | None = Field(default=None, gt=0, le=20000)
+    raw: dict[str, str] | None = Field(
+        default=None, description="The sender's values exactly as received (field or item name -> text)"
+    )
+
+
+class SampleData(Model):
+    """A protocol sample collected (e.g. immunology at baseline and weeks 1, 4, 8): tracked like a visit."""
+
+    sample_id: Text
+    kind: Annotated[str, Field(min_length=1, max_length=80)] = Field(
+        default="immunology", description="The protocol's sample schedule it belongs to"
+    )
+    collected_at: AwareDatetime
+    visit: Annotated[str, Field(max_length=80)] | None = Field(
+        default=None, description="The visit the site filed it under (informational: the schedule uses the time)"
+    )
+
+
 class RecordStatusData(Model):
     """A record deleted or entered in error at the site: a status event, never a silent delete."""
 
-    record_type: Literal["enrollment", "dose", "lab", "ae"]
+    record_type: Literal["enrollment", "dose", "lab", "ae", "transfusion", "sample"]
     record_id: Text = Field(description="dose_id, result_id or ae_id; the subject for an enrolment")
     status: Literal["deleted", "entered_in_error", "restored"]
     reason: Annotated[str, Field(max_length=1000)] | None = None
@@ -189,6 +222,8 @@ class InboundType(StrEnum):
     AE = "ae"
     STATUS = "status"
     SUBJECT_STATUS = "subject_status"
+    TRANSFUSION = "transfusion"
+    SAMPLE = "sample"
 
 
 INBOUND_DATA: dict[InboundType, type[Model]] = {
@@ -198,6 +233,8 @@ INBOUND_DATA: dict[InboundType, type[Model]] = {
     InboundType.AE: AeData,
     InboundType.STATUS: RecordStatusData,
     InboundType.SUBJECT_STATUS: SubjectStatusData,
+    InboundType.TRANSFUSION: TransfusionData,
+    InboundType.SAMPLE: SampleData,
 }
 
 
@@ -261,8 +298,25 @@ class SubjectStatusChanged(ClinicalEnvelopeBase):
     data: SubjectStatusData
 
 
+class TransfusionAdministered(ClinicalEnvelopeBase):
+    type: Literal["transfusion.administered"] = "transfusion.administered"
+    data: TransfusionData
+
+
+class SampleCollected(ClinicalEnvelopeBase):
+    type: Literal["sample.collected"] = "sample.collected"
+    data: SampleData
+
+
 ClinicalEnvelope = Annotated[
-    AeReported | LabResulted | DoseAdministered | SubjectEnrolled | RecordStatusChanged | SubjectStatusChanged,
+    AeReported
+    | LabResulted
+    | DoseAdministered
+    | SubjectEnrolled
+    | RecordStatusChanged
+    | SubjectStatusChanged
+    | TransfusionAdministered
+    | SampleCollected,
     Field(discriminator="type"),
 ]
 CLINICAL_ADAPTER: TypeAdapter[ClinicalEnvelope] = TypeAdapter(ClinicalEnvelope)
@@ -274,6 +328,8 @@ ENVELOPE_FOR_INBOUND: dict[InboundType, type[ClinicalEnvelopeBase]] = {
     InboundType.AE: AeReported,
     InboundType.STATUS: RecordStatusChanged,
     InboundType.SUBJECT_STATUS: SubjectStatusChanged,
+    InboundType.TRANSFUSION: TransfusionAdministered,
+    InboundType.SAMPLE: SampleCollected,
 }
 
 
@@ -453,11 +509,41 @@ class AssessmentMissedData(Model):
     due_from: AwareDatetime
     due_until: AwareDatetime
     missing: list[str]
+    category: Literal["visit", "sample"] = "visit"
+    """`sample`: a protocol sample (immunology) not collected in its window: the site is told, not the SRC."""
 
 
 class AssessmentMissed(EnvelopeBase):
     type: Literal["assessment.missed"] = "assessment.missed"
     data: AssessmentMissedData
+
+
+ResponseLevel = Literal["complete", "partial", "none"]
+
+
+class ResponseData(Model):
+    """A subject's haematological response (CR/PR by the protocol's definition) and how it changed.
+
+    `since`: the first of the two qualifying counts (the response's start, from which its duration runs);
+    `lost_at`: the count below the level, or the transfusion, that ended it; `previous_*`: what it was before.
+    """
+
+    site_id: str
+    subject_id: str
+    level: ResponseLevel
+    previous_level: ResponseLevel
+    previous_since: AwareDatetime | None
+    previous_confirmed_at: AwareDatetime | None
+    lost_at: AwareDatetime
+    duration_days: Decimal
+    reason: str
+
+
+class ResponseLost(EnvelopeBase):
+    """A confirmed response (CR or PR) no longer holds: lost, or a CR fallen to PR."""
+
+    type: Literal["response.lost"] = "response.lost"
+    data: ResponseData
 
 
 class ProtocolDeviationData(Model):
@@ -570,7 +656,8 @@ SignalEnvelope = Annotated[
     | DataQualityFlagged
     | SusarDetected
     | SusarUpdated
-    | SusarWithdrawn,
+    | SusarWithdrawn
+    | ResponseLost,
     Field(discriminator="type"),
 ]
 SIGNAL_ADAPTER: TypeAdapter[SignalEnvelope] = TypeAdapter(SignalEnvelope)
