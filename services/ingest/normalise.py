@@ -23,7 +23,9 @@ from shared.events import (
     InboundHeader,
     LabData,
     RecordStatusData,
+    SampleData,
     SubjectStatusData,
+    TransfusionData,
     deterministic_id,
 )
 
@@ -122,6 +124,10 @@ def clinical_time(data: BaseModel, received_at: datetime) -> datetime:
         return datetime.combine(data.enrolled_at, time(0, 0), tzinfo=UTC)
     if isinstance(data, RecordStatusData):
         return data.changed_at or received_at
+    if isinstance(data, TransfusionData):
+        return data.administered_at
+    if isinstance(data, SampleData):
+        return data.collected_at
     if isinstance(data, SubjectStatusData):
         return datetime.combine(data.effective_on, time(0, 0), tzinfo=UTC) if data.effective_on else received_at
     raise TypeError(f"unknown payload {type(data).__name__}")

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.safety import data_quality, protocol_engine, store
+from services.safety import data_quality, protocol_engine, response_tracking, store
 from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
@@ -32,8 +32,10 @@ from shared.events import (
     SaeData,
     SaeDetected,
     SaeUpdated,
+    SampleCollected,
     SubjectEnrolled,
     SubjectStatusChanged,
+    TransfusionAdministered,
     deterministic_id,
     message_key,
 )
@@ -100,6 +102,14 @@ def apply_clinical_event(
         signals_topic=signals_topic,
     )
     signals += subject.signals
+    signals += response_tracking.reassess(  # transfusions, counts and the calendar move the response
+        session,
+        protocol=protocol,
+        trial_id=envelope.trialid,
+        subject_id=envelope.subject,
+        now=now,
+        signals_topic=signals_topic,
+    )
     if subject.arms:  # only when the subject's stored 3+3 outcome changed
         session.flush()
         signals += protocol_engine.reassess_cohorts(
@@ -139,6 +149,8 @@ def _apply_record(
             )
             ae_signals += data_quality.seriousness_flags(envelope, topic=signals_topic)
         return changed, ae_signals
+    if isinstance(envelope, TransfusionAdministered | SampleCollected):
+        return response_tracking.record(session, envelope=envelope), []
     if isinstance(envelope, RecordStatusChanged):
         store.set_record_status(session, envelope=envelope)
         if envelope.data.record_type == "lab":

@@ -9,7 +9,7 @@ from functools import partial
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.safety import routes, routes_expedited
+from services.safety import routes, routes_expedited, routes_response
 from services.safety.clinical_events import apply_clinical_event
 from services.safety.metrics import SafetyStateCollector
 from services.safety.settings import SafetySettings
@@ -74,4 +74,5 @@ def create_app(
     install_common(app, registry=registry, service=SERVICE, readiness=consumer.readiness, liveness=consumer.alive)
     app.include_router(routes.router)
     app.include_router(routes_expedited.router)
+    app.include_router(routes_response.router)
     return app

@@ -174,9 +174,9 @@ def assess_response(
             episodes.append(episode)
             if episode.ended_at is None and held is None:
                 held = episode
-        if run.start is not None and run.confirmed_at is None and awaiting == "none":
-            if held is None or RANK[level] > RANK[held.level]:
-                awaiting, awaiting_since = level, run.start.collected_at
+        unconfirmed = run.start is not None and run.confirmed_at is None and awaiting == "none"
+        if unconfirmed and run.start is not None and (held is None or RANK[level] > RANK[held.level]):
+            awaiting, awaiting_since = level, run.start.collected_at
     if held is None:
         reason = "no response confirmed"
         if awaiting != "none":

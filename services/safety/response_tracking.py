@@ -1,0 +1,362 @@
+"""Safety's queries and writes for transfusions, protocol samples and the haematological response.
+
+Kept apart from the DLT engine: `record` stores a transfusion or a sample, `reassess` recomputes a subject's
+response (pure rule in `response`) on every datum that can change it and at the protocol's timepoints, storing
+it and signalling a loss once; `flag_missed_samples` is the sweep's part for the sample schedules.
+Data functions are keyword-only and never commit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from sqlmodel import Session, select
+
+from services.safety import protocol_engine, store
+from services.safety.ctcae import grade_value
+from services.safety.models import (
+    LabResult,
+    MissedAssessment,
+    ResponseStateRow,
+    SampleRecord,
+    Subject,
+    TransfusionRecord,
+)
+from services.safety.response import (
+    Count,
+    ResponseAssessment,
+    Transfusion,
+    assess_response,
+    response_loss,
+)
+from services.safety.samples import missed_samples, sample_visits
+from shared.events import (
+    AssessmentMissed,
+    AssessmentMissedData,
+    ResponseData,
+    ResponseLevel,
+    ResponseLost,
+    SampleCollected,
+    TransfusionAdministered,
+    deterministic_id,
+    message_key,
+)
+from shared.outbox import Outgoing
+from shared.protocol import Protocol, ResponseRules
+
+CURRENT = "current"
+CENSOR_MARGIN = Decimal("0.000000001")
+"""'<5' is read as just under 5 (and '>1000' just over): an upper (lower) bound decides a level when the
+bound is on the same side of the threshold, which is how labs censor counts (far from the thresholds)."""
+
+
+def record(session: Session, *, envelope: TransfusionAdministered | SampleCollected) -> bool:
+    """Store a transfusion or a sample (a re-send with other content corrects it); whether anything changed."""
+    keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject}
+    new: TransfusionRecord | SampleRecord
+    if isinstance(envelope, TransfusionAdministered):
+        t = envelope.data
+        new = TransfusionRecord(
+            **keys,
+            transfusion_id=t.transfusion_id,
+            product=t.product,
+            administered_at=t.administered_at,
+            units=str(t.units) if t.units is not None else None,
+            volume_ml=str(t.volume_ml) if t.volume_ml is not None else None,
+        )
+        row: TransfusionRecord | SampleRecord | None = session.get(
+            TransfusionRecord, (envelope.trialid, envelope.subject, t.transfusion_id)
+        )
+        fields: tuple[str, ...] = ("product", "administered_at", "units", "volume_ml")
+    else:
+        s = envelope.data
+        new = SampleRecord(**keys, sample_id=s.sample_id, kind=s.kind, collected_at=s.collected_at, visit=s.visit)
+        row = session.get(SampleRecord, (envelope.trialid, envelope.subject, s.sample_id))
+        fields = ("kind", "collected_at", "visit")
+    if row is None:
+        session.add(new)
+        return True
+    if all(store._comparable(getattr(row, f)) == store._comparable(getattr(new, f)) for f in fields):
+        return False
+    for name in fields:
+        setattr(row, name, getattr(new, name))
+    session.add(row)
+    return True
+
+
+def _si_value(term: str, lab: LabResult) -> Decimal | None:
+    text = lab.value.strip()
+    shift = Decimal(0)
+    if text[:1] in "<>":
+        shift = -CENSOR_MARGIN if text[0] == "<" else CENSOR_MARGIN
+        text = text.lstrip("<>=").strip()
+    try:
+        Decimal(text)
+    except InvalidOperation:
+        return None
+    graded = grade_value(term, text, lab.unit)
+    return graded.value_si + shift if graded.value_si is not None else None
+
+
+def blood_counts(session: Session, *, rules: ResponseRules, trial_id: str, subject_id: str) -> list[Count]:
+    """The subject's active results of the protocol's lineages, in SI units, grouped by collection time."""
+    lineage_of = {lineage.term: name for name, lineage in rules.lineages.items()}
+    inactive = store.inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
+    by_time: dict[datetime, dict[str, Decimal]] = defaultdict(dict)
+    for lab in store.labs(session, trial_id=trial_id, subject_id=subject_id):
+        if lab.result_id in inactive or lab.term not in lineage_of:
+            continue
+        value = _si_value(lab.term, lab)
+        if value is not None:
+            by_time[lab.collected_at][lineage_of[lab.term]] = value
+    return [Count(at, values) for at, values in sorted(by_time.items())]
+
+
+def transfusions(session: Session, *, trial_id: str, subject_id: str) -> list[Transfusion]:
+    inactive = store.inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="transfusion")
+    rows = session.exec(
+        select(TransfusionRecord).where(
+            TransfusionRecord.trial_id == trial_id, TransfusionRecord.subject_id == subject_id
+        )
+    )
+    return [Transfusion(r.administered_at, r.product) for r in rows if r.transfusion_id not in inactive]
+
+
+@dataclass(frozen=True)
+class SubjectResponse:
+    current: ResponseAssessment
+    timepoints: dict[str, tuple[datetime, ResponseAssessment]]
+    """Timepoint name -> (its moment, the response as of then), for the timepoints passed by `now`."""
+
+
+def assess_subject(session: Session, *, protocol: Protocol, subject: Subject, now: datetime) -> SubjectResponse | None:
+    """The subject's response now and at each protocol timepoint passed (None: the protocol has no response)."""
+    rules = protocol.response
+    if rules is None:
+        return None
+    keys = {"trial_id": subject.trial_id, "subject_id": subject.subject_id}
+    counts = blood_counts(session, rules=rules, **keys)
+    given = transfusions(session, **keys)
+    points: dict[str, tuple[datetime, ResponseAssessment]] = {}
+    window = protocol_engine.window_of(session, protocol=protocol, subject=subject) if rules.timepoints else None
+    if window is not None:
+        for point in rules.timepoints:
+            moment = window.calendar.day_ends(window.calendar.date_of(point.day))
+            if moment <= now:
+                points[point.name] = (moment, assess_response(rules, counts=counts, transfusions=given, now=moment))
+    return SubjectResponse(assess_response(rules, counts=counts, transfusions=given, now=now), points)
+
+
+def _store_state(
+    session: Session, *, subject: Subject, point: str, as_of: datetime, result: ResponseAssessment, now: datetime
+) -> ResponseStateRow | None:
+    """Upsert one response row when the decision changed (a re-run with nothing new writes nothing); returns the
+    row as it was before (None if new)."""
+    row = session.get(ResponseStateRow, (subject.trial_id, subject.subject_id, point))
+    before = row.model_copy() if row is not None else None
+    decided = {
+        "level": result.level,
+        "since": result.since,
+        "confirmed_at": result.confirmed_at,
+        "awaiting": result.awaiting,
+        "reason": result.reason[:2000],
+    }
+    if row is not None and all(
+        store._comparable(getattr(row, name)) == store._comparable(value) for name, value in decided.items()
+    ):
+        return before
+    if row is None:
+        row = ResponseStateRow(
+            trial_id=subject.trial_id,
+            subject_id=subject.subject_id,
+            point=point,
+            level=result.level,
+            as_of=as_of,
+            updated_at=now,
+        )
+    for name, value in decided.items():
+        setattr(row, name, value)
+    row.as_of = as_of
+    row.duration_days = str(result.duration_days) if result.duration_days is not None else None
+    row.updated_at = now
+    session.add(row)
+    return before
+
+
+def reassess(
+    session: Session, *, protocol: Protocol, trial_id: str, subject_id: str, now: datetime, signals_topic: str
+) -> list[Outgoing]:
+    """Recompute and store the subject's response (now and at passed timepoints); signal a loss once."""
+    subject = session.get(Subject, (trial_id, subject_id))
+    if subject is None or protocol.response is None:
+        return []
+    assessed = assess_subject(session, protocol=protocol, subject=subject, now=now)
+    if assessed is None:
+        return []
+    for name, (moment, result) in assessed.timepoints.items():
+        _store_state(session, subject=subject, point=name, as_of=moment, result=result, now=now)
+    before = _store_state(session, subject=subject, point=CURRENT, as_of=now, result=assessed.current, now=now)
+    if before is None:
+        return []
+    previous: ResponseLevel = (
+        "complete" if before.level == "complete" else "partial" if before.level == "partial" else "none"
+    )
+    loss = response_loss(
+        previous_level=previous,
+        previous_since=before.since,
+        previous_confirmed_at=before.confirmed_at,
+        current=assessed.current,
+        now=now,
+    )
+    if loss is None:
+        return []
+    signal = ResponseLost(
+        id=deterministic_id(
+            "signal",
+            "response.lost",
+            trial_id,
+            subject_id,
+            loss.previous_level,
+            str(loss.previous_since),
+            str(loss.lost_at),
+        ),
+        source=protocol_engine.SIGNAL_SOURCE,
+        subject=subject_id,
+        time=loss.lost_at,
+        trialid=trial_id,
+        data=ResponseData(
+            site_id=subject.site_id,
+            subject_id=subject_id,
+            level=loss.level,
+            previous_level=loss.previous_level,
+            previous_since=loss.previous_since,
+            previous_confirmed_at=loss.previous_confirmed_at,
+            lost_at=loss.lost_at,
+            duration_days=loss.duration_days,
+            reason=loss.reason,
+        ),
+    )
+    return [Outgoing(topic=signals_topic, key=message_key(trial_id, subject_id), envelope=signal)]
+
+
+def stored_states(session: Session, *, trial_id: str, subject_id: str) -> Sequence[ResponseStateRow]:
+    return session.exec(
+        select(ResponseStateRow).where(ResponseStateRow.trial_id == trial_id, ResponseStateRow.subject_id == subject_id)
+    ).all()
+
+
+def subjects_with_timepoint_due(session: Session, *, protocol: Protocol, now: datetime) -> list[str]:
+    """Subjects with a response timepoint passed by `now` and not yet recorded (the sweep records it)."""
+    rules = protocol.response
+    if rules is None or not rules.timepoints:
+        return []
+    recorded = {
+        (r.subject_id, r.point)
+        for r in session.exec(select(ResponseStateRow).where(ResponseStateRow.trial_id == protocol.trial_id))
+    }
+    due = []
+    for subject in store.subjects(session, trial_id=protocol.trial_id):
+        window = protocol_engine.window_of(session, protocol=protocol, subject=subject)
+        if window is None:
+            continue
+        for point in rules.timepoints:
+            moment = window.calendar.day_ends(window.calendar.date_of(point.day))
+            if moment <= now and (subject.subject_id, point.name) not in recorded:
+                due.append(subject.subject_id)
+                break
+    return due
+
+
+def flag_missed_samples(
+    session: Session,
+    *,
+    protocol: Protocol,
+    now: datetime,
+    signals_topic: str,
+    subject: Subject,
+    flagged: set[str],
+) -> list[Outgoing]:
+    """The subject's sample visits missed by `now`, each recorded and signalled once (to the site)."""
+    if not protocol.samples:
+        return []
+    window = protocol_engine.window_of(session, protocol=protocol, subject=subject)
+    if window is None:
+        return []
+    keys = {"trial_id": subject.trial_id, "subject_id": subject.subject_id}
+    inactive = store.inactive_records(session, **keys, record_type="sample")
+    rows = [
+        r
+        for r in session.exec(
+            select(SampleRecord).where(
+                SampleRecord.trial_id == subject.trial_id, SampleRecord.subject_id == subject.subject_id
+            )
+        )
+        if r.sample_id not in inactive
+    ]
+    signals: list[Outgoing] = []
+    for schedule in protocol.samples:
+        visits = sample_visits(schedule, calendar=window.calendar, first_infusion=window.anchor)
+        collected = [r.collected_at for r in rows if r.kind.casefold() == schedule.kind.casefold()]
+        for miss in missed_samples(visits, now=now, collected=collected, flagged=flagged):
+            visit = miss.visit
+            session.add(
+                MissedAssessment(
+                    **keys,
+                    assessment=visit.name,
+                    due_from=visit.due_from,
+                    due_until=visit.due_until,
+                    missing=miss.missing,
+                    flagged_at=now,
+                )
+            )
+            signal = AssessmentMissed(
+                id=deterministic_id("signal", "assessment.missed", subject.trial_id, subject.subject_id, visit.name),
+                source=protocol_engine.SIGNAL_SOURCE,
+                subject=subject.subject_id,
+                time=now,
+                trialid=subject.trial_id,
+                data=AssessmentMissedData(
+                    site_id=subject.site_id,
+                    subject_id=subject.subject_id,
+                    assessment=visit.name,
+                    due_from=visit.due_from,
+                    due_until=visit.due_until,
+                    missing=miss.missing,
+                    category="sample",
+                ),
+            )
+            signals.append(
+                Outgoing(topic=signals_topic, key=message_key(subject.trial_id, subject.subject_id), envelope=signal)
+            )
+    return signals
+
+
+def sweep(session: Session, *, protocol: Protocol, now: datetime, signals_topic: str) -> list[Outgoing]:
+    """The time-driven part: response timepoints passed with no record yet, and sample visits missed."""
+    trial_id = protocol.trial_id
+    signals: list[Outgoing] = []
+    for subject_id in subjects_with_timepoint_due(session, protocol=protocol, now=now):
+        signals += reassess(
+            session, protocol=protocol, trial_id=trial_id, subject_id=subject_id, now=now, signals_topic=signals_topic
+        )
+    if not protocol.samples:
+        return signals
+    flagged = store.flagged_assessments(session, trial_id=trial_id)
+    withdrawn = store.inactive_in_trial(session, trial_id=trial_id, record_type="enrollment")
+    for subject in store.subjects(session, trial_id=trial_id):
+        sid = subject.subject_id
+        if subject.arm is None or (sid, sid) in withdrawn:
+            continue
+        signals += flag_missed_samples(
+            session,
+            protocol=protocol,
+            now=now,
+            signals_topic=signals_topic,
+            subject=subject,
+            flagged={name for (owner, name) in flagged if owner == sid},
+        )
+    return signals
