@@ -300,7 +300,7 @@ def flag_missed_samples(
     signals: list[Outgoing] = []
     for schedule in protocol.samples:
         visits = sample_visits(schedule, calendar=window.calendar, first_infusion=window.anchor)
-        collected = [r.collected_at for r in rows if r.kind.casefold() == schedule.kind.casefold()]
+        collected = [r.collected_at for r in rows if schedule.kind.casefold() in r.kind.casefold()]
         for miss in missed_samples(visits, now=now, collected=collected, flagged=flagged):
             visit = miss.visit
             session.add(

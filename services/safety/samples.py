@@ -4,7 +4,8 @@ Sample visits use the same study calendar and whole-site-day windows as the asse
 assessments). A visit marked `before_first_infusion` (baseline) runs from `window_days` before its day until the
 first infusion: a sample drawn after the product went in is not a baseline. A visit is missed once its window
 has ended with no sample of the schedule's kind collected in it; the sweep flags it once, as
-`<kind> sample: <visit>` in the missed-assessment record.
+`<kind> sample: <visit>` in the missed-assessment record. A sample belongs to a schedule when the schedule's kind
+is a word of the sample's (SDTM BECAT "IMMUNOLOGY", FHIR Specimen.type "Immunology whole blood" are `immunology`).
 """
 
 from __future__ import annotations

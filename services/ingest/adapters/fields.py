@@ -60,7 +60,10 @@ def status_of(text: str | None) -> StatusName | None:
 
 
 def record_status(
-    record_type: Literal["enrollment", "dose", "lab", "ae"], record_id: str, status: StatusName, reason: str | None
+    record_type: Literal["enrollment", "dose", "lab", "ae", "transfusion", "sample"],
+    record_id: str,
+    status: StatusName,
+    reason: str | None,
 ) -> RecordStatusData:
     return RecordStatusData(record_type=record_type, record_id=record_id[:200], status=status, reason=reason)
 
