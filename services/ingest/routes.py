@@ -21,7 +21,16 @@ from services.ingest.intake import (
 from services.ingest.normalise import CanonicalEvent, InvalidBody, parse_body
 from services.ingest.runtime import IngestRuntime
 from services.ingest.sources import Source, SourceKind
-from shared.events import AeData, DoseData, EnrollmentData, LabData, RecordStatusData
+from shared.events import (
+    AeData,
+    DoseData,
+    EnrollmentData,
+    LabData,
+    RecordStatusData,
+    SampleData,
+    SubjectStatusData,
+    TransfusionData,
+)
 from shared.kafka import BrokerUnavailable
 from shared.problems import validation_problem
 
@@ -105,5 +114,11 @@ def canonical_record(event: CanonicalEvent) -> SourceRecord:
         return SourceRecord(event, f"{base}:dose:{data.dose_id}")
     if isinstance(data, EnrollmentData):
         return SourceRecord(event, f"{base}:enrollment:{header.subject}")
+    if isinstance(data, TransfusionData):
+        return SourceRecord(event, f"{base}:transfusion:{data.transfusion_id}")
+    if isinstance(data, SampleData):
+        return SourceRecord(event, f"{base}:sample:{data.sample_id}")
+    if isinstance(data, SubjectStatusData):
+        return SourceRecord(event, f"{base}:subject_status")
     assert isinstance(data, RecordStatusData)
     return SourceRecord(event, f"{base}:{data.record_type}:{data.record_id}")

@@ -246,3 +246,38 @@ def test_transfusion_and_sample_forms() -> None:
     assert isinstance(collected, SampleData) and collected.kind == "immunology"
     with pytest.raises(ValueError, match="'product'"):
         FieldMap(type="transfusion", items={"TXDTC": "administered_at"})
+
+
+def test_canonical_transfusions_samples_and_statuses_have_record_keys() -> None:
+    from services.ingest.routes import canonical_record
+
+    body = {
+        "events": [
+            {
+                "id": "t",
+                "type": "transfusion",
+                "study": TRIAL,
+                "site": "1",
+                "subject": "S",
+                "data": {"transfusion_id": "TX-1", "product": "other", "administered_at": "2026-03-20T10:00:00Z"},
+            },
+            {
+                "id": "s",
+                "type": "sample",
+                "study": TRIAL,
+                "site": "1",
+                "subject": "S",
+                "data": {"sample_id": "IMM-1", "collected_at": "2026-03-20T10:00:00Z"},
+            },
+            {
+                "id": "w",
+                "type": "subject_status",
+                "study": TRIAL,
+                "site": "1",
+                "subject": "S",
+                "data": {"status": "withdrawn"},
+            },
+        ]
+    }
+    keys = [canonical_record(e).record_key for e in parse_body(json.dumps(body).encode())]
+    assert keys == [f"{TRIAL}:S:transfusion:TX-1", f"{TRIAL}:S:sample:IMM-1", f"{TRIAL}:S:subject_status"]
