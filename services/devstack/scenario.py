@@ -26,7 +26,7 @@ def new_webhook_secret() -> str:
 def scenario_events(
     trial_id: str, now: datetime, *, subject: str = "101-001", site: str = "101"
 ) -> list[dict[str, Any]]:
-    """Enrolment into arm A, one infusion, baseline and day-2 labs, an AE that becomes serious.
+    """Enrolment into arm A, baseline labs and immunology sample, one infusion, day-2 labs, an AE that becomes serious.
 
     The day-2 neutrophils are grade 4 but so was the baseline: no page. ALT rises to grade 3 from a normal
     baseline: one lab toxicity alert. The AE's second version is serious: the SAE clock starts. Creatinine,
@@ -94,6 +94,7 @@ def scenario_events(
         lab("lab-anc-base", "L-1", "NEUT", 0.42, "10^9/L", 1.8, 7.5, before, baseline=True),
         lab("lab-plat-base", "L-2", "PLAT", 24, "10^9/L", 150, 400, before, baseline=True),
         lab("lab-alt-base", "L-4", "ALT", 31, "U/L", 7, 40, before, baseline=True),
+        event("sample-baseline", "sample", {"sample_id": "IMM-0", "kind": "immunology", "collected_at": before}),
         event(
             "dose-1",
             "dose",
@@ -150,6 +151,11 @@ def held_arm_events(trial_id: str, now: datetime, *, subject: str, site: str = "
 
     return [
         event("enrol", "enrollment", {"arm": "A", "enrolled_at": (day0 - timedelta(days=1)).date().isoformat()}),
+        event(
+            "sample-baseline",
+            "sample",
+            {"sample_id": "IMM-0", "kind": "immunology", "collected_at": (day0 - timedelta(hours=2)).isoformat()},
+        ),
         event(
             "dose-1",
             "dose",
