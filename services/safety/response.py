@@ -211,7 +211,11 @@ def response_loss(
         return None
     ended = next((e for e in current.episodes if e.level == previous_level and e.ended_at is not None), None)
     lost_at = ended.ended_at if ended is not None and ended.ended_at is not None else now
-    reason = ended.end_reason if ended is not None and ended.end_reason else "its qualifying counts were withdrawn"
+    reason = (
+        ended.end_reason
+        if ended is not None and ended.end_reason
+        else "no longer confirmed by the records now on file (a late, corrected or withdrawn count or transfusion)"
+    )
     duration = days_between(previous_since, lost_at) if previous_since is not None else Decimal(0)
     return ResponseLoss(
         previous_level=previous_level,

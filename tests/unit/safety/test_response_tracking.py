@@ -177,3 +177,14 @@ def test_the_response_endpoint(driver: Driver, tmp_path: Path, clean_env: None) 
     missing = client.get("/v1/trials/NCT07212335/subjects/nobody/response", headers=VIEWER)
     assert missing.status_code == 404
     assert missing.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_late_transfusion_dated_inside_the_run_takes_the_response_back(driver: Driver) -> None:
+    cbc(driver, DAY0 + 20 * D)
+    cbc(driver, DAY0 + 22 * D)
+    assert current(driver.engine).level == "complete"
+    late = DAY0 + 25 * D
+    signals = driver.apply(transfusion("A-1", "TX-late", DAY0 + 21 * D), now=late)  # entered days after it was given
+    [lost] = of_type(signals, "response.lost")
+    assert (lost.data.lost_at, lost.data.previous_since) == (late, DAY0 + 20 * D)
+    assert "no longer confirmed" in lost.data.reason
