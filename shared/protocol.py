@@ -251,6 +251,9 @@ class ResponseRules(ProtocolModel):
 
     lineages: dict[Annotated[str, Field(min_length=1, max_length=40)], LineageResponse] = Field(min_length=1)
     confirm_min_hours: int = Field(default=48, ge=1, le=24 * 90)
+    count_within_minutes: int = Field(
+        default=60, ge=0, le=24 * 60, description="Results this close to a count's first result belong to that count"
+    )
     transfusion_free_days: int = Field(default=7, ge=0, le=365)
     transfusion_products: list[TransfusionProduct] = Field(
         default_factory=lambda: list[TransfusionProduct](["red_cells", "platelets", "other"]), min_length=1

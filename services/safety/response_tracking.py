@@ -8,22 +8,23 @@ Data functions are keyword-only and never commit.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from sqlmodel import Session, select
 
 from services.safety import protocol_engine, store
 from services.safety.ctcae import grade_value
+from services.safety.dlt_window import StudyCalendar
 from services.safety.models import (
     LabResult,
     MissedAssessment,
     ResponseStateRow,
     SampleRecord,
     Subject,
+    SubjectOutcomeRow,
     TransfusionRecord,
 )
 from services.safety.response import (
@@ -103,17 +104,26 @@ def _si_value(term: str, lab: LabResult) -> Decimal | None:
 
 
 def blood_counts(session: Session, *, rules: ResponseRules, trial_id: str, subject_id: str) -> list[Count]:
-    """The subject's active results of the protocol's lineages, in SI units, grouped by collection time."""
+    """The subject's active results of the protocol's lineages, in SI units, grouped into blood counts: results
+    collected within `count_within_minutes` of a count's first result belong to it (one draw, times typed a few
+    minutes apart), unless its lineage is already there (a repeat is a new count)."""
     lineage_of = {lineage.term: name for name, lineage in rules.lineages.items()}
     inactive = store.inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
-    by_time: dict[datetime, dict[str, Decimal]] = defaultdict(dict)
+    readings: list[tuple[datetime, str, Decimal]] = []
     for lab in store.labs(session, trial_id=trial_id, subject_id=subject_id):
         if lab.result_id in inactive or lab.term not in lineage_of:
             continue
         value = _si_value(lab.term, lab)
         if value is not None:
-            by_time[lab.collected_at][lineage_of[lab.term]] = value
-    return [Count(at, values) for at, values in sorted(by_time.items())]
+            readings.append((lab.collected_at, lineage_of[lab.term], value))
+    tolerance = timedelta(minutes=rules.count_within_minutes)
+    counts: list[tuple[datetime, dict[str, Decimal]]] = []
+    for at, lineage, value in sorted(readings):
+        if counts and at - counts[-1][0] <= tolerance and lineage not in counts[-1][1]:
+            counts[-1][1][lineage] = value
+        else:
+            counts.append((at, {lineage: value}))
+    return [Count(at, values) for at, values in counts]
 
 
 def transfusions(session: Session, *, trial_id: str, subject_id: str) -> list[Transfusion]:
@@ -271,6 +281,17 @@ def subjects_with_timepoint_due(session: Session, *, protocol: Protocol, now: da
     return due
 
 
+def _left_study_at(session: Session, *, subject: Subject, calendar: StudyCalendar) -> datetime | None:
+    """When the subject left the study (the start of the status's site day); with no date given, nothing more is
+    asked of a subject no longer on study."""
+    row = session.get(SubjectOutcomeRow, (subject.trial_id, subject.subject_id))
+    if row is None or row.study_status == "on_study":
+        return None
+    if row.study_status_on is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return calendar.day_starts(row.study_status_on)
+
+
 def flag_missed_samples(
     session: Session,
     *,
@@ -298,10 +319,11 @@ def flag_missed_samples(
         if r.sample_id not in inactive
     ]
     signals: list[Outgoing] = []
+    left = _left_study_at(session, subject=subject, calendar=window.calendar)
     for schedule in protocol.samples:
         visits = sample_visits(schedule, calendar=window.calendar, first_infusion=window.anchor)
         collected = [r.collected_at for r in rows if schedule.kind.casefold() in r.kind.casefold()]
-        for miss in missed_samples(visits, now=now, collected=collected, flagged=flagged):
+        for miss in missed_samples(visits, now=now, collected=collected, flagged=flagged, left_study_at=left):
             visit = miss.visit
             session.add(
                 MissedAssessment(

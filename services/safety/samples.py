@@ -34,11 +34,18 @@ def sample_visits(schedule: SampleSchedule, *, calendar: StudyCalendar, first_in
 
 
 def missed_samples(
-    visits: Sequence[Visit], *, now: datetime, collected: Collection[datetime], flagged: Collection[str]
+    visits: Sequence[Visit],
+    *,
+    now: datetime,
+    collected: Collection[datetime],
+    flagged: Collection[str],
+    left_study_at: datetime | None = None,
 ) -> list[MissedVisit]:
-    """Sample visits whose window ended by `now` with no sample collected in it, not flagged before."""
+    """Sample visits whose window ended by `now` with no sample collected in it, not flagged before; a subject
+    who left the study (withdrawn, died, completed: `left_study_at`) is not asked for samples due after that."""
+    cutoff = now if left_study_at is None else min(now, left_study_at)
     return [
         MissedVisit(visit, [SAMPLE])
         for visit in visits
-        if visit.name not in flagged and now >= visit.due_until and not any(visit.contains(t) for t in collected)
+        if visit.name not in flagged and cutoff >= visit.due_until and not any(visit.contains(t) for t in collected)
     ]

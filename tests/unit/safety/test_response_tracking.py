@@ -188,3 +188,39 @@ def test_a_late_transfusion_dated_inside_the_run_takes_the_response_back(driver:
     [lost] = of_type(signals, "response.lost")
     assert (lost.data.lost_at, lost.data.previous_since) == (late, DAY0 + 20 * D)
     assert "no longer confirmed" in lost.data.reason
+
+
+def test_results_drawn_minutes_apart_are_one_count_and_a_repeat_is_another(driver: Driver) -> None:
+    first, second = DAY0 + 20 * D, DAY0 + 22 * D
+    for day, at in ((20, first), (22, second)):
+        for i, (test, value, unit) in enumerate(
+            (("NEUT", "2.0", "10^9/L"), ("PLAT", "150", "10^9/L"), ("HGB", "120", "g/L"))
+        ):
+            taken = at + timedelta(minutes=20 * i)  # typed 0, 20 and 40 minutes after the first
+            result = lab("A-1", result_id=f"{test}-{day}", test=test, value=value, unit=unit, collected_at=taken)
+            driver.apply(result, now=taken)
+    row = current(driver.engine)
+    assert (row.level, row.since, row.confirmed_at) == ("complete", first, second)
+    driver.apply(
+        lab(
+            "A-1",
+            result_id="NEUT-22b",
+            test="NEUT",
+            value="0.8",
+            unit="10^9/L",
+            collected_at=second + timedelta(minutes=30),
+        ),
+        now=second + D,
+    )
+    assert current(driver.engine).level == "none", "a repeat ANC half an hour later is a count of its own, below PR"
+
+
+def test_no_sample_is_asked_of_a_subject_after_they_left_the_study(protocol: Protocol) -> None:
+    [schedule] = protocol.samples
+    calendar = StudyCalendar(date(2026, 3, 2), 0, timedelta(0))
+    visits = sample_visits(schedule, calendar=calendar, first_infusion=DAY0)
+    late = DAY0 + 90 * D
+    everything = missed_samples(visits, now=late, collected=[], flagged=set())
+    assert len(everything) == 4
+    withdrawn_day_20 = missed_samples(visits, now=late, collected=[], flagged=set(), left_study_at=DAY0 + 20 * D)
+    assert [m.visit.name for m in withdrawn_day_20] == ["immunology sample: baseline", "immunology sample: week 1"]
