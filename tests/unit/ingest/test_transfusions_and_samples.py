@@ -281,3 +281,16 @@ def test_canonical_transfusions_samples_and_statuses_have_record_keys() -> None:
     }
     keys = [canonical_record(e).record_key for e in parse_body(json.dumps(body).encode())]
     assert keys == [f"{TRIAL}:S:transfusion:TX-1", f"{TRIAL}:S:sample:IMM-1", f"{TRIAL}:S:subject_status"]
+
+
+def test_ingest_knows_transfusions_and_samples_by_their_own_ids() -> None:
+    """So a record deleted in REDCap later retracts the transfusion or sample safety stored, not the subject."""
+    from services.ingest.intake import _record_id
+    from services.ingest.redcap_sync import RECORD_TYPES
+
+    tx = TransfusionData.model_validate(
+        {"transfusion_id": "TX-9", "product": "red_cells", "administered_at": "2026-03-20T10:00:00Z"}
+    )
+    sample = SampleData(sample_id="IMM-4", collected_at=datetime(2026, 3, 30, tzinfo=UTC))
+    assert (_record_id(tx, "101-001"), _record_id(sample, "101-001")) == ("TX-9", "IMM-4")
+    assert {"transfusion", "sample"} <= set(RECORD_TYPES)
