@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.safety import data_quality, protocol_engine, response_tracking, store
+from services.safety import data_quality, protocol_engine, response_tracking, sample_tracking, store
 from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
@@ -149,8 +149,10 @@ def _apply_record(
             )
             ae_signals += data_quality.seriousness_flags(envelope, topic=signals_topic)
         return changed, ae_signals
-    if isinstance(envelope, TransfusionAdministered | SampleCollected):
-        return response_tracking.record(session, envelope=envelope), []
+    if isinstance(envelope, TransfusionAdministered):
+        return response_tracking.record_transfusion(session, envelope=envelope, now=now), []
+    if isinstance(envelope, SampleCollected):
+        return sample_tracking.record_sample(session, envelope=envelope, now=now), []
     if isinstance(envelope, RecordStatusChanged):
         store.set_record_status(session, envelope=envelope)
         if envelope.data.record_type == "lab":

@@ -1,8 +1,8 @@
-"""Safety's queries and writes for transfusions, protocol samples and the haematological response.
+"""Safety's queries and writes for transfusions and the haematological response.
 
-Kept apart from the DLT engine: `record` stores a transfusion or a sample, `reassess` recomputes a subject's
+Kept apart from the DLT engine: `record_transfusion` stores a transfusion, `reassess` recomputes a subject's
 response (pure rule in `response`) on every datum that can change it and at the protocol's timepoints, storing
-it and signalling a loss once; `flag_missed_samples` is the sweep's part for the sample schedules.
+it and signalling a loss once; `sweep` records the timepoints that passed with time alone.
 Data functions are keyword-only and never commit.
 """
 
@@ -10,21 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from sqlmodel import Session, select
 
-from services.safety import protocol_engine, store
+from services.safety import protocol_engine, site_records, store
 from services.safety.ctcae import grade_value
-from services.safety.dlt_window import StudyCalendar
 from services.safety.models import (
     LabResult,
-    MissedAssessment,
     ResponseStateRow,
-    SampleRecord,
     Subject,
-    SubjectOutcomeRow,
     TransfusionRecord,
 )
 from services.safety.response import (
@@ -34,14 +30,10 @@ from services.safety.response import (
     assess_response,
     response_loss,
 )
-from services.safety.samples import missed_samples, sample_visits
 from shared.events import (
-    AssessmentMissed,
-    AssessmentMissedData,
     ResponseData,
     ResponseLevel,
     ResponseLost,
-    SampleCollected,
     TransfusionAdministered,
     deterministic_id,
     message_key,
@@ -55,38 +47,28 @@ CENSOR_MARGIN = Decimal("0.000000001")
 bound is on the same side of the threshold, which is how labs censor counts (far from the thresholds)."""
 
 
-def record(session: Session, *, envelope: TransfusionAdministered | SampleCollected) -> bool:
-    """Store a transfusion or a sample (a re-send with other content corrects it); whether anything changed."""
-    keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject}
-    new: TransfusionRecord | SampleRecord
-    if isinstance(envelope, TransfusionAdministered):
-        t = envelope.data
-        new = TransfusionRecord(
-            **keys,
-            transfusion_id=t.transfusion_id,
-            product=t.product,
-            administered_at=t.administered_at,
-            units=str(t.units) if t.units is not None else None,
-            volume_ml=str(t.volume_ml) if t.volume_ml is not None else None,
-        )
-        row: TransfusionRecord | SampleRecord | None = session.get(
-            TransfusionRecord, (envelope.trialid, envelope.subject, t.transfusion_id)
-        )
-        fields: tuple[str, ...] = ("product", "administered_at", "units", "volume_ml")
-    else:
-        s = envelope.data
-        new = SampleRecord(**keys, sample_id=s.sample_id, kind=s.kind, collected_at=s.collected_at, visit=s.visit)
-        row = session.get(SampleRecord, (envelope.trialid, envelope.subject, s.sample_id))
-        fields = ("kind", "collected_at", "visit")
-    if row is None:
-        session.add(new)
-        return True
-    if all(store._comparable(getattr(row, f)) == store._comparable(getattr(new, f)) for f in fields):
-        return False
-    for name in fields:
-        setattr(row, name, getattr(new, name))
-    session.add(row)
-    return True
+def record_transfusion(session: Session, *, envelope: TransfusionAdministered, now: datetime) -> bool:
+    """Store a transfusion (a re-send with other content corrects it, audited); whether anything changed."""
+    t = envelope.data
+    new = TransfusionRecord(
+        trial_id=envelope.trialid,
+        subject_id=envelope.subject,
+        transfusion_id=t.transfusion_id,
+        product=t.product,
+        administered_at=t.administered_at,
+        units=str(t.units) if t.units is not None else None,
+        volume_ml=str(t.volume_ml) if t.volume_ml is not None else None,
+    )
+    row = session.get(TransfusionRecord, (envelope.trialid, envelope.subject, t.transfusion_id))
+    return site_records.save_site_record(
+        session,
+        row=row,
+        new=new,
+        fields=("product", "administered_at", "units", "volume_ml"),
+        entity=f"transfusion/{envelope.trialid}/{envelope.subject}/{t.transfusion_id}",
+        source_event_id=envelope.id,
+        now=now,
+    )
 
 
 def _si_value(term: str, lab: LabResult) -> Decimal | None:
@@ -281,104 +263,12 @@ def subjects_with_timepoint_due(session: Session, *, protocol: Protocol, now: da
     return due
 
 
-def _left_study_at(session: Session, *, subject: Subject, calendar: StudyCalendar) -> datetime | None:
-    """When the subject left the study (the start of the status's site day); with no date given, nothing more is
-    asked of a subject no longer on study."""
-    row = session.get(SubjectOutcomeRow, (subject.trial_id, subject.subject_id))
-    if row is None or row.study_status == "on_study":
-        return None
-    if row.study_status_on is None:
-        return datetime.min.replace(tzinfo=UTC)
-    return calendar.day_starts(row.study_status_on)
-
-
-def flag_missed_samples(
-    session: Session,
-    *,
-    protocol: Protocol,
-    now: datetime,
-    signals_topic: str,
-    subject: Subject,
-    flagged: set[str],
-) -> list[Outgoing]:
-    """The subject's sample visits missed by `now`, each recorded and signalled once (to the site)."""
-    if not protocol.samples:
-        return []
-    window = protocol_engine.window_of(session, protocol=protocol, subject=subject)
-    if window is None:
-        return []
-    keys = {"trial_id": subject.trial_id, "subject_id": subject.subject_id}
-    inactive = store.inactive_records(session, **keys, record_type="sample")
-    rows = [
-        r
-        for r in session.exec(
-            select(SampleRecord).where(
-                SampleRecord.trial_id == subject.trial_id, SampleRecord.subject_id == subject.subject_id
-            )
-        )
-        if r.sample_id not in inactive
-    ]
-    signals: list[Outgoing] = []
-    left = _left_study_at(session, subject=subject, calendar=window.calendar)
-    for schedule in protocol.samples:
-        visits = sample_visits(schedule, calendar=window.calendar, first_infusion=window.anchor)
-        collected = [r.collected_at for r in rows if schedule.kind.casefold() in r.kind.casefold()]
-        for miss in missed_samples(visits, now=now, collected=collected, flagged=flagged, left_study_at=left):
-            visit = miss.visit
-            session.add(
-                MissedAssessment(
-                    **keys,
-                    assessment=visit.name,
-                    due_from=visit.due_from,
-                    due_until=visit.due_until,
-                    missing=miss.missing,
-                    flagged_at=now,
-                )
-            )
-            signal = AssessmentMissed(
-                id=deterministic_id("signal", "assessment.missed", subject.trial_id, subject.subject_id, visit.name),
-                source=protocol_engine.SIGNAL_SOURCE,
-                subject=subject.subject_id,
-                time=now,
-                trialid=subject.trial_id,
-                data=AssessmentMissedData(
-                    site_id=subject.site_id,
-                    subject_id=subject.subject_id,
-                    assessment=visit.name,
-                    due_from=visit.due_from,
-                    due_until=visit.due_until,
-                    missing=miss.missing,
-                    category="sample",
-                ),
-            )
-            signals.append(
-                Outgoing(topic=signals_topic, key=message_key(subject.trial_id, subject.subject_id), envelope=signal)
-            )
-    return signals
-
-
 def sweep(session: Session, *, protocol: Protocol, now: datetime, signals_topic: str) -> list[Outgoing]:
-    """The time-driven part: response timepoints passed with no record yet, and sample visits missed."""
+    """The time-driven part: response timepoints passed with no record yet."""
     trial_id = protocol.trial_id
     signals: list[Outgoing] = []
     for subject_id in subjects_with_timepoint_due(session, protocol=protocol, now=now):
         signals += reassess(
             session, protocol=protocol, trial_id=trial_id, subject_id=subject_id, now=now, signals_topic=signals_topic
-        )
-    if not protocol.samples:
-        return signals
-    flagged = store.flagged_assessments(session, trial_id=trial_id)
-    withdrawn = store.inactive_in_trial(session, trial_id=trial_id, record_type="enrollment")
-    for subject in store.subjects(session, trial_id=trial_id):
-        sid = subject.subject_id
-        if subject.arm is None or (sid, sid) in withdrawn:
-            continue
-        signals += flag_missed_samples(
-            session,
-            protocol=protocol,
-            now=now,
-            signals_topic=signals_topic,
-            subject=subject,
-            flagged={name for (owner, name) in flagged if owner == sid},
         )
     return signals

@@ -224,3 +224,19 @@ def test_no_sample_is_asked_of_a_subject_after_they_left_the_study(protocol: Pro
     assert len(everything) == 4
     withdrawn_day_20 = missed_samples(visits, now=late, collected=[], flagged=set(), left_study_at=DAY0 + 20 * D)
     assert [m.visit.name for m in withdrawn_day_20] == ["immunology sample: baseline", "immunology sample: week 1"]
+
+
+def test_a_corrected_transfusion_replaces_the_stored_one_and_the_audit_keeps_the_old_time(driver: Driver) -> None:
+    from sqlmodel import select
+
+    from shared.audit import AuditEntry
+
+    driver.apply(transfusion("A-1", "TX-5", DAY0 + 5 * D))
+    corrected = transfusion("A-1", "TX-5", DAY0 + 6 * D)
+    assert driver.apply(corrected, now=DAY0 + 7 * D) == []
+    with Session(driver.engine) as session:
+        row = session.get(TransfusionRecord, ("NCT07212335", "A-1", "TX-5"))
+        assert row is not None and row.administered_at == DAY0 + 6 * D
+        [entry] = session.exec(select(AuditEntry).where(AuditEntry.action == "transfusion.corrected")).all()
+    assert entry.entity == "transfusion/NCT07212335/A-1/TX-5"
+    assert entry.detail["before"] == {"administered_at": (DAY0 + 5 * D).isoformat()}
