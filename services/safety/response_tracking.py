@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from sqlmodel import Session, select
 
 from services.safety import protocol_engine, site_records, store
-from services.safety.ctcae import grade_value
+from services.safety.ctcae import grade_value, terms_for_test
 from services.safety.models import (
     LabResult,
     ResponseStateRow,
@@ -93,11 +93,13 @@ def blood_counts(session: Session, *, rules: ResponseRules, trial_id: str, subje
     inactive = store.inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
     readings: list[tuple[datetime, str, Decimal]] = []
     for lab in store.labs(session, trial_id=trial_id, subject_id=subject_id):
-        if lab.result_id in inactive or lab.term not in lineage_of:
+        # by the test, not the stored term: a high haemoglobin is graded "Hemoglobin increased" yet is a count
+        term = next((t for t in terms_for_test(lab.test or lab.loinc or "") if t in lineage_of), None)
+        if lab.result_id in inactive or term is None:
             continue
-        value = _si_value(lab.term, lab)
+        value = _si_value(term, lab)
         if value is not None:
-            readings.append((lab.collected_at, lineage_of[lab.term], value))
+            readings.append((lab.collected_at, lineage_of[term], value))
     tolerance = timedelta(minutes=rules.count_within_minutes)
     counts: list[tuple[datetime, dict[str, Decimal]]] = []
     for at, lineage, value in sorted(readings):

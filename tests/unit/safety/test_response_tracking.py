@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from services.safety.dlt_window import StudyCalendar
 from services.safety.main import create_app
-from services.safety.models import ResponseStateRow, SampleRecord, TransfusionRecord
+from services.safety.models import LabResult, ResponseStateRow, SampleRecord, TransfusionRecord
 from services.safety.samples import missed_samples, sample_visits
 from services.safety.settings import SafetySettings
 from services.safety.sweep import run_sweep
@@ -240,3 +240,29 @@ def test_a_corrected_transfusion_replaces_the_stored_one_and_the_audit_keeps_the
         [entry] = session.exec(select(AuditEntry).where(AuditEntry.action == "transfusion.corrected")).all()
     assert entry.entity == "transfusion/NCT07212335/A-1/TX-5"
     assert entry.detail["before"] == {"administered_at": (DAY0 + 5 * D).isoformat()}
+
+
+def test_a_haemoglobin_above_its_upper_limit_still_counts(driver: Driver) -> None:
+    """Graded as "Hemoglobin increased" (above the ULN), it is still the haemoglobin lineage of the count."""
+    for day in (20, 22):
+        at = DAY0 + day * D
+        for test, value, unit, lln, uln in (
+            ("NEUT", "2.0", "10^9/L", None, None),
+            ("PLAT", "150", "10^9/L", None, None),
+            ("HGB", "175", "g/L", "120", "160"),
+        ):
+            driver.apply(
+                lab("A-1", result_id=f"{test}-{day}", test=test, value=value, unit=unit, lln=lln, collected_at=at)
+                if uln is None
+                else lab_with_uln(test, day, value, unit, lln, uln, at),
+                now=at,
+            )
+    with Session(driver.engine) as session:
+        hgb = session.get(LabResult, ("NCT07212335", "A-1", "HGB-22"))
+    assert hgb is not None and hgb.term == "Hemoglobin increased"
+    assert current(driver.engine).level == "complete"
+
+
+def lab_with_uln(test: str, day: int, value: str, unit: str, lln: str, uln: str, at: datetime) -> Any:
+    envelope = lab("A-1", result_id=f"{test}-{day}", test=test, value=value, unit=unit, lln=lln, collected_at=at)
+    return envelope.model_copy(update={"data": envelope.data.model_copy(update={"uln": Decimal(uln)})})
