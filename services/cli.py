@@ -91,6 +91,26 @@ def _protocol_check(args: argparse.Namespace) -> int:
         )
     print(f"  Visit AE assessment by: {', '.join(protocol.ae_assessment.evidence)}")
     _print_conformance(protocol)
+    if protocol.response is not None:
+        response = protocol.response
+        levels = "; ".join(
+            f"{name} CR >= {lineage.complete_min}, PR > {lineage.partial_above}"
+            for name, lineage in response.lineages.items()
+        )
+        points = ", ".join(f"{t.name} (day {t.day})" for t in response.timepoints) or "none"
+        print(
+            f"  response: {levels}; two counts >= {response.confirm_min_hours} h apart, "
+            f"{response.transfusion_free_days} days without {', '.join(response.transfusion_products)}; "
+            f"recorded at {points}"
+        )
+    for schedule in protocol.samples:
+        visits = ", ".join(
+            f"{v.name} (day {v.day - v.window_days} to the first infusion)"
+            if v.before_first_infusion
+            else f"{v.name} (day {v.day} +/- {v.window_days})"
+            for v in schedule.visits
+        )
+        print(f"  {schedule.kind} samples: {visits}; missed ones to {', '.join(schedule.notify_roles)}")
     return 0
 
 

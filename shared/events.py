@@ -227,10 +227,43 @@ class AeData(Model):
         return self
 
 
+TransfusionProduct = Literal["red_cells", "platelets", "other"]
+
+
+class TransfusionData(Model):
+    """A blood-product transfusion: haematological response needs days without one (the protocol says how many).
+
+    `product`: red cells, platelets, or any other blood product (plasma, granulocytes, whole blood); `units`
+    and `volume_ml` where the site records them.
+    """
+
+    transfusion_id: Text
+    product: TransfusionProduct
+    administered_at: AwareDatetime
+    units: Decimal | None = Field(default=None, gt=0, le=100)
+    volume_ml: Decimal | None = Field(default=None, gt=0, le=20000)
+    raw: dict[str, str] | None = Field(
+        default=None, description="The sender's values exactly as received (field or item name -> text)"
+    )
+
+
+class SampleData(Model):
+    """A protocol sample collected (e.g. immunology at baseline and weeks 1, 4, 8): tracked like a visit."""
+
+    sample_id: Text
+    kind: Annotated[str, Field(min_length=1, max_length=80)] = Field(
+        default="immunology", description="The protocol's sample schedule it belongs to"
+    )
+    collected_at: AwareDatetime
+    visit: Annotated[str, Field(max_length=80)] | None = Field(
+        default=None, description="The visit the site filed it under (informational: the schedule uses the time)"
+    )
+
+
 class RecordStatusData(Model):
     """A record deleted or entered in error at the site: a status event, never a silent delete."""
 
-    record_type: Literal["enrollment", "dose", "lab", "ae", "vitals", "ae_review"]
+    record_type: Literal["enrollment", "dose", "lab", "ae", "vitals", "ae_review", "transfusion", "sample"]
     record_id: Text = Field(description="dose_id, result_id or ae_id; the subject for an enrolment")
     status: Literal["deleted", "entered_in_error", "restored"]
     reason: Annotated[str, Field(max_length=1000)] | None = None
@@ -324,6 +357,8 @@ class InboundType(StrEnum):
     SUBJECT_STATUS = "subject_status"
     VITALS = "vitals"
     AE_REVIEW = "ae_review"
+    TRANSFUSION = "transfusion"
+    SAMPLE = "sample"
 
 
 INBOUND_DATA: dict[InboundType, type[Model]] = {
@@ -335,6 +370,8 @@ INBOUND_DATA: dict[InboundType, type[Model]] = {
     InboundType.SUBJECT_STATUS: SubjectStatusData,
     InboundType.VITALS: VitalsData,
     InboundType.AE_REVIEW: AeReviewData,
+    InboundType.TRANSFUSION: TransfusionData,
+    InboundType.SAMPLE: SampleData,
 }
 
 
@@ -408,6 +445,16 @@ class AeReviewRecorded(ClinicalEnvelopeBase):
     data: AeReviewData
 
 
+class TransfusionAdministered(ClinicalEnvelopeBase):
+    type: Literal["transfusion.administered"] = "transfusion.administered"
+    data: TransfusionData
+
+
+class SampleCollected(ClinicalEnvelopeBase):
+    type: Literal["sample.collected"] = "sample.collected"
+    data: SampleData
+
+
 ClinicalEnvelope = Annotated[
     AeReported
     | LabResulted
@@ -416,7 +463,9 @@ ClinicalEnvelope = Annotated[
     | RecordStatusChanged
     | SubjectStatusChanged
     | VitalsRecorded
-    | AeReviewRecorded,
+    | AeReviewRecorded
+    | TransfusionAdministered
+    | SampleCollected,
     Field(discriminator="type"),
 ]
 CLINICAL_ADAPTER: TypeAdapter[ClinicalEnvelope] = TypeAdapter(ClinicalEnvelope)
@@ -430,6 +479,8 @@ ENVELOPE_FOR_INBOUND: dict[InboundType, type[ClinicalEnvelopeBase]] = {
     InboundType.SUBJECT_STATUS: SubjectStatusChanged,
     InboundType.VITALS: VitalsRecorded,
     InboundType.AE_REVIEW: AeReviewRecorded,
+    InboundType.TRANSFUSION: TransfusionAdministered,
+    InboundType.SAMPLE: SampleCollected,
 }
 
 
@@ -611,11 +662,41 @@ class AssessmentMissedData(Model):
     due_from: AwareDatetime
     due_until: AwareDatetime
     missing: list[str]
+    category: Literal["visit", "sample"] = "visit"
+    """`sample`: a protocol sample (immunology) not collected in its window: the site is told, not the SRC."""
 
 
 class AssessmentMissed(EnvelopeBase):
     type: Literal["assessment.missed"] = "assessment.missed"
     data: AssessmentMissedData
+
+
+ResponseLevel = Literal["complete", "partial", "none"]
+
+
+class ResponseData(Model):
+    """A subject's haematological response (CR/PR by the protocol's definition) and how it changed.
+
+    `since`: the first of the two qualifying counts (the response's start, from which its duration runs);
+    `lost_at`: the count below the level, or the transfusion, that ended it; `previous_*`: what it was before.
+    """
+
+    site_id: str
+    subject_id: str
+    level: ResponseLevel
+    previous_level: ResponseLevel
+    previous_since: AwareDatetime | None
+    previous_confirmed_at: AwareDatetime | None
+    lost_at: AwareDatetime
+    duration_days: Decimal
+    reason: str
+
+
+class ResponseLost(EnvelopeBase):
+    """A confirmed response (CR or PR) no longer holds: lost, or a CR fallen to PR."""
+
+    type: Literal["response.lost"] = "response.lost"
+    data: ResponseData
 
 
 class ProtocolDeviationData(Model):
@@ -767,7 +848,8 @@ SignalEnvelope = Annotated[
     | SusarDetected
     | SusarUpdated
     | SusarWithdrawn
-    | AcuteReactionDetected,
+    | AcuteReactionDetected
+    | ResponseLost,
     Field(discriminator="type"),
 ]
 SIGNAL_ADAPTER: TypeAdapter[SignalEnvelope] = TypeAdapter(SignalEnvelope)

@@ -289,6 +289,99 @@ class AeAssessment(ProtocolModel):
     )
 
 
+# --- haematological response and protocol samples ------------------------------------------------------
+
+TransfusionProduct = Literal["red_cells", "platelets", "other"]
+
+
+class LineageResponse(ProtocolModel):
+    """One lineage's response levels, in the SI unit of its CTCAE term (10^9/L for counts, g/L for Hb).
+
+    `complete_min`: a count at or above it is complete-response level; `partial_above`: a count strictly
+    above it is partial-response level (above the trial's definition of severe cytopenia).
+    """
+
+    term: Literal[
+        "Neutrophil count decreased",
+        "Platelet count decreased",
+        "Anemia",
+        "White blood cell decreased",
+        "Lymphocyte count decreased",
+    ]
+    complete_min: Decimal = Field(gt=0)
+    partial_above: Decimal = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LineageResponse:
+        if self.complete_min <= self.partial_above:
+            raise ValueError("complete_min must be above partial_above (a complete response is also partial)")
+        return self
+
+
+class ResponseTimepoint(ProtocolModel):
+    """A protocol time at which the response and its duration are recorded (end of study `day`, site time)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=80)]
+    day: int = Field(ge=0, le=3650)
+
+
+class ResponseRules(ProtocolModel):
+    """Haematological response: CR when every lineage is at complete level, PR when every lineage is at least
+    at partial level, each confirmed by two blood counts at least `confirm_min_hours` apart ("dual-test
+    compliance") with no transfusion of `transfusion_products` for `transfusion_free_days` before the first
+    of them and none since. A confirmed response is lost at a count below its level or a transfusion; a lost
+    response (or a CR fallen to PR) is an alert to `notify_roles`.
+    """
+
+    lineages: dict[Annotated[str, Field(min_length=1, max_length=40)], LineageResponse] = Field(min_length=1)
+    confirm_min_hours: int = Field(default=48, ge=1, le=24 * 90)
+    count_within_minutes: int = Field(
+        default=60, ge=0, le=24 * 60, description="Results this close to a count's first result belong to that count"
+    )
+    transfusion_free_days: int = Field(default=7, ge=0, le=365)
+    transfusion_products: list[TransfusionProduct] = Field(
+        default_factory=lambda: list[TransfusionProduct](["red_cells", "platelets", "other"]), min_length=1
+    )
+    timepoints: list[ResponseTimepoint] = Field(default_factory=list)
+    notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ResponseRules:
+        terms = [lineage.term for lineage in self.lineages.values()]
+        if len(set(terms)) != len(terms):
+            raise ValueError(f"each lineage needs its own CTCAE term, got {terms}")
+        names = [t.name for t in self.timepoints]
+        if len(set(names)) != len(names):
+            raise ValueError(f"timepoint names must be unique, got {names}")
+        return self
+
+
+class SampleVisit(ProtocolModel):
+    """A sample due on study `day` +/- `window_days` (whole site days, as visits); `before_first_infusion`: due
+    from `window_days` before day `day` until the first infusion (a baseline sample must precede it)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=60)]
+    day: int = Field(ge=0, le=3650)
+    window_days: int = Field(default=2, ge=0, le=365)
+    before_first_infusion: bool = False
+
+
+class SampleSchedule(ProtocolModel):
+    """Protocol samples of one `kind` (as `sample` events carry it); a sample missed in its window is flagged
+    to `notify_roles` (contacts with `sites`: only their sites')."""
+
+    kind: Annotated[str, Field(min_length=1, max_length=80)]
+    visits: list[SampleVisit] = Field(min_length=1)
+    notify_roles: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> SampleSchedule:
+        names = [v.name for v in self.visits]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sample visit names must be unique, got {names}")
+        return self
+
+
 class EscalationStep(ProtocolModel):
     """Who is paged at this step (contact roles or e-mail addresses), and how long to wait for an ack."""
 
@@ -524,6 +617,8 @@ class Protocol(ProtocolModel):
     eligibility: EligibilityRules | None = None
     dosing: DosingRules | None = None
     product_release: ProductReleaseRules | None = None
+    response: ResponseRules | None = None
+    samples: list[SampleSchedule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Protocol:
@@ -549,6 +644,13 @@ class Protocol(ProtocolModel):
             section = getattr(self, name)
             if section is not None:
                 sections[f"{name}.notify_roles"] = section.notify_roles
+        if self.response is not None:
+            sections["response.notify_roles"] = self.response.notify_roles
+        for i, schedule in enumerate(self.samples):
+            sections[f"samples.{i}.notify_roles"] = schedule.notify_roles
+        kinds = [schedule.kind for schedule in self.samples]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"samples: each kind once, got {kinds}")
         for i, step in enumerate(self.escalation.steps):
             # Besides roles: e-mail addresses (checked below) and chat webhooks "webhook:<name>" (named in
             # the notify service's settings, which refuse to start when one is missing).

@@ -27,6 +27,7 @@ from services.devstack.scenario import (
     ineligible_subject_events,
     new_webhook_secret,
     post_signed,
+    response_events,
     scenario_events,
 )
 from shared.protocol import load_protocol
@@ -122,6 +123,18 @@ def _show_cohorts(cohorts: list[dict[str, Any]]) -> None:
         )
         if arm["decision"] in ("hold", "awaiting_dlt_review", "stop", "recommend"):
             _say(f"    {DIM}{arm['reason']}{RESET}")
+
+
+def _show_response(response: dict[str, Any]) -> None:
+    labels = {"complete": "complete response (CR)", "partial": "partial response (PR)", "none": "no response"}
+    current = response["current"]
+    days = f", {current['duration_days']} days" if current["duration_days"] is not None else ""
+    _say(f"  now: {BOLD}{labels[current['level']]}{RESET}{days}  {DIM}{current['reason']}{RESET}")
+    for point in response["timepoints"]:
+        days = f", {point['duration_days']} days" if point["duration_days"] is not None else ""
+        _say(f"  at {point['name']} ({point['as_of']}): {BOLD}{labels[point['level']]}{RESET}{days}")
+    for given in response["transfusions"]:
+        _say(f"  {DIM}transfusion {given['transfusion_id']}: {given['product']} at {given['administered_at']}{RESET}")
 
 
 def run_demo(*, keep_running: bool = True) -> int:
@@ -231,6 +244,24 @@ def run_demo(*, keep_running: bool = True) -> int:
             for alert in _settled(deviations, deadline=time.monotonic() + 30, ready=bool):
                 _say(f"{BOLD}protocol deviation{RESET}: {alert['title']}")
                 _say(f"  {DIM}{alert['details'].get('detail', '')}{RESET}")
+
+            responder = f"{subject}-r"
+            _say(f"\n{BOLD}haematological response{RESET}: subject {responder}, infused 30 days ago, counts recovering")
+            for event in response_events(trial, now, subject=responder):
+                posted = post_signed(client, ingest, SOURCE, secret, event, now=now)
+                if posted.status >= 300:
+                    _say(f"  {event['type']:<10} {event['id']:<28} -> {posted.status} {json.dumps(posted.body)}")
+            response_url = f"{safety}/v1/trials/{trial}/subjects/{responder}/response"
+
+            def response_now() -> list[dict[str, Any]]:
+                got = client.get(response_url, headers=auth)
+                return [got.json()] if got.status_code == 200 and got.json()["current"]["level"] == "complete" else []
+
+            shown = _settled(response_now, deadline=time.monotonic() + 30, ready=bool)
+            if shown:
+                _show_response(shown[0])
+            else:
+                _say("  no response computed within 30 s; see var/log/services.log")
 
             def subject_mails() -> list[tuple[Path, EmailMessage]]:
                 messages = zip(catcher.paths(), catcher.messages(), strict=True)

@@ -27,7 +27,7 @@ def new_webhook_secret() -> str:
 def scenario_events(
     trial_id: str, now: datetime, *, subject: str = "101-001", site: str = "101"
 ) -> list[dict[str, Any]]:
-    """Enrolment into arm A, one infusion, baseline and day-2 labs, an AE that becomes serious.
+    """Enrolment into arm A, baseline labs and immunology sample, one infusion, day-2 labs, an AE that becomes serious.
 
     The day-2 neutrophils are grade 4 but so was the baseline: no page. ALT rises to grade 3 from a normal
     baseline: one lab toxicity alert. The AE's second version is serious: the SAE clock starts. Creatinine,
@@ -97,6 +97,7 @@ def scenario_events(
         lab("lab-plat-base", "L-2", "PLAT", 24, "10^9/L", 150, 400, before, baseline=True),
         lab("lab-alt-base", "L-4", "ALT", 31, "U/L", 7, 40, before, baseline=True),
         *screening_labs(event, day0, anc=None),  # the baseline ANC of 0.42 is the qualifying count
+        event("sample-baseline", "sample", {"sample_id": "IMM-0", "kind": "immunology", "collected_at": before}),
         event(
             "dose-1",
             "dose",
@@ -163,6 +164,11 @@ def held_arm_events(trial_id: str, now: datetime, *, subject: str, site: str = "
             },
         ),
         *screening_labs(event, day0),
+        event(
+            "sample-baseline",
+            "sample",
+            {"sample_id": "IMM-0", "kind": "immunology", "collected_at": (day0 - timedelta(hours=2)).isoformat()},
+        ),
         event(
             "dose-1",
             "dose",
@@ -306,3 +312,102 @@ def post_signed(
     headers["content-type"] = "application/json"
     response = client.post(f"{base_url}/v1/sources/{source_id}/events", content=body, headers=headers)
     return Posted(str(payload.get("id")), response.status_code, response.json())
+
+
+def response_events(
+    trial_id: str, now: datetime, *, subject: str, site: str = "101", lose_it: bool = False
+) -> list[dict[str, Any]]:
+    """A subject of arm A whose counts recover: a complete response (CR) by week 4, and, with `lose_it`, a red-cell
+    transfusion six hours ago that ends it (the "response lost" alert).
+
+    Infused 30 days ago (day 0). Severe cytopenia at baseline (ANC 0.4, platelets 18, Hb 65 g/L); a platelet
+    transfusion on day 10; counts on days 7, 14 and 18 short of a response; on day 20 every lineage at CR level,
+    ten days after the transfusion, confirmed by the day-22 count (48 h later): CR from day 20. Immunology
+    samples at baseline and week 1.
+    """
+    day0 = now - timedelta(days=30)
+
+    def at(day: float) -> str:
+        return (day0 + timedelta(days=day)).isoformat()
+
+    def event(suffix: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": f"{subject}-{suffix}",
+            "type": kind,
+            "study": trial_id,
+            "site": site,
+            "subject": subject,
+            "data": data,
+        }
+
+    def count(day: float, anc: str, plt: str, hgb: str, baseline: bool = False) -> list[dict[str, Any]]:
+        tests = (
+            ("NEUT", anc, "10^9/L", "1.8", "7.5"),
+            ("PLAT", plt, "10^9/L", "150", "400"),
+            ("HGB", hgb, "g/L", "120", "160"),
+        )
+        return [
+            event(
+                f"cbc-d{day:g}-{test.lower()}",
+                "lab",
+                {
+                    "result_id": f"CBC-D{day:g}-{test}",
+                    "test": test,
+                    "value": value,
+                    "unit": unit,
+                    "lln": lln,
+                    "uln": uln,
+                    "collected_at": at(day),
+                    "baseline": baseline,
+                },
+            )
+            for test, value, unit, lln, uln in tests
+        ]
+
+    events = [
+        event(
+            "enrol",
+            "enrollment",
+            {
+                "arm": "A",
+                "enrolled_at": (day0 - timedelta(days=3)).date().isoformat(),
+                "weight_kg": 68,
+                "car_t_infused_on": (day0 - timedelta(days=35)).date().isoformat(),
+                "history": NO_HISTORY_EXCLUSION,
+            },
+        ),
+        *count(-2, "0.4", "18", "65", baseline=True),
+        *screening_labs(event, datetime.fromisoformat(at(0)), anc=None),  # the baseline ANC 0.4 qualifies
+        event("sample-baseline", "sample", {"sample_id": "IMM-0", "kind": "immunology", "collected_at": at(-1)}),
+        event(
+            "dose-1",
+            "dose",
+            {"dose_id": "D-1", "number": 1, "administered_at": at(0), "cells_per_kg": 2000000},
+        ),
+        *count(7, "0.5", "15", "70"),
+        event("sample-week-1", "sample", {"sample_id": "IMM-1", "kind": "immunology", "collected_at": at(7)}),
+        event(
+            "transfusion-plt-1",
+            "transfusion",
+            {"transfusion_id": "TX-1", "product": "platelets", "administered_at": at(10), "units": 1},
+        ),
+        *count(14, "0.9", "32", "78"),
+        *count(18, "1.2", "45", "85"),
+        *count(20, "1.8", "110", "105"),
+        *count(22, "2.1", "125", "108"),
+        *count(27, "2.4", "140", "112"),
+    ]
+    if lose_it:
+        events.append(
+            event(
+                "transfusion-rbc-2",
+                "transfusion",
+                {
+                    "transfusion_id": "TX-2",
+                    "product": "red_cells",
+                    "administered_at": (now - timedelta(hours=6)).isoformat(),
+                    "units": 2,
+                },
+            )
+        )
+    return events

@@ -23,7 +23,16 @@ from services.ingest.authentication import authenticate
 from services.ingest.normalise import to_envelope
 from services.ingest.runtime import IngestRuntime
 from services.ingest.sources import ENDPOINT_FOR_KIND, AuthScheme, Source, SourceKind
-from shared.events import AeData, ClinicalEnvelopeBase, DoseData, LabData, RecordStatusData, message_key
+from shared.events import (
+    AeData,
+    ClinicalEnvelopeBase,
+    DoseData,
+    LabData,
+    RecordStatusData,
+    SampleData,
+    TransfusionData,
+    message_key,
+)
 from shared.http import DATABASE_UNAVAILABLE, database_problem
 from shared.kafka import BrokerUnavailable
 from shared.lanes import clinical_topic_for, is_backfill
@@ -295,6 +304,10 @@ def _record_id(data: BaseModel, subject: str) -> str:
         return data.dose_id
     if isinstance(data, RecordStatusData):
         return data.record_id
+    if isinstance(data, TransfusionData):
+        return data.transfusion_id
+    if isinstance(data, SampleData):
+        return data.sample_id
     return subject
 
 

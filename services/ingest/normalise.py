@@ -25,7 +25,9 @@ from shared.events import (
     InboundHeader,
     LabData,
     RecordStatusData,
+    SampleData,
     SubjectStatusData,
+    TransfusionData,
     VitalsData,
     deterministic_id,
 )
@@ -132,6 +134,10 @@ def clinical_time(data: BaseModel, received_at: datetime) -> datetime:
         return data.measured_at
     if isinstance(data, AeReviewData):
         return data.assessed_at
+    if isinstance(data, TransfusionData):
+        return data.administered_at
+    if isinstance(data, SampleData):
+        return data.collected_at
     if isinstance(data, SubjectStatusData):
         return datetime.combine(data.effective_on, time(0, 0), tzinfo=UTC) if data.effective_on else received_at
     raise TypeError(f"unknown payload {type(data).__name__}")

@@ -35,7 +35,7 @@ from shared.kafka import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
-RECORD_TYPES = ("enrollment", "dose", "lab", "ae")
+RECORD_TYPES = ("enrollment", "dose", "lab", "ae", "transfusion", "sample")
 
 
 class RedcapError(Exception):

@@ -35,7 +35,9 @@ from shared.events import (
     EnrollmentData,
     LabData,
     RecordStatusData,
+    SampleData,
     SubjectStatusData,
+    TransfusionData,
     VitalsData,
 )
 from shared.kafka import BrokerUnavailable
@@ -147,5 +149,9 @@ def canonical_record(event: CanonicalEvent) -> SourceRecord:
         return SourceRecord(event, f"{base}:ae_review:{data.review_id}")
     if isinstance(data, SubjectStatusData):  # was an AssertionError (a 500) for canonical subject_status posts
         return SourceRecord(event, f"{base}:subject_status:{header.subject}")
+    if isinstance(data, TransfusionData):
+        return SourceRecord(event, f"{base}:transfusion:{data.transfusion_id}")
+    if isinstance(data, SampleData):
+        return SourceRecord(event, f"{base}:sample:{data.sample_id}")
     assert isinstance(data, RecordStatusData)
     return SourceRecord(event, f"{base}:{data.record_type}:{data.record_id}")

@@ -93,10 +93,16 @@ class FieldMap(ConfigModel):
     `analytes` maps one item per lab analyte (wide lab forms) to the test, its fixed unit and its range.
     """
 
-    type: Literal["ae", "lab", "dose", "enrollment", "subject_status", "vitals", "ae_review"]
+    type: Literal["ae", "lab", "dose", "enrollment", "subject_status", "vitals", "ae_review", "transfusion", "sample"]
     items: dict[str, str] = Field(default_factory=dict)
     analytes: dict[str, AnalyteMap] = Field(default_factory=dict)
     baseline: bool = False
+    sample_kind: Annotated[str, Field(min_length=1, max_length=80)] | None = Field(
+        default=None, description="A sample form's kind (e.g. immunology) when no item carries it"
+    )
+    product: Literal["red_cells", "platelets", "other"] | None = Field(
+        default=None, description="A transfusion form for one product (a platelet form) when no item carries it"
+    )
 
     @model_validator(mode="after")
     def _fields_known(self) -> FieldMap:
@@ -118,6 +124,14 @@ class FieldMap(ConfigModel):
             raise ValueError("an ae form needs an item mapped to 'term'")
         if self.type == "lab" and not self.analytes and "value" not in self.items.values():
             raise ValueError("a lab form needs 'analytes' (one item per analyte) or an item mapped to 'value'")
+        if self.type == "transfusion" and "administered_at" not in self.items.values():
+            raise ValueError("a transfusion form needs an item mapped to 'administered_at'")
+        if self.type == "transfusion" and self.product is None and "product" not in self.items.values():
+            raise ValueError("a transfusion form needs an item mapped to 'product', or 'product' set on the form")
+        if self.type == "sample" and "collected_at" not in self.items.values():
+            raise ValueError("a sample form needs an item mapped to 'collected_at'")
+        if self.type == "sample" and self.sample_kind is None and "kind" not in self.items.values():
+            raise ValueError("a sample form needs an item mapped to 'kind', or 'sample_kind' set on the form")
         if self.type != "lab" and self.analytes:
             raise ValueError("'analytes' only applies to lab forms")
         return self
@@ -208,6 +222,8 @@ VITALS_FIELDS = frozenset(
 )
 AE_REVIEW_FIELDS = frozenset({"id", "assessed_at", "visit", "new_aes", "status"})
 """CDASH AEYN ("Any adverse events?") maps to `new_aes`: "N" is the record that the AE review found none new."""
+TRANSFUSION_FIELDS = frozenset({"id", "product", "administered_at", "units", "volume_ml", "status"})
+SAMPLE_FIELDS = frozenset({"id", "kind", "collected_at", "visit", "status"})
 MAPPABLE_FIELDS = {
     "ae": AE_FIELDS,
     "lab": LAB_FIELDS,
@@ -216,6 +232,8 @@ MAPPABLE_FIELDS = {
     "subject_status": SUBJECT_STATUS_FIELDS,
     "vitals": VITALS_FIELDS,
     "ae_review": AE_REVIEW_FIELDS,
+    "transfusion": TRANSFUSION_FIELDS,
+    "sample": SAMPLE_FIELDS,
 }
 
 

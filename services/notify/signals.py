@@ -33,6 +33,7 @@ from services.notify.dlt_alerts import (
 from services.notify.lab_alerts import LAB_KIND, plan_lab_alert
 from services.notify.models import Alert
 from services.notify.obligations import ACUTE_REACTION_REVIEW, DLT_REVIEW, LAB_REVIEW, SAE_REPORT, STOPPING_RULE_REVIEW
+from services.notify.response_alerts import RESPONSE_KIND, SAMPLE_KIND, plan_response_lost, plan_sample_missed
 from services.notify.sae_alerts import SAE_KIND, AlertPlan, plan_sae_alert, report_deadline, update_needs_paging
 from services.notify.susar_signals import apply_susar
 from shared.clock import utc
@@ -47,6 +48,7 @@ from shared.events import (
     DoseRecommended,
     LabToxicity,
     ProtocolDeviation,
+    ResponseLost,
     SaeDetected,
     SaeUpdated,
     SignalEnvelope,
@@ -82,6 +84,10 @@ def apply_signal(
         _apply_stopping_rule(session, envelope, now, protocol)
     elif isinstance(envelope, DoseRecommended):
         _apply_dose_recommendation(session, envelope, now, protocol)
+    elif isinstance(envelope, ResponseLost) or (
+        isinstance(envelope, AssessmentMissed) and envelope.data.category == "sample"
+    ):
+        _apply_notice(session, envelope, now, protocol)
     elif isinstance(envelope, CohortDecision | AssessmentMissed | ProtocolDeviation):
         _apply_information(session, envelope, now, protocol)
     elif isinstance(envelope, SusarDetected | SusarUpdated | SusarWithdrawn):
@@ -196,6 +202,29 @@ def _apply_acute_reaction(session: Session, signal: AcuteReactionDetected, now: 
         obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
         if obligation is not None:
             scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
+
+
+def _apply_notice(session: Session, signal: ResponseLost | AssessmentMissed, now: datetime, protocol: Protocol) -> None:
+    """A lost response or a missed sample: one alert each, notified once; a re-delivery only adds history."""
+    if isinstance(signal, ResponseLost):
+        plan, kind = plan_response_lost(signal, protocol), RESPONSE_KIND
+    else:
+        plan, kind = plan_sample_missed(signal, protocol), SAMPLE_KIND
+    alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
+    if alert is not None:
+        store.record(session, alert_id=alert.id, actor=SYSTEM, action="flagged_again", detail=plan.title, now=now)
+        return
+    _open(
+        session,
+        plan,
+        kind=kind,
+        trial_id=signal.trialid,
+        site_id=signal.data.site_id,
+        subject_id=signal.data.subject_id,
+        detail=plan.title,
+        now=now,
+        protocol=protocol,
+    )
 
 
 def _apply_data_quality(session: Session, signal: DataQualityFlagged, now: datetime, protocol: Protocol) -> None:

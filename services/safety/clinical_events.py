@@ -13,7 +13,16 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.safety import acute_window, data_quality, infusion_day, protocol_conformance, protocol_engine, store
+from services.safety import (
+    acute_window,
+    data_quality,
+    infusion_day,
+    protocol_conformance,
+    protocol_engine,
+    response_tracking,
+    sample_tracking,
+    store,
+)
 from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
@@ -33,8 +42,10 @@ from shared.events import (
     SaeData,
     SaeDetected,
     SaeUpdated,
+    SampleCollected,
     SubjectEnrolled,
     SubjectStatusChanged,
+    TransfusionAdministered,
     VitalsRecorded,
     deterministic_id,
     message_key,
@@ -113,6 +124,14 @@ def apply_clinical_event(
         signals_topic=signals_topic,
     )
     signals += subject.signals
+    signals += response_tracking.reassess(  # transfusions, counts and the calendar move the response
+        session,
+        protocol=protocol,
+        trial_id=envelope.trialid,
+        subject_id=envelope.subject,
+        now=now,
+        signals_topic=signals_topic,
+    )
     if subject.arms:  # only when the subject's stored 3+3 outcome changed
         session.flush()
         signals += protocol_engine.reassess_cohorts(
@@ -152,6 +171,10 @@ def _apply_record(
             )
             ae_signals += data_quality.seriousness_flags(envelope, topic=signals_topic)
         return changed, ae_signals
+    if isinstance(envelope, TransfusionAdministered):
+        return response_tracking.record_transfusion(session, envelope=envelope, now=now), []
+    if isinstance(envelope, SampleCollected):
+        return sample_tracking.record_sample(session, envelope=envelope, now=now), []
     if isinstance(envelope, RecordStatusChanged):
         store.set_record_status(session, envelope=envelope)
         if envelope.data.record_type == "lab":

@@ -10,7 +10,7 @@ from functools import partial
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.safety import routes, routes_expedited, routes_listings
+from services.safety import routes, routes_expedited, routes_listings, routes_response
 from services.safety.clinical_events import apply_clinical_event
 from services.safety.metrics import SafetyStateCollector
 from services.safety.settings import SafetySettings
@@ -105,5 +105,6 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(routes_expedited.router)
     app.include_router(routes_listings.router)
+    app.include_router(routes_response.router)
     instrument_app(app, tracing)
     return app

@@ -283,6 +283,53 @@ class SusarCase(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
+class TransfusionRecord(SQLModel, table=True):
+    """A blood-product transfusion as the site recorded it (haematological response needs days without one)."""
+
+    __tablename__ = "safety_transfusions"
+
+    trial_id: str = Field(primary_key=True, max_length=64)
+    subject_id: str = Field(primary_key=True, max_length=200)
+    transfusion_id: str = Field(primary_key=True, max_length=200)
+    product: str = Field(max_length=20)
+    administered_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    units: str | None = Field(default=None, max_length=40)
+    volume_ml: str | None = Field(default=None, max_length=40)
+
+
+class SampleRecord(SQLModel, table=True):
+    """A protocol sample collected (immunology...): the sweep flags sample visits with none."""
+
+    __tablename__ = "safety_samples"
+
+    trial_id: str = Field(primary_key=True, max_length=64)
+    subject_id: str = Field(primary_key=True, max_length=200)
+    sample_id: str = Field(primary_key=True, max_length=200)
+    kind: str = Field(max_length=80)
+    collected_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    visit: str | None = Field(default=None, max_length=80)
+
+
+class ResponseStateRow(SQLModel, table=True):
+    """A subject's haematological response: `point` "current" (recomputed on every datum, written when it changes,
+    so a loss is signalled once; `as_of` is when it last changed) or a protocol timepoint ("week 4"), as of the
+    end of that study day."""
+
+    __tablename__ = "safety_responses"
+
+    trial_id: str = Field(primary_key=True, max_length=64)
+    subject_id: str = Field(primary_key=True, max_length=200)
+    point: str = Field(primary_key=True, max_length=80)
+    level: str = Field(max_length=20)
+    since: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    confirmed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    as_of: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    duration_days: str | None = Field(default=None, max_length=20)
+    awaiting: str = Field(default="none", max_length=20)
+    reason: str = Field(default="", max_length=2000)
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
 # The audit chain is shared code, but safety writes it in its own transactions, so it creates it too.
 class VitalSigns(SQLModel, table=True):
     """One set of vital signs (infusion-day monitoring): exact decimal text, canonical units (C, mm Hg, /min, %)."""
@@ -357,6 +404,9 @@ TABLES = [
     DoseRecommendationRow,
     MissedAssessment,
     SusarCase,
+    TransfusionRecord,
+    SampleRecord,
+    ResponseStateRow,
     AuditEntry,
     VitalSigns,
     AeReview,

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from services.safety import infusion_day, protocol_engine, store, subject_store
+from services.safety import infusion_day, protocol_engine, response_tracking, sample_tracking, store, subject_store
 from services.safety.assessments import missed_visits, schedule
 from services.safety.models import MissedAssessment
 from shared.audit import lock_audit_chain
@@ -58,6 +58,8 @@ def sweep(session: Session, *, protocol: Protocol, now: datetime, signals_topic:
             session, protocol=protocol, now=now, source_id="sweep", signals_topic=signals_topic, arms=arms
         )
     signals += infusion_day.flag_vitals_gaps(session, protocol=protocol, now=now, signals_topic=signals_topic)
+    signals += response_tracking.sweep(session, protocol=protocol, now=now, signals_topic=signals_topic)
+    signals += sample_tracking.sweep(session, protocol=protocol, now=now, signals_topic=signals_topic)
     if not protocol.assessments:
         return signals
     flagged = store.flagged_assessments(session, trial_id=trial_id)

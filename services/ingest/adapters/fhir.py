@@ -27,9 +27,23 @@ from services.ingest.adapters.fields import (
 from services.ingest.adapters.infusion_day import fhir_observation, is_ae_review, is_vital_signs
 from services.ingest.adapters.onset_time import onset_instant
 from services.ingest.adapters.records import Outcome, make_record, version_text
+from services.ingest.adapters.transfusions import (
+    dose_fields,
+    product_from_codes,
+    product_from_text,
+    sample_from_fields,
+    transfusion_from_fields,
+)
 from services.ingest.normalise import MAX_VERSION, InvalidBody, load_json
 from services.ingest.sources import SourceConfig
-from shared.events import AeData, InboundType, Relatedness, SeriousnessCriteria, SubjectStatusData
+from shared.events import (
+    AeData,
+    InboundType,
+    RecordStatusData,
+    Relatedness,
+    SeriousnessCriteria,
+    SubjectStatusData,
+)
 
 MAX_ENTRIES = 1000
 BACKPORT = "http://hl7.org/fhir/uv/ae-research-backport-ig/StructureDefinition/"
@@ -94,7 +108,14 @@ def parse_fhir(body: bytes, *, source: SourceConfig) -> Outcome:
                 outcome.ignored.append(f"entry/{index}: no resource (send deletions as status entered-in-error)")
                 continue
             _resource(resource, ("entry", index, "resource"), source, outcome, errors)
-    elif kind in {"AdverseEvent", "Observation", "ResearchSubject", "MedicationAdministration"}:
+    elif kind in {
+        "AdverseEvent",
+        "Observation",
+        "ResearchSubject",
+        "MedicationAdministration",
+        "Procedure",
+        "Specimen",
+    }:
         _resource(document, (), source, outcome, errors)
     else:
         raise InvalidBody(
@@ -102,8 +123,8 @@ def parse_fhir(body: bytes, *, source: SourceConfig) -> Outcome:
             [
                 {
                     "loc": ("resourceType",),
-                    "msg": "expected AdverseEvent, Observation, ResearchSubject, MedicationAdministration or a Bundle"
-                    " of them",
+                    "msg": "expected AdverseEvent, Observation, ResearchSubject, MedicationAdministration, Procedure,"
+                    " Specimen or a Bundle of them",
                 }
             ],
         )
@@ -129,6 +150,10 @@ def _resource(
             _research_subject(resource, source, outcome)
         elif kind == "MedicationAdministration":
             _medication_administration(resource, source, outcome)
+        elif kind == "Procedure":
+            _procedure(resource, source, outcome)
+        elif kind == "Specimen":
+            _specimen(resource, source, outcome)
         else:
             outcome.ignored.append(
                 f"{kind}/{resource.get('id', '?')}: not an AdverseEvent, Observation or ResearchSubject"
@@ -744,3 +769,92 @@ def _unit(quantity: Mapping[str, Any], flags: list[str], raw: dict[str, str], na
     if unit:
         flags.append("NON_UCUM_UNIT")
     return unit or code
+
+
+PROCEDURE_NOT_GIVEN = {"not-done", "preparation"}
+"""Procedure statuses in which no product went in; `in-progress`, `stopped`, `on-hold` and `completed` count."""
+
+
+def _procedure(resource: dict[str, Any], source: SourceConfig, outcome: Outcome) -> None:
+    """A transfusion Procedure: the product from usedCode/code (HL7 v2-0426, SNOMED CT products) or their text."""
+    resource_id, subject, study = _identity(resource, source)
+    version, source_version = _version(resource)
+    key = f"{study}:{subject}:transfusion:{resource_id}"
+    common: dict[str, Any] = {"study": study, "site": source.default_site, "subject": subject, "record_key": key}
+    concepts = [_obj(resource.get("code")), *(_obj(c) for c in resource.get("usedCode") or [])]
+    codings = [c for concept in concepts for c in _codings(concept)]
+    texts = [_text(concept.get("text")) for concept in concepts] + [_text(c.get("display")) for c in codings]
+    product = product_from_codes(
+        (_text(c.get("system")) or "", _text(c.get("code")) or "") for c in codings
+    ) or product_from_text(*texts)
+    if product is None:
+        outcome.ignored.append(f"Procedure/{resource_id}: not a transfusion ({next((t for t in texts if t), '')!r})")
+        return
+    status = _text(resource.get("status")) or "completed"
+    if status == "entered-in-error":
+        retracted = RecordStatusData(
+            record_type="transfusion", record_id=resource_id[:200], status="entered_in_error", reason="FHIR status"
+        )
+        delivery = _delivery("Procedure-status", resource_id, version)
+        outcome.records.append(make_record(type_=InboundType.STATUS, data=retracted, **common, delivery_id=delivery))
+        return
+    if status in PROCEDURE_NOT_GIVEN:
+        outcome.ignored.append(f"Procedure/{resource_id}: status {status} (nothing transfused)")
+        return
+    period = _obj(resource.get("performedPeriod"))
+    when = _text(resource.get("performedDateTime")) or _text(period.get("start"))
+    fields = {"administered_at": when} if when else {}
+    for extension in _extensions(resource, "quantity"):  # no core element; an extension or usedReference carries it
+        quantity = _obj(extension.get("valueQuantity"))
+        fields.update(dose_fields(_text(quantity.get("value")), _text(quantity.get("code") or quantity.get("unit"))))
+    raw = {"code": " | ".join(t for t in texts if t)[:200], "status": status}
+    try:
+        data = transfusion_from_fields(fields, transfusion_id=resource_id, product=product, zone=source.zone, raw=raw)
+    except FieldError as exc:
+        raise FieldError("performedDateTime" if exc.field == "administered_at" else exc.field, str(exc)) from exc
+    delivery = _delivery("Procedure", resource_id, version)
+    outcome.records.append(
+        make_record(
+            type_=InboundType.TRANSFUSION, data=data, **common, delivery_id=delivery, source_version=source_version
+        )
+    )
+
+
+SPECIMEN_TAKEN_BACK = {"entered-in-error": "entered_in_error", "unsatisfactory": "deleted"}
+"""An unsatisfactory specimen is not the sample the protocol needs: it no longer counts (the site recollects)."""
+
+
+def _specimen(resource: dict[str, Any], source: SourceConfig, outcome: Outcome) -> None:
+    """A collected Specimen: its kind is Specimen.type (text or display), e.g. "Immunology sample"."""
+    resource_id, subject, study = _identity(resource, source)
+    version, source_version = _version(resource)
+    key = f"{study}:{subject}:sample:{resource_id}"
+    common: dict[str, Any] = {"study": study, "site": source.default_site, "subject": subject, "record_key": key}
+    status = _text(resource.get("status")) or "available"
+    if status in SPECIMEN_TAKEN_BACK:
+        retracted = RecordStatusData(
+            record_type="sample",
+            record_id=resource_id[:200],
+            status="entered_in_error" if status == "entered-in-error" else "deleted",
+            reason=f"FHIR Specimen status {status}",
+        )
+        delivery = _delivery("Specimen-status", resource_id, version)
+        outcome.records.append(make_record(type_=InboundType.STATUS, data=retracted, **common, delivery_id=delivery))
+        return
+    collection = _obj(resource.get("collection"))
+    period = _obj(collection.get("collectedPeriod"))
+    when = _text(collection.get("collectedDateTime")) or _text(period.get("start"))
+    kind_concept = _obj(resource.get("type"))
+    kind = _text(kind_concept.get("text")) or next(
+        (_text(c.get("display")) for c in _codings(kind_concept) if c.get("display")), None
+    )
+    fields = {k: v for k, v in {"collected_at": when, "kind": kind}.items() if v}
+    try:
+        data = sample_from_fields(fields, sample_id=resource_id, zone=source.zone)
+    except FieldError as exc:
+        where = {"collected_at": "collection", "kind": "type"}.get(exc.field, exc.field)
+        raise FieldError(where, str(exc)) from exc
+    delivery = _delivery("Specimen", resource_id, version)
+    outcome.records.append(
+        make_record(type_=InboundType.SAMPLE, data=data, **common, delivery_id=delivery, source_version=source_version)
+    )

@@ -65,7 +65,7 @@ def status_of(text: str | None) -> StatusName | None:
 
 
 def record_status(
-    record_type: Literal["enrollment", "dose", "lab", "ae", "vitals", "ae_review"],
+    record_type: Literal["enrollment", "dose", "lab", "ae", "vitals", "ae_review", "transfusion", "sample"],
     record_id: str,
     status: StatusName,
     reason: str | None,

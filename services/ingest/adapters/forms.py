@@ -24,8 +24,9 @@ from services.ingest.adapters.fields import (
 )
 from services.ingest.adapters.infusion_day import ae_review_from_fields, vitals_from_fields
 from services.ingest.adapters.records import Outcome, make_record, version_text
+from services.ingest.adapters.transfusions import product_from_text, sample_from_fields, transfusion_from_fields
 from services.ingest.sources import FieldMap, SourceConfig
-from shared.events import InboundType, SubjectStatusData
+from shared.events import InboundType, SubjectStatusData, TransfusionData, TransfusionProduct
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,20 @@ def map_instance(
         outcome.records.append(
             make_record(type_=InboundType.AE_REVIEW, data=review, **common, source_version=source_version)
         )
+    elif mapping.type == "transfusion":
+        outcome.records.append(
+            make_record(
+                type_=InboundType.TRANSFUSION,
+                data=_transfusion(fields, mapping, record_id, raw, source),
+                **common,
+                source_version=source_version,
+            )
+        )
+    elif mapping.type == "sample":
+        sample = sample_from_fields(fields, sample_id=record_id, zone=source.zone, default_kind=mapping.sample_kind)
+        outcome.records.append(
+            make_record(type_=InboundType.SAMPLE, data=sample, **common, source_version=source_version)
+        )
     elif mapping.type == "subject_status":
         # a disposition form (DS): withdrawal, loss to follow-up, death or completion, never a deletion
         common["record_key"] = f"{place.study}:{place.subject}:subject_status"
@@ -114,6 +129,20 @@ def map_instance(
     else:
         common["record_key"] = f"{place.study}:{place.subject}:enrollment:{place.subject}"
         outcome.records.append(make_record(type_=InboundType.ENROLLMENT, data=enrollment_from_fields(fields), **common))
+
+
+PRODUCT_WORDS: dict[str, TransfusionProduct] = {"red_cells": "red_cells", "platelets": "platelets", "other": "other"}
+
+
+def _transfusion(
+    fields: Mapping[str, str], mapping: FieldMap, record_id: str, raw: Mapping[str, str], source: SourceConfig
+) -> TransfusionData:
+    """A transfusion form: the product as our word, or words the classifier reads ("Platelets, apheresis")."""
+    said = (fields.get("product") or "").strip()
+    product = PRODUCT_WORDS.get(said.casefold().replace(" ", "_")) or product_from_text(said) or mapping.product
+    if product is None:
+        raise FieldError("product", f"not a blood product: {said[:60]!r} (red cells, platelets, plasma...)")
+    return transfusion_from_fields(fields, transfusion_id=record_id, product=product, zone=source.zone, raw=raw)
 
 
 def _disposition_taken_back(status: StatusName, place: Place, common: dict[str, Any], outcome: Outcome) -> None:

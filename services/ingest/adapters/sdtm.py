@@ -23,12 +23,18 @@ from services.ingest.adapters.fields import (
 )
 from services.ingest.adapters.infusion_day import vitals_from_signs, vs_sign
 from services.ingest.adapters.records import Outcome, make_record
+from services.ingest.adapters.transfusions import (
+    dose_fields,
+    product_from_text,
+    sample_from_fields,
+    transfusion_from_fields,
+)
 from services.ingest.normalise import InvalidBody, load_json
 from services.ingest.sources import SourceConfig
 from shared.events import InboundType
 
 MAX_ROWS = 50_000
-DOMAINS = ("AE", "LB", "EX", "DM", "DS", "VS")
+DOMAINS = ("AE", "LB", "EX", "DM", "DS", "VS", "PR", "CM", "BE")
 AE_COLUMNS = {
     "AETERM": "term",
     "AETOXGR": "grade",
@@ -62,6 +68,11 @@ EX_COLUMNS = {"EXSTDTC": "administered_at", "EXSEQ": "number", "EXLOT": "lot"}
 DM_COLUMNS = {"ARMCD": "arm", "RFICDTC": "enrolled_at", "CARTDTC": "car_t_infused_on"}
 DS_COLUMNS = {"DSDECOD": "status", "DSSTDTC": "effective_on", "DSTERM": "reason"}
 VS_COLUMNS = {"VSDTC": "measured_at", "VSORRES": "value"}
+PR_COLUMNS = {"PRSTDTC": "administered_at"}
+CM_COLUMNS = {"CMSTDTC": "administered_at"}
+BE_COLUMNS = {"BESTDTC": "collected_at", "BEDTC": "collected_at", "BECAT": "kind", "VISIT": "visit"}
+"""PR and CM rows are transfusions when their text names a blood product or a transfusion (PRTRT/PRDECOD/PRCAT,
+CMTRT/CMDECOD/CMCAT/CMSCAT); BE rows are samples when BETERM/BEDECOD is a collection (SDTMIG-PGx BE)."""
 DS_MILESTONES = {"PROTOCOL MILESTONE", "OTHER EVENT"}
 """DSCAT values that are not a disposition (informed consent, randomisation): ignored, and said so."""
 Row = dict[str, str]
@@ -159,6 +170,9 @@ def _convert(row: Row, domain: str, source: SourceConfig, outcome: Outcome) -> N
         "DM": lambda: _enrollment(row, outcome, study, site, subject, key),
         "DS": lambda: _disposition(row, outcome, study, site, subject, key),
         "VS": lambda: _vital_sign(row, raw, source, outcome, study, site, subject, key),
+        "PR": lambda: _transfusion(row, raw, "PR", source, outcome, study, site, subject, key),
+        "CM": lambda: _transfusion(row, raw, "CM", source, outcome, study, site, subject, key),
+        "BE": lambda: _sample(row, source, outcome, study, site, subject, key),
     }
     converters[domain]()
 
@@ -314,6 +328,58 @@ def _disposition(row: Row, outcome: Outcome, *ids: str) -> None:
     )
 
 
+def _transfusion(row: Row, raw: Row, domain: str, source: SourceConfig, outcome: Outcome, *ids: str) -> None:
+    """A PR (procedure) or CM (concomitant medication) row naming a blood product or a transfusion."""
+    study, site, subject, key = ids
+    seq = _seq(row, f"{domain}SEQ")
+    texts = [row.get(f"{domain}{name}", "") for name in ("TRT", "DECOD", "CAT", "SCAT")]
+    product = product_from_text(*texts)
+    if product is None:
+        outcome.ignored.append(f"{domain} {subject} {domain}SEQ {seq}: not a transfusion ({texts[0]!r})")
+        return
+    category = " ".join(texts[2:]).lower()
+    if domain == "CM" and product == "other" and not any(w in category for w in ("transfus", "blood")):
+        # a medication list names plasma-derived drugs and fluids too: "other" needs a transfusion category
+        outcome.ignored.append(f"CM {subject} CMSEQ {seq}: {texts[0]!r} is not filed as a blood product")
+        return
+    transfusion_id = f"{domain}SEQ-{seq}"
+    fields = _mapped(row, PR_COLUMNS if domain == "PR" else CM_COLUMNS)
+    fields.update(dose_fields(row.get(f"{domain}DOSE"), row.get(f"{domain}DOSU")))
+    data = transfusion_from_fields(fields, transfusion_id=transfusion_id, product=product, zone=source.zone, raw=raw)
+    outcome.records.append(
+        make_record(
+            type_=InboundType.TRANSFUSION,
+            data=data,
+            study=study,
+            site=site,
+            subject=subject,
+            record_key=f"{key}:transfusion:{transfusion_id}",
+        )
+    )
+
+
+def _sample(row: Row, source: SourceConfig, outcome: Outcome, *ids: str) -> None:
+    """A BE (biospecimen event) collection: a protocol sample, identified by BEREFID (the specimen) or BESEQ."""
+    study, site, subject, key = ids
+    event = " ".join(row.get(c, "") for c in ("BETERM", "BEDECOD")).strip()
+    if "COLLECT" not in event.upper():
+        outcome.ignored.append(f"BE {subject} {row.get('BESEQ', '')}: {event or 'no BETERM'!r} is not a collection")
+        return
+    sample_id = (row.get("BEREFID") or "").strip() or f"BESEQ-{_seq(row, 'BESEQ')}"
+    fields = _mapped(row, BE_COLUMNS)
+    data = sample_from_fields(fields, sample_id=sample_id, zone=source.zone)
+    outcome.records.append(
+        make_record(
+            type_=InboundType.SAMPLE,
+            data=data,
+            study=study,
+            site=site,
+            subject=subject,
+            record_key=f"{key}:sample:{sample_id}",
+        )
+    )
+
+
 def _column_for(domain: str, field: str) -> str:
     tables = {
         "AE": AE_COLUMNS,
@@ -322,6 +388,9 @@ def _column_for(domain: str, field: str) -> str:
         "DM": DM_COLUMNS,
         "DS": DS_COLUMNS,
         "VS": VS_COLUMNS,
+        "PR": {**PR_COLUMNS, "PRDOSE": "units"},
+        "CM": {**CM_COLUMNS, "CMDOSE": "units"},
+        "BE": BE_COLUMNS,
     }
     for column, name in tables.get(domain, {}).items():
         if name == field:

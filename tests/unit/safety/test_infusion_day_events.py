@@ -54,15 +54,19 @@ def test_the_sweep_flags_missing_monitoring_slots_once_after_the_grace(driver: D
             driver.apply(vitals("A-1", START + timedelta(minutes=minutes), respiratory_rate="16", spo2="98", **signs))
     end = START + timedelta(hours=3, minutes=5)
     before = run_sweep(driver.engine, protocol=driver.protocol, now=end + timedelta(hours=23), signals_topic=SIGNALS)
-    assert [o for o in before if isinstance(o.envelope, AssessmentMissed)] == [], "the data-entry grace runs"
+    assert [
+        o for o in before if isinstance(o.envelope, AssessmentMissed) and o.envelope.data.category == "visit"
+    ] == [], "the data-entry grace runs"
     after = run_sweep(driver.engine, protocol=driver.protocol, now=end + timedelta(hours=24), signals_topic=SIGNALS)
-    [flag] = [o.envelope for o in after if isinstance(o.envelope, AssessmentMissed)]
+    [flag] = [
+        o.envelope for o in after if isinstance(o.envelope, AssessmentMissed) and o.envelope.data.category == "visit"
+    ]
     assert flag.data.assessment == "infusion 1 vital signs"
     assert flag.data.missing == [
         "2026-03-02 10:30 UTC: no temperature, systolic BP, diastolic BP, heart rate, respiratory rate, SpO2"
     ]
     again = run_sweep(driver.engine, protocol=driver.protocol, now=end + timedelta(hours=25), signals_topic=SIGNALS)
-    assert [o for o in again if isinstance(o.envelope, AssessmentMissed)] == []
+    assert [o for o in again if isinstance(o.envelope, AssessmentMissed) and o.envelope.data.category == "visit"] == []
 
 
 def test_complete_monitoring_is_not_flagged(driver: Driver) -> None:
@@ -70,7 +74,7 @@ def test_complete_monitoring_is_not_flagged(driver: Driver) -> None:
         signs = {"temperature_c": "36.9", "systolic_bp": "120", "diastolic_bp": "75", "heart_rate": "80"}
         driver.apply(vitals("A-1", START + timedelta(minutes=minutes), respiratory_rate="16", spo2="98", **signs))
     out = run_sweep(driver.engine, protocol=driver.protocol, now=START + timedelta(days=2), signals_topic=SIGNALS)
-    assert [o for o in out if isinstance(o.envelope, AssessmentMissed)] == []
+    assert [o for o in out if isinstance(o.envelope, AssessmentMissed) and o.envelope.data.category == "visit"] == []
 
 
 def test_an_ae_with_onset_within_24_hours_is_an_acute_reaction_and_a_worse_grade_signals_again(driver: Driver) -> None:
