@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from services.devstack.mail_catcher import MailCatcher
-from services.devstack.scenario import post_signed
+from services.devstack.scenario import NO_HISTORY_EXCLUSION, post_signed, screening_labs
 from tests.e2e.stack import Stack
 from tests.e2e.test_webhook_to_mail import alerts, settle_mails
 from tests.polling import wait_for
@@ -56,8 +56,24 @@ def test_an_ae_within_24_hours_of_the_infusion_is_an_acute_reaction(stack: Stack
     site = timezone(timedelta(hours=1))
     infused = (now - timedelta(hours=40)).astimezone(site)
     events = [
-        event("enrol", "enrollment", {"arm": "A", "enrolled_at": (infused - timedelta(days=1)).date().isoformat()}),
-        event("dose-1", "dose", {"dose_id": "D-1", "number": 1, "administered_at": infused.isoformat()}),
+        event(
+            "enrol",
+            "enrollment",
+            {
+                "arm": "A",
+                "enrolled_at": (infused - timedelta(days=1)).date().isoformat(),
+                "car_t_infused_on": (infused - timedelta(days=30)).date().isoformat(),
+                "history": NO_HISTORY_EXCLUSION,
+            },
+        ),
+        # eligible and sampled as the protocol asks, so that only the rules under test speak
+        *screening_labs(event, infused),
+        event("sample-0", "sample", {"sample_id": "IMM-0", "kind": "immunology", "collected_at": infused.isoformat()}),
+        event(
+            "dose-1",
+            "dose",
+            {"dose_id": "D-1", "number": 1, "administered_at": infused.isoformat(), "cells_per_kg": 2000000},
+        ),
         event(
             "vitals-30",
             "vitals",

@@ -59,11 +59,12 @@ def two_dlts() -> list[tuple[bytes, bytes]]:
 
 
 def dlt_only_protocol(tmp_path: Path) -> Path:
-    """The shipped protocol without the infusion-day rules: these subjects have no vitals (the sweep would flag
-    each infusion) and AE-2 is also an acute reaction; those rules have their own tests
+    """The shipped protocol without the infusion-day rules and the sample schedule: these subjects have no vitals
+    or immunology samples (the sweep would flag each) and AE-2 is also an acute reaction; those rules have their
+    own tests
     (tests/unit/safety/test_infusion_day_events.py, tests/e2e/test_acute_reaction_window.py)."""
     document = yaml.safe_load((Path(shared.protocols.__file__).parent / "nct07212335.yaml").read_text())
-    for section in ("infusion_vitals", "acute_reactions"):
+    for section in ("infusion_vitals", "acute_reactions", "samples"):
         document.pop(section)
     path = tmp_path / "protocol.yaml"
     path.write_text(yaml.safe_dump(document))
