@@ -85,7 +85,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         if o.note:
             write(f"    {o.note}")
         if o.problems and o.depends_on:
-            write(f"    depends on: {o.depends_on}")
+            write(f"    guards: {o.depends_on}")
 
 
 @pytest.fixture(scope="session")

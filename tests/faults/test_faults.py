@@ -46,14 +46,9 @@ from tests.signal_factories import sae_detected
 pytestmark = pytest.mark.faults
 SAES = 12
 PIPELINE = ("ingest", "safety", "notify")
+# The fixes each scenario guards (printed beside a scenario that fails: a regression of that fix).
 DEFECT_4 = "notifyrel's fix of defect 4 (lease heartbeat, stable Message-ID, attempt recorded before the hand-off)"
 DEFECT_3 = "ingest's fix of defect 3 (503 + Retry-After, not 500, when its database cannot be written)"
-
-
-def needs_fix(reason: str) -> pytest.MarkDecorator:
-    """A scenario that fails until another branch's fix is merged: its row says FAIL in the printed table,
-    but it does not fail the run meanwhile. Remove the marker once the fix is in (pytest says XPASS)."""
-    return pytest.mark.xfail(reason=f"until {reason}", strict=False)
 
 
 @contextmanager
@@ -115,7 +110,7 @@ def restart(stack: Stack, name: str, service: str | None = None) -> None:
         "ingest",
         "safety",
         # A kill can land between the SMTP hand-off and its commit (see the next scenario): same fix.
-        pytest.param("notify", marks=needs_fix(DEFECT_4)),
+        "notify",
     ],
 )
 def test_kill_9_during_a_stream(service: str, tmp_path: Path, private_broker: Any, report: Any) -> None:
@@ -136,7 +131,6 @@ def test_kill_9_during_a_stream(service: str, tmp_path: Path, private_broker: An
     assert not outcome.problems, outcome.problems
 
 
-@needs_fix(DEFECT_4)
 def test_notify_killed_after_the_smtp_hand_off_before_its_commit(
     tmp_path: Path, private_broker: Any, report: Any
 ) -> None:
@@ -182,7 +176,6 @@ def test_broker_down_during_a_stream(tmp_path: Path, private_broker: Any, report
     assert not outcome.problems, outcome.problems
 
 
-@needs_fix(DEFECT_3)
 def test_postgresql_down_during_a_stream(
     tmp_path: Path, private_broker: Any, private_postgres: dict[str, str], fault_database: str, report: Any
 ) -> None:
@@ -251,7 +244,6 @@ def test_smtp_down_with_bulk_mail_queued_ahead_of_sae_pages(tmp_path: Path, priv
     assert not outcome.problems, outcome.problems
 
 
-@needs_fix(f"{DEFECT_3} and {DEFECT_4}")
 def test_full_disk_under_the_sqlite_databases(tmp_path: Path, private_broker: Any, report: Any) -> None:
     """The three SQLite databases on a small tmpfs that fills up mid-stream, then frees again."""
     var = tmp_path / "var"
@@ -288,7 +280,6 @@ def test_full_disk_under_the_sqlite_databases(tmp_path: Path, private_broker: An
     assert not outcome.problems, outcome.problems
 
 
-@needs_fix(DEFECT_4)
 def test_two_notify_replicas_one_killed_mid_stream(
     tmp_path: Path, private_broker: Any, fault_database: str, report: Any
 ) -> None:
