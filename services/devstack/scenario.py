@@ -38,15 +38,7 @@ def scenario_events(
     before = (day0 - timedelta(days=1)).isoformat()
     day2 = (now - timedelta(hours=6)).isoformat()
 
-    def event(suffix: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": f"{subject}-{suffix}",
-            "type": kind,
-            "study": trial_id,
-            "site": site,
-            "subject": subject,
-            "data": data,
-        }
+    event = subject_event(trial_id, site, subject)
 
     def lab(
         suffix: str,
@@ -82,27 +74,13 @@ def scenario_events(
         "onset": day0.date().isoformat(),
     }
     return [
-        event(
-            "enrol",
-            "enrollment",
-            {
-                "arm": "A",
-                "enrolled_at": (day0 - timedelta(days=1)).date().isoformat(),
-                "weight_kg": 71.5,
-                "car_t_infused_on": (day0 - timedelta(days=40)).date().isoformat(),
-                "history": NO_HISTORY_EXCLUSION,
-            },
-        ),
+        enrolment(event, day0, weight_kg=71.5, car_t_days_before=40),
         lab("lab-anc-base", "L-1", "NEUT", 0.42, "10^9/L", 1.8, 7.5, before, baseline=True),
         lab("lab-plat-base", "L-2", "PLAT", 24, "10^9/L", 150, 400, before, baseline=True),
         lab("lab-alt-base", "L-4", "ALT", 31, "U/L", 7, 40, before, baseline=True),
         *screening_labs(event, day0, anc=None),  # the baseline ANC of 0.42 is the qualifying count
         event("sample-baseline", "sample", {"sample_id": "IMM-0", "kind": "immunology", "collected_at": before}),
-        event(
-            "dose-1",
-            "dose",
-            {"dose_id": "D-1", "number": 1, "administered_at": day0.isoformat(), "cells_per_kg": 2000000},
-        ),
+        first_dose(event, day0),
         event(
             "ae-1-v1",
             "ae",
@@ -142,38 +120,17 @@ def held_arm_events(trial_id: str, now: datetime, *, subject: str, site: str = "
     """
     day0 = now - timedelta(days=3)
 
-    def event(suffix: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": f"{subject}-{suffix}",
-            "type": kind,
-            "study": trial_id,
-            "site": site,
-            "subject": subject,
-            "data": data,
-        }
+    event = subject_event(trial_id, site, subject)
 
     return [
-        event(
-            "enrol",
-            "enrollment",
-            {
-                "arm": "A",
-                "enrolled_at": (day0 - timedelta(days=1)).date().isoformat(),
-                "car_t_infused_on": (day0 - timedelta(days=35)).date().isoformat(),
-                "history": NO_HISTORY_EXCLUSION,
-            },
-        ),
+        enrolment(event, day0, car_t_days_before=35),
         *screening_labs(event, day0),
         event(
             "sample-baseline",
             "sample",
             {"sample_id": "IMM-0", "kind": "immunology", "collected_at": (day0 - timedelta(hours=2)).isoformat()},
         ),
-        event(
-            "dose-1",
-            "dose",
-            {"dose_id": "D-1", "number": 1, "administered_at": day0.isoformat(), "cells_per_kg": 2000000},
-        ),
+        first_dose(event, day0),
         event(
             "ae-1-v1",
             "ae",
@@ -198,8 +155,58 @@ NO_HISTORY_EXCLUSION = [
 ]
 
 
+EventMaker = Callable[[str, str, dict[str, Any]], dict[str, Any]]
+
+
+def subject_event(trial_id: str, site: str, subject: str) -> EventMaker:
+    """The EDC event builder for one subject: `event(suffix, kind, data)`, its id the subject plus `suffix`."""
+
+    def event(suffix: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": f"{subject}-{suffix}",
+            "type": kind,
+            "study": trial_id,
+            "site": site,
+            "subject": subject,
+            "data": data,
+        }
+
+    return event
+
+
+def enrolment(
+    event: EventMaker,
+    day0: datetime,
+    *,
+    car_t_days_before: int,
+    enrolled_days_before: int = 1,
+    weight_kg: float | None = None,
+) -> dict[str, Any]:
+    """Enrolment into arm A before the first infusion on `day0`, with a prior CAR-T and no history exclusion."""
+    return event(
+        "enrol",
+        "enrollment",
+        {
+            "arm": "A",
+            "enrolled_at": (day0 - timedelta(days=enrolled_days_before)).date().isoformat(),
+            **({"weight_kg": weight_kg} if weight_kg is not None else {}),
+            "car_t_infused_on": (day0 - timedelta(days=car_t_days_before)).date().isoformat(),
+            "history": NO_HISTORY_EXCLUSION,
+        },
+    )
+
+
+def first_dose(event: EventMaker, day0: datetime) -> dict[str, Any]:
+    """The first infusion (dose D-1, 2 x 10^6 cells/kg) on `day0`."""
+    return event(
+        "dose-1",
+        "dose",
+        {"dose_id": "D-1", "number": 1, "administered_at": day0.isoformat(), "cells_per_kg": 2000000},
+    )
+
+
 def screening_labs(
-    event: Callable[[str, str, dict[str, Any]], dict[str, Any]],
+    event: EventMaker,
     day0: datetime,
     *,
     alt: int = 30,
@@ -241,33 +248,12 @@ def ineligible_subject_events(trial_id: str, now: datetime, *, subject: str, sit
     """A subject dosed although screening ALT was 3.75 x ULN (exclusion 4): a deviation paged to the officer and PI."""
     day0 = now - timedelta(days=1)
 
-    def event(suffix: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": f"{subject}-{suffix}",
-            "type": kind,
-            "study": trial_id,
-            "site": site,
-            "subject": subject,
-            "data": data,
-        }
+    event = subject_event(trial_id, site, subject)
 
     return [
-        event(
-            "enrol",
-            "enrollment",
-            {
-                "arm": "A",
-                "enrolled_at": (day0 - timedelta(days=1)).date().isoformat(),
-                "car_t_infused_on": (day0 - timedelta(days=30)).date().isoformat(),
-                "history": NO_HISTORY_EXCLUSION,
-            },
-        ),
+        enrolment(event, day0, car_t_days_before=30),
         *screening_labs(event, day0, alt=150),
-        event(
-            "dose-1",
-            "dose",
-            {"dose_id": "D-1", "number": 1, "administered_at": day0.isoformat(), "cells_per_kg": 2000000},
-        ),
+        first_dose(event, day0),
     ]
 
 
@@ -330,15 +316,7 @@ def response_events(
     def at(day: float) -> str:
         return (day0 + timedelta(days=day)).isoformat()
 
-    def event(suffix: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": f"{subject}-{suffix}",
-            "type": kind,
-            "study": trial_id,
-            "site": site,
-            "subject": subject,
-            "data": data,
-        }
+    event = subject_event(trial_id, site, subject)
 
     def count(day: float, anc: str, plt: str, hgb: str, baseline: bool = False) -> list[dict[str, Any]]:
         tests = (
@@ -365,25 +343,11 @@ def response_events(
         ]
 
     events = [
-        event(
-            "enrol",
-            "enrollment",
-            {
-                "arm": "A",
-                "enrolled_at": (day0 - timedelta(days=3)).date().isoformat(),
-                "weight_kg": 68,
-                "car_t_infused_on": (day0 - timedelta(days=35)).date().isoformat(),
-                "history": NO_HISTORY_EXCLUSION,
-            },
-        ),
+        enrolment(event, day0, enrolled_days_before=3, weight_kg=68, car_t_days_before=35),
         *count(-2, "0.4", "18", "65", baseline=True),
         *screening_labs(event, datetime.fromisoformat(at(0)), anc=None),  # the baseline ANC 0.4 qualifies
         event("sample-baseline", "sample", {"sample_id": "IMM-0", "kind": "immunology", "collected_at": at(-1)}),
-        event(
-            "dose-1",
-            "dose",
-            {"dose_id": "D-1", "number": 1, "administered_at": at(0), "cells_per_kg": 2000000},
-        ),
+        first_dose(event, day0),
         *count(7, "0.5", "15", "70"),
         event("sample-week-1", "sample", {"sample_id": "IMM-1", "kind": "immunology", "collected_at": at(7)}),
         event(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from services.notify.escalation import Recipient
 from services.notify.mail_content import MailContent, notice_mail
+from services.notify.notice_alerts import notice_plan, site_recipients
 from services.notify.sae_alerts import AlertPlan, messages_to
-from shared.events import DataQualityData, DataQualityFlagged, deterministic_id
+from shared.events import DataQualityData, DataQualityFlagged
 from shared.protocol import Protocol
 
 DATA_QUALITY_KIND = "data_quality"
@@ -36,19 +37,7 @@ def data_quality_thread_key(signal: DataQualityFlagged) -> str:
 def recipients(protocol: Protocol, data: DataQualityData) -> tuple[Recipient, ...]:
     rules = protocol.data_quality
     roles = [*(rules.notify_roles or protocol.lab_alerts.notify_roles), *rules.code_roles.get(data.code, [])]
-    found = {
-        Recipient("email", c.email)
-        for role in roles
-        for c in protocol.contacts_with_role(role)
-        if not c.sites or data.site_id in c.sites
-    }
-    if not found:
-        found = {
-            Recipient("email", c.email)
-            for r in protocol.lab_alerts.notify_roles
-            for c in protocol.contacts_with_role(r)
-        }
-    return tuple(sorted(found))
+    return site_recipients(protocol, roles, data.site_id, fallback_roles=protocol.lab_alerts.notify_roles)
 
 
 def data_quality_mail(trial_id: str, data: DataQualityData) -> MailContent:
@@ -73,11 +62,9 @@ def plan_data_quality(signal: DataQualityFlagged, protocol: Protocol) -> AlertPl
     thread_key = data_quality_thread_key(signal)
     where = f"(subject {data.subject_id}, site {data.site_id})"
     title = f"{finding_label(data.code)}: {data.record_type} {data.record_id} {where}"
-    return AlertPlan(
-        alert_id=deterministic_id("alert", thread_key),
+    return notice_plan(
         thread_key=thread_key,
-        title=title[:500],
-        details=data.model_dump(mode="json"),
-        obligation=None,
+        title=title,
+        data=data,
         messages=messages_to(signal.id, recipients(protocol, data), data_quality_mail(signal.trialid, data)),
     )

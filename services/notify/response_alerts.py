@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from services.notify.escalation import Recipient
 from services.notify.mail_content import MailContent, notice_mail, when
+from services.notify.notice_alerts import notice_plan, site_recipients
 from services.notify.sae_alerts import AlertPlan, messages_to, plan_messages
-from shared.events import AssessmentMissed, AssessmentMissedData, ResponseData, ResponseLost, deterministic_id
+from shared.events import AssessmentMissed, AssessmentMissedData, ResponseData, ResponseLost
 from shared.protocol import Protocol
 
 RESPONSE_KIND = "response_lost"
@@ -47,12 +48,10 @@ def plan_response_lost(signal: ResponseLost, protocol: Protocol) -> AlertPlan:
         f"Response lost: {LEVELS[data.previous_level]} -> {LEVELS[data.level]} "
         f"(subject {data.subject_id}, site {data.site_id})"
     )
-    return AlertPlan(
-        alert_id=deterministic_id("alert", thread_key),
+    return notice_plan(
         thread_key=thread_key,
-        title=title[:500],
-        details=data.model_dump(mode="json"),
-        obligation=None,
+        title=title,
+        data=data,
         messages=plan_messages(signal.id, protocol, roles, response_lost_mail(signal.trialid, data)),
     )
 
@@ -61,15 +60,7 @@ def sample_recipients(protocol: Protocol, data: AssessmentMissedData) -> tuple[R
     kind = data.assessment.split(" sample: ", 1)[0]
     schedule = next((s for s in protocol.samples if s.kind == kind), None)
     roles = schedule.notify_roles if schedule is not None else []
-    found = {
-        Recipient("email", c.email)
-        for role in roles
-        for c in protocol.contacts_with_role(role)
-        if not c.sites or data.site_id in c.sites
-    }
-    if not found:
-        found = {Recipient("email", c.email) for r in protocol.dlt.notify_roles for c in protocol.contacts_with_role(r)}
-    return tuple(sorted(found))
+    return site_recipients(protocol, roles, data.site_id, fallback_roles=protocol.dlt.notify_roles)
 
 
 def sample_missed_mail(trial_id: str, data: AssessmentMissedData) -> MailContent:
@@ -89,11 +80,9 @@ def sample_missed_mail(trial_id: str, data: AssessmentMissedData) -> MailContent
 def plan_sample_missed(signal: AssessmentMissed, protocol: Protocol) -> AlertPlan:
     data = signal.data
     thread_key = f"{SAMPLE_KIND}:{signal.trialid}:{data.subject_id}:{data.assessment}"
-    return AlertPlan(
-        alert_id=deterministic_id("alert", thread_key),
+    return notice_plan(
         thread_key=thread_key,
-        title=f"Sample not collected: {data.assessment} (subject {data.subject_id}, site {data.site_id})"[:500],
-        details=data.model_dump(mode="json"),
-        obligation=None,
+        title=f"Sample not collected: {data.assessment} (subject {data.subject_id}, site {data.site_id})",
+        data=data,
         messages=messages_to(signal.id, sample_recipients(protocol, data), sample_missed_mail(signal.trialid, data)),
     )

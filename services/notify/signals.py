@@ -147,30 +147,18 @@ def _apply_lab(session: Session, signal: LabToxicity, now: datetime, protocol: P
     plan = plan_lab_alert(signal, protocol)
     data = signal.data
     grade = f"{'at least ' if data.floor else ''}grade {data.grade}"
-    detail = f"{data.term} {grade} (baseline {data.baseline_grade}) from result {data.result_id}"
-    alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
-    if alert is None:
-        _open(
-            session,
-            plan,
-            kind=LAB_KIND,
-            trial_id=signal.trialid,
-            site_id=data.site_id,
-            subject_id=data.subject_id,
-            detail=detail,
-            now=now,
-            protocol=protocol,
-        )
-        return
-    alert.title = plan.title
-    alert.details = plan.details
-    _repage(session, alert, plan, now=now, protocol=protocol)
-    store.record(session, alert_id=alert.id, actor=SYSTEM, action="worsened", detail=detail, now=now)
-    reviewing = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == LAB_REVIEW]
-    if plan.obligation is not None and not reviewing:
-        obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
-        if obligation is not None:
-            scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
+    _open_or_worsen(
+        session,
+        plan,
+        kind=LAB_KIND,
+        review=LAB_REVIEW,
+        trial_id=signal.trialid,
+        site_id=data.site_id,
+        subject_id=data.subject_id,
+        detail=f"{data.term} {grade} (baseline {data.baseline_grade}) from result {data.result_id}",
+        now=now,
+        protocol=protocol,
+    )
 
 
 def _apply_acute_reaction(session: Session, signal: AcuteReactionDetected, now: datetime, protocol: Protocol) -> None:
@@ -178,16 +166,44 @@ def _apply_acute_reaction(session: Session, signal: AcuteReactionDetected, now: 
     opens a new review when the earlier one was recorded."""
     plan = plan_acute_reaction(signal, protocol)
     data = signal.data
-    detail = f"{data.term} grade {data.grade}: {data.reason}"[:1000]
+    _open_or_worsen(
+        session,
+        plan,
+        kind=ACUTE_REACTION_KIND,
+        review=ACUTE_REACTION_REVIEW,
+        trial_id=signal.trialid,
+        site_id=data.site_id,
+        subject_id=data.subject_id,
+        detail=f"{data.term} grade {data.grade}: {data.reason}"[:1000],
+        now=now,
+        protocol=protocol,
+    )
+
+
+def _open_or_worsen(
+    session: Session,
+    plan: AlertPlan,
+    *,
+    kind: str,
+    review: str,
+    trial_id: str,
+    site_id: str,
+    subject_id: str,
+    detail: str,
+    now: datetime,
+    protocol: Protocol,
+) -> None:
+    """For signals safety sends only when things get worse: the first opens the thread's alert; a later one
+    re-pages it, and opens a new review (obligation kind `review`) when the earlier one was already recorded."""
     alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
     if alert is None:
         _open(
             session,
             plan,
-            kind=ACUTE_REACTION_KIND,
-            trial_id=signal.trialid,
-            site_id=data.site_id,
-            subject_id=data.subject_id,
+            kind=kind,
+            trial_id=trial_id,
+            site_id=site_id,
+            subject_id=subject_id,
             detail=detail,
             now=now,
             protocol=protocol,
@@ -197,11 +213,16 @@ def _apply_acute_reaction(session: Session, signal: AcuteReactionDetected, now: 
     alert.details = plan.details
     _repage(session, alert, plan, now=now, protocol=protocol)
     store.record(session, alert_id=alert.id, actor=SYSTEM, action="worsened", detail=detail, now=now)
-    reviewing = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == ACUTE_REACTION_REVIEW]
+    reviewing = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == review]
     if plan.obligation is not None and not reviewing:
-        obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
-        if obligation is not None:
-            scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
+        _add_review(session, alert, plan, now=now, protocol=protocol)
+
+
+def _add_review(session: Session, alert: Alert, plan: AlertPlan, *, now: datetime, protocol: Protocol) -> None:
+    """A fresh review obligation on an existing alert, with its clocks (none if this very one exists already)."""
+    obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
+    if obligation is not None:
+        scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
 
 
 def _apply_notice(session: Session, signal: ResponseLost | AssessmentMissed, now: datetime, protocol: Protocol) -> None:
@@ -331,9 +352,7 @@ def _apply_dlt_suspected(session: Session, signal: DltSuspected, now: datetime, 
     plan = plan_dlt_suspected(signal, protocol, reason=reason)
     _repage(session, alert, plan, now=now, protocol=protocol)
     if not reviewing:
-        obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
-        if obligation is not None:
-            scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
+        _add_review(session, alert, plan, now=now, protocol=protocol)
 
 
 def _apply_dlt_withdrawn(session: Session, signal: DltWithdrawn, now: datetime, protocol: Protocol) -> None:
@@ -443,9 +462,7 @@ def _apply_stopping_rule(session: Session, signal: StoppingRuleFired, now: datet
         return
     _repage(session, alert, plan, now=now, protocol=protocol)
     if not reviewing:
-        obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
-        if obligation is not None:
-            scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
+        _add_review(session, alert, plan, now=now, protocol=protocol)
 
 
 def _apply_dose_recommendation(session: Session, signal: DoseRecommended, now: datetime, protocol: Protocol) -> None:
@@ -474,9 +491,7 @@ def _apply_dose_recommendation(session: Session, signal: DoseRecommended, now: d
     session.add(alert)
     store.record(session, alert_id=alert.id, actor=SYSTEM, action="updated", detail=signal.data.reason, now=now)
     _repage(session, alert, plan, now=now, protocol=protocol)
-    obligation = store.add_obligation(session, plan=plan, trial_id=alert.trial_id, subject_id=alert.subject_id)
-    if obligation is not None:
-        scheduling.schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)
+    _add_review(session, alert, plan, now=now, protocol=protocol)
 
 
 def _apply_information(

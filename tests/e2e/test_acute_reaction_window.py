@@ -8,9 +8,7 @@ toxicity to the safety officer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,21 +24,6 @@ pytestmark = pytest.mark.e2e
 TRIAL = "NCT07212335"
 SUBJECT = "201-001"
 BOTH = ["medical.monitor@sentinel.example", "safety.officer@sentinel.example"]
-
-
-@pytest.fixture
-def catcher(tmp_path: Path) -> Iterator[MailCatcher]:
-    with MailCatcher(tmp_path / "mail", port=0) as mail:
-        yield mail
-
-
-@pytest.fixture
-def stack(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, catcher: MailCatcher) -> Iterator[Stack]:
-    running = Stack(tmp_path, kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, smtp_port=catcher.port)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def event(suffix: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:

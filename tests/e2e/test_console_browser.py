@@ -86,12 +86,6 @@ class ConsoleStack(Stack):
 
 
 @pytest.fixture
-def catcher(tmp_path: Path) -> Iterator[MailCatcher]:
-    with MailCatcher(tmp_path / "mail", port=0) as mail:
-        yield mail
-
-
-@pytest.fixture
 def stack(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, catcher: MailCatcher) -> Iterator[ConsoleStack]:
     running = ConsoleStack(tmp_path, kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, smtp_port=catcher.port)
     try:

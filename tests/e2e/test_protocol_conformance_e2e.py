@@ -3,9 +3,7 @@ dose from a lot that failed release, each page the safety officer and the princi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,22 +30,13 @@ PAGED = {
 
 
 @pytest.fixture
-def catcher(tmp_path: Path) -> Iterator[MailCatcher]:
-    with MailCatcher(tmp_path / "mail", port=0) as mail:
-        yield mail
-
-
-@pytest.fixture
-def stack(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, catcher: MailCatcher) -> Iterator[Stack]:
-    running = Stack(tmp_path, kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, smtp_port=catcher.port)
-    try:
-        for service in ("ingest", "safety", "notify"):
-            running.start(service)
-        for service in ("ingest", "safety", "notify"):
-            running.wait_ready(service)
-        yield running
-    finally:
-        running.stop()
+def stack(stack: Stack) -> Stack:
+    """The shared stack (tests/e2e/conftest.py, which stops it) with ingest, safety and notify running."""
+    for service in ("ingest", "safety", "notify"):
+        stack.start(service)
+    for service in ("ingest", "safety", "notify"):
+        stack.wait_ready(service)
+    return stack
 
 
 def post_all(stack: Stack, events: list[dict[str, Any]], now: datetime) -> None:

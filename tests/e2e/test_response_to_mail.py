@@ -3,10 +3,8 @@ its loss (a transfusion after the response) mailed to the response owners."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,21 +17,6 @@ from tests.polling import wait_for
 pytestmark = pytest.mark.e2e
 TRIAL = "NCT07212335"
 OWNERS = ["principal.investigator@sentinel.example", "safety.officer@sentinel.example"]
-
-
-@pytest.fixture
-def catcher(tmp_path: Path) -> Iterator[MailCatcher]:
-    with MailCatcher(tmp_path / "mail", port=0) as mail:
-        yield mail
-
-
-@pytest.fixture
-def stack(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, catcher: MailCatcher) -> Iterator[Stack]:
-    running = Stack(tmp_path, kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, smtp_port=catcher.port)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_a_week_4_response_and_its_loss_by_transfusion(stack: Stack, catcher: MailCatcher) -> None:

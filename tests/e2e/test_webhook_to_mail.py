@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,21 +17,6 @@ from tests.polling import wait_for
 pytestmark = pytest.mark.e2e
 TRIAL = "NCT07212335"
 RECIPIENTS = ["medical.monitor@sentinel.example", "safety.officer@sentinel.example"]
-
-
-@pytest.fixture
-def catcher(tmp_path: Path) -> Iterator[MailCatcher]:
-    with MailCatcher(tmp_path / "mail", port=0) as mail:
-        yield mail
-
-
-@pytest.fixture
-def stack(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, catcher: MailCatcher) -> Iterator[Stack]:
-    running = Stack(tmp_path, kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, smtp_port=catcher.port)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def alerts(stack: Stack) -> list[dict[str, object]]:

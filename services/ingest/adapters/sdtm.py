@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from pydantic import BaseModel
+
 from services.ingest.adapters.fields import (
     FieldError,
     ae_from_fields,
@@ -179,7 +181,7 @@ def _convert(row: Row, domain: str, source: SourceConfig, outcome: Outcome) -> N
 
 def _vital_sign(row: Row, raw: Row, source: SourceConfig, outcome: Outcome, *ids: str) -> None:
     """One VS row is one sign: a `vitals` record of its own (safety joins signs measured together by time)."""
-    study, site, subject, key = ids
+    _, _, subject, _ = ids
     vitals_id = f"VSSEQ-{_seq(row, 'VSSEQ')}"
     if (row.get("VSSTAT") or "").strip().upper() == "NOT DONE":
         outcome.ignored.append(f"{subject} {vitals_id}: VSSTAT=NOT DONE")
@@ -192,16 +194,7 @@ def _vital_sign(row: Row, raw: Row, source: SourceConfig, outcome: Outcome, *ids
     data = vitals_from_signs(
         {sign: value}, vitals_id=vitals_id, measured_at=row.get("VSDTC"), zone=source.zone, raw=raw
     )
-    outcome.records.append(
-        make_record(
-            type_=InboundType.VITALS,
-            data=data,
-            study=study,
-            site=site,
-            subject=subject,
-            record_key=f"{key}:vitals:{vitals_id}",
-        )
-    )
+    _append(outcome, InboundType.VITALS, data, ids, vitals_id)
 
 
 def _seq(row: Row, column: str) -> str:
@@ -212,28 +205,17 @@ def _seq(row: Row, column: str) -> str:
 
 
 def _ae(row: Row, raw: Row, source: SourceConfig, outcome: Outcome, *ids: str) -> None:
-    study, site, subject, key = ids
     ae_id = f"AESEQ-{_seq(row, 'AESEQ')}"
     fields = _mapped(row, AE_COLUMNS)
     code = (row.get("AELLTCD") or row.get("AEPTCD") or "").strip().removesuffix(".0")
     if code:
         fields["meddra_code"] = code
     data = ae_from_fields(fields, ae_id=ae_id, raw=raw, codelists=source.mapping.codelists, zone=source.zone)
-    outcome.records.append(
-        make_record(
-            type_=InboundType.AE,
-            data=data,
-            study=study,
-            site=site,
-            subject=subject,
-            record_key=f"{key}:ae:{ae_id}",
-            assign_version=True,
-        )
-    )
+    _append(outcome, InboundType.AE, data, ids, ae_id, assign_version=True)
 
 
 def _lab(row: Row, raw: Row, source: SourceConfig, outcome: Outcome, *ids: str) -> None:
-    study, site, subject, key = ids
+    _, _, subject, _ = ids
     result_id = f"LBSEQ-{_seq(row, 'LBSEQ')}"
     if (row.get("LBSTAT") or "").strip().upper() == "NOT DONE":
         outcome.ignored.append(f"{subject} {result_id}: LBSTAT=NOT DONE")
@@ -242,20 +224,10 @@ def _lab(row: Row, raw: Row, source: SourceConfig, outcome: Outcome, *ids: str) 
     if data is None:
         outcome.ignored.append(f"{subject} {result_id}: no LBORRES")
         return
-    outcome.records.append(
-        make_record(
-            type_=InboundType.LAB,
-            data=data,
-            study=study,
-            site=site,
-            subject=subject,
-            record_key=f"{key}:lab:{result_id}",
-        )
-    )
+    _append(outcome, InboundType.LAB, data, ids, result_id)
 
 
 def _dose(row: Row, source: SourceConfig, outcome: Outcome, *ids: str) -> None:
-    study, site, subject, key = ids
     dose_id = f"EXSEQ-{_seq(row, 'EXSEQ')}"
     fields = _mapped(row, EX_COLUMNS)
     fields["number"] = fields.get("number", "1").removesuffix(".0")
@@ -275,62 +247,35 @@ def _dose(row: Row, source: SourceConfig, outcome: Outcome, *ids: str) -> None:
             except InvalidOperation as exc:
                 raise FieldError("total_cells", f"EXDOSE is not a number: {total!r}") from exc
     data = dose_from_fields(fields, dose_id=dose_id, zone=source.zone)
-    outcome.records.append(
-        make_record(
-            type_=InboundType.DOSE,
-            data=data,
-            study=study,
-            site=site,
-            subject=subject,
-            record_key=f"{key}:dose:{dose_id}",
-        )
-    )
+    _append(outcome, InboundType.DOSE, data, ids, dose_id)
 
 
 def _enrollment(row: Row, outcome: Outcome, *ids: str) -> None:
-    study, site, subject, key = ids
+    _, _, subject, _ = ids
     fields = _mapped(row, DM_COLUMNS)
     if "enrolled_at" not in fields and row.get("RFSTDTC", "").strip():
         fields["enrolled_at"] = row["RFSTDTC"]
     if "arm" not in fields and row.get("ARM", "").strip():
         fields["arm"] = row["ARM"]
     data = enrollment_from_fields(fields)
-    outcome.records.append(
-        make_record(
-            type_=InboundType.ENROLLMENT,
-            data=data,
-            study=study,
-            site=site,
-            subject=subject,
-            record_key=f"{key}:enrollment:{subject}",
-        )
-    )
+    _append(outcome, InboundType.ENROLLMENT, data, ids, subject)
 
 
 def _disposition(row: Row, outcome: Outcome, *ids: str) -> None:
     """A DS disposition event: the subject's study status (withdrawn, lost to follow-up, died, completed)."""
-    study, site, subject, key = ids
+    _, _, subject, _ = ids
     category = row.get("DSCAT", "").strip().upper()
     if category in DS_MILESTONES:
         outcome.ignored.append(f"DS {subject} {row.get('DSDECOD', '')!r}: a {category.lower()}, not a disposition")
         return
     fields = _mapped(row, DS_COLUMNS)
     data = subject_status_from_fields(fields)
-    outcome.records.append(
-        make_record(
-            type_=InboundType.SUBJECT_STATUS,
-            data=data,
-            study=study,
-            site=site,
-            subject=subject,
-            record_key=f"{key}:subject_status:{subject}",
-        )
-    )
+    _append(outcome, InboundType.SUBJECT_STATUS, data, ids, subject)
 
 
 def _transfusion(row: Row, raw: Row, domain: str, source: SourceConfig, outcome: Outcome, *ids: str) -> None:
     """A PR (procedure) or CM (concomitant medication) row naming a blood product or a transfusion."""
-    study, site, subject, key = ids
+    _, _, subject, _ = ids
     seq = _seq(row, f"{domain}SEQ")
     texts = [row.get(f"{domain}{name}", "") for name in ("TRT", "DECOD", "CAT", "SCAT")]
     product = product_from_text(*texts)
@@ -346,21 +291,12 @@ def _transfusion(row: Row, raw: Row, domain: str, source: SourceConfig, outcome:
     fields = _mapped(row, PR_COLUMNS if domain == "PR" else CM_COLUMNS)
     fields.update(dose_fields(row.get(f"{domain}DOSE"), row.get(f"{domain}DOSU")))
     data = transfusion_from_fields(fields, transfusion_id=transfusion_id, product=product, zone=source.zone, raw=raw)
-    outcome.records.append(
-        make_record(
-            type_=InboundType.TRANSFUSION,
-            data=data,
-            study=study,
-            site=site,
-            subject=subject,
-            record_key=f"{key}:transfusion:{transfusion_id}",
-        )
-    )
+    _append(outcome, InboundType.TRANSFUSION, data, ids, transfusion_id)
 
 
 def _sample(row: Row, source: SourceConfig, outcome: Outcome, *ids: str) -> None:
     """A BE (biospecimen event) collection: a protocol sample, identified by BEREFID (the specimen) or BESEQ."""
-    study, site, subject, key = ids
+    _, _, subject, _ = ids
     event = " ".join(row.get(c, "") for c in ("BETERM", "BEDECOD")).strip()
     if "COLLECT" not in event.upper():
         outcome.ignored.append(f"BE {subject} {row.get('BESEQ', '')}: {event or 'no BETERM'!r} is not a collection")
@@ -368,14 +304,29 @@ def _sample(row: Row, source: SourceConfig, outcome: Outcome, *ids: str) -> None
     sample_id = (row.get("BEREFID") or "").strip() or f"BESEQ-{_seq(row, 'BESEQ')}"
     fields = _mapped(row, BE_COLUMNS)
     data = sample_from_fields(fields, sample_id=sample_id, zone=source.zone)
+    _append(outcome, InboundType.SAMPLE, data, ids, sample_id)
+
+
+def _append(
+    outcome: Outcome,
+    type_: InboundType,
+    data: BaseModel,
+    ids: tuple[str, ...],
+    record_id: str,
+    *,
+    assign_version: bool = False,
+) -> None:
+    """The row's record, keyed by subject, type and the row's id: SDTM rows carry no message ids."""
+    study, site, subject, key = ids
     outcome.records.append(
         make_record(
-            type_=InboundType.SAMPLE,
+            type_=type_,
             data=data,
             study=study,
             site=site,
             subject=subject,
-            record_key=f"{key}:sample:{sample_id}",
+            record_key=f"{key}:{type_.value}:{record_id}",
+            assign_version=assign_version,
         )
     )
 
