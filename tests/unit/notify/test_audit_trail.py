@@ -36,6 +36,8 @@ async def test_each_transition_is_one_chained_audit_row(notifier: Notifier, make
 
 def _cli(monkeypatch: pytest.MonkeyPatch, db: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     monkeypatch.setenv("SENTINEL_DATABASE_URL", f"sqlite:///{db}")
+    # the test's own checkpoints, never those a demo left in the working directory's var/audit
+    monkeypatch.setenv("SENTINEL_AUDIT_CHECKPOINT_DIR", str(db.parent / "audit"))
     code = main(["audit", "verify", "--service", "notify"])
     return code, capsys.readouterr().out
 
