@@ -274,7 +274,12 @@ async def _dlt_context(officer: OfficerApi, runtime: ConsoleRuntime, dlts: list[
                 "subject": subject,
                 "versions": versions,
                 "criterion": criterion.description if criterion else dlt.get("criterion") or "",
-                "placement": presenting.onset_placement(dlt, latest.get("onset")),
+                "placement": presenting.onset_placement(
+                    dlt,
+                    latest.get("onset"),
+                    window=subject.get("dlt_window"),
+                    first_number=0 if runtime.protocol.study_days == "anchor_is_day_0" else 1,
+                ),
                 "labs": presenting.relevant_labs(subject, dlt),
                 "clock": review[0],
                 "alert_id": review[1],

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 OPEN_OBLIGATION_STATES = ("open", "overdue")
@@ -222,20 +222,30 @@ def relevant_labs(subject: Mapping[str, Any], dlt: Mapping[str, Any]) -> list[Ma
     return found
 
 
-def onset_placement(dlt: Mapping[str, Any], onset: object) -> str:
-    """Where the AE's onset sits in the DLT window, in study days (day 1 = the window's first day)."""
+def onset_placement(
+    dlt: Mapping[str, Any], onset: object, *, window: Mapping[str, Any] | None, first_number: int
+) -> str:
+    """Where the AE's onset sits in the DLT window, in the study days safety counts (the subject's window view:
+    the site's dates and the protocol's day count), so the page says what the DLT's own reason says."""
     start, end = parse_time(dlt.get("window_start")), parse_time(dlt.get("window_end"))
     if start is None or end is None:
         return "no DLT window yet (no first infusion on record)"
-    days = (end - start).days
-    if not isinstance(onset, str) or len(onset) < 10:
-        return f"onset {onset or 'not given'}: window {when(start)} to {when(end)} ({days} days)"
+    span = f"{when(start)} to {when(end)}"
     try:
-        day = (datetime.fromisoformat(onset[:10]).date() - start.date()).days + 1
+        first = date.fromisoformat(str((window or {})["first_day"]))
+        last = date.fromisoformat(str((window or {})["last_day"]))
+    except (KeyError, TypeError, ValueError):
+        return f"onset {onset or 'not given'}: window {span}"
+    number = first_number  # the anchor day's number: 0 or 1, as the protocol counts
+    last_number = number + (last - first).days
+    if not isinstance(onset, str) or len(onset) < 10:
+        return f"onset {onset or 'not given'}: window study days {number}-{last_number} ({span})"
+    try:
+        day = number + (date.fromisoformat(onset[:10]) - first).days
     except ValueError:
-        return f"onset {onset}: window {when(start)} to {when(end)}"
-    where = "inside" if 1 <= day <= days else "outside"
-    return f"onset {onset[:10]} is study day {day} of {days}: {where} the window ({when(start)} to {when(end)})"
+        return f"onset {onset}: window {span}"
+    where = "inside" if number <= day <= last_number else "outside"
+    return f"onset {onset[:10]} is study day {day} (window: days {number}-{last_number}): {where} the window ({span})"
 
 
 HIDDEN_DETAILS = {"subject_id", "site_id", "source_event_id"}

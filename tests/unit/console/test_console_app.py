@@ -61,6 +61,21 @@ ALERT = {
 }  # fmt: skip
 
 
+COHORT_A = {
+    "arm": "A",
+    "enrolled": 3,
+    "evaluable": 2,
+    "dlt_confirmed": 0,
+    "dlt_suspected": 0,
+    "decision": "enrolling",
+    "stopping_rule": False,
+    "next_arm": "B",
+    "reason": "0 subject(s) with a DLT confirmed, 2/3 evaluable: 2 of 3 counted",
+    "not_evaluable": 1,
+    "replacements_needed": 1,
+}
+
+
 class FakeApis:
     """notify and safety as far as the console asks them; records every call with its bearer token."""
 
@@ -80,6 +95,10 @@ class FakeApis:
             return httpx.Response(200, json={**ALERT, "state": "acknowledged"})
         if request.method == "POST" and path in ("/v1/alerts/al-1/snooze", "/v1/alerts/al-1/comments"):
             return httpx.Response(200, json=ALERT)
+        if request.method == "GET" and path == f"/v1/trials/{TRIAL}/cohorts":
+            return httpx.Response(200, json=[COHORT_A])
+        if request.method == "GET" and path in (f"/v1/trials/{TRIAL}/audit", f"/v1/trials/{TRIAL}/subjects"):
+            return httpx.Response(200, json=[])
         if request.method == "POST" and path.startswith("/v1/dlts/"):
             return httpx.Response(409, json={"title": "Conflict", "detail": "DLT d-1 was already confirmed by olga"})
         if request.method == "POST" and path == "/v1/obligations/ob-1/complete":
@@ -299,3 +318,11 @@ def test_snooze_comment_and_dlt_decisions_pass_through_with_reason_and_expiry(
     ]  # the 999 h snooze never reached the API
     shown = client.get("/console/inbox").text
     assert "already confirmed by olga" in shown  # the API's refusal, told to the officer
+
+
+def test_the_cohort_board_shows_the_replacements_an_arm_needs(client: TestClient) -> None:
+    """A subject who received 1 of the planned infusions is not evaluable: the SRC sees how many to replace."""
+    sign_in(client, VIEWER)
+    page = client.get("/console/cohorts").text
+    assert "1 not evaluable: 1 replacement(s) needed" in page
+    assert "every planned infusion, the DLT window over and the protocol's required visits done" in page
