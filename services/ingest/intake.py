@@ -25,12 +25,14 @@ from services.ingest.runtime import IngestRuntime
 from services.ingest.sources import ENDPOINT_FOR_KIND, AuthScheme, Source, SourceKind
 from shared.events import (
     AeData,
+    AeReviewData,
     ClinicalEnvelopeBase,
     DoseData,
     LabData,
     RecordStatusData,
     SampleData,
     TransfusionData,
+    VitalsData,
     message_key,
 )
 from shared.http import DATABASE_UNAVAILABLE, database_problem
@@ -308,7 +310,11 @@ def _record_id(data: BaseModel, subject: str) -> str:
         return data.transfusion_id
     if isinstance(data, SampleData):
         return data.sample_id
-    return subject
+    if isinstance(data, VitalsData):
+        return data.vitals_id
+    if isinstance(data, AeReviewData):
+        return data.review_id
+    return subject  # enrolment and subject status: one per subject
 
 
 def _advanced(current: store.KnownVersion | None, update: store.VersionUpdate) -> store.KnownVersion:

@@ -294,3 +294,16 @@ def test_ingest_knows_transfusions_and_samples_by_their_own_ids() -> None:
     sample = SampleData(sample_id="IMM-4", collected_at=datetime(2026, 3, 30, tzinfo=UTC))
     assert (_record_id(tx, "101-001"), _record_id(sample, "101-001")) == ("TX-9", "IMM-4")
     assert {"transfusion", "sample"} <= set(RECORD_TYPES)
+
+
+def test_every_record_is_known_by_the_id_safety_keeps_it_under() -> None:
+    """A REDCap record that disappears is retracted by the id stored here: vitals and AE reviews must be stored
+    under their own ids (safety drops a retracted reading by its vitals_id), never under the subject's."""
+    from datetime import UTC, datetime
+
+    from services.ingest.intake import _record_id
+    from shared.events import AeReviewData, VitalsData
+
+    at = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    assert _record_id(VitalsData(vitals_id="VS-30", measured_at=at, temperature_c="38.6"), "S") == "VS-30"
+    assert _record_id(AeReviewData(review_id="AER-4", assessed_at=at, visit="week 4"), "S") == "AER-4"
