@@ -130,20 +130,8 @@ def record_causality(
     _audit(
         session, case, actor, "susar.causality_assessed", {"before": before, "after": causality, "reason": reason}, now
     )
-    signals = _decide(
-        session,
-        case,
-        protocol=protocol,
-        seriousness=seriousness,
-        at=now,
-        basis=f"sponsor causality assessment ({causality.replace('_', ' ')}) by {actor}",
-        site_id=site_id,
-        source_id=deterministic_id("susar-decision", case_entity(trial_id, subject_id, ae_id), str(case.revision)),
-        now=now,
-        signals_topic=signals_topic,
-        ae_version=None,
-    )
-    return case, signals
+    basis = f"sponsor causality assessment ({causality.replace('_', ' ')}) by {actor}"
+    return case, _officer_decided(session, case, protocol, seriousness, site_id, basis, now, signals_topic)
 
 
 def record_expectedness(
@@ -172,20 +160,36 @@ def record_expectedness(
         "reason": reason,
     }
     _audit(session, case, actor, "susar.expectedness_assessed", detail, now)
-    signals = _decide(
+    basis = f"sponsor expectedness assessment ({expectedness}) by {actor}"
+    return case, _officer_decided(session, case, protocol, seriousness, site_id, basis, now, signals_topic)
+
+
+def _officer_decided(
+    session: Session,
+    case: SusarCase,
+    protocol: Protocol,
+    seriousness: AeSeriousness,
+    site_id: str,
+    basis: str,
+    now: datetime,
+    signals_topic: str,
+) -> list[Outgoing]:
+    """An officer's assessment is a fact of its own: the case is decided again, day 0 at the decision."""
+    return _decide(
         session,
         case,
         protocol=protocol,
         seriousness=seriousness,
         at=now,
-        basis=f"sponsor expectedness assessment ({expectedness}) by {actor}",
+        basis=basis,
         site_id=site_id,
-        source_id=deterministic_id("susar-decision", case_entity(trial_id, subject_id, ae_id), str(case.revision)),
+        source_id=deterministic_id(
+            "susar-decision", case_entity(case.trial_id, case.subject_id, case.ae_id), str(case.revision)
+        ),
         now=now,
         signals_topic=signals_topic,
         ae_version=None,
     )
-    return case, signals
 
 
 def save_narrative(
