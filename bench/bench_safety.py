@@ -68,7 +68,7 @@ async def drain(database_url: str, topic: str, total: int, rule: str, *, limit_s
     rules: dict[str, Any] = {
         "nothing": nothing,
         "rules": partial(rules_only, protocol=protocol, signals_topic=signals),
-        "safety": partial(clinical_events.apply_clinical_event, protocol=protocol, signals_topic=signals),
+        "safety": clinical_events.open_batch(protocol, signals),
     }
     spec: ConsumerSpec[ClinicalEnvelope] = ConsumerSpec(
         service="safety",
@@ -79,6 +79,7 @@ async def drain(database_url: str, topic: str, total: int, rule: str, *, limit_s
         parse=CLINICAL_ADAPTER.validate_json,
         event_id=lambda envelope: envelope.id,
         apply=rules[rule],
+        batched=rule == "safety",
     )
     registry = CollectorRegistry()
     service = ConsumerService(spec, engine=engine, clock=SystemClock(), registry=registry)

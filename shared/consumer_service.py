@@ -31,7 +31,7 @@ from shared.kafka import (
 )
 from shared.metrics import ConsumerMetrics, OutboxMetrics
 from shared.outbox import OutboxRelay
-from shared.processing import Apply, TransactionalHandler
+from shared.processing import Apply, OpenBatch, TransactionalHandler
 from shared.settings import ConsumerTuning
 from shared.topics import dead_letter_topic
 from shared.tracing import consuming
@@ -52,11 +52,13 @@ class ConsumerSpec(Generic[E]):
     produce_topics: Sequence[str]
     parse: Callable[[bytes], E]
     event_id: Callable[[E], str]
-    apply: Apply[E]
+    apply: Apply[E] | OpenBatch[E]
+    """A per-record rule, or with `batched` a factory of the rule of one transaction (see `BatchRule`)."""
     failpoint: str = "none"
     bulk_topic: str | None = None
     """Backfills and reconciliation pulls: consumed only while `consume_topic` has nothing waiting."""
     tuning: ConsumerTuning = field(default_factory=ConsumerTuning)
+    batched: bool = False
 
     @property
     def consume_topics(self) -> list[str]:
@@ -96,6 +98,7 @@ class ConsumerService(Generic[E]):
             parse=spec.parse,
             event_id=spec.event_id,
             apply=spec.apply,
+            batched=spec.batched,
             clock=clock,
             metrics=self.consumer_metrics,
             on_committed=self._committed,

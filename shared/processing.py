@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -20,9 +20,44 @@ from shared.inbox import Claim, add_claim, already_processed
 from shared.kafka import TRANSIENT_ERRORS, ConsumedMessage, PoisonMessage, Rejected
 from shared.metrics import ConsumerMetrics
 from shared.outbox import Outgoing, add_to_outbox
+from shared.tracing import continuing, current_traceparent
 
 E = TypeVar("E")
+E_contra = TypeVar("E_contra", contravariant=True)
 Apply = Callable[[Session, E, datetime], Sequence[Outgoing]]
+
+
+class BatchRule(Protocol[E_contra]):
+    """A consumer's rule for one transaction: each record applied in order, then work deferred to the end.
+
+    `finish` is where per-record rules that would otherwise repeat for every record of one key (a subject's
+    reassessment from its stored data) run once. It returns each message with the id of the record it
+    belongs to, so it continues that record's trace.
+    """
+
+    def apply(self, envelope: E_contra) -> Sequence[Outgoing]: ...
+
+    def finish(self) -> Sequence[tuple[str, Outgoing]]: ...
+
+
+OpenBatch = Callable[[Session, datetime], BatchRule[E]]
+
+
+class PerRecord(Generic[E]):
+    """A per-record rule with nothing deferred."""
+
+    def __init__(self, apply: Apply[E], session: Session, now: datetime) -> None:
+        self._apply, self._session, self._now = apply, session, now
+
+    def apply(self, envelope: E) -> Sequence[Outgoing]:
+        return self._apply(self._session, envelope, self._now)
+
+    def finish(self) -> Sequence[tuple[str, Outgoing]]:
+        return ()
+
+
+def per_record(apply: Apply[E]) -> OpenBatch[E]:
+    return lambda session, now: PerRecord(apply, session, now)
 
 
 @dataclass
@@ -31,6 +66,11 @@ class BatchOutcome:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     rejected: list[Rejected] = field(default_factory=list)
+
+
+class _FinishFailed(Exception):
+    """Raised inside the batch transaction to roll it back: the deferred step failed for good, and which
+    record caused it is unknown until the batch is split."""
 
 
 class _RecordFailed(Exception):
@@ -49,7 +89,8 @@ class TransactionalHandler(Generic[E]):
     A transaction stops taking records after `transaction_seconds`, so a signal waits at most that long for
     its commit (and the relay's wake-up) however large the batch. A record that fails for good (poison, a bug
     in the rule) rolls its transaction back; the records before it are applied again and committed without
-    it, then it is applied alone, fails again, and is returned as rejected. Transient errors (database,
+    it, then it is applied alone, fails again, and is returned as rejected. A failure in the rule's deferred
+    step (see `BatchRule`) names no record: the batch is halved until the record is alone. Transient errors (database,
     broker) propagate: the loop re-delivers everything from its last offset commit, which the inbox makes
     harmless.
     """
@@ -61,18 +102,20 @@ class TransactionalHandler(Generic[E]):
         consumer: str,
         parse: Callable[[bytes], E],
         event_id: Callable[[E], str],
-        apply: Apply[E],
+        apply: Apply[E] | OpenBatch[E],
         clock: Clock,
         metrics: ConsumerMetrics,
         on_committed: Callable[[], None] = lambda: None,
         transaction_seconds: float = 0.2,
         record_scope: Callable[[ConsumedMessage], AbstractContextManager[None]] | None = None,
+        batched: bool = False,
     ) -> None:
+        """`apply` is a per-record rule, or with `batched` a factory of a `BatchRule` per transaction."""
         self._engine = engine
         self._consumer = consumer
         self._parse = parse
         self._event_id = event_id
-        self._apply = apply
+        self._open: OpenBatch[E] = apply if batched else per_record(apply)  # type: ignore[assignment,arg-type]
         self._clock = clock
         self._metrics = metrics
         self._on_committed = on_committed
@@ -105,18 +148,27 @@ class TransactionalHandler(Generic[E]):
             if failed.index == 0:
                 return BatchOutcome(rejected=[Rejected(items[0][0], failed.error)]), 1
             return self.process_batch(items[: failed.index])  # what came before it; it comes next, alone
+        except _FinishFailed as failed:
+            if len(items) == 1:
+                error = failed.__cause__ if isinstance(failed.__cause__, Exception) else failed
+                return BatchOutcome(rejected=[Rejected(items[0][0], error)]), 1
+            return self.process_batch(items[: len(items) // 2])
         return BatchOutcome(outcomes=outcomes), consumed
 
     def _commit(self, items: Sequence[tuple[ConsumedMessage, E]]) -> tuple[Counter[str], int]:
         outcomes: Counter[str] = Counter()
         started = time.monotonic()
+        consumed = len(items)
         with Session(self._engine) as session, session.begin():
             now = self._clock.now()
+            rule = self._open(session, now)
+            traces: dict[str, str | None] = {}
             ids = [self._event_id(envelope) for _, envelope in items]
             seen = already_processed(session, consumer=self._consumer, event_ids=ids)
             for index, ((message, envelope), event_id) in enumerate(zip(items, ids, strict=True)):
                 if index and time.monotonic() - started > self._transaction_seconds:
-                    return outcomes, index  # committed on the way out; the rest goes in the next transaction
+                    consumed = index  # committed on the way out; the rest goes in the next transaction
+                    break
                 if event_id in seen:
                     outcomes["duplicate"] += 1
                     continue
@@ -124,16 +176,29 @@ class TransactionalHandler(Generic[E]):
                 claim = Claim(event_id, message.topic, message.partition, message.offset)
                 add_claim(session, consumer=self._consumer, claim=claim, now=now)
                 with self._record_scope(message):
-                    self._apply_one(session, index, envelope, now)
+                    self._apply_one(session, index, rule, envelope, now)
+                    traces[event_id] = current_traceparent()
                 outcomes["processed"] += 1
-        return outcomes, len(items)
+            self._finish(session, rule, traces, now)
+        return outcomes, consumed
 
-    def _apply_one(self, session: Session, index: int, envelope: E, now: datetime) -> None:
+    def _apply_one(self, session: Session, index: int, rule: BatchRule[E], envelope: E, now: datetime) -> None:
         try:
-            for outgoing in self._apply(session, envelope, now):
+            for outgoing in rule.apply(envelope):
                 add_to_outbox(session, producer=self._consumer, message=outgoing, now=now)
             session.flush()  # a failure of this record's writes shows here, not at the transaction's commit
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:
             raise _RecordFailed(index, exc) from exc
+
+    def _finish(self, session: Session, rule: BatchRule[E], traces: dict[str, str | None], now: datetime) -> None:
+        try:
+            for event_id, outgoing in rule.finish():
+                with continuing(traces.get(event_id)):
+                    add_to_outbox(session, producer=self._consumer, message=outgoing, now=now)
+            session.flush()
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            raise _FinishFailed(str(exc)) from exc

@@ -117,6 +117,20 @@ def context_from_traceparent(traceparent: str | None) -> Context | None:
     return PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else None
 
 
+@contextmanager
+def continuing(traceparent: str | None) -> Iterator[None]:
+    """Make the span a `traceparent` names current (what is written meanwhile carries that trace on)."""
+    context = context_from_traceparent(traceparent)
+    if context is None:
+        yield
+        return
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def context_from_headers(headers: Sequence[tuple[str, bytes]]) -> Context | None:
     carrier = {k: v.decode("latin-1") for k, v in headers if k in CONTEXT_HEADERS and v is not None}
     return PROPAGATOR.extract(carrier) if carrier else None

@@ -1,14 +1,14 @@
-"""Safety's service layer: apply one clinical event inside the consumer's transaction.
+"""Safety's service layer: apply clinical events inside the consumer's transaction.
 
-Returns the signals to publish; the caller puts them in the outbox in the same transaction. After the
-event's own rule (lab grading, SAE), every event that changed what is stored re-runs the protocol engine
-for its subject (DLT window and records) and the cohorts (3+3), so late or out-of-order data settles
-into the same state.
+Returns the signals to publish; the caller puts them in the outbox in the same transaction. After each
+event's own rule (lab grading, SAE), every subject whose stored data changed is recomputed by the protocol
+engine (DLT window and records, eligibility, response) and the arms by the cohorts (3+3), once per batch
+(see `ClinicalBatch`), so late or out-of-order data settles into the same state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlmodel import Session
@@ -22,6 +22,7 @@ from services.safety import (
     response_tracking,
     sample_tracking,
     store,
+    subject_store,
 )
 from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
@@ -61,11 +62,108 @@ AUDIT_SERVICE = protocol_engine.AUDIT_SERVICE
 def apply_clinical_event(
     session: Session, envelope: ClinicalEnvelope, now: datetime, *, protocol: Protocol, signals_topic: str
 ) -> Sequence[Outgoing]:
-    if envelope.trialid != protocol.trial_id:
-        raise PoisonMessage(
-            f"event for trial '{envelope.trialid}' but this safety service runs protocol '{protocol.trial_id}'"
-        )
-    lock_audit_chain(session, service=AUDIT_SERVICE)  # first, so every safety transaction locks in one order
+    """One event in a transaction of its own: its rule, then its subject's reassessment."""
+    batch = ClinicalBatch(session, now, protocol=protocol, signals_topic=signals_topic)
+    return [*batch.apply(envelope), *(outgoing for _, outgoing in batch.finish())]
+
+
+def open_batch(protocol: Protocol, signals_topic: str) -> Callable[[Session, datetime], ClinicalBatch]:
+    """The consumer's rule per transaction (see `shared.processing.BatchRule`)."""
+    return lambda session, now: ClinicalBatch(session, now, protocol=protocol, signals_topic=signals_topic)
+
+
+class ClinicalBatch:
+    """Safety's rule for one consumer transaction.
+
+    Each event's own rule (grade a lab, fold an AE's seriousness, store a dose) runs as the event comes. What
+    recomputes a subject from all its stored data (DLT window and records, eligibility, response, its 3+3
+    outcome) runs once per subject the batch changed, at the end, with the batch's subjects loaded together;
+    then the arms whose stored outcomes moved are reassessed once. Recomputing from stored data is what makes
+    the same data in any order, in any batching, end in the same state. An enrolment is checked against the arms
+    as they stand, so the subjects changed before it in the batch are settled first.
+    """
+
+    def __init__(self, session: Session, now: datetime, *, protocol: Protocol, signals_topic: str) -> None:
+        self._session = session
+        self._now = now
+        self._protocol = protocol
+        self._topic = signals_topic
+        self._pending: dict[str, str] = {}
+        """Subject id -> id of the last event that changed it (its reassessment's source)."""
+        self._settled: list[tuple[str, Outgoing]] = []
+
+    def apply(self, envelope: ClinicalEnvelope) -> list[Outgoing]:
+        protocol = self._protocol
+        if envelope.trialid != protocol.trial_id:
+            raise PoisonMessage(
+                f"event for trial '{envelope.trialid}' but this safety service runs protocol '{protocol.trial_id}'"
+            )
+        if not self._pending:  # once per transaction, before any row lock: every safety transaction locks in one order
+            lock_audit_chain(self._session, service=AUDIT_SERVICE)
+        if isinstance(envelope, SubjectEnrolled) and self._pending:
+            self._settle()
+        changed, signals = _apply_own_rule(self._session, envelope, self._now, protocol=protocol, topic=self._topic)
+        if changed:
+            self._pending.pop(envelope.subject, None)  # re-inserted last: subjects settle in the order last changed
+            self._pending[envelope.subject] = envelope.id
+        return signals
+
+    def finish(self) -> list[tuple[str, Outgoing]]:
+        self._settle()
+        settled, self._settled = self._settled, []
+        return settled
+
+    def _settle(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        session, protocol, now, topic = self._session, self._protocol, self._now, self._topic
+        session.flush()
+        trial_id = protocol.trial_id
+        states = subject_store.load_subject_states(session, trial_id=trial_id, subject_ids=pending)
+        arms: set[str] = set()
+        for subject_id, source_id in pending.items():
+            state = states.get(subject_id)
+            if state is None:
+                continue
+            signals = protocol_conformance.check_eligibility(
+                session, state.subject, protocol=protocol, source_id=source_id, now=now, topic=topic, state=state
+            )
+            subject = protocol_engine.reassess_subject(
+                session,
+                protocol=protocol,
+                trial_id=trial_id,
+                subject_id=subject_id,
+                source_event_id=source_id,
+                now=now,
+                signals_topic=topic,
+                state=state,
+            )
+            signals += subject.signals
+            signals += response_tracking.reassess(  # transfusions, counts and the calendar move the response
+                session,
+                protocol=protocol,
+                trial_id=trial_id,
+                subject_id=subject_id,
+                now=now,
+                signals_topic=topic,
+                state=state,
+            )
+            arms |= subject.arms
+            self._settled += [(source_id, signal) for signal in signals]
+        if arms:  # only when a subject's stored 3+3 outcome changed
+            session.flush()
+            source_id = next(reversed(pending.values()))
+            cohort_signals = protocol_engine.reassess_cohorts(
+                session, protocol=protocol, now=now, source_id=source_id, signals_topic=topic, arms=arms
+            )
+            self._settled += [(source_id, signal) for signal in cohort_signals]
+
+
+def _apply_own_rule(
+    session: Session, envelope: ClinicalEnvelope, now: datetime, *, protocol: Protocol, topic: str
+) -> tuple[bool, list[Outgoing]]:
+    """The event's own rule and what it alone decides; (whether its subject's stored data changed, signals)."""
     signals: list[Outgoing] = []
     if isinstance(envelope, SubjectEnrolled):
         if protocol.arm(envelope.data.arm) is None:
@@ -76,68 +174,39 @@ def apply_clinical_event(
         session.flush()
         if previous_arm != envelope.data.arm:
             signals += protocol_engine.check_enrolment(
-                session, protocol=protocol, envelope=envelope, now=now, signals_topic=signals_topic
+                session, protocol=protocol, envelope=envelope, now=now, signals_topic=topic
             )
-        changed = True
-    elif isinstance(envelope, SubjectStatusChanged):
-        store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
+        return True, signals
+    store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
+    if isinstance(envelope, SubjectStatusChanged):
         changed = protocol_engine.record_subject_status(session, envelope=envelope, now=now)
         if changed:
-            signals += protocol_engine.death_without_fatal_ae(session, envelope=envelope, now=now, topic=signals_topic)
-    elif isinstance(envelope, VitalsRecorded):  # infusion-day monitoring: no bearing on the DLT/3+3 state
-        store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
-        return infusion_day.apply_vitals(session, envelope, protocol=protocol, signals_topic=signals_topic)[1]
-    elif isinstance(envelope, AeReviewRecorded):  # completes a visit's AE assessment (evaluability)
-        store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
-        changed = infusion_day.apply_ae_review(session, envelope)
-    else:
-        store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
-        changed, signals = _apply_record(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
-        if changed and isinstance(envelope, AeReported | DoseAdministered):  # the 24 h acute-reaction window
-            signals += acute_window.check_after(
-                session, envelope, protocol=protocol, now=now, signals_topic=signals_topic
-            )
-        if isinstance(envelope, DoseAdministered):
-            _record_site_offset(session, envelope)
-        if changed and isinstance(envelope, AeReported):
-            signals += protocol_engine.unmapped_term_flags(
-                envelope_id=envelope.id,
-                protocol=protocol,
-                trial_id=envelope.trialid,
-                subject_id=envelope.subject,
-                site_id=envelope.siteid,
-                data=envelope.data,
-                now=now,
-                topic=signals_topic,
-            )
-    if not changed:
-        return signals
-    session.flush()
-    signals += protocol_conformance.check_event(session, envelope, protocol=protocol, now=now, topic=signals_topic)
-    subject = protocol_engine.reassess_subject(
-        session,
-        protocol=protocol,
-        trial_id=envelope.trialid,
-        subject_id=envelope.subject,
-        source_event_id=envelope.id,
-        now=now,
-        signals_topic=signals_topic,
-    )
-    signals += subject.signals
-    signals += response_tracking.reassess(  # transfusions, counts and the calendar move the response
-        session,
-        protocol=protocol,
-        trial_id=envelope.trialid,
-        subject_id=envelope.subject,
-        now=now,
-        signals_topic=signals_topic,
-    )
-    if subject.arms:  # only when the subject's stored 3+3 outcome changed
-        session.flush()
-        signals += protocol_engine.reassess_cohorts(
-            session, protocol=protocol, now=now, source_id=envelope.id, signals_topic=signals_topic, arms=subject.arms
+            signals += protocol_engine.death_without_fatal_ae(session, envelope=envelope, now=now, topic=topic)
+        return changed, signals
+    if isinstance(envelope, VitalsRecorded):  # infusion-day monitoring: no bearing on the DLT/3+3 state
+        return False, list(infusion_day.apply_vitals(session, envelope, protocol=protocol, signals_topic=topic)[1])
+    if isinstance(envelope, AeReviewRecorded):  # completes a visit's AE assessment (evaluability)
+        return infusion_day.apply_ae_review(session, envelope), signals
+    changed, signals = _apply_record(session, envelope, protocol=protocol, signals_topic=topic, now=now)
+    if changed and isinstance(envelope, AeReported | DoseAdministered):  # the 24 h acute-reaction window
+        signals += acute_window.check_after(session, envelope, protocol=protocol, now=now, signals_topic=topic)
+    if isinstance(envelope, DoseAdministered):
+        _record_site_offset(session, envelope)
+        if changed:
+            session.flush()
+            signals += protocol_conformance.check_dose_event(session, envelope, protocol=protocol, now=now, topic=topic)
+    if changed and isinstance(envelope, AeReported):
+        signals += protocol_engine.unmapped_term_flags(
+            envelope_id=envelope.id,
+            protocol=protocol,
+            trial_id=envelope.trialid,
+            subject_id=envelope.subject,
+            site_id=envelope.siteid,
+            data=envelope.data,
+            now=now,
+            topic=topic,
         )
-    return signals
+    return changed, signals
 
 
 def _record_site_offset(session: Session, envelope: DoseAdministered) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.safety import routes, routes_expedited, routes_listings, routes_response
-from services.safety.clinical_events import apply_clinical_event
+from services.safety.clinical_events import open_batch
 from services.safety.metrics import SafetyStateCollector
 from services.safety.settings import SafetySettings
 from services.safety.sweep import SweepJob, SweepMetrics
@@ -52,7 +51,8 @@ def create_app(
         produce_topics=[settings.signals_topic],
         parse=CLINICAL_ADAPTER.validate_json,
         event_id=lambda envelope: envelope.id,
-        apply=partial(apply_clinical_event, protocol=protocol, signals_topic=settings.signals_topic),
+        apply=open_batch(protocol, settings.signals_topic),
+        batched=True,
         failpoint=settings.safety_failpoint,
         bulk_topic=bulk_topic(settings.clinical_topic),
         tuning=settings.consumer_tuning(),

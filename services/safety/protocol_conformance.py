@@ -20,6 +20,7 @@ from services.safety.dosing_conformance import DoseFacts, GivenDose, check_dose
 from services.safety.models import Dose, LabResult, Subject
 from services.safety.product_release import check_release
 from services.safety.protocol_engine import SIGNAL_SOURCE
+from services.safety.subject_store import SubjectState
 from shared.clock import utc
 from shared.events import (
     ClinicalEnvelope,
@@ -38,17 +39,43 @@ def check_event(
     session: Session, envelope: ClinicalEnvelope, *, protocol: Protocol, now: datetime, topic: str
 ) -> list[Outgoing]:
     """The deviations a stored change reveals: the dose's own checks, then the subject's eligibility."""
+    signals = check_dose_event(session, envelope, protocol=protocol, now=now, topic=topic)
+    subject = session.get(Subject, (envelope.trialid, envelope.subject))
+    if subject is not None:
+        signals += check_eligibility(session, subject, protocol=protocol, source_id=envelope.id, now=now, topic=topic)
+    return signals
+
+
+def check_dose_event(
+    session: Session, envelope: ClinicalEnvelope, *, protocol: Protocol, now: datetime, topic: str
+) -> list[Outgoing]:
+    """A stored or corrected dose's own checks (dose, schedule, premedication, product release)."""
+    if not isinstance(envelope, DoseAdministered):
+        return []
     subject = session.get(Subject, (envelope.trialid, envelope.subject))
     if subject is None:
         return []
-    signals = []
-    if isinstance(envelope, DoseAdministered):
-        signals += _dose_deviations(session, envelope, subject=subject, protocol=protocol, now=now, topic=topic)
-    if protocol.eligibility is not None:
-        signals += _eligibility_deviation(
-            session, subject, protocol=protocol, source_id=envelope.id, now=now, topic=topic
-        )
-    return signals
+    return _dose_deviations(session, envelope, subject=subject, protocol=protocol, now=now, topic=topic)
+
+
+def check_eligibility(
+    session: Session,
+    subject: Subject,
+    *,
+    protocol: Protocol,
+    source_id: str,
+    now: datetime,
+    topic: str,
+    state: SubjectState | None = None,
+) -> list[Outgoing]:
+    """Eligibility at the first dose, re-judged on a stored change of the subject (see the module's note).
+
+    `state`: the subject as the caller already loaded it, else read here."""
+    if protocol.eligibility is None:
+        return []
+    return _eligibility_deviation(
+        session, subject, protocol=protocol, source_id=source_id, now=now, topic=topic, state=state
+    )
 
 
 def _dose_deviations(
@@ -93,6 +120,10 @@ def _given(session: Session, subject: Subject, inactive: dict[str, str]) -> list
     doses = session.exec(
         select(Dose).where(Dose.trial_id == subject.trial_id, Dose.subject_id == subject.subject_id)
     ).all()
+    return _given_of(doses, inactive)
+
+
+def _given_of(doses: Sequence[Dose], inactive: dict[str, str]) -> list[GivenDose]:
     return [
         GivenDose(d.dose_id, d.administered_at, d.administered_on or utc(d.administered_at).date())
         for d in doses
@@ -101,19 +132,32 @@ def _given(session: Session, subject: Subject, inactive: dict[str, str]) -> list
 
 
 def _eligibility_deviation(
-    session: Session, subject: Subject, *, protocol: Protocol, source_id: str, now: datetime, topic: str
+    session: Session,
+    subject: Subject,
+    *,
+    protocol: Protocol,
+    source_id: str,
+    now: datetime,
+    topic: str,
+    state: SubjectState | None,
 ) -> list[Outgoing]:
     rules = protocol.eligibility
     assert rules is not None
     keys = {"trial_id": subject.trial_id, "subject_id": subject.subject_id}
-    given = _given(session, subject, store.inactive_records(session, **keys, record_type="dose"))
+    if state is None:
+        given = _given(session, subject, store.inactive_records(session, **keys, record_type="dose"))
+    else:
+        given = _given_of(state.doses, state.inactive_ids("dose"))
     if not given:
         return []  # never dosed: never at risk, nothing to signal
     first = min(given, key=lambda d: utc(d.administered_at))
-    inactive_labs = store.inactive_records(session, **keys, record_type="lab")
-    labs = session.exec(
-        select(LabResult).where(LabResult.trial_id == subject.trial_id, LabResult.subject_id == subject.subject_id)
-    ).all()
+    if state is None:
+        inactive_labs = store.inactive_records(session, **keys, record_type="lab")
+        labs: Sequence[LabResult] = session.exec(
+            select(LabResult).where(LabResult.trial_id == subject.trial_id, LabResult.subject_id == subject.subject_id)
+        ).all()
+    else:
+        inactive_labs, labs = state.inactive_ids("lab"), state.labs
     verdict = eligibility.judge(
         rules,
         first_dose_at=first.administered_at,

@@ -102,7 +102,7 @@ class Reassessed:
     arms: set[str] = field(default_factory=set)
 
 
-def _window(protocol: Protocol, state: SubjectState) -> DltWindow | None:
+def subject_window(protocol: Protocol, state: SubjectState) -> DltWindow | None:
     subject = state.subject
     inactive = state.inactive_ids("dose")
     arm = protocol.arm(subject.arm) if subject.arm else None
@@ -132,7 +132,7 @@ def _window(protocol: Protocol, state: SubjectState) -> DltWindow | None:
 
 def window_of(session: Session, *, protocol: Protocol, subject: Subject) -> DltWindow | None:
     state = load_subject_state(session, trial_id=subject.trial_id, subject_id=subject.subject_id)
-    return _window(protocol, state) if state is not None else None
+    return subject_window(protocol, state) if state is not None else None
 
 
 def ae_facts(versions: Iterable[AeVersion], *, inactive: dict[str, str], protocol: Protocol) -> list[AeFacts]:
@@ -303,13 +303,16 @@ def reassess_subject(
     source_event_id: str,
     now: datetime,
     signals_topic: str,
+    state: SubjectState | None = None,
 ) -> Reassessed:
-    """Re-run the DLT rules and the subject's 3+3 outcome from its own stored data; save once."""
+    """Re-run the DLT rules and the subject's 3+3 outcome from its own stored data; save once.
+
+    `state`: the subject as the caller already loaded it (the consumer's batch loads its subjects together)."""
     result = Reassessed()
-    state = load_subject_state(session, trial_id=trial_id, subject_id=subject_id)
+    state = state or load_subject_state(session, trial_id=trial_id, subject_id=subject_id)
     if state is None:
         return result
-    window = _window(protocol, state)
+    window = subject_window(protocol, state)
     starts: list[date | None] = []
     for verdict in _verdicts(protocol, state, window):
         signal = _update_record(

@@ -8,7 +8,7 @@ Data functions are keyword-only and never commit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -30,6 +30,7 @@ from services.safety.response import (
     assess_response,
     response_loss,
 )
+from services.safety.subject_store import SubjectState
 from shared.events import (
     ResponseData,
     ResponseLevel,
@@ -86,13 +87,17 @@ def _si_value(term: str, lab: LabResult) -> Decimal | None:
 
 
 def blood_counts(session: Session, *, rules: ResponseRules, trial_id: str, subject_id: str) -> list[Count]:
+    inactive = store.inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
+    return counts_of(rules, store.labs(session, trial_id=trial_id, subject_id=subject_id), inactive=inactive)
+
+
+def counts_of(rules: ResponseRules, labs: Iterable[LabResult], *, inactive: Mapping[str, str]) -> list[Count]:
     """The subject's active results of the protocol's lineages, in SI units, grouped into blood counts: results
     collected within `count_within_minutes` of a count's first result belong to it (one draw, times typed a few
     minutes apart), unless its lineage is already there (a repeat is a new count)."""
     lineage_of = {lineage.term: name for name, lineage in rules.lineages.items()}
-    inactive = store.inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab")
     readings: list[tuple[datetime, str, Decimal]] = []
-    for lab in store.labs(session, trial_id=trial_id, subject_id=subject_id):
+    for lab in labs:
         # by the test, not the stored term: a high haemoglobin is graded "Hemoglobin increased" yet is a count
         term = next((t for t in terms_for_test(lab.test or lab.loinc or "") if t in lineage_of), None)
         if lab.result_id in inactive or term is None:
@@ -117,6 +122,10 @@ def transfusions(session: Session, *, trial_id: str, subject_id: str) -> list[Tr
             TransfusionRecord.trial_id == trial_id, TransfusionRecord.subject_id == subject_id
         )
     )
+    return transfusions_of(rows, inactive=inactive)
+
+
+def transfusions_of(rows: Iterable[TransfusionRecord], *, inactive: Mapping[str, str]) -> list[Transfusion]:
     return [Transfusion(r.administered_at, r.product) for r in rows if r.transfusion_id not in inactive]
 
 
@@ -127,16 +136,25 @@ class SubjectResponse:
     """Timepoint name -> (its moment, the response as of then), for the timepoints passed by `now`."""
 
 
-def assess_subject(session: Session, *, protocol: Protocol, subject: Subject, now: datetime) -> SubjectResponse | None:
-    """The subject's response now and at each protocol timepoint passed (None: the protocol has no response)."""
+def assess_subject(
+    session: Session, *, protocol: Protocol, subject: Subject, now: datetime, state: SubjectState | None = None
+) -> SubjectResponse | None:
+    """The subject's response now and at each protocol timepoint passed (None: the protocol has no response).
+
+    `state`: the subject as already loaded by the caller (the consumer's batch), else read here."""
     rules = protocol.response
     if rules is None:
         return None
-    keys = {"trial_id": subject.trial_id, "subject_id": subject.subject_id}
-    counts = blood_counts(session, rules=rules, **keys)
-    given = transfusions(session, **keys)
+    if state is None:
+        keys = {"trial_id": subject.trial_id, "subject_id": subject.subject_id}
+        counts = blood_counts(session, rules=rules, **keys)
+        given = transfusions(session, **keys)
+        window = protocol_engine.window_of(session, protocol=protocol, subject=subject) if rules.timepoints else None
+    else:
+        counts = counts_of(rules, state.labs, inactive=state.inactive_ids("lab"))
+        given = transfusions_of(state.transfusions, inactive=state.inactive_ids("transfusion"))
+        window = protocol_engine.subject_window(protocol, state) if rules.timepoints else None
     points: dict[str, tuple[datetime, ResponseAssessment]] = {}
-    window = protocol_engine.window_of(session, protocol=protocol, subject=subject) if rules.timepoints else None
     if window is not None:
         for point in rules.timepoints:
             moment = window.calendar.day_ends(window.calendar.date_of(point.day))
@@ -182,13 +200,20 @@ def _store_state(
 
 
 def reassess(
-    session: Session, *, protocol: Protocol, trial_id: str, subject_id: str, now: datetime, signals_topic: str
+    session: Session,
+    *,
+    protocol: Protocol,
+    trial_id: str,
+    subject_id: str,
+    now: datetime,
+    signals_topic: str,
+    state: SubjectState | None = None,
 ) -> list[Outgoing]:
     """Recompute and store the subject's response (now and at passed timepoints); signal a loss once."""
-    subject = session.get(Subject, (trial_id, subject_id))
+    subject = state.subject if state is not None else session.get(Subject, (trial_id, subject_id))
     if subject is None or protocol.response is None:
         return []
-    assessed = assess_subject(session, protocol=protocol, subject=subject, now=now)
+    assessed = assess_subject(session, protocol=protocol, subject=subject, now=now, state=state)
     if assessed is None:
         return []
     for name, (moment, result) in assessed.timepoints.items():

@@ -5,8 +5,11 @@ Keyword-only; never commit (the caller's transaction does).
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import case, func
 from sqlmodel import Session, col, select
@@ -25,6 +28,7 @@ from services.safety.models import (
     RecordStatus,
     Subject,
     SubjectOutcomeRow,
+    TransfusionRecord,
 )
 
 INACTIVE = frozenset({"entered_in_error", "deleted"})
@@ -45,44 +49,69 @@ class SubjectState:
     outcome: SubjectOutcomeRow | None
     ae_reviews: list[AeReview] = field(default_factory=list)
     """The site's AE review records (visit AE assessments)."""
+    transfusions: list[TransfusionRecord] = field(default_factory=list)
 
     def inactive_ids(self, record_type: str) -> dict[str, str]:
         return {rid: status for (kind, rid), status in self.inactive.items() if kind == record_type}
 
 
 def load_subject_state(session: Session, *, trial_id: str, subject_id: str) -> SubjectState | None:
-    subject = session.get(Subject, (trial_id, subject_id))
-    if subject is None:
-        return None
-    keys = (trial_id, subject_id)
-    statuses = session.exec(
-        select(RecordStatus).where(RecordStatus.trial_id == keys[0], RecordStatus.subject_id == keys[1])
-    )
-    inactive = {(r.record_type, r.record_id): r.status for r in statuses if r.status in INACTIVE}
-    doses = session.exec(select(Dose).where(Dose.trial_id == trial_id, Dose.subject_id == subject_id))
-    labs = session.exec(select(LabResult).where(LabResult.trial_id == trial_id, LabResult.subject_id == subject_id))
-    versions = session.exec(
-        select(AeVersion)
-        .where(AeVersion.trial_id == trial_id, AeVersion.subject_id == subject_id)
-        .order_by(col(AeVersion.ae_id), col(AeVersion.version))
-    )
-    terms = session.exec(
-        select(LabTermState).where(LabTermState.trial_id == trial_id, LabTermState.subject_id == subject_id)
-    )
-    records = session.exec(select(DltRecord).where(DltRecord.trial_id == trial_id, DltRecord.subject_id == subject_id))
-    return SubjectState(
-        subject=subject,
-        doses=sorted(doses, key=lambda d: d.administered_at),
-        labs=sorted(labs, key=lambda lab: lab.collected_at),
-        ae_versions=list(versions),
-        baselines={t.term: t.baseline_grade for t in terms if t.baseline_grade is not None},
-        inactive=inactive,
-        records={r.ae_id: r for r in records},
-        outcome=session.get(SubjectOutcomeRow, keys),
-        ae_reviews=list(
-            session.exec(select(AeReview).where(AeReview.trial_id == trial_id, AeReview.subject_id == subject_id))
-        ),
-    )
+    return load_subject_states(session, trial_id=trial_id, subject_ids=[subject_id]).get(subject_id)
+
+
+Row = TypeVar("Row", bound=Any)
+CHUNK = 500
+"""Subjects per IN list: well under SQLite's and PostgreSQL's parameter limits."""
+
+
+def load_subject_states(session: Session, *, trial_id: str, subject_ids: Iterable[str]) -> dict[str, SubjectState]:
+    """Several subjects' stored state in one query per table (the consumer's batch reassesses them together)."""
+    wanted = sorted(set(subject_ids))
+    states: dict[str, SubjectState] = {}
+    for start in range(0, len(wanted), CHUNK):
+        states.update(_load_chunk(session, trial_id=trial_id, subject_ids=wanted[start : start + CHUNK]))
+    return states
+
+
+def _rows(session: Session, model: type[Row], *, trial_id: str, subject_ids: Sequence[str]) -> dict[str, list[Row]]:
+    query = select(model).where(model.trial_id == trial_id, col(model.subject_id).in_(subject_ids))
+    found: dict[str, list[Row]] = defaultdict(list)
+    for row in session.exec(query):
+        found[row.subject_id].append(row)
+    return found
+
+
+def _load_chunk(session: Session, *, trial_id: str, subject_ids: Sequence[str]) -> dict[str, SubjectState]:
+    def rows(model: type[Row]) -> dict[str, list[Row]]:
+        return _rows(session, model, trial_id=trial_id, subject_ids=subject_ids)
+
+    subjects = rows(Subject)
+    if not subjects:
+        return {}
+    statuses = rows(RecordStatus)
+    doses = rows(Dose)
+    labs = rows(LabResult)
+    versions = rows(AeVersion)
+    terms = rows(LabTermState)
+    records = rows(DltRecord)
+    outcomes = rows(SubjectOutcomeRow)
+    reviews = rows(AeReview)
+    transfusions = rows(TransfusionRecord)
+    return {
+        subject_id: SubjectState(
+            subject=rows[0],
+            doses=sorted(doses[subject_id], key=lambda d: d.administered_at),
+            labs=sorted(labs[subject_id], key=lambda lab: lab.collected_at),
+            ae_versions=sorted(versions[subject_id], key=lambda v: (v.ae_id, v.version)),
+            baselines={t.term: t.baseline_grade for t in terms[subject_id] if t.baseline_grade is not None},
+            inactive={(r.record_type, r.record_id): r.status for r in statuses[subject_id] if r.status in INACTIVE},
+            records={r.ae_id: r for r in records[subject_id]},
+            outcome=next(iter(outcomes[subject_id]), None),
+            ae_reviews=reviews[subject_id],
+            transfusions=transfusions[subject_id],
+        )
+        for subject_id, rows in subjects.items()
+    }
 
 
 def arm_tally(session: Session, *, trial_id: str, arm: str) -> ArmTally:

@@ -18,7 +18,7 @@ from shared.inbox import ProcessedEvent, claim_event
 from shared.kafka import BrokerUnavailable, ConsumedMessage, PoisonMessage
 from shared.metrics import ConsumerMetrics, OutboxMetrics
 from shared.outbox import OutboxMessage, OutboxRelay, Outgoing, add_to_outbox
-from shared.processing import TransactionalHandler
+from shared.processing import TransactionalHandler, per_record
 
 SIGNALS = "sentinel.signals.v1"
 
@@ -285,7 +285,7 @@ async def test_a_transient_failure_commits_nothing_of_the_batch(
         return rule(session, envelope, now)
 
     handler = handler_for(tables, clock, rule, CollectorRegistry(), [])
-    handler._apply = flaky
+    handler._open = per_record(flaky)
     with pytest.raises(BrokerUnavailable):
         await handler([message(e.model_dump_json().encode(), offset=n) for n, e in enumerate(events)])
     assert count(tables, ProcessedEvent) == 0
