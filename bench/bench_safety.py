@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -28,13 +27,13 @@ from sqlmodel import Session
 
 from bench.clinical_load import trial_events
 from bench.harness import BOOTSTRAP, env_int, env_list, fresh_database, fresh_topic, produce
-from services.safety import clinical_events, store
+from services.safety import clinical_events
 from services.safety.main import MIGRATIONS
 from shared.clock import SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
 from shared.db import make_engine
 from shared.db_migrations import SHARED, prepare_database
-from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope, SubjectEnrolled
+from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope
 from shared.outbox import Outgoing
 from shared.protocol import Protocol, load_protocol
 
@@ -45,17 +44,19 @@ def nothing(session: Session, envelope: ClinicalEnvelope, now: datetime) -> Sequ
     return []
 
 
-def rules_only(
-    session: Session, envelope: ClinicalEnvelope, now: datetime, *, protocol: Protocol, signals_topic: str
-) -> Sequence[Outgoing]:
-    """The record's own rule (lab grading, SAE) without the protocol engine's subject and cohort steps."""
-    if isinstance(envelope, SubjectEnrolled):
-        store.upsert_subject(session, envelope=envelope)
-        return []
-    store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
-    apply_record = clinical_events._apply_record
-    _, signals = apply_record(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
-    return signals
+class RulesOnly:
+    """The records' own rules (lab grading, SAE, the batch's loads) without the subjects' reassessment."""
+
+    def __init__(self, session: Session, now: datetime, envelopes: Sequence[ClinicalEnvelope], protocol: Protocol):
+        self._batch = clinical_events.ClinicalBatch(
+            session, now, protocol=protocol, signals_topic="bench.signals", envelopes=envelopes
+        )
+
+    def apply(self, envelope: ClinicalEnvelope) -> Sequence[Outgoing]:
+        return self._batch.apply(envelope)
+
+    def finish(self) -> Sequence[tuple[str, Outgoing]]:
+        return ()
 
 
 async def drain(database_url: str, topic: str, total: int, rule: str, *, limit_s: float) -> tuple[float, int]:
@@ -67,7 +68,7 @@ async def drain(database_url: str, topic: str, total: int, rule: str, *, limit_s
     signals = topic + ".signals"
     rules: dict[str, Any] = {
         "nothing": nothing,
-        "rules": partial(rules_only, protocol=protocol, signals_topic=signals),
+        "rules": lambda session, now, envelopes: RulesOnly(session, now, envelopes, protocol),
         "safety": clinical_events.open_batch(protocol, signals),
     }
     spec: ConsumerSpec[ClinicalEnvelope] = ConsumerSpec(
@@ -79,7 +80,7 @@ async def drain(database_url: str, topic: str, total: int, rule: str, *, limit_s
         parse=CLINICAL_ADAPTER.validate_json,
         event_id=lambda envelope: envelope.id,
         apply=rules[rule],
-        batched=rule == "safety",
+        batched=rule != "nothing",
     )
     registry = CollectorRegistry()
     service = ConsumerService(spec, engine=engine, clock=SystemClock(), registry=registry)

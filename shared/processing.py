@@ -40,7 +40,8 @@ class BatchRule(Protocol[E_contra]):
     def finish(self) -> Sequence[tuple[str, Outgoing]]: ...
 
 
-OpenBatch = Callable[[Session, datetime], BatchRule[E]]
+OpenBatch = Callable[[Session, datetime, Sequence[E]], BatchRule[E]]
+"""Makes the rule of one transaction; it sees the batch's records up front (to load what they need at once)."""
 
 
 class PerRecord(Generic[E]):
@@ -57,7 +58,7 @@ class PerRecord(Generic[E]):
 
 
 def per_record(apply: Apply[E]) -> OpenBatch[E]:
-    return lambda session, now: PerRecord(apply, session, now)
+    return lambda session, now, _records: PerRecord(apply, session, now)
 
 
 @dataclass
@@ -161,10 +162,12 @@ class TransactionalHandler(Generic[E]):
         consumed = len(items)
         with Session(self._engine) as session, session.begin():
             now = self._clock.now()
-            rule = self._open(session, now)
-            traces: dict[str, str | None] = {}
             ids = [self._event_id(envelope) for _, envelope in items]
             seen = already_processed(session, consumer=self._consumer, event_ids=ids)
+            rule = self._open(
+                session, now, [envelope for (_, envelope), i in zip(items, ids, strict=True) if i not in seen]
+            )
+            traces: dict[str, str | None] = {}
             for index, ((message, envelope), event_id) in enumerate(zip(items, ids, strict=True)):
                 if index and time.monotonic() - started > self._transaction_seconds:
                     consumed = index  # committed on the way out; the rest goes in the next transaction
@@ -183,10 +186,11 @@ class TransactionalHandler(Generic[E]):
         return outcomes, consumed
 
     def _apply_one(self, session: Session, index: int, rule: BatchRule[E], envelope: E, now: datetime) -> None:
+        """Not flushed per record: the writes of a batch go to the database together (a failing write shows at
+        a later record's query or at the end, and the batch is split until the record at fault is alone)."""
         try:
             for outgoing in rule.apply(envelope):
                 add_to_outbox(session, producer=self._consumer, message=outgoing, now=now)
-            session.flush()  # a failure of this record's writes shows here, not at the transaction's commit
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:

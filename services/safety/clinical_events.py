@@ -24,11 +24,12 @@ from services.safety import (
     store,
     subject_store,
 )
+from services.safety.batch_records import BatchRecords
 from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
 from services.safety.lab_toxicity import decide, grade_lab
-from services.safety.models import Dose, LabResult, Subject
+from services.safety.models import LabResult
 from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae
 from shared.audit import append_audit, lock_audit_chain
 from shared.events import (
@@ -63,13 +64,17 @@ def apply_clinical_event(
     session: Session, envelope: ClinicalEnvelope, now: datetime, *, protocol: Protocol, signals_topic: str
 ) -> Sequence[Outgoing]:
     """One event in a transaction of its own: its rule, then its subject's reassessment."""
-    batch = ClinicalBatch(session, now, protocol=protocol, signals_topic=signals_topic)
+    batch = ClinicalBatch(session, now, protocol=protocol, signals_topic=signals_topic, envelopes=[envelope])
     return [*batch.apply(envelope), *(outgoing for _, outgoing in batch.finish())]
 
 
-def open_batch(protocol: Protocol, signals_topic: str) -> Callable[[Session, datetime], ClinicalBatch]:
+def open_batch(
+    protocol: Protocol, signals_topic: str
+) -> Callable[[Session, datetime, Sequence[ClinicalEnvelope]], ClinicalBatch]:
     """The consumer's rule per transaction (see `shared.processing.BatchRule`)."""
-    return lambda session, now: ClinicalBatch(session, now, protocol=protocol, signals_topic=signals_topic)
+    return lambda session, now, envelopes: ClinicalBatch(
+        session, now, protocol=protocol, signals_topic=signals_topic, envelopes=envelopes
+    )
 
 
 class ClinicalBatch:
@@ -83,14 +88,24 @@ class ClinicalBatch:
     as they stand, so the subjects changed before it in the batch are settled first.
     """
 
-    def __init__(self, session: Session, now: datetime, *, protocol: Protocol, signals_topic: str) -> None:
+    def __init__(
+        self,
+        session: Session,
+        now: datetime,
+        *,
+        protocol: Protocol,
+        signals_topic: str,
+        envelopes: Sequence[ClinicalEnvelope] = (),
+    ) -> None:
         self._session = session
+        self.records = BatchRecords(session, trial_id=protocol.trial_id, envelopes=envelopes)
         self._now = now
         self._protocol = protocol
         self._topic = signals_topic
         self._pending: dict[str, str] = {}
         """Subject id -> id of the last event that changed it (its reassessment's source)."""
         self._settled: list[tuple[str, Outgoing]] = []
+        self._audit_locked = False
 
     def apply(self, envelope: ClinicalEnvelope) -> list[Outgoing]:
         protocol = self._protocol
@@ -98,11 +113,15 @@ class ClinicalBatch:
             raise PoisonMessage(
                 f"event for trial '{envelope.trialid}' but this safety service runs protocol '{protocol.trial_id}'"
             )
-        if not self._pending:  # once per transaction, before any row lock: every safety transaction locks in one order
+        if not self._audit_locked:  # before any row lock: every safety transaction takes its locks in one order
             lock_audit_chain(self._session, service=AUDIT_SERVICE)
+            self._audit_locked = True
         if isinstance(envelope, SubjectEnrolled) and self._pending:
             self._settle()
-        changed, signals = _apply_own_rule(self._session, envelope, self._now, protocol=protocol, topic=self._topic)
+        self.records.load([envelope])
+        changed, signals = _apply_own_rule(
+            self._session, self.records, envelope, self._now, protocol=protocol, topic=self._topic
+        )
         if changed:
             self._pending.pop(envelope.subject, None)  # re-inserted last: subjects settle in the order last changed
             self._pending[envelope.subject] = envelope.id
@@ -161,23 +180,29 @@ class ClinicalBatch:
 
 
 def _apply_own_rule(
-    session: Session, envelope: ClinicalEnvelope, now: datetime, *, protocol: Protocol, topic: str
+    session: Session,
+    records: BatchRecords,
+    envelope: ClinicalEnvelope,
+    now: datetime,
+    *,
+    protocol: Protocol,
+    topic: str,
 ) -> tuple[bool, list[Outgoing]]:
     """The event's own rule and what it alone decides; (whether its subject's stored data changed, signals)."""
     signals: list[Outgoing] = []
     if isinstance(envelope, SubjectEnrolled):
         if protocol.arm(envelope.data.arm) is None:
             raise PoisonMessage(f"arm '{envelope.data.arm}' is not in protocol {protocol.trial_id}")
-        existing = session.get(Subject, (envelope.trialid, envelope.subject))
+        existing = records.subject(envelope.subject)
         previous_arm = existing.arm if existing is not None else None
-        store.upsert_subject(session, envelope=envelope)
+        store.upsert_subject(records, envelope=envelope)
         session.flush()
         if previous_arm != envelope.data.arm:
             signals += protocol_engine.check_enrolment(
                 session, protocol=protocol, envelope=envelope, now=now, signals_topic=topic
             )
         return True, signals
-    store.ensure_subject(session, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
+    store.ensure_subject_in(records, subject_id=envelope.subject, site_id=envelope.siteid)
     if isinstance(envelope, SubjectStatusChanged):
         changed = protocol_engine.record_subject_status(session, envelope=envelope, now=now)
         if changed:
@@ -187,11 +212,11 @@ def _apply_own_rule(
         return False, list(infusion_day.apply_vitals(session, envelope, protocol=protocol, signals_topic=topic)[1])
     if isinstance(envelope, AeReviewRecorded):  # completes a visit's AE assessment (evaluability)
         return infusion_day.apply_ae_review(session, envelope), signals
-    changed, signals = _apply_record(session, envelope, protocol=protocol, signals_topic=topic, now=now)
+    changed, signals = _apply_record(session, records, envelope, protocol=protocol, signals_topic=topic, now=now)
     if changed and isinstance(envelope, AeReported | DoseAdministered):  # the 24 h acute-reaction window
         signals += acute_window.check_after(session, envelope, protocol=protocol, now=now, signals_topic=topic)
     if isinstance(envelope, DoseAdministered):
-        _record_site_offset(session, envelope)
+        _record_site_offset(records, envelope)
         if changed:
             session.flush()
             signals += protocol_conformance.check_dose_event(session, envelope, protocol=protocol, now=now, topic=topic)
@@ -209,31 +234,37 @@ def _apply_own_rule(
     return changed, signals
 
 
-def _record_site_offset(session: Session, envelope: DoseAdministered) -> None:
+def _record_site_offset(records: BatchRecords, envelope: DoseAdministered) -> None:
     """The sender's UTC offset of an infusion: the subject's site days start and end at its midnight."""
-    session.flush()
-    dose = session.get(Dose, (envelope.trialid, envelope.subject, envelope.data.dose_id))
+    dose = records.dose(envelope.subject, envelope.data.dose_id)
     offset = site_offset_minutes(envelope.data.administered_at)
     if dose is not None and dose.utc_offset_minutes != offset:
         dose.utc_offset_minutes = offset
-        session.add(dose)
 
 
 def _apply_record(
-    session: Session, envelope: ClinicalEnvelope, *, protocol: Protocol, signals_topic: str, now: datetime
+    session: Session,
+    records: BatchRecords,
+    envelope: ClinicalEnvelope,
+    *,
+    protocol: Protocol,
+    signals_topic: str,
+    now: datetime,
 ) -> tuple[bool, list[Outgoing]]:
     """Store a dose, lab, AE or status; (whether anything new was stored, the record's own signals)."""
     if isinstance(envelope, DoseAdministered):
-        saved = store.save_dose(session, envelope=envelope)
+        saved = store.save_dose(records, envelope=envelope)
         if saved.outcome == "corrected":
             _audit_correction(session, envelope, kind="dose", record_id=envelope.data.dose_id, saved=saved, now=now)
         return saved.changed, []
     if isinstance(envelope, LabResulted):
-        changed, signals = _apply_lab(session, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
+        changed, signals = _apply_lab(
+            session, records, envelope, protocol=protocol, signals_topic=signals_topic, now=now
+        )
         flags = data_quality.lab_flags(envelope, protocol=protocol, topic=signals_topic) if changed else []
         return changed, signals + flags
     if isinstance(envelope, AeReported):
-        changed, ae_signals = _apply_ae(session, envelope, signals_topic=signals_topic)
+        changed, ae_signals = _apply_ae(records, envelope, signals_topic=signals_topic)
         if changed:  # the SUSAR file of this AE (expectedness, clock): after the SAE rules stored the version
             ae_signals += expedited_cases.assess_ae_version(
                 session, envelope, protocol=protocol, signals_topic=signals_topic, now=now
@@ -245,10 +276,10 @@ def _apply_record(
     if isinstance(envelope, SampleCollected):
         return sample_tracking.record_sample(session, envelope=envelope, now=now), []
     if isinstance(envelope, RecordStatusChanged):
-        store.set_record_status(session, envelope=envelope)
+        store.set_record_status(records, envelope=envelope)
         if envelope.data.record_type == "lab":
             session.flush()
-            return True, _lab_status_changed(session, envelope, protocol=protocol, signals_topic=signals_topic)
+            return True, _lab_status_changed(session, records, envelope, protocol=protocol, signals_topic=signals_topic)
         return True, []
     raise PoisonMessage(f"unsupported clinical event {type(envelope).__name__}")
 
@@ -275,7 +306,13 @@ def _audit_correction(
 
 
 def _apply_lab(
-    session: Session, envelope: LabResulted, *, protocol: Protocol, signals_topic: str, now: datetime
+    session: Session,
+    records: BatchRecords,
+    envelope: LabResulted,
+    *,
+    protocol: Protocol,
+    signals_topic: str,
+    now: datetime,
 ) -> tuple[bool, list[Outgoing]]:
     """Grade and store a result (or the site's correction of one); page when it is news.
 
@@ -283,10 +320,9 @@ def _apply_lab(
     result or its status.
     """
     data = envelope.data
-    keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject}
     stored = store.load_lab(
-        session,
-        **keys,
+        records,
+        subject_id=envelope.subject,
         result_id=data.result_id,
         test=data.test,
         loinc=data.loinc,
@@ -298,7 +334,7 @@ def _apply_lab(
         baseline_unit=stored.baseline_unit,
         population_max=protocol.data_quality.population_max,
     )
-    saved, lab = store.save_lab(session, envelope=envelope, graded=graded, stored=stored.row)
+    saved, lab = store.save_lab(records, envelope=envelope, graded=graded, stored=stored.row)
     if not saved.changed:
         return False, []  # the same result re-sent under another delivery id
     if saved.outcome == "corrected":
@@ -309,7 +345,8 @@ def _apply_lab(
             for term in terms
             for signal in _reassess_lab_term(
                 session,
-                **keys,
+                records,
+                subject_id=envelope.subject,
                 term=term,
                 site_id=envelope.siteid,
                 source_event_id=envelope.id,
@@ -320,7 +357,7 @@ def _apply_lab(
         ]
     if lab.grade is None or lab.term is None or lab.result_id in stored.inactive:
         return True, []
-    state = store.lab_term_state(session, **keys, term=lab.term)
+    state = records.term_state(envelope.subject, lab.term)
     if lab.baseline:
         if state.baseline_collected_at is None or lab.collected_at >= state.baseline_collected_at:
             state.baseline_grade = lab.grade
@@ -349,7 +386,7 @@ def _apply_lab(
 
 
 def _lab_status_changed(
-    session: Session, envelope: RecordStatusChanged, *, protocol: Protocol, signals_topic: str
+    session: Session, records: BatchRecords, envelope: RecordStatusChanged, *, protocol: Protocol, signals_topic: str
 ) -> list[Outgoing]:
     """A result taken back or restored: its term is recomputed from the results still active."""
     lab = session.get(LabResult, (envelope.trialid, envelope.subject, envelope.data.record_id))
@@ -357,7 +394,7 @@ def _lab_status_changed(
         return []  # the result has not arrived: it is judged, with its status, when it does
     return _reassess_lab_term(
         session,
-        trial_id=envelope.trialid,
+        records,
         subject_id=envelope.subject,
         term=lab.term,
         site_id=envelope.siteid,
@@ -370,8 +407,8 @@ def _lab_status_changed(
 
 def _reassess_lab_term(
     session: Session,
+    records: BatchRecords,
     *,
-    trial_id: str,
     subject_id: str,
     term: str,
     site_id: str,
@@ -387,7 +424,8 @@ def _reassess_lab_term(
     one at its grade pages. When that worst result is worse than what was signalled before (a restored
     result, one a retracted baseline had masked, a value corrected upwards), it pages now.
     """
-    state = store.refresh_baseline(session, trial_id=trial_id, subject_id=subject_id, term=term)
+    trial_id = records.trial_id
+    state = store.refresh_baseline(session, records, subject_id=subject_id, term=term)
     previous = state.signalled_grade
     threshold = protocol.lab_alerts.threshold(term)
     news = [
@@ -458,16 +496,16 @@ def _lab_signal(
     return Outgoing(topic=topic, key=message_key(lab.trial_id, lab.subject_id), envelope=signal)
 
 
-def _apply_ae(session: Session, envelope: AeReported, *, signals_topic: str) -> tuple[bool, list[Outgoing]]:
+def _apply_ae(records: BatchRecords, envelope: AeReported, *, signals_topic: str) -> tuple[bool, list[Outgoing]]:
     ae = envelope.data
-    keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject, "ae_id": ae.ae_id}
-    stored = store.load_ae(session, **keys, version=ae.version)
+    keys = {"subject_id": envelope.subject, "ae_id": ae.ae_id}
+    stored = store.load_ae(records, **keys, version=ae.version)
     if stored.has_version:
         return False, []  # this version was already applied (re-sent under another delivery id)
     assessment = assess_ae(stored.state, ae, received_at=envelope.receivedat)
     quality = [f"{flag.code}: {flag.message}" for flag in check_ae(ae.ctcae_term or ae.term, ae.grade, ae.meddra_code)]
-    store.add_ae_version(session, envelope=envelope, flags=(*assessment.flags, *quality))
-    store.save_sae_state(session, **keys, state=assessment.state)
+    store.add_ae_version(records, envelope=envelope, flags=(*assessment.flags, *quality))
+    store.save_sae_state(records, **keys, state=assessment.state)
     if assessment.signal is None:
         return True, []
     return True, [

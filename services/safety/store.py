@@ -8,6 +8,7 @@ from typing import Literal
 
 from sqlmodel import Session, SQLModel, col, select
 
+from services.safety.batch_records import BatchRecords
 from services.safety.ctcae import Grade
 from services.safety.dlt_window import site_date
 from services.safety.models import (
@@ -37,10 +38,11 @@ INACTIVE = frozenset({"entered_in_error", "deleted"})
 """Statuses that take a record out of every rule; 'restored' brings it back."""
 
 
-def upsert_subject(session: Session, *, envelope: SubjectEnrolled) -> Subject:
-    subject = session.get(Subject, (envelope.trialid, envelope.subject))
+def upsert_subject(records: BatchRecords, *, envelope: SubjectEnrolled) -> Subject:
+    subject = records.subject(envelope.subject)
     if subject is None:
         subject = Subject(trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
+        records.add_subject(subject)
     subject.site_id = envelope.siteid
     subject.arm = envelope.data.arm
     subject.enrolled_at = envelope.data.enrolled_at
@@ -48,7 +50,15 @@ def upsert_subject(session: Session, *, envelope: SubjectEnrolled) -> Subject:
     subject.car_t_infused_on = data.car_t_infused_on
     subject.weight_kg = str(data.weight_kg) if data.weight_kg is not None else None
     subject.screening_history = [h.model_dump(mode="json") for h in data.history]
-    session.add(subject)
+    return subject
+
+
+def ensure_subject_in(records: BatchRecords, *, subject_id: str, site_id: str) -> Subject:
+    """Data may arrive before the enrolment record; the subject exists from its first event on."""
+    subject = records.subject(subject_id)
+    if subject is None:
+        subject = Subject(trial_id=records.trial_id, subject_id=subject_id, site_id=site_id)
+        records.add_subject(subject)
     return subject
 
 
@@ -77,9 +87,7 @@ class Saved:
         return self.outcome != "unchanged"
 
 
-def _save(
-    session: Session, row: SQLModel | None, new: SQLModel, content: tuple[str, ...], derived: tuple[str, ...]
-) -> Saved:
+def _save(row: SQLModel | None, new: SQLModel, content: tuple[str, ...], derived: tuple[str, ...]) -> Saved:
     """Add `new`, or, when the site's `content` differs, overwrite the stored `row` (content and `derived`).
 
     Only what the site sent decides: an identical re-send is a no-op even if it would now be derived
@@ -88,14 +96,12 @@ def _save(
     fields = (*content, *derived)
     after = {name: _comparable(getattr(new, name)) for name in fields}
     if row is None:
-        session.add(new)
-        return Saved("added", after=after)
+        return Saved("added", after=after)  # the caller adds it
     before = {name: _comparable(getattr(row, name)) for name in fields}
     if all(before[name] == after[name] for name in content):
         return Saved("unchanged")
     for name in fields:
         setattr(row, name, getattr(new, name))
-    session.add(row)
     changed = [name for name in fields if before[name] != after[name]]
     return Saved("corrected", {n: before[n] for n in changed}, {n: after[n] for n in changed})
 
@@ -109,7 +115,7 @@ DOSE_FIELDS = ("number", "administered_at", "administered_on", "cells_per_kg")
 """administered_on keeps the sender's offset, which the stored UTC instant loses: a new offset is a correction."""
 
 
-def save_dose(session: Session, *, envelope: DoseAdministered) -> Saved:
+def save_dose(records: BatchRecords, *, envelope: DoseAdministered) -> Saved:
     """A dose once; a re-sent dose_id with other content is the site's correction and replaces it."""
     data = envelope.data
     new = Dose(
@@ -121,8 +127,10 @@ def save_dose(session: Session, *, envelope: DoseAdministered) -> Saved:
         administered_on=site_date(data.administered_at),
         cells_per_kg=str(data.cells_per_kg) if data.cells_per_kg is not None else None,
     )
-    stored = session.get(Dose, (envelope.trialid, envelope.subject, data.dose_id))
-    return _save(session, stored, new, DOSE_FIELDS, ())
+    saved = _save(records.dose(envelope.subject, data.dose_id), new, DOSE_FIELDS, ())
+    if saved.outcome == "added":
+        records.add_dose(new)
+    return saved
 
 
 @dataclass(frozen=True)
@@ -140,37 +148,16 @@ class StoredLab:
 
 
 def load_lab(
-    session: Session,
-    *,
-    trial_id: str,
-    subject_id: str,
-    result_id: str,
-    test: str | None,
-    loinc: str | None,
-    with_baseline: bool,
+    records: BatchRecords, *, subject_id: str, result_id: str, test: str | None, loinc: str | None, with_baseline: bool
 ) -> StoredLab:
-    inactive = frozenset(inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="lab"))
-    row = session.get(LabResult, (trial_id, subject_id, result_id))
-    baseline = None
-    if with_baseline:
-        query = select(LabResult.value, LabResult.unit).where(
-            LabResult.trial_id == trial_id,
-            LabResult.subject_id == subject_id,
-            LabResult.baseline == True,  # noqa: E712 - SQL comparison
-            col(LabResult.result_id).not_in(sorted(inactive)),
-        )
-        query = query.where(LabResult.test == test) if test else query.where(LabResult.loinc == loinc)
-        baseline = session.exec(query.order_by(col(LabResult.collected_at).desc()).limit(1)).first()
-    value, unit = baseline if baseline is not None else (None, None)
-    return StoredLab(row=row, inactive=inactive, baseline_value=value, baseline_unit=unit)
-
-
-def lab_term_state(session: Session, *, trial_id: str, subject_id: str, term: str) -> LabTermState:
-    state = session.get(LabTermState, (trial_id, subject_id, term))
-    if state is None:
-        state = LabTermState(trial_id=trial_id, subject_id=subject_id, term=term)
-        session.add(state)
-    return state
+    inactive = frozenset(records.inactive(subject_id, "lab"))
+    baseline = records.latest_baseline(subject_id, test=test, loinc=loinc) if with_baseline else None
+    return StoredLab(
+        row=records.lab(subject_id, result_id),
+        inactive=inactive,
+        baseline_value=baseline.value if baseline is not None else None,
+        baseline_unit=baseline.unit if baseline is not None else None,
+    )
 
 
 LAB_FIELDS = ("test", "loinc", "value", "unit", "lln", "uln", "collected_at", "baseline", "anticoagulated")
@@ -178,7 +165,7 @@ LAB_DERIVED = ("term", "grade", "grade_floor", "grade_reason")
 
 
 def save_lab(
-    session: Session, *, envelope: LabResulted, graded: Grade, stored: LabResult | None
+    records: BatchRecords, *, envelope: LabResulted, graded: Grade, stored: LabResult | None
 ) -> tuple[Saved, LabResult]:
     """A result once; a re-sent result_id with other content is the site's correction: it replaces it, regraded.
 
@@ -203,7 +190,10 @@ def save_lab(
         grade_floor=graded.floor,
         grade_reason=graded.reason[:1000],
     )
-    return _save(session, stored, new, LAB_FIELDS, LAB_DERIVED), stored or new
+    saved = _save(stored, new, LAB_FIELDS, LAB_DERIVED)
+    if saved.changed:
+        records.stored_lab(stored or new, added=stored is None)
+    return saved, stored or new
 
 
 @dataclass(frozen=True)
@@ -216,16 +206,17 @@ class StoredAe:
     """This version was applied already: re-sent under another delivery id, it changes nothing."""
 
 
-def load_ae(session: Session, *, trial_id: str, subject_id: str, ae_id: str, version: int) -> StoredAe:
+def load_ae(records: BatchRecords, *, subject_id: str, ae_id: str, version: int) -> StoredAe:
+    row = records.seriousness(subject_id, ae_id)
     return StoredAe(
-        state=load_sae_state(session, trial_id=trial_id, subject_id=subject_id, ae_id=ae_id),
-        has_version=session.get(AeVersion, (trial_id, subject_id, ae_id, version)) is not None,
+        state=sae_state_of(row) if row is not None else None,
+        has_version=records.has_ae_version(subject_id, ae_id, version),
     )
 
 
-def add_ae_version(session: Session, *, envelope: AeReported, flags: tuple[str, ...]) -> None:
+def add_ae_version(records: BatchRecords, *, envelope: AeReported, flags: tuple[str, ...]) -> None:
     """Store a version as received (the caller checked it is new: see load_ae)."""
-    session.add(
+    records.add_ae_version(
         AeVersion(
             trial_id=envelope.trialid,
             subject_id=envelope.subject,
@@ -241,8 +232,10 @@ def add_ae_version(session: Session, *, envelope: AeReported, flags: tuple[str, 
 
 def load_sae_state(session: Session, *, trial_id: str, subject_id: str, ae_id: str) -> SaeState | None:
     row = session.get(AeSeriousness, (trial_id, subject_id, ae_id))
-    if row is None:
-        return None
+    return sae_state_of(row) if row is not None else None
+
+
+def sae_state_of(row: AeSeriousness) -> SaeState:
     return SaeState(
         criteria=frozenset(row.criteria),
         max_grade=row.max_grade,
@@ -254,10 +247,13 @@ def load_sae_state(session: Session, *, trial_id: str, subject_id: str, ae_id: s
     )
 
 
-def save_sae_state(session: Session, *, trial_id: str, subject_id: str, ae_id: str, state: SaeState) -> None:
-    row = session.get(AeSeriousness, (trial_id, subject_id, ae_id)) or AeSeriousness(
-        trial_id=trial_id, subject_id=subject_id, ae_id=ae_id, latest_version=state.latest_version
-    )
+def save_sae_state(records: BatchRecords, *, subject_id: str, ae_id: str, state: SaeState) -> None:
+    row = records.seriousness(subject_id, ae_id)
+    if row is None:
+        row = AeSeriousness(
+            trial_id=records.trial_id, subject_id=subject_id, ae_id=ae_id, latest_version=state.latest_version
+        )
+        records.add_seriousness(row)
     row.criteria = sorted(state.criteria)
     row.max_grade = state.max_grade
     row.latest_version = state.latest_version
@@ -265,28 +261,28 @@ def save_sae_state(session: Session, *, trial_id: str, subject_id: str, ae_id: s
     row.awareness_at = state.awareness_at
     row.awareness_basis = state.awareness_basis.value if state.awareness_basis else None
     row.first_serious_version = state.first_serious_version
-    session.add(row)
 
 
-def set_record_status(session: Session, *, envelope: RecordStatusChanged) -> RecordStatus:
+def set_record_status(records: BatchRecords, *, envelope: RecordStatusChanged) -> RecordStatus:
     """Record (or update) a site's status for a record; an enrolment's record is its subject."""
     data = envelope.data
     record_id = envelope.subject if data.record_type == "enrollment" else data.record_id
-    key = (envelope.trialid, envelope.subject, data.record_type, record_id)
-    row = session.get(RecordStatus, key) or RecordStatus(
-        trial_id=envelope.trialid,
-        subject_id=envelope.subject,
-        record_type=data.record_type,
-        record_id=record_id,
-        status=data.status,
-        changed_at=data.changed_at or envelope.receivedat,
-        event_id=envelope.id,
-    )
+    row = records.status(envelope.subject, data.record_type, record_id)
+    if row is None:
+        row = RecordStatus(
+            trial_id=envelope.trialid,
+            subject_id=envelope.subject,
+            record_type=data.record_type,
+            record_id=record_id,
+            status=data.status,
+            changed_at=data.changed_at or envelope.receivedat,
+            event_id=envelope.id,
+        )
+        records.add_status(row)
     row.status = data.status
     row.reason = data.reason
     row.changed_at = data.changed_at or envelope.receivedat
     row.event_id = envelope.id
-    session.add(row)
     return row
 
 
@@ -324,14 +320,13 @@ def active_term_labs(session: Session, *, trial_id: str, subject_id: str, term: 
     return [r for r in session.exec(query.order_by(col(LabResult.collected_at).desc())) if r.result_id not in inactive]
 
 
-def refresh_baseline(session: Session, *, trial_id: str, subject_id: str, term: str) -> LabTermState:
+def refresh_baseline(session: Session, records: BatchRecords, *, subject_id: str, term: str) -> LabTermState:
     """After a result's status or content changed: the term's baseline is its latest active graded baseline."""
-    rows = active_term_labs(session, trial_id=trial_id, subject_id=subject_id, term=term)
+    rows = active_term_labs(session, trial_id=records.trial_id, subject_id=subject_id, term=term)
     baseline = next((r for r in rows if r.baseline and r.grade is not None), None)
-    state = lab_term_state(session, trial_id=trial_id, subject_id=subject_id, term=term)
+    state = records.term_state(subject_id, term)
     state.baseline_grade = baseline.grade if baseline else None
     state.baseline_collected_at = baseline.collected_at if baseline else None
-    session.add(state)
     return state
 
 

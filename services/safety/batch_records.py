@@ -1,0 +1,207 @@
+"""What the record rules of one consumer batch read, loaded for all the batch's subjects at once.
+
+A lab, AE or dose rule looks up a handful of rows (the subject, a stored result with the same id, the latest
+baseline of the test, the term's state, the sites' retractions). Queried per event, that is several round trips
+and ORM loads per event; here it is one query per table per batch, kept in memory (strongly referenced, so the
+session's identity map keeps them too) for the transaction. Rules write through this object, so what it answers
+stays what the database would. Keyword-only; never commits.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from services.safety.models import AeSeriousness, AeVersion, Dose, LabResult, LabTermState, RecordStatus, Subject
+from services.safety.subject_store import INACTIVE
+from shared.events import (
+    AeReported,
+    ClinicalEnvelope,
+    DoseAdministered,
+    LabResulted,
+)
+
+CHUNK = 500
+"""Keys per IN list: well under SQLite's and PostgreSQL's parameter limits."""
+
+
+class BatchRecords:
+    def __init__(self, session: Session, *, trial_id: str, envelopes: Sequence[ClinicalEnvelope]) -> None:
+        self._session = session
+        self.trial_id = trial_id
+        self.subjects: dict[str, Subject] = {}
+        self._statuses: dict[tuple[str, str, str], RecordStatus] = {}
+        self._labs: dict[tuple[str, str], LabResult] = {}
+        self._baselines: dict[str, list[LabResult]] = defaultdict(list)
+        self._terms: dict[tuple[str, str], LabTermState] = {}
+        self._seriousness: dict[tuple[str, str], AeSeriousness] = {}
+        self._ae_versions: set[tuple[str, str, int]] = set()
+        self._doses: dict[tuple[str, str], Dose] = {}
+        self._loaded: set[str] = set()
+        """Subjects whose subject row, statuses, term states and baseline results are here."""
+        self._labs_checked: set[tuple[str, str]] = set()
+        self._aes_checked: set[tuple[str, str]] = set()
+        self._doses_loaded: set[str] = set()
+        self.load(envelopes)
+
+    def load(self, envelopes: Iterable[ClinicalEnvelope]) -> None:
+        """Load what these events will look up and is not here yet: per table, one query for all of them.
+
+        The consumer passes its whole batch up front; a lookup outside what was loaded (a single-event call)
+        loads it when it comes, so an answer is never 'absent' for a row that was simply not loaded."""
+        todo = [e for e in envelopes if e.trialid == self.trial_id]
+        subjects = sorted({e.subject for e in todo} - self._loaded)
+        for start in range(0, len(subjects), CHUNK):
+            self._load_subjects(subjects[start : start + CHUNK])
+        labs = sorted({(e.subject, e.data.result_id) for e in todo if isinstance(e, LabResulted)} - self._labs_checked)
+        for start in range(0, len(labs), CHUNK):
+            self._load_labs(labs[start : start + CHUNK])
+        aes = sorted({(e.subject, e.data.ae_id) for e in todo if isinstance(e, AeReported)} - self._aes_checked)
+        for start in range(0, len(aes), CHUNK):
+            self._load_aes(aes[start : start + CHUNK])
+        dosed = sorted({e.subject for e in todo if isinstance(e, DoseAdministered)} - self._doses_loaded)
+        for start in range(0, len(dosed), CHUNK):
+            self._load_doses(dosed[start : start + CHUNK])
+
+    def _rows(self, model: Any, subject_ids: Iterable[str], *conditions: Any) -> Any:
+        query = select(model).where(model.trial_id == self.trial_id, col(model.subject_id).in_(sorted(subject_ids)))
+        return self._session.exec(query.where(*conditions))
+
+    def _load_subjects(self, subject_ids: Sequence[str]) -> None:
+        for subject in self._rows(Subject, subject_ids):
+            self.subjects[subject.subject_id] = subject
+        for status in self._rows(RecordStatus, subject_ids):
+            self._statuses[(status.subject_id, status.record_type, status.record_id)] = status
+        for term in self._rows(LabTermState, subject_ids):
+            self._terms[(term.subject_id, term.term)] = term
+        for lab in self._rows(LabResult, subject_ids, LabResult.baseline == True):  # noqa: E712 - SQL comparison
+            self._labs[(lab.subject_id, lab.result_id)] = lab
+            self._baselines[lab.subject_id].append(lab)
+        self._loaded.update(subject_ids)
+        self._labs_checked.update(self._labs)
+
+    def _load_labs(self, keys: Sequence[tuple[str, str]]) -> None:
+        subjects, result_ids = {s for s, _ in keys}, sorted({r for _, r in keys})
+        for lab in self._rows(LabResult, subjects, col(LabResult.result_id).in_(result_ids)):
+            self._labs.setdefault((lab.subject_id, lab.result_id), lab)
+        self._labs_checked.update(keys)
+
+    def _load_aes(self, keys: Sequence[tuple[str, str]]) -> None:
+        subjects, ae_ids = {s for s, _ in keys}, sorted({a for _, a in keys})
+        for row in self._rows(AeSeriousness, subjects, col(AeSeriousness.ae_id).in_(ae_ids)):
+            self._seriousness.setdefault((row.subject_id, row.ae_id), row)
+        query = select(AeVersion.subject_id, AeVersion.ae_id, AeVersion.version).where(
+            AeVersion.trial_id == self.trial_id,
+            col(AeVersion.subject_id).in_(sorted(subjects)),
+            col(AeVersion.ae_id).in_(ae_ids),
+        )
+        self._ae_versions.update((s, a, v) for s, a, v in self._session.exec(query))
+        self._aes_checked.update(keys)
+
+    def _load_doses(self, subject_ids: Sequence[str]) -> None:
+        for dose in self._rows(Dose, subject_ids):
+            self._doses.setdefault((dose.subject_id, dose.dose_id), dose)
+        self._doses_loaded.update(subject_ids)
+
+    def _ensure(self, subject_id: str) -> None:
+        if subject_id not in self._loaded:
+            self._load_subjects([subject_id])
+
+    # subjects
+
+    def subject(self, subject_id: str) -> Subject | None:
+        self._ensure(subject_id)
+        return self.subjects.get(subject_id)
+
+    def add_subject(self, subject: Subject) -> None:
+        self._session.add(subject)
+        self.subjects[subject.subject_id] = subject
+
+    # site statuses
+
+    def inactive(self, subject_id: str, record_type: str) -> dict[str, str]:
+        """record_id -> status of the subject's records of this type the site took back."""
+        self._ensure(subject_id)
+        return {
+            record_id: row.status
+            for (subject, kind, record_id), row in self._statuses.items()
+            if subject == subject_id and kind == record_type and row.status in INACTIVE
+        }
+
+    def status(self, subject_id: str, record_type: str, record_id: str) -> RecordStatus | None:
+        self._ensure(subject_id)
+        return self._statuses.get((subject_id, record_type, record_id))
+
+    def add_status(self, row: RecordStatus) -> None:
+        self._session.add(row)
+        self._statuses[(row.subject_id, row.record_type, row.record_id)] = row
+
+    # labs
+
+    def lab(self, subject_id: str, result_id: str) -> LabResult | None:
+        if (subject_id, result_id) not in self._labs_checked:
+            self._load_labs([(subject_id, result_id)])
+        return self._labs.get((subject_id, result_id))
+
+    def latest_baseline(self, subject_id: str, *, test: str | None, loinc: str | None) -> LabResult | None:
+        """The latest active baseline result of the same test (by name, else by LOINC)."""
+        inactive = self.inactive(subject_id, "lab")  # loads the subject's baselines too
+        found = [
+            lab
+            for lab in self._baselines.get(subject_id, [])
+            if lab.baseline and lab.result_id not in inactive and ((lab.test == test) if test else (lab.loinc == loinc))
+        ]
+        return max(found, key=lambda lab: lab.collected_at, default=None)
+
+    def stored_lab(self, lab: LabResult, *, added: bool) -> None:
+        """A result added or corrected: a correction may have made it a baseline."""
+        if added:
+            self._session.add(lab)
+            self._labs[(lab.subject_id, lab.result_id)] = lab
+            self._labs_checked.add((lab.subject_id, lab.result_id))
+        baselines = self._baselines[lab.subject_id]
+        if lab.baseline and all(b is not lab for b in baselines):
+            baselines.append(lab)
+
+    def term_state(self, subject_id: str, term: str) -> LabTermState:
+        self._ensure(subject_id)
+        state = self._terms.get((subject_id, term))
+        if state is None:
+            state = LabTermState(trial_id=self.trial_id, subject_id=subject_id, term=term)
+            self._session.add(state)
+            self._terms[(subject_id, term)] = state
+        return state
+
+    # adverse events
+
+    def seriousness(self, subject_id: str, ae_id: str) -> AeSeriousness | None:
+        if (subject_id, ae_id) not in self._aes_checked:
+            self._load_aes([(subject_id, ae_id)])
+        return self._seriousness.get((subject_id, ae_id))
+
+    def add_seriousness(self, row: AeSeriousness) -> None:
+        self._session.add(row)
+        self._seriousness[(row.subject_id, row.ae_id)] = row
+
+    def has_ae_version(self, subject_id: str, ae_id: str, version: int) -> bool:
+        if (subject_id, ae_id) not in self._aes_checked:
+            self._load_aes([(subject_id, ae_id)])
+        return (subject_id, ae_id, version) in self._ae_versions
+
+    def add_ae_version(self, row: AeVersion) -> None:
+        self._session.add(row)
+        self._ae_versions.add((row.subject_id, row.ae_id, row.version))
+
+    # doses
+
+    def dose(self, subject_id: str, dose_id: str) -> Dose | None:
+        if subject_id not in self._doses_loaded:
+            self._load_doses([subject_id])
+        return self._doses.get((subject_id, dose_id))
+
+    def add_dose(self, dose: Dose) -> None:
+        self._session.add(dose)
+        self._doses[(dose.subject_id, dose.dose_id)] = dose
