@@ -20,7 +20,7 @@ from services.safety.dosing_conformance import DoseFacts, GivenDose, check_dose
 from services.safety.models import Dose, LabResult, Subject
 from services.safety.product_release import check_release
 from services.safety.protocol_engine import SIGNAL_SOURCE
-from services.safety.subject_store import SubjectState
+from services.safety.subject_store import LabFacts, SubjectState
 from shared.clock import utc
 from shared.events import (
     ClinicalEnvelope,
@@ -153,7 +153,7 @@ def _eligibility_deviation(
     first = min(given, key=lambda d: utc(d.administered_at))
     if state is None:
         inactive_labs = store.inactive_records(session, **keys, record_type="lab")
-        labs: Sequence[LabResult] = session.exec(
+        labs: Sequence[LabResult | LabFacts] = session.exec(
             select(LabResult).where(LabResult.trial_id == subject.trial_id, LabResult.subject_id == subject.subject_id)
         ).all()
     else:

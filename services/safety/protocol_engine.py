@@ -56,11 +56,10 @@ from services.safety.models import (
     CohortState,
     DltRecord,
     DoseRecommendationRow,
-    LabResult,
     Subject,
     SubjectOutcomeRow,
 )
-from services.safety.subject_store import SubjectState, load_subject_state
+from services.safety.subject_store import LabFacts, SubjectState, load_subject_state
 from shared.audit import append_audit
 from shared.clock import utc
 from shared.events import (
@@ -185,7 +184,7 @@ class _Verdict:
     """The earliest date the DLT can have begun (AE onset, or the result's collection); None: unknown."""
 
 
-def _pre_dose(lab: LabResult, window: DltWindow | None) -> bool:
+def _pre_dose(lab: LabFacts, window: DltWindow | None) -> bool:
     """A baseline is drawn before the product: a result tagged baseline but collected after the window opened (the
     first infusion) is an on-treatment result, so a mistaken tag can never mask a worsening."""
     return lab.baseline and (window is None or utc(lab.collected_at) < window.start)

@@ -30,7 +30,7 @@ from services.safety.response import (
     assess_response,
     response_loss,
 )
-from services.safety.subject_store import SubjectState
+from services.safety.subject_store import LabFacts, SubjectState
 from shared.events import (
     ResponseData,
     ResponseLevel,
@@ -72,7 +72,7 @@ def record_transfusion(session: Session, *, envelope: TransfusionAdministered, n
     )
 
 
-def _si_value(term: str, lab: LabResult) -> Decimal | None:
+def _si_value(term: str, lab: LabResult | LabFacts) -> Decimal | None:
     text = lab.value.strip()
     shift = Decimal(0)
     if text[:1] in "<>":
@@ -91,7 +91,9 @@ def blood_counts(session: Session, *, rules: ResponseRules, trial_id: str, subje
     return counts_of(rules, store.labs(session, trial_id=trial_id, subject_id=subject_id), inactive=inactive)
 
 
-def counts_of(rules: ResponseRules, labs: Iterable[LabResult], *, inactive: Mapping[str, str]) -> list[Count]:
+def counts_of(
+    rules: ResponseRules, labs: Iterable[LabResult | LabFacts], *, inactive: Mapping[str, str]
+) -> list[Count]:
     """The subject's active results of the protocol's lineages, in SI units, grouped into blood counts: results
     collected within `count_within_minutes` of a count's first result belong to it (one draw, times typed a few
     minutes apart), unless its lineage is already there (a repeat is a new count)."""
@@ -164,11 +166,18 @@ def assess_subject(
 
 
 def _store_state(
-    session: Session, *, subject: Subject, point: str, as_of: datetime, result: ResponseAssessment, now: datetime
+    session: Session,
+    *,
+    stored: dict[str, ResponseStateRow],
+    subject: Subject,
+    point: str,
+    as_of: datetime,
+    result: ResponseAssessment,
+    now: datetime,
 ) -> ResponseStateRow | None:
     """Upsert one response row when the decision changed (a re-run with nothing new writes nothing); returns the
-    row as it was before (None if new)."""
-    row = session.get(ResponseStateRow, (subject.trial_id, subject.subject_id, point))
+    row as it was before (None if new). `stored`: the subject's rows by point, kept up to date here."""
+    row = stored.get(point)
     before = row.model_copy() if row is not None else None
     decided = {
         "level": result.level,
@@ -190,6 +199,7 @@ def _store_state(
             as_of=as_of,
             updated_at=now,
         )
+        stored[point] = row
     for name, value in decided.items():
         setattr(row, name, value)
     row.as_of = as_of
@@ -216,9 +226,15 @@ def reassess(
     assessed = assess_subject(session, protocol=protocol, subject=subject, now=now, state=state)
     if assessed is None:
         return []
+    rows = (
+        state.response_rows if state is not None else stored_states(session, trial_id=trial_id, subject_id=subject_id)
+    )
+    stored = {row.point: row for row in rows}
     for name, (moment, result) in assessed.timepoints.items():
-        _store_state(session, subject=subject, point=name, as_of=moment, result=result, now=now)
-    before = _store_state(session, subject=subject, point=CURRENT, as_of=now, result=assessed.current, now=now)
+        _store_state(session, stored=stored, subject=subject, point=name, as_of=moment, result=result, now=now)
+    before = _store_state(
+        session, stored=stored, subject=subject, point=CURRENT, as_of=now, result=assessed.current, now=now
+    )
     if before is None:
         return []
     previous: ResponseLevel = (

@@ -26,6 +26,7 @@ from services.safety.models import (
     LabResult,
     LabTermState,
     RecordStatus,
+    ResponseStateRow,
     Subject,
     SubjectOutcomeRow,
     TransfusionRecord,
@@ -34,13 +35,33 @@ from services.safety.models import (
 INACTIVE = frozenset({"entered_in_error", "deleted"})
 
 
+@dataclass(frozen=True, slots=True)
+class LabFacts:
+    """A stored result as a subject's reassessment reads it: columns, not an ORM instance. A reassessment reads
+    all of the subject's results, so what one costs to load bounds a batch."""
+
+    result_id: str
+    test: str | None
+    loinc: str | None
+    value: str
+    unit: str | None
+    uln: str | None
+    collected_at: datetime
+    baseline: bool
+    term: str | None
+    grade: int | None
+
+
+LAB_COLUMNS = tuple(getattr(LabResult, name) for name in LabFacts.__slots__)
+
+
 @dataclass
 class SubjectState:
     """Everything the DLT and 3+3 rules need about one subject, loaded once per event."""
 
     subject: Subject
     doses: list[Dose]
-    labs: list[LabResult]
+    labs: list[LabFacts]
     ae_versions: list[AeVersion]
     baselines: dict[str, int]
     inactive: dict[tuple[str, str], str]
@@ -50,6 +71,7 @@ class SubjectState:
     ae_reviews: list[AeReview] = field(default_factory=list)
     """The site's AE review records (visit AE assessments)."""
     transfusions: list[TransfusionRecord] = field(default_factory=list)
+    response_rows: list[ResponseStateRow] = field(default_factory=list)
 
     def inactive_ids(self, record_type: str) -> dict[str, str]:
         return {rid: status for (kind, rid), status in self.inactive.items() if kind == record_type}
@@ -90,13 +112,19 @@ def _load_chunk(session: Session, *, trial_id: str, subject_ids: Sequence[str]) 
         return {}
     statuses = rows(RecordStatus)
     doses = rows(Dose)
-    labs = rows(LabResult)
+    labs: dict[str, list[LabFacts]] = defaultdict(list)
+    query = select(LabResult.subject_id, *LAB_COLUMNS).where(
+        LabResult.trial_id == trial_id, col(LabResult.subject_id).in_(subject_ids)
+    )
+    for subject_id, *values in session.exec(query):
+        labs[subject_id].append(LabFacts(*values))
     versions = rows(AeVersion)
     terms = rows(LabTermState)
     records = rows(DltRecord)
     outcomes = rows(SubjectOutcomeRow)
     reviews = rows(AeReview)
     transfusions = rows(TransfusionRecord)
+    responses = rows(ResponseStateRow)
     return {
         subject_id: SubjectState(
             subject=rows[0],
@@ -109,6 +137,7 @@ def _load_chunk(session: Session, *, trial_id: str, subject_ids: Sequence[str]) 
             outcome=next(iter(outcomes[subject_id]), None),
             ae_reviews=reviews[subject_id],
             transfusions=transfusions[subject_id],
+            response_rows=responses[subject_id],
         )
         for subject_id, rows in subjects.items()
     }
