@@ -312,3 +312,62 @@ async def test_relay_marks_a_whole_batch_sent(tables: Engine, clock: FakeClock, 
     ]
     assert registry.get_sample_value("sentinel_safety_outbox_backlog") == 0
     assert registry.get_sample_value("sentinel_safety_outbox_published_total") == 7
+
+
+class Deferred:
+    """A batched rule: records are noted as they come, and each one's signal is written in the deferred step,
+    which fails whenever the batch holds the record `poison` (as a subject's reassessment would)."""
+
+    def __init__(self, make_sae: Any, poison: str) -> None:
+        self.make_sae, self.poison = make_sae, poison
+        self.finished: list[list[str]] = []
+
+    def __call__(self, session: Session, now: datetime, envelopes: Sequence[ClinicalEnvelope]) -> Any:
+        rule = self
+
+        class Batch:
+            def __init__(self) -> None:
+                self.ids: list[str] = []
+
+            def apply(self, envelope: ClinicalEnvelope) -> Sequence[Outgoing]:
+                self.ids.append(envelope.id)
+                return []
+
+            def finish(self) -> Sequence[tuple[str, Outgoing]]:
+                rule.finished.append(list(self.ids))
+                if rule.poison in self.ids:
+                    raise ValueError("reassessment bug")
+                return [
+                    (i, Outgoing(topic=SIGNALS, key=b"k", envelope=rule.make_sae(signal_id=f"signal-of-{i}")))
+                    for i in self.ids
+                ]
+
+        return Batch()
+
+
+async def test_a_failing_deferred_step_sets_aside_only_the_record_that_caused_it(
+    tables: Engine, clock: FakeClock, make_ae: Any, make_sae: Any
+) -> None:
+    """The deferred step names no record: the batch is halved until the one at fault is alone; every other
+    record of the batch is committed once, with its signal."""
+    events = [make_ae(version=v) for v in range(1, 9)]
+    rule = Deferred(make_sae, poison=events[5].id)
+    handler = TransactionalHandler(
+        engine=tables,
+        consumer="safety",
+        parse=CLINICAL_ADAPTER.validate_json,
+        event_id=lambda envelope: envelope.id,
+        apply=rule,
+        clock=clock,
+        metrics=ConsumerMetrics.create(CollectorRegistry(), "safety"),
+        batched=True,
+    )
+    messages = [message(e.model_dump_json().encode(), offset=n) for n, e in enumerate(events)]
+    [rejected] = await handler(messages)
+    assert rejected.message.offset == 5 and "reassessment bug" in str(rejected.error)
+    assert count(tables, ProcessedEvent) == 7
+    with Session(tables) as session:
+        ids = {row.message_id for row in session.execute(select(OutboxMessage)).scalars()}
+    assert len(ids) == 7 and all(events[5].id not in i for i in ids)
+    assert [events[5].id] in rule.finished, "the record at fault was tried alone"
+    assert len(rule.finished) <= 8, "halving, not one transaction per record after each failure"
