@@ -1,4 +1,4 @@
-"""Safety's acute-reaction layer: after AE versions or infusions of a subject are stored, find its AEs whose
+"""Safety's acute-reaction layer: after an AE version or an infusion is stored, find the subject's AEs whose
 onset falls in the acute window after an infusion (see `acute_reactions.py`), keep them, and signal each
 one the first time it reaches the alert grade and again when it gets worse.
 
@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from services.safety import store
 from services.safety.acute_reactions import Infusion, decide
 from services.safety.models import AcuteReactionRow
-from services.safety.subject_store import SubjectState
 from shared.clock import utc
 from shared.events import (
     AcuteReactionData,
@@ -31,32 +31,26 @@ from shared.protocol import Protocol
 SIGNAL_SOURCE = "/services/safety"
 
 
-def check_subject(
-    session: Session,
-    state: SubjectState,
-    *,
-    protocol: Protocol,
-    source: AeReported | DoseAdministered,
-    now: datetime,
-    signals_topic: str,
+def check_after(
+    session: Session, envelope: AeReported | DoseAdministered, *, protocol: Protocol, now: datetime, signals_topic: str
 ) -> list[Outgoing]:
-    """Re-match the subject's AEs against their infusions after either changed (`source`: the last such event)."""
+    """The hook: re-match the subject's AEs against their infusions after either changed."""
     rules = protocol.acute_reactions
     if rules is None:
         return []
-    subject = state.subject
-    trial_id, subject_id = subject.trial_id, subject.subject_id
-    inactive_doses = state.inactive_ids("dose")
+    session.flush()
+    trial_id, subject_id = envelope.trialid, envelope.subject
+    inactive_doses = store.inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="dose")
     infusions = [
         Infusion(d.dose_id, d.number, utc(d.administered_at), d.administered_on or utc(d.administered_at).date())
-        for d in state.doses
+        for d in store.doses(session, trial_id=trial_id, subject_id=subject_id)
         if d.dose_id not in inactive_doses
     ]
     if not infusions:
         return []
-    inactive_aes = state.inactive_ids("ae")
+    inactive_aes = store.inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="ae")
     latest: dict[str, tuple[int, dict[str, Any]]] = {}
-    for version in state.ae_versions:  # by AE, then version: the latest wins
+    for version in store.ae_versions(session, trial_id=trial_id, subject_id=subject_id):
         if version.ae_id not in inactive_aes:
             latest[version.ae_id] = (version.version, version.payload)
     stored = {row.ae_id: row for row in subject_reactions(session, trial_id=trial_id, subject_id=subject_id)}
@@ -103,6 +97,7 @@ def check_subject(
         row.hours_after_infusion = str(match.hours_after) if match.hours_after is not None else None
         row.dlt_grade, row.reason, row.signalled_at = decision.dlt_grade, match.reason[:1000], now
         session.add(row)
+        subject = store.ensure_subject(session, trial_id=trial_id, subject_id=subject_id, site_id=envelope.siteid)
         data = AcuteReactionData(
             site_id=subject.site_id,
             subject_id=subject_id,
@@ -120,11 +115,11 @@ def check_subject(
             hours_after_infusion=match.hours_after,
             dlt_grade=decision.dlt_grade,
             reason=match.reason,
-            received_at=source.receivedat,
-            source_event_id=source.id,
+            received_at=envelope.receivedat,
+            source_event_id=envelope.id,
         )
         signal = AcuteReactionDetected(
-            id=deterministic_id("signal", source.id, "acute_reaction", ae_id, str(grade)),
+            id=deterministic_id("signal", envelope.id, "acute_reaction", ae_id, str(grade)),
             source=SIGNAL_SOURCE,
             subject=subject_id,
             time=onset_at or match.infusion.started_at,

@@ -9,7 +9,6 @@ engine (DLT window and records, eligibility, response) and the arms by the cohor
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import Session
@@ -103,8 +102,8 @@ class ClinicalBatch:
         self._now = now
         self._protocol = protocol
         self._topic = signals_topic
-        self._pending: dict[str, _Changed] = {}
-        """Subject id -> what the batch changed of it, in the order subjects were last changed."""
+        self._pending: dict[str, str] = {}
+        """Subject id -> id of the last event that changed it (its reassessment's source)."""
         self._settled: list[tuple[str, Outgoing]] = []
         self._audit_locked = False
 
@@ -124,9 +123,8 @@ class ClinicalBatch:
             self._session, self.records, envelope, self._now, protocol=protocol, topic=self._topic
         )
         if changed:
-            previous = self._pending.pop(envelope.subject, None)  # re-inserted: subjects settle in order last changed
-            acute = envelope if isinstance(envelope, AeReported | DoseAdministered) else None
-            self._pending[envelope.subject] = _Changed(envelope.id, acute or (previous.acute if previous else None))
+            self._pending.pop(envelope.subject, None)  # re-inserted last: subjects settle in the order last changed
+            self._pending[envelope.subject] = envelope.id
         return signals
 
     def finish(self) -> list[tuple[str, Outgoing]]:
@@ -143,17 +141,11 @@ class ClinicalBatch:
         trial_id = protocol.trial_id
         states = subject_store.load_subject_states(session, trial_id=trial_id, subject_ids=pending)
         arms: set[str] = set()
-        for subject_id, change in pending.items():
+        for subject_id, source_id in pending.items():
             state = states.get(subject_id)
             if state is None:
                 continue
-            source_id = change.source_id
-            signals = []
-            if change.acute is not None:  # the 24 h acute-reaction window: AEs and infusions re-matched
-                signals += acute_window.check_subject(
-                    session, state, protocol=protocol, source=change.acute, now=now, signals_topic=topic
-                )
-            signals += protocol_conformance.check_eligibility(
+            signals = protocol_conformance.check_eligibility(
                 session, state.subject, protocol=protocol, source_id=source_id, now=now, topic=topic, state=state
             )
             subject = protocol_engine.reassess_subject(
@@ -180,19 +172,11 @@ class ClinicalBatch:
             self._settled += [(source_id, signal) for signal in signals]
         if arms:  # only when a subject's stored 3+3 outcome changed
             session.flush()
-            source_id = next(reversed(pending.values())).source_id
+            source_id = next(reversed(pending.values()))
             cohort_signals = protocol_engine.reassess_cohorts(
                 session, protocol=protocol, now=now, source_id=source_id, signals_topic=topic, arms=arms
             )
             self._settled += [(source_id, signal) for signal in cohort_signals]
-
-
-@dataclass(frozen=True)
-class _Changed:
-    source_id: str
-    """The last event that changed the subject: the source its reassessment's signals name."""
-    acute: AeReported | DoseAdministered | None
-    """The last AE or dose among them: the acute-reaction window is re-matched only after one."""
 
 
 def _apply_own_rule(
@@ -229,6 +213,9 @@ def _apply_own_rule(
     if isinstance(envelope, AeReviewRecorded):  # completes a visit's AE assessment (evaluability)
         return infusion_day.apply_ae_review(session, envelope), signals
     changed, signals = _apply_record(session, records, envelope, protocol=protocol, signals_topic=topic, now=now)
+    if changed and isinstance(envelope, AeReported | DoseAdministered):  # the 24 h acute-reaction window
+        # per event, not per batch: an AE that gets worse version by version alerts at each grade however batched
+        signals += acute_window.check_after(session, envelope, protocol=protocol, now=now, signals_topic=topic)
     if isinstance(envelope, DoseAdministered):
         _record_site_offset(records, envelope)
         if changed:

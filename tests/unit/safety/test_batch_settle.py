@@ -88,9 +88,8 @@ def trial_stream() -> list[ClinicalEnvelope]:
             seriousness={"hospitalization": True},
         )
     )
-    events.append(
-        ae("B-1", ae_id="AE-IR", term="Infusion related reaction", grade=2, onset_at=at(7, hour=11).isoformat())
-    )
+    reaction = {"ae_id": "AE-IR", "term": "Infusion related reaction", "onset_at": at(7, hour=11).isoformat()}
+    events += [ae("B-1", version=1, grade=2, **reaction), ae("B-1", version=2, grade=3, **reaction)]
     events.append(status("B-1", "lab", "B-1-N14"))
     return events
 
@@ -137,9 +136,10 @@ def test_batches_of_any_size_end_where_one_event_per_transaction_ends(protocol: 
         ("A-1", "suspected"),
         ("A-2", "suspected"),
         ("A-3", "suspected"),
+        ("B-1", "suspected"),
     ]
     assert expected["arms"][0][:2] == ("A", "hold"), "three suspected DLTs in arm A"
-    assert expected["acute"] == [("B-1", "AE-IR", 2, "B-1-D2")], "the reaction after B-1's second infusion"
+    assert expected["acute"] == [("B-1", "AE-IR", 3, "B-1-D2")], "the reaction after B-1's second infusion"
     for seed, sizes in [
         ("whole", [len(events)]),
         *((f"seed-{s}", random_sizes(len(events), random.Random(s))) for s in range(4)),
@@ -167,7 +167,8 @@ def test_shuffled_and_batched_ends_in_the_same_state(protocol: Protocol, tmp_pat
 
 
 def test_record_signals_are_the_same_in_a_batch(protocol: Protocol, tmp_path: Path) -> None:
-    """A record's own signals (the SAE, a lab toxicity, the acute reaction) are the same however it is batched."""
+    """A record's own signals (the SAE, a lab toxicity, the acute reaction at each worse grade) are the same however
+    it is batched."""
     events = trial_stream()
     now = at(40)
     single = fresh(tmp_path, "single", protocol).apply_all(events, now=now)
@@ -179,6 +180,7 @@ def test_record_signals_are_the_same_in_a_batch(protocol: Protocol, tmp_path: Pa
     for kind in ("sae.detected", "sae.updated", "lab.toxicity", "acute_reaction.detected", "dlt.suspected"):
         assert kinds(batched, kind) == kinds(single, kind), kind
     assert of_type(batched, "sae.detected"), "the stream has an SAE"
+    assert [s.data.grade for s in of_type(batched, "acute_reaction.detected")] == [2, 3]
 
 
 def test_an_enrolment_sees_the_arm_as_the_events_before_it_in_the_batch_left_it(
