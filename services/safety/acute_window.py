@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from services.safety import store
 from services.safety.acute_reactions import Infusion, decide
+from services.safety.batch_records import BatchRecords
 from services.safety.models import AcuteReactionRow
 from shared.clock import utc
 from shared.events import (
@@ -32,28 +33,33 @@ SIGNAL_SOURCE = "/services/safety"
 
 
 def check_after(
-    session: Session, envelope: AeReported | DoseAdministered, *, protocol: Protocol, now: datetime, signals_topic: str
+    session: Session,
+    records: BatchRecords,
+    envelope: AeReported | DoseAdministered,
+    *,
+    protocol: Protocol,
+    now: datetime,
+    signals_topic: str,
 ) -> list[Outgoing]:
     """The hook: re-match the subject's AEs against their infusions after either changed."""
     rules = protocol.acute_reactions
     if rules is None:
         return []
-    session.flush()
     trial_id, subject_id = envelope.trialid, envelope.subject
-    inactive_doses = store.inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="dose")
+    inactive_doses = records.inactive(subject_id, "dose")
     infusions = [
         Infusion(d.dose_id, d.number, utc(d.administered_at), d.administered_on or utc(d.administered_at).date())
-        for d in store.doses(session, trial_id=trial_id, subject_id=subject_id)
+        for d in sorted(records.doses_of(subject_id), key=lambda d: utc(d.administered_at))
         if d.dose_id not in inactive_doses
     ]
     if not infusions:
         return []
-    inactive_aes = store.inactive_records(session, trial_id=trial_id, subject_id=subject_id, record_type="ae")
+    inactive_aes = records.inactive(subject_id, "ae")
     latest: dict[str, tuple[int, dict[str, Any]]] = {}
-    for version in store.ae_versions(session, trial_id=trial_id, subject_id=subject_id):
+    for version in sorted(records.ae_versions_of(subject_id), key=lambda v: (v.ae_id, v.version)):
         if version.ae_id not in inactive_aes:
             latest[version.ae_id] = (version.version, version.payload)
-    stored = {row.ae_id: row for row in subject_reactions(session, trial_id=trial_id, subject_id=subject_id)}
+    stored = records.reactions_of(subject_id)
     signals = []
     for ae_id, (number, payload) in sorted(latest.items()):
         onset_at = _instant(payload.get("onset_at"))
@@ -96,8 +102,9 @@ def check_after(
         row.onset, row.onset_at, row.onset_precision = onset, onset_at, match.precision
         row.hours_after_infusion = str(match.hours_after) if match.hours_after is not None else None
         row.dlt_grade, row.reason, row.signalled_at = decision.dlt_grade, match.reason[:1000], now
-        session.add(row)
-        subject = store.ensure_subject(session, trial_id=trial_id, subject_id=subject_id, site_id=envelope.siteid)
+        if row.ae_id not in stored:
+            records.add_reaction(row)
+        subject = store.ensure_subject_in(records, subject_id=subject_id, site_id=envelope.siteid)
         data = AcuteReactionData(
             site_id=subject.site_id,
             subject_id=subject_id,

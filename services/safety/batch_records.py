@@ -15,7 +15,16 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from services.safety.models import AeSeriousness, AeVersion, Dose, LabResult, LabTermState, RecordStatus, Subject
+from services.safety.models import (
+    AcuteReactionRow,
+    AeSeriousness,
+    AeVersion,
+    Dose,
+    LabResult,
+    LabTermState,
+    RecordStatus,
+    Subject,
+)
 from services.safety.subject_store import INACTIVE
 from shared.events import (
     AeReported,
@@ -39,7 +48,10 @@ class BatchRecords:
         self._terms: dict[tuple[str, str], LabTermState] = {}
         self._seriousness: dict[tuple[str, str], AeSeriousness] = {}
         self._ae_versions: set[tuple[str, str, int]] = set()
-        self._doses: dict[tuple[str, str], Dose] = {}
+        self._doses: dict[str, dict[str, Dose]] = defaultdict(dict)
+        self._versions: dict[str, list[AeVersion]] = {}
+        """A subject's stored AE versions, once something asked for them (the acute-reaction window)."""
+        self._reactions: dict[str, dict[str, AcuteReactionRow]] = {}
         self._loaded: set[str] = set()
         """Subjects whose subject row, statuses, term states and baseline results are here."""
         self._labs_checked: set[tuple[str, str]] = set()
@@ -62,9 +74,13 @@ class BatchRecords:
         aes = sorted({(e.subject, e.data.ae_id) for e in todo if isinstance(e, AeReported)} - self._aes_checked)
         for start in range(0, len(aes), CHUNK):
             self._load_aes(aes[start : start + CHUNK])
-        dosed = sorted({e.subject for e in todo if isinstance(e, DoseAdministered)} - self._doses_loaded)
+        acute = {e.subject for e in todo if isinstance(e, AeReported | DoseAdministered)}
+        dosed = sorted(acute - self._doses_loaded)
         for start in range(0, len(dosed), CHUNK):
             self._load_doses(dosed[start : start + CHUNK])
+        matched = sorted(acute - self._versions.keys())  # an AE or a dose re-matches the acute-reaction window
+        for start in range(0, len(matched), CHUNK):
+            self._load_acute(matched[start : start + CHUNK])
 
     def _rows(self, model: Any, subject_ids: Iterable[str], *conditions: Any) -> Any:
         query = select(model).where(model.trial_id == self.trial_id, col(model.subject_id).in_(sorted(subject_ids)))
@@ -103,8 +119,19 @@ class BatchRecords:
 
     def _load_doses(self, subject_ids: Sequence[str]) -> None:
         for dose in self._rows(Dose, subject_ids):
-            self._doses.setdefault((dose.subject_id, dose.dose_id), dose)
+            self._doses[dose.subject_id].setdefault(dose.dose_id, dose)
         self._doses_loaded.update(subject_ids)
+
+    def _load_acute(self, subject_ids: Sequence[str]) -> None:
+        versions: dict[str, list[AeVersion]] = {s: [] for s in subject_ids}
+        for version in self._rows(AeVersion, subject_ids):
+            versions[version.subject_id].append(version)
+        reactions: dict[str, dict[str, AcuteReactionRow]] = {s: {} for s in subject_ids}
+        for row in self._rows(AcuteReactionRow, subject_ids):
+            reactions[row.subject_id][row.ae_id] = row
+        for subject_id in subject_ids:
+            self._versions.setdefault(subject_id, versions[subject_id])
+            self._reactions.setdefault(subject_id, reactions[subject_id])
 
     def _ensure(self, subject_id: str) -> None:
         if subject_id not in self._loaded:
@@ -194,14 +221,37 @@ class BatchRecords:
     def add_ae_version(self, row: AeVersion) -> None:
         self._session.add(row)
         self._ae_versions.add((row.subject_id, row.ae_id, row.version))
+        if row.subject_id in self._versions:
+            self._versions[row.subject_id].append(row)
 
     # doses
 
     def dose(self, subject_id: str, dose_id: str) -> Dose | None:
         if subject_id not in self._doses_loaded:
             self._load_doses([subject_id])
-        return self._doses.get((subject_id, dose_id))
+        return self._doses[subject_id].get(dose_id)
+
+    def doses_of(self, subject_id: str) -> list[Dose]:
+        if subject_id not in self._doses_loaded:
+            self._load_doses([subject_id])
+        return list(self._doses[subject_id].values())
 
     def add_dose(self, dose: Dose) -> None:
         self._session.add(dose)
-        self._doses[(dose.subject_id, dose.dose_id)] = dose
+        self._doses[dose.subject_id][dose.dose_id] = dose
+
+    # what the acute-reaction window re-matches: a subject's AE versions and its stored reactions
+
+    def ae_versions_of(self, subject_id: str) -> list[AeVersion]:
+        if subject_id not in self._versions:
+            self._load_acute([subject_id])
+        return self._versions[subject_id]
+
+    def reactions_of(self, subject_id: str) -> dict[str, AcuteReactionRow]:
+        if subject_id not in self._reactions:
+            self._load_acute([subject_id])
+        return self._reactions[subject_id]
+
+    def add_reaction(self, row: AcuteReactionRow) -> None:
+        self._session.add(row)
+        self.reactions_of(row.subject_id)[row.ae_id] = row

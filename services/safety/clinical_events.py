@@ -215,7 +215,7 @@ def _apply_own_rule(
     changed, signals = _apply_record(session, records, envelope, protocol=protocol, signals_topic=topic, now=now)
     if changed and isinstance(envelope, AeReported | DoseAdministered):  # the 24 h acute-reaction window
         # per event, not per batch: an AE that gets worse version by version alerts at each grade however batched
-        signals += acute_window.check_after(session, envelope, protocol=protocol, now=now, signals_topic=topic)
+        signals += acute_window.check_after(session, records, envelope, protocol=protocol, now=now, signals_topic=topic)
     if isinstance(envelope, DoseAdministered):
         _record_site_offset(records, envelope)
         if changed:
@@ -268,7 +268,12 @@ def _apply_record(
         changed, ae_signals = _apply_ae(records, envelope, signals_topic=signals_topic)
         if changed:  # the SUSAR file of this AE (expectedness, clock): after the SAE rules stored the version
             ae_signals += expedited_cases.assess_ae_version(
-                session, envelope, protocol=protocol, signals_topic=signals_topic, now=now
+                session,
+                envelope,
+                protocol=protocol,
+                signals_topic=signals_topic,
+                now=now,
+                seriousness=records.seriousness(envelope.subject, envelope.data.ae_id),
             )
             ae_signals += data_quality.seriousness_flags(envelope, topic=signals_topic)
         return changed, ae_signals

@@ -61,18 +61,29 @@ def coded_term(term: str, meddra_code: str | None) -> tuple[str, str | None]:
 
 
 def assess_ae_version(
-    session: Session, envelope: AeReported, *, protocol: Protocol, signals_topic: str, now: datetime
+    session: Session,
+    envelope: AeReported,
+    *,
+    protocol: Protocol,
+    signals_topic: str,
+    now: datetime,
+    seriousness: AeSeriousness | None = None,
 ) -> list[Outgoing]:
-    """Called once per newly stored AE version, after the SAE rules: re-assess the case, signal any change."""
+    """Called once per newly stored AE version, after the SAE rules: re-assess the case, signal any change.
+
+    `seriousness`: the AE's folded seriousness as the caller just stored it (else read here)."""
     rsi = protocol.reference_safety_information
     if rsi is None or protocol.expedited_reporting is None:
         return []
     keys = {"trial_id": envelope.trialid, "subject_id": envelope.subject, "ae_id": envelope.data.ae_id}
-    session.flush()
-    seriousness = session.get(AeSeriousness, tuple(keys.values()))
+    if seriousness is None:
+        session.flush()
+        seriousness = session.get(AeSeriousness, tuple(keys.values()))
+    if seriousness is None or not seriousness.criteria:
+        # Not serious (yet): no expedited-reporting file. Criteria only accumulate over versions and a case is
+        # opened only for a serious AE, so no case exists either.
+        return []
     case = session.get(SusarCase, tuple(keys.values()))
-    if case is None and (seriousness is None or not seriousness.criteria):
-        return []  # not serious (yet): no expedited-reporting file
     ae = envelope.data
     term, meddra = coded_term(ae.ctcae_term or ae.term, ae.meddra_code)
     if case is None:
