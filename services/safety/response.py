@@ -115,8 +115,20 @@ class _Run:
     confirmed_at: datetime | None = None
 
 
+CountLevels = Mapping[int, tuple[ResponseLevel, bool, str]]
+"""count_level of each count by id(count): computed once when a subject is assessed at several moments."""
+
+
+def count_levels(rules: ResponseRules, counts: Sequence[Count]) -> dict[int, tuple[ResponseLevel, bool, str]]:
+    return {id(count): count_level(rules, count) for count in counts}
+
+
 def _episodes(
-    rules: ResponseRules, level: ResponseLevel, counts: Sequence[Count], transfusions: Sequence[Transfusion]
+    rules: ResponseRules,
+    level: ResponseLevel,
+    counts: Sequence[Count],
+    transfusions: Sequence[Transfusion],
+    levels: CountLevels,
 ) -> tuple[Episode | None, _Run]:
     """Walk the counts and transfusions in time order for one level: its last confirmed episode, and the run open
     at the end (started, perhaps confirmed)."""
@@ -142,7 +154,7 @@ def _episodes(
             end(moment, f"{item.product.replace('_', ' ')} transfusion at {moment.isoformat()}")
             last_transfusion = moment
             continue
-        reached, full, limiting = count_level(rules, item)
+        reached, full, limiting = levels[id(item)]
         if limiting and RANK[reached] < RANK[level]:
             end(moment, _below(rules, item, limiting, level))
             continue
@@ -159,17 +171,23 @@ def _episodes(
 
 
 def assess_response(
-    rules: ResponseRules, *, counts: Sequence[Count], transfusions: Sequence[Transfusion], now: datetime
+    rules: ResponseRules,
+    *,
+    counts: Sequence[Count],
+    transfusions: Sequence[Transfusion],
+    now: datetime,
+    levels: CountLevels | None = None,
 ) -> ResponseAssessment:
     """The response as of `now`, from the counts collected and the transfusions given by then."""
     counts = [c for c in counts if c.collected_at <= now]
+    levels = levels if levels is not None else count_levels(rules, counts)
     transfusions = [t for t in transfusions if t.administered_at <= now]
     episodes: list[Episode] = []
     held: Episode | None = None
     awaiting: ResponseLevel = "none"
     awaiting_since: datetime | None = None
     for level in ("complete", "partial"):
-        episode, run = _episodes(rules, level, counts, transfusions)
+        episode, run = _episodes(rules, level, counts, transfusions, levels)
         if episode is not None:
             episodes.append(episode)
             if episode.ended_at is None and held is None:

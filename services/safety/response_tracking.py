@@ -28,6 +28,7 @@ from services.safety.response import (
     ResponseAssessment,
     Transfusion,
     assess_response,
+    count_levels,
     response_loss,
 )
 from services.safety.subject_store import LabFacts, SubjectState
@@ -156,13 +157,16 @@ def assess_subject(
         counts = counts_of(rules, state.labs, inactive=state.inactive_ids("lab"))
         given = transfusions_of(state.transfusions, inactive=state.inactive_ids("transfusion"))
         window = protocol_engine.subject_window(protocol, state) if rules.timepoints else None
+    levels = count_levels(rules, counts)  # once for every moment assessed
     points: dict[str, tuple[datetime, ResponseAssessment]] = {}
     if window is not None:
         for point in rules.timepoints:
             moment = window.calendar.day_ends(window.calendar.date_of(point.day))
             if moment <= now:
-                points[point.name] = (moment, assess_response(rules, counts=counts, transfusions=given, now=moment))
-    return SubjectResponse(assess_response(rules, counts=counts, transfusions=given, now=now), points)
+                assessed = assess_response(rules, counts=counts, transfusions=given, now=moment, levels=levels)
+                points[point.name] = (moment, assessed)
+    current = assess_response(rules, counts=counts, transfusions=given, now=now, levels=levels)
+    return SubjectResponse(current, points)
 
 
 def _store_state(
