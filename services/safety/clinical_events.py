@@ -84,8 +84,8 @@ class ClinicalBatch:
     recomputes a subject from all its stored data (DLT window and records, eligibility, response, its 3+3
     outcome) runs once per subject the batch changed, at the end, with the batch's subjects loaded together;
     then the arms whose stored outcomes moved are reassessed once. Recomputing from stored data is what makes
-    the same data in any order, in any batching, end in the same state. An enrolment is checked against the arms
-    as they stand, so the subjects changed before it in the batch are settled first.
+    the same data in any order, in any batching, end in the same state. An enrolment is checked against the other
+    subjects' stored outcomes, so the subjects changed before it in the batch are settled first.
     """
 
     def __init__(
@@ -105,6 +105,9 @@ class ClinicalBatch:
         self._pending: dict[str, str] = {}
         """Subject id -> id of the last event that changed it (its reassessment's source)."""
         self._settled: list[tuple[str, Outgoing]] = []
+        self._arms: set[str] = set()
+        """Arms whose subjects' stored outcomes changed: reassessed once, at the end."""
+        self._last_source = ""
         self._audit_locked = False
 
     def apply(self, envelope: ClinicalEnvelope) -> list[Outgoing]:
@@ -117,7 +120,7 @@ class ClinicalBatch:
             lock_audit_chain(self._session, service=AUDIT_SERVICE)
             self._audit_locked = True
         if isinstance(envelope, SubjectEnrolled) and self._pending:
-            self._settle()
+            self._settle_subjects()  # its check reads the other subjects' stored outcomes
         self.records.load([envelope])
         changed, signals = _apply_own_rule(
             self._session, self.records, envelope, self._now, protocol=protocol, topic=self._topic
@@ -128,19 +131,32 @@ class ClinicalBatch:
         return signals
 
     def finish(self) -> list[tuple[str, Outgoing]]:
-        self._settle()
+        self._settle_subjects()
+        if self._arms:  # only when a subject's stored 3+3 outcome changed
+            self._session.flush()
+            source_id = self._last_source
+            cohort_signals = protocol_engine.reassess_cohorts(
+                self._session,
+                protocol=self._protocol,
+                now=self._now,
+                source_id=source_id,
+                signals_topic=self._topic,
+                arms=self._arms,
+            )
+            self._settled += [(source_id, signal) for signal in cohort_signals]
+            self._arms = set()
         settled, self._settled = self._settled, []
         return settled
 
-    def _settle(self) -> None:
+    def _settle_subjects(self) -> None:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
+        self._last_source = next(reversed(pending.values()))
         session, protocol, now, topic = self._session, self._protocol, self._now, self._topic
         session.flush()
         trial_id = protocol.trial_id
         states = subject_store.load_subject_states(session, trial_id=trial_id, subject_ids=pending)
-        arms: set[str] = set()
         for subject_id, source_id in pending.items():
             state = states.get(subject_id)
             if state is None:
@@ -168,15 +184,8 @@ class ClinicalBatch:
                 signals_topic=topic,
                 state=state,
             )
-            arms |= subject.arms
+            self._arms |= subject.arms
             self._settled += [(source_id, signal) for signal in signals]
-        if arms:  # only when a subject's stored 3+3 outcome changed
-            session.flush()
-            source_id = next(reversed(pending.values()))
-            cohort_signals = protocol_engine.reassess_cohorts(
-                session, protocol=protocol, now=now, source_id=source_id, signals_topic=topic, arms=arms
-            )
-            self._settled += [(source_id, signal) for signal in cohort_signals]
 
 
 def _apply_own_rule(
