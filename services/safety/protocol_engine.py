@@ -59,7 +59,7 @@ from services.safety.models import (
     Subject,
     SubjectOutcomeRow,
 )
-from services.safety.subject_store import LabFacts, SubjectState, load_subject_state
+from services.safety.subject_store import AeVersionFacts, LabFacts, SubjectState, load_subject_state
 from shared.audit import append_audit
 from shared.clock import utc
 from shared.events import (
@@ -134,7 +134,9 @@ def window_of(session: Session, *, protocol: Protocol, subject: Subject) -> DltW
     return subject_window(protocol, state) if state is not None else None
 
 
-def ae_facts(versions: Iterable[AeVersion], *, inactive: dict[str, str], protocol: Protocol) -> list[AeFacts]:
+def ae_facts(
+    versions: Iterable[AeVersion | AeVersionFacts], *, inactive: dict[str, str], protocol: Protocol
+) -> list[AeFacts]:
     """Each AE folded over its versions, its term mapped to CTCAE, with the site's status if any."""
     by_ae: dict[str, list[AeFacts]] = defaultdict(list)
     for row in versions:

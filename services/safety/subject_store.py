@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import case, func
 from sqlmodel import Session, col, select
@@ -35,8 +35,7 @@ from services.safety.models import (
 INACTIVE = frozenset({"entered_in_error", "deleted"})
 
 
-@dataclass(frozen=True, slots=True)
-class LabFacts:
+class LabFacts(NamedTuple):
     """A stored result as a subject's reassessment reads it: columns, not an ORM instance. A reassessment reads
     all of the subject's results, so what one costs to load bounds a batch."""
 
@@ -52,7 +51,19 @@ class LabFacts:
     grade: int | None
 
 
-LAB_COLUMNS = tuple(getattr(LabResult, name) for name in LabFacts.__slots__)
+LAB_COLUMNS = tuple(getattr(LabResult, name) for name in LabFacts._fields)
+
+
+class AeVersionFacts(NamedTuple):
+    """A stored AE version as a subject's reassessment reads it (columns, like `LabFacts`)."""
+
+    ae_id: str
+    version: int
+    payload: dict[str, Any]
+    received_at: datetime
+
+
+AE_VERSION_COLUMNS = tuple(getattr(AeVersion, name) for name in AeVersionFacts._fields)
 
 
 @dataclass
@@ -62,7 +73,7 @@ class SubjectState:
     subject: Subject
     doses: list[Dose]
     labs: list[LabFacts]
-    ae_versions: list[AeVersion]
+    ae_versions: list[AeVersionFacts]
     baselines: dict[str, int]
     inactive: dict[tuple[str, str], str]
     """(record_type, record_id) -> status of records the site took back."""
@@ -116,9 +127,14 @@ def _load_chunk(session: Session, *, trial_id: str, subject_ids: Sequence[str]) 
     query = select(LabResult.subject_id, *LAB_COLUMNS).where(
         LabResult.trial_id == trial_id, col(LabResult.subject_id).in_(subject_ids)
     )
-    for subject_id, *values in session.exec(query):
-        labs[subject_id].append(LabFacts(*values))
-    versions = rows(AeVersion)
+    for row in session.exec(query):
+        labs[row[0]].append(LabFacts._make(row[1:]))
+    versions: dict[str, list[AeVersionFacts]] = defaultdict(list)
+    query = select(AeVersion.subject_id, *AE_VERSION_COLUMNS).where(
+        AeVersion.trial_id == trial_id, col(AeVersion.subject_id).in_(subject_ids)
+    )
+    for row in session.exec(query):
+        versions[row[0]].append(AeVersionFacts._make(row[1:]))
     terms = rows(LabTermState)
     records = rows(DltRecord)
     outcomes = rows(SubjectOutcomeRow)
