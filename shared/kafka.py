@@ -171,7 +171,7 @@ class ConsumerLoop:
         before_offset_commit: Callable[[Sequence[ConsumedMessage]], None] | None = None,
         priority_topics: Sequence[str] = (),
         max_batch: int = 500,
-        bulk_batch: int = 50,
+        bulk_batch: int = 200,
         max_backoff: float = 30.0,
     ) -> None:
         self._name = name

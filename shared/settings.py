@@ -93,8 +93,8 @@ class ConsumerTuning:
     """Batch sizes and the transaction time budget of a consumer: throughput against latency."""
 
     max_batch: int = 500
-    bulk_batch: int = 50
-    transaction_seconds: float = 0.2
+    bulk_batch: int = 200
+    transaction_seconds: float = 0.3
 
 
 class CommonSettings(BaseSettings):
@@ -126,10 +126,10 @@ class CommonSettings(BaseSettings):
     audit_checkpoint_seconds: float = Field(default=300.0, gt=0, description="Interval between audit checkpoints")
     consumer_max_batch: int = Field(default=500, ge=1, le=10_000, description="Records per poll of a consumer")
     consumer_bulk_batch: int = Field(
-        default=50, ge=1, le=10_000, description="Records per poll of the bulk lane: what an urgent event may wait for"
+        default=200, ge=1, le=10_000, description="Records per poll of the bulk lane: what an urgent event may wait for"
     )
     consumer_transaction_seconds: float = Field(
-        default=0.2, gt=0, le=60, description="A consumer transaction takes no more records after this long"
+        default=0.3, gt=0, le=60, description="A consumer transaction takes no more records after this long"
     )
 
     def consumer_tuning(self) -> ConsumerTuning:
