@@ -118,8 +118,11 @@ def lock_audit_chain(session: Session, *, service: str) -> None:
     Appending reads the chain's last row and links to it; two writers doing that at once would fork the
     chain (on PostgreSQL a `FOR UPDATE` read can return a row that is no longer the last; on SQLite the read
     runs before the write lock). Callers that also lock rows should call this first in the transaction, so
-    every transaction takes its locks in the same order and none can deadlock. Re-entrant.
+    every transaction takes its locks in the same order and none can deadlock. Re-entrant: taken once per
+    transaction (the lock lasts until it ends).
     """
+    if _this_transaction(session, ("lock", service)) is not None:
+        return
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         key = zlib.crc32(f"sentinel-audit:{service}".encode())
@@ -127,6 +130,23 @@ def lock_audit_chain(session: Session, *, service: str) -> None:
     elif dialect == "sqlite":
         # A write statement, even one touching no row, makes the transaction take SQLite's write lock now.
         session.execute(text("UPDATE audit_log SET seq = seq WHERE 0"))
+    _remember(session, ("lock", service), True)
+
+
+def _this_transaction(session: Session, what: tuple[str, str]) -> object | None:
+    """What this transaction noted under `what` (its audit lock, the chain head it wrote); None once it ended.
+
+    Never inside a savepoint, whose rollback could take a noted head away with it."""
+    noted = session.info.get(("sentinel.audit", *what))
+    if noted is None or session.in_nested_transaction():
+        return None
+    transaction, value = noted
+    return value if transaction is session.get_transaction() else None
+
+
+def _remember(session: Session, what: tuple[str, str], value: object) -> None:
+    if not session.in_nested_transaction():
+        session.info[("sentinel.audit", *what)] = (session.get_transaction(), value)
 
 
 def append_audit(
@@ -142,9 +162,14 @@ def append_audit(
     """Append one row to the service's chain; the caller's transaction commits it with the change itself."""
     lock_audit_chain(session, service=service)
     key = bound_audit_key(session.connection())
-    last = session.exec(
-        select(AuditEntry).where(AuditEntry.service == service).order_by(col(AuditEntry.seq).desc()).limit(1)
-    ).first()
+    written = _this_transaction(session, ("head", service))  # the head is this transaction's own last row
+    last = (
+        written
+        if isinstance(written, AuditEntry)
+        else session.exec(
+            select(AuditEntry).where(AuditEntry.service == service).order_by(col(AuditEntry.seq).desc()).limit(1)
+        ).first()
+    )
     prev = last.hash if last is not None else GENESIS
     detail_json = json.loads(json.dumps(dict(detail), default=str))
     entry = AuditEntry(
@@ -168,6 +193,7 @@ def append_audit(
     )
     session.add(entry)
     session.flush()
+    _remember(session, ("head", service), entry)
     return entry
 
 

@@ -227,3 +227,25 @@ def test_production_refuses_a_missing_or_placeholder_key_without_printing_it(cle
     assert CommonSettings(environment="production", audit_key=real).audit_signing_key().secret == real.encode()  # type: ignore[arg-type]
     assert CommonSettings().audit_signing_key().development, "development runs with the development key"
     assert real not in repr(CommonSettings(audit_key=real))  # type: ignore[arg-type]
+
+
+def test_appends_in_one_transaction_link_to_each_other_and_a_rolled_back_one_leaves_no_head_behind(
+    db: Engine,
+) -> None:
+    """One transaction takes the chain's lock and reads its head once, then links each row to the one it just
+    wrote; a transaction that rolls back leaves nothing the next one links to."""
+    append(db, 3)
+    append(db, 2, service="safety")
+    with Session(db) as session:
+        session.begin()
+        append_audit(session, service="notify", actor="a", action="x", entity="e:gone", detail={}, now=T0)
+        session.rollback()
+        entry = append_audit(session, service="notify", actor="a", action="x", entity="e:kept", detail={}, now=T0)
+        session.commit()
+        kept_prev = entry.prev_hash
+    chain = rows(db)
+    assert [r.entity for r in chain] == ["alert:0", "alert:1", "alert:2", "e:kept"]
+    assert kept_prev == chain[2].hash, "linked to the committed head, not to the rolled-back row"
+    assert [r.prev_hash for r in chain[1:]] == [r.hash for r in chain[:-1]]
+    assert verify_audit(db, service="notify", key=KEY).problems == []
+    assert verify_audit(db, service="safety", key=KEY).problems == []
