@@ -655,11 +655,14 @@ def handle(
 
 
 def test_the_same_event_delivered_twice_in_one_batch_is_applied_once(protocol: Protocol, tmp_path: Path) -> None:
-    """Kafka re-delivers A-1's serious AE inside one polled batch (same event id): one SAE, one version, one 24 h
-    clock, as if it had come once."""
+    """Kafka re-delivers A-1's serious AE and a platelet count inside one polled batch (same event ids), and the EDC
+    re-sends the AE under another delivery id: one SAE, one version, one 24 h clock, one page, as if each had come
+    once."""
     onset = DAY0 + timedelta(days=9)
     serious = related_ae("A-1", onset, seriousness={"hospitalization": True}, received=at(10))
-    events = [*arm_a_dosed("A-1"), serious, plat("A-1", "P10", "15", 10), serious, plat("A-1", "P10", "15", 10)]
+    resent = serious.model_copy(update={"id": "resent-under-another-id"})
+    platelets = plat("A-1", "P10", "15", 10)
+    events = [*arm_a_dosed("A-1"), serious, platelets, serious, resent, platelets]
     once = deliver(
         tmp_path, protocol, "once", [[*arm_a_dosed("A-1"), serious, plat("A-1", "P10", "15", 10)]], batched=False
     )
@@ -721,6 +724,7 @@ def test_an_enrolment_deleted_in_the_batch_of_the_next_enrolment(protocol: Proto
     single, batched = single_and_batched(tmp_path, protocol, steps)
     assert_same(single, batched)
     assert deviations(batched.signals) == deviations(single.signals) == []
+    assert [a[:3] for a in batched.state["arms"] if a[0] == "A"] == [("A", "evaluating", 3)]
 
 
 def test_a_dlt_raised_and_withdrawn_in_one_batch_leaves_no_history(protocol: Protocol, tmp_path: Path) -> None:
@@ -752,7 +756,6 @@ def physician_stream() -> list[ClinicalEnvelope]:
     """Arm A (three subjects) and arm B (one): baselines, infusions, visits, a lab-only neutropenia worsening, an AE
     with three versions ending fatal, a lab corrected, a result taken back and restored, an infusion reaction
     whose dose was corrected, a transfusion, a withdrawal."""
-    onset = DAY0 + timedelta(days=9)
     reaction: dict[str, Any] = {"ae_id": "AE-IR", "term": "Infusion related reaction"}
     events: list[ClinicalEnvelope] = [
         *arm_a_dosed("A-1", "A-2", "A-3"),
@@ -773,7 +776,6 @@ def physician_stream() -> list[ClinicalEnvelope]:
         transfusion("B-1", "TX-1", at(15)),
         subject_status("B-1", "withdrawn", DAY0 + timedelta(days=20)),
     ]
-    _ = onset
     return events
 
 
@@ -817,7 +819,7 @@ def test_a_physicians_stream_in_any_order_and_batching_ends_in_one_state(protoco
         rng = random.Random(seed)
         shuffled = shuffle_keeping_record_order(events, rng)
         driver = Driver(make_engine(f"sqlite:///{tmp_path}/shuffled-{seed}.db"), protocol)
-        sizes = []
+        sizes: list[int] = []
         while sum(sizes) < len(shuffled):
             sizes.append(rng.randint(1, 12))
         apply_in_batches(driver, shuffled, sizes, now=NOW)
@@ -850,3 +852,21 @@ def test_a_restore_processed_before_the_retraction_it_undoes(protocol: Protocol,
     for batched in (False, True):
         run = deliver(tmp_path, protocol, f"reversed-{batched}", [*base, [restored, retracted]], batched=batched)
         assert run.state["dlts"] == in_order.state["dlts"], f"batched={batched}"
+
+
+def test_an_infusion_recorded_after_its_reaction_in_one_batch(protocol: Protocol, tmp_path: Path) -> None:
+    """The reaction (grade 2, then grade 3, 4 h after the infusion) is keyed before the infusion itself, all in one
+    batch: it is matched to that infusion and signalled at grade 3, as one by one."""
+    reaction: dict[str, Any] = {
+        "ae_id": "AE-IR",
+        "term": "Infusion related reaction",
+        "onset_at": at(0, 14).isoformat(),
+    }
+    steps: list[Step] = [
+        [enrol("A-1", "A", DAY0)],
+        [ae("A-1", grade=2, **reaction), ae("A-1", version=2, grade=3, **reaction), dose("A-1", at(0))],
+    ]
+    single, batched = single_and_batched(tmp_path, protocol, steps)
+    assert_same(single, batched)
+    assert batched.state["acute"] == [("A-1", "AE-IR", 3, "A-1-D1")]
+    assert [s.data.grade for s in of_type(batched.signals, "acute_reaction.detected")] == [3]
