@@ -923,3 +923,32 @@ def test_a_creatinine_baseline_arriving_after_the_on_treatment_result(protocol: 
         )
         assert late.state["labs"] == first.state["labs"], f"batched={batched}"
         assert record_signals(late.signals) == record_signals(first.signals), f"batched={batched}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "the same path dependence of services/safety/dlt.py transition, AE-based: one by one, the grade 4 "
+        "follow-up reopens the officer-rejected DLT (suspected) and the AE's 'entered in error' then withdraws it, "
+        "so the officer's rejection is replaced by 'withdrawn' (and a later 'restored' reopens it as new); batched, "
+        "the record stays 'rejected' with the officer's decision"
+    ),
+)
+def test_a_rejected_ae_dlt_worsened_and_taken_back_in_one_batch(protocol: Protocol, tmp_path: Path) -> None:
+    """The officer rejected A-1's related grade 3 pneumonitis as a DLT. One batch: a grade 4 follow-up, then the
+    site's 'entered in error' for the AE. The DLT must end in one state whichever way the batch was cut."""
+    onset = DAY0 + timedelta(days=9)
+
+    def reject(driver: Driver) -> None:
+        decide(driver, "A-1", "rejected", now=at(11))
+
+    steps: list[Step] = [
+        arm_a_dosed("A-1", "A-2", "A-3"),
+        [related_ae("A-1", onset)],
+        reject,
+        [related_ae("A-1", onset, version=2, grade=4), status("A-1", "ae", "AE-1")],
+    ]
+    single, batched = single_and_batched(tmp_path, protocol, steps)
+    with Session(single.driver.engine) as session:
+        assert [r.state for r in session.exec(select(DltRecord))] == ["withdrawn"]
+    assert_same(single, batched)
