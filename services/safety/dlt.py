@@ -49,6 +49,10 @@ class DltSignal(StrEnum):
     WITHDRAWN = "dlt.withdrawn"
 
 
+def _suspected() -> Transition:
+    return Transition(DltState.SUSPECTED, DltSignal.SUSPECTED)
+
+
 @dataclass(frozen=True)
 class AeFacts:
     """One AE folded over its versions, as the DLT rule sees it."""
@@ -423,20 +427,30 @@ def transition(
     grade: int | None,
     decided_grade: int | None,
     decided_criterion: str | None = None,
+    rejected: bool = False,
 ) -> Transition:
     """The next state of an AE's DLT record, and the signal that change sends (if any).
 
-    A rejected record reopens on new evidence: a worse grade than the one rejected, or a criterion other than the
-    one the officer judged (`decided_criterion`: a worsening rejected as transient that then lasts > 14 days)."""
+    A rejected record (`rejected`: an officer's rejection on file, the record not confirmed since) reopens on new
+    evidence: a worse grade than the one rejected, or a criterion other than the one the officer judged
+    (`decided_criterion`: a worsening rejected as transient that then lasts > 14 days). Its state is a function
+    of the rejection and the data as they stand: when the new evidence goes away (corrected, taken back), the
+    rejection stands again, so the same data give the same state whatever was seen in between."""
     meets = classification.meets
+    if current is DltState.CONFIRMED:
+        return Transition(current, None)
+    if rejected or current is DltState.REJECTED:
+        other_rule = decided_criterion is not None and classification.criterion not in (None, decided_criterion)
+        new_evidence = meets and ((grade or 0) > (decided_grade or 0) or other_rule)
+        if new_evidence:
+            return Transition(current, None) if current is DltState.SUSPECTED else _suspected()
+        if current is DltState.SUSPECTED:  # the evidence that reopened it is gone: the rejection stands again
+            return Transition(DltState.REJECTED, DltSignal.WITHDRAWN)
+        return Transition(DltState.REJECTED, None)  # from withdrawn: neither counts, nothing to tell
     if current is None:
         return Transition(DltState.SUSPECTED, DltSignal.SUSPECTED) if meets else Transition(None, None)
     if current is DltState.SUSPECTED:
         return Transition(current, None) if meets else Transition(DltState.WITHDRAWN, DltSignal.WITHDRAWN)
     if current is DltState.WITHDRAWN:
         return Transition(DltState.SUSPECTED, DltSignal.SUSPECTED) if meets else Transition(current, None)
-    if current is DltState.REJECTED and meets:
-        other_rule = decided_criterion is not None and classification.criterion not in (None, decided_criterion)
-        if (grade or 0) > (decided_grade or 0) or other_rule:
-            return Transition(DltState.SUSPECTED, DltSignal.SUSPECTED)
     return Transition(current, None)

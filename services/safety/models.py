@@ -161,6 +161,8 @@ class DltRecord(SQLModel, table=True):
     decided_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     decision_reason: str | None = Field(default=None, max_length=2000)
     decided_grade: int | None = None
+    decided_criterion: str | None = Field(default=None, max_length=80)
+    """The criterion the officer's decision judged: a rejection stands until the data show more than it did."""
 
 
 class CohortState(SQLModel, table=True):

@@ -374,7 +374,8 @@ def _update_record(
         Classification(verdict.meets, verdict.criterion, verdict.reason),
         grade=verdict.grade,
         decided_grade=record.decided_grade if record else None,
-        decided_criterion=record.criterion if record else None,
+        decided_criterion=record.decided_criterion if record else None,
+        rejected=record is not None and record.decided_at is not None,
     )
     if step.state is None:
         return None
@@ -864,6 +865,7 @@ def decide_dlt(
     record.decided_at = now
     record.decision_reason = reason
     record.decided_grade = record.grade
+    record.decided_criterion = record.criterion
     record.updated_at = now
     session.add(record)
     append_audit(

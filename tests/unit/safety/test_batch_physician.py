@@ -402,16 +402,6 @@ def rejected_grade_3(*, then: list[ClinicalEnvelope]) -> list[Step]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "DLT transition is path-dependent: one by one, the site's correction of the rejected day-3 ANC to 0.3 "
-        "(grade 4 > rejected grade 3) reopens the DLT (suspected), and its correction back to 0.8 (grade 3) still "
-        "meets, so it stays suspected and arm A is 'awaiting_dlt_review'; in one batch only the final grade 3 is "
-        "seen, which does not exceed the rejected grade, so the DLT stays rejected and arm A 'enrolling' "
-        "(services/safety/dlt.py transition: a SUSPECTED record reopened from a rejection is not re-checked)"
-    ),
-)
 def test_a_rejected_lab_dlt_corrected_to_grade_4_and_back_in_one_batch(protocol: Protocol, tmp_path: Path) -> None:
     """The officer rejected the grade 3. The next batch holds two corrections of that same result: to 0.3 (grade
     4), then back to 0.8 (grade 3). Same data, same verdict: whether arm A waits for a DLT review must not depend
@@ -925,15 +915,6 @@ def test_a_creatinine_baseline_arriving_after_the_on_treatment_result(protocol: 
         assert record_signals(late.signals) == record_signals(first.signals), f"batched={batched}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the same path dependence of services/safety/dlt.py transition, AE-based: one by one, the grade 4 "
-        "follow-up reopens the officer-rejected DLT (suspected) and the AE's 'entered in error' then withdraws it, "
-        "so the officer's rejection is replaced by 'withdrawn' (and a later 'restored' reopens it as new); batched, "
-        "the record stays 'rejected' with the officer's decision"
-    ),
-)
 def test_a_rejected_ae_dlt_worsened_and_taken_back_in_one_batch(protocol: Protocol, tmp_path: Path) -> None:
     """The officer rejected A-1's related grade 3 pneumonitis as a DLT. One batch: a grade 4 follow-up, then the
     site's 'entered in error' for the AE. The DLT must end in one state whichever way the batch was cut."""
@@ -950,5 +931,5 @@ def test_a_rejected_ae_dlt_worsened_and_taken_back_in_one_batch(protocol: Protoc
     ]
     single, batched = single_and_batched(tmp_path, protocol, steps)
     with Session(single.driver.engine) as session:
-        assert [r.state for r in session.exec(select(DltRecord))] == ["withdrawn"]
+        assert [r.state for r in session.exec(select(DltRecord))] == ["rejected"], "the officer's rejection stands"
     assert_same(single, batched)

@@ -169,6 +169,25 @@ def test_transitions(
     assert (step.state, step.signal) == (state, signal)
 
 
+@pytest.mark.parametrize(
+    ("current", "verdict_", "grade", "state", "signal"),
+    [
+        (DltState.SUSPECTED, MEETS, 4, DltState.SUSPECTED, None),  # still worse than what the officer rejected
+        (DltState.SUSPECTED, MEETS, 3, DltState.REJECTED, DltSignal.WITHDRAWN),  # the worse value was corrected
+        (DltState.SUSPECTED, MISSES, 4, DltState.REJECTED, DltSignal.WITHDRAWN),  # the AE was taken back
+        (DltState.WITHDRAWN, MEETS, 3, DltState.REJECTED, None),
+        (DltState.WITHDRAWN, MEETS, 4, DltState.SUSPECTED, DltSignal.SUSPECTED),
+    ],
+)
+def test_a_reopened_rejection_stands_again_when_its_new_evidence_goes(
+    current: DltState, verdict_: Classification, grade: int, state: DltState, signal: DltSignal | None
+) -> None:
+    """The state of a record with an officer's rejection on file (grade 3 rejected) is a function of that rejection
+    and the data as they stand, never of what was seen in between: the same data batched or not, same state."""
+    step = transition(current, verdict_, grade=grade, decided_grade=3, rejected=True)
+    assert (step.state, step.signal) == (state, signal)
+
+
 # --- point 9: haematological rules for a population entering at grade 3-4 -----------------------------------
 
 
