@@ -291,7 +291,8 @@ def _apply_record(
     if isinstance(envelope, SampleCollected):
         return sample_tracking.record_sample(session, envelope=envelope, now=now), []
     if isinstance(envelope, RecordStatusChanged):
-        store.set_record_status(records, envelope=envelope)
+        if store.set_record_status(records, envelope=envelope) is None:
+            return False, []  # older than the status on file: the site's later word stands
         if envelope.data.record_type == "lab":
             session.flush()
             return True, _lab_status_changed(session, records, envelope, protocol=protocol, signals_topic=signals_topic)

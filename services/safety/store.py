@@ -263,11 +263,17 @@ def save_sae_state(records: BatchRecords, *, subject_id: str, ae_id: str, state:
     row.first_serious_version = state.first_serious_version
 
 
-def set_record_status(records: BatchRecords, *, envelope: RecordStatusChanged) -> RecordStatus:
-    """Record (or update) a site's status for a record; an enrolment's record is its subject."""
+def set_record_status(records: BatchRecords, *, envelope: RecordStatusChanged) -> RecordStatus | None:
+    """Record (or update) a site's status for a record; an enrolment's record is its subject.
+
+    The site's latest word counts, by when it changed the status (else when we received it), not by when we
+    processed it: a status older than the one stored (a replay, a redelivery out of order) changes nothing
+    (returns None)."""
     data = envelope.data
     record_id = envelope.subject if data.record_type == "enrollment" else data.record_id
     row = records.status(envelope.subject, data.record_type, record_id)
+    if row is not None and utc(data.changed_at or envelope.receivedat) < utc(row.changed_at):
+        return None
     if row is None:
         row = RecordStatus(
             trial_id=envelope.trialid,

@@ -818,14 +818,6 @@ def test_a_physicians_stream_in_any_order_and_batching_ends_in_one_state(protoco
             assert state[part] == reference[part], (seed, part)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "record statuses are last-processed-wins (services/safety/store.py set_record_status overwrites the row "
-        "whatever its changed_at): a 'restored' (changed 11:00) processed before the 'entered in error' it undoes "
-        "(changed 10:00) leaves the day-14 grade 4 ANC retracted, so its DLT is not counted, batched or one by one"
-    ),
-)
 def test_a_restore_processed_before_the_retraction_it_undoes(protocol: Protocol, tmp_path: Path) -> None:
     """The site took the day-14 ANC 0.3 back at 10:00 and restored it at 11:00 (the statuses say when). Redelivered
     in reverse order (a dead-letter replay, a re-keyed topic), the result must still stand: the site's latest word
