@@ -11,7 +11,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Column, Engine, Index, LargeBinary, func, select, update
+from sqlalchemy import Column, Engine, Index, Insert, LargeBinary, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel, col
 
 from shared.clock import Clock
@@ -55,23 +56,37 @@ class Outgoing:
         return self.envelope.id
 
 
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+_QUEUE: dict[str, Insert] = {
+    # Built once per dialect (their compiled forms are cached): the dedupe is the unique index itself, in the
+    # same statement as the insert, instead of a SELECT per message before an ORM add.
+    # RETURNING says whether the row went in (the rowcount of an insert with RETURNING is not reliable).
+    "sqlite": sqlite.insert(_OUTBOX).on_conflict_do_nothing(index_elements=["message_id"]).returning(_OUTBOX.c.seq),
+    "postgresql": postgresql.insert(_OUTBOX)
+    .on_conflict_do_nothing(index_elements=["message_id"])
+    .returning(_OUTBOX.c.seq),
+}
+
+
 def add_to_outbox(session: Session, *, producer: str, message: Outgoing, now: datetime) -> bool:
-    """Queue a message unless one with the same id is already queued (deterministic ids make this a dedupe)."""
-    query = select(col(OutboxMessage.seq)).where(col(OutboxMessage.message_id) == message.message_id)
-    exists = session.execute(query).first()
-    if exists is not None:
-        return False
-    session.add(
-        OutboxMessage(
-            message_id=message.message_id,
-            producer=producer,
-            topic=message.topic,
-            key=message.key,
-            value=message.envelope.model_dump_json().encode(),
-            created_at=now,
-        )
+    """Queue a message unless one with the same id is already queued (deterministic ids make this a dedupe).
+
+    Written at once in the caller's transaction, so rows take their sequence numbers in the order queued.
+    """
+    connection = session.connection()
+    result = connection.execute(
+        _QUEUE[connection.dialect.name],
+        {
+            "message_id": message.message_id,
+            "producer": producer,
+            "topic": message.topic,
+            "key": message.key,
+            "value": message.envelope.model_dump_json().encode(),
+            "created_at": now,
+            "trace_context": current_traceparent(),
+        },
     )
-    return True
+    return result.first() is not None
 
 
 class OutboxRelay:
