@@ -4,7 +4,8 @@ for good is recorded in the alert's history, counted, and handed to the next esc
 timer, which the timer runner fires).
 
 Pages first: due deliveries are claimed most urgent first (urgency.py) and sent concurrently within a
-bound; low-urgency notices wait a short window and leave as one digest mail per recipient.
+bound; low-urgency notices wait a short window and leave as one digest mail per recipient. Pages also have
+a lane of their own, woken by the same commits: a page never waits for a batch of notices being handed over.
 
 Crash-safe: the attempt is recorded (and committed) before the hand-off, and a lease is short and renewed
 by a heartbeat while the holder lives; a crashed holder's work is retaken within one lease (seconds), its
@@ -206,6 +207,7 @@ class DeliveryDispatcher:
         self._base_backoff = base_backoff_seconds
         self._on_failover = on_failover
         self._wakeup = Wakeup(poll_seconds)
+        self._pages_wakeup = Wakeup(poll_seconds)
         self._concurrency = concurrency
         self._batch_size = batch_size
         self._digest_window = digest_window
@@ -217,22 +219,33 @@ class DeliveryDispatcher:
 
     def wake(self) -> None:
         self._wakeup.set()
+        self._pages_wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Two lanes: everything due, most urgent first; and pages alone, so a page queued while a batch of
+        notices is being handed over (seconds, with a slow mail server) leaves at once, not after the batch."""
+        await asyncio.gather(
+            self._lane(stop, self._wakeup, pages_only=False),
+            self._lane(stop, self._pages_wakeup, pages_only=True),
+        )
+
+    async def _lane(self, stop: asyncio.Event, wakeup: Wakeup, *, pages_only: bool) -> None:
         while not stop.is_set():
             try:
-                while await self.dispatch_due() and not stop.is_set():
+                while await self.dispatch_due(pages_only=pages_only) and not stop.is_set():
                     pass  # a backlog: claim the next batch at once, most urgent first
             except Exception:
                 # Not swallowed: counted (alert on the metric), logged with its traceback, retried next poll.
                 self._metrics.errors.inc()
-                log.exception("delivery dispatch failed; retrying after %.1f s", self._wakeup.poll_seconds)
-            await self._wakeup.wait()
+                log.exception("delivery dispatch failed; retrying after %.1f s", wakeup.poll_seconds)
+            await wakeup.wait()
 
-    async def dispatch_due(self, limit: int | None = None) -> int:
+    async def dispatch_due(self, limit: int | None = None, *, pages_only: bool = False) -> int:
         """Send what is due now, most urgent first, up to `concurrency` at a time; returns how many
-        deliveries were attempted (a digest counts each notice it carries)."""
-        units, exhausted = await asyncio.to_thread(self._claim, limit or self._batch_size)
+        deliveries were attempted (a digest counts each notice it carries). `pages_only`: the page lane.
+
+        Leases keep the lanes (and replicas) apart: a delivery one of them holds is not claimed by another."""
+        units, exhausted = await asyncio.to_thread(self._claim, limit or self._batch_size, pages_only)
         if exhausted:
             error = (
                 f"the sender stopped during each of its {self._max_attempts} attempts (the message may have gone "
@@ -286,13 +299,19 @@ class DeliveryDispatcher:
         with Session(self._engine) as session, session.begin():
             return store.renew_delivery_leases(session, delivery_ids=delivery_ids, holder=self.holder, until=until)
 
-    def _claim(self, limit: int) -> tuple[list[SendUnit], list[Claimed]]:
+    def _claim(self, limit: int, pages_only: bool = False) -> tuple[list[SendUnit], list[Claimed]]:
         """Lease due deliveries, most urgent first, digest notices grouped per recipient. Also returns those
         whose every attempt was interrupted (a sender killed each time): they fail over instead."""
         now = self._clock.now()
         until = now + self._lease
         with Session(self._engine, expire_on_commit=False) as session, session.begin():
-            ids = store.due_delivery_ids(session, now=now, limit=limit, digest_after=now - self._digest_window)
+            ids = store.due_delivery_ids(
+                session,
+                now=now,
+                limit=limit,
+                digest_after=now - self._digest_window,
+                most_urgency=urgency.PAGE if pages_only else urgency.DIGEST,
+            )
             won = [
                 i for i in ids if store.lease_delivery(session, delivery_id=i, now=now, until=until, holder=self.holder)
             ]

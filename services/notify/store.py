@@ -254,13 +254,17 @@ def _lease_free(now: datetime) -> Any:
     return or_(col(Delivery.leased_until).is_(None), col(Delivery.leased_until) < now)
 
 
-def due_delivery_ids(session: Session, *, now: datetime, limit: int, digest_after: datetime) -> list[str]:
+def due_delivery_ids(
+    session: Session, *, now: datetime, limit: int, digest_after: datetime, most_urgency: int = urgency.DIGEST
+) -> list[str]:
     """Due deliveries, most urgent first; a digest notice is due once it has waited for its window
-    (created at or before `digest_after`), so the notices that follow it ride in the same mail."""
+    (created at or before `digest_after`), so the notices that follow it ride in the same mail.
+    `most_urgency`: none less urgent than this (urgency.PAGE: the pages only)."""
     query = (
         select(Delivery.id)
         .where(
             Delivery.status == "pending",
+            col(Delivery.urgency) <= most_urgency,
             col(Delivery.next_attempt_at) <= now,
             _lease_free(now),
             or_(col(Delivery.urgency) < urgency.DIGEST, col(Delivery.created_at) <= digest_after),
