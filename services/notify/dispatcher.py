@@ -208,6 +208,8 @@ class DeliveryDispatcher:
         self._on_failover = on_failover
         self._wakeup = Wakeup(poll_seconds)
         self._pages_wakeup = Wakeup(poll_seconds)
+        self._sending_notices = False
+        """True while the first lane hands over notices or digests: the page lane works meanwhile."""
         self._concurrency = concurrency
         self._batch_size = batch_size
         self._digest_window = digest_window
@@ -223,7 +225,9 @@ class DeliveryDispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Two lanes: everything due, most urgent first; and pages alone, so a page queued while a batch of
-        notices is being handed over (seconds, with a slow mail server) leaves at once, not after the batch."""
+        notices is being handed over (seconds, with a slow mail server) leaves at once, not after the batch.
+        The page lane works only while the first lane hands over notices: otherwise that lane takes pages
+        first anyway, and pages keep the one concurrency bound."""
         await asyncio.gather(
             self._lane(stop, self._wakeup, pages_only=False),
             self._lane(stop, self._pages_wakeup, pages_only=True),
@@ -232,8 +236,10 @@ class DeliveryDispatcher:
     async def _lane(self, stop: asyncio.Event, wakeup: Wakeup, *, pages_only: bool) -> None:
         while not stop.is_set():
             try:
-                while await self.dispatch_due(pages_only=pages_only) and not stop.is_set():
-                    pass  # a backlog: claim the next batch at once, most urgent first
+                # A backlog: claim the next batch at once, most urgent first, until nothing is due.
+                while (not pages_only or self._sending_notices) and not stop.is_set():
+                    if not await self.dispatch_due(pages_only=pages_only):
+                        break
             except Exception:
                 # Not swallowed: counted (alert on the metric), logged with its traceback, retried next poll.
                 self._metrics.errors.inc()
@@ -270,8 +276,13 @@ class DeliveryDispatcher:
             for tier in sorted({unit.urgency for unit in units}):
                 # One urgency class at a time: a page never shares the bound with bulk mail.
                 tasks = [asyncio.create_task(send(unit)) for unit in units if unit.urgency == tier]
+                self._sending_notices = tier > urgency.PAGE and not pages_only
+                if self._sending_notices:
+                    self._pages_wakeup.set()  # pages committed from now on go by the page lane
                 await asyncio.gather(*tasks)
         finally:
+            if not pages_only:
+                self._sending_notices = False
             for task in tasks:
                 task.cancel()
             heartbeat.cancel()
