@@ -6,14 +6,17 @@ Per record: a consumer's batch transaction claims each event (inbox) and queues 
 the same rows written by one multi-row INSERT per table per transaction (the floor for these rows).
 
 Relay: a committed outbox row to its broker acknowledgement (the relay woken after the commit, as the
-consumer's commit hook does), SENTINEL_BENCH_RELAY_ROWS times (default 50), one row at a time. Baseline: the
-same record published straight through the same producer.
+consumer's commit hook does), SENTINEL_BENCH_RELAY_ROWS times (default 50), one row at a time; idle, and
+while another writer holds write transactions of 150 ms one after the other (a consumer's batches). Baseline:
+the same record published straight through the same producer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -114,10 +117,47 @@ class TimedPublisher:
             await asyncio.wait_for(self.published.wait(), timeout=30)
 
 
-async def relay_latency(url: str, rows: int) -> tuple[list[float], list[float]]:
-    """(commit -> broker ack through the relay, the same record published directly), seconds each."""
+class BusyWriter:
+    """A consumer's batch transactions: write transactions of `hold` seconds, one after the other."""
+
+    def __init__(self, engine: Engine, hold: float) -> None:
+        self._engine = engine
+        self._hold = hold
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            with Session(self._engine) as session, session.begin():
+                add_claim(session, consumer="busy", claim=Claim(uuid.uuid4().hex, "t", 0, n), now=NOW)
+                session.flush()
+                time.sleep(self._hold)  # the batch's work, holding the write lock as a consumer does
+            n += 1
+            time.sleep(0.02)  # polling the next batch: other writers get their turn
+
+    def __enter__(self) -> BusyWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def relay_latency(url: str, rows: int, *, busy: float = 0.0) -> tuple[list[float], list[float]]:
+    """(commit -> broker ack through the relay, the same record published directly), seconds each; `busy`:
+    while another writer holds write transactions of that many seconds, one after the other."""
     engine = make_engine(url)
     create_tables(engine, [ProcessedEvent, OutboxMessage])
+    try:
+        with BusyWriter(engine, busy) if busy else contextlib.nullcontext():
+            return await _relay_latency(engine, rows)
+    finally:
+        engine.dispose()
+
+
+async def _relay_latency(engine: Engine, rows: int) -> tuple[list[float], list[float]]:
     topic = fresh_topic("outbox")
     await ensure_topics(BOOTSTRAP, [topic])
     producer = ManagedProducer(lambda: make_producer(BOOTSTRAP, client_id="bench-outbox"))
@@ -157,7 +197,6 @@ async def relay_latency(url: str, rows: int) -> tuple[list[float], list[float]]:
         relay.wake()
         await running
         await producer.close()
-        engine.dispose()
     return through_relay, direct
 
 
@@ -179,13 +218,15 @@ async def run() -> None:
         )
     print(f"outbox relay: a committed row to its broker ack, {relay_rows} rows one at a time")
     for database in databases:
-        with fresh_database(database) as url:
-            through, direct = await relay_latency(url, relay_rows)
-        p50, p50_direct = statistics.median(through), statistics.median(direct)
-        print(
-            f"  {database:<11} p50 {p50 * 1000:6.1f} ms  max {max(through) * 1000:6.1f} ms  "
-            f"(published directly: p50 {p50_direct * 1000:5.1f} ms; ratio {p50 / p50_direct:4.1f})"
-        )
+        for busy in (0.0, 0.15):
+            with fresh_database(database) as url:
+                through, direct = await relay_latency(url, relay_rows, busy=busy)
+            p50, p50_direct = statistics.median(through), statistics.median(direct)
+            label = f"{database}, {'idle' if not busy else f'writer busy {busy * 1000:.0f} ms at a time'}"
+            print(
+                f"  {label:<36} p50 {p50 * 1000:6.1f} ms  max {max(through) * 1000:6.1f} ms  "
+                f"(published directly: p50 {p50_direct * 1000:5.1f} ms; ratio {p50 / p50_direct:4.1f})"
+            )
 
 
 def main() -> None:
