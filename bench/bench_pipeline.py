@@ -142,6 +142,16 @@ class Stack:
         pattern = rf'^sentinel_{service}_events_processed_total{{outcome="(processed|duplicate)"}} (\S+)$'
         return sum(float(m.group(2)) for m in re.finditer(pattern, text, re.MULTILINE))
 
+    def page_wait(self) -> tuple[float, float]:
+        """Notify's pages so far: (seconds from queued to handed over, summed; how many)."""
+        text = httpx.get(self.url("notify") + "/metrics", timeout=10).text
+        found = {}
+        for part in ("sum", "count"):
+            pattern = rf'^sentinel_notify_delivery_wait_seconds_{part}{{urgency="page"}} (\S+)$'
+            match = re.search(pattern, text, re.MULTILINE)
+            found[part] = float(match.group(1)) if match else 0.0
+        return found["sum"], found["count"]
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
@@ -264,8 +274,46 @@ async def idle_baseline(poster: Poster, mailbox: Mailbox, count: int) -> list[Ti
     return latencies
 
 
-async def under_load(poster: Poster, mailbox: Mailbox, rate: int, seconds: int) -> list[Timing]:
-    """`rate` events/s for `seconds`: every 100 ms one batch per site of background events, SAEs alone."""
+@dataclass(frozen=True)
+class Stages:
+    """Where the time went in one step: how far safety was behind when the posting ended, and notify's part."""
+
+    posted: int
+    safety_behind: float
+    safety_rate: float
+    page_wait: float  # mean seconds from a page's queueing (notify's commit) to its hand-over to SMTP
+
+    def line(self) -> str:
+        return (
+            f"safety {self.safety_rate:,.0f} events/s, {max(self.safety_behind, 0):,.0f} of {self.posted:,} events "
+            f"behind when the posting ended; notify queued -> SMTP {self.page_wait * 1000:.0f} ms (mean, pages)"
+        )
+
+
+async def measured(
+    stack: Stack, poster: Poster, mailbox: Mailbox, rate: int, seconds: int
+) -> tuple[list[Timing], Stages]:
+    """One load step, with the figures that say which stage the latency came from."""
+    processed, (wait_sum, wait_count) = stack.processed("safety"), stack.page_wait()
+    latencies, posted, at_end, posting = await under_load(poster, mailbox, rate, seconds)
+    after_sum, after_count = stack.page_wait()
+    pages = after_count - wait_count
+    stages = Stages(
+        posted=posted,
+        safety_behind=posted - (at_end - processed),
+        safety_rate=(at_end - processed) / posting,
+        page_wait=(after_sum - wait_sum) / pages if pages else float("nan"),
+    )
+    return latencies, stages
+
+
+async def under_load(
+    poster: Poster, mailbox: Mailbox, rate: int, seconds: int
+) -> tuple[list[Timing], int, float, float]:
+    """`rate` events/s for `seconds`: every 100 ms one batch per site of background events, SAEs alone.
+
+    Returns the SAEs' latencies, how many events were posted, safety's processed count when the posting ended
+    and how long the posting took."""
     ticks, sites = seconds * 10, 4
     per_tick = max(rate // 10, 1)
     sae_every = 50  # ~2% of events
@@ -290,7 +338,8 @@ async def under_load(poster: Poster, mailbox: Mailbox, rate: int, seconds: int) 
                 tasks.append(asyncio.create_task(poster.post({"events": part})))
         await asyncio.sleep(max(started + (tick + 1) / 10 - time.perf_counter(), 0))
     await asyncio.gather(*tasks)
-    return await sae_latencies(poster, mailbox, list(accepted), accepted)
+    at_end, posting = poster.stack.processed("safety"), time.perf_counter() - started
+    return await sae_latencies(poster, mailbox, list(accepted), accepted), n, at_end, posting
 
 
 async def _post_sae(poster: Poster, tag: str, now: datetime, accepted: dict[str, Timing]) -> None:
@@ -394,9 +443,10 @@ async def run() -> None:
             base_p50 = quantile([t.sent for t in baseline], 0.5)
             print(f"{'baseline: one SAE at a time':<32} {describe(baseline)}")
             for rate in rates:
-                latencies = await under_load(poster, mailbox, rate, seconds)
+                latencies, stages = await measured(stack, poster, mailbox, rate, seconds)
                 ratio = quantile([t.sent for t in latencies], 0.5) / base_p50
                 print(f"{f'at {rate} events/s, 2% SAEs':<32} {describe(latencies)}  post p50/baseline {ratio:.1f}")
+                print(f"{'':<32} {stages.line()}")
             if rows:
                 latencies, drain = await during_backfill(poster, stack, mailbox, rows)
                 worst = max(t.sent for t in latencies)

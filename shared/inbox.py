@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Column
+from sqlalchemy import Column, Insert, insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from shared.db import UTCDateTime
@@ -31,14 +31,9 @@ def claim_event(
     session: Session, *, consumer: str, event_id: str, topic: str, partition: int, offset: int, now: datetime
 ) -> bool:
     """True if this consumer has not processed the event before (and now has, once the caller commits)."""
-    if session.get(ProcessedEvent, (consumer, event_id)) is not None:
+    if already_processed(session, consumer=consumer, event_ids=[event_id]):
         return False
-    session.add(
-        ProcessedEvent(
-            consumer=consumer, event_id=event_id, topic=topic, partition=partition, offset=offset, processed_at=now
-        )
-    )
-    session.flush()
+    add_claim(session, consumer=consumer, claim=Claim(event_id, topic, partition, offset), now=now)
     return True
 
 
@@ -57,18 +52,25 @@ def already_processed(session: Session, *, consumer: str, event_ids: Sequence[st
     return set(session.exec(query).all())
 
 
+_CLAIM: Insert = insert(ProcessedEvent.__table__)  # type: ignore[attr-defined]
+"""Built once: its compiled form is cached, so a claim costs one parameterised INSERT, not an ORM flush."""
+
+
 def add_claim(session: Session, *, consumer: str, claim: Claim, now: datetime) -> None:
     """Claim an event the caller checked is new (see already_processed); processed once the caller commits.
 
-    A replica claiming the same id at the same moment makes the commit fail, and the retry finds it processed.
+    Written at once in the caller's transaction (a statement, not an ORM object waiting for a flush). A replica
+    claiming the same id at the same moment makes this insert (or the commit) fail with an integrity error,
+    which consumers treat as transient: the retry finds the event processed.
     """
-    session.add(
-        ProcessedEvent(
-            consumer=consumer,
-            event_id=claim.event_id,
-            topic=claim.topic,
-            partition=claim.partition,
-            offset=claim.offset,
-            processed_at=now,
-        )
+    session.connection().execute(
+        _CLAIM,
+        {
+            "consumer": consumer,
+            "event_id": claim.event_id,
+            "topic": claim.topic,
+            "partition": claim.partition,
+            "offset": claim.offset,
+            "processed_at": now,
+        },
     )

@@ -7,11 +7,13 @@ message id, which consumers dedupe through their inbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Column, Engine, Index, LargeBinary, func, select, update
+from sqlalchemy import Column, Engine, Index, Insert, LargeBinary, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel, col
 
 from shared.clock import Clock
@@ -55,27 +57,47 @@ class Outgoing:
         return self.envelope.id
 
 
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+_QUEUE: dict[str, Insert] = {
+    # Built once per dialect (their compiled forms are cached): the dedupe is the unique index itself, in the
+    # same statement as the insert, instead of a SELECT per message before an ORM add.
+    # RETURNING says whether the row went in (the rowcount of an insert with RETURNING is not reliable).
+    "sqlite": sqlite.insert(_OUTBOX).on_conflict_do_nothing(index_elements=["message_id"]).returning(_OUTBOX.c.seq),
+    "postgresql": postgresql.insert(_OUTBOX)
+    .on_conflict_do_nothing(index_elements=["message_id"])
+    .returning(_OUTBOX.c.seq),
+}
+
+
 def add_to_outbox(session: Session, *, producer: str, message: Outgoing, now: datetime) -> bool:
-    """Queue a message unless one with the same id is already queued (deterministic ids make this a dedupe)."""
-    query = select(col(OutboxMessage.seq)).where(col(OutboxMessage.message_id) == message.message_id)
-    exists = session.execute(query).first()
-    if exists is not None:
-        return False
-    session.add(
-        OutboxMessage(
-            message_id=message.message_id,
-            producer=producer,
-            topic=message.topic,
-            key=message.key,
-            value=message.envelope.model_dump_json().encode(),
-            created_at=now,
-        )
+    """Queue a message unless one with the same id is already queued (deterministic ids make this a dedupe).
+
+    Written at once in the caller's transaction, so rows take their sequence numbers in the order queued.
+    """
+    connection = session.connection()
+    result = connection.execute(
+        _QUEUE[connection.dialect.name],
+        {
+            "message_id": message.message_id,
+            "producer": producer,
+            "topic": message.topic,
+            "key": message.key,
+            "value": message.envelope.model_dump_json().encode(),
+            "created_at": now,
+            "trace_context": current_traceparent(),
+        },
     )
-    return True
+    return result.first() is not None
 
 
 class OutboxRelay:
-    """Publishes unsent outbox rows in order; woken after each commit, and polls as a safety net."""
+    """Publishes unsent rows in order; woken after each commit, and polls as a safety net.
+
+    While it runs, marking a batch sent (a write, which on SQLite waits for the consumer's open transaction)
+    happens alongside the publishing of the next batch: a committed row never waits for that write. Rows
+    published and not yet marked are remembered, so they are not published twice by this process; after a
+    crash they are published again, which consumers' inboxes make harmless.
+    """
 
     def __init__(
         self,
@@ -95,38 +117,75 @@ class OutboxRelay:
         self._metrics = metrics
         self._batch_size = batch_size
         self._wakeup = Wakeup(poll_seconds)
+        self._unmarked: set[int] = set()
+        """Published and acknowledged, not yet marked sent: left out of the next batches."""
+        self._marking: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.5
-        while not stop.is_set():
-            try:
-                while await self.publish_pending():
-                    pass
-                backoff = 0.5
-            except Exception:
-                # Not swallowed: counted, logged, retried; the rows stay unsent until published.
-                self._metrics.failures.inc()
-                log.exception("outbox relay failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            await self._wakeup.wait()
+        try:
+            while not stop.is_set():
+                try:
+                    while await self._publish_next():
+                        pass
+                    backoff = 0.5
+                except Exception:
+                    # Not swallowed: counted, logged, retried; the rows stay unsent until published.
+                    self._metrics.failures.inc()
+                    log.exception("outbox relay failed; retrying in %.1fs", backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                await self._wakeup.wait()
+        finally:
+            if self._marking is not None and not self._marking.done():
+                with contextlib.suppress(Exception):  # unmarked rows are published again after a restart
+                    await asyncio.wait_for(asyncio.shield(self._marking), timeout=5)
+                self._marking.cancel()
 
     async def publish_pending(self) -> int:
         """Publish the next batch of unsent rows in order, all acks awaited, then mark them sent at once."""
-        rows = await asyncio.to_thread(self._pending)
+        return await self._publish_next(mark_alongside=False)
+
+    async def _publish_next(self, *, mark_alongside: bool = True) -> int:
+        """Publish the next batch (acks awaited) and mark it sent, alongside what follows or before returning;
+        how many rows it published."""
+        if len(self._unmarked) >= 4 * self._batch_size and self._marking is not None:
+            await self._marking  # the marks are far behind (a stuck writer): wait rather than grow
+        rows = await asyncio.to_thread(self._pending, frozenset(self._unmarked))
         if rows:
+            seqs = [seq for seq, _ in rows]
             await self._publisher.publish_many([record for _, record in rows])
-            await asyncio.to_thread(self._mark_sent, [seq for seq, _ in rows])
             self._metrics.published.inc(len(rows))
+            if mark_alongside:
+                self._unmarked.update(seqs)
+                if self._marking is None or self._marking.done():
+                    self._marking = asyncio.create_task(self._mark_unmarked())
+            else:
+                await asyncio.to_thread(self._mark_sent, seqs)
         if len(rows) < self._batch_size:
-            self._metrics.backlog.set(await asyncio.to_thread(self._backlog))
+            backlog = await asyncio.to_thread(self._backlog)
+            self._metrics.backlog.set(max(backlog - len(self._unmarked), 0))
         return len(rows)
 
-    def _pending(self) -> list[tuple[int, OutgoingRecord]]:
+    async def _mark_unmarked(self) -> None:
+        backoff = 0.5
+        while self._unmarked:
+            seqs = sorted(self._unmarked)
+            try:
+                await asyncio.to_thread(self._mark_sent, seqs)
+            except Exception:
+                self._metrics.failures.inc()
+                log.exception("marking %d published outbox row(s) sent failed; retrying in %.1fs", len(seqs), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self._unmarked.difference_update(seqs)
+
+    def _pending(self, published: frozenset[int]) -> list[tuple[int, OutgoingRecord]]:
         with Session(self._engine) as session:
             query = (
                 select(
@@ -138,12 +197,14 @@ class OutboxRelay:
                 )
                 .where(col(OutboxMessage.producer) == self._producer, col(OutboxMessage.sent_at).is_(None))
                 .order_by(col(OutboxMessage.seq))
-                .limit(self._batch_size)
+                .limit(self._batch_size + len(published))
             )
-            return [
+            rows = [
                 (r[0], OutgoingRecord(topic=r[1], key=r[2], value=r[3], trace_context=r[4]))
                 for r in session.execute(query).all()
+                if r[0] not in published
             ]
+            return rows[: self._batch_size]
 
     def _mark_sent(self, seqs: list[int]) -> None:
         with Session(self._engine) as session, session.begin():

@@ -4,7 +4,8 @@ for good is recorded in the alert's history, counted, and handed to the next esc
 timer, which the timer runner fires).
 
 Pages first: due deliveries are claimed most urgent first (urgency.py) and sent concurrently within a
-bound; low-urgency notices wait a short window and leave as one digest mail per recipient.
+bound; low-urgency notices wait a short window and leave as one digest mail per recipient. Pages also have
+a lane of their own, woken by the same commits: a page never waits for a batch of notices being handed over.
 
 Crash-safe: the attempt is recorded (and committed) before the hand-off, and a lease is short and renewed
 by a heartbeat while the holder lives; a crashed holder's work is retaken within one lease (seconds), its
@@ -32,6 +33,7 @@ from services.notify import scheduling, store, urgency
 from services.notify.channels import DeliveryChannel, DeliveryError, OutgoingMessage
 from services.notify.channels.email import EmailDelivery, MailChannel
 from services.notify.digest import DigestItem, digest_id, digest_mail
+from services.notify.group_commit import GroupCommit
 from services.notify.mail_content import when
 from services.notify.models import Delivery
 from shared.clock import Clock
@@ -206,6 +208,11 @@ class DeliveryDispatcher:
         self._base_backoff = base_backoff_seconds
         self._on_failover = on_failover
         self._wakeup = Wakeup(poll_seconds)
+        self._pages_wakeup = Wakeup(poll_seconds)
+        self._sending_notices = False
+        self._starts = GroupCommit(self._start_attempts)
+        self._sent = GroupCommit(self._record_sent)
+        """True while the first lane hands over notices or digests: the page lane works meanwhile."""
         self._concurrency = concurrency
         self._batch_size = batch_size
         self._digest_window = digest_window
@@ -217,22 +224,37 @@ class DeliveryDispatcher:
 
     def wake(self) -> None:
         self._wakeup.set()
+        self._pages_wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Two lanes: everything due, most urgent first; and pages alone, so a page queued while a batch of
+        notices is being handed over (seconds, with a slow mail server) leaves at once, not after the batch.
+        The page lane works only while the first lane hands over notices: otherwise that lane takes pages
+        first anyway, and pages keep the one concurrency bound."""
+        await asyncio.gather(
+            self._lane(stop, self._wakeup, pages_only=False),
+            self._lane(stop, self._pages_wakeup, pages_only=True),
+        )
+
+    async def _lane(self, stop: asyncio.Event, wakeup: Wakeup, *, pages_only: bool) -> None:
         while not stop.is_set():
             try:
-                while await self.dispatch_due() and not stop.is_set():
-                    pass  # a backlog: claim the next batch at once, most urgent first
+                # A backlog: claim the next batch at once, most urgent first, until nothing is due.
+                while (not pages_only or self._sending_notices) and not stop.is_set():
+                    if not await self.dispatch_due(pages_only=pages_only):
+                        break
             except Exception:
                 # Not swallowed: counted (alert on the metric), logged with its traceback, retried next poll.
                 self._metrics.errors.inc()
-                log.exception("delivery dispatch failed; retrying after %.1f s", self._wakeup.poll_seconds)
-            await self._wakeup.wait()
+                log.exception("delivery dispatch failed; retrying after %.1f s", wakeup.poll_seconds)
+            await wakeup.wait()
 
-    async def dispatch_due(self, limit: int | None = None) -> int:
+    async def dispatch_due(self, limit: int | None = None, *, pages_only: bool = False) -> int:
         """Send what is due now, most urgent first, up to `concurrency` at a time; returns how many
-        deliveries were attempted (a digest counts each notice it carries)."""
-        units, exhausted = await asyncio.to_thread(self._claim, limit or self._batch_size)
+        deliveries were attempted (a digest counts each notice it carries). `pages_only`: the page lane.
+
+        Leases keep the lanes (and replicas) apart: a delivery one of them holds is not claimed by another."""
+        units, exhausted = await asyncio.to_thread(self._claim, limit or self._batch_size, pages_only)
         if exhausted:
             error = (
                 f"the sender stopped during each of its {self._max_attempts} attempts (the message may have gone "
@@ -247,7 +269,7 @@ class DeliveryDispatcher:
 
         async def send(unit: SendUnit) -> None:
             async with gate:
-                started = await asyncio.to_thread(self._start_attempt, unit)
+                started = await self._starts.submit(unit)
                 if started is not None:
                     await self._attempt(started)
                 held.difference_update(unit.ids)
@@ -257,8 +279,13 @@ class DeliveryDispatcher:
             for tier in sorted({unit.urgency for unit in units}):
                 # One urgency class at a time: a page never shares the bound with bulk mail.
                 tasks = [asyncio.create_task(send(unit)) for unit in units if unit.urgency == tier]
+                self._sending_notices = tier > urgency.PAGE and not pages_only
+                if self._sending_notices:
+                    self._pages_wakeup.set()  # pages committed from now on go by the page lane
                 await asyncio.gather(*tasks)
         finally:
+            if not pages_only:
+                self._sending_notices = False
             for task in tasks:
                 task.cancel()
             heartbeat.cancel()
@@ -286,13 +313,19 @@ class DeliveryDispatcher:
         with Session(self._engine) as session, session.begin():
             return store.renew_delivery_leases(session, delivery_ids=delivery_ids, holder=self.holder, until=until)
 
-    def _claim(self, limit: int) -> tuple[list[SendUnit], list[Claimed]]:
+    def _claim(self, limit: int, pages_only: bool = False) -> tuple[list[SendUnit], list[Claimed]]:
         """Lease due deliveries, most urgent first, digest notices grouped per recipient. Also returns those
         whose every attempt was interrupted (a sender killed each time): they fail over instead."""
         now = self._clock.now()
         until = now + self._lease
         with Session(self._engine, expire_on_commit=False) as session, session.begin():
-            ids = store.due_delivery_ids(session, now=now, limit=limit, digest_after=now - self._digest_window)
+            ids = store.due_delivery_ids(
+                session,
+                now=now,
+                limit=limit,
+                digest_after=now - self._digest_window,
+                most_urgency=urgency.PAGE if pages_only else urgency.DIGEST,
+            )
             won = [
                 i for i in ids if store.lease_delivery(session, delivery_id=i, now=now, until=until, holder=self.holder)
             ]
@@ -330,45 +363,49 @@ class DeliveryDispatcher:
                     units.append(SendUnit(tuple(claimed)))
             return units, exhausted
 
-    def _start_attempt(self, unit: SendUnit) -> SendUnit | None:
-        """Count and commit the attempt just before its hand-off (not for the whole batch at claim time, so a
-        crash marks only what was really in flight); an earlier attempt that never recorded its outcome is
-        written to the alert's history now. None: the lease was lost meanwhile and another sender has it."""
+    def _start_attempts(self, units: Sequence[SendUnit]) -> list[SendUnit | None]:
+        """Count and commit each unit's attempt just before its hand-off (not for the whole batch at claim time,
+        so a crash marks only what was really in flight; units starting together share the commit); an earlier
+        attempt that never recorded its outcome is written to the alert's history now. None for a unit: its
+        lease was lost meanwhile and another sender has it."""
         now = self._clock.now()
-        started: list[Claimed] = []
+        results: list[SendUnit | None] = []
         interrupted: list[Claimed] = []
         with Session(self._engine) as session, session.begin():
-            if any(d.interrupted_at is not None for d in unit.deliveries):
+            if any(d.interrupted_at is not None for unit in units for d in unit.deliveries):
                 store.lock_audit(session)  # first, as every notify transaction that writes the audit trail does
-            for claimed in unit.deliveries:
-                row = session.get(Delivery, claimed.id)
-                if row is None or row.status != "pending" or row.leased_by != self.holder:
-                    continue
-                before = row.attempt_started_at
-                row.attempts += 1
-                row.attempt_started_at = now
-                session.add(row)
-                current = replace(_claimed(row), interrupted_at=before)
-                started.append(current)
-                if before is not None:
-                    interrupted.append(current)
-                    store.record(
-                        session,
-                        alert_id=row.alert_id,
-                        actor="system",
-                        action="delivery_interrupted",
-                        detail=f"{row.channel} to {row.recipient}: attempt {row.attempts - 1} (started "
-                        f"{when(before)}) was interrupted before its outcome was recorded; "
-                        f"attempt {row.attempts} may duplicate it and carries the same message id",
-                        now=now,
-                        delivery_id=row.id,
-                        attempt=row.attempts,
-                    )
+            for unit in units:
+                started: list[Claimed] = []
+                for claimed in unit.deliveries:
+                    row = session.get(Delivery, claimed.id)
+                    if row is None or row.status != "pending" or row.leased_by != self.holder:
+                        continue
+                    before = row.attempt_started_at
+                    row.attempts += 1
+                    row.attempt_started_at = now
+                    session.add(row)
+                    current = replace(_claimed(row), interrupted_at=before)
+                    started.append(current)
+                    if before is not None:
+                        interrupted.append(current)
+                        store.record(
+                            session,
+                            alert_id=row.alert_id,
+                            actor="system",
+                            action="delivery_interrupted",
+                            detail=f"{row.channel} to {row.recipient}: attempt {row.attempts - 1} (started "
+                            f"{when(before)}) was interrupted before its outcome was recorded; "
+                            f"attempt {row.attempts} may duplicate it and carries the same message id",
+                            now=now,
+                            delivery_id=row.id,
+                            attempt=row.attempts,
+                        )
+                results.append(SendUnit(tuple(started)) if started else None)
         for d in interrupted:
             self._metrics.deliveries.labels(channel=d.channel, outcome="interrupted").inc()
         if interrupted:
             log.warning("retrying %d delivery(ies) whose sender stopped mid-attempt", len(interrupted))
-        return SendUnit(tuple(started)) if started else None
+        return results
 
     async def _attempt(self, unit: SendUnit) -> None:
         first = unit.deliveries[0]
@@ -399,39 +436,43 @@ class DeliveryDispatcher:
             log.exception("delivery %s cannot be sent", ", ".join(unit.ids))
             await self._failed(unit, f"{type(exc).__name__}: {exc}", permanent=True)
             return
-        await asyncio.to_thread(self._record_sent, unit)
+        await self._sent.submit(unit)
 
-    def _record_sent(self, unit: SendUnit) -> None:
+    def _record_sent(self, units: Sequence[SendUnit]) -> list[None]:
+        """Record the hand-over of each unit (units handed over together share the commit)."""
         now = self._clock.now()
-        bundled = len(unit.deliveries)
         with Session(self._engine) as session, session.begin():
             store.lock_audit(session)
+            for unit in units:
+                bundled = len(unit.deliveries)
+                for claimed in unit.deliveries:
+                    delivery = session.get(Delivery, claimed.id)
+                    if delivery is None:
+                        continue
+                    delivery.status = "sent"
+                    delivery.sent_at = now
+                    delivery.leased_until = None
+                    delivery.leased_by = None
+                    delivery.attempt_started_at = None
+                    session.add(delivery)
+                    late = f" (attempt {delivery.attempts})" if delivery.attempts > 1 else ""
+                    digest = f" in a digest of {bundled} notices" if bundled > 1 else ""
+                    store.record(
+                        session,
+                        alert_id=delivery.alert_id,
+                        actor="system",
+                        action="delivered",
+                        detail=f"{delivery.channel} to {delivery.recipient}{digest}{late}",
+                        now=now,
+                        delivery_id=delivery.id,
+                    )
+        for unit in units:
             for claimed in unit.deliveries:
-                delivery = session.get(Delivery, claimed.id)
-                if delivery is None:
-                    continue
-                delivery.status = "sent"
-                delivery.sent_at = now
-                delivery.leased_until = None
-                delivery.leased_by = None
-                delivery.attempt_started_at = None
-                session.add(delivery)
-                late = f" (attempt {delivery.attempts})" if delivery.attempts > 1 else ""
-                digest = f" in a digest of {bundled} notices" if bundled > 1 else ""
-                store.record(
-                    session,
-                    alert_id=delivery.alert_id,
-                    actor="system",
-                    action="delivered",
-                    detail=f"{delivery.channel} to {delivery.recipient}{digest}{late}",
-                    now=now,
-                    delivery_id=delivery.id,
+                self._metrics.deliveries.labels(channel=claimed.channel, outcome="sent").inc()
+                self._metrics.wait.labels(urgency=URGENCY_LABELS.get(claimed.urgency, "notice")).observe(
+                    max((now - claimed.created_at).total_seconds(), 0.0)
                 )
-        for claimed in unit.deliveries:
-            self._metrics.deliveries.labels(channel=claimed.channel, outcome="sent").inc()
-            self._metrics.wait.labels(urgency=URGENCY_LABELS.get(claimed.urgency, "notice")).observe(
-                max((now - claimed.created_at).total_seconds(), 0.0)
-            )
+        return [None] * len(units)
 
     async def _failed(self, unit: SendUnit, error: str, *, permanent: bool) -> None:
         failed_for_good = await asyncio.to_thread(self._record_failure, unit.ids, error, permanent=permanent)

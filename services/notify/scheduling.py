@@ -43,7 +43,8 @@ def failover_timer_id(delivery_id: str) -> str:
 
 def start_escalation(session: Session, *, alert: Alert, protocol: Protocol, now: datetime) -> None:
     """A new paging round: step 0 has just been queued by the caller; step 1 waits for an acknowledgement."""
-    store.cancel_timers(session, alert_id=alert.id, kinds=[ESCALATE], reason="superseded by a new paging round")
+    if alert.escalation_round:  # an alert never paged before has no escalation timer to supersede
+        store.cancel_timers(session, alert_id=alert.id, kinds=[ESCALATE], reason="superseded by a new paging round")
     alert.escalation_round += 1
     alert.escalation_step = 0
     alert.paged_at = now

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import Insert, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from services.notify import urgency
@@ -129,9 +130,12 @@ def queue_messages(
     """Queue each message once (ids are deterministic), classed by urgency (see urgency.py)."""
     queued = 0
     level: int | None = None
+    ids = [message.delivery_id for message in messages]
+    existing = set(session.exec(select(Delivery.id).where(col(Delivery.id).in_(ids))).all()) if ids else set()
     for message in messages:
-        if session.get(Delivery, message.delivery_id) is not None:
+        if message.delivery_id in existing:
             continue
+        existing.add(message.delivery_id)
         if level is None:
             level = message_urgency(session, alert_id=alert_id, timer_kind=timer_kind)
         session.add(
@@ -254,13 +258,17 @@ def _lease_free(now: datetime) -> Any:
     return or_(col(Delivery.leased_until).is_(None), col(Delivery.leased_until) < now)
 
 
-def due_delivery_ids(session: Session, *, now: datetime, limit: int, digest_after: datetime) -> list[str]:
+def due_delivery_ids(
+    session: Session, *, now: datetime, limit: int, digest_after: datetime, most_urgency: int = urgency.DIGEST
+) -> list[str]:
     """Due deliveries, most urgent first; a digest notice is due once it has waited for its window
-    (created at or before `digest_after`), so the notices that follow it ride in the same mail."""
+    (created at or before `digest_after`), so the notices that follow it ride in the same mail.
+    `most_urgency`: none less urgent than this (urgency.PAGE: the pages only)."""
     query = (
         select(Delivery.id)
         .where(
             Delivery.status == "pending",
+            col(Delivery.urgency) <= most_urgency,
             col(Delivery.next_attempt_at) <= now,
             _lease_free(now),
             or_(col(Delivery.urgency) < urgency.DIGEST, col(Delivery.created_at) <= digest_after),
@@ -320,6 +328,15 @@ def renew_delivery_leases(session: Session, *, delivery_ids: Sequence[str], hold
 # --- timers ---------------------------------------------------------------------------------------
 
 
+_TIMERS = Timer.__table__  # type: ignore[attr-defined]
+_SCHEDULE: dict[str, Insert] = {
+    # Built once per dialect: scheduling is one INSERT that does nothing when the timer exists, not a lookup,
+    # an ORM add and a flush.
+    "sqlite": sqlite.insert(_TIMERS).on_conflict_do_nothing(index_elements=["id"]),
+    "postgresql": postgresql.insert(_TIMERS).on_conflict_do_nothing(index_elements=["id"]),
+}
+
+
 def schedule_timer(
     session: Session,
     *,
@@ -334,23 +351,27 @@ def schedule_timer(
     note: str = "",
 ) -> bool:
     """Insert the timer unless it exists (ids are deterministic: scheduling twice is one timer)."""
-    if session.get(Timer, timer_id) is not None:
-        return False
-    session.add(
-        Timer(
-            id=timer_id,
-            kind=kind,
-            alert_id=alert_id,
-            obligation_id=obligation_id,
-            step=step,
-            round=round_,
-            note=note[:500],
-            due_at=due_at,
-            created_at=now,
-        )
+    if session.new:
+        session.flush()  # the alert or obligation it points at, if just added, goes first
+    connection = session.connection()
+    result = connection.execute(
+        _SCHEDULE[connection.dialect.name],
+        {
+            "id": timer_id,
+            "kind": kind,
+            "alert_id": alert_id,
+            "obligation_id": obligation_id,
+            "step": step,
+            "round": round_,
+            "note": note[:500],
+            "due_at": due_at,
+            "state": "pending",
+            "leased_until": None,
+            "fired_at": None,
+            "created_at": now,
+        },
     )
-    session.flush()
-    return True
+    return bool(result.rowcount == 1)
 
 
 def cancel_timers(

@@ -229,3 +229,58 @@ async def test_failed_bulk_notices_fail_over_as_a_digest_not_as_pages(engine: An
     to_monitor = [str(m["Subject"]) for m in notifier.channel.sent if str(m["To"]) == MONITOR]
     assert len(to_monitor) == 2, "the monitor's own digest, and one digest of the 20 failovers: not 20 pages"
     assert all(subject.startswith("Digest: 20 notices") for subject in to_monitor)
+
+
+class NoticesHeld(FakeChannel):
+    """Holds every mail but SAE pages until released: a slow mail server in the middle of a bulk batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+        self.paged = asyncio.Event()
+
+    async def send(self, message: EmailMessage) -> None:
+        if "SAE report due" in str(message["Subject"]):
+            self.sent.append(message)
+            if len(self.sent) == 2:
+                self.paged.set()
+            return
+        self.holding.set()
+        await self.release.wait()
+        self.sent.append(message)
+
+
+async def test_a_page_queued_while_notices_are_handed_over_leaves_before_they_finish(
+    notifier: Notifier, make_sae: Any
+) -> None:
+    """The page lane: the SAE's two pages go while the digest batch started before them is still in flight."""
+    for n in range(3):
+        notifier.apply(missed(n))
+    notifier.clock.advance(timedelta(minutes=5))
+    channel = NoticesHeld()
+    sender = DeliveryDispatcher(
+        engine=notifier.engine,
+        channel=channel,
+        clock=notifier.clock,
+        metrics=DeliveryMetrics.create(CollectorRegistry()),
+        max_attempts=3,
+        base_backoff_seconds=10,
+        poll_seconds=3600,  # only the commit's wake-up can bring the page out in time
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(sender.run(stop))
+    try:
+        await asyncio.wait_for(channel.holding.wait(), timeout=5)
+        notifier.apply(make_sae(awareness_at=notifier.clock.now()))
+        sender.wake()  # what the consumer's commit hook does
+        await asyncio.wait_for(channel.paged.wait(), timeout=5)
+        assert [str(m["Subject"]).startswith("[NCT07212335] SAE report due") for m in channel.sent] == [True, True]
+        assert not channel.release.is_set(), "the digests are still being handed over"
+        channel.release.set()
+    finally:
+        stop.set()
+        sender.wake()
+        await asyncio.wait_for(running, timeout=5)
+    assert [str(m["Subject"]).startswith("Digest: 3 notices") for m in channel.sent[2:]] == [True, True]
+    assert {d.status for d in notifier.deliveries()} == {"sent"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -19,6 +21,7 @@ from shared.kafka import BrokerUnavailable, ConsumedMessage, PoisonMessage
 from shared.metrics import ConsumerMetrics, OutboxMetrics
 from shared.outbox import OutboxMessage, OutboxRelay, Outgoing, add_to_outbox
 from shared.processing import TransactionalHandler, per_record
+from tests.polling import await_for
 
 SIGNALS = "sentinel.signals.v1"
 
@@ -371,3 +374,58 @@ async def test_a_failing_deferred_step_sets_aside_only_the_record_that_caused_it
     assert len(ids) == 7 and all(events[5].id not in i for i in ids)
     assert [events[5].id] in rule.finished, "the record at fault was tried alone"
     assert len(rule.finished) <= 8, "halving, not one transaction per record after each failure"
+
+
+async def test_relay_publishes_new_rows_while_marking_the_last_batch_waits(
+    tables: Engine, clock: FakeClock, make_sae: Any, publisher: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marking sent is a write that can wait for the consumer's transaction (SQLite): the next committed row
+    must not wait for it, and no row is published twice meanwhile."""
+    relay = OutboxRelay(
+        engine=tables,
+        publisher=publisher,
+        producer="safety",
+        clock=clock,
+        metrics=OutboxMetrics.create(CollectorRegistry(), "safety"),
+        poll_seconds=3600,  # only the commits' wake-ups move it
+    )
+    marking, release = threading.Event(), threading.Event()
+    mark_sent = relay._mark_sent
+
+    def held(seqs: list[int]) -> None:
+        marking.set()
+        release.wait(timeout=10)
+        mark_sent(seqs)
+
+    monkeypatch.setattr(relay, "_mark_sent", held)
+
+    def commit(signal_id: str) -> None:
+        with Session(tables) as session, session.begin():
+            outgoing = Outgoing(topic=SIGNALS, key=b"k", envelope=make_sae(signal_id=signal_id))
+            add_to_outbox(session, producer="safety", message=outgoing, now=clock.now())
+        relay.wake()
+
+    def published() -> list[bytes]:
+        return [value.split(b'"id":"')[1][:5] for _, _, value in publisher.messages]
+
+    async def count(expected: int) -> bool:
+        return len(publisher.messages) >= expected
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        commit("sig-0")
+        await asyncio.to_thread(marking.wait, 10)  # sig-0 is published; marking it sent is held
+        commit("sig-1")
+        await await_for(lambda: count(2), timeout=5, interval=0.01, what="sig-1 published")
+        relay.wake()  # another round while sig-0 and sig-1 are still unmarked: nothing is published again
+        commit("sig-2")
+        await await_for(lambda: count(3), timeout=5, interval=0.01, what="sig-2 published")
+        release.set()
+    finally:
+        stop.set()
+        relay.wake()
+        await asyncio.wait_for(running, timeout=10)
+    assert published() == [b"sig-0", b"sig-1", b"sig-2"]
+    with Session(tables) as session:
+        assert all(row.sent_at == clock.now() for row in session.execute(select(OutboxMessage)).scalars())
