@@ -63,14 +63,24 @@ def add_claim(session: Session, *, consumer: str, claim: Claim, now: datetime) -
     claiming the same id at the same moment makes this insert (or the commit) fail with an integrity error,
     which consumers treat as transient: the retry finds the event processed.
     """
+    add_claims(session, consumer=consumer, claims=[claim], now=now)
+
+
+def add_claims(session: Session, *, consumer: str, claims: Sequence[Claim], now: datetime) -> None:
+    """Claim a batch's events in one statement (one round trip on PostgreSQL); see `add_claim`."""
+    if not claims:
+        return
     session.connection().execute(
         _CLAIM,
-        {
-            "consumer": consumer,
-            "event_id": claim.event_id,
-            "topic": claim.topic,
-            "partition": claim.partition,
-            "offset": claim.offset,
-            "processed_at": now,
-        },
+        [
+            {
+                "consumer": consumer,
+                "event_id": claim.event_id,
+                "topic": claim.topic,
+                "partition": claim.partition,
+                "offset": claim.offset,
+                "processed_at": now,
+            }
+            for claim in claims
+        ],
     )

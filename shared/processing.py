@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from shared.clock import Clock
-from shared.inbox import Claim, add_claim, already_processed
+from shared.inbox import Claim, add_claims, already_processed
 from shared.kafka import TRANSIENT_ERRORS, ConsumedMessage, PoisonMessage, Rejected
 from shared.metrics import ConsumerMetrics
 from shared.outbox import Outgoing, add_to_outbox
@@ -168,6 +168,7 @@ class TransactionalHandler(Generic[E]):
                 session, now, [envelope for (_, envelope), i in zip(items, ids, strict=True) if i not in seen]
             )
             traces: dict[str, str | None] = {}
+            claims: list[Claim] = []
             for index, ((message, envelope), event_id) in enumerate(zip(items, ids, strict=True)):
                 if index and time.monotonic() - started > self._transaction_seconds:
                     consumed = index  # committed on the way out; the rest goes in the next transaction
@@ -176,12 +177,12 @@ class TransactionalHandler(Generic[E]):
                     outcomes["duplicate"] += 1
                     continue
                 seen.add(event_id)
-                claim = Claim(event_id, message.topic, message.partition, message.offset)
-                add_claim(session, consumer=self._consumer, claim=claim, now=now)
+                claims.append(Claim(event_id, message.topic, message.partition, message.offset))
                 with self._record_scope(message):
                     self._apply_one(session, index, rule, envelope, now)
                     traces[event_id] = current_traceparent()
                 outcomes["processed"] += 1
+            add_claims(session, consumer=self._consumer, claims=claims, now=now)  # one statement for the batch
             self._finish(session, rule, traces, now)
         return outcomes, consumed
 
