@@ -29,7 +29,7 @@ from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
 from services.safety.lab_toxicity import decide, grade_lab
-from services.safety.models import LabResult
+from services.safety.models import LabResult, SubjectOutcomeRow
 from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae
 from shared.audit import append_audit, lock_audit_chain
 from shared.events import (
@@ -108,6 +108,10 @@ class ClinicalBatch:
         self._arms: set[str] = set()
         """Arms whose subjects' stored outcomes changed: reassessed once, at the end."""
         self._last_source = ""
+        self._outcomes: dict[str, SubjectOutcomeRow] | None = None
+        self._enrolled_only: set[str] = set()
+        """Subjects this batch created by their enrolment and nothing else yet: their stored data is that row alone,
+        known without a query (an enrolment backfill settles one before each next enrolment)."""
         self._audit_locked = False
 
     def apply(self, envelope: ClinicalEnvelope) -> list[Outgoing]:
@@ -122,13 +126,25 @@ class ClinicalBatch:
         if isinstance(envelope, SubjectEnrolled) and self._pending:
             self._settle_subjects()  # its check reads the other subjects' stored outcomes
         self.records.load([envelope])
+        new_subject = isinstance(envelope, SubjectEnrolled) and self.records.subject(envelope.subject) is None
         changed, signals = _apply_own_rule(
-            self._session, self.records, envelope, self._now, protocol=protocol, topic=self._topic
+            self._session, self.records, envelope, self._now, protocol=protocol, topic=self._topic, batch=self
         )
+        if new_subject:
+            self._enrolled_only.add(envelope.subject)
+        else:
+            self._enrolled_only.discard(envelope.subject)
         if changed:
             self._pending.pop(envelope.subject, None)  # re-inserted last: subjects settle in the order last changed
             self._pending[envelope.subject] = envelope.id
         return signals
+
+    def outcome_rows(self) -> list[SubjectOutcomeRow]:
+        """Every subject's stored outcome row, read once per batch and kept as the batch settles subjects."""
+        if self._outcomes is None:
+            rows = subject_store.outcome_rows(self._session, trial_id=self._protocol.trial_id)
+            self._outcomes = {row.subject_id: row for row in rows}
+        return list(self._outcomes.values())
 
     def finish(self) -> list[tuple[str, Outgoing]]:
         self._settle_subjects()
@@ -156,7 +172,9 @@ class ClinicalBatch:
         session, protocol, now, topic = self._session, self._protocol, self._now, self._topic
         session.flush()
         trial_id = protocol.trial_id
-        states = subject_store.load_subject_states(session, trial_id=trial_id, subject_ids=pending)
+        known = {s: self.records.subject(s) for s in pending if s in self._enrolled_only}
+        states = subject_store.load_subject_states(session, trial_id=trial_id, subject_ids=pending.keys() - known)
+        states.update({s: subject_store.SubjectState.of_new(row) for s, row in known.items() if row is not None})
         for subject_id, source_id in pending.items():
             state = states.get(subject_id)
             if state is None:
@@ -185,6 +203,8 @@ class ClinicalBatch:
                 state=state,
             )
             self._arms |= subject.arms
+            if self._outcomes is not None and state.outcome is not None:
+                self._outcomes[subject_id] = state.outcome
             self._settled += [(source_id, signal) for signal in signals]
 
 
@@ -196,6 +216,7 @@ def _apply_own_rule(
     *,
     protocol: Protocol,
     topic: str,
+    batch: ClinicalBatch | None = None,
 ) -> tuple[bool, list[Outgoing]]:
     """The event's own rule and what it alone decides; (whether its subject's stored data changed, signals)."""
     signals: list[Outgoing] = []
@@ -208,7 +229,12 @@ def _apply_own_rule(
         session.flush()
         if previous_arm != envelope.data.arm:
             signals += protocol_engine.check_enrolment(
-                session, protocol=protocol, envelope=envelope, now=now, signals_topic=topic
+                session,
+                protocol=protocol,
+                envelope=envelope,
+                now=now,
+                signals_topic=topic,
+                outcomes=batch.outcome_rows() if batch is not None else None,
             )
         return True, signals
     store.ensure_subject_in(records, subject_id=envelope.subject, site_id=envelope.siteid)

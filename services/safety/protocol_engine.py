@@ -336,6 +336,7 @@ def reassess_subject(
         row.updated_at = now
         result.arms |= {a for a in (previous_arm, row.arm) if a is not None}
     session.add(row)
+    state.outcome = row
     return result
 
 
@@ -687,7 +688,13 @@ def _as_of(row: SubjectOutcomeRow, at: datetime, *, enrolled_on: date) -> Subjec
 
 
 def check_enrolment(
-    session: Session, *, protocol: Protocol, envelope: SubjectEnrolled, now: datetime, signals_topic: str
+    session: Session,
+    *,
+    protocol: Protocol,
+    envelope: SubjectEnrolled,
+    now: datetime,
+    signals_topic: str,
+    outcomes: Iterable[SubjectOutcomeRow] | None = None,
 ) -> list[Outgoing]:
     """Deviations of this enrolment, judged on the arms as they stood when the enrolment day began.
 
@@ -696,15 +703,17 @@ def check_enrolment(
     subject evaluable only after that instant was still pending then). A replay long after the fact then gives
     nearly the same answer as live processing (DLT reviews are taken as they stand now), and the earliest
     instant is the conservative one. Subjects of other arms arrive on other partitions, so a predecessor's data
-    still in flight can make a deviation look real (the officer reviews each one).
+    still in flight can make a deviation look real (the officer reviews each one). `outcomes`: every subject's
+    stored outcome row as the caller holds them (a consumer batch reads them once, not per enrolment).
     """
     judged_at = start_of_day_everywhere(envelope.data.enrolled_at)
-    outcomes = [
+    rows = outcomes if outcomes is not None else subject_store.outcome_rows(session, trial_id=protocol.trial_id)
+    others = [
         _as_of(row, judged_at, enrolled_on=envelope.data.enrolled_at)
-        for row in subject_store.outcome_rows(session, trial_id=protocol.trial_id)
+        for row in rows
         if row.subject_id != envelope.subject and row.arm is not None
     ]
-    tallies = {arm.id: tally(arm.id, outcomes) for arm in protocol.arms}
+    tallies = {arm.id: tally(arm.id, others) for arm in protocol.arms}
     arms = assess_trial(protocol, tallies).by_arm()
     signals = []
     for deviation in enrolment_deviations(envelope.data.arm, protocol=protocol, arms=arms):

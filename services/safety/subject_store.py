@@ -84,6 +84,13 @@ class SubjectState:
     transfusions: list[TransfusionRecord] = field(default_factory=list)
     response_rows: list[ResponseStateRow] = field(default_factory=list)
 
+    @classmethod
+    def of_new(cls, subject: Subject) -> SubjectState:
+        """A subject just created, with nothing stored about it yet but its own row."""
+        return cls(
+            subject=subject, doses=[], labs=[], ae_versions=[], baselines={}, inactive={}, records={}, outcome=None
+        )
+
     def inactive_ids(self, record_type: str) -> dict[str, str]:
         return {rid: status for (kind, rid), status in self.inactive.items() if kind == record_type}
 
