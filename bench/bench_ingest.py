@@ -186,20 +186,20 @@ def run_wrk(wrk: str, url: str, requests_file: Path, *, seconds: float, connecti
 def server(kind: str, env: dict[str, str]) -> Iterator[str]:
     """Start one server in its own process; yield its base URL once /readyz answers 200."""
     port = free_port()
+    logs = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below; its JSON log lines: a pipe nobody reads would fill and stall the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.bench_ingest_server", kind, str(port)],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=logs,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(
-                    f"{kind} server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
-                )
+                logs.seek(0)
+                raise RuntimeError(f"{kind} server exited: {logs.read().decode(errors='replace')[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(base + "/readyz", timeout=1).status_code == 200:
                     break
@@ -214,6 +214,7 @@ def server(kind: str, env: dict[str, str]) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        logs.close()
 
 
 def ingest_env(workdir: Path, run: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ from services.ingest.redcap_sync import RedcapSync
 from services.ingest.runtime import IngestMetrics, IngestRuntime
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import Source, bind_trial, canonical_sources, load_sources, merge_sources
+from services.ingest.trace_context import TraceContextOnly
 from shared.clock import Clock, SystemClock
 from shared.db import make_engine
 from shared.db_migrations import SHARED, Component, prepare_database
@@ -28,7 +29,7 @@ from shared.http import install_common
 from shared.kafka import ManagedProducer, Publisher, ensure_topics
 from shared.lanes import bulk_topic
 from shared.protocol import load_protocol
-from shared.tracing import Tracing, build_tracing, instrument_app
+from shared.tracing import Tracing, build_tracing, exporter_enabled, instrument_app
 
 SERVICE = "ingest"
 MIGRATIONS = Component(SERVICE, "services.ingest:migrations")
@@ -53,9 +54,11 @@ def create_app(
     tracing: Tracing | None = None,
 ) -> FastAPI:
     """Build the app; tests inject a publisher, clock, environment, REDCap transport and tracer provider."""
-    sources = build_sources(settings, os.environ if env is None else env)
+    env = os.environ if env is None else env
+    sources = build_sources(settings, env)
     own_tracing = tracing is None
-    tracing = tracing or build_tracing(SERVICE, os.environ if env is None else env)
+    recording = not own_tracing or exporter_enabled(env)  # an injected provider records (tests' exporters)
+    tracing = tracing or build_tracing(SERVICE, env)
     registry = registry or CollectorRegistry()
     clock = clock or SystemClock()
     engine = make_engine(settings.database_url_for(SERVICE))
@@ -65,7 +68,7 @@ def create_app(
         managed = ManagedProducer(
             lambda: make_ingest_producer(settings),
             publish_timeout=settings.publish_timeout_seconds,
-            tracer=tracing.tracer,
+            tracer=tracing.tracer if recording else None,
         )
         publisher = managed
     runtime = IngestRuntime(
@@ -125,7 +128,10 @@ def create_app(
     )
     for module in (routes, routes_fhir, routes_odm, routes_sdtm, routes_redcap):
         app.include_router(module.router)
-    instrument_app(app, tracing)
+    if recording:
+        instrument_app(app, tracing)
+    else:
+        app.add_middleware(TraceContextOnly)
     return app
 
 
