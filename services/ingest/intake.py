@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -358,16 +359,23 @@ async def _publish_in_batches(
             except DATABASE_UNAVAILABLE as exc:
                 raise RecordingFailed(str(exc), accepted=len(verdict.accepted)) from exc
         verdict.accepted.extend(item.envelope.senderid for item in done)
-        for item in done:
-            runtime.metrics.published.labels(type=str(getattr(item.envelope, "type", "unknown"))).inc()
-            if flagged(item.record.event.data):
-                runtime.metrics.flagged.labels(kind=str(item.record.event.header.type)).inc()
+        _count_published(runtime, done)
         if progress is not None:
             progress(len(verdict.accepted), total)
         if total > size:
             log.info("source %s: %d of %d events published", source_id, len(verdict.accepted), total)
         if failure is not None:
             raise PublishInterrupted(str(failure), accepted=len(verdict.accepted)) from failure
+
+
+def _count_published(runtime: IngestRuntime, done: list[_Planned]) -> None:
+    """One increment per type, not per event (a label lookup per event showed in profiles)."""
+    published = Counter(str(getattr(item.envelope, "type", "unknown")) for item in done)
+    flags = Counter(str(item.record.event.header.type) for item in done if flagged(item.record.event.data))
+    for type_, count in published.items():
+        runtime.metrics.published.labels(type=type_).inc(count)
+    for kind, count in flags.items():
+        runtime.metrics.flagged.labels(kind=kind).inc(count)
 
 
 async def _publish_batch(
