@@ -4,6 +4,7 @@
   a Python one would steal the cores it measures), beside a bare FastAPI+uvicorn app parsing the same bodies
   under the same uvicorn settings, interleaved, medians of the repetitions;
 - an SDTM LB CSV backfill (rows/s);
+- ingest's RSS (VmRSS) once ready and after each load (target <= 150 MB after load);
 - Kafka's own ProducerPerformance on the same broker (acks=all, idempotent), the ceiling for events/s.
 
 Runs against the local broker (SENTINEL_KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092) and SQLite; set
@@ -192,6 +193,19 @@ class Running:
         """Resident set size now (VmRSS of /proc/<pid>/status)."""
         return rss_mb(self.pid)
 
+    def settled_rss_mb(self, within: float = 3.0) -> float:
+        """The RSS once it stops falling: ingest hands a large request's memory back just after answering it, so
+        a reading taken the moment the answer arrives would race that release."""
+        deadline = time.monotonic() + within
+        last = self.rss_mb()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = self.rss_mb()
+            if now >= last:
+                return now
+            last = now
+        return last
+
 
 @contextlib.contextmanager
 def server(kind: str, env: dict[str, str]) -> Iterator[Running]:
@@ -281,7 +295,7 @@ def compare(
             ingest_runs.append(
                 run_wrk(wrk, ingest.base + url, requests, seconds=seconds, connections=connections, threads=1)
             )
-            memory.append(Memory(idle, ingest.rss_mb()))
+            memory.append(Memory(idle, ingest.settled_rss_mb()))
         with server("bare", {}) as bare:
             bare_runs.append(
                 run_wrk(wrk, bare.base + url, requests, seconds=seconds, connections=connections, threads=1)
@@ -329,7 +343,7 @@ def backfill(workdir: Path, rows: int) -> tuple[float, Memory]:
             timeout=600,
         )
         elapsed = time.perf_counter() - started
-        memory = Memory(idle, ingest.rss_mb())
+        memory = Memory(idle, ingest.settled_rss_mb())
     if response.status_code != 202 or len(response.json()["accepted"]) != rows:
         raise RuntimeError(f"backfill answered {response.status_code}: {response.text[:500]}")
     return rows / elapsed, memory
