@@ -394,10 +394,14 @@ async def _publish_batch(
         for item in batch
     ]
     publish_each = getattr(runtime.publisher, "publish_each", None)
-    if publish_each is not None:
-        outcomes: list[BrokerUnavailable | None] = await publish_each(records)
-    else:
-        outcomes = await _publish_in_chains(runtime.publisher, records, runtime.settings.publish_concurrency)
+    outcomes: list[BrokerUnavailable | None]
+    try:
+        if publish_each is not None:
+            outcomes = await publish_each(records)
+        else:
+            outcomes = await _publish_in_chains(runtime.publisher, records, runtime.settings.publish_concurrency)
+    except BrokerUnavailable as exc:  # not connected: nothing of this batch sent (earlier batches stay recorded)
+        outcomes = [exc] * len(records)
     done = [item for item, outcome in zip(batch, outcomes, strict=True) if outcome is None]
     failure = next((outcome for outcome in outcomes if outcome is not None), None)
     return done, failure
