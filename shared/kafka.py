@@ -84,12 +84,6 @@ class EventRecord:
     fields: Mapping[str, str] = field(default_factory=dict)
 
 
-class EachPublisher(Publisher, Protocol):
-    """Also publishes a batch at once and says, record by record, whether the broker has it."""
-
-    async def publish_each(self, records: Sequence[EventRecord]) -> list[BrokerUnavailable | None]: ...
-
-
 class BatchPublisher(Publisher, Protocol):
     """Also publishes many messages in order, returning once the broker has every one of them."""
 
@@ -458,6 +452,9 @@ class ManagedProducer:
                 error = failure or TimeoutError()
             elif not ack.done():
                 error = TimeoutError()
+                ack.add_done_callback(_retrieve)  # settled later by the producer: nobody waits for it any more
+            elif ack.cancelled():
+                error = asyncio.CancelledError()  # the producer was closed under it
             else:
                 error = ack.exception()
             if error is None and record.key in failed_keys:
@@ -475,6 +472,12 @@ class ManagedProducer:
         if published:
             _log_published(published)
         return results
+
+
+def _retrieve(ack: asyncio.Future[object]) -> None:
+    """Mark a late acknowledgement's outcome as seen (its record was already reported failed)."""
+    if not ack.cancelled():
+        ack.exception()
 
 
 def _batch_attributes(topic: str, records: Sequence[EventRecord]) -> dict[str, str]:

@@ -93,3 +93,15 @@ async def test_a_producer_that_lost_its_sequence_is_replaced_after_a_batch() -> 
 
 async def _replaced(managed: ManagedProducer, new: QueueingProducer) -> bool:
     return managed.connected.is_set() and managed._producer is new  # type: ignore[comparison-overlap]
+
+
+async def test_acks_that_never_come_within_the_timeout_are_failures_not_a_hang() -> None:
+    producer = QueueingProducer()
+    producer._settle = lambda: None  # type: ignore[method-assign]  # the broker never answers
+    managed = ManagedProducer(lambda: producer, publish_timeout=0.05)  # type: ignore[arg-type,return-value]
+    await managed.connect(asyncio.Event())
+    outcomes = await managed.publish_each([record("t", b"s1", b"e1"), record("t", b"s2", b"e2")])
+    assert all(outcome is not None and "TimeoutError" in str(outcome) for outcome in outcomes)
+    for _, ack in producer.acks:  # acknowledged late: seen by nobody, and no "never retrieved" complaint
+        ack.set_exception(KafkaTimeoutError())
+    await managed.close()
