@@ -4,6 +4,7 @@
   a Python one would steal the cores it measures), beside a bare FastAPI+uvicorn app parsing the same bodies
   under the same uvicorn settings, interleaved, medians of the repetitions;
 - an SDTM LB CSV backfill (rows/s);
+- ingest's RSS (VmRSS) once ready and after each load (target <= 150 MB after load);
 - Kafka's own ProducerPerformance on the same broker (acks=all, idempotent), the ceiling for events/s.
 
 Runs against the local broker (SENTINEL_KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092) and SQLite; set
@@ -35,6 +36,8 @@ from typing import Any
 import httpx
 
 from bench.bench_ingest_kafka import producer_perf
+from bench.harness import rss_mb
+from services.ingest.memory import allocator_environment
 from shared.webhook_signatures import WebhookSecret, sign
 
 SECRET = "whsec_" + "YmVuY2gtaW5nZXN0LXNlY3JldC0wMTIzNDU2Nzg5"  # base64 of 30 bytes; a throwaway for this bench
@@ -182,31 +185,57 @@ def run_wrk(wrk: str, url: str, requests_file: Path, *, seconds: float, connecti
     )
 
 
+@dataclass(frozen=True)
+class Running:
+    base: str
+    pid: int
+
+    def rss_mb(self) -> float:
+        """Resident set size now (VmRSS of /proc/<pid>/status)."""
+        return rss_mb(self.pid)
+
+    def settled_rss_mb(self, within: float = 3.0) -> float:
+        """The RSS once it stops falling: ingest hands a large request's memory back just after answering it, so
+        a reading taken the moment the answer arrives would race that release."""
+        deadline = time.monotonic() + within
+        last = self.rss_mb()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = self.rss_mb()
+            if now >= last:
+                return now
+            last = now
+        return last
+
+
 @contextlib.contextmanager
-def server(kind: str, env: dict[str, str]) -> Iterator[str]:
-    """Start one server in its own process; yield its base URL once /readyz answers 200."""
+def server(kind: str, env: dict[str, str]) -> Iterator[Running]:
+    """Start one server in its own process; yield its base URL and pid once /readyz answers 200."""
     port = free_port()
+    logs = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below; its JSON log lines: a pipe nobody reads would fill and stall the server
+    environment = {**os.environ, **env}
+    if kind == "ingest":  # as `sentinel run ingest` runs it (services.ingest.memory)
+        environment = allocator_environment(environment) or environment
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.bench_ingest_server", kind, str(port)],
-        env={**os.environ, **env},
+        env=environment,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=logs,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(
-                    f"{kind} server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
-                )
+                logs.seek(0)
+                raise RuntimeError(f"{kind} server exited: {logs.read().decode(errors='replace')[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(base + "/readyz", timeout=1).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{kind} server not ready within 60 s")
             time.sleep(0.1)
-        yield base
+        yield Running(base, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -214,6 +243,7 @@ def server(kind: str, env: dict[str, str]) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        logs.close()
 
 
 def ingest_env(workdir: Path, run: str) -> dict[str, str]:
@@ -243,38 +273,46 @@ def sdtm_csv(rows: int, run: str) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+@dataclass(frozen=True)
+class Memory:
+    """Ingest's RSS once ready and after the load of one run (MB)."""
+
+    idle: float
+    loaded: float
+
+
 def compare(
     wrk: str, workdir: Path, *, label: str, per_request: int, count: int, seconds: float, reps: int, connections: int
-) -> tuple[list[WrkResult], list[WrkResult]]:
+) -> tuple[list[WrkResult], list[WrkResult], list[Memory]]:
     """Interleave ingest and bare runs; each ingest run has a fresh database, topic and ids."""
     secret = WebhookSecret.parse(SECRET)
     ingest_runs: list[WrkResult] = []
     bare_runs: list[WrkResult] = []
+    memory: list[Memory] = []
     for rep in range(reps):
         run = f"{RUN_TAG}{label}{rep}-{uuid.uuid4().hex[:8]}"
         requests = workdir / f"{run}.tsv"
         write_requests(requests, count=count, per_request=per_request, run=run, secret=secret)
-        with server("ingest", ingest_env(workdir, run)) as base:
+        url = "/v1/sources/edc/events"
+        with server("ingest", ingest_env(workdir, run)) as ingest:
+            idle = ingest.rss_mb()
             ingest_runs.append(
-                run_wrk(
-                    wrk, base + "/v1/sources/edc/events", requests, seconds=seconds, connections=connections, threads=1
-                )
+                run_wrk(wrk, ingest.base + url, requests, seconds=seconds, connections=connections, threads=1)
             )
-        with server("bare", {}) as base:
+            memory.append(Memory(idle, ingest.settled_rss_mb()))
+        with server("bare", {}) as bare:
             bare_runs.append(
-                run_wrk(
-                    wrk, base + "/v1/sources/edc/events", requests, seconds=seconds, connections=connections, threads=1
-                )
+                run_wrk(wrk, bare.base + url, requests, seconds=seconds, connections=connections, threads=1)
             )
         requests.unlink()
-    return ingest_runs, bare_runs
+    return ingest_runs, bare_runs, memory
 
 
 def median(runs: list[WrkResult], attribute: str) -> float:
     return statistics.median(getattr(r, attribute) for r in runs)
 
 
-def report(label: str, per_request: int, ingest: list[WrkResult], bare: list[WrkResult]) -> float:
+def report(label: str, per_request: int, ingest: list[WrkResult], bare: list[WrkResult], memory: list[Memory]) -> float:
     rate, bare_rate = median(ingest, "requests_per_s"), median(bare, "requests_per_s")
     unit = "req/s" if per_request == 1 else "events/s"
     scale = per_request
@@ -287,24 +325,32 @@ def report(label: str, per_request: int, ingest: list[WrkResult], bare: list[Wrk
     reused = sum(r.reused for r in ingest)
     if refused or reused:
         print(f"{'':<26} (ingest: {refused} answers other than 202, {reused} passes re-sent ids as duplicates)")
+    idle = statistics.median(m.idle for m in memory)
+    loaded = [m.loaded for m in memory]
+    print(
+        f"{'':<26} ingest RSS idle {idle:.0f} MB, after the load {statistics.median(loaded):.0f} MB"
+        f" (max {max(loaded):.0f})"
+    )
     return rate * scale
 
 
-def backfill(workdir: Path, rows: int) -> float:
+def backfill(workdir: Path, rows: int) -> tuple[float, Memory]:
     run = f"{RUN_TAG}sdtm-{uuid.uuid4().hex[:8]}"
     body = sdtm_csv(rows, run)
-    with server("ingest", ingest_env(workdir, run)) as base:
+    with server("ingest", ingest_env(workdir, run)) as ingest:
+        idle = ingest.rss_mb()
         started = time.perf_counter()
         response = httpx.post(
-            base + "/v1/sources/backfill/sdtm",
+            ingest.base + "/v1/sources/backfill/sdtm",
             content=body,
             headers={"content-type": "text/csv", "authorization": f"Bearer {BACKFILL_TOKEN}"},
             timeout=600,
         )
         elapsed = time.perf_counter() - started
+        memory = Memory(idle, ingest.settled_rss_mb())
     if response.status_code != 202 or len(response.json()["accepted"]) != rows:
         raise RuntimeError(f"backfill answered {response.status_code}: {response.text[:500]}")
-    return rows / elapsed
+    return rows / elapsed, memory
 
 
 def delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> None:
@@ -352,14 +398,14 @@ def main() -> None:
             workdir,
             label="hundred",
             per_request=100,
-            count=int(60 * seconds),
+            count=int(400 * seconds),  # more than ingest takes in the time: no id is re-sent
             seconds=seconds,
             reps=reps,
             connections=8,
         )
         batch_rate = report("100-event POST", 100, *batch)
         rows = 20_000
-        rows_per_s = backfill(workdir, rows)
+        rows_per_s, backfill_memory = backfill(workdir, rows)
         sample = json.dumps(lab_event(0, "x", datetime.now(UTC)))
         ceiling = producer_perf(
             bootstrap=bootstrap,
@@ -367,13 +413,16 @@ def main() -> None:
             records=200_000,
             record_size=len(sample) * 2,
         )
-        print(f"{'SDTM CSV backfill':<26} {rows_per_s:>10,.0f} rows/s ({rows} LB rows in one request)")
+        print(
+            f"{'SDTM CSV backfill':<26} {rows_per_s:>10,.0f} rows/s ({rows} LB rows in one request);"
+            f" ingest RSS idle {backfill_memory.idle:.0f} MB, after it {backfill_memory.loaded:.0f} MB"
+        )
         print(
             f"{'Kafka ProducerPerformance':<26} {ceiling.records_per_s:>10,.0f} records/s (acks=all, idempotent,"
             f" {len(sample) * 2} B, p99 {ceiling.p99_ms:.0f} ms): the ceiling; 100-event ingest at"
             f" {batch_rate / ceiling.records_per_s:.2f}x, backfill at {rows_per_s / ceiling.records_per_s:.2f}x"
         )
-        print("targets: single-event ratio >= 0.5; 100-event batches >= 20,000 events/s")
+        print("targets: single-event ratio >= 0.5; 100-event batches >= 20,000 events/s; <= 150 MB RSS after load")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         delete_topics(bootstrap, (f"bench.ingest.{RUN_TAG}", f"bench.producer.{RUN_TAG}"))

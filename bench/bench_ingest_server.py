@@ -41,10 +41,14 @@ def ingest_app() -> FastAPI:
 
 
 def serve(app: FastAPI, port: int) -> None:
-    """The settings `services/runner.py` uses for the real services (uvicorn picks uvloop/httptools if present)."""
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
+    """The settings `services/runner.py` uses for the real services (uvicorn picks uvloop/httptools if present),
+    and its JSON logs, so ingest's own log lines cost what they cost in production; no access log in either."""
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False, log_config=None)
 
 
 if __name__ == "__main__":
+    from shared.logs import configure_logging
+
+    configure_logging("info")
     kind, port = sys.argv[1], int(sys.argv[2])
     serve(bare_app() if kind == "bare" else ingest_app(), port)

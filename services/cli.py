@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.service == "ingest":  # its backfills fragment Python's own allocator (see services.ingest.memory)
+        from services.ingest.memory import run_with_system_allocator
+
+        run_with_system_allocator()
     configure_logging(args.log_level)
     names = RUNNABLE if args.service == "all" else (args.service,)
     apps = [build_app(name) for name in names]

@@ -8,6 +8,7 @@ Two layers:
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from datetime import date
@@ -33,7 +34,16 @@ Text = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 def deterministic_id(*parts: str) -> str:
-    return str(uuid.uuid5(ID_NAMESPACE, "\x1f".join(parts)))
+    """`str(uuid.uuid5(ID_NAMESPACE, "\\x1f".join(parts)))`, computed without building a UUID object (a third of the
+    cost; ingest makes one per event)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_NAMESPACE_BYTES = ID_NAMESPACE.bytes
 
 
 class Model(BaseModel):

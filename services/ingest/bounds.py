@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from functools import cache
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
@@ -45,10 +46,25 @@ def _lab_value(text: str) -> Decimal | None:
         return None
 
 
+@cache
+def _number_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `model` that may hold a Decimal (looked up once per model, not on every event)."""
+    return tuple(name for name, info in model.model_fields.items() if _may_hold_decimal(info.annotation))
+
+
+def _may_hold_decimal(annotation: Any) -> bool:
+    if annotation is Decimal or annotation is Any or annotation is object:
+        return True
+    return any(_may_hold_decimal(arg) for arg in get_args(annotation) if isinstance(arg, type) or get_args(arg))
+
+
 def out_of_bounds(data: BaseModel) -> list[dict[str, Any]]:
     """Pydantic-style errors (`loc` relative to the event) for every number of `data` out of bounds."""
     errors: list[dict[str, Any]] = []
-    for name in type(data).model_fields:
+    names = _number_fields(type(data))
+    if isinstance(data, LabData):
+        names = ("value", *names)
+    for name in names:
         value = getattr(data, name)
         if isinstance(data, LabData) and name == "value":
             value = _lab_value(value)

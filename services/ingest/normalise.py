@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -144,9 +145,16 @@ def clinical_time(data: BaseModel, received_at: datetime) -> datetime:
 
 
 def to_envelope(source_id: str, event: CanonicalEvent, received_at: datetime) -> ClinicalEnvelopeBase:
+    """Built without validating again: every field is a value already validated (the header and data) or made
+    here (ids, the receipt time, which must be timezone-aware); validation cost more than the rest of it, and
+    copying a prototype costs half of `model_construct`. The JSON is the same, field for field and in order."""
+    if received_at.tzinfo is None:
+        raise ValueError("received_at must be timezone-aware")
     envelope_type = ENVELOPE_FOR_INBOUND[event.header.type]
-    return envelope_type.model_validate(
-        {
+    if not isinstance(event.data, INBOUND_DATA[event.header.type]):
+        raise TypeError(f"{envelope_type.__name__} cannot carry {type(event.data).__name__}")
+    return _prototype(envelope_type).model_copy(
+        update={
             "id": deterministic_id("inbound", source_id, event.header.id),
             "source": f"/sources/{source_id}",
             "subject": event.header.subject,
@@ -158,3 +166,10 @@ def to_envelope(source_id: str, event: CanonicalEvent, received_at: datetime) ->
             "data": event.data,
         }
     )
+
+
+@cache
+def _prototype(envelope_type: type[ClinicalEnvelopeBase]) -> ClinicalEnvelopeBase:
+    """An envelope with every field in declaration order (the required ones empty, to be replaced by the copy)."""
+    empty: dict[str, Any] = {name: None for name, info in envelope_type.model_fields.items() if info.is_required()}
+    return envelope_type.model_construct(**empty)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 
 from services.ingest import openapi_docs as docs
 from services.ingest.adapters.records import SourceRecord, version_text
@@ -25,6 +26,7 @@ from services.ingest.intake import (
     webhook_conflict,
     webhook_delivery,
 )
+from services.ingest.memory import LARGE_REQUEST_RECORDS, release_after
 from services.ingest.normalise import CanonicalEvent, InvalidBody, parse_body
 from services.ingest.runtime import IngestRuntime
 from services.ingest.sources import Source, SourceKind
@@ -108,7 +110,10 @@ async def publish(
         raise database_problem_for(runtime, exc) from exc
     except WebhookIdReused as exc:
         raise webhook_conflict(runtime, exc) from exc
-    return result_response(verdict, ignored)
+    response = result_response(verdict, ignored)
+    if len(records) >= LARGE_REQUEST_RECORDS:  # after the answer is sent, once this request's objects are freed
+        response.background = BackgroundTask(release_after, len(records))
+    return response
 
 
 def result_response(verdict: Verdict, ignored: Sequence[str]) -> JSONResponse:

@@ -209,8 +209,16 @@ def save_accepted(connection: Connection, *, writes: Sequence[AcceptedWrite]) ->
     more than the inserts themselves (profiled).
     """
     sql = _writes(connection.dialect)
+    stored: dict[datetime, Any] = {}  # a request's rows share one receipt time: convert each moment once
+
+    def moment(value: datetime) -> Any:
+        text = stored.get(value)
+        if text is None:
+            text = stored[value] = sql.moment(value)
+        return text
+
     deliveries = [
-        (write.source_id, envelope.senderid, envelope.id, str(getattr(envelope, "type", "")), sql.moment(write.now))
+        (write.source_id, envelope.senderid, envelope.id, str(getattr(envelope, "type", "")), moment(write.now))
         for write in writes
         for envelope in write.envelopes
     ]
@@ -220,13 +228,20 @@ def save_accepted(connection: Connection, *, writes: Sequence[AcceptedWrite]) ->
             key = (write.source_id, update.record_key)
             merged[key] = _merge(merged.get(key), write.source_id, update, write.now)
     versions = [
-        tuple(
-            sql.moment(row[c])
-            if c in ("first_received_at", "updated_at")
-            else sql.flag(row[c])
-            if c == "retracted"
-            else row[c]
-            for c in _VERSION_COLUMNS
+        (
+            row["source_id"],
+            row["record_key"],
+            row["source_version"],
+            row["canonical_version"],
+            row["record_type"],
+            row["record_id"],
+            row["trial"],
+            row["subject"],
+            row["site"],
+            sql.flag(row["retracted"]),
+            row["content_hash"],
+            moment(row["first_received_at"]),
+            moment(row["updated_at"]),
         )
         for row in (merged[key] for key in sorted(merged))
     ]
@@ -236,7 +251,7 @@ def save_accepted(connection: Connection, *, writes: Sequence[AcceptedWrite]) ->
                 write.source_id,
                 write.webhook_id,
                 write.webhook_body_sha256,
-                sql.moment(write.now),
+                moment(write.now),
             )
             for write in writes
             if write.webhook_id is not None and write.envelopes

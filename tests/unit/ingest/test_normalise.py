@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.ingest.normalise import MAX_EVENTS_PER_REQUEST, InvalidBody, parse_body, to_envelope
-from shared.events import AeReported, LabResulted, SubjectEnrolled, deterministic_id
+from shared.events import CLINICAL_ADAPTER, AeReported, LabResulted, SubjectEnrolled, deterministic_id
 from shared.problems import json_pointer
 
 RECEIVED = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -146,3 +146,19 @@ def test_enrollment_is_timed_at_midnight_utc_of_the_day() -> None:
     envelope = to_envelope("edc", parsed, RECEIVED)
     assert isinstance(envelope, SubjectEnrolled)
     assert envelope.time == datetime(2026, 2, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("type_", ["ae", "lab", "dose", "enrollment"])
+def test_an_envelope_built_without_validation_is_the_validated_one_byte_for_byte(type_: str) -> None:
+    [parsed] = parse_body(body(event(type_=type_)))
+    envelope = to_envelope("edc", parsed, RECEIVED)
+    validated = type(envelope).model_validate(envelope.model_dump())
+    assert envelope.model_dump_json() == validated.model_dump_json()
+    assert CLINICAL_ADAPTER.validate_json(envelope.model_dump_json()) == validated
+    assert to_envelope("edc", parsed, RECEIVED) is not envelope  # a fresh envelope each time
+
+
+def test_a_naive_receipt_time_is_refused_not_published() -> None:
+    [parsed] = parse_body(body(event(type_="lab")))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        to_envelope("edc", parsed, RECEIVED.replace(tzinfo=None))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -15,6 +16,7 @@ from services.ingest.normalise import InvalidBody
 from services.ingest.sources import AuthConfig, AuthScheme, SourceConfig
 from shared.clock import FakeClock
 from shared.events import CLINICAL_ADAPTER, AeData, AeReported, DoseData, EnrollmentData, LabData
+from shared.kafka import BrokerUnavailable, EventRecord
 from tests.unit.conftest import FakePublisher
 from tests.unit.ingest.conftest import TRIAL, AppFactory, fixture_bytes
 
@@ -192,3 +194,69 @@ def test_sdtm_ae_versions_are_numbered_by_ingest(
     assert isinstance(first, AeReported) and isinstance(second, AeReported)
     assert (first.data.version, second.data.version) == (1, 2)
     assert first.data.first_received_at == second.data.first_received_at == clock.now()
+
+
+def test_a_batch_failing_part_way_records_each_subjects_events_before_the_failure_and_a_resend_keeps_order(
+    backfill: TestClient, publisher: FakePublisher
+) -> None:
+    """With a batch publisher: a failed ack in the first batch of 40 stops that subject there (its later events
+    are not recorded, even if acknowledged); the other subjects' events of the batch are recorded; the next batch
+    is never sent. The resend publishes only what was not recorded, so each subject's rows arrive in order."""
+    rows = lb_rows(120)  # 7 subjects, batches of 40
+    calls = 0
+    failing_key: bytes | None = None
+
+    async def publish_each(records: Sequence[EventRecord]) -> list[BrokerUnavailable | None]:
+        nonlocal calls, failing_key
+        calls += 1
+        if calls > 1:
+            raise BrokerUnavailable("broker is down (fake)")
+        failing_key = records[10].key
+        outcomes: list[BrokerUnavailable | None] = []
+        for index, record in enumerate(records):
+            publisher.messages.append((record.topic, record.key, record.value))  # the broker got every one
+            failed = record.key == failing_key and index >= 10
+            outcomes.append(BrokerUnavailable("no ack (fake)") if failed else None)
+        return outcomes
+
+    publisher.publish_each = publish_each  # type: ignore[attr-defined]
+    failed = _post(backfill, rows)
+    assert failed.status_code == 503 and "acknowledged before the failure" in failed.json()["detail"]
+    del publisher.publish_each  # type: ignore[attr-defined]
+    retry = _post(backfill, rows)
+    assert retry.status_code == 202, retry.text
+    recorded = len(retry.json()["duplicates"])
+    stopped = sum(1 for _, key, _ in publisher.messages[:40] if key == failing_key) - sum(
+        1 for _, key, _ in publisher.messages[:10] if key == failing_key
+    )
+    assert recorded == 40 - stopped and len(retry.json()["accepted"]) == 120 - recorded
+    last_seen: dict[bytes, int] = {}
+    for _, key, value in publisher.messages[40:]:  # the resend: each subject's rows in order, after what was kept
+        envelope = CLINICAL_ADAPTER.validate_json(value)
+        assert isinstance(envelope.data, LabData)
+        seq = int(envelope.data.result_id.removeprefix("LBSEQ-"))
+        assert seq > last_seen.get(key, -1)
+        last_seen[key] = seq
+
+
+def test_a_broker_lost_between_batches_leaves_the_earlier_batches_recorded_and_says_so(
+    backfill: TestClient, publisher: FakePublisher
+) -> None:
+    calls = 0
+
+    async def publish_each(records: Sequence[EventRecord]) -> list[BrokerUnavailable | None]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:  # what ManagedProducer raises when it is not connected (yet, or again)
+            raise BrokerUnavailable("not connected to the Kafka broker (fake)")
+        publisher.messages += [(r.topic, r.key, r.value) for r in records]
+        return [None] * len(records)
+
+    publisher.publish_each = publish_each  # type: ignore[attr-defined]
+    failed = _post(backfill, lb_rows(120))
+    assert failed.status_code == 503
+    assert "40 event(s) were acknowledged before the failure" in failed.json()["detail"]
+    del publisher.publish_each  # type: ignore[attr-defined]
+    retry = _post(backfill, lb_rows(120))
+    assert retry.status_code == 202 and len(retry.json()["duplicates"]) == 40
+    assert len({value for _, _, value in publisher.messages}) == 120
