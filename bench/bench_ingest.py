@@ -37,7 +37,7 @@ import httpx
 
 from bench.bench_ingest_kafka import producer_perf
 from bench.harness import rss_mb
-from services.ingest.memory import allocator_environment
+from shared.memory import allocator_environment
 from shared.webhook_signatures import WebhookSecret, sign
 
 SECRET = "whsec_" + "YmVuY2gtaW5nZXN0LXNlY3JldC0wMTIzNDU2Nzg5"  # base64 of 30 bytes; a throwaway for this bench
@@ -214,7 +214,7 @@ def server(kind: str, env: dict[str, str]) -> Iterator[Running]:
     port = free_port()
     logs = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below; its JSON log lines: a pipe nobody reads would fill and stall the server
     environment = {**os.environ, **env}
-    if kind == "ingest":  # as `sentinel run ingest` runs it (services.ingest.memory)
+    if kind == "ingest":  # as `sentinel run ingest` runs it (shared.memory)
         environment = allocator_environment(environment) or environment
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.bench_ingest_server", kind, str(port)],

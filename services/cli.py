@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.service == "ingest":  # its backfills fragment Python's own allocator (see services.ingest.memory)
-        from services.ingest.memory import run_with_system_allocator
+    if args.service == "ingest":  # its backfills fragment Python's own allocator (see shared.memory)
+        from shared.memory import run_with_system_allocator
 
         run_with_system_allocator()
     configure_logging(args.log_level)

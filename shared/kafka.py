@@ -29,6 +29,7 @@ from aiokafka.errors import (
 from opentelemetry.trace import SpanKind
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from shared.memory import release
 from shared.metrics import ConsumerMetrics
 from shared.topics import dead_letter_topic
 from shared.tracing import messaging_attributes, publishing, resumed, span, with_trace_headers
@@ -45,6 +46,9 @@ CLOUDEVENTS_CONTENT_TYPE = b"application/cloudevents+json"
 class BrokerUnavailable(Exception):
     """The broker cannot take the message now; callers answer 503 or retry, never drop it."""
 
+
+RELEASE_AFTER_RECORDS = 5000
+"""A consumer that worked through at least this many records gives their memory back when its topics go quiet."""
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     KafkaError,
@@ -218,11 +222,16 @@ class ConsumerLoop:
             backoff = 0.5
 
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        since_release = 0
         while not stop.is_set():
             batches = await self._poll(consumer)
             if not batches:
+                if since_release >= RELEASE_AFTER_RECORDS:  # a backlog is drained: give its memory back
+                    release()
+                    since_release = 0
                 continue
             messages = [_consumed(record) for records in batches.values() for record in records]
+            since_release += len(messages)
             await self._handle(messages)
             if self._before_offset_commit is not None:
                 self._before_offset_commit(messages)

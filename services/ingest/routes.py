@@ -26,7 +26,6 @@ from services.ingest.intake import (
     webhook_conflict,
     webhook_delivery,
 )
-from services.ingest.memory import LARGE_REQUEST_RECORDS, release_after
 from services.ingest.normalise import CanonicalEvent, InvalidBody, parse_body
 from services.ingest.runtime import IngestRuntime
 from services.ingest.sources import Source, SourceKind
@@ -43,6 +42,7 @@ from shared.events import (
     VitalsData,
 )
 from shared.kafka import BrokerUnavailable
+from shared.memory import LARGE_REQUEST_RECORDS, release_after
 from shared.problems import validation_problem
 
 router = APIRouter()

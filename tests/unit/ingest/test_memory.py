@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.ingest import memory
+from shared import memory
 
 
 def test_the_system_allocator_is_chosen_only_when_none_is() -> None:

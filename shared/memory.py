@@ -1,4 +1,4 @@
-"""Give the memory a large request used back to the system once it is answered.
+"""Give the memory a large request (or a consumer's backlog) used back to the system once it is done.
 
 A 25,000-row backfill builds tens of megabytes of records, envelopes and SQL parameters; Python frees them when
 the request ends, but the memory stayed mapped, so the process stayed that much larger for good (the RSS after a
@@ -40,6 +40,12 @@ def release_after(records: int) -> None:
     """After a request of `records` records: hand freed heap pages back if the request was a large one."""
     if records < LARGE_REQUEST_RECORDS:
         return
+    release()
+
+
+def release() -> None:
+    """Free what is left in reference cycles, then hand freed heap pages back (a consumer does it when a backlog
+    it worked through is drained: its batches' rows and states are garbage by then)."""
     gc.collect()  # what the request left in reference cycles is freed now, not at some later full collection
     trim = _malloc_trim()
     if trim is not None:
