@@ -15,7 +15,6 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from services.safety.expedited import cases
-from services.safety.expedited.cioms import render_cioms
 from services.safety.expedited.e2b import gaps, render_e2b
 from services.safety.expedited.loading import NoSuchReport, load_report_case
 from services.safety.expedited.narrative import draft_narrative
@@ -297,6 +296,10 @@ async def cioms_pdf(
     now = request.app.state.clock.now()
 
     def build() -> tuple[bytes, str, int]:
+        # Imported here: the PDF library (fpdf2, with its image and font stack) is 30 MB of resident memory that
+        # safety would otherwise carry for a form an officer downloads now and then.
+        from services.safety.expedited.cioms import render_cioms
+
         report = _report(request, trial_id, subject_id, ae_id, version)
         return render_cioms(report, created=now), report.case_id, report.report_version
 
