@@ -276,6 +276,31 @@ def count_alerts(outcome: Outcome, stack: Stack, subjects: list[str], *, service
     outcome.alerts_duplicated = sum(n - 1 for n in per_subject.values() if n > 1)
 
 
+def pending_sae_deliveries(database_url: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            query = (
+                "select count(*) from notify_deliveries d join notify_alerts a on a.id = d.alert_id"
+                " where d.status = 'pending' and a.kind = 'sae'"
+            )
+            return int(connection.execute(text(query)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def wait_for_leases(database_url: str, *, lease_seconds: float) -> None:
+    """Give a killed sender's leased deliveries the one lease they may wait to be retaken (bounded: what is
+    still pending after it is counted, and reported, by `count_unsettled`)."""
+    with suppress(AssertionError):
+        wait_for(
+            lambda: pending_sae_deliveries(database_url) == 0,
+            timeout=lease_seconds + 10,
+            interval=0.5,
+            what="the killed sender's leased deliveries to be retaken",
+        )
+
+
 def count_unsettled(outcome: Outcome, database_url: str, catcher: MailCatcher) -> None:
     """SAE deliveries not recorded as sent; and of those, how many the mail server already has (the send
     happened, recording it did not: it will be sent again when the lease ends)."""

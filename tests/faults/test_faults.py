@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from services.devstack.mail_catcher import MailCatcher
+from services.notify.settings import NotifySettings
 from shared.events import AssessmentMissed, AssessmentMissedData, message_key
 from tests.e2e.stack import Stack
 from tests.faults.harness import (
@@ -38,6 +39,7 @@ from tests.faults.harness import (
     sae_pages,
     timed,
     utcnow,
+    wait_for_leases,
 )
 from tests.kafka_tools import publish_sync
 from tests.polling import wait_for
@@ -148,6 +150,8 @@ def test_notify_killed_after_the_smtp_hand_off_before_its_commit(
             stream.finish()
         assert notify.wait(timeout=60) == -signal.SIGKILL
         restart(stack, "notify")
+        # The pages the killed process was handing over (one, or one per lane) are retaken when its lease ends.
+        wait_for_leases(notify_database(stack), lease_seconds=NotifySettings().delivery_lease_seconds)
         settle(outcome, stack, catcher, names, timeout=30)
     outcome.note = "the killed notify held its lease on the page it was sending; it is re-sent after the lease expires"
     report(outcome)
