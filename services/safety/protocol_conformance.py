@@ -35,17 +35,6 @@ from shared.outbox import Outgoing
 from shared.protocol import Protocol
 
 
-def check_event(
-    session: Session, envelope: ClinicalEnvelope, *, protocol: Protocol, now: datetime, topic: str
-) -> list[Outgoing]:
-    """The deviations a stored change reveals: the dose's own checks, then the subject's eligibility."""
-    signals = check_dose_event(session, envelope, protocol=protocol, now=now, topic=topic)
-    subject = session.get(Subject, (envelope.trialid, envelope.subject))
-    if subject is not None:
-        signals += check_eligibility(session, subject, protocol=protocol, source_id=envelope.id, now=now, topic=topic)
-    return signals
-
-
 def check_dose_event(
     session: Session, envelope: ClinicalEnvelope, *, protocol: Protocol, now: datetime, topic: str
 ) -> list[Outgoing]:
@@ -56,26 +45,6 @@ def check_dose_event(
     if subject is None:
         return []
     return _dose_deviations(session, envelope, subject=subject, protocol=protocol, now=now, topic=topic)
-
-
-def check_eligibility(
-    session: Session,
-    subject: Subject,
-    *,
-    protocol: Protocol,
-    source_id: str,
-    now: datetime,
-    topic: str,
-    state: SubjectState | None = None,
-) -> list[Outgoing]:
-    """Eligibility at the first dose, re-judged on a stored change of the subject (see the module's note).
-
-    `state`: the subject as the caller already loaded it, else read here."""
-    if protocol.eligibility is None:
-        return []
-    return _eligibility_deviation(
-        session, subject, protocol=protocol, source_id=source_id, now=now, topic=topic, state=state
-    )
 
 
 def _dose_deviations(
@@ -131,7 +100,7 @@ def _given_of(doses: Sequence[Dose], inactive: dict[str, str]) -> list[GivenDose
     ]
 
 
-def _eligibility_deviation(
+def check_eligibility(
     session: Session,
     subject: Subject,
     *,
@@ -139,10 +108,14 @@ def _eligibility_deviation(
     source_id: str,
     now: datetime,
     topic: str,
-    state: SubjectState | None,
+    state: SubjectState | None = None,
 ) -> list[Outgoing]:
+    """Eligibility at the first dose, re-judged on a stored change of the subject (see the module's note).
+
+    `state`: the subject as the caller already loaded it, else read here."""
     rules = protocol.eligibility
-    assert rules is not None
+    if rules is None:
+        return []
     keys = {"trial_id": subject.trial_id, "subject_id": subject.subject_id}
     if state is None:
         given = _given(session, subject, store.inactive_records(session, **keys, record_type="dose"))
