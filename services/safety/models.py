@@ -330,6 +330,8 @@ class ResponseStateRow(SQLModel, table=True):
     awaiting: str = Field(default="none", max_length=20)
     reason: str = Field(default="", max_length=2000)
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    lost_signalled_since: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    """On "current": the start of the last response whose loss was signalled (each loss is signalled once)."""
 
 
 # The audit chain is shared code, but safety writes it in its own transactions, so it creates it too.

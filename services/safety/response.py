@@ -244,3 +244,28 @@ def response_loss(
         duration_days=duration,
         reason=reason,
     )
+
+
+def unseen_loss(current: ResponseAssessment, *, signalled_since: datetime | None) -> ResponseLoss | None:
+    """A confirmed response that ended before the stored state ever held it (its counts and the transfusion that
+    ended it came in one batch, or out of order): lost all the same. `signalled_since`: the start of the last
+    response whose loss was already signalled (each is signalled once)."""
+    ended = [
+        e
+        for e in current.episodes
+        if e.ended_at is not None
+        and RANK[e.level] > RANK[current.level]
+        and (signalled_since is None or e.since > signalled_since)
+    ]
+    episode = max(ended, key=lambda e: (RANK[e.level], e.since), default=None)
+    if episode is None or episode.ended_at is None:
+        return None
+    return ResponseLoss(
+        previous_level=episode.level,
+        previous_since=episode.since,
+        previous_confirmed_at=episode.confirmed_at,
+        level=current.level,
+        lost_at=episode.ended_at,
+        duration_days=days_between(episode.since, episode.ended_at),
+        reason=episode.end_reason or "ended",
+    )

@@ -30,6 +30,7 @@ from services.safety.response import (
     assess_response,
     count_levels,
     response_loss,
+    unseen_loss,
 )
 from services.safety.subject_store import LabFacts, SubjectState
 from shared.events import (
@@ -239,20 +240,25 @@ def reassess(
     before = _store_state(
         session, stored=stored, subject=subject, point=CURRENT, as_of=now, result=assessed.current, now=now
     )
-    if before is None:
+    row = stored[CURRENT]
+    loss = None
+    if before is not None:
+        previous: ResponseLevel = (
+            "complete" if before.level == "complete" else "partial" if before.level == "partial" else "none"
+        )
+        loss = response_loss(
+            previous_level=previous,
+            previous_since=before.since,
+            previous_confirmed_at=before.confirmed_at,
+            current=assessed.current,
+            now=now,
+        )
+    signalled = row.lost_signalled_since
+    if loss is None:  # a response confirmed and lost between two assessments is lost all the same
+        loss = unseen_loss(assessed.current, signalled_since=signalled)
+    if loss is None or (signalled is not None and loss.previous_since is not None and loss.previous_since <= signalled):
         return []
-    previous: ResponseLevel = (
-        "complete" if before.level == "complete" else "partial" if before.level == "partial" else "none"
-    )
-    loss = response_loss(
-        previous_level=previous,
-        previous_since=before.since,
-        previous_confirmed_at=before.confirmed_at,
-        current=assessed.current,
-        now=now,
-    )
-    if loss is None:
-        return []
+    row.lost_signalled_since = loss.previous_since
     signal = ResponseLost(
         id=deterministic_id(
             "signal",

@@ -555,15 +555,6 @@ def test_a_transfusion_in_the_batch_of_the_confirming_count(protocol: Protocol, 
     assert [r[2] for r in current] == ["none"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "response.lost is signalled only against the stored response row (services/safety/response_tracking.py "
-        "reassess compares with `before`): one by one, the complete response confirmed on day 22 is stored and "
-        "its loss to the day-30 red-cell transfusion pages; in one batch the subject is reassessed once at the "
-        "end, the stored row goes from none to none, and the confirmed-then-lost response is never signalled"
-    ),
-)
 def test_a_response_confirmed_and_lost_within_one_batch_is_signalled(protocol: Protocol, tmp_path: Path) -> None:
     """A site's backfill: counts recovered on days 20 and 22 (a confirmed complete response, the trial's efficacy
     endpoint) and a red-cell transfusion on day 30. The physician must learn the response was lost however the
@@ -854,14 +845,6 @@ def test_an_infusion_recorded_after_its_reaction_in_one_batch(protocol: Protocol
     assert [s.data.grade for s in of_type(batched.signals, "acute_reaction.detected")] == [3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the same root cause as the batched case, by order: one event per transaction, a red-cell transfusion on "
-        "day 30 processed before the day-20 and day-22 counts that confirmed the response never signals its loss "
-        "(the stored row is never 'complete'; only the week-4 timepoint row shows the response)"
-    ),
-)
 def test_a_response_loss_is_signalled_whatever_the_order_of_its_data(protocol: Protocol, tmp_path: Path) -> None:
     counts = [*blood_count("A-1", 20), *blood_count("A-1", 22)]
     red_cells = transfusion("A-1", "TX-1", at(30), "red_cells")

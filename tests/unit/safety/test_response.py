@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from services.safety.response import Count, Transfusion, assess_response, count_level, response_loss
+from services.safety.response import (
+    Count,
+    Transfusion,
+    assess_response,
+    count_level,
+    response_loss,
+    unseen_loss,
+)
 from shared.protocol import ResponseRules, load_protocol
 
 RULES = load_protocol(None).response
@@ -163,3 +170,16 @@ def test_the_second_example_protocol_has_other_values() -> None:
         Count(T0 + 2 * D, {"anc": Decimal(2), "plt": Decimal(100)}),
     ]
     assert assess_response(other, counts=two_days, transfusions=[], now=T0 + 3 * D).level == "none", "72 h needed"
+
+
+def test_a_response_confirmed_and_ended_between_two_assessments_is_a_loss_signalled_once() -> None:
+    """CR from day 0, confirmed at day 2, ended by a red-cell transfusion on day 10: an assessment that never held
+    the CR (its counts and the transfusion came together) still finds the loss, once."""
+    counts = [cbc(T0), cbc(T0 + 2 * D)]
+    given = [Transfusion(T0 + 10 * D, "red_cells")]
+    current = assess_response(rules(), counts=counts, transfusions=given, now=T0 + 11 * D)
+    assert current.level == "none"
+    loss = unseen_loss(current, signalled_since=None)
+    assert loss is not None
+    assert (loss.previous_level, loss.previous_since, loss.lost_at) == ("complete", T0, T0 + 10 * D)
+    assert unseen_loss(current, signalled_since=T0) is None, "already signalled"
