@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from decimal import Decimal
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from services.safety import (
     acute_window,
@@ -37,6 +38,7 @@ from shared.events import (
     AeReviewRecorded,
     ClinicalEnvelope,
     DoseAdministered,
+    LabData,
     LabResulted,
     LabToxicity,
     LabToxicityData,
@@ -404,7 +406,7 @@ def _apply_lab(
         if state.baseline_collected_at is None or lab.collected_at >= state.baseline_collected_at:
             state.baseline_grade = lab.grade
             state.baseline_collected_at = lab.collected_at
-        return True, []
+        return True, _regrade_against_baseline(session, records, envelope, protocol=protocol, topic=signals_topic)
     decision = decide(
         graded,
         is_baseline=False,
@@ -425,6 +427,67 @@ def _apply_lab(
         topic=signals_topic,
     )
     return True, [signal]
+
+
+def _regrade_against_baseline(
+    session: Session, records: BatchRecords, envelope: LabResulted, *, protocol: Protocol, topic: str
+) -> list[Outgoing]:
+    """A baseline that arrives after results of its test: they are graded again against it, as they would have
+    been had it come first (a creatinine of 200 umol/L is grade 2 by ULN but grade 3 at > 3 x a baseline of 60),
+    and a term whose results got worse pages. Results graded as not gradable (an implausible value or range) are
+    left as they are: what made them so is not all in the stored row."""
+    data = envelope.data
+    baseline = records.latest_baseline(envelope.subject, test=data.test, loinc=data.loinc)
+    if baseline is None:
+        return []
+    inactive = records.inactive(envelope.subject, "lab")
+    query = select(LabResult).where(
+        LabResult.trial_id == envelope.trialid,
+        LabResult.subject_id == envelope.subject,
+        LabResult.baseline == False,  # noqa: E712 - SQL comparison
+        (LabResult.test == data.test) if data.test else (LabResult.loinc == data.loinc),
+    )
+    terms: set[str] = set()
+    for lab in session.exec(query):
+        if lab.grade is None or lab.result_id in inactive:
+            continue
+        regraded = grade_lab(
+            LabData(
+                result_id=lab.result_id,
+                test=lab.test,
+                loinc=lab.loinc,
+                value=lab.value,
+                unit=lab.unit,
+                lln=Decimal(lab.lln) if lab.lln else None,
+                uln=Decimal(lab.uln) if lab.uln else None,
+                collected_at=lab.collected_at,
+                anticoagulated=lab.anticoagulated,
+            ),
+            baseline_value=baseline.value,
+            baseline_unit=baseline.unit,
+            population_max=protocol.data_quality.population_max,
+        )
+        if (regraded.term, regraded.grade, regraded.floor) == (lab.term, lab.grade, lab.grade_floor):
+            continue
+        terms |= {t for t in (lab.term, regraded.term) if t is not None}
+        lab.term, lab.grade, lab.grade_floor = regraded.term, regraded.grade, regraded.floor
+        lab.grade_reason = regraded.reason[:1000]
+    session.flush()
+    return [
+        signal
+        for term in sorted(terms)
+        for signal in _reassess_lab_term(
+            session,
+            records,
+            subject_id=envelope.subject,
+            term=term,
+            site_id=envelope.siteid,
+            source_event_id=envelope.id,
+            received_at=envelope.receivedat,
+            protocol=protocol,
+            topic=topic,
+        )
+    ]
 
 
 def _lab_status_changed(

@@ -864,16 +864,6 @@ def creatinine(subject: str, rid: str, value: str, day: int, *, baseline: bool =
     return event.model_copy(update={"data": event.data.model_copy(update={"uln": 100})})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a result graded against the baseline is never regraded when the baseline arrives after it "
-        "(services/safety/clinical_events.py _apply_lab: the baseline branch only moves the term's baseline grade): "
-        "day-10 creatinine 200 umol/L with the screening 60 processed first is grade 3 (> 3 x baseline) and pages; "
-        "with the screening result processed after it (same batch or not) it stays grade 2 (2 x ULN), stored and "
-        "listed as grade 2, and the grade 3 is never paged"
-    ),
-)
 def test_a_creatinine_baseline_arriving_after_the_on_treatment_result(protocol: Protocol, tmp_path: Path) -> None:
     """Screening creatinine 60 umol/L; day-10 creatinine 200 (3.3 x baseline: grade 3 acute kidney injury). The
     screening result is keyed after the day-10 result, in the same batch: the day-10 result must end grade 3 and
