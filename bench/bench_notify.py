@@ -7,10 +7,6 @@ SQLite and PostgreSQL (SENTINEL_BENCH_DATABASES). The clock starts at the first 
 after SENTINEL_BENCH_LIMIT_SECONDS (default 20). Baseline of the same run: the same consumer and database with
 a rule that does nothing (inbox row only): what Kafka, the batch transaction and the offset commits cost.
 
-Burst: SENTINEL_BENCH_BURST SAEs (default 20) committed in one transaction, as notify gets them when safety
-catches up: the commit to the last of their pages at the mail server, against as many mails handed straight
-to the channel with the dispatcher's concurrency bound.
-
 Page: an SAE signal applied and committed the way the consumer does it (then the dispatcher woken, as the
 consumer's commit hook does), SENTINEL_BENCH_PAGES times (default 20), with a backlog of digest notices and
 retries queued; the time from the commit to the mail server's receipt of the page. Baseline: the same mail
@@ -27,7 +23,6 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesParser
@@ -214,8 +209,6 @@ class Arrivals:
 
     def __init__(self) -> None:
         self.at: dict[str, float] = {}
-        self.last: dict[str, float] = {}
-        self.count: Counter[str] = Counter()
 
     def on_message(self, path: Path, _envelope: Any) -> None:
         arrived = time.perf_counter()
@@ -223,8 +216,6 @@ class Arrivals:
         found = PAGE_SUBJECT.search(" ".join(str(message["Subject"] or "").split()))
         if found:
             self.at.setdefault(found.group(1), arrived)
-            self.last[found.group(1)] = arrived
-            self.count[found.group(1)] += 1
 
 
 async def page_latency(database_url: str, pages: int, backlog: int) -> tuple[list[float], list[float]]:
@@ -293,80 +284,13 @@ async def page_latency(database_url: str, pages: int, backlog: int) -> tuple[lis
     return latencies, direct
 
 
-async def wait_for_mail(arrivals: Arrivals, subject: str, limit: float = 60, *, mails: int = 1) -> None:
+async def wait_for_mail(arrivals: Arrivals, subject: str, limit: float = 60) -> None:
     """Poll every 2 ms: the mail catcher's thread records the arrival time itself, so polling adds no error."""
     deadline = time.monotonic() + limit
-    while arrivals.count[subject] < mails:
+    while subject not in arrivals.at:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no page for {subject} after {limit} s")
         await asyncio.sleep(0.002)
-
-
-async def page_burst(database_url: str, saes: int) -> tuple[float, float]:
-    """`saes` SAEs committed in one consumer batch (what notify gets when safety catches up): seconds from the
-    commit to the last of their pages at the mail server; and the same number of mails handed straight to the
-    channel, as many at a time as the dispatcher's bound."""
-    engine = make_engine(database_url)
-    prepare_database(engine, [SHARED, MIGRATIONS], auto_migrate=True)
-    protocol = load_protocol(None)
-    clock = SystemClock()
-    port = _free_port()
-    arrivals = Arrivals()
-    channel = SmtpChannel(SmtpConfig(host="127.0.0.1", port=port, sender="sentinel@bench.example"))
-    dispatcher = DeliveryDispatcher(
-        engine=engine,
-        channel=channel,
-        clock=clock,
-        metrics=DeliveryMetrics.create(CollectorRegistry()),
-        max_attempts=6,
-        base_backoff_seconds=5,
-    )
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        MailCatcher(Path(tmp) / "mail", port=port, on_message=arrivals.on_message),
-    ):
-        stop = asyncio.Event()
-        running = asyncio.create_task(dispatcher.run(stop))
-        try:
-            subjects = [f"PG-{uuid.uuid4().hex[:8]}" for _ in range(saes)]
-
-            def commit() -> None:
-                with Session(engine) as session, session.begin():
-                    for subject in subjects:
-                        apply_signal(session, subject_signals(subject)[1], clock.now(), protocol=protocol)  # type: ignore[arg-type]
-
-            await asyncio.to_thread(commit)
-            committed = time.perf_counter()
-            dispatcher.wake()
-            for subject in subjects:
-                await wait_for_mail(arrivals, subject, mails=2)  # both recipients of the first page
-            burst = max(arrivals.last[s] for s in subjects) - committed
-            gate = asyncio.Semaphore(4)
-            direct_subjects = [f"DI-{uuid.uuid4().hex[:8]}" for _ in range(saes * 2)]
-
-            async def send(subject: str) -> None:
-                async with gate:
-                    await EmailDelivery(channel).deliver(
-                        OutgoingMessage(
-                            delivery_id=uuid.uuid4().hex,
-                            recipient="officer@bench.example",
-                            subject=f"SAE report due: subject {subject}",
-                            text="x",
-                            html="<p>x</p>",
-                        )
-                    )
-
-            started = time.perf_counter()
-            await asyncio.gather(*(send(s) for s in direct_subjects))
-            for subject in direct_subjects:
-                await wait_for_mail(arrivals, subject)
-            direct = max(arrivals.at[s] for s in direct_subjects) - started
-        finally:
-            stop.set()
-            dispatcher.wake()
-            await running
-            engine.dispose()
-    return burst, direct
 
 
 def _ms(values: list[float], q: float) -> float:
@@ -397,15 +321,6 @@ async def run() -> None:
             f"{f'SAE page commit -> SMTP receipt, {database}':<40} p50 {_ms(latencies, 0.5):6.1f} ms  "
             f"max {max(latencies) * 1000:6.1f} ms | straight to SMTP p50 {_ms(direct, 0.5):5.1f} ms  "
             f"ratio p50 {statistics.median(latencies) / statistics.median(direct):4.1f}"
-        )
-    burst_size = env_int("BURST", 20)
-    for database in databases:
-        with fresh_database(database) as url:
-            burst, direct_burst = await page_burst(url, burst_size)
-        print(
-            f"{f'{burst_size} SAEs in one commit -> last page, {database}':<40} {burst * 1000:6.0f} ms "
-            f"| {burst_size * 2} mails straight to SMTP, 4 at a time {direct_burst * 1000:5.0f} ms  "
-            f"ratio {burst / direct_burst:4.1f}"
         )
 
 

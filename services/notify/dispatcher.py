@@ -33,7 +33,6 @@ from services.notify import scheduling, store, urgency
 from services.notify.channels import DeliveryChannel, DeliveryError, OutgoingMessage
 from services.notify.channels.email import EmailDelivery, MailChannel
 from services.notify.digest import DigestItem, digest_id, digest_mail
-from services.notify.group_commit import GroupCommit
 from services.notify.mail_content import when
 from services.notify.models import Delivery
 from shared.clock import Clock
@@ -210,8 +209,6 @@ class DeliveryDispatcher:
         self._wakeup = Wakeup(poll_seconds)
         self._pages_wakeup = Wakeup(poll_seconds)
         self._sending_notices = False
-        self._starts = GroupCommit(self._start_attempts)
-        self._sent = GroupCommit(self._record_sent)
         """True while the first lane hands over notices or digests: the page lane works meanwhile."""
         self._concurrency = concurrency
         self._batch_size = batch_size
@@ -269,7 +266,7 @@ class DeliveryDispatcher:
 
         async def send(unit: SendUnit) -> None:
             async with gate:
-                started = await self._starts.submit(unit)
+                started = await asyncio.to_thread(self._start_attempt, unit)
                 if started is not None:
                     await self._attempt(started)
                 held.difference_update(unit.ids)
@@ -363,49 +360,45 @@ class DeliveryDispatcher:
                     units.append(SendUnit(tuple(claimed)))
             return units, exhausted
 
-    def _start_attempts(self, units: Sequence[SendUnit]) -> list[SendUnit | None]:
-        """Count and commit each unit's attempt just before its hand-off (not for the whole batch at claim time,
-        so a crash marks only what was really in flight; units starting together share the commit); an earlier
-        attempt that never recorded its outcome is written to the alert's history now. None for a unit: its
-        lease was lost meanwhile and another sender has it."""
+    def _start_attempt(self, unit: SendUnit) -> SendUnit | None:
+        """Count and commit the attempt just before its hand-off (not for the whole batch at claim time, so a
+        crash marks only what was really in flight); an earlier attempt that never recorded its outcome is
+        written to the alert's history now. None: the lease was lost meanwhile and another sender has it."""
         now = self._clock.now()
-        results: list[SendUnit | None] = []
+        started: list[Claimed] = []
         interrupted: list[Claimed] = []
         with Session(self._engine) as session, session.begin():
-            if any(d.interrupted_at is not None for unit in units for d in unit.deliveries):
+            if any(d.interrupted_at is not None for d in unit.deliveries):
                 store.lock_audit(session)  # first, as every notify transaction that writes the audit trail does
-            for unit in units:
-                started: list[Claimed] = []
-                for claimed in unit.deliveries:
-                    row = session.get(Delivery, claimed.id)
-                    if row is None or row.status != "pending" or row.leased_by != self.holder:
-                        continue
-                    before = row.attempt_started_at
-                    row.attempts += 1
-                    row.attempt_started_at = now
-                    session.add(row)
-                    current = replace(_claimed(row), interrupted_at=before)
-                    started.append(current)
-                    if before is not None:
-                        interrupted.append(current)
-                        store.record(
-                            session,
-                            alert_id=row.alert_id,
-                            actor="system",
-                            action="delivery_interrupted",
-                            detail=f"{row.channel} to {row.recipient}: attempt {row.attempts - 1} (started "
-                            f"{when(before)}) was interrupted before its outcome was recorded; "
-                            f"attempt {row.attempts} may duplicate it and carries the same message id",
-                            now=now,
-                            delivery_id=row.id,
-                            attempt=row.attempts,
-                        )
-                results.append(SendUnit(tuple(started)) if started else None)
+            for claimed in unit.deliveries:
+                row = session.get(Delivery, claimed.id)
+                if row is None or row.status != "pending" or row.leased_by != self.holder:
+                    continue
+                before = row.attempt_started_at
+                row.attempts += 1
+                row.attempt_started_at = now
+                session.add(row)
+                current = replace(_claimed(row), interrupted_at=before)
+                started.append(current)
+                if before is not None:
+                    interrupted.append(current)
+                    store.record(
+                        session,
+                        alert_id=row.alert_id,
+                        actor="system",
+                        action="delivery_interrupted",
+                        detail=f"{row.channel} to {row.recipient}: attempt {row.attempts - 1} (started "
+                        f"{when(before)}) was interrupted before its outcome was recorded; "
+                        f"attempt {row.attempts} may duplicate it and carries the same message id",
+                        now=now,
+                        delivery_id=row.id,
+                        attempt=row.attempts,
+                    )
         for d in interrupted:
             self._metrics.deliveries.labels(channel=d.channel, outcome="interrupted").inc()
         if interrupted:
             log.warning("retrying %d delivery(ies) whose sender stopped mid-attempt", len(interrupted))
-        return results
+        return SendUnit(tuple(started)) if started else None
 
     async def _attempt(self, unit: SendUnit) -> None:
         first = unit.deliveries[0]
@@ -436,43 +429,39 @@ class DeliveryDispatcher:
             log.exception("delivery %s cannot be sent", ", ".join(unit.ids))
             await self._failed(unit, f"{type(exc).__name__}: {exc}", permanent=True)
             return
-        await self._sent.submit(unit)
+        await asyncio.to_thread(self._record_sent, unit)
 
-    def _record_sent(self, units: Sequence[SendUnit]) -> list[None]:
-        """Record the hand-over of each unit (units handed over together share the commit)."""
+    def _record_sent(self, unit: SendUnit) -> None:
         now = self._clock.now()
+        bundled = len(unit.deliveries)
         with Session(self._engine) as session, session.begin():
             store.lock_audit(session)
-            for unit in units:
-                bundled = len(unit.deliveries)
-                for claimed in unit.deliveries:
-                    delivery = session.get(Delivery, claimed.id)
-                    if delivery is None:
-                        continue
-                    delivery.status = "sent"
-                    delivery.sent_at = now
-                    delivery.leased_until = None
-                    delivery.leased_by = None
-                    delivery.attempt_started_at = None
-                    session.add(delivery)
-                    late = f" (attempt {delivery.attempts})" if delivery.attempts > 1 else ""
-                    digest = f" in a digest of {bundled} notices" if bundled > 1 else ""
-                    store.record(
-                        session,
-                        alert_id=delivery.alert_id,
-                        actor="system",
-                        action="delivered",
-                        detail=f"{delivery.channel} to {delivery.recipient}{digest}{late}",
-                        now=now,
-                        delivery_id=delivery.id,
-                    )
-        for unit in units:
             for claimed in unit.deliveries:
-                self._metrics.deliveries.labels(channel=claimed.channel, outcome="sent").inc()
-                self._metrics.wait.labels(urgency=URGENCY_LABELS.get(claimed.urgency, "notice")).observe(
-                    max((now - claimed.created_at).total_seconds(), 0.0)
+                delivery = session.get(Delivery, claimed.id)
+                if delivery is None:
+                    continue
+                delivery.status = "sent"
+                delivery.sent_at = now
+                delivery.leased_until = None
+                delivery.leased_by = None
+                delivery.attempt_started_at = None
+                session.add(delivery)
+                late = f" (attempt {delivery.attempts})" if delivery.attempts > 1 else ""
+                digest = f" in a digest of {bundled} notices" if bundled > 1 else ""
+                store.record(
+                    session,
+                    alert_id=delivery.alert_id,
+                    actor="system",
+                    action="delivered",
+                    detail=f"{delivery.channel} to {delivery.recipient}{digest}{late}",
+                    now=now,
+                    delivery_id=delivery.id,
                 )
-        return [None] * len(units)
+        for claimed in unit.deliveries:
+            self._metrics.deliveries.labels(channel=claimed.channel, outcome="sent").inc()
+            self._metrics.wait.labels(urgency=URGENCY_LABELS.get(claimed.urgency, "notice")).observe(
+                max((now - claimed.created_at).total_seconds(), 0.0)
+            )
 
     async def _failed(self, unit: SendUnit, error: str, *, permanent: bool) -> None:
         failed_for_good = await asyncio.to_thread(self._record_failure, unit.ids, error, permanent=permanent)
