@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from services.safety.models import (
@@ -57,6 +58,9 @@ class BatchRecords:
         self._labs_checked: set[tuple[str, str]] = set()
         self._aes_checked: set[tuple[str, str]] = set()
         self._doses_loaded: set[str] = set()
+        self._by_test: dict[tuple[str, str], list[LabResult]] = {}
+        """(subject, test) -> its non-baseline results, for the subjects whose baseline of that test the batch
+        brings (they are graded again against it)."""
         self.load(envelopes)
 
     def load(self, envelopes: Iterable[ClinicalEnvelope]) -> None:
@@ -81,6 +85,16 @@ class BatchRecords:
         matched = sorted(acute - self._versions.keys())  # an AE or a dose re-matches the acute-reaction window
         for start in range(0, len(matched), CHUNK):
             self._load_acute(matched[start : start + CHUNK])
+        tested = sorted(
+            {
+                (e.subject, _test_key(e.data.test, e.data.loinc))
+                for e in todo
+                if isinstance(e, LabResulted) and e.data.baseline
+            }
+            - self._by_test.keys()
+        )
+        for start in range(0, len(tested), CHUNK):
+            self._load_by_test(tested[start : start + CHUNK])
 
     def _rows(self, model: Any, subject_ids: Iterable[str], *conditions: Any) -> Any:
         query = select(model).where(model.trial_id == self.trial_id, col(model.subject_id).in_(sorted(subject_ids)))
@@ -132,6 +146,25 @@ class BatchRecords:
         for subject_id in subject_ids:
             self._versions.setdefault(subject_id, versions[subject_id])
             self._reactions.setdefault(subject_id, reactions[subject_id])
+
+    def _load_by_test(self, keys: Sequence[tuple[str, str]]) -> None:
+        found: dict[tuple[str, str], list[LabResult]] = {key: [] for key in keys}
+        subjects = {s for s, _ in keys}
+        tests = sorted({k for _, k in keys if not k.startswith("loinc:")})
+        loincs = sorted({k.removeprefix("loinc:") for _, k in keys if k.startswith("loinc:")})
+        named = or_(col(LabResult.test).in_(tests), col(LabResult.loinc).in_(loincs))
+        for lab in self._rows(LabResult, subjects, LabResult.baseline == False, named):  # noqa: E712 - SQL comparison
+            for key in {(lab.subject_id, _test_key(lab.test, lab.loinc)), (lab.subject_id, f"loinc:{lab.loinc}")}:
+                if key in found:
+                    found[key].append(lab)
+        self._by_test.update(found)
+
+    def results_of_test(self, subject_id: str, *, test: str | None, loinc: str | None) -> list[LabResult]:
+        """The subject's stored results of a test (by name, else by LOINC) that are not baselines."""
+        key = (subject_id, _test_key(test, loinc))
+        if key not in self._by_test:
+            self._load_by_test([key])
+        return list(self._by_test[key])
 
     def _ensure(self, subject_id: str) -> None:
         if subject_id not in self._loaded:
@@ -192,6 +225,9 @@ class BatchRecords:
         baselines = self._baselines[lab.subject_id]
         if lab.baseline and all(b is not lab for b in baselines):
             baselines.append(lab)
+        same_test = self._by_test.get((lab.subject_id, _test_key(lab.test, lab.loinc)))
+        if added and not lab.baseline and same_test is not None:
+            same_test.append(lab)
 
     def term_state(self, subject_id: str, term: str) -> LabTermState:
         self._ensure(subject_id)
@@ -255,3 +291,8 @@ class BatchRecords:
     def add_reaction(self, row: AcuteReactionRow) -> None:
         self._session.add(row)
         self.reactions_of(row.subject_id)[row.ae_id] = row
+
+
+def _test_key(test: str | None, loinc: str | None) -> str:
+    """A result's test as baselines are matched: by name, else by LOINC."""
+    return test if test else f"loinc:{loinc}"

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from services.safety import (
     acute_window,
@@ -441,14 +441,8 @@ def _regrade_against_baseline(
     if baseline is None:
         return []
     inactive = records.inactive(envelope.subject, "lab")
-    query = select(LabResult).where(
-        LabResult.trial_id == envelope.trialid,
-        LabResult.subject_id == envelope.subject,
-        LabResult.baseline == False,  # noqa: E712 - SQL comparison
-        (LabResult.test == data.test) if data.test else (LabResult.loinc == data.loinc),
-    )
     terms: set[str] = set()
-    for lab in session.exec(query):
+    for lab in records.results_of_test(envelope.subject, test=data.test, loinc=data.loinc):
         if lab.grade is None or lab.result_id in inactive:
             continue
         regraded = grade_lab(
