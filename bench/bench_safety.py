@@ -8,8 +8,11 @@ SENTINEL_BENCH_LIMIT_SECONDS (default 20) and reports the rate over what it proc
 
 Baseline of the same run: the same consumer and database with a rule that does nothing (inbox row only):
 what Kafka, the batch transaction and the offset commits cost. Beside the full service, "rules only" runs
-the per-record paths (lab grading, SAE) without the protocol engine (DLT window, cohorts), which another
-change rewrites: its figure says what the records themselves cost.
+each record's own rule (lab grading, SAE, dose checks, acute window, with the batch's rows loaded once) without
+the per-subject settle at the end of a batch (DLT window, eligibility, response, cohorts): the difference is
+what recomputing the batch's subjects from their stored data costs. With few subjects, a batch holds several
+events of each and the settle is shared; with many (SENTINEL_BENCH_SUBJECTS=500) it is paid about once per
+event.
 Targets: >= 2,000 events/s on both databases, flat from 10 to 200 events per subject.
 """
 
