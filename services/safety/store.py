@@ -62,15 +62,6 @@ def ensure_subject_in(records: BatchRecords, *, subject_id: str, site_id: str) -
     return subject
 
 
-def ensure_subject(session: Session, *, trial_id: str, subject_id: str, site_id: str) -> Subject:
-    """Data may arrive before the enrolment record; the subject exists from its first event on."""
-    subject = session.get(Subject, (trial_id, subject_id))
-    if subject is None:
-        subject = Subject(trial_id=trial_id, subject_id=subject_id, site_id=site_id)
-        session.add(subject)
-    return subject
-
-
 @dataclass(frozen=True)
 class Saved:
     """What storing a record the site may re-send did: added it, found it unchanged, or corrected it.
@@ -228,11 +219,6 @@ def add_ae_version(records: BatchRecords, *, envelope: AeReported, flags: tuple[
             flags=list(flags),
         )
     )
-
-
-def load_sae_state(session: Session, *, trial_id: str, subject_id: str, ae_id: str) -> SaeState | None:
-    row = session.get(AeSeriousness, (trial_id, subject_id, ae_id))
-    return sae_state_of(row) if row is not None else None
 
 
 def sae_state_of(row: AeSeriousness) -> SaeState:
