@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 from sqlmodel import Session
 
 from bench.clinical_load import Message
-from bench.harness import BOOTSTRAP, env_int, env_list, fresh_database, fresh_topic, produce
+from bench.harness import BOOTSTRAP, env_int, env_list, fresh_database, fresh_topic, produce, timed_drain
 from services.devstack.mail_catcher import MailCatcher
 from services.notify.channels import OutgoingMessage
 from services.notify.channels.email import EmailDelivery, SmtpChannel, SmtpConfig
@@ -65,7 +65,6 @@ from shared.protocol import load_protocol
 TRIAL = "NCT07212335"
 START = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
 PAGE_SUBJECT = re.compile(r"SAE report due.*subject ((?:PG|DI)-[0-9a-f-]+)")
-OUTCOMES = ("processed", "duplicate", "dead_lettered")
 
 
 def _sae(signal_id: str, subject: str, version: int, grade: int, at: datetime) -> SaeData:
@@ -175,27 +174,10 @@ async def drain(database_url: str, topic: str, total: int, rule: str, *, limit_s
     registry = CollectorRegistry()
     service = ConsumerService(spec, engine=engine, clock=SystemClock(), registry=registry)
 
-    def done() -> float:
-        values = (registry.get_sample_value("sentinel_notify_events_processed_total", {"outcome": o}) for o in OUTCOMES)
-        return sum(v or 0 for v in values)
-
     try:
-        async with service.running():
-            deadline = time.monotonic() + 120
-            first: tuple[float, float] | None = None
-            while (count := done()) < total:
-                if first is None and count:
-                    first = (time.perf_counter(), count)
-                    deadline = time.monotonic() + limit_s
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.02)
-            finished = time.perf_counter()
+        return await timed_drain(service, registry, name="notify", total=total, limit_s=limit_s)
     finally:
         engine.dispose()
-    if first is None or first[1] >= count:
-        return float("nan"), int(count)
-    return (count - first[1]) / (finished - first[0]), int(count)
 
 
 def _free_port() -> int:

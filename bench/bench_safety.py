@@ -19,7 +19,6 @@ Targets: >= 2,000 events/s on both databases, flat from 10 to 200 events per sub
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -29,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from sqlmodel import Session
 
 from bench.clinical_load import trial_events
-from bench.harness import BOOTSTRAP, env_int, env_list, fresh_database, fresh_topic, produce
+from bench.harness import BOOTSTRAP, env_int, env_list, fresh_database, fresh_topic, produce, timed_drain
 from services.safety import clinical_events
 from services.safety.main import MIGRATIONS
 from shared.clock import SystemClock
@@ -39,8 +38,6 @@ from shared.db_migrations import SHARED, prepare_database
 from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope
 from shared.outbox import Outgoing
 from shared.protocol import Protocol, load_protocol
-
-OUTCOMES = ("processed", "duplicate", "dead_lettered")
 
 
 def nothing(session: Session, envelope: ClinicalEnvelope, now: datetime) -> Sequence[Outgoing]:
@@ -88,27 +85,10 @@ async def drain(database_url: str, topic: str, total: int, rule: str, *, limit_s
     registry = CollectorRegistry()
     service = ConsumerService(spec, engine=engine, clock=SystemClock(), registry=registry)
 
-    def done() -> float:
-        values = (registry.get_sample_value("sentinel_safety_events_processed_total", {"outcome": o}) for o in OUTCOMES)
-        return sum(v or 0 for v in values)
-
     try:
-        async with service.running():
-            deadline = time.monotonic() + 120  # the group join, then `limit_s` from the first event
-            first: tuple[float, float] | None = None
-            while (count := done()) < total:
-                if first is None and count:
-                    first = (time.perf_counter(), count)
-                    deadline = time.monotonic() + limit_s
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.02)
-            finished = time.perf_counter()
+        return await timed_drain(service, registry, name="safety", total=total, limit_s=limit_s)
     finally:
         engine.dispose()
-    if first is None or first[1] >= count:
-        return float("nan"), int(count)  # drained in one poll: too small to time; raise SENTINEL_BENCH_SUBJECTS
-    return (count - first[1]) / (finished - first[0]), int(count)
 
 
 def report(label: str, total: int, done: int, rate: float, baseline: float | None = None) -> None:

@@ -8,9 +8,11 @@ import contextlib
 import os
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine, text
@@ -88,3 +90,31 @@ def rss_mb(pid: int | None = None) -> float:
     status = Path(f"/proc/{pid or 'self'}/status").read_text()
     line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
     return int(line.split()[1]) / 1024
+
+
+OUTCOMES = ("processed", "duplicate", "dead_lettered")
+
+
+async def timed_drain(service: Any, registry: Any, *, name: str, total: int, limit_s: float) -> tuple[float, int]:
+    """Records per second for a consumer service to work through `total` records already on its topic, and how
+    many it handled: all of them, or what it did in `limit_s` seconds from its first one (the group join is not
+    counted, and a slow rule cannot make the run long). NaN: drained in one poll, too small to time."""
+
+    def done() -> float:
+        metric = f"sentinel_{name}_events_processed_total"
+        return sum(registry.get_sample_value(metric, {"outcome": o}) or 0 for o in OUTCOMES)
+
+    async with service.running():
+        deadline = time.monotonic() + 120
+        first: tuple[float, float] | None = None
+        while (count := done()) < total:
+            if first is None and count:
+                first = (time.perf_counter(), count)
+                deadline = time.monotonic() + limit_s
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        finished = time.perf_counter()
+    if first is None or first[1] >= count:
+        return float("nan"), int(count)
+    return (count - first[1]) / (finished - first[0]), int(count)
