@@ -23,10 +23,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from services.notify import scheduling, store, urgency
@@ -40,6 +42,7 @@ from shared.tracing import resumed, span
 from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 LEASE = timedelta(seconds=15)
 """How long a crashed sender's deliveries stay untouched. A live sender renews it every HEARTBEAT."""
 HEARTBEAT_SECONDS = 5.0
@@ -266,7 +269,7 @@ class DeliveryDispatcher:
 
         async def send(unit: SendUnit) -> None:
             async with gate:
-                started = await asyncio.to_thread(self._start_attempt, unit)
+                started = await self._written(self._start_attempt, unit)
                 if started is not None:
                     await self._attempt(started)
                 held.difference_update(unit.ids)
@@ -429,7 +432,22 @@ class DeliveryDispatcher:
             log.exception("delivery %s cannot be sent", ", ".join(unit.ids))
             await self._failed(unit, f"{type(exc).__name__}: {exc}", permanent=True)
             return
-        await asyncio.to_thread(self._record_sent, unit)
+        await self._written(self._record_sent, unit)
+
+    async def _written(self, write: Callable[[SendUnit], T], unit: SendUnit) -> T:
+        """A write around a hand-off, retried in place while the database cannot be written (a full disk, a
+        lost connection, a lock): the heartbeat keeps the lease meanwhile, so a mail already handed over is
+        recorded as sent once the database is back, not sent again by whoever retakes the lease when it ends.
+        Other errors propagate: the lane logs them and moves on."""
+        delay = 0.05
+        while True:
+            try:
+                return await asyncio.to_thread(write, unit)
+            except OperationalError:
+                self._metrics.errors.inc()
+                log.exception("recording delivery %s failed; retrying in %.2f s", ", ".join(unit.ids), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._wakeup.poll_seconds)
 
     def _record_sent(self, unit: SendUnit) -> None:
         now = self._clock.now()
@@ -438,7 +456,7 @@ class DeliveryDispatcher:
             store.lock_audit(session)
             for claimed in unit.deliveries:
                 delivery = session.get(Delivery, claimed.id)
-                if delivery is None:
+                if delivery is None or delivery.status == "sent":  # recorded by a retry whose commit went through
                     continue
                 delivery.status = "sent"
                 delivery.sent_at = now
@@ -464,7 +482,9 @@ class DeliveryDispatcher:
             )
 
     async def _failed(self, unit: SendUnit, error: str, *, permanent: bool) -> None:
-        failed_for_good = await asyncio.to_thread(self._record_failure, unit.ids, error, permanent=permanent)
+        failed_for_good = await self._written(
+            lambda failed: self._record_failure(failed.ids, error, permanent=permanent), unit
+        )
         if failed_for_good and self._on_failover is not None:
             self._on_failover()
 

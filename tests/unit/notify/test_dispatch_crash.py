@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from services.notify import models
@@ -208,3 +209,42 @@ async def test_a_crash_marks_only_what_was_in_flight(db: Engine, clock: FakeCloc
     assert await dispatcher(db, survivor, clock).dispatch_due() == 2
     marked = {str(m["X-Sentinel-Delivery"]) for m in survivor.sent if m["X-Sentinel-Possible-Duplicate"]}
     assert marked == {str(in_flight["X-Sentinel-Delivery"])}
+
+
+async def test_a_hand_off_whose_record_fails_is_recorded_once_the_database_is_back(
+    db: Engine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk between the hand-off and its record: the record is retried in place (the lease still held),
+    so the page is marked sent when the disk frees, and nobody sends it again when the lease would have ended."""
+    channel = FakeChannel()
+    sender = dispatcher(db, channel, clock, poll_seconds=0.01)
+    record_sent = sender._record_sent
+    refusals: list[int] = []
+
+    def full_disk_twice(unit: Any) -> None:
+        if len(refusals) < 2:
+            refusals.append(1)
+            raise OperationalError("UPDATE delivery", {}, Exception("database or disk is full"))
+        record_sent(unit)
+
+    monkeypatch.setattr(sender, "_record_sent", full_disk_twice)
+    assert await sender.dispatch_due(limit=1) == 1
+    assert len(refusals) == 2 and len(channel.sent) == 1
+    [sent] = [d for d in rows(db) if d.id == channel.sent[0]["X-Sentinel-Delivery"]]
+    assert sent.status == "sent" and sent.leased_by is None and sent.attempts == 1
+    clock.advance(LEASE + timedelta(seconds=1))
+    assert await dispatcher(db, FakeChannel(), clock).dispatch_due() == 1, "only the other delivery is still due"
+    with Session(db) as session:
+        history = history_for(session, alert_id=sent.alert_id)
+    assert [h.action for h in history if h.facts.get("delivery_id") == sent.id].count("delivered") == 1
+
+
+async def test_a_write_that_is_not_a_database_outage_is_not_retried(db: Engine, clock: FakeClock) -> None:
+    sender = dispatcher(db, FakeChannel(), clock)
+
+    def broken(unit: Any) -> None:
+        raise ValueError("a bug, not an outage")
+
+    sender._record_sent = broken  # type: ignore[method-assign]
+    with pytest.raises(ValueError):
+        await sender.dispatch_due(limit=1)
