@@ -256,8 +256,7 @@ def _apply_own_rule(
     if isinstance(envelope, DoseAdministered):
         _record_site_offset(records, envelope)
         if changed:
-            session.flush()
-            signals += protocol_conformance.check_dose_event(session, envelope, protocol=protocol, now=now, topic=topic)
+            signals += protocol_conformance.check_dose_event(records, envelope, protocol=protocol, now=now, topic=topic)
     if changed and isinstance(envelope, AeReported):
         signals += protocol_engine.unmapped_term_flags(
             envelope_id=envelope.id,
@@ -466,6 +465,8 @@ def _regrade_against_baseline(
         terms |= {t for t in (lab.term, regraded.term) if t is not None}
         lab.term, lab.grade, lab.grade_floor = regraded.term, regraded.grade, regraded.floor
         lab.grade_reason = regraded.reason[:1000]
+    if not terms:
+        return []
     session.flush()
     return [
         signal

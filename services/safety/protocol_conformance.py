@@ -15,6 +15,7 @@ from decimal import Decimal
 from sqlmodel import Session, select
 
 from services.safety import eligibility, store
+from services.safety.batch_records import BatchRecords
 from services.safety.dlt_window import site_date
 from services.safety.dosing_conformance import DoseFacts, GivenDose, check_dose
 from services.safety.models import Dose, LabResult, Subject
@@ -36,24 +37,17 @@ from shared.protocol import Protocol
 
 
 def check_dose_event(
-    session: Session, envelope: ClinicalEnvelope, *, protocol: Protocol, now: datetime, topic: str
+    records: BatchRecords, envelope: ClinicalEnvelope, *, protocol: Protocol, now: datetime, topic: str
 ) -> list[Outgoing]:
-    """A stored or corrected dose's own checks (dose, schedule, premedication, product release)."""
+    """A stored or corrected dose's own checks (dose, schedule, premedication, product release), against the
+    subject's doses as the batch holds them (this one included)."""
     if not isinstance(envelope, DoseAdministered):
         return []
-    subject = session.get(Subject, (envelope.trialid, envelope.subject))
+    subject = records.subject(envelope.subject)
     if subject is None:
         return []
-    return _dose_deviations(session, envelope, subject=subject, protocol=protocol, now=now, topic=topic)
-
-
-def _dose_deviations(
-    session: Session, envelope: DoseAdministered, *, subject: Subject, protocol: Protocol, now: datetime, topic: str
-) -> list[Outgoing]:
     data = envelope.data
-    inactive = store.inactive_records(
-        session, trial_id=subject.trial_id, subject_id=subject.subject_id, record_type="dose"
-    )
+    inactive = records.inactive(envelope.subject, "dose")
     if data.dose_id in inactive:
         return []
     found: list[tuple[str, str, bool, list[str]]] = []
@@ -71,7 +65,8 @@ def _dose_deviations(
             premedication=data.premedication,
         )
         roles = protocol.dosing.notify_roles
-        for finding in check_dose(protocol.dosing, arm, facts, others=_given(session, subject, inactive)):
+        others = _given_of(records.doses_of(envelope.subject), inactive)
+        for finding in check_dose(protocol.dosing, arm, facts, others=others):
             found.append((finding.kind, finding.detail, finding.pages, roles))
     if protocol.product_release is not None:
         release = check_release(protocol.product_release, dose_id=data.dose_id, lot=data.lot, release=data.release)

@@ -8,6 +8,7 @@ Data functions are keyword-only and never commit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -75,7 +76,14 @@ def record_transfusion(session: Session, *, envelope: TransfusionAdministered, n
 
 
 def _si_value(term: str, lab: LabResult | LabFacts) -> Decimal | None:
-    text = lab.value.strip()
+    return _si_of(term, lab.value, lab.unit)
+
+
+@functools.lru_cache(maxsize=8192)
+def _si_of(term: str, value: str, unit: str | None) -> Decimal | None:
+    """Cached: a subject's counts are rebuilt from all its results at every reassessment, and what a stored
+    value and unit mean in SI never changes."""
+    text = value.strip()
     shift = Decimal(0)
     if text[:1] in "<>":
         shift = -CENSOR_MARGIN if text[0] == "<" else CENSOR_MARGIN
@@ -84,7 +92,7 @@ def _si_value(term: str, lab: LabResult | LabFacts) -> Decimal | None:
         Decimal(text)
     except InvalidOperation:
         return None
-    graded = grade_value(term, text, lab.unit)
+    graded = grade_value(term, text, unit)
     return graded.value_si + shift if graded.value_si is not None else None
 
 
