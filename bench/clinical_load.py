@@ -7,6 +7,7 @@ cytopenias), and an AE every 25 events, a few of them grade 3 and possibly relat
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -45,7 +46,7 @@ def envelope(event_id: str, kind: str, subject: str, data: dict[str, Any], at: d
 
 def subject_events(subject: str, count: int, rng: random.Random, *, labs_only: bool = False) -> list[Message]:
     """`count` events of one subject in the order a site would send them."""
-    arm = ARMS[hash(subject) % len(ARMS)]
+    arm = ARMS[zlib.crc32(subject.encode()) % len(ARMS)]  # not hash(): salted per process
     enrolled = START + timedelta(days=rng.randint(0, 60))
     out: list[ClinicalEnvelopeBase] = []
     if not labs_only:
@@ -91,10 +92,14 @@ def _ae(n: int, rng: random.Random, at: datetime) -> dict[str, Any]:
     }
 
 
-def trial_events(subjects: int, per_subject: int, *, seed: int = 11, labs_only: bool = False) -> list[Message]:
-    """Subjects' streams interleaved round-robin, as many sites posting at once would be."""
+def trial_events(
+    subjects: int, per_subject: int, *, seed: int = 11, labs_only: bool = False, first: int = 0
+) -> list[Message]:
+    """Subjects' streams interleaved round-robin, as many sites posting at once would be. `first`: the number of
+    the first subject (another set of subjects of the same trial)."""
     rng = random.Random(seed)
-    streams = [subject_events(f"101-{s:04d}", per_subject, rng, labs_only=labs_only) for s in range(subjects)]
+    numbers = range(first, first + subjects)
+    streams = [subject_events(f"101-{s:04d}", per_subject, rng, labs_only=labs_only) for s in numbers]
     return [stream[i] for i in range(per_subject) for stream in streams if i < len(stream)]
 
 

@@ -29,6 +29,7 @@ reason says so. A missing onset is treated the same way.
 from __future__ import annotations
 
 import calendar
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -119,9 +120,10 @@ class DltWindow:
         """The last date inside the window (the last DLT day)."""
         return self.spans[-1][1]
 
-    @property
+    @functools.cached_property
     def end(self) -> datetime:
-        """Exclusive: the first instant after the last DLT day at the site."""
+        """Exclusive: the first instant after the last DLT day at the site (cached: every result of a subject's
+        history is tested against it at each reassessment)."""
         return self.calendar.day_ends(self.last_day)
 
     def study_day(self, day: date) -> int:

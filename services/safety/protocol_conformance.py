@@ -132,10 +132,10 @@ def check_eligibility(
         first_dose_on=first.administered_on,
         car_t_infused_on=subject.car_t_infused_on,
         history=[ScreeningHistory.model_validate(h) for h in subject.screening_history or []],
-        labs=[
+        labs=[  # the judge reads screening results only: what was drawn after the first infusion is left out here
             eligibility.LabReading(lab.test, lab.loinc, lab.value, lab.unit, lab.uln, lab.collected_at)
             for lab in labs
-            if lab.result_id not in inactive_labs
+            if lab.collected_at <= first.administered_at and lab.result_id not in inactive_labs
         ],
     )
     kind = verdict.deviation_kind

@@ -15,10 +15,11 @@ Decisions where the protocol text is silent (see the protocol file's comments):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 from shared.events import ResponseLevel
 from shared.protocol import ResponseRules
@@ -109,6 +110,10 @@ def _below(rules: ResponseRules, count: Count, lineage: str, level: ResponseLeve
     )
 
 
+def _transfused(product: str, at: datetime) -> str:
+    return f"{product.replace('_', ' ')} transfusion at {at.isoformat()}"
+
+
 @dataclass
 class _Run:
     start: Count | None = None
@@ -143,20 +148,21 @@ def _episodes(
     run = _Run()
     last_transfusion: datetime | None = None
 
-    def end(at: datetime, why: str) -> None:
+    def end(at: datetime, why: Callable[[], str]) -> None:
+        """`why`: said only when a confirmed episode ends (most counts below a level end no episode)."""
         nonlocal last, run
         if run.start is not None and run.confirmed_at is not None:
-            last = Episode(level, run.start.collected_at, run.confirmed_at, at, why)
+            last = Episode(level, run.start.collected_at, run.confirmed_at, at, why())
         run = _Run()
 
     for moment, _, item in events:
         if isinstance(item, Transfusion):
-            end(moment, f"{item.product.replace('_', ' ')} transfusion at {moment.isoformat()}")
+            end(moment, partial(_transfused, item.product, moment))
             last_transfusion = moment
             continue
         reached, full, limiting = levels[id(item)]
         if limiting and RANK[reached] < RANK[level]:
-            end(moment, _below(rules, item, limiting, level))
+            end(moment, partial(_below, rules, item, limiting, level))
             continue
         if not full:
             continue  # at level in what it carries, but cannot start or confirm a response

@@ -108,15 +108,20 @@ def counts_of(
     collected within `count_within_minutes` of a count's first result belong to it (one draw, times typed a few
     minutes apart), unless its lineage is already there (a repeat is a new count)."""
     lineage_of = {lineage.term: name for name, lineage in rules.lineages.items()}
+    of_test: dict[str, tuple[str, str] | None] = {}  # a test's (CTCAE term, lineage), looked up once per test
     readings: list[tuple[datetime, str, Decimal]] = []
     for lab in labs:
         # by the test, not the stored term: a high haemoglobin is graded "Hemoglobin increased" yet is a count
-        term = next((t for t in terms_for_test(lab.test or lab.loinc or "") if t in lineage_of), None)
-        if lab.result_id in inactive or term is None:
+        test = lab.test or lab.loinc or ""
+        if test not in of_test:
+            term = next((t for t in terms_for_test(test) if t in lineage_of), None)
+            of_test[test] = (term, lineage_of[term]) if term is not None else None
+        found = of_test[test]
+        if found is None or lab.result_id in inactive:
             continue
-        value = _si_value(term, lab)
+        value = _si_value(found[0], lab)
         if value is not None:
-            readings.append((lab.collected_at, lineage_of[term], value))
+            readings.append((lab.collected_at, found[1], value))
     tolerance = timedelta(minutes=rules.count_within_minutes)
     counts: list[tuple[datetime, dict[str, Decimal]]] = []
     for at, lineage, value in sorted(readings):
