@@ -44,7 +44,6 @@ from services.notify.signals import apply_signal
 from shared.clock import SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
 from shared.db import make_engine
-from shared.db_migrations import SHARED, prepare_database
 from shared.events import (
     SIGNAL_ADAPTER,
     AssessmentMissed,
@@ -61,6 +60,7 @@ from shared.events import (
 )
 from shared.outbox import Outgoing
 from shared.protocol import load_protocol
+from shared.schema_version import SHARED, prepare_database
 
 TRIAL = "NCT07212335"
 START = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)

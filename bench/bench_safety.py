@@ -35,10 +35,10 @@ from services.safety.main import MIGRATIONS
 from shared.clock import SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
 from shared.db import make_engine
-from shared.db_migrations import SHARED, prepare_database
 from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope
 from shared.outbox import Outgoing
 from shared.protocol import Protocol, load_protocol
+from shared.schema_version import SHARED, prepare_database
 
 
 def nothing(session: Session, envelope: ClinicalEnvelope, now: datetime) -> Sequence[Outgoing]:

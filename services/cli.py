@@ -21,6 +21,9 @@ def _run(args: argparse.Namespace) -> int:
         from shared.memory import run_with_system_allocator
 
         run_with_system_allocator()
+    from shared.memory import tune_allocator
+
+    tune_allocator()  # before any thread starts: the arena limit holds for all of them
     configure_logging(args.log_level)
     names = RUNNABLE if args.service == "all" else (args.service,)
     apps = [build_app(name) for name in names]

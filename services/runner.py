@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
-from shared.db_migrations import SHARED, Component
+from shared.schema_version import SHARED, Component
 
 SERVICES = ("ingest", "safety", "notify")
 """Services with their own database (and migrations)."""

@@ -4,14 +4,14 @@ Components: `shared` (inbox, outbox, audit tables every consumer uses) and one p
 its own version table (`alembic_version_<component>`), so on one PostgreSQL database the shared tables are
 migrated once, and on per-service SQLite files each file gets its own copy.
 
-A service checks at start that its components are at head: with `auto_migrate` (the embedded default) it
-upgrades; otherwise it refuses to start and says to run `sentinel db upgrade`.
+A service checks at start that its components are at head (`shared.schema_version`, without Alembic): with
+`auto_migrate` (the embedded default) it upgrades through this module; otherwise it refuses to start and says
+to run `sentinel db upgrade`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from alembic import command
@@ -20,20 +20,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, MetaData, Table
 
-from shared.db import SchemaBehind, UTCDateTime
-
-
-@dataclass(frozen=True)
-class Component:
-    name: str
-    script_location: str  # "package:folder", e.g. "services.safety:migrations"
-
-    @property
-    def version_table(self) -> str:
-        return f"alembic_version_{self.name}"
-
-
-SHARED = Component("shared", "shared:migrations")
+from shared.db import UTCDateTime
+from shared.schema_version import Component
 
 
 def shared_tables() -> list[Any]:
@@ -90,20 +78,6 @@ def upgrade(components: Sequence[Component], engine: Engine) -> list[tuple[str, 
             command.upgrade(config, "head")
         done.append((component.name, before, current_revision(component, engine)))
     return done
-
-
-def prepare_database(engine: Engine, components: Sequence[Component], *, auto_migrate: bool) -> None:
-    """Upgrade (embedded default) or refuse to run on a schema that is behind, naming the fix."""
-    if auto_migrate:
-        upgrade(components, engine)
-        return
-    revisions = [(c.name, current_revision(c, engine), head_revision(c, engine)) for c in components]
-    behind = [f"{name} at {current or 'nothing'} (head {head})" for name, current, head in revisions if current != head]
-    if behind:
-        raise SchemaBehind(
-            f"the database at {engine.url.render_as_string(hide_password=True)} is behind this version: "
-            f"{'; '.join(behind)}. Run `sentinel db upgrade` (the migration Job in Kubernetes)."
-        )
 
 
 def _render_item(kind: str, obj: Any, autogen_context: Any) -> str | bool:

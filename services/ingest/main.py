@@ -25,11 +25,11 @@ from services.ingest.sources import Source, bind_trial, canonical_sources, load_
 from services.ingest.trace_context import TraceContextOnly
 from shared.clock import Clock, SystemClock
 from shared.db import make_engine
-from shared.db_migrations import SHARED, Component, prepare_database
 from shared.http import install_common
 from shared.kafka import ManagedProducer, Publisher, ensure_topics
 from shared.lanes import bulk_topic
 from shared.protocol import load_protocol
+from shared.schema_version import SHARED, Component, prepare_database
 from shared.tracing import Tracing, build_tracing, exporter_enabled, instrument_app
 
 SERVICE = "ingest"

@@ -30,10 +30,10 @@ from shared.auth import TokenAuthenticator
 from shared.clock import Clock, SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
 from shared.db import make_engine
-from shared.db_migrations import SHARED, Component, prepare_database
 from shared.events import SIGNAL_ADAPTER, SignalEnvelope
 from shared.http import install_common
 from shared.protocol import load_protocol
+from shared.schema_version import SHARED, Component, prepare_database
 from shared.topics import dead_letter_topic
 from shared.tracing import Tracing, build_tracing, instrument_app
 

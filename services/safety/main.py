@@ -19,11 +19,11 @@ from shared.auth import TokenAuthenticator
 from shared.clock import Clock, SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
 from shared.db import make_engine
-from shared.db_migrations import SHARED, Component, prepare_database
 from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope
 from shared.http import install_common
 from shared.lanes import bulk_topic
 from shared.protocol import load_protocol
+from shared.schema_version import SHARED, Component, prepare_database
 from shared.tracing import Tracing, build_tracing, instrument_app
 
 SERVICE = "safety"
