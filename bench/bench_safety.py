@@ -1,11 +1,12 @@
 """Safety drain: `python -m bench.bench_safety`.
 
-Fills a fresh topic with a trial's clinical stream (SENTINEL_BENCH_SUBJECTS subjects, default 50; 10 and 200
-events each by default: SENTINEL_BENCH_PER_SUBJECT), then times safety's consumer (real Kafka, the real
-database, the outbox relay running) draining it, on SQLite and PostgreSQL (SENTINEL_BENCH_DATABASES). The clock
-runs on a warm service: a few other subjects' events are handled first (the group join, the first compilation
-of each statement), then the clock runs from the first send of the stream to its last event handled. A run
-stops after SENTINEL_BENCH_LIMIT_SECONDS (default 20) and reports the rate over what it processed by then.
+Sends a trial's clinical stream (SENTINEL_BENCH_SUBJECTS subjects, default 50; 10 and 200 events each by
+default: SENTINEL_BENCH_PER_SUBJECT) to a fresh topic and times safety's consumer (real Kafka, the real database,
+the outbox relay running) taking it, on SQLite and PostgreSQL (SENTINEL_BENCH_DATABASES). The service is warm:
+a few other subjects' events are handled first (the group join, the first compilation of each statement), then
+the clock runs from the first send of the stream to its last event handled. A run stops after
+SENTINEL_BENCH_LIMIT_SECONDS (default 20) and reports the rate over what it processed by then; each figure is
+the median of SENTINEL_BENCH_REPEAT runs (default 3), each on a fresh database.
 
 Baseline of the same run: the same consumer and database with a rule that does nothing (inbox row only):
 what Kafka, the batch transaction and the offset commits cost. Beside the full service, "rules only" runs
@@ -105,23 +106,33 @@ def report(label: str, total: int, done: int, rate: float, baseline: float | Non
     print(f"{label:<44} {events:<32} {rate:>9,.0f} events/s{ratio}")
 
 
+async def median_drain(
+    database: str, stream: Sequence[Message], rule: str, *, limit_s: float, repeat: int
+) -> tuple[float, int]:
+    """The median rate of `repeat` drains, each on a fresh database (with how many events that run processed)."""
+    runs = []
+    for _ in range(repeat):
+        with fresh_database(database) as url:
+            runs.append(await drain(url, stream, rule, limit_s=limit_s))
+    return sorted(runs)[len(runs) // 2]
+
+
 async def run() -> None:
     subjects = env_int("SUBJECTS", 50)
     limit_s = env_int("LIMIT_SECONDS", 20)
+    repeat = env_int("REPEAT", 3)
     sizes = [int(n) for n in env_list("PER_SUBJECT", "10,200")]
     databases = env_list("DATABASES", "sqlite,postgresql")
-    print(f"safety drain: {subjects} subjects; Kafka {BOOTSTRAP}")
+    print(f"safety drain: {subjects} subjects; Kafka {BOOTSTRAP}; median of {repeat} runs each")
     streams = {per_subject: trial_events(subjects, per_subject) for per_subject in sizes}
     for database in databases:
         stream = streams[max(sizes)]
-        with fresh_database(database) as url:
-            baseline, done = await drain(url, stream, "nothing", limit_s=limit_s)
+        baseline, done = await median_drain(database, stream, "nothing", limit_s=limit_s, repeat=repeat)
         report(f"baseline: inbox only, {database}", len(stream), done, baseline)
         for per_subject in sizes:
             stream = streams[per_subject]
             for rule, label in (("safety", "safety"), ("rules", "rules only")):
-                with fresh_database(database) as url:
-                    rate, done = await drain(url, stream, rule, limit_s=limit_s)
+                rate, done = await median_drain(database, stream, rule, limit_s=limit_s, repeat=repeat)
                 report(f"{label}, {database}, {subjects} x {per_subject}", len(stream), done, rate, baseline)
     print("targets: safety >= 2,000 events/s on SQLite and PostgreSQL, flat from 10 to 200 events per subject")
 
