@@ -33,7 +33,7 @@ from services.safety.expedited.susar import (
 )
 from services.safety.models import AeSeriousness, AeVersion, Subject, SusarCase
 from services.safety.sae import criteria_of
-from shared.audit import append_audit
+from shared.audit import AuditEntry, append_audit
 from shared.events import (
     AeData,
     AeReported,
@@ -150,7 +150,7 @@ def record_causality(
     case, seriousness, site_id = _load(session, trial_id, subject_id, ae_id)
     before = case.sponsor_causality
     basis = f"sponsor causality assessment ({causality.replace('_', ' ')}) by {actor}"
-    _log(case, Assessment("causality", causality, now, basis[:200]))
+    _log(session, case, Assessment("causality", causality, now, basis[:200]))
     case.sponsor_causality, case.causality_by, case.causality_at, case.causality_reason = causality, actor, now, reason
     _audit(
         session, case, actor, "susar.causality_assessed", {"before": before, "after": causality, "reason": reason}, now
@@ -175,7 +175,7 @@ def record_expectedness(
     case, seriousness, site_id = _load(session, trial_id, subject_id, ae_id)
     before = case.confirmed_expectedness
     basis = f"sponsor expectedness assessment ({expectedness}) by {actor}"
-    _log(case, Assessment("expectedness", expectedness, now, basis[:200]))
+    _log(session, case, Assessment("expectedness", expectedness, now, basis[:200]))
     case.confirmed_expectedness, case.expectedness_by = expectedness, actor
     case.expectedness_at, case.expectedness_reason = now, reason
     detail = {
@@ -236,7 +236,7 @@ def _supersede_confirmation(
     In the log it stops standing when those facts were received (never before it was made)."""
     confirmed_at = case.expectedness_at or received_at
     void_from = max(received_at, confirmed_at)
-    _log(case, Assessment("expectedness", None, void_from, f"new facts in AE version {version}"))
+    _log(session, case, Assessment("expectedness", None, void_from, f"new facts in AE version {version}"))
     detail = {
         "superseded": case.confirmed_expectedness,
         "confirmed_by": case.expectedness_by,
@@ -310,7 +310,9 @@ def _decide(
         upgraded_at=case.upgraded_at,
         signalled_version=case.signalled_version,
     )
-    now_standing = standing(_versions(session, case), assessments_of(case), propose=propose)
+    versions = _versions(session, case)
+    _ensure_log(session, case, versions)
+    now_standing = standing(versions, assessments_of(case), propose=propose)
     decision = decide(prior, now_standing)
     clock = decision.clock
     case.susar, case.clock_start = clock.susar, clock.clock_start
@@ -382,7 +384,8 @@ def _versions(session: Session, case: SusarCase) -> list[VersionFacts]:
 
 
 def assessments_of(case: SusarCase) -> list[Assessment]:
-    """The case's assessment log; a case from before the log: its current assessments, from when they were made."""
+    """The case's assessment log; a case from before the log and without an audit trail of its assessments: its
+    current assessments, from when they were made."""
     if case.assessments is not None:
         return [
             Assessment(
@@ -403,10 +406,58 @@ def assessments_of(case: SusarCase) -> list[Assessment]:
     return made
 
 
-def _log(case: SusarCase, assessment: Assessment) -> None:
-    """Append to the log, before the case's fields change (a case from before the log starts it with its current
-    assessments). A new list: the JSON column is saved when reassigned."""
+def _log(session: Session, case: SusarCase, assessment: Assessment) -> None:
+    """Append to the log, before the case's fields change and before the audit entry of this assessment is
+    written. A new list: the JSON column is saved when reassigned."""
+    _ensure_log(session, case, None)
     case.assessments = [*(_entry(a) for a in assessments_of(case)), _entry(assessment)]
+
+
+ASSESSMENT_ACTIONS = (
+    "susar.causality_assessed",
+    "susar.expectedness_assessed",
+    "susar.expectedness_confirmation_superseded",
+)
+
+
+def _ensure_log(session: Session, case: SusarCase, versions: Sequence[VersionFacts] | None) -> None:
+    """A case from before the log (migration safety_0011): rebuild it once from the case's audit trail, which
+    holds every assessment and every superseded confirmation, so its replay keeps each in its place in time
+    (its current assessments alone would lose an override later voided, and backdate day 0). No audit either:
+    the current assessments stand in (`assessments_of`)."""
+    if case.assessments is not None:
+        return
+    entries = session.exec(
+        select(AuditEntry)
+        .where(
+            AuditEntry.entity == case_entity(case.trial_id, case.subject_id, case.ae_id),
+            col(AuditEntry.action).in_(ASSESSMENT_ACTIONS),
+        )
+        .order_by(col(AuditEntry.seq))
+    ).all()
+    if not entries:
+        return
+    received: dict[int, datetime] | None = None
+    log: list[Assessment] = []
+    confirmed_at: datetime | None = None
+    for entry in entries:
+        detail = entry.detail
+        after = detail.get("after")
+        if entry.action == "susar.causality_assessed":
+            basis = f"sponsor causality assessment ({str(after).replace('_', ' ')}) by {entry.actor}"
+            log.append(Assessment("causality", str(after) if after else None, entry.at, basis[:200]))
+        elif entry.action == "susar.expectedness_assessed":
+            basis = f"sponsor expectedness assessment ({after}) by {entry.actor}"
+            log.append(Assessment("expectedness", str(after) if after else None, entry.at, basis[:200]))
+            confirmed_at = entry.at
+        else:
+            if received is None:
+                received = {v.version: v.received_at for v in (versions or _versions(session, case))}
+            version = detail.get("ae_version")
+            learnt = received.get(version, entry.at) if isinstance(version, int) else entry.at
+            void_from = max(learnt, confirmed_at) if confirmed_at is not None else learnt
+            log.append(Assessment("expectedness", None, void_from, f"new facts in AE version {version}"))
+    case.assessments = [_entry(a) for a in log]
 
 
 def _entry(assessment: Assessment) -> dict[str, object]:

@@ -103,3 +103,28 @@ def test_a_case_from_before_the_log_replays_its_current_assessments(engine: Engi
     v2 = ae("S-001", version=2, term="Pneumonitis", grade=3, relatedness="unlikely", seriousness=HOSP, received=day3)
     [detected] = [s for s in driver.apply(v2, now=day3) if s.type == "susar.detected"]
     assert detected.data.clock_start == decided, "day 0 at the sponsor's decision, as recorded before the log"
+
+
+def test_a_case_from_before_the_log_rebuilds_it_from_its_audit_trail(engine: Engine, protocol: Protocol) -> None:
+    """The override-then-superseded Fever case, stored before the log existed: its next version must not backdate
+    day 0 to the first receipt (the override, voided since, is in the audit trail only)."""
+    driver = Driver(engine, protocol)
+    fever: dict[str, Any] = {"term": "Fever", "relatedness": "probable", "seriousness": HOSP}
+    driver.apply(ae("S-001", grade=3, **fever))
+    assess(engine, protocol, "expectedness", "expected", RECEIVED + timedelta(days=1))
+    day20 = RECEIVED + timedelta(days=20)
+    driver.apply(ae("S-001", version=2, grade=4, received=day20, **fever), now=day20)
+    with Session(engine) as session, session.begin():
+        case = session.exec(select(SusarCase)).one()
+        case.assessments = None  # as migrated
+        session.add(case)
+    assert cases.assessments_of(case_row(engine)) == [], "its fields alone no longer show the voided override"
+    day25 = RECEIVED + timedelta(days=25)
+    signals = driver.apply(ae("S-001", version=3, grade=4, received=day25, **fever), now=day25)
+    assert [s.data.change for s in signals if s.type.startswith("susar.")] == ["follow_up"]
+    case = case_row(engine)
+    assert case.clock_start == day20
+    assert [(e["value"], e["at"]) for e in case.assessments or []] == [
+        ("expected", (RECEIVED + timedelta(days=1)).isoformat()),
+        (None, day20.isoformat()),
+    ]
