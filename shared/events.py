@@ -750,7 +750,9 @@ class DataQualityFlagged(EnvelopeBase):
     data: DataQualityData
 
 
-SusarChange = Literal["detected", "upgraded", "follow_up", "withdrawn"]
+SusarChange = Literal["detected", "upgraded", "follow_up", "withdrawn", "clock_earlier"]
+"""`clock_earlier`: knowledge processed late (an AE version received before the one that started the clock)
+moves day 0, or the 7-day clock of an upgrade, earlier: every deadline moves with it (it may already be overdue)."""
 
 
 class SusarData(Model):
@@ -794,7 +796,8 @@ class SusarDetected(EnvelopeBase):
 
 
 class SusarUpdated(EnvelopeBase):
-    """A SUSAR became fatal or life-threatening (`change` = upgraded) or has new information (follow_up)."""
+    """A SUSAR became fatal or life-threatening (`change` = upgraded), has new information (follow_up), or its
+    day 0 or 7-day clock turned out earlier than signalled (clock_earlier: the deadlines move earlier)."""
 
     type: Literal["susar.updated"] = "susar.updated"
     data: SusarData

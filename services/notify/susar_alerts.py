@@ -7,7 +7,10 @@ Clocks (calendar days from day 0, the sponsor's first awareness; ICH E2A III.A.2
 - it becomes fatal or life-threatening later (upgrade): an open report is due no later than 7 days after
   that knowledge (EU CTR Art. 42(2)(c)), a filed one needs a follow-up report by then; both get a completion
   due `completion_days` after the upgrade;
-- new information on a filed report: a follow-up report due `follow_up_days` later (protocol option).
+- new information on a filed report: a follow-up report due `follow_up_days` later (protocol option);
+- day 0 (or the upgrade's 7-day start) turns out earlier than signalled (`clock_earlier`: a version received
+  earlier was processed later): every open deadline moves to what the earlier knowledge makes it, overdue at
+  once if that is already past; nothing moves later.
 """
 
 from __future__ import annotations
@@ -86,12 +89,29 @@ def _obligation(
     )
 
 
+def report_due(data: SusarData, rules: ExpeditedReporting) -> datetime:
+    """The initial report's deadline for the case as signalled: 7 days from day 0 when fatal or life-threatening
+    from the start; else 15 days, or 7 days from the upgrade when that comes first."""
+    if not data.fatal_or_life_threatening:
+        return days_after(data.clock_start, rules.other_days)
+    if data.upgraded_at is None:
+        return days_after(data.clock_start, rules.fatal_days)
+    return min(days_after(data.clock_start, rules.other_days), days_after(data.upgraded_at, rules.fatal_days))
+
+
+def fatal_known(data: SusarData) -> datetime:
+    """When the sponsor knew the case fatal or life-threatening: the completion report's clock starts there."""
+    return data.upgraded_at or data.clock_start
+
+
 def initial_obligations(trial_id: str, data: SusarData, rules: ExpeditedReporting) -> list[ObligationPlan]:
-    """A new SUSAR: per recipient, the report (7 or 15 days), and for a fatal one the completion (15 days)."""
+    """A new SUSAR: per recipient, the report (7 or 15 days), and for a fatal one the completion (15 days from
+    when that was known)."""
     alert_id = susar_alert_id(trial_id, data)
     start = data.clock_start
     plans: list[ObligationPlan] = []
     for r in rules.recipients:
+        due = report_due(data, rules)
         days = rules.fatal_days if data.fatal_or_life_threatening else rules.other_days
         plans.append(
             _obligation(
@@ -101,22 +121,25 @@ def initial_obligations(trial_id: str, data: SusarData, rules: ExpeditedReportin
                 days=days,
                 start=start,
                 basis="sponsor_awareness",
-                due_at=days_after(start, days),
+                due_at=due,
             )
         )
         if data.fatal_or_life_threatening:
-            plans.append(
-                _obligation(
-                    report_obligation_id(alert_id, SUSAR_COMPLETION, r.id, start),
-                    SUSAR_COMPLETION,
-                    r,
-                    days=rules.completion_days,
-                    start=start,
-                    basis="sponsor_awareness",
-                    due_at=days_after(start, rules.completion_days),
-                )
-            )
+            plans.append(_completion(alert_id, r, data, rules))
     return plans
+
+
+def _completion(alert_id: str, r: ReportRecipient, data: SusarData, rules: ExpeditedReporting) -> ObligationPlan:
+    known = fatal_known(data)
+    return _obligation(
+        report_obligation_id(alert_id, SUSAR_COMPLETION, r.id, known),
+        SUSAR_COMPLETION,
+        r,
+        days=rules.completion_days,
+        start=known,
+        basis="upgrade" if data.upgraded_at else "sponsor_awareness",
+        due_at=days_after(known, rules.completion_days),
+    )
 
 
 @dataclass(frozen=True)
@@ -173,6 +196,72 @@ def plan_upgrade(trial_id: str, data: SusarData, rules: ExpeditedReporting, repo
             )
         )
     return UpgradePlan(tuple(move), tuple(add))
+
+
+@dataclass(frozen=True)
+class EarlierClockPlan:
+    move: tuple[tuple[str, datetime, datetime], ...]
+    """(open obligation id, its new, earlier deadline, the clock start it now counts from)"""
+    restart: tuple[tuple[str, datetime], ...]
+    """(open obligation id, its earlier clock start): the deadline stands (another rule bounds it already)"""
+    add: tuple[ObligationPlan, ...]
+
+
+def plan_earlier_clock(
+    trial_id: str,
+    data: SusarData,
+    rules: ExpeditedReporting,
+    reports: list[ReportState],
+    completions: list[ReportState],
+) -> EarlierClockPlan:
+    """Day 0, or the 7-day start, is earlier than notify held: each recipient's open report and completion take
+    the deadline the earlier knowledge gives (never a later one). What notify did not hold yet is added: a
+    completion when the case is fatal or life-threatening, and for a report filed before that was known, a
+    follow-up due 7 days from the knowledge (as for an upgrade)."""
+    alert_id = susar_alert_id(trial_id, data)
+    due = report_due(data, rules)
+    move: list[tuple[str, datetime, datetime]] = []
+    restart: list[tuple[str, datetime]] = []
+    add: list[ObligationPlan] = []
+    report_of = {report.recipient.id: report for report in reports}
+    completion_of = {completion.recipient.id: completion for completion in completions}
+    known = fatal_known(data)
+    for r in rules.recipients:
+        report = report_of.get(r.id)
+        if report is None:
+            add.append(
+                next(p for p in initial_obligations(trial_id, data, rules) if p.kind == SUSAR_REPORT and _for(p, r))
+            )
+        elif report.state in ("open", "overdue"):
+            if due < report.due_at:
+                move.append((report.obligation_id, due, utc(data.clock_start)))
+            else:
+                restart.append((report.obligation_id, utc(data.clock_start)))
+        elif data.fatal_or_life_threatening and r.id not in completion_of:
+            add.append(
+                _obligation(
+                    follow_up_obligation_id(alert_id, r.id, data.source_event_id),
+                    SUSAR_FOLLOW_UP,
+                    r,
+                    days=rules.fatal_days,
+                    start=known,
+                    basis="upgrade",
+                    due_at=days_after(known, rules.fatal_days),
+                )
+            )
+        if not data.fatal_or_life_threatening:
+            continue
+        completion = completion_of.get(r.id)
+        complete_by = days_after(known, rules.completion_days)
+        if completion is None:
+            add.append(_completion(alert_id, r, data, rules))
+        elif completion.state in ("open", "overdue") and complete_by < completion.due_at:
+            move.append((completion.obligation_id, complete_by, utc(known)))
+    return EarlierClockPlan(tuple(move), tuple(restart), tuple(add))
+
+
+def _for(plan: ObligationPlan, recipient: ReportRecipient) -> bool:
+    return recipient_of(plan.description) == recipient.id
 
 
 def plan_follow_ups(

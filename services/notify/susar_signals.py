@@ -2,6 +2,8 @@
 
 Every obligation gets its reminders and overdue pages (scheduling.schedule_obligation); the alert pages the
 protocol's expedited_reporting.notify_roles through the escalation steps until acknowledged, like an SAE.
+A recipient's report is found by recipient and kind, not by the day 0 its id was made from: day 0 can move
+earlier (`clock_earlier`) after the obligation was opened.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from services.notify import alert_actions, scheduling, store
 from services.notify.models import Alert, Obligation
 from services.notify.sae_alerts import AlertPlan, ObligationPlan
 from services.notify.susar_alerts import (
+    SUSAR_COMPLETION,
     SUSAR_FOLLOW_UP,
     SUSAR_KIND,
     SUSAR_OBLIGATIONS,
@@ -22,13 +25,12 @@ from services.notify.susar_alerts import (
     ReportState,
     SusarSignal,
     initial_obligations,
+    plan_earlier_clock,
     plan_follow_ups,
     plan_susar_alert,
     plan_upgrade,
     recipient_of,
-    report_obligation_id,
     rules_of,
-    susar_alert_id,
     susar_thread_key,
 )
 from shared.clock import utc
@@ -47,6 +49,8 @@ def apply_susar(session: Session, signal: SusarSignal, now: datetime, *, protoco
         _withdrawn(session, signal, now)
     elif signal.data.change == "upgraded":
         _upgraded(session, signal, now, protocol)
+    elif signal.data.change == "clock_earlier":
+        _clock_earlier(session, signal, now, protocol)
     else:
         _follow_up(session, signal, now, protocol)
 
@@ -119,16 +123,23 @@ def _detected(session: Session, signal: SusarDetected, now: datetime, protocol: 
     _page(session, alert, plan, now=now, protocol=protocol)
 
 
-def _reports(session: Session, signal: SusarSignal, protocol: Protocol, alert: Alert) -> list[ReportState]:
-    """Each recipient's initial report for the case's current clock, as notify holds it."""
+def _reports(
+    session: Session, signal: SusarSignal, protocol: Protocol, alert: Alert, *, kind: str = SUSAR_REPORT
+) -> list[ReportState]:
+    """Each recipient's initial report (or completion) for the case's current clock, as notify holds it: of that
+    kind, not cancelled (a withdrawal's), the latest clock's."""
     rules = rules_of(protocol)
-    alert_id = susar_alert_id(signal.trialid, signal.data)
-    reports = []
-    for r in rules.recipients:
-        row = session.get(Obligation, report_obligation_id(alert_id, SUSAR_REPORT, r.id, signal.data.clock_start))
-        if row is not None and row.alert_id == alert.id:
-            reports.append(ReportState(r, row.id, row.state, row.due_at))
-    return reports
+    held = [
+        o for o in store.obligations_for(session, alert_ids=[alert.id]) if o.kind == kind and o.state != "cancelled"
+    ]
+    latest: dict[str, Obligation] = {}
+    for o in sorted(held, key=lambda o: (o.clock_started_at, o.id)):
+        latest[recipient_of(o.description)] = o
+    return [
+        ReportState(r, found.id, found.state, found.due_at)
+        for r in rules.recipients
+        if (found := latest.get(r.id)) is not None
+    ]
 
 
 def _upgraded(session: Session, signal: SusarUpdated, now: datetime, protocol: Protocol) -> None:
@@ -199,6 +210,83 @@ def _follow_up(session: Session, signal: SusarUpdated, now: datetime, protocol: 
     plan = plan_susar_alert(signal, protocol, heading="SUSAR follow-up report due", obligations=follow_ups)
     if _add(session, alert, plan, follow_ups, now=now, p=protocol):
         _page(session, alert, plan, now=now, protocol=protocol)
+
+
+def _clock_earlier(session: Session, signal: SusarUpdated, now: datetime, protocol: Protocol) -> None:
+    """Knowledge processed late makes day 0 (or the 7-day start) earlier: deadlines move earlier, none later.
+    Pages only when a deadline moved or an obligation was added, saying OVERDUE when one is already past."""
+    data = signal.data
+    rules = rules_of(protocol)
+    provisional = plan_susar_alert(signal, protocol, heading="SUSAR day 0 earlier", obligations=[])
+    alert, _new = _alert(
+        session, signal, provisional, now, f"SUSAR with an earlier day 0 before notify saw it: {data.reason}"
+    )
+    plan = plan_earlier_clock(
+        signal.trialid,
+        data,
+        rules,
+        _reports(session, signal, protocol, alert),
+        _reports(session, signal, protocol, alert, kind=SUSAR_COMPLETION),
+    )
+    moved: list[ObligationPlan] = []
+    for obligation_id, due_at, started_at in plan.move:
+        row = session.get(Obligation, obligation_id)
+        if row is None:
+            continue
+        scheduling.move_deadline_earlier(
+            session,
+            obligation=row,
+            protocol=protocol,
+            started_at=started_at,
+            basis=row.clock_basis,
+            due_at=due_at,
+            now=now,
+        )
+        moved.append(ObligationPlan(row.id, row.kind, row.description, started_at, row.clock_basis, due_at))
+    restarted = 0
+    for obligation_id, started_at in plan.restart:
+        row = session.get(Obligation, obligation_id)
+        if row is not None and started_at < row.clock_started_at:
+            row.clock_started_at = started_at
+            session.add(row)
+            restarted += 1
+    added = _add(session, alert, provisional, list(plan.add), now=now, p=protocol)
+    alert.details = data.model_dump(mode="json")
+    alert.updated_at = now
+    session.add(alert)
+    if not moved and not added and not restarted:
+        return  # replayed, or nothing notify held changes
+    changed = [
+        *moved,
+        *(ObligationPlan(o.id, o.kind, o.description, o.clock_started_at, o.clock_basis, o.due_at) for o in added),
+    ]
+    overdue = [o for o in changed if o.due_at <= now]
+    store.record(
+        session,
+        alert_id=alert.id,
+        actor=SYSTEM,
+        action="susar_clock_earlier",
+        detail=f"day 0 {utc(data.clock_start).isoformat()} ({data.clock_basis}); "
+        + "; ".join(
+            [
+                f"{o.kind} {o.id[:8]} due {utc(o.due_at).isoformat()}" + (" (OVERDUE)" if o in overdue else "")
+                for o in changed
+            ]
+            or ["deadlines unchanged"]
+        ),
+        now=now,
+        source_event_id=data.source_event_id,
+    )
+    if not changed:
+        return  # day 0 restated; every deadline already was what the earlier knowledge gives: nothing to page
+    heading = "SUSAR day 0 earlier: report OVERDUE" if overdue else "SUSAR day 0 earlier: reports due earlier"
+    _page(
+        session,
+        alert,
+        plan_susar_alert(signal, protocol, heading=heading, obligations=changed),
+        now=now,
+        protocol=protocol,
+    )
 
 
 def _withdrawn(session: Session, signal: SusarWithdrawn, now: datetime) -> None:

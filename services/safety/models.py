@@ -277,6 +277,10 @@ class SusarCase(SQLModel, table=True):
     fatal_or_life_threatening: bool = False
     upgraded_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     signalled_version: int = 0
+    assessments: list[dict[str, object]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    """The sponsor's assessments in the order made (kind, value, at, basis), a superseded confirmation as an
+    expectedness of None: the SUSAR clock replays them with the AE versions. None: a case from before the log
+    (its current assessments stand in for it)."""
     narrative: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     narrative_by: str | None = Field(default=None, max_length=200)
     narrative_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))

@@ -13,7 +13,10 @@ Rules encoded, with their sources:
   reason; new facts that change the proposal void the confirmation.
 - Day 0: the sponsor's first awareness of a case meeting the criteria (ICH E2A III.A.2; CT-3 7.2.3.3): our
   receipt of the AE version that made it a SUSAR, or the sponsor's own causality/expectedness decision when
-  that is what made it one (21 CFR 312.32(c)(1): "determines that the information qualifies").
+  that is what made it one (21 CFR 312.32(c)(1): "determines that the information qualifies"). It is a function
+  of when each version was received and each assessment made, never of the order we processed them in: a
+  version redelivered late lands where its receipt puts it, and when that makes day 0 (or the 7-day start of
+  an upgrade) earlier, every deadline moves earlier with it (`clock_earlier`; overdue at once if already past).
 - Fatal or life-threatening: report by day 7, complete by day 15 (ICH E2A III.A.2.a; EU CTR Art. 42(2)(a);
   21 CFR 312.32(c)(2)); otherwise by day 15 (ICH E2A III.A.2.b; EU CTR Art. 42(2)(b); 21 CFR 312.32(c)(1)).
 - Becomes fatal or life-threatening later: no later than 7 days after that knowledge (EU CTR Art. 42(2)(c)).

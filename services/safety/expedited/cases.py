@@ -2,15 +2,19 @@
 
 Three ways a case changes, each inside its caller's transaction:
 - a new AE version (from the consumer, after the SAE rules stored it): re-proposes expectedness from the
-  RSI and re-decides; day 0 is our receipt of that version;
+  RSI and re-decides; day 0 is our receipt of the version that made it a SUSAR;
 - the sponsor's causality assessment, or the officer's expectedness decision (officer API, audited): day 0
   is the decision when it is what makes the case a SUSAR;
 - the officer's edit of the narrative draft (audited; no signal).
+
+Each decision replays the case from the stored versions and the assessment log (`susar.standing`), so the
+versions' processing order does not change the clock: only their receipt times do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from sqlmodel import Session, col, select
@@ -18,12 +22,23 @@ from sqlmodel import Session, col, select
 from services.safety import protocol_engine
 from services.safety.ctcae import lookup_meddra, lookup_term
 from services.safety.expedited.expectedness import Expectedness, propose_expectedness
-from services.safety.expedited.susar import CaseFacts, SponsorCausality, SusarClock, SusarDecision, decide
-from services.safety.models import AeSeriousness, Subject, SusarCase
-from shared.audit import append_audit
+from services.safety.expedited.susar import (
+    Assessment,
+    SponsorCausality,
+    SusarClock,
+    SusarDecision,
+    VersionFacts,
+    decide,
+    standing,
+)
+from services.safety.models import AeSeriousness, AeVersion, Subject, SusarCase
+from services.safety.sae import criteria_of
+from shared.audit import AuditEntry, append_audit
 from shared.events import (
+    AeData,
     AeReported,
     Relatedness,
+    SusarChange,
     SusarData,
     SusarDetected,
     SusarUpdated,
@@ -104,20 +119,17 @@ def assess_ae_version(
     before = (case.proposed_expectedness, case.proposed_reason)
     _propose(case, protocol, seriousness)
     if case.confirmed_expectedness is not None and (case.proposed_expectedness, case.proposed_reason) != before:
-        _supersede_confirmation(case, version=ae.version, now=now, session=session)
-    basis = f"sponsor receipt of AE version {ae.version} (event {envelope.id})"
+        _supersede_confirmation(case, version=ae.version, received_at=envelope.receivedat, now=now, session=session)
     return _decide(
         session,
         case,
         protocol=protocol,
         seriousness=seriousness,
         at=envelope.receivedat,
-        basis=basis,
         site_id=envelope.siteid,
         source_id=envelope.id,
         now=now,
         signals_topic=signals_topic,
-        ae_version=ae.version,
     )
 
 
@@ -137,12 +149,13 @@ def record_causality(
     """The sponsor's causality assessment (one input; the site's relatedness still counts if it says related)."""
     case, seriousness, site_id = _load(session, trial_id, subject_id, ae_id)
     before = case.sponsor_causality
+    basis = f"sponsor causality assessment ({causality.replace('_', ' ')}) by {actor}"
+    _log(session, case, Assessment("causality", causality, now, basis[:200]))
     case.sponsor_causality, case.causality_by, case.causality_at, case.causality_reason = causality, actor, now, reason
     _audit(
         session, case, actor, "susar.causality_assessed", {"before": before, "after": causality, "reason": reason}, now
     )
-    basis = f"sponsor causality assessment ({causality.replace('_', ' ')}) by {actor}"
-    return case, _officer_decided(session, case, protocol, seriousness, site_id, basis, now, signals_topic)
+    return case, _officer_decided(session, case, protocol, seriousness, site_id, now, signals_topic)
 
 
 def record_expectedness(
@@ -161,6 +174,8 @@ def record_expectedness(
     """The officer confirms or overrides the RSI's proposal; the reason goes to the audit trail."""
     case, seriousness, site_id = _load(session, trial_id, subject_id, ae_id)
     before = case.confirmed_expectedness
+    basis = f"sponsor expectedness assessment ({expectedness}) by {actor}"
+    _log(session, case, Assessment("expectedness", expectedness, now, basis[:200]))
     case.confirmed_expectedness, case.expectedness_by = expectedness, actor
     case.expectedness_at, case.expectedness_reason = now, reason
     detail = {
@@ -171,8 +186,7 @@ def record_expectedness(
         "reason": reason,
     }
     _audit(session, case, actor, "susar.expectedness_assessed", detail, now)
-    basis = f"sponsor expectedness assessment ({expectedness}) by {actor}"
-    return case, _officer_decided(session, case, protocol, seriousness, site_id, basis, now, signals_topic)
+    return case, _officer_decided(session, case, protocol, seriousness, site_id, now, signals_topic)
 
 
 def _officer_decided(
@@ -181,25 +195,23 @@ def _officer_decided(
     protocol: Protocol,
     seriousness: AeSeriousness,
     site_id: str,
-    basis: str,
     now: datetime,
     signals_topic: str,
 ) -> list[Outgoing]:
-    """An officer's assessment is a fact of its own: the case is decided again, day 0 at the decision."""
+    """An officer's assessment is a fact of its own: the case is decided again, day 0 at the decision when it is
+    what made the case a SUSAR."""
     return _decide(
         session,
         case,
         protocol=protocol,
         seriousness=seriousness,
         at=now,
-        basis=basis,
         site_id=site_id,
         source_id=deterministic_id(
             "susar-decision", case_entity(case.trial_id, case.subject_id, case.ae_id), str(case.revision)
         ),
         now=now,
         signals_topic=signals_topic,
-        ae_version=None,
     )
 
 
@@ -215,9 +227,16 @@ def save_narrative(
     return case
 
 
-def _supersede_confirmation(case: SusarCase, *, version: int, now: datetime, session: Session) -> None:
+def _supersede_confirmation(
+    case: SusarCase, *, version: int, received_at: datetime, now: datetime, session: Session
+) -> None:
     """New facts (a worse grade, a fatal outcome, another term) change the RSI's answer: the officer's earlier
-    confirmation was about other facts, so it no longer stands; the new proposal counts until re-confirmed."""
+    confirmation was about other facts, so it no longer stands; the new proposal counts until re-confirmed.
+
+    In the log it stops standing when those facts were received (never before it was made)."""
+    confirmed_at = case.expectedness_at or received_at
+    void_from = max(received_at, confirmed_at)
+    _log(session, case, Assessment("expectedness", None, void_from, f"new facts in AE version {version}"))
     detail = {
         "superseded": case.confirmed_expectedness,
         "confirmed_by": case.expectedness_by,
@@ -268,25 +287,21 @@ def _decide(
     protocol: Protocol,
     seriousness: AeSeriousness | None,
     at: datetime,
-    basis: str,
     site_id: str,
     source_id: str,
     now: datetime,
     signals_topic: str,
-    ae_version: int | None,
 ) -> list[Outgoing]:
-    if protocol.reference_safety_information is None or protocol.expedited_reporting is None:
+    """Replay the case from its stored versions and assessments, store the standing, signal what changed."""
+    rsi = protocol.reference_safety_information
+    if rsi is None or protocol.expedited_reporting is None:
         case.updated_at = now
         session.add(case)
         return []
-    latest = seriousness.latest_version if seriousness is not None else case.site_relatedness_version
-    facts = CaseFacts(
-        criteria=frozenset(seriousness.criteria if seriousness is not None else ()),
-        site_relatedness=case.site_relatedness,
-        sponsor_causality=_causality(case.sponsor_causality),
-        expectedness=effective_expectedness(case),
-        ae_version=ae_version if ae_version is not None else latest,
-    )
+
+    def propose(term: str, meddra_code: str | None, grade: int | None, fatal: bool) -> Expectedness:
+        return propose_expectedness(rsi, term=term, meddra_code=meddra_code, grade=grade, fatal=fatal).expectedness
+
     prior = SusarClock(
         susar=case.susar,
         clock_start=case.clock_start,
@@ -295,9 +310,13 @@ def _decide(
         upgraded_at=case.upgraded_at,
         signalled_version=case.signalled_version,
     )
-    decision = decide(prior, facts, at=at, basis=basis[:200])
+    versions = _versions(session, case)
+    _ensure_log(session, case, versions)
+    now_standing = standing(versions, assessments_of(case), propose=propose)
+    decision = decide(prior, now_standing)
     clock = decision.clock
-    case.susar, case.clock_start, case.clock_basis = clock.susar, clock.clock_start, clock.clock_basis
+    case.susar, case.clock_start = clock.susar, clock.clock_start
+    case.clock_basis = clock.clock_basis[:200] if clock.clock_basis else None
     case.fatal_or_life_threatening, case.upgraded_at = clock.fatal_or_life_threatening, clock.upgraded_at
     case.signalled_version = clock.signalled_version
     case.updated_at = now
@@ -305,28 +324,149 @@ def _decide(
     session.add(case)
     if decision.change is None:
         return []
-    _audit(
-        session,
-        case,
-        SYSTEM_ACTOR,
-        f"susar.{decision.change}",
-        {"reason": decision.reason, "basis": basis, "at": at.isoformat()},
-        now,
-    )
+    changes: list[SusarChange] = [decision.change]
+    if decision.change == "detected" and prior.susar:
+        # Day 0 later than signalled: a late version shows the case stopped qualifying and qualified again. As in
+        # order: the reports of the earlier stretch are withdrawn, the new stretch's are opened.
+        changes = ["withdrawn", "detected"]
+    latest = seriousness.latest_version if seriousness is not None else case.site_relatedness_version
     first_serious = seriousness.first_serious_version if seriousness is not None else None
-    signal = _signal(
-        case,
-        decision,
-        protocol=protocol,
-        criteria=sorted(seriousness.criteria) if seriousness is not None else [],
-        grade=seriousness.max_grade if seriousness is not None else None,
-        report_version=report_version(first_serious, latest),
-        ae_version=latest,
-        site_id=site_id,
-        at=at,
-        source_id=source_id,
-    )
-    return [Outgoing(topic=signals_topic, key=message_key(case.trial_id, case.subject_id), envelope=signal)]
+    out = []
+    for change in changes:
+        _audit(
+            session,
+            case,
+            SYSTEM_ACTOR,
+            f"susar.{change}",
+            {"reason": decision.reason, "basis": case.clock_basis, "at": at.isoformat()},
+            now,
+        )
+        signal = _signal(
+            case,
+            replace(decision, change=change, clock=prior) if change != decision.change else decision,
+            protocol=protocol,
+            criteria=sorted(seriousness.criteria) if seriousness is not None else [],
+            grade=seriousness.max_grade if seriousness is not None else None,
+            report_version=report_version(first_serious, latest),
+            ae_version=latest,
+            site_id=site_id,
+            at=at,
+            source_id=source_id,
+        )
+        out.append(Outgoing(topic=signals_topic, key=message_key(case.trial_id, case.subject_id), envelope=signal))
+    return out
+
+
+def _versions(session: Session, case: SusarCase) -> list[VersionFacts]:
+    """Every stored version of the case's AE, as the SUSAR rules read it (the one being processed included)."""
+    rows = session.exec(
+        select(AeVersion).where(
+            AeVersion.trial_id == case.trial_id, AeVersion.subject_id == case.subject_id, AeVersion.ae_id == case.ae_id
+        )
+    ).all()
+    facts = []
+    for row in rows:
+        data = AeData.model_validate(row.payload)
+        term, meddra = coded_term(data.ctcae_term or data.term, data.meddra_code)
+        facts.append(
+            VersionFacts(
+                version=row.version,
+                received_at=row.received_at,
+                event_id=row.event_id,
+                criteria=criteria_of(data),
+                grade=data.grade,
+                relatedness=data.relatedness.value if data.relatedness else None,
+                term=term,
+                meddra_code=meddra,
+            )
+        )
+    return facts
+
+
+def assessments_of(case: SusarCase) -> list[Assessment]:
+    """The case's assessment log; a case from before the log and without an audit trail of its assessments: its
+    current assessments, from when they were made."""
+    if case.assessments is not None:
+        return [
+            Assessment(
+                kind="causality" if entry.get("kind") == "causality" else "expectedness",
+                value=str(entry["value"]) if entry.get("value") is not None else None,
+                at=datetime.fromisoformat(str(entry["at"])),
+                basis=str(entry.get("basis", "")),
+            )
+            for entry in case.assessments
+        ]
+    made = []
+    if case.sponsor_causality is not None and case.causality_at is not None:
+        basis = f"sponsor causality assessment ({case.sponsor_causality.replace('_', ' ')}) by {case.causality_by}"
+        made.append(Assessment("causality", case.sponsor_causality, case.causality_at, basis[:200]))
+    if case.confirmed_expectedness is not None and case.expectedness_at is not None:
+        basis = f"sponsor expectedness assessment ({case.confirmed_expectedness}) by {case.expectedness_by}"
+        made.append(Assessment("expectedness", case.confirmed_expectedness, case.expectedness_at, basis[:200]))
+    return made
+
+
+def _log(session: Session, case: SusarCase, assessment: Assessment) -> None:
+    """Append to the log, before the case's fields change and before the audit entry of this assessment is
+    written. A new list: the JSON column is saved when reassigned."""
+    _ensure_log(session, case, None)
+    case.assessments = [*(_entry(a) for a in assessments_of(case)), _entry(assessment)]
+
+
+ASSESSMENT_ACTIONS = (
+    "susar.causality_assessed",
+    "susar.expectedness_assessed",
+    "susar.expectedness_confirmation_superseded",
+)
+
+
+def _ensure_log(session: Session, case: SusarCase, versions: Sequence[VersionFacts] | None) -> None:
+    """A case from before the log (migration safety_0011): rebuild it once from the case's audit trail, which
+    holds every assessment and every superseded confirmation, so its replay keeps each in its place in time
+    (its current assessments alone would lose an override later voided, and backdate day 0). No audit either:
+    the current assessments stand in (`assessments_of`)."""
+    if case.assessments is not None:
+        return
+    entries = session.exec(
+        select(AuditEntry)
+        .where(
+            AuditEntry.entity == case_entity(case.trial_id, case.subject_id, case.ae_id),
+            col(AuditEntry.action).in_(ASSESSMENT_ACTIONS),
+        )
+        .order_by(col(AuditEntry.seq))
+    ).all()
+    if not entries:
+        return
+    received: dict[int, datetime] | None = None
+    log: list[Assessment] = []
+    confirmed_at: datetime | None = None
+    for entry in entries:
+        detail = entry.detail
+        after = detail.get("after")
+        if entry.action == "susar.causality_assessed":
+            basis = f"sponsor causality assessment ({str(after).replace('_', ' ')}) by {entry.actor}"
+            log.append(Assessment("causality", str(after) if after else None, entry.at, basis[:200]))
+        elif entry.action == "susar.expectedness_assessed":
+            basis = f"sponsor expectedness assessment ({after}) by {entry.actor}"
+            log.append(Assessment("expectedness", str(after) if after else None, entry.at, basis[:200]))
+            confirmed_at = entry.at
+        else:
+            if received is None:
+                received = {v.version: v.received_at for v in (versions or _versions(session, case))}
+            version = detail.get("ae_version")
+            learnt = received.get(version, entry.at) if isinstance(version, int) else entry.at
+            void_from = max(learnt, confirmed_at) if confirmed_at is not None else learnt
+            log.append(Assessment("expectedness", None, void_from, f"new facts in AE version {version}"))
+    case.assessments = [_entry(a) for a in log]
+
+
+def _entry(assessment: Assessment) -> dict[str, object]:
+    return {
+        "kind": assessment.kind,
+        "value": assessment.value,
+        "at": assessment.at.isoformat(),
+        "basis": assessment.basis,
+    }
 
 
 def _causality(value: str | None) -> SponsorCausality | None:

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -321,16 +320,6 @@ def test_three_versions_of_an_ae_in_any_order_and_batching(protocol: Protocol, t
             assert run.state[part] == expected[part], (seed, part)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SUSAR clock is order-dependent (one by one as well as batched): services/safety/expedited/susar.py decide "
-        "starts the clock at the receipt of the first version *processed* that makes the case a SUSAR and never "
-        "moves it earlier, so the fatal v3 (received day 12) processed before the hospitalised v2 (received day 10) "
-        "starts the 7-day clock on day 12; in order it starts on day 10. The SAE's own awareness (AeSeriousness) "
-        "is order-independent."
-    ),
-)
 def test_the_susar_clock_starts_at_the_first_serious_version_received_whatever_order(
     protocol: Protocol, tmp_path: Path
 ) -> None:

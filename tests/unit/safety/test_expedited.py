@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from services.safety.expedited import cases
 from services.safety.expedited.expectedness import propose_expectedness
-from services.safety.expedited.susar import CaseFacts, SusarClock, decide
+from services.safety.expedited.susar import CaseFacts, Standing, SusarClock, decide
 from services.safety.models import SusarCase
 from shared.audit import AuditEntry
 from shared.protocol import Protocol, ReferenceSafetyInformation
@@ -87,24 +87,26 @@ def test_related_when_either_the_site_or_the_sponsor_says_so(
 
 
 def test_a_susar_starts_its_clock_at_the_moment_given_and_upgrades_keep_it() -> None:
-    detected = decide(SusarClock(), facts(), at=T0, basis="receipt")
+    detected = decide(SusarClock(), Standing(facts(), clock_start=T0, clock_basis="receipt"))
     assert detected.change == "detected"
     assert detected.clock.clock_start == T0 and not detected.clock.fatal_or_life_threatening
     later = T0 + timedelta(days=4)
-    upgraded = decide(detected.clock, facts(criteria=frozenset({"death"}), ae_version=2), at=later, basis="v2")
+    fatal = facts(criteria=frozenset({"death"}), ae_version=2)
+    upgraded = decide(detected.clock, Standing(fatal, clock_start=T0, clock_basis="receipt", upgraded_at=later))
     assert upgraded.change == "upgraded"
     assert upgraded.clock.clock_start == T0 and upgraded.clock.upgraded_at == later
-    again = decide(upgraded.clock, facts(criteria=frozenset({"death"}), ae_version=2), at=later, basis="v2")
+    again = decide(upgraded.clock, Standing(fatal, clock_start=T0, clock_basis="receipt", upgraded_at=later))
     assert again.change is None  # nothing new
-    follow = decide(upgraded.clock, facts(criteria=frozenset({"death"}), ae_version=3), at=later, basis="v3")
+    v3 = facts(criteria=frozenset({"death"}), ae_version=3)
+    follow = decide(upgraded.clock, Standing(v3, clock_start=T0, clock_basis="receipt", upgraded_at=later))
     assert follow.change == "follow_up"
-    withdrawn = decide(follow.clock, facts(expectedness="expected", ae_version=3), at=later, basis="officer")
+    withdrawn = decide(follow.clock, Standing(facts(expectedness="expected", ae_version=3)))
     assert withdrawn.change == "withdrawn" and not withdrawn.clock.susar
 
 
 def test_not_serious_or_expected_is_never_a_susar() -> None:
-    assert decide(SusarClock(), facts(criteria=frozenset()), at=T0, basis="x").change is None
-    assert decide(SusarClock(), facts(expectedness="expected"), at=T0, basis="x").change is None
+    assert decide(SusarClock(), Standing(facts(criteria=frozenset()))).change is None
+    assert decide(SusarClock(), Standing(facts(expectedness="expected"))).change is None
 
 
 # --- through the safety consumer ------------------------------------------------------------------------
