@@ -316,7 +316,7 @@ def test_three_versions_of_an_ae_in_any_order_and_batching(protocol: Protocol, t
         random.Random(seed).shuffle(versions)
         cut = random.Random(seed).randint(1, 2)
         run = deliver(tmp_path, protocol, f"s{seed}", [*base, versions[:cut], versions[cut:]], batched=True)
-        for part in ("outcomes", "dlts", "saes", "arms"):
+        for part in ("outcomes", "dlts", "saes", "arms", "susars"):
             assert run.state[part] == expected[part], (seed, part)
 
 
@@ -776,7 +776,8 @@ def shuffle_keeping_record_order(events: Sequence[ClinicalEnvelope], rng: random
 
 def test_a_physicians_stream_in_any_order_and_batching_ends_in_one_state(protocol: Protocol, tmp_path: Path) -> None:
     """The whole stream one event per transaction, in order, is the reference; shuffled and cut into random
-    batches, it ends in the same outcomes, DLTs, arms, seriousness, lab terms, acute reactions and response."""
+    batches, it ends in the same outcomes, DLTs, arms, seriousness, SUSAR files, lab terms, acute reactions and
+    response."""
     events = physician_stream()
     reference = deliver(tmp_path, protocol, "reference", [events], batched=False).state
     assert [(d[0], d[1]) for d in reference["dlts"]] == [
@@ -794,7 +795,8 @@ def test_a_physicians_stream_in_any_order_and_batching_ends_in_one_state(protoco
             sizes.append(rng.randint(1, 12))
         apply_in_batches(driver, shuffled, sizes, now=NOW)
         state = snapshot(driver.engine)
-        for part in ("outcomes", "dlts", "arms", "saes", "terms", "labs", "acute", "response", "subjects"):
+        parts = ("outcomes", "dlts", "arms", "saes", "susars", "terms", "labs", "acute", "response", "subjects")
+        for part in parts:
             assert state[part] == reference[part], (seed, part)
 
 
