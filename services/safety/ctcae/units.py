@@ -140,9 +140,11 @@ _SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
 _SUPERSCRIPT_RUN = re.compile("([⁰¹²³⁴⁵⁶⁷⁸⁹]+)")
 
 
+@functools.lru_cache(maxsize=1024)
 def normalise_unit(unit: str) -> str:
     """Fold the spellings labs use for one unit into one: case, µ/u/mc, 10E9/x10^9/10*9, superscript powers
-    with a multiplication sign, mm3/uL, cells/, UCUM annotations ("{cells}")."""
+    with a multiplication sign, mm3/uL, cells/, UCUM annotations ("{cells}"). Cached: a trial's results come in
+    a handful of unit spellings, and every result and baseline is normalised."""
     s = _SUPERSCRIPT_RUN.sub(lambda m: "^" + m.group(1).translate(_SUPERSCRIPT), unit)
     s = s.strip().lower().replace("µ", "u").replace("μ", "u").replace("\u00d7", "x")
     s = "".join(s.split())
