@@ -191,8 +191,9 @@ def append_audit(
             key=key,
         ),
     )
+    # Not flushed here: the rows of one transaction are inserted in the order added (their seq follows the
+    # chain), with whatever else the transaction writes, and the next append links to `entry` without a query.
     session.add(entry)
-    session.flush()
     _remember(session, ("head", service), entry)
     return entry
 
