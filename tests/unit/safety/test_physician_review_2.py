@@ -195,6 +195,43 @@ def test_the_sponsors_related_between_two_deliveries_and_a_version_received_befo
     assert file_of(run) == (True, at(11), False, None, 2)
 
 
+def test_a_sponsor_decision_between_batches_ends_the_same_batched_or_one_by_one(
+    protocol: Protocol, tmp_path: Path
+) -> None:
+    """Site 'unlikely' (v1, day 10); the sponsor says 'related' on day 12; then one batch brings v3 ('not related',
+    received day 13) and v2 ('possible', received day 11) in that order. Right, by receipt: related from day 11 (the
+    site's v2), still a SUSAR after v3 (the sponsor's 'related' stands: worst of the two), so day 0 is day 11; the
+    same batched or one by one, and the same SUSAR signals."""
+
+    def sponsor_related(driver: Driver) -> None:
+        with Session(driver.engine) as session, session.begin():
+            cases.record_causality(
+                session,
+                protocol=driver.protocol,
+                trial_id=TRIAL,
+                subject_id="A-1",
+                ae_id="AE-1",
+                causality="related",
+                actor="sponsor-physician@example",
+                reason="medical review",
+                now=at(12),
+                signals_topic="test.signals.v1",
+            )
+
+    steps: list[Step] = [
+        arm_a_dosed("A-1"),
+        [pneumonitis(1, 10, seriousness=HOSP, relatedness="unlikely")],
+        sponsor_related,
+        [
+            pneumonitis(3, 13, seriousness=HOSP, relatedness="not_related"),
+            pneumonitis(2, 11, seriousness=HOSP, relatedness="possible"),
+        ],
+    ]
+    single, batched = single_and_batched(tmp_path, protocol, steps)
+    assert file_of(single) == file_of(batched) == (True, at(11), False, None, 3)
+    assert susar_signals(batched.signals) == susar_signals(single.signals)
+
+
 # --- 4. entered in error --------------------------------------------------------------------------------------
 
 
@@ -305,6 +342,22 @@ def test_the_same_version_twice_in_one_polled_batch_is_one_detection(protocol: P
         driver, [*arm_a_dosed("A-1"), pneumonitis(1, 9, grade=2), v2, v2, v2.model_copy(update={"id": "again"})]
     )
     assert rejected == [] and kinds.count("susar.detected") == 1 and kinds.count("susar.updated") == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="The EDC re-sends version 1 under the same version number with new content (now hospitalised, received "
+    "day 10): clinical_events._apply_ae sees store.load_ae(...).has_version and returns (False, []): no SAE, no "
+    "SUSAR, no data-quality flag, no audit. Right: new seriousness information must never vanish (the 24 h SAE "
+    "clock, ICH E2A III.A.2 day 0): apply it as a correction of the version (SAE and SUSAR from its receipt) or, at "
+    "the least, flag the conflicting re-send to the data manager (data_quality.flagged).",
+)
+def test_a_version_re_sent_with_other_content_is_not_dropped_silently(protocol: Protocol, tmp_path: Path) -> None:
+    v1 = pneumonitis(1, 9, grade=2)
+    changed = pneumonitis(1, 10, seriousness=HOSP).model_copy(update={"id": "edc-same-version-new-content"})
+    run = deliver(tmp_path, protocol, "same-version", [arm_a_dosed("A-1"), [v1]], batched=False)
+    out = run.driver.apply(changed, now=at(10))
+    assert of_type(out, "sae.detected") or of_type(out, "data_quality.flagged"), [getattr(s, "type", "") for s in out]
 
 
 # --- 8. expected at grade 2, unexpected at grade 4 -------------------------------------------------------------
@@ -420,6 +473,22 @@ def test_an_alt_at_the_boundary_of_the_first_infusion_is_judged_as_the_judge_alo
     assert excluded is (minutes <= 0), judged(batched)
 
 
+def test_a_first_infusion_corrected_to_before_the_screening_alt_is_judged_as_the_judge_alone_would(
+    protocol: Protocol, tmp_path: Path
+) -> None:
+    """The infusion keyed at 10:00, an ALT 160 U/L drawn at 09:00 (pre-dose: excluded); the site corrects the
+    infusion to 08:00 in the next batch, so the ALT was drawn after it and is no screening result. Right: the
+    verdict follows the corrected infusion (the judge's own: [first dose - 14 days, first dose]), batched or not."""
+    first = dose("A-1", at(0, 10))
+    steps: list[Step] = [
+        [enrol("A-1", "A", DAY0), first, alt("A-1", "ALT0", "160", at(0, 9))],
+        [corrected(first, at(0, 8), "dose-time-fixed")],
+    ]
+    single, batched = single_and_batched(tmp_path, protocol, steps)
+    assert judged(single) == judged(batched) == judge_directly(single, protocol)
+    assert "ALT" not in (judged(batched) or ""), judged(batched)
+
+
 # --- 11. a dose's own checks from the batch's records ----------------------------------------------------------
 
 
@@ -468,7 +537,7 @@ DOSE_CASES: dict[str, list[Step]] = {
         [enrol("B-1", "B", DAY0), dose("B-1", at(0))],
         [dose("B-1", at(7), number=2), corrected(dose("B-1", at(7), number=2), at(12), "fix-2")],
     ],
-    # Arm B at a site on UTC-5: the second infusion 9 days later in UTC but 10 site days (23:30 local).
+    # Arm B at a site on UTC-5: the second infusion at 23:30 local, 9 site days after the first (10 UTC dates).
     "b-site-midnight": [
         [enrol("B-1", "B", DAY0), dose("B-1", datetime(2026, 3, 2, 8, 0, tzinfo=timezone(timedelta(hours=-5))))],
         [dose("B-1", datetime(2026, 3, 11, 23, 30, tzinfo=timezone(timedelta(hours=-5))), number=2)],
@@ -489,7 +558,15 @@ def test_dose_schedule_deviations_are_the_same_batched_as_one_event_per_transact
 def test_the_dose_cases_find_what_a_physician_expects(protocol: Protocol, tmp_path: Path) -> None:
     """The differential above is only worth something if the cases raise deviations: spot-check them."""
     found = {}
-    for name in ("arm-c-backfill", "arm-a-two-doses", "extra-then-eie", "eie-then-extra", "eie-and-regiven"):
+    names = (
+        "arm-c-backfill",
+        "arm-a-two-doses",
+        "extra-then-eie",
+        "eie-then-extra",
+        "eie-and-regiven",
+        "b-site-midnight",
+    )
+    for name in names:
         run = deliver(tmp_path, protocol, f"spot-{name}", DOSE_CASES[name], batched=True)
         schedule = {"extra_infusion", "interval_out_of_window"}
         found[name] = sorted({kind for _s, kind, _p in deviations(run.signals) if kind in schedule})
@@ -499,4 +576,5 @@ def test_the_dose_cases_find_what_a_physician_expects(protocol: Protocol, tmp_pa
         "extra-then-eie": ["extra_infusion"],  # checked before the site took it back, as one by one
         "eie-then-extra": [],
         "eie-and-regiven": [],
+        "b-site-midnight": [],  # 9 site days (2 -> 11 March): inside 7 +/- 2; UTC dates would say 10, a false deviation
     }
