@@ -363,14 +363,15 @@ def test_a_version_re_sent_with_other_content_is_not_dropped_silently(protocol: 
 # --- 8. expected at grade 2, unexpected at grade 4 -------------------------------------------------------------
 
 
-def reaction(version: int, day: int, grade: int) -> ClinicalEnvelope:
-    """A hospitalised, probably related infusion-related reaction: the RSI expects it up to grade 2."""
+def reaction(version: int, day: int, grade: int, term: str = "Infusion related reaction") -> ClinicalEnvelope:
+    """A hospitalised, probably related reaction the RSI expects up to grade 2 (infusion-related reaction; a
+    verbatim 'Pyrexia' is the listed Fever)."""
     return related_ae(  # type: ignore[no-any-return]
         "A-1",
         ONSET,
         ae_id="AE-1",
         version=version,
-        term="Infusion related reaction",
+        term=term,
         grade=grade,
         seriousness=HOSP,
         relatedness="probable",
@@ -378,14 +379,15 @@ def reaction(version: int, day: int, grade: int) -> ClinicalEnvelope:
     )
 
 
+@pytest.mark.parametrize("term", ["Infusion related reaction", "Pyrexia"])
 def test_an_expected_reaction_becomes_a_susar_at_grade_4_and_stays_one_when_it_improves(
-    protocol: Protocol, tmp_path: Path
+    protocol: Protocol, tmp_path: Path, term: str
 ) -> None:
     """Grade 2 (day 10): serious but expected (RSI up to grade 2): no SUSAR. Grade 4 (day 12): greater severity than
     the RSI lists is unexpected (ICH E2A II.A.3): day 0 day 12. Grade 2 again (day 14, resolving): the event's
     severity is its worst grade, still a SUSAR (a follow-up). The grade-2 v3 processed before the grade-4 v2 ends
     the same."""
-    v1, v2, v3 = reaction(1, 10, 2), reaction(2, 12, 4), reaction(3, 14, 2)
+    v1, v2, v3 = reaction(1, 10, 2, term), reaction(2, 12, 4, term), reaction(3, 14, 2, term)
     base: list[Step] = [arm_a_dosed("A-1")]
     in_order = deliver(tmp_path, protocol, "grades", [*base, [v1], [v2], [v3]], batched=False)
     assert [k for k, _ in susar_signals(in_order.signals)] == ["susar.detected", "follow_up"]
