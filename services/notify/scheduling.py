@@ -119,17 +119,35 @@ def move_deadline_earlier(
     obligation.clock_basis = basis
     obligation.due_at = due_at
     session.add(obligation)
+    _redate_timers(session, obligation=obligation, protocol=protocol, now=now)
+
+
+def reopen_obligation(session: Session, *, obligation: Obligation, protocol: Protocol, now: datetime) -> None:
+    """An obligation a system cancellation closed is open again (a SUSAR withdrawn, then re-detected with the day 0
+    it had: the withdrawal was wrong): its cancelled reminders and overdue page are pending again, re-dated to its
+    (possibly new) deadline, the overdue page at once if that has passed."""
+    obligation.state = "open"
+    obligation.cancelled_at = None
+    obligation.cancelled_by = None
+    obligation.cancel_reason = None
+    session.add(obligation)
+    store.revive_timers(session, obligation_id=obligation.id, kinds=OBLIGATION_TIMERS)
+    schedule_obligation(session, obligation=obligation, protocol=protocol, now=now)  # what the first round lacked
+    _redate_timers(session, obligation=obligation, protocol=protocol, now=now)
+
+
+def _redate_timers(session: Session, *, obligation: Obligation, protocol: Protocol, now: datetime) -> None:
     instants = {
         r.number: r.at
         for r in escalation.reminder_instants(
-            deadline=due_at, hours_before=protocol.escalation.reminders_before_deadline_hours, after=now
+            deadline=obligation.due_at, hours_before=protocol.escalation.reminders_before_deadline_hours, after=now
         )
     }
     for timer in store.pending_timers(session, alert_id=obligation.alert_id, kinds=[REMINDER, OVERDUE]):
         if timer.obligation_id != obligation.id:
             continue
         if timer.kind == OVERDUE:
-            timer.due_at = max(escalation.overdue_at(due_at), now)
+            timer.due_at = max(escalation.overdue_at(obligation.due_at), now)
         elif timer.step in instants:
             timer.due_at = instants[timer.step]
         else:

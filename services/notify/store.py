@@ -394,6 +394,15 @@ def cancel_timers(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def revive_timers(session: Session, *, obligation_id: str, kinds: Sequence[str]) -> int:
+    """An obligation's cancelled timers pending again (it was reopened); the caller re-dates them."""
+    query = update(Timer).where(
+        col(Timer.state) == "cancelled", col(Timer.obligation_id) == obligation_id, col(Timer.kind).in_(kinds)
+    )
+    result = session.execute(query.values(state="pending", leased_until=None))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def pending_timers(session: Session, *, alert_id: str, kinds: Sequence[str] = ()) -> Sequence[Timer]:
     query = select(Timer).where(Timer.alert_id == alert_id, Timer.state == "pending")
     if kinds:

@@ -108,7 +108,8 @@ def _detected(session: Session, signal: SusarDetected, now: datetime, protocol: 
     plan = plan_susar_alert(signal, protocol, heading=f"New {kind}: expedited reports due", obligations=obligations)
     alert, _new = _alert(session, signal, plan, now, f"SUSAR detected: {data.reason}; day 0 {data.clock_basis}")
     added = _add(session, alert, plan, obligations, now=now, p=protocol)
-    if not added:
+    reopened = _reopen(session, alert, obligations, now=now, p=protocol, reason=data.reason)
+    if not added and not reopened:
         return  # a replayed signal: these obligations exist already
     store.record(
         session,
@@ -116,11 +117,38 @@ def _detected(session: Session, signal: SusarDetected, now: datetime, protocol: 
         actor=SYSTEM,
         action="susar_detected",
         detail=f"day 0 {utc(data.clock_start).isoformat()} ({data.clock_basis}); "
-        + "; ".join(f"{o.kind} due {utc(o.due_at).isoformat()}" for o in added),
+        + "; ".join(f"{o.kind} due {utc(o.due_at).isoformat()}" for o in [*added, *reopened]),
         now=now,
         source_event_id=data.source_event_id,
     )
     _page(session, alert, plan, now=now, protocol=protocol)
+
+
+def _reopen(
+    session: Session, alert: Alert, obligations: list[ObligationPlan], *, now: datetime, p: Protocol, reason: str
+) -> list[Obligation]:
+    """Re-detected with the day 0 it had before a withdrawal (a late version showed the case never stopped
+    qualifying): the reports the withdrawal cancelled are owed again, re-dated, overdue at once if past. An
+    officer's own cancellation stands."""
+    reopened = []
+    for o in obligations:
+        row = session.get(Obligation, o.id)
+        if row is None or row.state != "cancelled" or row.cancelled_by != SYSTEM:
+            continue
+        row.description, row.due_at = o.description, o.due_at
+        row.clock_started_at, row.clock_basis = o.clock_started_at, o.clock_basis
+        scheduling.reopen_obligation(session, obligation=row, protocol=p, now=now)
+        store.record(
+            session,
+            alert_id=alert.id,
+            actor=SYSTEM,
+            action="obligation_reopened",
+            detail=f"{o.description} reopened, due {utc(o.due_at).isoformat()}: a SUSAR again ({reason})"[:2000],
+            now=now,
+            obligation_id=row.id,
+        )
+        reopened.append(row)
+    return reopened
 
 
 def _reports(

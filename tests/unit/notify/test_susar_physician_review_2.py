@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import Session, select
 
-from services.notify.models import Alert, Obligation
+from services.notify.models import Alert, Obligation, Timer
 from services.notify.susar_alerts import SUSAR_COMPLETION, SUSAR_FOLLOW_UP, SUSAR_REPORT, report_due
 from services.safety.expedited import cases
 from shared.events import SusarData
@@ -95,14 +95,6 @@ def causality_reversed_then_site_probable(run: Run) -> datetime:
     return day(2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Safety re-detects the case with the SAME day 0 it had before the withdrawal (right: the late version "
-    "shows the stretch unbroken). Notify's _detected derives the report obligations' ids from (alert, kind, "
-    "recipient, day 0): the obligations the withdrawal cancelled have those ids, store.add_obligation finds them and "
-    "adds nothing, and _detected returns as for a replay: a live SUSAR (15-day report due day 16/17) with every "
-    "report cancelled, no page, nothing overdue ever (ICH E2A III.A.2 / EU CTR Art. 42(2)(b) missed silently).",
-)
 @pytest.mark.parametrize("scenario", [fever_override_voided, causality_reversed_then_site_probable])
 def test_a_susar_redetected_with_its_old_day_0_has_open_reports_again(
     protocol: Protocol, tmp_path: Path, scenario: Any
@@ -113,6 +105,14 @@ def test_a_susar_redetected_with_its_old_day_0_has_open_reports_again(
     open_reports = [d for d in run.deadlines() if d[0] == SUSAR_REPORT and d[4] in ("open", "overdue")]
     assert len(open_reports) == recipients(protocol)
     assert {d[3] for d in open_reports} == {day0 + timedelta(days=15)}
+    [alert] = run.notifier.rows(Alert)
+    assert alert.state == "open", "paged again"
+    history = [e.action for e in run.notifier.history(alert.id)]
+    assert history.count("obligation_reopened") == recipients(protocol)
+    assert history[-1] != "susar_withdrawn"
+    reopened = {o.id for o in run.notifier.rows(Obligation) if o.kind == SUSAR_REPORT and o.state == "open"}
+    overdue = {t.obligation_id for t in run.notifier.rows(Timer, kind="overdue", state="pending")}
+    assert reopened <= overdue, "each reopened report will page when overdue"
 
 
 # --- fatal known first, the earlier life-threatening version processed later --------------------------------------
