@@ -332,6 +332,10 @@ def _apply_record(
         if envelope.data.record_type == "lab":
             session.flush()
             return True, _lab_status_changed(session, records, envelope, protocol=protocol, signals_topic=signals_topic)
+        if envelope.data.record_type == "ae":  # an AE taken back is no SUSAR; restored, it is one again
+            return True, expedited_cases.assess_ae_status(
+                session, envelope, protocol=protocol, signals_topic=signals_topic, now=now
+            )
         return True, []
     raise PoisonMessage(f"unsupported clinical event {type(envelope).__name__}")
 

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from services.safety import protocol_engine
+from services.safety import protocol_engine, store
 from services.safety.ctcae import lookup_meddra, lookup_term
 from services.safety.expedited.expectedness import Expectedness, propose_expectedness
 from services.safety.expedited.susar import (
@@ -37,6 +37,7 @@ from shared.audit import AuditEntry, append_audit
 from shared.events import (
     AeData,
     AeReported,
+    RecordStatusChanged,
     Relatedness,
     SusarChange,
     SusarData,
@@ -126,6 +127,31 @@ def assess_ae_version(
         protocol=protocol,
         seriousness=seriousness,
         at=envelope.receivedat,
+        site_id=envelope.siteid,
+        source_id=envelope.id,
+        now=now,
+        signals_topic=signals_topic,
+    )
+
+
+def assess_ae_status(
+    session: Session, envelope: RecordStatusChanged, *, protocol: Protocol, signals_topic: str, now: datetime
+) -> list[Outgoing]:
+    """The site took an AE back (entered in error, deleted) or restored it: its SUSAR file is decided again. An AE
+    taken back is no case (withdrawn: its open reports are cancelled); restored, it is a case again with the day 0
+    its versions give. A status that comes before the AE's first version is read when the version comes."""
+    if protocol.reference_safety_information is None or protocol.expedited_reporting is None:
+        return []
+    key = (envelope.trialid, envelope.subject, envelope.data.record_id)
+    case = session.get(SusarCase, key)
+    if case is None:
+        return []
+    return _decide(
+        session,
+        case,
+        protocol=protocol,
+        seriousness=session.get(AeSeriousness, key),
+        at=envelope.data.changed_at or envelope.receivedat,
         site_id=envelope.siteid,
         source_id=envelope.id,
         now=now,
@@ -312,8 +338,14 @@ def _decide(
     )
     versions = _versions(session, case)
     _ensure_log(session, case, versions)
-    now_standing = standing(versions, assessments_of(case), propose=propose)
+    taken_back = store.inactive_records(
+        session, trial_id=case.trial_id, subject_id=case.subject_id, record_type="ae"
+    ).get(case.ae_id)
+    # An AE the site took back (entered in error, deleted) is no case: none of its versions counts.
+    now_standing = standing([] if taken_back else versions, assessments_of(case), propose=propose)
     decision = decide(prior, now_standing)
+    if taken_back and decision.change is not None:
+        decision = replace(decision, reason=f"the site marked AE {case.ae_id} {taken_back.replace('_', ' ')}")
     clock = decision.clock
     case.susar, case.clock_start = clock.susar, clock.clock_start
     case.clock_basis = clock.clock_basis[:200] if clock.clock_basis else None

@@ -235,14 +235,6 @@ def test_a_sponsor_decision_between_batches_ends_the_same_batched_or_one_by_one(
 # --- 4. entered in error --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="An AE the site took back as entered in error keeps its SUSAR file: susar stays True, no susar.withdrawn "
-    "is signalled, so notify's report obligations stay open and keep paging. Right: no valid case, no expedited "
-    "report (ICH E2B(R3) C.1.11 nullification if one was sent). Cause: clinical_events._apply_record returns "
-    "(True, []) for a record.status_changed of record_type 'ae' and never re-decides the SUSAR file; "
-    "susar.standing/facts_at know nothing of record statuses.",
-)
 def test_an_ae_entered_in_error_after_its_susar_was_detected_withdraws_it(protocol: Protocol, tmp_path: Path) -> None:
     run = deliver(
         tmp_path, protocol, "eie", [arm_a_dosed("A-1"), [pneumonitis(1, 10, seriousness=HOSP)]], batched=False
@@ -253,12 +245,20 @@ def test_an_ae_entered_in_error_after_its_susar_was_detected_withdraws_it(protoc
     assert file_of(run)[0] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The site's 'entered in error' for AE-1 arrives (same batch, or earlier) before the AE's first version: "
-    "the serious AE is still detected as a SUSAR and notify opens 15-day reports for an AE that does not exist. "
-    "Cause: cases.assess_ae_version never reads the AE's record status (store.INACTIVE).",
-)
+def test_an_ae_restored_after_entered_in_error_is_a_susar_again_from_its_first_receipt(
+    protocol: Protocol, tmp_path: Path
+) -> None:
+    """The site took the AE back by mistake and restored it: the case never stopped being what its versions say,
+    so it is detected again with its first receipt as day 0 (notify reopens the reports it cancelled)."""
+    run = deliver(
+        tmp_path, protocol, "restored", [arm_a_dosed("A-1"), [pneumonitis(1, 10, seriousness=HOSP)]], batched=False
+    )
+    run.driver.apply(status("A-1", "ae", "AE-1"), now=at(11))
+    out = run.driver.apply(status("A-1", "ae", "AE-1", "restored"), now=at(12))
+    assert [k for k, _ in susar_signals(out)] == ["susar.detected"]
+    assert file_of(run)[:2] == (True, at(10))
+
+
 def test_a_susar_for_an_ae_already_entered_in_error_is_never_detected(protocol: Protocol, tmp_path: Path) -> None:
     for batched in (False, True):
         steps: list[Step] = [arm_a_dosed("A-1"), [status("A-1", "ae", "AE-1"), pneumonitis(1, 10, seriousness=HOSP)]]
