@@ -104,15 +104,34 @@ def fatal_known(data: SusarData) -> datetime:
     return data.upgraded_at or data.clock_start
 
 
-def initial_obligations(trial_id: str, data: SusarData, rules: ExpeditedReporting) -> list[ObligationPlan]:
+def initial_obligations(
+    trial_id: str, data: SusarData, rules: ExpeditedReporting, *, filed: frozenset[str] = frozenset()
+) -> list[ObligationPlan]:
     """A new SUSAR: per recipient, the report (7 or 15 days), and for a fatal one the completion (15 days from
-    when that was known)."""
+    when that was known).
+
+    `filed`: recipients who already hold an initial report of this case (it was withdrawn, then qualified
+    again): theirs is a follow-up report, on the same timeline (ICH E2A III.B), when the protocol tracks
+    follow-ups; a second initial report would make two cases of one."""
     alert_id = susar_alert_id(trial_id, data)
     start = data.clock_start
     plans: list[ObligationPlan] = []
     for r in rules.recipients:
         due = report_due(data, rules)
         days = rules.fatal_days if data.fatal_or_life_threatening else rules.other_days
+        if r.id in filed and rules.follow_up_reports:
+            plans.append(
+                _obligation(
+                    follow_up_obligation_id(alert_id, r.id, data.source_event_id),
+                    SUSAR_FOLLOW_UP,
+                    r,
+                    days=days,
+                    start=start,
+                    basis="follow_up",
+                    due_at=due,
+                )
+            )
+            continue
         plans.append(
             _obligation(
                 report_obligation_id(alert_id, SUSAR_REPORT, r.id, start),

@@ -103,9 +103,15 @@ def _add(
 
 def _detected(session: Session, signal: SusarDetected, now: datetime, protocol: Protocol) -> None:
     data = signal.data
-    obligations = initial_obligations(signal.trialid, data, rules_of(protocol))
+    known = store.find_alert_by_thread(session, thread_key=susar_thread_key(signal.trialid, data))
+    held = store.obligations_for(session, alert_ids=[known.id]) if known is not None else []
+    filed = frozenset(recipient_of(o.description) for o in held if o.kind == SUSAR_REPORT and o.state == "completed")
+    obligations = initial_obligations(signal.trialid, data, rules_of(protocol), filed=filed)
     kind = "fatal or life-threatening SUSAR" if data.fatal_or_life_threatening else "SUSAR"
-    plan = plan_susar_alert(signal, protocol, heading=f"New {kind}: expedited reports due", obligations=obligations)
+    heading = f"New {kind}: expedited reports due"
+    if any(o.kind == SUSAR_FOLLOW_UP for o in obligations):
+        heading = f"{kind[0].upper()}{kind[1:]} again, already reported: follow-up reports due"
+    plan = plan_susar_alert(signal, protocol, heading=heading, obligations=obligations)
     alert, _new = _alert(session, signal, plan, now, f"SUSAR detected: {data.reason}; day 0 {data.clock_basis}")
     added = _add(session, alert, plan, obligations, now=now, p=protocol)
     reopened = _reopen(session, alert, obligations, now=now, p=protocol, reason=data.reason)

@@ -171,15 +171,6 @@ def test_a_filed_report_that_a_late_version_makes_late_is_recorded_as_late(proto
 # --- a report filed, then the case withdrawn and detected again --------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A SUSAR reported on day 2 (every recipient's report filed), downgraded by the site on day 3 ('not "
-    "related': withdrawn) and restored on day 5 ('probable'): notify opens a second set of INITIAL 15-day SUSAR "
-    "reports (new ids keyed by the new day 0) and pages 'New SUSAR'. Right: the recipients already hold this case "
-    "(one worldwide case id); the causality change and its reversal are follow-up information on the filed report "
-    "(CT-3 7.2.3.4 / ICH E2A III.B follow-up), i.e. a susar_follow_up obligation, not a new initial report. Cause: "
-    "susar_signals._detected never looks at the recipients' filed reports (_reports) before initial_obligations.",
-)
 def test_a_filed_susar_withdrawn_and_restored_is_followed_up_not_reported_again(
     protocol: Protocol, tmp_path: Path
 ) -> None:
