@@ -30,6 +30,7 @@ from services.notify.susar_alerts import (
     plan_susar_alert,
     plan_upgrade,
     recipient_of,
+    report_due,
     rules_of,
     susar_thread_key,
 )
@@ -288,7 +289,8 @@ def _clock_earlier(session: Session, signal: SusarUpdated, now: datetime, protoc
     alert.details = data.model_dump(mode="json")
     alert.updated_at = now
     session.add(alert)
-    if not moved and not added and not restarted:
+    late = _filed_late(session, alert, due=report_due(data, rules), clock_start=data.clock_start)
+    if not moved and not added and not restarted and not late:
         return  # replayed, or nothing notify held changes
     changed = [
         *moved,
@@ -306,6 +308,7 @@ def _clock_earlier(session: Session, signal: SusarUpdated, now: datetime, protoc
                 f"{o.kind} {o.id[:8]} due {utc(o.due_at).isoformat()}" + (" (OVERDUE)" if o in overdue else "")
                 for o in changed
             ]
+            + late
             or ["deadlines unchanged"]
         ),
         now=now,
@@ -321,6 +324,19 @@ def _clock_earlier(session: Session, signal: SusarUpdated, now: datetime, protoc
         now=now,
         protocol=protocol,
     )
+
+
+def _filed_late(session: Session, alert: Alert, *, due: datetime, clock_start: datetime) -> list[str]:
+    """Initial reports filed after the deadline the earlier day 0 gives: late in fact, though on time by the
+    deadline notify held then. Said in the alert's history for the sponsor's compliance file; the filed reports'
+    first-received date (E2B C.1.4) is now wrong, a correction the officer makes."""
+    return [
+        f"{o.description.split(':')[0]} filed {utc(o.completed_at).isoformat()}, "
+        f"{(utc(o.completed_at) - due).days} day(s) late: due {utc(due).isoformat()} from day 0 "
+        f"{utc(clock_start).isoformat()} (its first-received date needs correcting)"
+        for o in store.obligations_for(session, alert_ids=[alert.id])
+        if o.kind == SUSAR_REPORT and o.state == "completed" and o.completed_at is not None and o.completed_at > due
+    ]
 
 
 def _withdrawn(session: Session, signal: SusarWithdrawn, now: datetime) -> None:

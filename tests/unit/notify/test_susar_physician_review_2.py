@@ -142,15 +142,6 @@ def test_fatal_known_first_then_the_earlier_life_threatening_version_moves_the_7
 # --- a report already filed when a late version moves day 0 before the filing ---------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="v3 (day 20) opened 15-day reports due day 35, filed on day 25; v2 received on day 1 is processed on day "
-    "26: day 0 was day 1 and the reports were due day 16, so they went in 9 days late. Notify's _clock_earlier "
-    "returns before writing any history when nothing open moves (plan_earlier_clock skips completed reports): the "
-    "alert says nothing of the earlier day 0 and the completed obligations still show due day 35, filed on time. "
-    "Right: the late submission is recorded for the sponsor's compliance file (ICH E2A III.A.2 clock; the filed "
-    "E2B's C.1.4 'first received' is day 20 where it should be day 1, a correction the officer must make).",
-)
 def test_a_filed_report_that_a_late_version_makes_late_is_recorded_as_late(protocol: Protocol, tmp_path: Path) -> None:
     common: dict[str, Any] = {"term": "Pneumonitis", "relatedness": "possible", "seriousness": HOSP}
     run = Run(tmp_path, "filed-late", protocol)
