@@ -31,9 +31,10 @@ from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
 from services.safety.lab_toxicity import decide, grade_lab
 from services.safety.models import LabResult, SubjectOutcomeRow
-from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae
+from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae, criteria_of
 from shared.audit import append_audit, lock_audit_chain
 from shared.events import (
+    AeData,
     AeReported,
     AeReviewRecorded,
     ClinicalEnvelope,
@@ -613,8 +614,8 @@ def _apply_ae(records: BatchRecords, envelope: AeReported, *, signals_topic: str
     ae = envelope.data
     keys = {"subject_id": envelope.subject, "ae_id": ae.ae_id}
     stored = store.load_ae(records, **keys, version=ae.version)
-    if stored.has_version:
-        return False, []  # this version was already applied (re-sent under another delivery id)
+    if stored.has_version:  # this version was already applied: re-sent under another delivery id
+        return False, _conflicting_resend(records, envelope, topic=signals_topic)
     assessment = assess_ae(stored.state, ae, received_at=envelope.receivedat)
     quality = [f"{flag.code}: {flag.message}" for flag in check_ae(ae.ctcae_term or ae.term, ae.grade, ae.meddra_code)]
     store.add_ae_version(records, envelope=envelope, flags=(*assessment.flags, *quality))
@@ -628,6 +629,28 @@ def _apply_ae(records: BatchRecords, envelope: AeReported, *, signals_topic: str
             envelope=sae_signal(envelope, assessment),
         )
     ]
+
+
+def _conflicting_resend(records: BatchRecords, envelope: AeReported, *, topic: str) -> list[Outgoing]:
+    """A version re-sent with other content: the first content received stands (a version is what the sponsor
+    received, once), and the site is told, so a change (perhaps new seriousness) comes back as a new version
+    instead of vanishing."""
+    ae = envelope.data
+    stored = next(
+        (v for v in records.ae_versions_of(envelope.subject) if v.ae_id == ae.ae_id and v.version == ae.version), None
+    )
+    sent = ae.model_dump(mode="json")
+    if stored is None or stored.payload == sent:
+        return []  # the same version, the same content: a plain re-delivery
+    fields = sorted(k for k in set(stored.payload) | set(sent) if stored.payload.get(k) != sent.get(k))
+    added = sorted(criteria_of(ae) - criteria_of(AeData.model_validate(stored.payload)))
+    serious = f" It adds seriousness ({', '.join(added)}): an SAE may be unreported." if added else ""
+    detail = (
+        f"AE {ae.ae_id} version {ae.version} was sent again with other content ({', '.join(fields)}); the content "
+        f"first received stands. Send the change as version {ae.version + 1}.{serious}"
+    )
+    code = data_quality.CONFLICTING_RESEND
+    return [data_quality.flag(envelope, record_type="ae", record_id=ae.ae_id, code=code, detail=detail, topic=topic)]
 
 
 def sae_signal(envelope: AeReported, assessment: SaeAssessment) -> SaeDetected | SaeUpdated:

@@ -23,6 +23,8 @@ from shared.outbox import Outgoing
 from shared.protocol import Protocol
 
 INCONSISTENT_SERIOUSNESS = "inconsistent_seriousness"
+CONFLICTING_RESEND = "conflicting_resend"
+"""A record version sent again with other content: the first stands, the site sends a new version."""
 
 
 def flag(

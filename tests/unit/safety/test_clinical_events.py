@@ -145,12 +145,17 @@ def test_receipt_is_the_clock_when_the_site_gave_no_awareness(apply: Any, make_a
     assert outgoing.envelope.data.awareness_basis.value == "receipt"  # type: ignore[attr-defined]
 
 
-def test_reapplying_the_same_version_emits_nothing(apply: Any, make_ae: Any, session: Session) -> None:
+def test_reapplying_the_same_version_changes_nothing_and_other_content_is_flagged(
+    apply: Any, make_ae: Any, session: Session
+) -> None:
     first = make_ae(seriousness={"hospitalization": True})
     assert len(apply(first)) == 1
+    assert apply(make_ae(seriousness={"hospitalization": True}, sender_id="plain-redelivery")) == []
     resent = make_ae(seriousness={"hospitalization": True, "life_threatening": True}, sender_id="resent-under-new-id")
     assert resent.id != first.id
-    assert apply(resent) == []
+    [flag] = apply(resent)  # the first content stands; the site is told to send the change as a new version
+    assert flag.envelope.type == "data_quality.flagged"
+    assert flag.envelope.data.code == "conflicting_resend" and "life_threatening" in flag.envelope.data.detail
     assert count(session, AeVersion) == 1
     row = session.get(AeSeriousness, ("NCT07212335", "S-001", "AE-1"))
     assert row is not None and row.criteria == ["hospitalization"]

@@ -344,20 +344,15 @@ def test_the_same_version_twice_in_one_polled_batch_is_one_detection(protocol: P
     assert rejected == [] and kinds.count("susar.detected") == 1 and kinds.count("susar.updated") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The EDC re-sends version 1 under the same version number with new content (now hospitalised, received "
-    "day 10): clinical_events._apply_ae sees store.load_ae(...).has_version and returns (False, []): no SAE, no "
-    "SUSAR, no data-quality flag, no audit. Right: new seriousness information must never vanish (the 24 h SAE "
-    "clock, ICH E2A III.A.2 day 0): apply it as a correction of the version (SAE and SUSAR from its receipt) or, at "
-    "the least, flag the conflicting re-send to the data manager (data_quality.flagged).",
-)
 def test_a_version_re_sent_with_other_content_is_not_dropped_silently(protocol: Protocol, tmp_path: Path) -> None:
     v1 = pneumonitis(1, 9, grade=2)
     changed = pneumonitis(1, 10, seriousness=HOSP).model_copy(update={"id": "edc-same-version-new-content"})
     run = deliver(tmp_path, protocol, "same-version", [arm_a_dosed("A-1"), [v1]], batched=False)
     out = run.driver.apply(changed, now=at(10))
-    assert of_type(out, "sae.detected") or of_type(out, "data_quality.flagged"), [getattr(s, "type", "") for s in out]
+    [flagged] = of_type(out, "data_quality.flagged")
+    assert flagged.data.code == "conflicting_resend" and "hospitalization" in flagged.data.detail
+    assert "version 2" in flagged.data.detail, "the site is told how to send the change"
+    assert run.driver.apply(v1.model_copy(update={"id": "edc-plain-redelivery"}), now=at(10)) == [], "same content"
 
 
 # --- 8. expected at grade 2, unexpected at grade 4 -------------------------------------------------------------
