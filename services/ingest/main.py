@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from services.ingest import routes, routes_fhir, routes_odm, routes_redcap, routes_sdtm
 from services.ingest.commit_queue import CommitQueue
+from services.ingest.direct_route import DirectRoute
 from services.ingest.intake import save_accepted
 from services.ingest.producer import make_ingest_producer
 from services.ingest.purge import run_purge
@@ -121,9 +122,14 @@ def create_app(
         version="0.2.0",
         description="Inbound clinical data from EDC systems: canonical JSON, FHIR R4, CDISC ODM 1.3, SDTM, REDCap.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry looked up the global providers on every request (about 2% of a post's
+        # CPU); ingest's spans come from `instrument_app` when it records, and nothing is exported otherwise
+        telemetry=None if recording else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
     app.state.redcap_sync = redcap_sync
+    if not recording:  # with an exporter every request goes through the instrumented FastAPI stack
+        _serve_events_directly(app, settings)
     install_common(
         app,
         registry=registry,
@@ -139,6 +145,22 @@ def create_app(
     else:
         app.add_middleware(TraceContextOnly)
     return app
+
+
+def _serve_events_directly(app: FastAPI, settings: IngestSettings) -> None:
+    """The canonical webhook route without FastAPI's per-request layers (see direct_route); added before the
+    common middleware, so it runs inside the request counter and the trace context."""
+    route = next(r for r in routes.router.routes if getattr(r, "path", None) == routes.EVENTS_PATH)
+    prefix, suffix = routes.EVENTS_PATH.split("{source_id}")
+    app.add_middleware(
+        DirectRoute,
+        route=route,
+        endpoint=routes.post_events,
+        prefix=prefix,
+        suffix=suffix,
+        id_pattern=routes.SOURCE_ID_PATTERN,
+        retry_after=settings.retry_after_seconds,
+    )
 
 
 async def _connect(settings: IngestSettings, producer: ManagedProducer, stop: asyncio.Event) -> None:
