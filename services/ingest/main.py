@@ -7,10 +7,13 @@ import gc
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy import event
 
 from services.ingest import routes, routes_fhir, routes_odm, routes_redcap, routes_sdtm
 from services.ingest.commit_queue import CommitQueue
@@ -64,6 +67,8 @@ def create_app(
     registry = registry or CollectorRegistry()
     clock = clock or SystemClock()
     engine = make_engine(settings.database_url_for(SERVICE))
+    if engine.dialect.name == "sqlite":  # before the first connection, so that every one of them has it
+        event.listen(engine, "connect", partial(_checkpoint_every, pages=settings.sqlite_checkpoint_pages))
     prepare_database(engine, [SHARED, MIGRATIONS], auto_migrate=settings.auto_migrate)
     managed: ManagedProducer | None = None
     if publisher is None:
@@ -145,6 +150,16 @@ def create_app(
     else:
         app.add_middleware(TraceContextOnly)
     return app
+
+
+def _checkpoint_every(dbapi_connection: Any, _record: object, *, pages: int) -> None:
+    """Checkpoint the WAL less often than SQLite's default: ingest's commits touch pages all over its idempotency
+    indexes (keys are spread by subject), so at 1,000 pages almost every commit also copied the WAL back into the
+    database file; a larger WAL copies each often-written page once per checkpoint (commit path 26 -> 21 us per
+    event of a 100-event post, measured alone). Durability is the WAL's fsync at each commit, unchanged."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+    cursor.close()
 
 
 def _serve_events_directly(app: FastAPI, settings: IngestSettings) -> None:
