@@ -28,7 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,9 @@ class WrkResult:
     other: int
     reused: int
     errors: int
+    requests: int = 0
+    cpu_us_per_request: float = 0.0
+    """The server process's CPU (user + system, all its threads) over the run, per request answered."""
 
 
 def ensure_wrk() -> str:
@@ -182,7 +185,22 @@ def run_wrk(wrk: str, url: str, requests_file: Path, *, seconds: float, connecti
         other=data["other"],
         reused=data["reused"],
         errors=data["errors"],
+        requests=data["requests"],
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far, all its threads (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk_on(running: Running, url: str, requests_file: Path, *, wrk: str, **options: Any) -> WrkResult:
+    """`run_wrk` against a running server, with the server's CPU per request over the run."""
+    before = cpu_seconds(running.pid)
+    result = run_wrk(wrk, running.base + url, requests_file, **options)
+    used = cpu_seconds(running.pid) - before
+    return replace(result, cpu_us_per_request=used / max(result.requests, 1) * 1e6)
 
 
 @dataclass(frozen=True)
@@ -297,12 +315,12 @@ def compare(
         with server("ingest", ingest_env(workdir, run)) as ingest:
             idle = ingest.rss_mb()
             ingest_runs.append(
-                run_wrk(wrk, ingest.base + url, requests, seconds=seconds, connections=connections, threads=1)
+                run_wrk_on(ingest, url, requests, wrk=wrk, seconds=seconds, connections=connections, threads=1)
             )
             memory.append(Memory(idle, ingest.settled_rss_mb()))
         with server("bare", {}) as bare:
             bare_runs.append(
-                run_wrk(wrk, bare.base + url, requests, seconds=seconds, connections=connections, threads=1)
+                run_wrk_on(bare, url, requests, wrk=wrk, seconds=seconds, connections=connections, threads=1)
             )
         requests.unlink()
     return ingest_runs, bare_runs, memory
@@ -320,6 +338,11 @@ def report(label: str, per_request: int, ingest: list[WrkResult], bare: list[Wrk
         f"{label:<26} ingest {rate * scale:>10,.0f} {unit}  p50 {median(ingest, 'p50_ms'):7.1f} ms"
         f"  p99 {median(ingest, 'p99_ms'):7.1f} ms | bare {bare_rate * scale:>10,.0f} {unit}"
         f"  p99 {median(bare, 'p99_ms'):6.1f} ms | ratio {rate / bare_rate:.3f}"
+    )
+    print(
+        f"{'':<26} server CPU per request: ingest {median(ingest, 'cpu_us_per_request'):,.0f} us,"
+        f" bare {median(bare, 'cpu_us_per_request'):,.0f} us (all threads; the machine's other cores run wrk and"
+        " the broker)"
     )
     refused = sum(r.other + r.errors for r in ingest)
     reused = sum(r.reused for r in ingest)

@@ -236,14 +236,13 @@ async def accept_records(
 def _lookup(
     runtime: IngestRuntime, source_id: str, ids: list[str], keys: list[str], webhook: WebhookDelivery | None
 ) -> store.Known:
-    with runtime.engine.connect() as connection:
-        return store.known_for(
-            connection,
-            source_id=source_id,
-            event_ids=ids,
-            record_keys=keys,
-            webhook_id=webhook.id if webhook is not None else None,
-        )
+    return store.read_known(
+        runtime.engine,
+        source_id=source_id,
+        event_ids=ids,
+        record_keys=keys,
+        webhook_id=webhook.id if webhook is not None else None,
+    )
 
 
 def _is_duplicate(record: SourceRecord, current: store.KnownVersion | None, known: set[str], seen: set[str]) -> bool:

@@ -47,11 +47,13 @@ from shared.problems import validation_problem
 
 router = APIRouter()
 
-SourceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="Source id from the sources file")]
+SOURCE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
+SourceId = Annotated[str, Path(pattern=SOURCE_ID_PATTERN, description="Source id from the sources file")]
+EVENTS_PATH = "/v1/sources/{source_id}/events"
 
 
 @router.post(
-    "/v1/sources/{source_id}/events",
+    EVENTS_PATH,
     status_code=202,
     summary="Post canonical clinical events (one, or {'events': [...]})",
     description="Canonical Safety-Sentinel JSON (DESIGN.md, Contracts). " + docs.AUTH_TEXT,

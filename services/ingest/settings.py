@@ -29,6 +29,13 @@ class IngestSettings(CommonSettings):
     purge_interval_seconds: float = Field(default=3600, gt=0)
     redcap_poll_seconds: float = Field(default=5.0, gt=0)
     background_jobs: bool = Field(default=True, description="Run the purge and REDCap jobs (tests drive them)")
+    sqlite_checkpoint_pages: int = Field(
+        default=10_000,
+        ge=1_000,
+        description="SQLite only: WAL pages (4 KiB) before a commit copies them into the database file (SQLite's"
+        " default, 1,000, made nearly every commit of 100-event posts a checkpoint too; a commit is durable in the"
+        " WAL either way)",
+    )
 
     @field_validator("webhook_secrets")
     @classmethod
