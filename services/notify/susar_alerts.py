@@ -120,17 +120,7 @@ def initial_obligations(
         due = report_due(data, rules)
         days = rules.fatal_days if data.fatal_or_life_threatening else rules.other_days
         if r.id in filed and rules.follow_up_reports:
-            plans.append(
-                _obligation(
-                    follow_up_obligation_id(alert_id, r.id, data.source_event_id),
-                    SUSAR_FOLLOW_UP,
-                    r,
-                    days=days,
-                    start=start,
-                    basis="follow_up",
-                    due_at=due,
-                )
-            )
+            plans.append(_follow_up(alert_id, r, data, days=days, start=start, basis="follow_up", due_at=due))
             continue
         plans.append(
             _obligation(
@@ -146,6 +136,14 @@ def initial_obligations(
         if data.fatal_or_life_threatening:
             plans.append(_completion(alert_id, r, data, rules))
     return plans
+
+
+def _follow_up(
+    alert_id: str, r: ReportRecipient, data: SusarData, *, days: int, start: datetime, basis: str, due_at: datetime
+) -> ObligationPlan:
+    """A follow-up report to a recipient who holds the case already, one per signal that brings it."""
+    follow_up_id = follow_up_obligation_id(alert_id, r.id, data.source_event_id)
+    return _obligation(follow_up_id, SUSAR_FOLLOW_UP, r, days=days, start=start, basis=basis, due_at=due_at)
 
 
 def _completion(alert_id: str, r: ReportRecipient, data: SusarData, rules: ExpeditedReporting) -> ObligationPlan:
@@ -192,17 +190,7 @@ def plan_upgrade(trial_id: str, data: SusarData, rules: ExpeditedReporting, repo
             if due7 < report.due_at:
                 move.append((report.obligation_id, due7))
         else:
-            add.append(
-                _obligation(
-                    follow_up_obligation_id(alert_id, r.id, data.source_event_id),
-                    SUSAR_FOLLOW_UP,
-                    r,
-                    days=rules.fatal_days,
-                    start=known,
-                    basis="upgrade",
-                    due_at=due7,
-                )
-            )
+            add.append(_follow_up(alert_id, r, data, days=rules.fatal_days, start=known, basis="upgrade", due_at=due7))
         add.append(
             _obligation(
                 report_obligation_id(alert_id, SUSAR_COMPLETION, r.id, known),
@@ -257,17 +245,8 @@ def plan_earlier_clock(
             else:
                 restart.append((report.obligation_id, utc(data.clock_start)))
         elif data.fatal_or_life_threatening and r.id not in completion_of:
-            add.append(
-                _obligation(
-                    follow_up_obligation_id(alert_id, r.id, data.source_event_id),
-                    SUSAR_FOLLOW_UP,
-                    r,
-                    days=rules.fatal_days,
-                    start=known,
-                    basis="upgrade",
-                    due_at=days_after(known, rules.fatal_days),
-                )
-            )
+            due7 = days_after(known, rules.fatal_days)
+            add.append(_follow_up(alert_id, r, data, days=rules.fatal_days, start=known, basis="upgrade", due_at=due7))
         if not data.fatal_or_life_threatening:
             continue
         completion = completion_of.get(r.id)
@@ -292,16 +271,9 @@ def plan_follow_ups(
         return []
     alert_id = susar_alert_id(trial_id, data)
     filed = {report.recipient.id for report in reports if report.state == "completed"}
+    due = days_after(data.changed_at, rules.follow_up_days)
     return [
-        _obligation(
-            follow_up_obligation_id(alert_id, r.id, data.source_event_id),
-            SUSAR_FOLLOW_UP,
-            r,
-            days=rules.follow_up_days,
-            start=data.changed_at,
-            basis="follow_up",
-            due_at=days_after(data.changed_at, rules.follow_up_days),
-        )
+        _follow_up(alert_id, r, data, days=rules.follow_up_days, start=data.changed_at, basis="follow_up", due_at=due)
         for r in rules.recipients
         if r.id in filed and r.id not in pending
     ]
