@@ -17,7 +17,7 @@ from services.safety.main import create_app
 from services.safety.models import AeVersion
 from services.safety.settings import SafetySettings
 from shared.db import make_engine
-from shared.events import INBOUND_DATA, InboundHeader, SaeDetected, message_key
+from shared.events import INBOUND_DATA, DataQualityFlagged, InboundHeader, SaeDetected, message_key
 from shared.inbox import ProcessedEvent
 from shared.lanes import bulk_topic
 from shared.outbox import OutboxMessage
@@ -60,7 +60,7 @@ def test_sae_signal_once_poison_dead_lettered(
         serious_v2,  # the broker delivered it twice (producer retry): the inbox makes it a no-op
         envelope_bytes(
             "e4", "ae", {**ae, "version": 2, "seriousness": {"life_threatening": True}}
-        ),  # same version, new id
+        ),  # same version, new id, without the awareness time: not applied again; the site is told
         (b"k", b"{not json"),
         envelope_bytes("e5", "enrollment", {"arm": "A", "enrolled_at": "2026-11-01"}, trial="NCT00000000"),
     ]
@@ -76,11 +76,13 @@ def test_sae_signal_once_poison_dead_lettered(
     )
     with TestClient(create_app(settings, registry=CollectorRegistry())) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, what="safety ready")
-        out = read_topic_sync(kafka_bootstrap, signals, expect=1, timeout=30)
+        out = read_topic_sync(kafka_bootstrap, signals, expect=2, timeout=30)
         dead = read_topic_sync(kafka_bootstrap, dead_letter_topic(clinical), expect=2, timeout=30)
         metrics = client.get("/metrics").text
 
-    assert len(out) == 1, "one SAE, one signal"
+    assert len(out) == 2, "one SAE signal, and one flag for the conflicting re-send"
+    flagged = DataQualityFlagged.model_validate_json(out[1].value)
+    assert flagged.data.code == "conflicting_resend" and "awareness_at" in flagged.data.detail
     signal = SaeDetected.model_validate_json(out[0].value)
     assert signal.data.criteria == ["life_threatening"]
     assert signal.data.awareness_at == RECEIVED - timedelta(hours=3)
@@ -102,7 +104,7 @@ def test_sae_signal_once_poison_dead_lettered(
         assert sorted(v.version for v in versions) == [1, 2]
         assert len(session.exec(select(ProcessedEvent)).all()) == 4  # poison rolled back
         outbox = session.exec(select(OutboxMessage)).all()
-        assert len(outbox) == 1 and outbox[0].sent_at is not None
+        assert len(outbox) == 2 and all(row.sent_at is not None for row in outbox)
     engine.dispose()
 
 
