@@ -95,10 +95,13 @@ def rss_mb(pid: int | None = None) -> float:
 OUTCOMES = ("processed", "duplicate", "dead_lettered")
 
 
-async def timed_drain(service: Any, registry: Any, *, name: str, total: int, limit_s: float) -> tuple[float, int]:
-    """Records per second for a consumer service to work through `total` records already on its topic, and how
-    many it handled: all of them, or what it did in `limit_s` seconds from its first one (the group join is not
-    counted, and a slow rule cannot make the run long). NaN: drained in one poll, too small to time."""
+async def timed_drain(
+    service: Any, registry: Any, *, name: str, total: int, limit_s: float, warmup: int = 0
+) -> tuple[float, int]:
+    """Records per second for a consumer service to work through `total` records already on its topics, and how
+    many it handled: all of them, or what it did in `limit_s` seconds from the clock's start (a slow rule cannot
+    make the run long). The clock starts at the first count seen once `warmup` records are handled (the group
+    join is not counted, nor the warm-up), and what was handled by then is left out. NaN: too small to time."""
 
     def done() -> float:
         metric = f"sentinel_{name}_events_processed_total"
@@ -108,55 +111,13 @@ async def timed_drain(service: Any, registry: Any, *, name: str, total: int, lim
         deadline = time.monotonic() + 120
         first: tuple[float, float] | None = None
         while (count := done()) < total:
-            if first is None and count:
+            if first is None and count and count >= warmup:
                 first = (time.perf_counter(), count)
                 deadline = time.monotonic() + limit_s
             if time.monotonic() > deadline:
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.005)
         finished = time.perf_counter()
     if first is None or first[1] >= count:
         return float("nan"), int(count)
     return (count - first[1]) / (finished - first[0]), int(count)
-
-
-async def timed_feed(
-    service: Any,
-    registry: Any,
-    *,
-    name: str,
-    topic: str,
-    warmup: Sequence[Message],
-    messages: Sequence[Message],
-    limit_s: float,
-) -> tuple[float, int]:
-    """Records per second for a warm consumer service to take `messages` as they are sent to its topic, and
-    how many it handled (all, or what it did in `limit_s` seconds).
-
-    `warmup` goes first and is handled before the clock starts (the group join, the first compilation of each
-    statement and the caches are not what is measured); the clock then runs from the first send to the last
-    record handled, so a small stream is timed whole (not from its first committed batch on)."""
-
-    def done() -> float:
-        metric = f"sentinel_{name}_events_processed_total"
-        return sum(registry.get_sample_value(metric, {"outcome": o}) or 0 for o in OUTCOMES)
-
-    await produce(topic, warmup)
-    async with service.running():
-        deadline = time.monotonic() + 120
-        while done() < len(warmup):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name}: the warm-up was not handled within 120 s")
-            await asyncio.sleep(0.02)
-        started = time.perf_counter()
-        feeding = asyncio.create_task(produce(topic, messages))
-        deadline = time.monotonic() + limit_s
-        target = len(warmup) + len(messages)
-        while (count := done()) < target:
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.005)
-        finished = time.perf_counter()
-        await feeding
-    handled = int(count) - len(warmup)
-    return handled / (finished - started), handled
