@@ -639,15 +639,17 @@ def _conflicting_resend(records: BatchRecords, envelope: AeReported, *, topic: s
     stored = next(
         (v for v in records.ae_versions_of(envelope.subject) if v.ae_id == ae.ae_id and v.version == ae.version), None
     )
+    if stored is None:
+        return []
     sent = ae.model_dump(mode="json")
-    if stored is None or stored.payload == sent:
-        return []  # the same version, the same content: a plain re-delivery
     fields = sorted(k for k in set(stored.payload) | set(sent) if stored.payload.get(k) != sent.get(k))
+    if not fields:
+        return []  # the same version, the same content: a plain re-delivery
     added = sorted(criteria_of(ae) - criteria_of(AeData.model_validate(stored.payload)))
     serious = f" It adds seriousness ({', '.join(added)}): an SAE may be unreported." if added else ""
     detail = (
         f"AE {ae.ae_id} version {ae.version} was sent again with other content ({', '.join(fields)}); the content "
-        f"first received stands. Send the change as version {ae.version + 1}.{serious}"
+        f"first received stands. Send the change as a new version of the AE.{serious}"
     )
     code = data_quality.CONFLICTING_RESEND
     return [data_quality.flag(envelope, record_type="ae", record_id=ae.ae_id, code=code, detail=detail, topic=topic)]

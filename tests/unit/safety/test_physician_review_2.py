@@ -351,7 +351,7 @@ def test_a_version_re_sent_with_other_content_is_not_dropped_silently(protocol: 
     out = run.driver.apply(changed, now=at(10))
     [flagged] = of_type(out, "data_quality.flagged")
     assert flagged.data.code == "conflicting_resend" and "hospitalization" in flagged.data.detail
-    assert "version 2" in flagged.data.detail, "the site is told how to send the change"
+    assert "as a new version" in flagged.data.detail, "the site is told how to send the change"
     assert run.driver.apply(v1.model_copy(update={"id": "edc-plain-redelivery"}), now=at(10)) == [], "same content"
 
 
