@@ -76,18 +76,48 @@ def add_to_outbox(session: Session, *, producer: str, message: Outgoing, now: da
     """
     connection = session.connection()
     result = connection.execute(
-        _QUEUE[connection.dialect.name],
-        {
-            "message_id": message.message_id,
-            "producer": producer,
-            "topic": message.topic,
-            "key": message.key,
-            "value": message.envelope.model_dump_json().encode(),
-            "created_at": now,
-            "trace_context": current_traceparent(),
-        },
+        _QUEUE[connection.dialect.name], outbox_row(producer=producer, message=message, now=now)
     )
     return result.first() is not None
+
+
+def outbox_row(*, producer: str, message: Outgoing, now: datetime) -> dict[str, object]:
+    """A message as its outbox row, with the trace it is queued in (see `OutboxRows`)."""
+    return {
+        "message_id": message.message_id,
+        "producer": producer,
+        "topic": message.topic,
+        "key": message.key,
+        "value": message.envelope.model_dump_json().encode(),
+        "created_at": now,
+        "trace_context": current_traceparent(),
+    }
+
+
+_QUEUE_MANY: dict[str, Insert] = {
+    "sqlite": sqlite.insert(_OUTBOX).on_conflict_do_nothing(index_elements=["message_id"]),
+    "postgresql": postgresql.insert(_OUTBOX).on_conflict_do_nothing(index_elements=["message_id"]),
+}
+
+
+class OutboxRows:
+    """A transaction's messages, written together just before it commits: one statement for all of them (one
+    round trip on PostgreSQL, where a statement per signal was a consumer batch's commonest statement), in the
+    order queued, so their sequence numbers keep that order; a duplicate id is still skipped."""
+
+    def __init__(self, producer: str) -> None:
+        self._producer = producer
+        self._rows: list[dict[str, object]] = []
+
+    def add(self, message: Outgoing, *, now: datetime) -> None:
+        self._rows.append(outbox_row(producer=self._producer, message=message, now=now))
+
+    def write(self, session: Session) -> None:
+        if not self._rows:
+            return
+        connection = session.connection()
+        connection.execute(_QUEUE_MANY[connection.dialect.name], self._rows)
+        self._rows = []
 
 
 class OutboxRelay:

@@ -19,7 +19,7 @@ from shared.clock import Clock
 from shared.inbox import Claim, add_claims, already_processed
 from shared.kafka import TRANSIENT_ERRORS, ConsumedMessage, PoisonMessage, Rejected
 from shared.metrics import ConsumerMetrics
-from shared.outbox import Outgoing, add_to_outbox
+from shared.outbox import OutboxRows, Outgoing
 from shared.tracing import continuing, current_traceparent
 
 E = TypeVar("E")
@@ -169,6 +169,7 @@ class TransactionalHandler(Generic[E]):
             )
             traces: dict[str, str | None] = {}
             claims: list[Claim] = []
+            queued = OutboxRows(self._consumer)
             for index, ((message, envelope), event_id) in enumerate(zip(items, ids, strict=True)):
                 if index and time.monotonic() - started > self._transaction_seconds:
                     consumed = index  # committed on the way out; the rest goes in the next transaction
@@ -179,29 +180,32 @@ class TransactionalHandler(Generic[E]):
                 seen.add(event_id)
                 claims.append(Claim(event_id, message.topic, message.partition, message.offset))
                 with self._record_scope(message):
-                    self._apply_one(session, index, rule, envelope, now)
+                    self._apply_one(queued, index, rule, envelope, now)
                     traces[event_id] = current_traceparent()
                 outcomes["processed"] += 1
             add_claims(session, consumer=self._consumer, claims=claims, now=now)  # one statement for the batch
-            self._finish(session, rule, traces, now)
+            self._finish(session, rule, traces, queued, now)
+            queued.write(session)
         return outcomes, consumed
 
-    def _apply_one(self, session: Session, index: int, rule: BatchRule[E], envelope: E, now: datetime) -> None:
+    def _apply_one(self, queued: OutboxRows, index: int, rule: BatchRule[E], envelope: E, now: datetime) -> None:
         """Not flushed per record: the writes of a batch go to the database together (a failing write shows at
         a later record's query or at the end, and the batch is split until the record at fault is alone)."""
         try:
             for outgoing in rule.apply(envelope):
-                add_to_outbox(session, producer=self._consumer, message=outgoing, now=now)
+                queued.add(outgoing, now=now)
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:
             raise _RecordFailed(index, exc) from exc
 
-    def _finish(self, session: Session, rule: BatchRule[E], traces: dict[str, str | None], now: datetime) -> None:
+    def _finish(
+        self, session: Session, rule: BatchRule[E], traces: dict[str, str | None], queued: OutboxRows, now: datetime
+    ) -> None:
         try:
             for event_id, outgoing in rule.finish():
                 with continuing(traces.get(event_id)):
-                    add_to_outbox(session, producer=self._consumer, message=outgoing, now=now)
+                    queued.add(outgoing, now=now)
             session.flush()
         except TRANSIENT_ERRORS:
             raise

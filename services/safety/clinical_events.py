@@ -173,16 +173,14 @@ class ClinicalBatch:
         pending, self._pending = self._pending, {}
         self._last_source = next(reversed(pending.values()))
         session = self._session
-        session.flush()
         trial_id = self._protocol.trial_id
         known = {s: self.records.subject(s) for s in pending if s in self._enrolled_only}
         states = subject_store.load_subject_states(session, trial_id=trial_id, subject_ids=pending.keys() - known)
         states.update({s: subject_store.SubjectState.of_new(row) for s, row in known.items() if row is not None})
-        # Each subject's reassessment reads only its loaded state, so what one writes is flushed once for all (one
-        # multi-row statement per table, not a flush before each next subject's first query).
+        # Each subject's reassessment reads only its loaded state, so what one writes goes to the database with
+        # the rest of the batch's writes (one multi-row statement per table), at the next query or the commit.
         with session.no_autoflush:
             self._settle_loaded(pending, states)
-        session.flush()
 
     def _settle_loaded(self, pending: dict[str, str], states: dict[str, subject_store.SubjectState]) -> None:
         session, protocol, now, topic = self._session, self._protocol, self._now, self._topic
@@ -238,7 +236,6 @@ def _apply_own_rule(
         existing = records.subject(envelope.subject)
         previous_arm = existing.arm if existing is not None else None
         store.upsert_subject(records, envelope=envelope)
-        session.flush()
         if previous_arm != envelope.data.arm:
             signals += protocol_engine.check_enrolment(
                 session,
