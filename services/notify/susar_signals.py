@@ -177,6 +177,31 @@ def _reports(
     ]
 
 
+def _move_earlier(
+    session: Session,
+    obligation_id: str,
+    *,
+    due_at: datetime,
+    started_at: datetime | None,
+    protocol: Protocol,
+    now: datetime,
+) -> Obligation | None:
+    """An obligation's deadline (and clock start, when given) moved earlier, its timers with it; None if gone."""
+    row = session.get(Obligation, obligation_id)
+    if row is None:
+        return None
+    scheduling.move_deadline_earlier(
+        session,
+        obligation=row,
+        protocol=protocol,
+        started_at=started_at or row.clock_started_at,
+        basis=row.clock_basis,
+        due_at=due_at,
+        now=now,
+    )
+    return row
+
+
 def _upgraded(session: Session, signal: SusarUpdated, now: datetime, protocol: Protocol) -> None:
     data = signal.data
     rules = rules_of(protocol)
@@ -184,18 +209,7 @@ def _upgraded(session: Session, signal: SusarUpdated, now: datetime, protocol: P
     alert, _new = _alert(session, signal, provisional, now, f"SUSAR upgraded before notify saw it: {data.reason}")
     upgrade = plan_upgrade(signal.trialid, data, rules, _reports(session, signal, protocol, alert))
     for obligation_id, due_at in upgrade.move:
-        row = session.get(Obligation, obligation_id)
-        if row is None:
-            continue
-        scheduling.move_deadline_earlier(
-            session,
-            obligation=row,
-            protocol=protocol,
-            started_at=row.clock_started_at,
-            basis=row.clock_basis,
-            due_at=due_at,
-            now=now,
-        )
+        _move_earlier(session, obligation_id, due_at=due_at, started_at=None, protocol=protocol, now=now)
     plan = plan_susar_alert(
         signal, protocol, heading="SUSAR now fatal or life-threatening: 7-day clock", obligations=list(upgrade.add)
     )
@@ -265,19 +279,9 @@ def _clock_earlier(session: Session, signal: SusarUpdated, now: datetime, protoc
     )
     moved: list[ObligationPlan] = []
     for obligation_id, due_at, started_at in plan.move:
-        row = session.get(Obligation, obligation_id)
-        if row is None:
-            continue
-        scheduling.move_deadline_earlier(
-            session,
-            obligation=row,
-            protocol=protocol,
-            started_at=started_at,
-            basis=row.clock_basis,
-            due_at=due_at,
-            now=now,
-        )
-        moved.append(ObligationPlan(row.id, row.kind, row.description, started_at, row.clock_basis, due_at))
+        row = _move_earlier(session, obligation_id, due_at=due_at, started_at=started_at, protocol=protocol, now=now)
+        if row is not None:
+            moved.append(ObligationPlan(row.id, row.kind, row.description, started_at, row.clock_basis, due_at))
     restarted = 0
     for obligation_id, started_at in plan.restart:
         row = session.get(Obligation, obligation_id)

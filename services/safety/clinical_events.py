@@ -393,22 +393,8 @@ def _apply_lab(
         return False, []  # the same result re-sent under another delivery id
     if saved.outcome == "corrected":
         _audit_correction(session, envelope, kind="lab", record_id=data.result_id, saved=saved, now=now)
-        terms = sorted({t for t in (lab.term, saved.before.get("term")) if isinstance(t, str)})
-        return True, [
-            signal
-            for term in terms
-            for signal in _reassess_lab_term(
-                session,
-                records,
-                subject_id=envelope.subject,
-                term=term,
-                site_id=envelope.siteid,
-                source_event_id=envelope.id,
-                received_at=envelope.receivedat,
-                protocol=protocol,
-                topic=signals_topic,
-            )
-        ]
+        terms = {t for t in (lab.term, saved.before.get("term")) if isinstance(t, str)}
+        return True, _reassess_lab_terms(session, records, envelope, terms, protocol=protocol, topic=signals_topic)
     if lab.grade is None or lab.term is None or lab.result_id in stored.inactive:
         return True, []
     state = records.term_state(envelope.subject, lab.term)
@@ -479,6 +465,19 @@ def _regrade_against_baseline(
     if not terms:
         return []
     session.flush()
+    return _reassess_lab_terms(session, records, envelope, terms, protocol=protocol, topic=topic)
+
+
+def _reassess_lab_terms(
+    session: Session,
+    records: BatchRecords,
+    envelope: LabResulted,
+    terms: set[str],
+    *,
+    protocol: Protocol,
+    topic: str,
+) -> list[Outgoing]:
+    """The subject's terms this result changed, each recomputed from its active results, in term order."""
     return [
         signal
         for term in sorted(terms)
