@@ -58,6 +58,7 @@ from shared.events import (
     SignalEnvelope,
     message_key,
 )
+from shared.kafka import delete_topics
 from shared.outbox import Outgoing
 from shared.protocol import load_protocol
 from shared.schema_version import SHARED, prepare_database
@@ -289,13 +290,17 @@ async def run() -> None:
     print(f"notify drain: {subjects} subjects x 6 signals; Kafka {BOOTSTRAP}")
     topic = fresh_topic("notify")
     await produce(topic, messages)
-    for database in databases:
-        with fresh_database(database) as url:
-            baseline, done = await drain(url, topic, len(messages), "nothing", limit_s=limit_s)
-        print(f"{f'baseline: inbox only, {database}':<40} {done:>6} signals {baseline:>9,.0f} signals/s")
-        with fresh_database(database) as url:
-            rate, done = await drain(url, topic, len(messages), "notify", limit_s=limit_s)
-        print(f"{f'notify, {database}':<40} {done:>6} signals {rate:>9,.0f} signals/s   ratio {rate / baseline:5.2f}")
+    try:
+        for database in databases:
+            with fresh_database(database) as url:
+                baseline, done = await drain(url, topic, len(messages), "nothing", limit_s=limit_s)
+            print(f"{f'baseline: inbox only, {database}':<40} {done:>6} signals {baseline:>9,.0f} signals/s")
+            with fresh_database(database) as url:
+                rate, done = await drain(url, topic, len(messages), "notify", limit_s=limit_s)
+            ratio = f"ratio {rate / baseline:5.2f}"
+            print(f"{f'notify, {database}':<40} {done:>6} signals {rate:>9,.0f} signals/s   {ratio}")
+    finally:
+        await delete_topics(BOOTSTRAP, [topic])
     for database in databases:
         with fresh_database(database) as url:
             latencies, direct = await page_latency(url, pages, backlog=200)

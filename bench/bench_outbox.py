@@ -32,7 +32,7 @@ from shared.clock import SystemClock
 from shared.db import create_tables, make_engine
 from shared.events import AssessmentMissed, AssessmentMissedData
 from shared.inbox import Claim, ProcessedEvent, add_claim
-from shared.kafka import ManagedProducer, OutgoingRecord, ensure_topics, make_producer
+from shared.kafka import ManagedProducer, OutgoingRecord, delete_topics, ensure_topics, make_producer
 from shared.metrics import OutboxMetrics
 from shared.outbox import OutboxMessage, OutboxRelay, Outgoing, add_to_outbox
 
@@ -197,6 +197,7 @@ async def _relay_latency(engine: Engine, rows: int) -> tuple[list[float], list[f
         relay.wake()
         await running
         await producer.close()
+        await delete_topics(BOOTSTRAP, [topic])
     return through_relay, direct
 
 

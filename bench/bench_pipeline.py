@@ -47,6 +47,7 @@ import yaml
 from bench.harness import BOOTSTRAP, env_int, env_list, rss_mb
 from services.devstack.mail_catcher import MailCatcher
 from services.devstack.scenario import new_webhook_secret
+from shared.kafka import delete_topics
 from shared.webhook_signatures import WebhookSecret, signature_headers
 
 TRIAL = "NCT07212335"
@@ -82,7 +83,7 @@ class Stack:
     def __init__(self, root: Path, smtp_port: int) -> None:
         self.root = root
         self.secret = new_webhook_secret()
-        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        prefix = self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
         sources = {
             "sources": {
                 "backfill": {
@@ -435,6 +436,7 @@ def running_stack() -> Iterator[tuple[Stack, Mailbox]]:
                 yield stack, mailbox
             finally:
                 stack.stop()
+                asyncio.run(delete_topics(BOOTSTRAP, [stack.prefix]))
 
 
 async def run() -> None:

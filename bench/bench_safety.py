@@ -40,6 +40,7 @@ from shared.clock import SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
 from shared.db import make_engine
 from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope
+from shared.kafka import delete_topics
 from shared.lanes import bulk_topic
 from shared.outbox import Outgoing
 from shared.protocol import Protocol, load_protocol
@@ -107,6 +108,7 @@ async def drain(database_url: str, stream: Sequence[Message], rule: str, *, limi
         return rate, done - len(WARMUP)
     finally:
         engine.dispose()
+        await delete_topics(BOOTSTRAP, [topic])
 
 
 def report(label: str, total: int, done: int, rate: float, baseline: float | None = None) -> None:

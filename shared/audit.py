@@ -33,6 +33,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from shared.clock import Clock
 from shared.db import UTCDateTime
+from shared.rows import new_row
 
 GENESIS = "0" * 64
 log = logging.getLogger(__name__)
@@ -172,7 +173,8 @@ def append_audit(
     )
     prev = last.hash if last is not None else GENESIS
     detail_json = json.loads(json.dumps(dict(detail), default=str))
-    entry = AuditEntry(
+    entry = new_row(
+        AuditEntry,
         service=service,
         at=now,
         actor=actor,

@@ -58,7 +58,12 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    # psycopg prepares a statement on the server after 5 runs, and PostgreSQL then plans it once for any values.
+    # A generic plan made while a table is young (no statistics yet: a fresh database, a backfill) can filter
+    # every row against a 500-id IN list: the inbox check of a batch went from 2 ms to 75-180 ms that way.
+    # Planned per execution, each query is planned for its values (its IN list hashed) at ~0.1-1 ms.
+    connect_args = {"prepare_threshold": None} if url.startswith("postgresql+psycopg") else {}
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args)
 
 
 class SchemaBehind(RuntimeError):

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Column, Insert, insert
+from sqlalchemy import Column, Table
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from shared.bulk_insert import insert_rows
 from shared.db import UTCDateTime
 
 
@@ -52,8 +53,7 @@ def already_processed(session: Session, *, consumer: str, event_ids: Sequence[st
     return set(session.exec(query).all())
 
 
-_CLAIM: Insert = insert(ProcessedEvent.__table__)  # type: ignore[attr-defined]
-"""Built once: its compiled form is cached, so a claim costs one parameterised INSERT, not an ORM flush."""
+_TABLE: Table = ProcessedEvent.__table__  # type: ignore[attr-defined]
 
 
 def add_claim(session: Session, *, consumer: str, claim: Claim, now: datetime) -> None:
@@ -67,11 +67,12 @@ def add_claim(session: Session, *, consumer: str, claim: Claim, now: datetime) -
 
 
 def add_claims(session: Session, *, consumer: str, claims: Sequence[Claim], now: datetime) -> None:
-    """Claim a batch's events in one statement (one round trip on PostgreSQL); see `add_claim`."""
+    """Claim a batch's events in one statement (COPY on PostgreSQL); see `add_claim`."""
     if not claims:
         return
-    session.connection().execute(
-        _CLAIM,
+    insert_rows(
+        session.connection(),
+        _TABLE,
         [
             {
                 "consumer": consumer,

@@ -137,6 +137,23 @@ async def ensure_topics(bootstrap_servers: str, topics: Sequence[str], *, partit
         await admin.close()
 
 
+async def delete_topics(bootstrap_servers: str, prefixes: Sequence[str]) -> list[str]:
+    """Delete the topics named with one of `prefixes` (a test or bench run's own, with their lanes and dead-letter
+    topics): a shared development broker otherwise collects thousands, and every full metadata fetch (as
+    `ensure_topics` makes at each start) then decodes them all. Returns the names deleted."""
+    if not prefixes:
+        return []
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="sentinel-admin")
+    await admin.start()
+    try:
+        doomed = sorted(t for t in await admin.list_topics() if t.startswith(tuple(prefixes)))
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()
+
+
 class PoisonMessage(Exception):
     """This message can never be processed as it is: it goes to the dead-letter topic, with this reason."""
 

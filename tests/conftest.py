@@ -7,6 +7,7 @@ running a subset without them gets a skip that says what to start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -45,10 +46,26 @@ def kafka_bootstrap() -> str:
     return bootstrap
 
 
+@pytest.fixture(scope="session")
+def handed_out_prefixes() -> Iterator[list[str]]:
+    """Every topic namespace this session handed out: their topics are deleted at its end (a developer's broker
+    would otherwise keep thousands, which slows every full metadata fetch on it)."""
+    prefixes: list[str] = []
+    yield prefixes
+    if prefixes:
+        from shared.kafka import delete_topics
+
+        bootstrap = os.environ.get("SENTINEL_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+        with contextlib.suppress(Exception):  # cleanup only: a broker already stopped keeps them, harmlessly
+            asyncio.run(asyncio.wait_for(delete_topics(bootstrap, prefixes), timeout=60))
+
+
 @pytest.fixture
-def topic_prefix() -> str:
+def topic_prefix(handed_out_prefixes: list[str]) -> str:
     """A fresh topic namespace per test: tests never see each other's messages."""
-    return f"t{uuid.uuid4().hex[:12]}"
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    handed_out_prefixes.append(prefix)
+    return prefix
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ from shared.events import (
     DoseAdministered,
     LabResulted,
 )
+from shared.rows import new_row
 
 CHUNK = 500
 """Keys per IN list: well under SQLite's and PostgreSQL's parameter limits."""
@@ -233,7 +234,7 @@ class BatchRecords:
         self._ensure(subject_id)
         state = self._terms.get((subject_id, term))
         if state is None:
-            state = LabTermState(trial_id=self.trial_id, subject_id=subject_id, term=term)
+            state = new_row(LabTermState, trial_id=self.trial_id, subject_id=subject_id, term=term)
             self._session.add(state)
             self._terms[(subject_id, term)] = state
         return state

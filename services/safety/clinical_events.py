@@ -33,6 +33,7 @@ from services.safety.lab_toxicity import decide, grade_lab
 from services.safety.models import LabResult, SubjectOutcomeRow
 from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae, criteria_of
 from shared.audit import append_audit, lock_audit_chain
+from shared.bulk_insert import copy_new_rows_on_flush
 from shared.events import (
     AeData,
     AeReported,
@@ -101,6 +102,7 @@ class ClinicalBatch:
         envelopes: Sequence[ClinicalEnvelope] = (),
     ) -> None:
         self._session = session
+        copy_new_rows_on_flush(session, [LabResult])  # most of what a batch inserts (PostgreSQL: COPY)
         self.records = BatchRecords(session, trial_id=protocol.trial_id, envelopes=envelopes)
         self._now = now
         self._protocol = protocol

@@ -85,6 +85,7 @@ from shared.events import (
 )
 from shared.outbox import Outgoing
 from shared.protocol import Protocol
+from shared.rows import assign, new_row
 
 SIGNAL_SOURCE = "/services/safety"
 AUDIT_SERVICE = "safety"
@@ -326,7 +327,7 @@ def reassess_subject(
             starts.append(verdict.on)
     facts = subject_facts(protocol, state, window)
     outcome = assess_subject(facts, rules=protocol.cohort, now=now)
-    row = state.outcome or SubjectOutcomeRow(trial_id=trial_id, subject_id=subject_id, updated_at=now)
+    row = state.outcome or new_row(SubjectOutcomeRow, trial_id=trial_id, subject_id=subject_id, updated_at=now)
     before = _outcome_key(row)
     previous_arm = row.arm
     _store_outcome(row, outcome, facts=facts)
@@ -345,15 +346,18 @@ def _outcome_key(row: SubjectOutcomeRow) -> tuple[object, ...]:
 
 
 def _store_outcome(row: SubjectOutcomeRow, outcome: SubjectOutcome, *, facts: SubjectFacts) -> None:
-    row.arm = outcome.arm
-    row.outcome = outcome.outcome
-    row.dlt_confirmed = outcome.dlt_confirmed
-    row.dlt_suspected = outcome.dlt_suspected
-    row.evaluable_at = outcome.evaluable_at
-    row.changes_at = outcome.changes_at
-    row.reason = outcome.reason[:2000]
-    row.infusions_planned = facts.infusions_planned
-    row.infusions_given = facts.infusions_given
+    assign(
+        row,
+        arm=outcome.arm,
+        outcome=outcome.outcome,
+        dlt_confirmed=outcome.dlt_confirmed,
+        dlt_suspected=outcome.dlt_suspected,
+        evaluable_at=outcome.evaluable_at,
+        changes_at=outcome.changes_at,
+        reason=outcome.reason[:2000],
+        infusions_planned=facts.infusions_planned,
+        infusions_given=facts.infusions_given,
+    )
 
 
 def _update_record(
@@ -381,7 +385,8 @@ def _update_record(
     if step.state is None:
         return None
     if record is None:
-        record = DltRecord(
+        record = new_row(
+            DltRecord,
             dlt_id=dlt_id_for(trial_id, subject_id, verdict.key),
             trial_id=trial_id,
             subject_id=subject_id,
@@ -394,17 +399,20 @@ def _update_record(
             updated_at=now,
         )
         state.records[verdict.key] = record
-    record.arm = subject.arm
-    record.term = verdict.term[:500]
+    assign(
+        record,
+        arm=subject.arm,
+        term=verdict.term[:500],
+        relatedness=verdict.relatedness,
+        ae_version=verdict.version,
+        reason=verdict.reason[:2000],
+        window_start=window.start if window else None,
+        window_end=window.end if window else None,
+    )
     if verdict.grade is not None or not verdict.key.startswith("lab:"):
-        record.grade = verdict.grade
-    record.relatedness = verdict.relatedness
-    record.ae_version = verdict.version
-    record.reason = verdict.reason[:2000]
-    record.window_start = window.start if window else None
-    record.window_end = window.end if window else None
+        assign(record, grade=verdict.grade)
     if verdict.criterion is not None:
-        record.criterion = verdict.criterion
+        assign(record, criterion=verdict.criterion)
     if step.state is not current:
         if current is not None:
             record.revision += 1
@@ -776,8 +784,8 @@ def death_without_fatal_ae(
 def record_subject_status(session: Session, *, envelope: SubjectStatusChanged, now: datetime) -> bool:
     """Store the subject's study status (withdrawn, lost to follow-up, died, completed, on study) on its outcome row."""
     key = (envelope.trialid, envelope.subject)
-    row = session.get(SubjectOutcomeRow, key) or SubjectOutcomeRow(
-        trial_id=envelope.trialid, subject_id=envelope.subject, updated_at=now
+    row = session.get(SubjectOutcomeRow, key) or new_row(
+        SubjectOutcomeRow, trial_id=envelope.trialid, subject_id=envelope.subject, updated_at=now
     )
     data = envelope.data
     new = (data.status, data.effective_on, data.reason)

@@ -44,6 +44,7 @@ from shared.events import (
 )
 from shared.outbox import Outgoing
 from shared.protocol import Protocol, ResponseRules
+from shared.rows import new_row
 
 CURRENT = "current"
 CENSOR_MARGIN = Decimal("0.000000001")
@@ -209,7 +210,8 @@ def _store_state(
     ):
         return before
     if row is None:
-        row = ResponseStateRow(
+        row = new_row(
+            ResponseStateRow,
             trial_id=subject.trial_id,
             subject_id=subject.subject_id,
             point=point,

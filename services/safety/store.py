@@ -33,6 +33,7 @@ from shared.events import (
     RecordStatusChanged,
     SubjectEnrolled,
 )
+from shared.rows import new_row
 
 INACTIVE = frozenset({"entered_in_error", "deleted"})
 """Statuses that take a record out of every rule; 'restored' brings it back."""
@@ -41,7 +42,7 @@ INACTIVE = frozenset({"entered_in_error", "deleted"})
 def upsert_subject(records: BatchRecords, *, envelope: SubjectEnrolled) -> Subject:
     subject = records.subject(envelope.subject)
     if subject is None:
-        subject = Subject(trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
+        subject = new_row(Subject, trial_id=envelope.trialid, subject_id=envelope.subject, site_id=envelope.siteid)
         records.add_subject(subject)
     subject.site_id = envelope.siteid
     subject.arm = envelope.data.arm
@@ -57,7 +58,7 @@ def ensure_subject_in(records: BatchRecords, *, subject_id: str, site_id: str) -
     """Data may arrive before the enrolment record; the subject exists from its first event on."""
     subject = records.subject(subject_id)
     if subject is None:
-        subject = Subject(trial_id=records.trial_id, subject_id=subject_id, site_id=site_id)
+        subject = new_row(Subject, trial_id=records.trial_id, subject_id=subject_id, site_id=site_id)
         records.add_subject(subject)
     return subject
 
@@ -109,7 +110,8 @@ DOSE_FIELDS = ("number", "administered_at", "administered_on", "cells_per_kg")
 def save_dose(records: BatchRecords, *, envelope: DoseAdministered) -> Saved:
     """A dose once; a re-sent dose_id with other content is the site's correction and replaces it."""
     data = envelope.data
-    new = Dose(
+    new = new_row(
+        Dose,
         trial_id=envelope.trialid,
         subject_id=envelope.subject,
         dose_id=data.dose_id,
@@ -163,7 +165,8 @@ def save_lab(
     Returns what storing did and the row as it now stands.
     """
     data = envelope.data
-    new = LabResult(
+    new = new_row(
+        LabResult,
         trial_id=envelope.trialid,
         subject_id=envelope.subject,
         result_id=data.result_id,
@@ -208,7 +211,8 @@ def load_ae(records: BatchRecords, *, subject_id: str, ae_id: str, version: int)
 def add_ae_version(records: BatchRecords, *, envelope: AeReported, flags: tuple[str, ...]) -> None:
     """Store a version as received (the caller checked it is new: see load_ae)."""
     records.add_ae_version(
-        AeVersion(
+        new_row(
+            AeVersion,
             trial_id=envelope.trialid,
             subject_id=envelope.subject,
             ae_id=envelope.data.ae_id,
@@ -236,8 +240,12 @@ def sae_state_of(row: AeSeriousness) -> SaeState:
 def save_sae_state(records: BatchRecords, *, subject_id: str, ae_id: str, state: SaeState) -> None:
     row = records.seriousness(subject_id, ae_id)
     if row is None:
-        row = AeSeriousness(
-            trial_id=records.trial_id, subject_id=subject_id, ae_id=ae_id, latest_version=state.latest_version
+        row = new_row(
+            AeSeriousness,
+            trial_id=records.trial_id,
+            subject_id=subject_id,
+            ae_id=ae_id,
+            latest_version=state.latest_version,
         )
         records.add_seriousness(row)
     row.criteria = sorted(state.criteria)
@@ -261,7 +269,8 @@ def set_record_status(records: BatchRecords, *, envelope: RecordStatusChanged) -
     if row is not None and utc(data.changed_at or envelope.receivedat) < utc(row.changed_at):
         return None
     if row is None:
-        row = RecordStatus(
+        row = new_row(
+            RecordStatus,
             trial_id=envelope.trialid,
             subject_id=envelope.subject,
             record_type=data.record_type,
