@@ -59,6 +59,7 @@ from shared.events import (
     message_key,
 )
 from shared.kafka import delete_topics
+from shared.memory import tune_allocator, tune_gc
 from shared.outbox import Outgoing
 from shared.protocol import load_protocol
 from shared.schema_version import SHARED, prepare_database
@@ -312,6 +313,8 @@ async def run() -> None:
 
 
 def main() -> None:
+    tune_allocator()  # as `sentinel run notify` does at start
+    tune_gc()
     asyncio.run(run())
 
 

@@ -42,6 +42,7 @@ from shared.db import make_engine
 from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope
 from shared.kafka import delete_topics
 from shared.lanes import bulk_topic
+from shared.memory import tune_allocator, tune_gc
 from shared.outbox import Outgoing
 from shared.protocol import Protocol, load_protocol
 from shared.schema_version import SHARED, prepare_database
@@ -149,6 +150,8 @@ async def run() -> None:
 
 
 def main() -> None:
+    tune_allocator()  # as `sentinel run safety` does at start
+    tune_gc()
     asyncio.run(run())
 
 

@@ -21,12 +21,13 @@ def _run(args: argparse.Namespace) -> int:
         from shared.memory import run_with_system_allocator
 
         run_with_system_allocator()
-    from shared.memory import tune_allocator
+    from shared.memory import tune_allocator, tune_gc
 
     tune_allocator()  # before any thread starts: the arena limit holds for all of them
     configure_logging(args.log_level)
     names = RUNNABLE if args.service == "all" else (args.service,)
     apps = [build_app(name) for name in names]
+    tune_gc()  # once what every service imports and builds at start is there
     asyncio.run(serve(apps, log_level=args.log_level))
     return 0
 

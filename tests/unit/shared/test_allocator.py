@@ -1,12 +1,14 @@
 """Every service tunes glibc's allocator at start (shared.memory.tune_allocator), leaving alone what the
-deployment set itself through glibc's own variables."""
+deployment set itself through glibc's own variables, and the garbage collector (tune_gc)."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
 from shared import memory
+from shared.memory import GC_YOUNG_THRESHOLD, tune_gc
 
 
 def test_each_setting_the_environment_already_makes_is_left_to_it() -> None:
@@ -25,3 +27,14 @@ def test_glibc_takes_the_settings() -> None:
         assert done.returncode == 1
     else:
         assert done.returncode == 0, done.stderr
+
+
+def test_the_collector_runs_less_often_and_leaves_startup_objects_alone() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0  # startup's objects are in the permanent generation
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
