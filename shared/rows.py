@@ -9,9 +9,11 @@ the same as for a constructed one.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import inspect
+from sqlalchemy.orm import ClassManager, Mapper
 from sqlmodel import SQLModel
 
 M = TypeVar("M", bound=SQLModel)
@@ -24,7 +26,7 @@ def new_row(model: type[M], /, **values: Any) -> M:
     unknown = values.keys() - fields.keys()
     if unknown:
         raise TypeError(f"{model.__name__} has no field {', '.join(sorted(unknown))}")
-    row: M = inspect(model).class_manager.new_instance()
+    row: M = _manager(model).new_instance()
     state = row.__dict__
     for name, field in fields.items():
         if name in values:
@@ -35,6 +37,15 @@ def new_row(model: type[M], /, **values: Any) -> M:
             state[name] = field.get_default(call_default_factory=True)
     object.__setattr__(row, "__pydantic_fields_set__", set(values))
     return row
+
+
+@cache
+def _manager(model: type[SQLModel]) -> ClassManager[Any]:
+    """The model's SQLAlchemy class manager, its mapper configured (as the constructor would: the first row of a
+    process may be built here). Once configured, a mapper stays so."""
+    mapper: Mapper[Any] = inspect(model)
+    mapper.registry.configure()
+    return mapper.class_manager
 
 
 def assign(row: SQLModel, /, **values: Any) -> None:

@@ -716,12 +716,11 @@ def check_enrolment(
     """
     judged_at = start_of_day_everywhere(envelope.data.enrolled_at)
     rows = outcomes if outcomes is not None else subject_store.outcome_rows(session, trial_id=protocol.trial_id)
-    others = [
-        _as_of(row, judged_at, enrolled_on=envelope.data.enrolled_at)
-        for row in rows
-        if row.subject_id != envelope.subject and row.arm is not None
-    ]
-    tallies = {arm.id: tally(arm.id, others) for arm in protocol.arms}
+    others: dict[str, list[SubjectOutcome]] = defaultdict(list)  # by arm: each arm's tally reads its own
+    for row in rows:
+        if row.subject_id != envelope.subject and row.arm is not None:
+            others[row.arm].append(_as_of(row, judged_at, enrolled_on=envelope.data.enrolled_at))
+    tallies = {arm.id: tally(arm.id, others[arm.id]) for arm in protocol.arms}
     arms = assess_trial(protocol, tallies).by_arm()
     signals = []
     for deviation in enrolment_deviations(envelope.data.arm, protocol=protocol, arms=arms):

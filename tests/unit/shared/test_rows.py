@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from shared.audit import AuditEntry
 from shared.db import create_tables, make_engine
 from shared.rows import new_row
 
+ROOT = Path(__file__).resolve().parents[3]
 AT = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
 LAB = {
     "trial_id": "T1",
@@ -76,3 +79,20 @@ def test_a_name_that_is_no_field_or_a_missing_required_field_is_refused() -> Non
         new_row(LabResult, **LAB, gradee=3)
     with pytest.raises(TypeError, match="value is required"):
         new_row(LabResult, **{k: v for k, v in LAB.items() if k != "value"})
+
+
+def test_the_first_row_of_a_process_is_usable(tmp_path: Path) -> None:
+    """Mappers are configured when the first row is built (SQLModel's constructor does it; so must new_row)."""
+    script = """
+from datetime import UTC, datetime
+from sqlalchemy.orm import make_transient_to_detached
+from services.safety.models import LabResult
+from shared.rows import new_row
+row = new_row(LabResult, trial_id="T", subject_id="S", result_id="R", value="7", collected_at=datetime.now(UTC))
+make_transient_to_detached(row)
+row.grade = 2
+print(row.grade)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
