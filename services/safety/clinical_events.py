@@ -304,11 +304,7 @@ def _apply_record(
             _audit_correction(session, envelope, kind="dose", record_id=envelope.data.dose_id, saved=saved, now=now)
         return saved.changed, []
     if isinstance(envelope, LabResulted):
-        changed, signals = _apply_lab(
-            session, records, envelope, protocol=protocol, signals_topic=signals_topic, now=now
-        )
-        flags = data_quality.lab_flags(envelope, protocol=protocol, topic=signals_topic) if changed else []
-        return changed, signals + flags
+        return _apply_lab(session, records, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
     if isinstance(envelope, AeReported):
         changed, ae_signals = _apply_ae(records, envelope, signals_topic=signals_topic)
         if changed:  # the SUSAR file of this AE (expectedness, clock): after the SAE rules stored the version
@@ -393,18 +389,36 @@ def _apply_lab(
     saved, lab = store.save_lab(records, envelope=envelope, graded=graded, stored=stored.row)
     if not saved.changed:
         return False, []  # the same result re-sent under another delivery id
+    alone = graded if stored.baseline_value is None else None  # graded on the record's own fields already
+    flags = data_quality.lab_flags(envelope, protocol=protocol, topic=signals_topic, graded=alone)
+    return True, _lab_news(session, records, envelope, graded, saved, lab, stored, protocol, signals_topic, now) + flags
+
+
+def _lab_news(
+    session: Session,
+    records: BatchRecords,
+    envelope: LabResulted,
+    graded: Grade,
+    saved: store.Saved,
+    lab: LabResult,
+    stored: store.StoredLab,
+    protocol: Protocol,
+    signals_topic: str,
+    now: datetime,
+) -> list[Outgoing]:
+    """What a stored (new or corrected) result says: a page when it is news, a regrading of what it changed."""
     if saved.outcome == "corrected":
-        _audit_correction(session, envelope, kind="lab", record_id=data.result_id, saved=saved, now=now)
+        _audit_correction(session, envelope, kind="lab", record_id=lab.result_id, saved=saved, now=now)
         terms = {t for t in (lab.term, saved.before.get("term")) if isinstance(t, str)}
-        return True, _reassess_lab_terms(session, records, envelope, terms, protocol=protocol, topic=signals_topic)
+        return _reassess_lab_terms(session, records, envelope, terms, protocol=protocol, topic=signals_topic)
     if lab.grade is None or lab.term is None or lab.result_id in stored.inactive:
-        return True, []
+        return []
     state = records.term_state(envelope.subject, lab.term)
     if lab.baseline:
         if state.baseline_collected_at is None or lab.collected_at >= state.baseline_collected_at:
             state.baseline_grade = lab.grade
             state.baseline_collected_at = lab.collected_at
-        return True, _regrade_against_baseline(session, records, envelope, protocol=protocol, topic=signals_topic)
+        return _regrade_against_baseline(session, records, envelope, protocol=protocol, topic=signals_topic)
     decision = decide(
         graded,
         is_baseline=False,
@@ -413,7 +427,7 @@ def _apply_lab(
         signalled_grade=state.signalled_grade,
     )
     if not decision.signal:
-        return True, []
+        return []
     state.signalled_grade = lab.grade
     signal = _lab_signal(
         lab,
@@ -424,7 +438,7 @@ def _apply_lab(
         received_at=envelope.receivedat,
         topic=signals_topic,
     )
-    return True, [signal]
+    return [signal]
 
 
 def _regrade_against_baseline(

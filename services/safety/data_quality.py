@@ -8,6 +8,7 @@ again only if it is a new version (a new event id).
 from __future__ import annotations
 
 from services.safety import protocol_engine
+from services.safety.ctcae import Grade
 from services.safety.lab_toxicity import lab_findings
 from services.safety.sae import consistency_flags
 from shared.events import (
@@ -49,9 +50,11 @@ def flag(
     return Outgoing(topic=topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)
 
 
-def lab_flags(envelope: LabResulted, *, protocol: Protocol, topic: str) -> list[Outgoing]:
-    """An implausible value or limit, an ambiguous number or a unit we do not know: the site must fix it."""
-    findings = lab_findings(envelope.data, population_max=protocol.data_quality.population_max)
+def lab_flags(envelope: LabResulted, *, protocol: Protocol, topic: str, graded: Grade | None = None) -> list[Outgoing]:
+    """An implausible value or limit, an ambiguous number or a unit we do not know: the site must fix it.
+
+    `graded`: the record already graded on its own fields (no baseline), when the caller has it."""
+    findings = lab_findings(envelope.data, population_max=protocol.data_quality.population_max, graded=graded)
     return [
         flag(envelope, record_type="lab", record_id=envelope.data.result_id, code=f.code, detail=f.detail, topic=topic)
         for f in findings

@@ -66,9 +66,14 @@ def grade_lab(
     return graded
 
 
-def lab_findings(data: LabData, *, population_max: Mapping[str, Decimal] | None = None) -> list[Finding]:
-    """Data-quality findings on the record's own fields (unit, plausibility of value and range) for the site."""
-    graded = grade_lab(data, population_max=population_max)
+def lab_findings(
+    data: LabData, *, population_max: Mapping[str, Decimal] | None = None, graded: Grade | None = None
+) -> list[Finding]:
+    """Data-quality findings on the record's own fields (unit, plausibility of value and range) for the site.
+
+    `graded`: `grade_lab(data, population_max=population_max)` when the caller has it already."""
+    if graded is None:
+        graded = grade_lab(data, population_max=population_max)
     return [graded.finding] if graded.finding is not None else []
 
 
