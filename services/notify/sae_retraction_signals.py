@@ -117,7 +117,7 @@ def apply_restored(
     filed: list[str] = []
     standing: list[str] = []
     for obligation in _sae_reports(session, alert):
-        fate = restore_fate(HeldObligation(obligation.id, obligation.state, obligation.cancelled_by, None, due))
+        fate = restore_fate(_held([obligation])[0])
         if fate == "reopen":
             due_at = restored_deadline(obligation.due_at, due)
             if due_at < obligation.due_at:

@@ -298,3 +298,18 @@ async def test_an_acknowledged_sae_withdrawn_and_restored_pages_again(run: Run) 
     alert = run.sae_alert()
     assert (alert.state, alert.acknowledged_by) == ("open", None), "the acknowledgement covered the SAE before"
     assert "acknowledged" in run.actions(), "the officer's acknowledgement stays in the history"
+
+
+def test_the_withdrawal_travels_as_a_signal_of_the_union(run: Run) -> None:
+    """Both sides read it from shared/events.py; a notify older than it rejects it (dead-lettered, never dropped)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from shared.events import SIGNAL_ADAPTER, SaeDetected, SaeUpdated
+
+    run.deliver(sae_version(), AWARE)
+    run.deliver(site_status("entered_in_error", at(1)), at(1))
+    [withdrawn] = [s for s in run.signals if getattr(s, "type", "") == "sae.withdrawn"]
+    assert SIGNAL_ADAPTER.validate_json(withdrawn.model_dump_json()) == withdrawn
+    older: TypeAdapter[SaeDetected | SaeUpdated] = TypeAdapter(SaeDetected | SaeUpdated)
+    with pytest.raises(ValidationError):
+        older.validate_json(withdrawn.model_dump_json())
