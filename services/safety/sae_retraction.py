@@ -38,45 +38,48 @@ VERSION_OF_RETRACTED_AE = "version_of_retracted_ae"
 def status_changed(
     records: BatchRecords, envelope: RecordStatusChanged, *, previous_status: str | None, topic: str
 ) -> list[Outgoing]:
-    """The site's new status of an AE (stored by the caller) against the one it replaced: the SAE signal, if any."""
+    """The site's new status of an AE (stored by the caller) against the one it replaced: the SAE signal, if any,
+    and, for a retraction, the finding about versions the site sent after it (processed before it)."""
     subject_id, ae_id = envelope.subject, envelope.data.record_id
     row = records.seriousness(subject_id, ae_id)
     state = store.sae_state_of(row) if row is not None else None
-    kind = status_change_signal(
-        state,
-        was_taken_back=previous_status in store.INACTIVE,
-        taken_back=envelope.data.status in store.INACTIVE,
-    )
-    if kind is None or state is None:
-        return []
-    latest = _latest_version(records, subject_id, ae_id)
-    if latest is None:  # seriousness is stored only with a version; nothing to say without one
-        return []
-    if kind is SaeSignalKind.WITHDRAWN:
-        signal: SaeWithdrawn | SaeDetected = _withdrawal(envelope, state, latest)
-    else:
-        signal = _restored(envelope, state, latest)
-    return [Outgoing(topic=topic, key=message_key(envelope.trialid, subject_id), envelope=signal)]
+    taken_back = envelope.data.status in store.INACTIVE
+    kind = status_change_signal(state, was_taken_back=previous_status in store.INACTIVE, taken_back=taken_back)
+    versions = [v for v in records.ae_versions_of(subject_id) if v.ae_id == ae_id] if state is not None else []
+    latest = max(versions, key=lambda v: v.version, default=None)
+    out: list[Outgoing] = []
+    if kind is not None and state is not None and latest is not None:
+        if kind is SaeSignalKind.WITHDRAWN:
+            signal: SaeWithdrawn | SaeDetected = _withdrawal(envelope, state, latest)
+        else:
+            signal = _restored(envelope, state, latest)
+        out.append(Outgoing(topic=topic, key=message_key(envelope.trialid, subject_id), envelope=signal))
+    if taken_back and previous_status not in store.INACTIVE:
+        since = utc(_changed_at(envelope))
+        after = [v for v in versions if utc(v.received_at) > since]
+        if after:
+            sent_after = max(after, key=lambda v: v.version)
+            data = AeData.model_validate(sent_after.payload)
+            detail = retracted_version_detail(data, status=envelope.data.status)
+            flag = data_quality.flag(
+                envelope, record_type="ae", record_id=ae_id, code=VERSION_OF_RETRACTED_AE, detail=detail, topic=topic
+            )
+            out.append(flag)
+    return out
 
 
 def version_while_taken_back(records: BatchRecords, envelope: AeReported, *, topic: str) -> list[Outgoing]:
     """A version of an AE the site has taken back: stored, never paged. Sent after the retraction (by the site's
-    clocks, whatever order we process them in), it may mean the retraction was a mistake: the site is asked to
-    restore the AE or report the new event under a new AE id. Sent before it (a reordered backfill), it is the
-    history the retraction covers: nothing to ask."""
+    clocks, whatever order we process them in: the retraction processed later says the same), it may mean the
+    retraction was a mistake: the site is asked to restore the AE or report the new event under a new AE id. Sent
+    before it (a reordered backfill), it is the history the retraction covers: nothing to ask."""
     ae = envelope.data
     status = records.status(envelope.subject, "ae", ae.ae_id)
     if status is None or status.status not in store.INACTIVE:
         return []
     if utc(envelope.receivedat) <= utc(status.changed_at):
         return []
-    serious = criteria_of(ae)
-    seriousness = f" It reports seriousness ({', '.join(sorted(serious))})." if serious else ""
-    detail = (
-        f"AE {ae.ae_id} version {ae.version} ({ae.term}) was received after the site marked the AE "
-        f"{status.status.replace('_', ' ')}; it is stored but no SAE report is tracked for it.{seriousness} If the AE "
-        "is real, restore it; if this is another event, report it under a new AE id."
-    )
+    detail = retracted_version_detail(ae, status=status.status)
     return [
         data_quality.flag(
             envelope, record_type="ae", record_id=ae.ae_id, code=VERSION_OF_RETRACTED_AE, detail=detail, topic=topic
@@ -84,9 +87,14 @@ def version_while_taken_back(records: BatchRecords, envelope: AeReported, *, top
     ]
 
 
-def _latest_version(records: BatchRecords, subject_id: str, ae_id: str) -> AeVersion | None:
-    versions = [v for v in records.ae_versions_of(subject_id) if v.ae_id == ae_id]
-    return max(versions, key=lambda v: v.version, default=None)
+def retracted_version_detail(ae: AeData, *, status: str) -> str:
+    serious = criteria_of(ae)
+    seriousness = f" It reports seriousness ({', '.join(sorted(serious))})." if serious else ""
+    return (
+        f"AE {ae.ae_id} version {ae.version} ({ae.term}) was received after the site marked the AE "
+        f"{status.replace('_', ' ')}; it is stored but no SAE report is tracked for it.{seriousness} If the AE "
+        "is real, restore it; if this is another event, report it under a new AE id."
+    )
 
 
 def _changed_at(envelope: RecordStatusChanged) -> datetime:

@@ -150,6 +150,21 @@ def test_a_new_version_after_the_retraction_without_a_restore_is_stored_not_page
     assert "death" in back.data.criteria
 
 
+@pytest.mark.parametrize("retraction_first", [True, False])
+def test_a_version_sent_after_the_retraction_is_flagged_whichever_is_processed_first(
+    protocol: Protocol, tmp_path: Path, retraction_first: bool
+) -> None:
+    """v1 (hour 0), the site's 'deleted' (hour 2), v2 sent at hour 4: the site is asked about v2 once, whether the
+    retraction or v2 is processed first (the bulk lane may reorder them); no SAE is held open either way."""
+    driver = Driver(make_engine(f"sqlite:///{tmp_path}/{retraction_first}.db"), protocol)
+    retraction, v2 = site_status("deleted", hour(2)), pneumonitis(2, hour(4), grade=4)
+    out = driver.apply(pneumonitis(1, hour(0)), now=hour(0))
+    out += driver.apply_all([retraction, v2] if retraction_first else [v2, retraction], now=hour(5))
+    flags = [f.data for f in of_type(out, "data_quality.flagged") if f.data.code == VERSION_OF_RETRACTED_AE]
+    assert [(f.record_id, "version 2" in f.detail) for f in flags] == [("AE-1", True)]
+    assert not held_open(out)
+
+
 def test_entered_in_error_then_deleted_withdraws_once(driver: Driver) -> None:
     driver.apply(pneumonitis(1, hour(0)), now=hour(0))
     out = driver.apply_all([site_status("entered_in_error", hour(1)), site_status("deleted", hour(2))])
