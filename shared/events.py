@@ -532,6 +532,36 @@ class SaeUpdated(EnvelopeBase):
     data: SaeData
 
 
+class SaeWithdrawalData(Model):
+    """The site took back (entered in error, deleted) an AE that was serious: the SAE is no longer to be reported.
+
+    `awareness_at` is the clock the SAE had (a restore brings the SAE back with it: the clock never restarts later);
+    `changed_at` is when the site changed the status (else our receipt of it)."""
+
+    site_id: str
+    subject_id: str
+    ae_id: str
+    ae_version: int = Field(description="The AE's latest version on file")
+    term: str
+    status: Literal["deleted", "entered_in_error"]
+    reason: Annotated[str, Field(max_length=1000)] | None = Field(default=None, description="The site's reason")
+    changed_at: AwareDatetime
+    awareness_at: AwareDatetime
+    awareness_basis: AwarenessBasis
+    received_at: AwareDatetime
+    source_event_id: str
+
+
+class SaeWithdrawn(EnvelopeBase):
+    """An SAE's AE taken back by the site: notify cancels the open report obligation and tells who was paged.
+
+    Restored, the SAE comes back as `sae.detected` with its original awareness. Notify deploys before safety: an
+    older notify dead-letters this type (pages the operator) rather than dropping it."""
+
+    type: Literal["sae.withdrawn"] = "sae.withdrawn"
+    data: SaeWithdrawalData
+
+
 class LabToxicityData(Model):
     """A graded lab result at or above the protocol's threshold and worse than the subject's baseline.
 
@@ -848,6 +878,7 @@ class AcuteReactionDetected(EnvelopeBase):
 SignalEnvelope = Annotated[
     SaeDetected
     | SaeUpdated
+    | SaeWithdrawn
     | LabToxicity
     | DltSuspected
     | DltWithdrawn

@@ -10,7 +10,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
-from shared.events import AwarenessBasis, SaeData, SaeDetected
+from shared.events import AwarenessBasis, SaeData, SaeDetected, SaeWithdrawalData, SaeWithdrawn
 
 TRIAL = "NCT07212335"
 
@@ -56,4 +56,33 @@ def sae_detected(subject: str, *, aware: datetime, signal_id: str | None = None,
         time=aware,
         trialid=TRIAL,
         data=SaeData.model_validate(payload),
+    )
+
+
+def sae_withdrawn(
+    subject: str, *, aware: datetime, at: datetime, signal_id: str | None = None, **data: Any
+) -> SaeWithdrawn:
+    """The site took `subject`'s AE-1 back (entered in error) at `at`; keyword overrides go into `data`."""
+    payload: dict[str, Any] = {
+        "site_id": "101",
+        "subject_id": subject,
+        "ae_id": "AE-1",
+        "ae_version": 1,
+        "term": "Cytokine release syndrome",
+        "status": "entered_in_error",
+        "reason": "entered for the wrong subject",
+        "changed_at": at,
+        "awareness_at": aware,
+        "awareness_basis": AwarenessBasis.SITE,
+        "received_at": at,
+        "source_event_id": f"status-{subject}",
+    }
+    payload.update(data)
+    return SaeWithdrawn(
+        id=signal_id or str(uuid.uuid4()),
+        source="/services/safety",
+        subject=subject,
+        time=at,
+        trialid=TRIAL,
+        data=SaeWithdrawalData.model_validate(payload),
     )

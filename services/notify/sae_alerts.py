@@ -13,7 +13,7 @@ from services.notify.escalation import Channel, Recipient, initial_targets, reso
 from services.notify.mail_content import MailContent, sae_mail
 from services.notify.obligations import SAE_REPORT, deadline
 from shared.clock import utc
-from shared.events import SaeData, SaeDetected, SaeUpdated, deterministic_id
+from shared.events import SaeData, SaeDetected, SaeUpdated, SaeWithdrawalData, deterministic_id
 from shared.protocol import Protocol
 
 SAE_KIND = "sae"
@@ -52,7 +52,7 @@ class AlertPlan:
         return self.obligation is not None
 
 
-def sae_thread_key(trial_id: str, data: SaeData) -> str:
+def sae_thread_key(trial_id: str, data: SaeData | SaeWithdrawalData) -> str:
     """All versions and follow-ups of one AE thread into one alert."""
     return f"{SAE_KIND}:{trial_id}:{data.subject_id}:{data.ae_id}"
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from services.notify import alert_actions, scheduling, store
+from services.notify import alert_actions, sae_retraction_signals, scheduling, store
 from services.notify.acute_reaction_alerts import ACUTE_REACTION_KIND, plan_acute_reaction
 from services.notify.data_quality_alerts import DATA_QUALITY_KIND, plan_data_quality
 from services.notify.dlt_alerts import (
@@ -51,6 +51,7 @@ from shared.events import (
     ResponseLost,
     SaeDetected,
     SaeUpdated,
+    SaeWithdrawn,
     SignalEnvelope,
     StoppingRuleFired,
     SusarDetected,
@@ -72,6 +73,8 @@ def apply_signal(
     store.lock_audit(session)
     if isinstance(envelope, SaeDetected | SaeUpdated):
         _apply_sae(session, envelope, now, protocol)
+    elif isinstance(envelope, SaeWithdrawn):
+        sae_retraction_signals.apply_withdrawn(session, envelope, now, protocol=protocol)
     elif isinstance(envelope, LabToxicity):
         _apply_lab(session, envelope, now, protocol)
     elif isinstance(envelope, DltSuspected):
@@ -279,9 +282,17 @@ def _apply_data_quality(session: Session, signal: DataQualityFlagged, now: datet
 
 def _apply_sae(session: Session, signal: SaeDetected | SaeUpdated, now: datetime, protocol: Protocol) -> None:
     data = signal.data
-    plan = plan_sae_alert(signal, protocol, reason="new SAE")
     due = report_deadline(data.awareness_at, protocol.sae.report_within_hours)
+    overdue = f"; the report is already OVERDUE (due {due.strftime('%Y-%m-%d %H:%M UTC')})" if due <= now else ""
+    plan = plan_sae_alert(signal, protocol, reason=f"new SAE{overdue}")
     alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
+    if alert is not None and sae_retraction_signals.is_withdrawn(session, alert):
+        # the site restored the AE: the SAE is back with its original clock
+        restored = sae_retraction_signals.apply_restored(session, alert, signal, now, protocol=protocol)
+        _follow_up(session, alert, data=data, version=data.ae_version, reason=restored, now=now)
+        if restored is not None:
+            _repage(session, alert, plan_sae_alert(signal, protocol, reason=restored), now=now, protocol=protocol)
+        return
     if alert is None:
         _open(
             session,

@@ -21,6 +21,7 @@ from services.safety import (
     protocol_conformance,
     protocol_engine,
     response_tracking,
+    sae_retraction,
     sample_tracking,
     store,
     subject_store,
@@ -323,13 +324,17 @@ def _apply_record(
     if isinstance(envelope, SampleCollected):
         return sample_tracking.record_sample(session, envelope=envelope, now=now), []
     if isinstance(envelope, RecordStatusChanged):
+        data = envelope.data
+        before = records.status(envelope.subject, "ae", data.record_id) if data.record_type == "ae" else None
+        previous_status = before.status if before is not None else None  # read before the row is updated
         if store.set_record_status(records, envelope=envelope) is None:
             return False, []  # older than the status on file: the site's later word stands
         if envelope.data.record_type == "lab":
             session.flush()
             return True, _lab_status_changed(session, records, envelope, protocol=protocol, signals_topic=signals_topic)
-        if envelope.data.record_type == "ae":  # an AE taken back is no SUSAR; restored, it is one again
-            return True, expedited_cases.assess_ae_status(
+        if envelope.data.record_type == "ae":  # an AE taken back is no SAE and no SUSAR; restored, it is again
+            sae = sae_retraction.status_changed(records, envelope, previous_status=previous_status, topic=signals_topic)
+            return True, sae + expedited_cases.assess_ae_status(
                 session, envelope, protocol=protocol, signals_topic=signals_topic, now=now
             )
         return True, []
@@ -628,10 +633,13 @@ def _apply_ae(records: BatchRecords, envelope: AeReported, *, signals_topic: str
     stored = store.load_ae(records, **keys, version=ae.version)
     if stored.has_version:  # this version was already applied: re-sent under another delivery id
         return False, _conflicting_resend(records, envelope, topic=signals_topic)
-    assessment = assess_ae(stored.state, ae, received_at=envelope.receivedat)
+    taken_back = ae.ae_id in records.inactive(envelope.subject, "ae")
+    assessment = assess_ae(stored.state, ae, received_at=envelope.receivedat, taken_back=taken_back)
     quality = [f"{flag.code}: {flag.message}" for flag in check_ae(ae.ctcae_term or ae.term, ae.grade, ae.meddra_code)]
     store.add_ae_version(records, envelope=envelope, flags=(*assessment.flags, *quality))
     store.save_sae_state(records, **keys, state=assessment.state)
+    if taken_back:  # stored, never paged: the site's retraction stands until it restores the AE
+        return True, sae_retraction.version_while_taken_back(records, envelope, topic=signals_topic)
     if assessment.signal is None:
         return True, []
     return True, [

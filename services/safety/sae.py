@@ -3,6 +3,12 @@
 Seriousness is never downgraded: a criterion once reported stays, whatever a later version says,
 because a wrongly closed SAE clock is the failure a safety officer cannot afford. For the same reason the
 clock's start (awareness) only ever moves earlier, when a late-processed version shows earlier awareness.
+
+Only the site can take an SAE back: an AE it marks entered in error or deleted is no case (ICH E2B(R3)
+nullification), whatever its seriousness; a later non-serious version is not a retraction (E2A: the case stays
+reportable). Whether notify holds the SAE open is a function of the stored seriousness and the site's status
+(`reportable`), so the same data in any order ends in the same state: a retraction processed before the AE's
+first version means the SAE is never opened, and a restore brings it back with its original awareness.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ FATAL_OUTCOMES = frozenset({"fatal", "death", "died", "dead"})
 class SaeSignalKind(StrEnum):
     DETECTED = "sae.detected"
     UPDATED = "sae.updated"
+    WITHDRAWN = "sae.withdrawn"
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,36 @@ def clock_start(ae: AeData, *, received_at: datetime) -> tuple[datetime, Awarene
     return received_at, AwarenessBasis.RECEIPT
 
 
-def assess_ae(prior: SaeState | None, ae: AeData, *, received_at: datetime) -> SaeAssessment:
-    """Fold one AE version into the state; say whether it opens an SAE or updates one."""
+def reportable(state: SaeState | None, *, taken_back: bool) -> bool:
+    """An SAE notify holds open (a report to file): serious, and not taken back by the site."""
+    return state is not None and state.serious and not taken_back
+
+
+def status_change_signal(state: SaeState | None, *, was_taken_back: bool, taken_back: bool) -> SaeSignalKind | None:
+    """The site took an AE back or restored it: WITHDRAWN when that ends a reportable SAE, DETECTED when it brings
+    one back (its stored awareness: the clock does not restart), None when notify holds nothing different (not
+    serious, never reported, entered in error then deleted, restored twice)."""
+    before = reportable(state, taken_back=was_taken_back)
+    after = reportable(state, taken_back=taken_back)
+    if before and not after:
+        return SaeSignalKind.WITHDRAWN
+    if after and not before:
+        return SaeSignalKind.DETECTED
+    return None
+
+
+def assess_ae(prior: SaeState | None, ae: AeData, *, received_at: datetime, taken_back: bool = False) -> SaeAssessment:
+    """Fold one AE version into the state; say whether it opens an SAE or updates one.
+
+    `taken_back`: the site has this AE marked entered in error or deleted. The version still folds into the state
+    (awareness included, so a restore brings the SAE back with the clock it would have had) but signals nothing."""
+    assessment = _assess(prior, ae, received_at=received_at)
+    if taken_back and assessment.signal is not None:
+        return replace(assessment, signal=None)
+    return assessment
+
+
+def _assess(prior: SaeState | None, ae: AeData, *, received_at: datetime) -> SaeAssessment:
     criteria = merge_criteria(criteria_of(ae), prior.criteria if prior else frozenset())
     grades = [g for g in (ae.grade, prior.max_grade if prior else None) if g is not None]
     newest = prior is None or ae.version >= prior.latest_version
