@@ -131,7 +131,6 @@ class ClinicalBatch:
             self._audit_locked = True
         if isinstance(envelope, SubjectEnrolled) and self._pending:
             self._settle_subjects()  # its check reads the other subjects' stored outcomes
-        self.records.load([envelope])
         new_subject = isinstance(envelope, SubjectEnrolled) and self.records.subject(envelope.subject) is None
         changed, signals = _apply_own_rule(
             self._session, self.records, envelope, self._now, protocol=protocol, topic=self._topic, batch=self
