@@ -31,7 +31,7 @@ from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
 from services.safety.lab_toxicity import decide, grade_lab
-from services.safety.models import LabResult, SubjectOutcomeRow
+from services.safety.models import LabResult
 from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae, criteria_of
 from shared.audit import append_audit, lock_audit_chain
 from shared.bulk_insert import copy_new_rows_on_flush
@@ -114,7 +114,7 @@ class ClinicalBatch:
         self._arms: set[str] = set()
         """Arms whose subjects' stored outcomes changed: reassessed once, at the end."""
         self._last_source = ""
-        self._outcomes: dict[str, SubjectOutcomeRow] | None = None
+        self._outcomes: dict[str, protocol_engine.OutcomeFacts] | None = None
         self._enrolled_only: set[str] = set()
         """Subjects this batch created by their enrolment and nothing else yet: their stored data is that row alone,
         known without a query (an enrolment backfill settles one before each next enrolment)."""
@@ -144,11 +144,11 @@ class ClinicalBatch:
             self._pending[envelope.subject] = envelope.id
         return signals
 
-    def outcome_rows(self) -> list[SubjectOutcomeRow]:
-        """Every subject's stored outcome row, read once per batch and kept as the batch settles subjects."""
+    def outcome_facts(self) -> list[protocol_engine.OutcomeFacts]:
+        """Every subject's stored outcome, read once per batch and kept as the batch settles subjects."""
         if self._outcomes is None:
-            rows = subject_store.outcome_rows(self._session, trial_id=self._protocol.trial_id)
-            self._outcomes = {row.subject_id: row for row in rows}
+            facts = protocol_engine.outcome_facts(self._session, trial_id=self._protocol.trial_id)
+            self._outcomes = {f.subject_id: f for f in facts}
         return list(self._outcomes.values())
 
     def finish(self) -> list[tuple[str, Outgoing]]:
@@ -216,7 +216,7 @@ class ClinicalBatch:
             )
             self._arms |= subject.arms
             if self._outcomes is not None and state.outcome is not None:
-                self._outcomes[subject_id] = state.outcome
+                self._outcomes[subject_id] = protocol_engine.OutcomeFacts.of(state.outcome)
             self._settled += [(source_id, signal) for signal in signals]
 
 
@@ -245,7 +245,7 @@ def _apply_own_rule(
                 envelope=envelope,
                 now=now,
                 signals_topic=topic,
-                outcomes=batch.outcome_rows() if batch is not None else None,
+                outcomes=batch.outcome_facts() if batch is not None else None,
             )
         return True, signals
     store.ensure_subject_in(records, subject_id=envelope.subject, site_id=envelope.siteid)

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from sqlmodel import Session
 
@@ -682,7 +682,32 @@ def _cohort_signal(
     return Outgoing(topic=topic, key=message_key(trial_id, f"arm:{data.arm}"), envelope=envelope)
 
 
-def _as_of(row: SubjectOutcomeRow, at: datetime, *, enrolled_on: date) -> SubjectOutcome:
+class OutcomeFacts(NamedTuple):
+    """What the enrolment check reads of a subject's stored outcome: plain values, taken once per batch (an
+    enrolment reads every other subject's)."""
+
+    subject_id: str
+    arm: str | None
+    outcome: str
+    dlt_confirmed: int
+    dlt_suspected: int
+    evaluable_at: datetime | None
+    first_dlt_on: date | None
+
+    @classmethod
+    def of(cls, row: SubjectOutcomeRow) -> OutcomeFacts:
+        return cls(
+            row.subject_id,
+            row.arm,
+            row.outcome,
+            row.dlt_confirmed,
+            row.dlt_suspected,
+            row.evaluable_at,
+            row.first_dlt_on,
+        )
+
+
+def _as_of(row: OutcomeFacts, at: datetime, *, enrolled_on: date) -> SubjectOutcome:
     """A stored outcome as it stood when a subject was enrolled on `enrolled_on` (judged at `at`): a subject
     evaluable only later was still pending then, and DLTs that began on or after that date were not yet known
     (their onset is clinical time, so a replay judges the same way; an unknown onset counts)."""
@@ -702,7 +727,7 @@ def check_enrolment(
     envelope: SubjectEnrolled,
     now: datetime,
     signals_topic: str,
-    outcomes: Iterable[SubjectOutcomeRow] | None = None,
+    outcomes: Iterable[OutcomeFacts] | None = None,
 ) -> list[Outgoing]:
     """Deviations of this enrolment, judged on the arms as they stood when the enrolment day began.
 
@@ -715,7 +740,7 @@ def check_enrolment(
     stored outcome row as the caller holds them (a consumer batch reads them once, not per enrolment).
     """
     judged_at = start_of_day_everywhere(envelope.data.enrolled_at)
-    rows = outcomes if outcomes is not None else subject_store.outcome_rows(session, trial_id=protocol.trial_id)
+    rows = outcomes if outcomes is not None else outcome_facts(session, trial_id=protocol.trial_id)
     others: dict[str, list[SubjectOutcome]] = defaultdict(list)  # by arm: each arm's tally reads its own
     for row in rows:
         if row.subject_id != envelope.subject and row.arm is not None:
@@ -743,6 +768,10 @@ def check_enrolment(
             Outgoing(topic=signals_topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)
         )
     return signals
+
+
+def outcome_facts(session: Session, *, trial_id: str) -> list[OutcomeFacts]:
+    return [OutcomeFacts.of(row) for row in subject_store.outcome_rows(session, trial_id=trial_id)]
 
 
 DEATH_WITHOUT_FATAL_AE = "death_without_fatal_ae"
