@@ -31,7 +31,7 @@ from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
 from services.safety.lab_toxicity import decide, grade_lab
-from services.safety.models import LabResult
+from services.safety.models import DltRecord, Dose, LabResult, LabTermState, ResponseStateRow, SubjectOutcomeRow
 from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae, criteria_of
 from shared.audit import append_audit, lock_audit_chain
 from shared.bulk_insert import copy_new_rows_on_flush
@@ -61,6 +61,8 @@ from shared.kafka import PoisonMessage
 from shared.outbox import Outgoing
 from shared.protocol import Protocol
 
+COPIED = (LabResult, LabTermState, Dose, DltRecord, SubjectOutcomeRow, ResponseStateRow)
+"""What a batch inserts by the hundred: written by COPY on PostgreSQL (each row carries all its columns)."""
 SIGNAL_SOURCE = protocol_engine.SIGNAL_SOURCE
 AUDIT_SERVICE = protocol_engine.AUDIT_SERVICE
 
@@ -103,7 +105,7 @@ class ClinicalBatch:
         envelopes: Sequence[ClinicalEnvelope] = (),
     ) -> None:
         self._session = session
-        copy_new_rows_on_flush(session, [LabResult])  # most of what a batch inserts (PostgreSQL: COPY)
+        copy_new_rows_on_flush(session, COPIED)  # most of what a batch inserts (PostgreSQL: COPY)
         self.records = BatchRecords(session, trial_id=protocol.trial_id, envelopes=envelopes)
         self._now = now
         self._protocol = protocol
