@@ -34,6 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -436,7 +437,8 @@ def running_stack() -> Iterator[tuple[Stack, Mailbox]]:
                 yield stack, mailbox
             finally:
                 stack.stop()
-                asyncio.run(delete_topics(BOOTSTRAP, [stack.prefix]))
+                with ThreadPoolExecutor(1) as pool:  # called inside the bench's event loop: a loop of its own
+                    pool.submit(asyncio.run, delete_topics(BOOTSTRAP, [stack.prefix])).result()
 
 
 async def run() -> None:
