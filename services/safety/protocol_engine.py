@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal, NamedTuple
 
+from sqlalchemy import inspect
+from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import Session
 
 from services.safety import subject_store
@@ -336,6 +338,7 @@ def reassess_subject(
         row.revision += 1
         row.updated_at = now
         result.arms |= {a for a in (previous_arm, row.arm) if a is not None}
+    _write_whole(row)
     session.add(row)
     state.outcome = row
     return result
@@ -343,6 +346,19 @@ def reassess_subject(
 
 def _outcome_key(row: SubjectOutcomeRow) -> tuple[object, ...]:
     return (row.arm, row.outcome, row.dlt_confirmed, row.dlt_suspected, row.evaluable_at)
+
+
+OUTCOME_FIELDS = (
+    "arm",
+    "outcome",
+    "dlt_confirmed",
+    "dlt_suspected",
+    "evaluable_at",
+    "changes_at",
+    "reason",
+    "infusions_planned",
+    "infusions_given",
+)
 
 
 def _store_outcome(row: SubjectOutcomeRow, outcome: SubjectOutcome, *, facts: SubjectFacts) -> None:
@@ -358,6 +374,19 @@ def _store_outcome(row: SubjectOutcomeRow, outcome: SubjectOutcome, *, facts: Su
         infusions_planned=facts.infusions_planned,
         infusions_given=facts.infusions_given,
     )
+
+
+OUTCOME_WRITTEN = (*OUTCOME_FIELDS, "first_dlt_on", "revision", "updated_at")
+
+
+def _write_whole(row: SubjectOutcomeRow) -> None:
+    """A stored outcome that changed is written with all it was decided from, changed or not: every subject's
+    UPDATE of a batch then has the same columns and goes as one statement, not one per set of changed columns
+    (27 round trips for 50 subjects on PostgreSQL)."""
+    state = inspect(row)
+    if state.persistent and state.modified:
+        for name in OUTCOME_WRITTEN:
+            flag_modified(row, name)
 
 
 def _update_record(
@@ -552,8 +581,7 @@ def reassess_cohorts(
     stored = subject_store.cohort_states(session, trial_id=trial_id)
     wanted = [a.id for a in protocol.arms] if arms is None else [a.id for a in protocol.arms if a.id in arms]
     tallies = _tallies_from_rows(stored.values())
-    for arm_id in wanted:
-        tallies[arm_id] = subject_store.arm_tally(session, trial_id=trial_id, arm=arm_id)
+    tallies.update(subject_store.arm_tallies(session, trial_id=trial_id, arms=wanted))
     assessed = assess_trial(protocol, tallies)
     signals: list[Outgoing] = []
     for arm in assessed.arms:

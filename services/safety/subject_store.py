@@ -6,7 +6,7 @@ Keyword-only; never commit (the caller's transaction does).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
@@ -166,26 +166,32 @@ def _load_chunk(session: Session, *, trial_id: str, subject_ids: Sequence[str]) 
     }
 
 
-def arm_tally(session: Session, *, trial_id: str, arm: str) -> ArmTally:
-    """Sum one arm's stored subject outcomes (an aggregate over the arm's rows, never a trial rescan)."""
+def arm_tallies(session: Session, *, trial_id: str, arms: Collection[str]) -> dict[str, ArmTally]:
+    """Sum these arms' stored subject outcomes, one aggregate per arm over its rows (one query; never a trial
+    rescan). An arm with no subject is an empty tally."""
     row = SubjectOutcomeRow
     counted = col(row.outcome) != "excluded"
 
     def count_if(condition: object) -> object:
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)  # type: ignore[arg-type]
 
-    query = select(  # type: ignore[call-overload]
-        count_if(counted),
-        count_if(col(row.outcome).in_(["evaluable", "dlt"])),
-        count_if(col(row.outcome) == "not_evaluable"),
-        count_if(col(row.outcome) == "under_review"),
-        count_if(counted & (col(row.dlt_confirmed) > 0)),
-        count_if(counted & (col(row.dlt_confirmed) == 0) & (col(row.dlt_suspected) > 0)),
-        func.coalesce(func.sum(case((counted, row.dlt_confirmed), else_=0)), 0),
-        func.coalesce(func.sum(case((counted, row.dlt_suspected), else_=0)), 0),
-    ).where(row.trial_id == trial_id, row.arm == arm)
-    values = [int(v) for v in session.exec(query).one()]
-    return ArmTally(arm, *values)
+    query = (
+        select(  # type: ignore[call-overload]
+            row.arm,
+            count_if(counted),
+            count_if(col(row.outcome).in_(["evaluable", "dlt"])),
+            count_if(col(row.outcome) == "not_evaluable"),
+            count_if(col(row.outcome) == "under_review"),
+            count_if(counted & (col(row.dlt_confirmed) > 0)),
+            count_if(counted & (col(row.dlt_confirmed) == 0) & (col(row.dlt_suspected) > 0)),
+            func.coalesce(func.sum(case((counted, row.dlt_confirmed), else_=0)), 0),
+            func.coalesce(func.sum(case((counted, row.dlt_suspected), else_=0)), 0),
+        )
+        .where(row.trial_id == trial_id, col(row.arm).in_(sorted(arms)))
+        .group_by(row.arm)
+    )
+    found = {arm: ArmTally(arm, *(int(v) for v in values)) for arm, *values in session.exec(query)}
+    return {arm: found.get(arm, ArmTally(arm)) for arm in arms}
 
 
 def cohort_states(session: Session, *, trial_id: str) -> dict[str, CohortState]:
