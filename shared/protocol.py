@@ -14,9 +14,10 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PROTOCOL = "nct07212335.yaml"
 Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
@@ -478,6 +479,19 @@ class ExpeditedReporting(ProtocolModel):
     notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
     sender_organisation: Annotated[str, Field(min_length=1, max_length=200)] = "Sponsor"
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
+    time_zone: str | None = None
+    """The sponsor's IANA time zone (Europe/Paris), where calendar days are counted: a day-7 deadline keeps its
+    wall-clock time across a clock change. Unset: days of 24 h from day 0."""
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Paris)") from exc
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ExpeditedReporting:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from services.notify.escalation import initial_targets
 from services.notify.mail_content import MailContent, notice_mail, when
@@ -52,9 +53,18 @@ def rules_of(protocol: Protocol) -> ExpeditedReporting:
     return protocol.expedited_reporting
 
 
-def days_after(start: datetime, days: int) -> datetime:
-    """Calendar days, to the instant: day 0 at 14:00 makes day 7 at 14:00 (never rounded later)."""
-    return utc(start) + timedelta(days=days)
+def days_after(start: datetime, days: int, zone: str | None = None) -> datetime:
+    """Calendar days, to the instant: day 0 at 14:00 makes day 7 at 14:00 (never rounded later).
+
+    `zone`: the sponsor's time zone (the protocol's `expedited_reporting.time_zone`), where calendar days are
+    counted: the same wall-clock time that many days later there, so across a clock change the deadline stays on
+    its calendar day (a 24 h day would move it an hour into the next). A wall-clock time the change skips or
+    repeats is taken at its earlier instant. Without a zone, days of 24 h (UTC has no clock change)."""
+    if zone is None:
+        return utc(start) + timedelta(days=days)
+    local = utc(start).astimezone(ZoneInfo(zone))
+    wall = local.replace(tzinfo=None) + timedelta(days=days)
+    return min(utc(wall.replace(tzinfo=local.tzinfo, fold=fold)) for fold in (0, 1))
 
 
 def report_obligation_id(alert_id: str, kind: str, recipient_id: str, clock_start: datetime) -> str:
@@ -93,10 +103,13 @@ def report_due(data: SusarData, rules: ExpeditedReporting) -> datetime:
     """The initial report's deadline for the case as signalled: 7 days from day 0 when fatal or life-threatening
     from the start; else 15 days, or 7 days from the upgrade when that comes first."""
     if not data.fatal_or_life_threatening:
-        return days_after(data.clock_start, rules.other_days)
+        return days_after(data.clock_start, rules.other_days, rules.time_zone)
     if data.upgraded_at is None:
-        return days_after(data.clock_start, rules.fatal_days)
-    return min(days_after(data.clock_start, rules.other_days), days_after(data.upgraded_at, rules.fatal_days))
+        return days_after(data.clock_start, rules.fatal_days, rules.time_zone)
+    return min(
+        days_after(data.clock_start, rules.other_days, rules.time_zone),
+        days_after(data.upgraded_at, rules.fatal_days, rules.time_zone),
+    )
 
 
 def fatal_known(data: SusarData) -> datetime:
@@ -155,7 +168,7 @@ def _completion(alert_id: str, r: ReportRecipient, data: SusarData, rules: Exped
         days=rules.completion_days,
         start=known,
         basis="upgrade" if data.upgraded_at else "sponsor_awareness",
-        due_at=days_after(known, rules.completion_days),
+        due_at=days_after(known, rules.completion_days, rules.time_zone),
     )
 
 
@@ -180,7 +193,7 @@ def plan_upgrade(trial_id: str, data: SusarData, rules: ExpeditedReporting, repo
     """Now fatal or life-threatening: 7 days from that knowledge for the report (or a follow-up if filed)."""
     alert_id = susar_alert_id(trial_id, data)
     known = data.upgraded_at or data.changed_at
-    due7 = days_after(known, rules.fatal_days)
+    due7 = days_after(known, rules.fatal_days, rules.time_zone)
     move: list[tuple[str, datetime]] = []
     add: list[ObligationPlan] = []
     by_recipient = {report.recipient.id: report for report in reports}
@@ -199,7 +212,7 @@ def plan_upgrade(trial_id: str, data: SusarData, rules: ExpeditedReporting, repo
                 days=rules.completion_days,
                 start=known,
                 basis="upgrade",
-                due_at=days_after(known, rules.completion_days),
+                due_at=days_after(known, rules.completion_days, rules.time_zone),
             )
         )
     return UpgradePlan(tuple(move), tuple(add))
@@ -245,12 +258,12 @@ def plan_earlier_clock(
             else:
                 restart.append((report.obligation_id, utc(data.clock_start)))
         elif data.fatal_or_life_threatening and r.id not in completion_of:
-            due7 = days_after(known, rules.fatal_days)
+            due7 = days_after(known, rules.fatal_days, rules.time_zone)
             add.append(_follow_up(alert_id, r, data, days=rules.fatal_days, start=known, basis="upgrade", due_at=due7))
         if not data.fatal_or_life_threatening:
             continue
         completion = completion_of.get(r.id)
-        complete_by = days_after(known, rules.completion_days)
+        complete_by = days_after(known, rules.completion_days, rules.time_zone)
         if completion is None:
             add.append(_completion(alert_id, r, data, rules))
         elif completion.state in ("open", "overdue") and complete_by < completion.due_at:
@@ -271,7 +284,7 @@ def plan_follow_ups(
         return []
     alert_id = susar_alert_id(trial_id, data)
     filed = {report.recipient.id for report in reports if report.state == "completed"}
-    due = days_after(data.changed_at, rules.follow_up_days)
+    due = days_after(data.changed_at, rules.follow_up_days, rules.time_zone)
     return [
         _follow_up(alert_id, r, data, days=rules.follow_up_days, start=data.changed_at, basis="follow_up", due_at=due)
         for r in rules.recipients

@@ -14,13 +14,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from services.notify.models import Alert, Obligation, Timer
-from services.notify.susar_alerts import SUSAR_COMPLETION, SUSAR_FOLLOW_UP, SUSAR_REPORT, report_due
+from services.notify.susar_alerts import SUSAR_COMPLETION, SUSAR_FOLLOW_UP, SUSAR_REPORT, days_after, report_due
 from services.safety.expedited import cases
 from shared.events import SusarData
-from shared.protocol import Protocol
+from shared.protocol import ExpeditedReporting, Protocol
 from tests.unit.notify.conftest import act
 from tests.unit.notify.test_susar_clock_earlier import HOSP, Run, day
 from tests.unit.safety.clinical import SIGNALS, ae
@@ -226,18 +227,34 @@ def test_a_deadline_counted_from_a_late_evening_receipt_stays_inside_calendar_da
     assert (due.date().isoformat(), due.time().isoformat()) == ("2026-03-17", "23:30:00")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A fatal SUSAR received 23:30 on 25 March 2026 by a sponsor in Europe/Paris: calendar day 7 is 1 April, "
-    "ending 24:00 CEST (22:00 UTC). report_due (susar_alerts.days_after: UTC instant + 7 x 24 h) gives 22:30 UTC = "
-    "00:30 CEST on 2 April: across the spring clock change the deadline falls on calendar day 8, and a report "
-    "filed at 00:15 is late but shown on time (ICH E2A III.A.2 'calendar days'). The protocol names no sponsor time "
-    "zone to count calendar days in.",
-)
 def test_a_deadline_across_the_spring_clock_change_stays_inside_calendar_day_7(protocol: Protocol) -> None:
-    rules = protocol.expedited_reporting
-    assert rules is not None
+    """A fatal SUSAR received 23:30 on 25 March 2026 by a sponsor in Europe/Paris: calendar day 7 is 1 April,
+    ending 24:00 CEST (22:00 UTC). Counted in 24 h days the deadline was 00:30 CEST on 2 April (calendar day 8, ICH
+    E2A III.A.2 'calendar days'); with the protocol's sponsor time zone it is 23:30 CEST on 1 April."""
+    assert protocol.expedited_reporting is not None
+    rules = protocol.expedited_reporting.model_copy(update={"time_zone": "Europe/Paris"})
     paris = ZoneInfo("Europe/Paris")
     received = datetime(2026, 3, 25, 23, 30, tzinfo=paris)
     end_of_day_7 = datetime(2026, 4, 2, 0, 0, tzinfo=paris).astimezone(UTC)
-    assert report_due(_susar(received, fatal=True), rules) <= end_of_day_7
+    due = report_due(_susar(received, fatal=True), rules)
+    assert due <= end_of_day_7
+    assert due == datetime(2026, 4, 1, 23, 30, tzinfo=paris)
+
+
+def test_calendar_days_in_the_sponsor_zone_keep_the_wall_clock_time_and_take_a_skipped_time_early() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    start = datetime(2026, 3, 22, 2, 30, tzinfo=paris)  # 29 March 02:30 does not exist in Paris
+    # read at either side's offset, 02:30 is 00:30 or 01:30 UTC: the earlier one, never an hour late
+    assert days_after(start, 7, "Europe/Paris") == datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+    autumn = datetime(2026, 10, 18, 2, 30, tzinfo=paris)  # 25 October 02:30 happens twice: the first one
+    assert days_after(autumn, 7, "Europe/Paris") == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert days_after(start, 7, None) == start.astimezone(UTC) + timedelta(days=7)  # no zone: 24 h days
+
+
+RECIPIENT = {"id": "regulator", "kind": "regulator", "name": "National competent authority"}
+
+
+def test_a_protocol_names_a_time_zone_that_exists() -> None:
+    with pytest.raises(ValidationError, match="unknown time zone 'Europe/Pariss'"):
+        ExpeditedReporting.model_validate({"recipients": [RECIPIENT], "time_zone": "Europe/Pariss"})
+    assert ExpeditedReporting.model_validate({"recipients": [RECIPIENT], "time_zone": "Asia/Shanghai"}).time_zone
