@@ -130,15 +130,18 @@ def _known(
     webhook_id: str | None,
 ) -> Known:
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    all_ids, all_keys = sorted(set(event_ids)), sorted(set(record_keys))
+    if len(all_ids) <= CHUNK and len(all_keys) <= CHUNK:
+        return _known_at_once(cursor, mark, source_id, all_ids, all_keys, webhook_id)
     deliveries: set[str] = set()
-    for ids in _chunks(sorted(set(event_ids))):
+    for ids in _chunks(all_ids):
         cursor.execute(
             f"SELECT event_id FROM ingest_accepted WHERE source_id = {mark} AND event_id IN ({_marks(mark, ids)})",
             (source_id, *ids),
         )
         deliveries.update(row[0] for row in cursor.fetchall())
     versions: dict[str, KnownVersion] = {}
-    for keys in _chunks(sorted(set(record_keys))):
+    for keys in _chunks(all_keys):
         cursor.execute(
             "SELECT record_key, source_version, canonical_version, content_hash, first_received_at"
             f" FROM ingest_record_versions WHERE source_id = {mark} AND record_key IN ({_marks(mark, keys)})",
@@ -155,6 +158,57 @@ def _known(
         found = cursor.fetchone()
         body = found[0] if found else None
     return Known(deliveries, versions, body)
+
+
+def _known_at_once(
+    cursor: Any, mark: str, source_id: str, ids: Sequence[str], keys: Sequence[str], webhook_id: str | None
+) -> Known:
+    """The three lookups of `_known` as one statement (the common case: one chunk of each): a statement each cost
+    three times as much as the rows they read (measured on SQLite, on the event loop of every post)."""
+    parameters: list[str] = []
+    if ids:
+        parameters += (source_id, *ids)
+    if keys:
+        parameters += (source_id, *keys)
+    if webhook_id is not None:
+        parameters += (source_id, webhook_id)
+    cursor.execute(_known_statement(mark, len(ids), len(keys), webhook_id is not None), parameters)
+    deliveries: set[str] = set()
+    versions: dict[str, KnownVersion] = {}
+    body = None
+    for part, name, source_version, canonical_version, content_hash, first in cursor.fetchall():
+        if part == 0:
+            deliveries.add(name)
+        elif part == 1:
+            versions[name] = KnownVersion(source_version, canonical_version, content_hash, _utc(first))
+        else:
+            body = name
+    return Known(deliveries, versions, body)
+
+
+@lru_cache(maxsize=256)  # by how many ids and keys a request has: a few shapes recur (1, 100, ...)
+def _known_statement(mark: str, ids: int, keys: int, webhook: bool) -> str:
+    """Rows tagged 0 (a known delivery id), 1 (a record's newest version), 2 (the webhook-id's body hash).
+    An empty IN () is not SQL everywhere: a part with nothing to look up is left out."""
+    parts = []
+    if ids:
+        parts.append(
+            "SELECT 0, event_id, NULL, NULL, NULL, NULL FROM ingest_accepted"
+            f" WHERE source_id = {mark} AND event_id IN ({', '.join([mark] * ids)})"
+        )
+    if keys:
+        parts.append(
+            "SELECT 1, record_key, source_version, canonical_version, content_hash, first_received_at"
+            f" FROM ingest_record_versions WHERE source_id = {mark} AND record_key IN ({', '.join([mark] * keys)})"
+        )
+    if webhook:
+        parts.append(
+            "SELECT 2, body_sha256, NULL, NULL, NULL, NULL FROM ingest_webhook_deliveries"
+            f" WHERE source_id = {mark} AND webhook_id = {mark}"
+        )
+    if not parts:
+        return "SELECT 0, '', NULL, NULL, NULL, NULL WHERE 1 = 0"
+    return " UNION ALL ".join(parts)
 
 
 @contextmanager
