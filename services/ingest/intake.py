@@ -206,7 +206,12 @@ async def accept_records(
     keys = [r.record_key for r in records]
     if runtime.engine.dialect.name == "sqlite":
         # a local read under WAL never waits for the writer: cheaper on the loop than a hop to a thread
-        known = _lookup(runtime, source_id, ids, keys, webhook)
+        known = runtime.reader.read_known(
+            source_id=source_id,
+            event_ids=ids,
+            record_keys=keys,
+            webhook_id=webhook.id if webhook is not None else None,
+        )
     else:
         known = await asyncio.to_thread(_lookup, runtime, source_id, ids, keys, webhook)
     if webhook is not None and known.webhook_body_sha256 not in (None, webhook.body_sha256):

@@ -26,6 +26,7 @@ from services.ingest.redcap_sync import RedcapSync
 from services.ingest.runtime import IngestMetrics, IngestRuntime
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import Source, bind_trial, canonical_sources, load_sources, merge_sources
+from services.ingest.store import HeldReader
 from services.ingest.trace_context import TraceContextOnly
 from shared.clock import Clock, SystemClock
 from shared.db import make_engine
@@ -89,6 +90,7 @@ def create_app(
             clock, {sid: s.config.rate_limit for sid, s in sources.items() if s.config.rate_limit is not None}
         ),
         commits=CommitQueue(engine, save_accepted),
+        reader=HeldReader(engine),
     )
     redcap_client = httpx.AsyncClient(transport=redcap_transport)
     redcap_sync = RedcapSync(runtime=runtime, client=redcap_client)
@@ -117,6 +119,7 @@ def create_app(
             await redcap_client.aclose()
             if managed is not None:
                 await managed.close()
+            runtime.reader.close()
             engine.dispose()
             if own_tracing:
                 tracing.shutdown()

@@ -12,7 +12,7 @@ from services.ingest.commit_queue import CommitQueue
 from services.ingest.rate_limit import RateLimiter
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import Source
-from services.ingest.store import AcceptedWrite
+from services.ingest.store import AcceptedWrite, HeldReader
 from shared.clock import Clock
 from shared.kafka import Publisher
 
@@ -81,6 +81,8 @@ class IngestRuntime:
     metrics: IngestMetrics
     rate_limiter: RateLimiter
     commits: CommitQueue[AcceptedWrite]
+    reader: HeldReader
+    """SQLite: the idempotency reads on the event loop (PostgreSQL reads from the pool, in a thread)."""
 
     @property
     def signature_tolerance(self) -> timedelta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Boolean, Connection, Dialect, Engine, delete
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import Session, col, select
 
 from services.ingest.models import (
@@ -119,6 +121,64 @@ def read_known(
         raise
     finally:
         pooled.close()
+
+
+class HeldReader:
+    """SQLite only: the event loop's `read_known`, on one driver connection kept checked out for the app's life.
+
+    Checking a connection out of the pool and back in (with its reset) cost as much as the lookup itself, on the
+    event loop of every post. The connection only reads, so it never holds a transaction: each SELECT is its own
+    snapshot of what is committed, as on a fresh connection. A connection that failed is dropped and the next read
+    checks out another; `close` (at shutdown, or when the reader is collected) returns it to the pool.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._held: PoolProxiedConnection | None = None
+        self._release: weakref.finalize[Any, Any] | None = None
+
+    def read_known(
+        self, *, source_id: str, event_ids: Sequence[str], record_keys: Sequence[str], webhook_id: str | None
+    ) -> Known:
+        held = self._held if self._held is not None else self._checkout()
+        dbapi_connection = held.dbapi_connection
+        try:
+            with _driver_cursor(dbapi_connection, self._engine.dialect) as cursor:
+                known = _known(cursor, self._engine.dialect, source_id, event_ids, record_keys, webhook_id)
+            if dbapi_connection is not None and getattr(dbapi_connection, "in_transaction", False):
+                dbapi_connection.rollback()  # never, after SELECTs alone; as the pool's reset would
+            return known
+        except DBAPIError:
+            self._drop(invalidate=True)
+            raise
+
+    def close(self) -> None:
+        self._drop(invalidate=False)
+
+    def _checkout(self) -> PoolProxiedConnection:
+        dbapi = self._engine.dialect.loaded_dbapi
+        try:
+            held = self._engine.raw_connection()
+        except dbapi.Error as exc:
+            raise DBAPIError.instance(None, None, exc, dbapi.Error, dialect=self._engine.dialect) from exc
+        self._held = held
+        self._release = weakref.finalize(self, _give_back, held, invalidate=False)
+        return held
+
+    def _drop(self, *, invalidate: bool) -> None:
+        held, release = self._held, self._release
+        self._held = self._release = None
+        if release is not None:
+            release.detach()
+        if held is not None:
+            _give_back(held, invalidate=invalidate)
+
+
+def _give_back(held: PoolProxiedConnection, *, invalidate: bool) -> None:
+    with suppress(Exception):  # a dead connection may fail to close; the pool has forgotten it either way
+        if invalidate:
+            held.invalidate()
+        held.close()
 
 
 def _known(
