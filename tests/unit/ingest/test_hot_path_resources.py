@@ -1,4 +1,5 @@
-"""SQLite's idempotency reads on one held connection see every commit, and give the connection back."""
+"""What the hot path keeps between posts: one SQLite read connection (seeing every commit, giving it back) and a
+less eager garbage collector while the app runs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from services.ingest.main import MIGRATIONS
 from shared.db import make_engine
 from shared.schema_version import SHARED, prepare_database
 from tests.unit.conftest import START
+from tests.unit.ingest.conftest import AppFactory
 
 
 def ingest_engine(tmp_path: Path) -> Engine:
@@ -89,3 +91,16 @@ def test_a_reader_nobody_closed_gives_its_connection_back_when_collected(tmp_pat
     assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     engine.dispose()
     assert os.path.exists(tmp_path / "ingest.db")
+
+
+def test_the_running_app_collects_its_young_objects_less_often_and_restores_the_collector_after(
+    make_client: AppFactory,
+) -> None:
+    """The thresholds are the process's: set while the app runs, put back when it stops."""
+    from services.ingest.main import GC_YOUNG_THRESHOLD
+
+    before = gc.get_threshold()
+    client = make_client({"sources": {}})
+    assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+    client.__exit__(None, None, None)
+    assert gc.get_threshold() == before
