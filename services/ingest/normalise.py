@@ -83,10 +83,16 @@ def parse_body(body: bytes) -> list[CanonicalEvent]:
     return events
 
 
+_EXACT_OPTIONS = {"parse_float": Decimal}
+_EXACT = json.JSONDecoder(parse_float=Decimal)
+
+
 def load_json(body: bytes, **options: Any) -> Any:
     """`json.loads`, where every way a client's body can fail is a 422, never a 500: bad UTF-8 or syntax, an
     integer over Python's 4300-digit limit (ValueError), nesting deeper than the recursion limit."""
     try:
+        if options == _EXACT_OPTIONS:  # the canonical and FHIR bodies: one decoder, not one built per body
+            return _EXACT.decode(body.decode(json.detect_encoding(body), "surrogatepass"))  # as json.loads does
         return json.loads(body, **options)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         message = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)

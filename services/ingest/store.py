@@ -8,7 +8,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Boolean, Connection, Dialect, Engine, delete
 from sqlalchemy.exc import DBAPIError
@@ -35,9 +35,9 @@ def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-@dataclass(frozen=True)
-class KnownVersion:
-    """What the hot path needs of a record's newest published version."""
+class KnownVersion(NamedTuple):
+    """What the hot path needs of a record's newest published version (a named tuple: one is made per record of
+    every post, and a frozen dataclass's initialiser cost several times a tuple's)."""
 
     source_version: str | None
     canonical_version: int | None
@@ -54,8 +54,9 @@ class Known:
     webhook_body_sha256: str | None
 
 
-@dataclass(frozen=True)
-class VersionUpdate:
+class VersionUpdate(NamedTuple):
+    """How one record's row moves forwards (a named tuple, as `KnownVersion`: one per record of every post)."""
+
     record_key: str
     source_version: str | None
     canonical_version: int | None

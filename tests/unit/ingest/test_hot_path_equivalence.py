@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
+from typing import Any
+
 import pytest
 from fastapi.responses import JSONResponse
 
 from services.ingest.intake import IngestResult, Verdict
+from services.ingest.normalise import InvalidBody, load_json
 from services.ingest.routes import result_response
 
 
@@ -31,3 +36,32 @@ def test_the_result_is_the_bytes_and_status_the_model_response_gave(verdict: Ver
     assert answer.status_code == expected.status_code
     assert answer.headers["content-type"] == expected.headers["content-type"] == "application/json"
     assert answer.headers["content-length"] == expected.headers["content-length"]
+
+
+BODIES = [
+    b'{"id": "a", "value": 1.10, "n": 3, "deep": [1, {"x": null}]}',
+    '{"term": "Fièvre ✓"}'.encode(),
+    '{"term": "Fièvre"}'.encode("utf-16"),  # json.loads detects UTF-16/32 by their BOMs and zero bytes
+    '{"term": "x"}'.encode("utf-32-le"),
+    b"\xef\xbb\xbf{}",  # a UTF-8 BOM
+    b'{"a": 1,}',
+    b'{"a": "\xff"}',  # not UTF-8
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"n": ' + b"9" * 5000 + b"}",  # past Python's integer digit limit
+    b'{"x": NaN, "y": 1e999999}',
+    b"",
+]
+
+
+@pytest.mark.parametrize("body", BODIES, ids=range(len(BODIES)))
+def test_exact_json_is_read_as_json_loads_reads_it(body: bytes) -> None:
+    """The shared decoder gives what `json.loads(body, parse_float=Decimal)` gave: the value, or the 422."""
+    try:
+        expected: Any = json.loads(body, parse_float=Decimal)
+    except (ValueError, RecursionError) as exc:
+        message = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        with pytest.raises(InvalidBody) as raised:
+            load_json(body, parse_float=Decimal)
+        assert raised.value.errors == [{"loc": (), "msg": f"not valid JSON: {message}"[:300]}]
+        return
+    assert repr(load_json(body, parse_float=Decimal)) == repr(expected)  # Decimal('1.10') keeps its digits
