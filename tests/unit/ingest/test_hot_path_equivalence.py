@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.responses import JSONResponse
 
+from services.ingest.bounds import MAX_DECIMAL_PLACES, MAX_MAGNITUDE, MAX_SIGNIFICANT_DIGITS, number_problem
 from services.ingest.intake import IngestResult, Verdict
 from services.ingest.normalise import InvalidBody, load_json
 from services.ingest.routes import result_response
@@ -65,3 +66,48 @@ def test_exact_json_is_read_as_json_loads_reads_it(body: bytes) -> None:
         assert raised.value.errors == [{"loc": (), "msg": f"not valid JSON: {message}"[:300]}]
         return
     assert repr(load_json(body, parse_float=Decimal)) == repr(expected)  # Decimal('1.10') keeps its digits
+
+
+def reference_number_problem(value: Decimal) -> str | None:
+    """The bound as first written, with abs(): what the faster test must agree with."""
+    if not value.is_finite():
+        return "must be a finite number"
+    if abs(value) >= MAX_MAGNITUDE:
+        return f"out of range: the magnitude must be below {MAX_MAGNITUDE:.0E}"
+    _sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    if -exponent > MAX_DECIMAL_PLACES:
+        return f"too precise: at most {MAX_DECIMAL_PLACES} decimal places"
+    if len(digits) > MAX_SIGNIFICANT_DIGITS:
+        return f"too precise: at most {MAX_SIGNIFICANT_DIGITS} significant digits"
+    return None
+
+
+NUMBERS = [
+    "0",
+    "-0",
+    "0E+20",
+    "0E-999999",
+    "0.000",
+    "1E+15",
+    "-1E+15",
+    "1000000000000000",
+    "999999999999999.9",
+    "-999999999999999.99999",
+    "1E+14",
+    "9.99E+14",
+    "10.0E+14",
+    "1e999999",
+    "1e-40",
+    "1.8",
+    "7.5",
+    "123456789012345678901",
+    "0.1234567890123456789",
+    "NaN",
+    "-Infinity",
+]
+
+
+@pytest.mark.parametrize("text", NUMBERS)
+def test_the_magnitude_bound_is_the_one_written_with_abs(text: str) -> None:
+    assert number_problem(Decimal(text)) == reference_number_problem(Decimal(text))
