@@ -312,6 +312,7 @@ class Compared:
     memory: list[Memory]
     baseline: list[WrkResult]
     """The BENCH_BASELINE_TREE checkout's ingest under the same load (empty without one)."""
+    baseline_memory: list[Memory]
 
 
 def compare(
@@ -329,7 +330,7 @@ def compare(
     """Interleave ingest and bare runs (and the baseline tree's ingest); each ingest run has a fresh database, topic
     and ids."""
     secret = WebhookSecret.parse(SECRET)
-    result = Compared([], [], [], [])
+    result = Compared([], [], [], [], [])
     url = "/v1/sources/edc/events"
     for rep in range(reps):
         for tree in ([None, baseline_tree] if baseline_tree else [None])[:: 1 if rep % 2 == 0 else -1]:
@@ -346,6 +347,7 @@ def compare(
                     result.memory.append(Memory(idle, ingest.settled_rss_mb()))
                 else:
                     result.baseline.append(measured)
+                    result.baseline_memory.append(Memory(idle, ingest.settled_rss_mb()))
             if tree is None:
                 with server("bare", {}) as bare:
                     result.bare.append(
@@ -383,7 +385,9 @@ def report(label: str, per_request: int, compared: Compared) -> float:
         print(
             f"{'':<26} baseline tree's ingest {base_rate * scale:>10,.0f} {unit} (ratio to bare"
             f" {base_rate / bare_rate:.3f}), CPU per request {median(compared.baseline, 'cpu_us_per_request'):,.0f} us,"
-            f" p99 {median(compared.baseline, 'p99_ms'):.1f} ms: this tree at {rate / base_rate:.2f}x"
+            f" p99 {median(compared.baseline, 'p99_ms'):.1f} ms,"
+            f" RSS after the load {statistics.median(m.loaded for m in compared.baseline_memory):.0f} MB:"
+            f" this tree at {rate / base_rate:.2f}x"
         )
     idle = statistics.median(m.idle for m in memory)
     loaded = [m.loaded for m in memory]
