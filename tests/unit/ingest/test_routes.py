@@ -12,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from services.ingest.intake import LOOKUP_IN_THREAD_FROM
 from services.ingest.main import create_app
 from services.ingest.settings import IngestSettings
 from shared.clock import FakeClock
@@ -219,27 +218,3 @@ def test_metrics_answers_on_the_contract_path_without_redirect(client: TestClien
 def test_malformed_source_id_is_422_not_500(client: TestClient) -> None:
     problem = assert_problem(client.post("/v1/sources/bad%20id/events", content=b"{}"), 422)
     assert problem["errors"][0]["pointer"] == "/path/source_id"
-
-
-@pytest.mark.parametrize("size", [LOOKUP_IN_THREAD_FROM - 1, LOOKUP_IN_THREAD_FROM])
-def test_duplicates_and_stale_versions_are_found_on_both_sides_of_the_lookup_in_a_thread(
-    tmp_path: Path, publisher: FakePublisher, clock: FakeClock, size: int
-) -> None:
-    """SQLite's lookup runs on the loop for small posts and in a thread from LOOKUP_IN_THREAD_FROM records on:
-    either way a resent id is a duplicate and an older AE version is stale."""
-    settings = IngestSettings(webhook_secrets={"edc": SECRET}, var_dir=tmp_path, clinical_topic=TOPIC)
-    app = create_app(settings, publisher=publisher, clock=clock, registry=CollectorRegistry())
-    with TestClient(app) as client:
-        first = post(client, clock, {"events": [ae_event(n, version=2) for n in range(size)]})
-        assert first.status_code == 202 and len(first.json()["accepted"]) == size
-        again = [ae_event(n, version=2) for n in range(size - 1)]
-        older = {**ae_event(size - 1, version=1), "id": "msg-older"}
-        response = post(client, clock, {"events": [*again, older, ae_event(size)]})
-    assert response.status_code == 202
-    assert response.json() == {
-        "accepted": [f"msg-{size}"],
-        "duplicates": [f"msg-{n}" for n in range(size - 1)],
-        "stale": ["msg-older"],
-        "ignored": [],
-    }
-    assert len(publisher.messages) == size + 1
