@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -84,6 +85,6 @@ class IngestRuntime:
     reader: HeldReader
     """SQLite: the idempotency reads on the event loop (PostgreSQL reads from the pool, in a thread)."""
 
-    @property
+    @cached_property  # read on every post; the settings do not change while the app runs
     def signature_tolerance(self) -> timedelta:
         return timedelta(seconds=self.settings.signature_tolerance_seconds)
