@@ -17,6 +17,7 @@ may travel in one), client addresses, and clinical content: only identifiers are
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import sys
@@ -121,6 +122,17 @@ def event_log_fields(attributes: Mapping[str, object]) -> dict[str, str]:
     return {field: str(attributes[key]) for key, field in EVENT_FIELDS.items() if attributes.get(key) is not None}
 
 
+class LineEncoder:
+    """`json.dumps(event, default=...)` as structlog's JSONRenderer calls it, with one encoder built once: with a
+    `default`, json.dumps builds a new encoder for every call, a third of a line's rendering (profiled)."""
+
+    def __init__(self) -> None:
+        self._encoder = json.JSONEncoder(default=structlog.processors._json_fallback_handler)
+
+    def __call__(self, event: Any, **_options: Any) -> str:
+        return self._encoder.encode(event)
+
+
 class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The stream handler of `configure_logging`; also takes lines structlog rendered already (`write_line`)."""
 
@@ -221,7 +233,7 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None) -> N
             *common,
             redact_secrets,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=LineEncoder()),
         ],
         logger_factory=line_logger_factory,
         wrapper_class=structlog.stdlib.BoundLogger,

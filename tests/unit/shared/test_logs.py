@@ -13,7 +13,7 @@ import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared.logs import RepeatLimiter, configure_logging, event_log_fields
+from shared.logs import LineEncoder, RepeatLimiter, configure_logging, event_log_fields
 
 
 @pytest.fixture
@@ -183,3 +183,13 @@ def test_other_handlers_receive_our_lines_as_records(output: io.StringIO) -> Non
     assert record.name == "sentinel.events" and record.levelno == logging.INFO
     assert json.loads(record.getMessage())["event_id"] == "ev-4"
     assert [line["event_id"] for line in lines(output)] == ["ev-4"]
+
+
+def test_lines_are_encoded_as_json_dumps_would() -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    event = {"event": "x ✓", "when": datetime(2026, 1, 2, tzinfo=UTC), "n": Decimal("1.10"), "ids": ["a", None, 3]}
+    assert LineEncoder()(event, default="ignored") == json.dumps(
+        event, default=structlog.processors._json_fallback_handler
+    )
