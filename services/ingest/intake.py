@@ -505,4 +505,8 @@ def webhook_conflict(runtime: IngestRuntime, exc: WebhookIdReused) -> ProblemErr
 
 
 def flagged(data: BaseModel) -> bool:
-    return isinstance(data, AeData | LabData) and bool(data.flags)
+    return isinstance(data, _FLAGGABLE) and bool(data.flags)
+
+
+_FLAGGABLE = (AeData, LabData)
+"""A tuple, not `AeData | LabData`: the union would be built anew on every call (once per published event)."""
