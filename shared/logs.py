@@ -165,6 +165,13 @@ class LineLogger:
     def disabled(self) -> bool:  # `structlog.stdlib.filter_by_level` reads it
         return self._logger.disabled
 
+    def __getattr__(self, name: str) -> Any:
+        """The rest of `logging.Logger` (`level`, `isEnabledFor`, `handlers`...), for what structlog's stdlib
+        BoundLogger forwards to the logger it wraps."""
+        if name.startswith("__") or name == "_logger":  # copies and pickles probe these before __init__ ran
+            raise AttributeError(name)
+        return getattr(self._logger, name)
+
     def getEffectiveLevel(self) -> int:  # the standard library's name: filter_by_level calls it
         return self._logger.getEffectiveLevel()
 

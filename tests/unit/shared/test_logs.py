@@ -193,3 +193,10 @@ def test_lines_are_encoded_as_json_dumps_would() -> None:
     assert LineEncoder()(event, default="ignored") == json.dumps(
         event, default=structlog.processors._json_fallback_handler
     )
+
+
+def test_the_bound_logger_still_answers_as_a_standard_library_logger(output: io.StringIO) -> None:
+    events = structlog.stdlib.get_logger("sentinel.events")
+    assert events.isEnabledFor(logging.INFO) and not events.isEnabledFor(logging.DEBUG)
+    assert events.name == "sentinel.events" and events.getEffectiveLevel() == logging.INFO
+    assert events.propagate and events.level == logging.NOTSET
