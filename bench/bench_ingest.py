@@ -11,6 +11,10 @@ Runs against the local broker (SENTINEL_KAFKA_BOOTSTRAP_SERVERS, default 127.0.0
 BENCH_DATABASE_URL to an existing PostgreSQL database to measure on it. Each ingest run gets fresh topics (deleted
 at the end) and a fresh SQLite file, and every posted event id is new, so what is measured is publishing, not
 answering duplicates. Profile a run with py-spy (`py-spy record -p <ingest pid>`; in the dev extra).
+
+BENCH_BASELINE_TREE=/path/to/a/checkout (e.g. `git worktree add /tmp/base main`) also runs that checkout's ingest,
+interleaved with this one's and the bare app's under the same load, and reports it beside them: on a shared
+machine only a same-run comparison says whether a change helped.
 """
 
 from __future__ import annotations
@@ -227,8 +231,9 @@ class Running:
 
 
 @contextlib.contextmanager
-def server(kind: str, env: dict[str, str]) -> Iterator[Running]:
-    """Start one server in its own process; yield its base URL and pid once /readyz answers 200."""
+def server(kind: str, env: dict[str, str], tree: Path | None = None) -> Iterator[Running]:
+    """Start one server in its own process (from the code in `tree`, this checkout by default); yield its base URL
+    and pid once /readyz answers 200."""
     port = free_port()
     logs = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below; its JSON log lines: a pipe nobody reads would fill and stall the server
     environment = {**os.environ, **env}
@@ -239,6 +244,7 @@ def server(kind: str, env: dict[str, str]) -> Iterator[Running]:
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=logs,
+        cwd=tree,  # `-m` puts the working directory first on sys.path: that tree's packages are the ones imported
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -299,38 +305,64 @@ class Memory:
     loaded: float
 
 
+@dataclass(frozen=True)
+class Compared:
+    ingest: list[WrkResult]
+    bare: list[WrkResult]
+    memory: list[Memory]
+    baseline: list[WrkResult]
+    """The BENCH_BASELINE_TREE checkout's ingest under the same load (empty without one)."""
+    baseline_memory: list[Memory]
+
+
 def compare(
-    wrk: str, workdir: Path, *, label: str, per_request: int, count: int, seconds: float, reps: int, connections: int
-) -> tuple[list[WrkResult], list[WrkResult], list[Memory]]:
-    """Interleave ingest and bare runs; each ingest run has a fresh database, topic and ids."""
+    wrk: str,
+    workdir: Path,
+    *,
+    label: str,
+    per_request: int,
+    count: int,
+    seconds: float,
+    reps: int,
+    connections: int,
+    baseline_tree: Path | None = None,
+) -> Compared:
+    """Interleave ingest and bare runs (and the baseline tree's ingest); each ingest run has a fresh database, topic
+    and ids."""
     secret = WebhookSecret.parse(SECRET)
-    ingest_runs: list[WrkResult] = []
-    bare_runs: list[WrkResult] = []
-    memory: list[Memory] = []
+    result = Compared([], [], [], [], [])
+    url = "/v1/sources/edc/events"
     for rep in range(reps):
-        run = f"{RUN_TAG}{label}{rep}-{uuid.uuid4().hex[:8]}"
-        requests = workdir / f"{run}.tsv"
-        write_requests(requests, count=count, per_request=per_request, run=run, secret=secret)
-        url = "/v1/sources/edc/events"
-        with server("ingest", ingest_env(workdir, run)) as ingest:
-            idle = ingest.rss_mb()
-            ingest_runs.append(
-                run_wrk_on(ingest, url, requests, wrk=wrk, seconds=seconds, connections=connections, threads=1)
-            )
-            memory.append(Memory(idle, ingest.settled_rss_mb()))
-        with server("bare", {}) as bare:
-            bare_runs.append(
-                run_wrk_on(bare, url, requests, wrk=wrk, seconds=seconds, connections=connections, threads=1)
-            )
-        requests.unlink()
-    return ingest_runs, bare_runs, memory
+        for tree in ([None, baseline_tree] if baseline_tree else [None])[:: 1 if rep % 2 == 0 else -1]:
+            run = f"{RUN_TAG}{label}{rep}{'b' if tree else ''}-{uuid.uuid4().hex[:8]}"
+            requests = workdir / f"{run}.tsv"
+            write_requests(requests, count=count, per_request=per_request, run=run, secret=secret)
+            with server("ingest", ingest_env(workdir, run), tree) as ingest:
+                idle = ingest.rss_mb()
+                measured = run_wrk_on(
+                    ingest, url, requests, wrk=wrk, seconds=seconds, connections=connections, threads=1
+                )
+                if tree is None:
+                    result.ingest.append(measured)
+                    result.memory.append(Memory(idle, ingest.settled_rss_mb()))
+                else:
+                    result.baseline.append(measured)
+                    result.baseline_memory.append(Memory(idle, ingest.settled_rss_mb()))
+            if tree is None:
+                with server("bare", {}) as bare:
+                    result.bare.append(
+                        run_wrk_on(bare, url, requests, wrk=wrk, seconds=seconds, connections=connections, threads=1)
+                    )
+            requests.unlink()
+    return result
 
 
 def median(runs: list[WrkResult], attribute: str) -> float:
     return statistics.median(getattr(r, attribute) for r in runs)
 
 
-def report(label: str, per_request: int, ingest: list[WrkResult], bare: list[WrkResult], memory: list[Memory]) -> float:
+def report(label: str, per_request: int, compared: Compared) -> float:
+    ingest, bare, memory = compared.ingest, compared.bare, compared.memory
     rate, bare_rate = median(ingest, "requests_per_s"), median(bare, "requests_per_s")
     unit = "req/s" if per_request == 1 else "events/s"
     scale = per_request
@@ -348,6 +380,15 @@ def report(label: str, per_request: int, ingest: list[WrkResult], bare: list[Wrk
     reused = sum(r.reused for r in ingest)
     if refused or reused:
         print(f"{'':<26} (ingest: {refused} answers other than 202, {reused} passes re-sent ids as duplicates)")
+    if compared.baseline:
+        base_rate = median(compared.baseline, "requests_per_s")
+        print(
+            f"{'':<26} baseline tree's ingest {base_rate * scale:>10,.0f} {unit} (ratio to bare"
+            f" {base_rate / bare_rate:.3f}), CPU per request {median(compared.baseline, 'cpu_us_per_request'):,.0f} us,"
+            f" p99 {median(compared.baseline, 'p99_ms'):.1f} ms,"
+            f" RSS after the load {statistics.median(m.loaded for m in compared.baseline_memory):.0f} MB:"
+            f" this tree at {rate / base_rate:.2f}x"
+        )
     idle = statistics.median(m.idle for m in memory)
     loaded = [m.loaded for m in memory]
     print(
@@ -399,6 +440,7 @@ def main() -> None:
     reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     bootstrap = os.environ.get("SENTINEL_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     wrk = ensure_wrk()
+    baseline_tree = Path(os.environ["BENCH_BASELINE_TREE"]) if os.environ.get("BENCH_BASELINE_TREE") else None
     workdir = Path(tempfile.mkdtemp(prefix="sentinel-bench-ingest-"))
     try:
         print(
@@ -414,8 +456,9 @@ def main() -> None:
             seconds=seconds,
             reps=reps,
             connections=32,
+            baseline_tree=baseline_tree,
         )
-        report("single-event POST", 1, *single)
+        report("single-event POST", 1, single)
         batch = compare(
             wrk,
             workdir,
@@ -425,8 +468,9 @@ def main() -> None:
             seconds=seconds,
             reps=reps,
             connections=8,
+            baseline_tree=baseline_tree,
         )
-        batch_rate = report("100-event POST", 100, *batch)
+        batch_rate = report("100-event POST", 100, batch)
         rows = 20_000
         rows_per_s, backfill_memory = backfill(workdir, rows)
         sample = json.dumps(lab_event(0, "x", datetime.now(UTC)))

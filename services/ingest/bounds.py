@@ -20,6 +20,8 @@ from shared.events import LabData
 MAX_MAGNITUDE = Decimal("1e15")
 MAX_SIGNIFICANT_DIGITS = 20
 MAX_DECIMAL_PLACES = 35
+_MAX_ADJUSTED = MAX_MAGNITUDE.adjusted()
+"""A non-zero number reaches MAX_MAGNITUDE exactly when its leading digit's exponent is at least this."""
 _CENSOR = re.compile(r"^\s*(?:<=|>=|<|>|≤|≥)?\s*")
 
 
@@ -27,7 +29,7 @@ def number_problem(value: Decimal) -> str | None:
     """Why this number cannot be a clinical measurement, or None when it can."""
     if not value.is_finite():
         return "must be a finite number"
-    if abs(value) >= MAX_MAGNITUDE:
+    if value and value.adjusted() >= _MAX_ADJUSTED:  # |value| >= 1e15, without building abs(value) (every number)
         return f"out of range: the magnitude must be below {MAX_MAGNITUDE:.0E}"
     _sign, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
@@ -61,13 +63,12 @@ def _may_hold_decimal(annotation: Any) -> bool:
 def out_of_bounds(data: BaseModel) -> list[dict[str, Any]]:
     """Pydantic-style errors (`loc` relative to the event) for every number of `data` out of bounds."""
     errors: list[dict[str, Any]] = []
-    names = _number_fields(type(data))
     if isinstance(data, LabData):
-        names = ("value", *names)
-    for name in names:
+        value = _lab_value(data.value)
+        if value is not None and (problem := number_problem(value)) is not None:
+            errors.append({"loc": ("data", "value"), "msg": problem})
+    for name in _number_fields(type(data)):
         value = getattr(data, name)
-        if isinstance(data, LabData) and name == "value":
-            value = _lab_value(value)
         if isinstance(value, Decimal) and (problem := number_problem(value)) is not None:
             errors.append({"loc": ("data", name), "msg": problem})
     return errors

@@ -12,7 +12,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from services.ingest.bounds import out_of_bounds
 from shared.events import (
@@ -66,8 +66,17 @@ def parse_body(body: bytes) -> list[CanonicalEvent]:
                 "too many events", [{"loc": ("events",), "msg": f"at most {MAX_EVENTS_PER_REQUEST} events per request"}]
             )
         located: list[tuple[tuple[str | int, ...], Any]] = [(("events", i), item) for i, item in enumerate(items)]
+        events = _parse_valid_batch(items)
+        if events is not None:
+            _refuse_repeated_ids(events, located)
+            return events
     else:
         located = [((), document)]
+    return _parse_each(located)
+
+
+def _parse_each(located: list[tuple[tuple[str | int, ...], Any]]) -> list[CanonicalEvent]:
+    """Every item on its own, each error located in the body: the reference `_parse_valid_batch` must agree with."""
     events: list[CanonicalEvent] = []
     errors: list[dict[str, Any]] = []
     for prefix, item in located:
@@ -83,14 +92,54 @@ def parse_body(body: bytes) -> list[CanonicalEvent]:
     return events
 
 
+_EXACT_OPTIONS = {"parse_float": Decimal}
+_EXACT = json.JSONDecoder(parse_float=Decimal)
+
+
 def load_json(body: bytes, **options: Any) -> Any:
     """`json.loads`, where every way a client's body can fail is a 422, never a 500: bad UTF-8 or syntax, an
     integer over Python's 4300-digit limit (ValueError), nesting deeper than the recursion limit."""
     try:
+        if options == _EXACT_OPTIONS:  # the canonical and FHIR bodies: one decoder, not one built per body
+            return _EXACT.decode(body.decode(json.detect_encoding(body), "surrogatepass"))  # as json.loads does
         return json.loads(body, **options)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         message = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise InvalidBody("body is not valid JSON", [{"loc": (), "msg": f"not valid JSON: {message}"[:300]}]) from exc
+
+
+_HEADERS = TypeAdapter(list[InboundHeader])
+
+
+@cache
+def _data_list(model: type[BaseModel]) -> TypeAdapter[list[BaseModel]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def _parse_valid_batch(items: list[Any]) -> list[CanonicalEvent] | None:
+    """A batch's events validated per kind in one call each (headers, then each type's data), or None at the first
+    problem of any kind: the caller then parses item by item, which locates every error as it always did. The
+    headers and payloads are the very models `_parse_one` builds; one call per batch instead of two per event was
+    a third of the validation (measured on 100-event posts)."""
+    try:
+        headers = _HEADERS.validate_python(items)
+        positions: dict[Any, list[int]] = {}
+        for position, header in enumerate(headers):
+            positions.setdefault(header.type, []).append(position)
+        payloads: list[BaseModel | None] = [None] * len(headers)
+        for type_, where in positions.items():
+            validated = _data_list(INBOUND_DATA[type_]).validate_python([headers[i].data for i in where])
+            for position, validated_data in zip(where, validated, strict=True):
+                payloads[position] = validated_data
+    except ValidationError:
+        return None
+    events: list[CanonicalEvent] = []
+    for header, payload in zip(headers, payloads, strict=True):
+        assert payload is not None
+        if (isinstance(payload, AeData) and payload.version > MAX_VERSION) or out_of_bounds(payload):
+            return None
+        events.append(CanonicalEvent(header=header, data=payload))
+    return events
 
 
 def _parse_one(item: Any) -> CanonicalEvent:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from services.ingest import openapi_docs as docs
 from services.ingest.adapters.fhir import parse_fhir
@@ -42,7 +42,7 @@ FHIR_SCHEMA = {"type": "object", "required": ["resourceType"], "properties": {"r
         }
     ),
 )
-async def post_fhir(source_id: SourceId, request: Request) -> JSONResponse:
+async def post_fhir(source_id: SourceId, request: Request) -> Response:
     runtime, source, body, received_at = await receive(request, source_id, SourceKind.FHIR)
     try:
         outcome = parse_fhir(body, source=source.config)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from services.ingest import openapi_docs as docs
 from services.ingest.adapters.odm import parse_odm
@@ -33,7 +33,7 @@ router = APIRouter()
         }
     ),
 )
-async def post_odm(source_id: SourceId, request: Request) -> JSONResponse:
+async def post_odm(source_id: SourceId, request: Request) -> Response:
     runtime, source, body, received_at = await receive(request, source_id, SourceKind.ODM)
     try:
         outcome = parse_odm(body, source=source.config)

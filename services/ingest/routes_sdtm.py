@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from services.ingest import openapi_docs as docs
 from services.ingest.adapters.sdtm import parse_sdtm
@@ -44,7 +44,7 @@ async def post_sdtm(
     source_id: SourceId,
     request: Request,
     domain: Annotated[str | None, Query(pattern="^(AE|LB|EX|DM|ae|lb|ex|dm)$")] = None,
-) -> JSONResponse:
+) -> Response:
     runtime, source, body, received_at = await receive(request, source_id, SourceKind.SDTM)
     content_type = request.headers.get("content-type", "application/json").lower()
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import Engine
@@ -12,7 +13,7 @@ from services.ingest.commit_queue import CommitQueue
 from services.ingest.rate_limit import RateLimiter
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import Source
-from services.ingest.store import AcceptedWrite
+from services.ingest.store import AcceptedWrite, HeldReader
 from shared.clock import Clock
 from shared.kafka import Publisher
 
@@ -81,7 +82,9 @@ class IngestRuntime:
     metrics: IngestMetrics
     rate_limiter: RateLimiter
     commits: CommitQueue[AcceptedWrite]
+    reader: HeldReader
+    """SQLite: the idempotency reads on the event loop (PostgreSQL reads from the pool, in a thread)."""
 
-    @property
+    @cached_property  # read on every post; the settings do not change while the app runs
     def signature_tolerance(self) -> timedelta:
         return timedelta(seconds=self.settings.signature_tolerance_seconds)

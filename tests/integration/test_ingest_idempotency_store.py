@@ -68,3 +68,74 @@ def test_versions_forwards_only_and_webhook_ids_on_both_databases(database_url: 
         assert len(session.exec(select(AcceptedDelivery)).all()) == 3
         assert sorted(w.webhook_id for w in session.exec(select(WebhookDelivery)).all()) == ["wh-a", "wh-c"]
     engine.dispose()
+
+
+def test_the_one_statement_lookup_reads_what_the_lookup_per_table_read(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request's lookups are one UNION ALL statement when they fit one chunk; the chunked statements (one per
+    table) stay for larger requests. Both must see the same delivery ids, versions and webhook body."""
+    from services.ingest import store
+    from services.ingest.main import MIGRATIONS
+    from shared.schema_version import SHARED, prepare_database
+
+    engine = make_engine(database_url)
+    prepare_database(engine, [SHARED, MIGRATIONS], auto_migrate=True)
+    updates = [
+        store.VersionUpdate(
+            f"k{n}", f"v{n}" if n % 2 else None, n or None, "lab", f"R{n}", "T", "S", "SITE", False, START
+        )
+        for n in range(4)
+    ]
+    write = store.AcceptedWrite(
+        source_id="edc",
+        envelopes=[],
+        updates=updates,
+        now=START,
+        webhook_id="wh-1",
+        webhook_body_sha256="ab" * 32,
+    )
+    with engine.begin() as connection:
+        store.save_accepted(connection, writes=[write])
+        connection.exec_driver_sql(
+            "INSERT INTO ingest_accepted (source_id, event_id, envelope_id, event_type, accepted_at)"
+            " VALUES ('edc', 'e1', 'x', 'lab.resulted', '2026-01-01 00:00:00'),"
+            " ('edc', 'e2', 'x', 'lab.resulted', '2026-01-01 00:00:00'),"
+            " ('other', 'e3', 'x', 'lab.resulted', '2026-01-01 00:00:00')"
+        )
+        # ingest_webhook_deliveries gets its row only with envelopes: write it as the request would have
+        connection.exec_driver_sql(
+            "INSERT INTO ingest_webhook_deliveries (source_id, webhook_id, body_sha256, accepted_at)"
+            " VALUES ('edc', 'wh-1', '" + "ab" * 32 + "', '2026-01-01 00:00:00')"
+        )
+    shapes: list[dict[str, Any]] = [
+        {"event_ids": ["e1"], "record_keys": ["k1"], "webhook_id": "wh-1"},
+        {
+            "event_ids": ["e1", "e2", "e3", "e9", "e1"],
+            "record_keys": ["k0", "k1", "k2", "k3", "k9"],
+            "webhook_id": None,
+        },
+        {"event_ids": [], "record_keys": ["k2"], "webhook_id": "wh-2"},
+        {"event_ids": ["e2"], "record_keys": [], "webhook_id": None},
+        {"event_ids": [], "record_keys": [], "webhook_id": None},
+    ]
+
+    def read(shape: dict[str, Any]) -> store.Known:
+        return store.read_known(
+            engine,
+            source_id="edc",
+            event_ids=shape["event_ids"],
+            record_keys=shape["record_keys"],
+            webhook_id=shape.get("webhook_id"),
+        )
+
+    at_once = [read(shape) for shape in shapes]
+    monkeypatch.setattr(store, "CHUNK", 0)  # nothing fits "one chunk" now: the statement per table
+    per_table = [read(shape) for shape in shapes]
+    engine.dispose()
+    assert at_once == per_table
+    first, second = at_once[0], at_once[1]
+    assert first.deliveries == {"e1"} and first.webhook_body_sha256 == "ab" * 32
+    assert first.versions == {"k1": store.KnownVersion("v1", 1, None, START)}
+    assert second.deliveries == {"e1", "e2"}, "another source's delivery ids are not this one's"
+    assert set(second.versions) == {"k0", "k1", "k2", "k3"} and second.versions["k0"].canonical_version is None

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared.logs import RepeatLimiter, configure_logging, event_log_fields
+from shared.logs import LineEncoder, RepeatLimiter, configure_logging, event_log_fields
 
 
 @pytest.fixture
@@ -113,3 +113,90 @@ def test_database_errors_never_carry_the_values_bound_to_the_statement(tmp_path:
         connection.execute(text("insert into t values (:v)"), {"v": "grade 4 neutropenia, subject 101-001"})
     assert "neutropenia" not in str(raised.value)
     engine.dispose()
+
+
+def test_our_own_lines_keep_their_fields_and_honour_the_standard_library_levels(output: io.StringIO) -> None:
+    """structlog's lines skip the standard library's records (written as rendered), but not its configuration."""
+    events = structlog.stdlib.get_logger("sentinel.events")
+    events.info("event published", topic="t", event_id="ev-1", trial="NCT07212335", subject="101-001")
+    quiet = logging.getLogger("sentinel.events")
+    quiet.setLevel(logging.WARNING)
+    try:
+        events.info("dropped: below the logger's level")
+        events.warning("kept", event_id="ev-2")
+    finally:
+        quiet.setLevel(logging.NOTSET)
+    first, second = lines(output)
+    assert first == {
+        "topic": "t",
+        "event_id": "ev-1",
+        "trial": "NCT07212335",
+        "subject": "101-001",
+        "event": "event published",
+        "level": "info",
+        "logger": "sentinel.events",
+        "time": first["time"],
+    }
+    assert str(first["time"]).endswith("Z")
+    assert (second["event"], second["level"], second["event_id"]) == ("kept", "warning", "ev-2")
+
+
+def test_our_own_lines_carry_the_trace_and_render_exceptions(output: io.StringIO) -> None:
+    tracer = TracerProvider().get_tracer("test")
+    events = structlog.stdlib.get_logger("sentinel.events")
+    with tracer.start_as_current_span("work") as span:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            events.exception("event not handled", event_id="ev-3", webhook_secret="whsec_x")
+    [line] = lines(output)
+    assert line["level"] == "error" and line["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert "ValueError: boom" in str(line["exception"]) and line["webhook_secret"] == "[redacted]"
+
+
+def test_a_logger_used_before_a_new_configuration_writes_to_the_new_stream(output: io.StringIO) -> None:
+    events = structlog.stdlib.get_logger("sentinel.events")
+    events.info("first")
+    other = io.StringIO()
+    configure_logging("info", stream=other)
+    events.info("second")
+    assert [line["event"] for line in lines(output)] == ["first"]
+    assert [line["event"] for line in lines(other)] == ["second"]
+
+
+def test_other_handlers_receive_our_lines_as_records(output: io.StringIO) -> None:
+    """A handler that is not the JSON one (a test's capture, an operator's extra handler) still sees each line."""
+    captured: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            captured.append(record)
+
+    extra = Capture(level=logging.INFO)
+    logging.getLogger("sentinel").addHandler(extra)
+    try:
+        structlog.stdlib.get_logger("sentinel.events").info("event published", event_id="ev-4")
+        structlog.stdlib.get_logger("sentinel.events").debug("below every level")
+    finally:
+        logging.getLogger("sentinel").removeHandler(extra)
+    [record] = captured
+    assert record.name == "sentinel.events" and record.levelno == logging.INFO
+    assert json.loads(record.getMessage())["event_id"] == "ev-4"
+    assert [line["event_id"] for line in lines(output)] == ["ev-4"]
+
+
+def test_lines_are_encoded_as_json_dumps_would() -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    event = {"event": "x ✓", "when": datetime(2026, 1, 2, tzinfo=UTC), "n": Decimal("1.10"), "ids": ["a", None, 3]}
+    assert LineEncoder()(event, default="ignored") == json.dumps(
+        event, default=structlog.processors._json_fallback_handler
+    )
+
+
+def test_the_bound_logger_still_answers_as_a_standard_library_logger(output: io.StringIO) -> None:
+    events = structlog.stdlib.get_logger("sentinel.events")
+    assert events.isEnabledFor(logging.INFO) and not events.isEnabledFor(logging.DEBUG)
+    assert events.name == "sentinel.events" and events.getEffectiveLevel() == logging.INFO
+    assert events.propagate and events.level == logging.NOTSET
