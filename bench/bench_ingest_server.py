@@ -51,4 +51,9 @@ if __name__ == "__main__":
 
     configure_logging("info")
     kind, port = sys.argv[1], int(sys.argv[2])
-    serve(bare_app() if kind == "bare" else ingest_app(), port)
+    app = bare_app() if kind == "bare" else ingest_app()
+    if kind == "ingest":  # the collector's tuning, as `sentinel run ingest` applies it at start
+        from shared.memory import tune_gc
+
+        tune_gc()
+    serve(app, port)

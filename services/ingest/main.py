@@ -39,8 +39,6 @@ from shared.tracing import Tracing, build_tracing, exporter_enabled, instrument_
 
 SERVICE = "ingest"
 MIGRATIONS = Component(SERVICE, "services.ingest:migrations")
-GC_YOUNG_THRESHOLD = 20_000
-"""Allocations of container objects between two collections of the youngest generation (Python's default: 700)."""
 
 
 def build_sources(settings: IngestSettings, env: Mapping[str, str]) -> dict[str, Source]:
@@ -111,11 +109,6 @@ def create_app(
         # (the collector walking it was 15-20% of a single-event post's CPU)
         gc.collect()
         gc.freeze()
-        # a post leaves few cycles (its objects die by reference count), but every 700 allocations of containers
-        # the collector walked whatever the requests in flight held: a larger first generation collects 30 times
-        # less often (about 5% of a single-event post's CPU, measured under load)
-        thresholds = gc.get_threshold()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
         try:
             yield
         finally:
@@ -130,7 +123,6 @@ def create_app(
             engine.dispose()
             if own_tracing:
                 tracing.shutdown()
-            gc.set_threshold(*thresholds)
             gc.unfreeze()  # an app built again in this process (tests) must not pin this one's objects
 
     app = FastAPI(

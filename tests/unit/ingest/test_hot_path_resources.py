@@ -16,7 +16,6 @@ from services.ingest.main import MIGRATIONS
 from shared.db import make_engine
 from shared.schema_version import SHARED, prepare_database
 from tests.unit.conftest import START
-from tests.unit.ingest.conftest import AppFactory
 
 
 def ingest_engine(tmp_path: Path) -> Engine:
@@ -91,16 +90,3 @@ def test_a_reader_nobody_closed_gives_its_connection_back_when_collected(tmp_pat
     assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     engine.dispose()
     assert os.path.exists(tmp_path / "ingest.db")
-
-
-def test_the_running_app_collects_its_young_objects_less_often_and_restores_the_collector_after(
-    make_client: AppFactory,
-) -> None:
-    """The thresholds are the process's: set while the app runs, put back when it stops."""
-    from services.ingest.main import GC_YOUNG_THRESHOLD
-
-    before = gc.get_threshold()
-    client = make_client({"sources": {}})
-    assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
-    client.__exit__(None, None, None)
-    assert gc.get_threshold() == before
