@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -48,7 +49,10 @@ async def post_sdtm(
     runtime, source, body, received_at = await receive(request, source_id, SourceKind.SDTM)
     content_type = request.headers.get("content-type", "application/json").lower()
     try:
-        outcome = parse_sdtm(body, content_type=content_type, source=source.config, domain=domain)
+        # a backfill's parse takes seconds: in a thread, so the event loop goes on answering other posts (an SAE)
+        outcome = await asyncio.to_thread(
+            parse_sdtm, body, content_type=content_type, source=source.config, domain=domain
+        )
     except InvalidBody as exc:
         runtime.metrics.rejected.labels(reason="invalid").inc()
         raise validation_problem(exc.errors) from exc

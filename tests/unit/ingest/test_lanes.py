@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -85,3 +86,32 @@ def test_a_large_request_is_a_backfill_whatever_its_route() -> None:
     assert not is_backfill(events=BULK_REQUEST_EVENTS, backfill_route=False)
     assert is_backfill(events=BULK_REQUEST_EVENTS + 1, backfill_route=False)
     assert is_backfill(events=1, backfill_route=True)
+
+
+def test_a_backfill_is_parsed_looked_up_and_planned_off_the_event_loop(
+    backfill: TestClient, publisher: FakePublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What takes a large backfill seconds runs in a thread, so the event loop goes on answering other posts (an
+    SAE posted meanwhile waits milliseconds for its 202, not the backfill's parse)."""
+    from services.ingest import intake, routes_sdtm
+
+    threads: dict[str, set[str]] = {"parse": set(), "plan": set()}
+    parse, plan = routes_sdtm.parse_sdtm, intake._planned
+
+    def spy_parse(*args: Any, **kwargs: Any) -> Any:
+        threads["parse"].add(threading.current_thread().name)
+        return parse(*args, **kwargs)
+
+    def spy_plan(*args: Any, **kwargs: Any) -> Any:
+        threads["plan"].add(threading.current_thread().name)
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(routes_sdtm, "parse_sdtm", spy_parse)
+    monkeypatch.setattr(intake, "_planned", spy_plan)
+    monkeypatch.setattr(intake, "OFF_LOOP_RECORDS", 3)
+    post(backfill, [lab_row(n) for n in range(1, 4)])
+    post(backfill, [lab_row(9)])  # below the size: planned on the loop
+    assert len(publisher.messages) == 4
+    assert threads["parse"] and all(name.startswith("asyncio_") for name in threads["parse"]), threads
+    planned_in = sorted(threads["plan"])
+    assert len(planned_in) == 2 and sum(name.startswith("asyncio_") for name in planned_in) == 1, planned_in
