@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel
@@ -228,6 +229,19 @@ async def accept_records(
     runtime.metrics.duplicates.inc(len(verdict.duplicates))
     runtime.metrics.stale.inc(len(verdict.stale))
     return verdict
+
+
+T = TypeVar("T")
+LARGE_BODY_BYTES = 256 * 1024
+"""A body this large is parsed in a thread (see `parsed`)."""
+
+
+async def parsed(body: bytes, parse: Callable[[], T]) -> T:
+    """`parse()`, in a thread when the body is large: a backfill's parse takes the event loop for seconds, and a
+    single-event post (an SAE) would wait that long for its 202. A small one is parsed on the loop (cheaper)."""
+    if len(body) < LARGE_BODY_BYTES:
+        return parse()
+    return await asyncio.to_thread(parse)
 
 
 OFF_LOOP_RECORDS = 1000

@@ -22,6 +22,7 @@ from services.ingest.intake import (
     accept_records,
     broker_problem,
     database_problem_for,
+    parsed,
     receive,
     webhook_conflict,
     webhook_delivery,
@@ -73,7 +74,7 @@ EVENTS_PATH = "/v1/sources/{source_id}/events"
 async def post_events(source_id: SourceId, request: Request) -> Response:
     runtime, source, body, received_at = await receive(request, source_id, SourceKind.CANONICAL)
     try:
-        events = parse_body(body)  # numbers are bounded here, with pointers into the body
+        events = await parsed(body, lambda: parse_body(body))  # numbers bounded here, pointers into the body
         _check_trial(source, events)
     except InvalidBody as exc:
         runtime.metrics.rejected.labels(reason="invalid").inc()

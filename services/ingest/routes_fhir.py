@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from services.ingest import openapi_docs as docs
 from services.ingest.adapters.fhir import parse_fhir
-from services.ingest.intake import receive, webhook_delivery
+from services.ingest.intake import parsed, receive, webhook_delivery
 from services.ingest.normalise import InvalidBody
 from services.ingest.routes import SourceId, publish
 from services.ingest.sources import SourceKind
@@ -45,7 +45,7 @@ FHIR_SCHEMA = {"type": "object", "required": ["resourceType"], "properties": {"r
 async def post_fhir(source_id: SourceId, request: Request) -> Response:
     runtime, source, body, received_at = await receive(request, source_id, SourceKind.FHIR)
     try:
-        outcome = parse_fhir(body, source=source.config)
+        outcome = await parsed(body, lambda: parse_fhir(body, source=source.config))
     except InvalidBody as exc:
         runtime.metrics.rejected.labels(reason="invalid").inc()
         raise validation_problem(exc.errors) from exc

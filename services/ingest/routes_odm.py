@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from services.ingest import openapi_docs as docs
 from services.ingest.adapters.odm import parse_odm
-from services.ingest.intake import receive, webhook_delivery
+from services.ingest.intake import parsed, receive, webhook_delivery
 from services.ingest.normalise import InvalidBody
 from services.ingest.routes import SourceId, publish
 from services.ingest.sources import SourceKind
@@ -36,7 +36,7 @@ router = APIRouter()
 async def post_odm(source_id: SourceId, request: Request) -> Response:
     runtime, source, body, received_at = await receive(request, source_id, SourceKind.ODM)
     try:
-        outcome = parse_odm(body, source=source.config)
+        outcome = await parsed(body, lambda: parse_odm(body, source=source.config))
     except InvalidBody as exc:
         runtime.metrics.rejected.labels(reason="invalid").inc()
         raise validation_problem(exc.errors) from exc

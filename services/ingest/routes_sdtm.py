@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -10,7 +9,7 @@ from fastapi.responses import Response
 
 from services.ingest import openapi_docs as docs
 from services.ingest.adapters.sdtm import parse_sdtm
-from services.ingest.intake import receive, webhook_delivery
+from services.ingest.intake import parsed, receive, webhook_delivery
 from services.ingest.normalise import InvalidBody
 from services.ingest.routes import SourceId, publish
 from services.ingest.sources import SourceKind
@@ -49,9 +48,8 @@ async def post_sdtm(
     runtime, source, body, received_at = await receive(request, source_id, SourceKind.SDTM)
     content_type = request.headers.get("content-type", "application/json").lower()
     try:
-        # a backfill's parse takes seconds: in a thread, so the event loop goes on answering other posts (an SAE)
-        outcome = await asyncio.to_thread(
-            parse_sdtm, body, content_type=content_type, source=source.config, domain=domain
+        outcome = await parsed(
+            body, lambda: parse_sdtm(body, content_type=content_type, source=source.config, domain=domain)
         )
     except InvalidBody as exc:
         runtime.metrics.rejected.labels(reason="invalid").inc()

@@ -109,9 +109,11 @@ def test_a_backfill_is_parsed_looked_up_and_planned_off_the_event_loop(
     monkeypatch.setattr(routes_sdtm, "parse_sdtm", spy_parse)
     monkeypatch.setattr(intake, "_planned", spy_plan)
     monkeypatch.setattr(intake, "OFF_LOOP_RECORDS", 3)
+    monkeypatch.setattr(intake, "LARGE_BODY_BYTES", len(json.dumps({"rows": [lab_row(9)]})) + 1)
     post(backfill, [lab_row(n) for n in range(1, 4)])
-    post(backfill, [lab_row(9)])  # below the size: planned on the loop
+    post(backfill, [lab_row(9)])  # below both sizes: parsed and planned on the loop
     assert len(publisher.messages) == 4
-    assert threads["parse"] and all(name.startswith("asyncio_") for name in threads["parse"]), threads
+    parsed_in = sorted(threads["parse"])
+    assert len(parsed_in) == 2 and sum(name.startswith("asyncio_") for name in parsed_in) == 1, parsed_in
     planned_in = sorted(threads["plan"])
     assert len(planned_in) == 2 and sum(name.startswith("asyncio_") for name in planned_in) == 1, planned_in
