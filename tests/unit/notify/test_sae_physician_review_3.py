@@ -179,9 +179,44 @@ async def test_the_sae_susar_and_dlt_of_a_retracted_ae_all_stop(run: Run) -> Non
         assert "entered in error" in (by_kind[kind].cancel_reason or ""), kind
     alerts = {a.kind: a.state for a in run.notifier.rows(Alert)}
     assert (alerts["sae"], alerts["susar"], alerts["dlt"]) == ("resolved", "resolved", "resolved")
+    start = len(run.notifier.channel.sent)
     after = [s for _, s in await walk(run, INFUSED + timedelta(days=5)) if "Infusion related reaction" in s]
     about_sae_susar_dlt = [s for s in after if "Acute reaction" not in s]
     assert about_sae_susar_dlt and all("withdrawn" in s.lower() for s in about_sae_susar_dlt), about_sae_susar_dlt
+    susar = [m for m in mails_since(run, start) if "SUSAR withdrawn" in str(m["Subject"])]
+    assert sorted(str(m["To"]) for m in susar) == sorted(OFFICERS), "the people paged for the SUSAR, once each"
+    for mail in susar:
+        assert "expedited reports no longer due" in str(mail["Subject"])
+        for words in ("AE AE-1", "Site: SITE-1", "Subject: S-001", "entered in error", "Reports no longer due: 3"):
+            assert words in body(mail), words
+
+
+async def test_a_susar_submitted_then_retracted_tells_the_officers_a_nullification_may_be_needed(run: Run) -> None:
+    """The officer submitted the SUSAR to the regulator, the ethics committee and the investigators on day 1; on day 2
+    the site marks the AE entered in error. Right: the submitted reports stay on record; the officers hear once
+    that each recipient holds a case that no longer stands (ICH E2B(R3) C.1.11 nullification or a follow-up), with
+    the references; a redelivered withdrawal tells nobody twice. Was: silence (only the SAE notice spoke of a
+    nullification, for the SAE report alone)."""
+    from tests.unit.notify.conftest import act
+
+    infusion_reaction_run(run)
+    await walk(run, INFUSED + timedelta(days=1))
+    [alert] = [a for a in run.notifier.rows(Alert) if a.kind == "susar"]
+    for n, obligation in enumerate(o for o in run.notifier.rows(Obligation) if o.kind == "susar_report"):
+        act(run.notifier, "complete", alert=alert, obligation=obligation, actor="officer", reference=f"EV-{n}")
+    start = len(run.notifier.channel.sent)
+    run.deliver(site_status("entered_in_error", INFUSED + timedelta(days=2)), INFUSED + timedelta(days=2))
+    [withdrawn] = [s for s in run.signals if getattr(s, "type", "") == "susar.withdrawn"]
+    run.notifier.apply(withdrawn)
+    await walk(run, INFUSED + timedelta(days=2, hours=1))
+    notices = [m for m in mails_since(run, start) if "SUSAR withdrawn" in str(m["Subject"])]
+    assert sorted(str(m["To"]) for m in notices) == sorted(OFFICERS | {PI}), "everyone paged (the PI by escalation)"
+    for mail in notices:
+        assert "after reports were submitted" in str(mail["Subject"])
+        text = body(mail)
+        assert "nullification" in text and all(f"EV-{n}" in text for n in range(3)), text
+    states = {o.state for o in run.notifier.rows(Obligation) if o.kind == "susar_report"}
+    assert states == {"completed"}, "the submitted reports stay on record"
 
 
 @pytest.mark.xfail(
