@@ -164,8 +164,10 @@ def dlt_suspected_mail(trial_id: str, data: DltData, *, due_at: datetime, hours:
 def dlt_withdrawn_mail(trial_id: str, data: DltData) -> MailContent:
     return notice_mail(
         subject=f"[{trial_id}] Suspected DLT withdrawn: {data.term}, subject {data.subject_id}",
-        heading="A suspected DLT no longer meets the protocol's criteria; its review is cancelled.",
+        heading=f"Suspected DLT withdrawn, its review cancelled: {data.reason}.",
         rows=_dlt_rows(trial_id, data),
+        footer="It no longer counts in the arm's 3+3 tally. If later data meet a DLT criterion again, it is "
+        "suspected (and paged) again.",
     )
 
 

@@ -183,6 +183,11 @@ async def test_the_sae_susar_and_dlt_of_a_retracted_ae_all_stop(run: Run) -> Non
     after = [s for _, s in await walk(run, INFUSED + timedelta(days=5)) if "Infusion related reaction" in s]
     about_sae_susar_dlt = [s for s in after if "Acute reaction" not in s]
     assert about_sae_susar_dlt and all("withdrawn" in s.lower() for s in about_sae_susar_dlt), about_sae_susar_dlt
+    dlt = [m for m in mails_since(run, start) if "Suspected DLT withdrawn" in str(m["Subject"])]
+    assert dlt and all(body(m).startswith("Suspected DLT withdrawn, its review cancelled: grade 3") for m in dlt)
+    assert all("the site marked this AE entered in error" in body(m).splitlines()[0] for m in dlt), (
+        "the first line says why (was: 'no longer meets the protocol's criteria', true of a downgrade, not of this)"
+    )
     susar = [m for m in mails_since(run, start) if "SUSAR withdrawn" in str(m["Subject"])]
     assert sorted(str(m["To"]) for m in susar) == sorted(OFFICERS), "the people paged for the SUSAR, once each"
     for mail in susar:
