@@ -255,3 +255,12 @@ async def test_a_redelivered_restore_pages_once(run: Run) -> None:
     pages = [m for m in mails_since(run, start) if "AE restored by the site" in str(m["Subject"])]
     assert sorted(str(m["To"]) for m in pages) == sorted(OFFICERS)
     assert run.actions().count("sae_restored") == 1 and run.actions().count("obligation_reopened") == 1
+
+
+async def test_an_sae_reported_after_its_deadline_says_overdue_in_the_subject(run: Run) -> None:
+    """The site became aware on day 0 at 02:00 but entered the SAE 30 h later. Right: the first page's subject says
+    OVERDUE (the body always did), not only a due date already past."""
+    run.deliver(sae_version(received=at(30)), at(30))
+    first = await run.until(at(30.25))
+    pages = [s for _, s in first if "SAE report due" in s]
+    assert pages and all("SAE report due 2026-03-11 02:00 UTC (OVERDUE): Pneumonitis" in s for s in pages), pages
