@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
-from services.safety.models import AcuteReactionRow, DltRecord, RecordStatus
+from services.safety.models import AcuteReactionRow, CohortState, DltRecord, RecordStatus
 from services.safety.sae_retraction import VERSION_OF_RETRACTED_AE
 from shared.events import ClinicalEnvelope, EnvelopeBase, RecordStatusChanged, RecordStatusData, deterministic_id
 from shared.protocol import Protocol
@@ -147,26 +147,29 @@ test_the_acute_reaction_of_a_retracted_ae_is_withdrawn_with_it = pytest.mark.xfa
 )(test_the_acute_reaction_of_a_retracted_ae_is_withdrawn_with_it)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT (silent): the officer confirmed A-1's DLT on day 1; on day 2 the site marks the AE entered in error "
-    "('wrong subject'). The SAE and the SUSAR are withdrawn, but the confirmed DLT stays counted in arm A's 3+3 "
-    "tally (arm A: expand) and no signal tells anyone: only the DLT record's stored reason changes. The officer "
-    "cannot undo a confirmation either (decide_dlt raises DltAlreadyDecided). Whether a confirmation survives a "
-    "retraction is a governance choice (the design keeps officers' decisions final), but a 3+3 decision resting on "
-    "an event the site says did not happen to this subject must at least be put in front of the officer (a "
-    "dlt.* or data-quality signal naming the DLT, the AE and the arm). Needs a signal and a route: not a one-line fix.",
-)
-def test_the_officer_is_told_when_the_ae_behind_a_confirmed_dlt_is_retracted(driver: Driver) -> None:
+def test_the_officer_is_told_when_the_ae_behind_a_confirmed_dlt_is_retracted(
+    driver: Driver, protocol: Protocol
+) -> None:
+    """The officer confirmed A-1's DLT on day 1; on day 2 the site marks the AE entered in error ('wrong subject').
+    The design keeps an officer's confirmation final (the DLT still counts: arm A expands), and the officer cannot
+    undo it through the API either. Right: a 3+3 decision resting on an event the site says did not happen to this
+    subject is put in front of the officer and the monitor, once, naming the AE, the arm and who confirmed it. Was:
+    the SAE and SUSAR were withdrawn and nothing at all was said about the confirmed DLT."""
+    from services.safety.retracted_dlt import CONFIRMED_DLT_AE_RETRACTED
     from tests.unit.safety.test_clinical_rules import decide
 
     driver.apply(reaction(), now=REPORTED)
     decide(driver, "A-1", "confirmed", now=at(1))
     out = driver.apply(site_status("entered_in_error", at(2), reason="wrong subject"), now=at(2))
-    about_the_dlt = [t for t in types(out) if t.startswith("dlt.")] + [
-        f.data.detail for f in of_type(out, "data_quality.flagged") if "DLT" in f.data.detail
-    ]
-    assert about_the_dlt, types(out)
+    [flag] = [f.data for f in of_type(out, "data_quality.flagged") if f.data.code == CONFIRMED_DLT_AE_RETRACTED]
+    for words in ("AE AE-1", "entered in error (wrong subject)", "officer@site", "arm A's 3+3 tally", "review"):
+        assert words in flag.detail, words
+    with Session(driver.engine) as session:
+        [arm] = [c for c in session.exec(select(CohortState)) if c.arm == "A"]
+        assert (arm.decision, arm.dlt_confirmed) == ("expand", 1), "the confirmation stands; the officer decides"
+    assert protocol.data_quality.code_roles[CONFIRMED_DLT_AE_RETRACTED] == ["safety_officer", "medical_monitor"]
+    again = driver.apply(site_status("deleted", at(3)), now=at(3))
+    assert not of_type(again, "data_quality.flagged"), "entered in error, then deleted: told once"
 
 
 # --- 2. deleted and entered in error: the same withdrawal -------------------------------------------------------
