@@ -264,3 +264,37 @@ async def test_an_sae_reported_after_its_deadline_says_overdue_in_the_subject(ru
     first = await run.until(at(30.25))
     pages = [s for _, s in first if "SAE report due" in s]
     assert pages and all("SAE report due 2026-03-11 02:00 UTC (OVERDUE): Pneumonitis" in s for s in pages), pages
+
+
+async def test_the_officer_and_the_monitor_hear_that_a_confirmed_dlts_ae_was_taken_back(run: Run) -> None:
+    """The officer confirmed the DLT; the site then marks the AE entered in error. Right: the DLT still counts (the
+    confirmation is final) and the officer and the monitor get a mail that says so and what to check."""
+    from sqlmodel import Session
+
+    from services.safety.protocol_engine import decide_dlt, dlt_id_for
+
+    infusion_reaction_run(run)
+    await walk(run, INFUSED + timedelta(hours=3))
+    with Session(run.driver.engine) as session, session.begin():
+        decided = decide_dlt(
+            session,
+            protocol=run.driver.protocol,
+            dlt_id=dlt_id_for("NCT07212335", "S-001", "AE-1"),
+            decision="confirmed",
+            actor="officer@site",
+            reason="reviewed",
+            now=INFUSED + timedelta(hours=4),
+            signals_topic="test.signals.v1",
+        )
+    for out in decided.signals:
+        run.notifier.apply(out.envelope)
+    start = len(run.notifier.channel.sent)
+    run.deliver(site_status("entered_in_error", INFUSED + timedelta(hours=5)), INFUSED + timedelta(hours=5))
+    await walk(run, INFUSED + timedelta(hours=6))
+    about = [m for m in mails_since(run, start) if "confirmed by officer@site" in body(m)]
+    assert {str(m["To"]) for m in about} >= OFFICERS, [str(m["Subject"]) for m in mails_since(run, start)]
+    assert all("arm A's 3+3 tally" in body(m) for m in about)
+    assert all(
+        str(m["Subject"]).startswith("[NCT07212335] Data quality: AE behind a CONFIRMED DLT retracted by the site")
+        for m in about
+    ), "was: 'Confirmed dlt ae retracted', the code with its underscores"
