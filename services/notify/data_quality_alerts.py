@@ -22,6 +22,8 @@ LABELS = {
     "ambiguous_value": "Ambiguous number",
     "unmapped_term": "AE term maps to no CTCAE term",
     "inconsistent_seriousness": "Inconsistent seriousness",
+    "version_of_retracted_ae": "New version of an AE the site retracted",
+    "confirmed_dlt_ae_retracted": "AE behind a CONFIRMED DLT retracted by the site",
 }
 
 

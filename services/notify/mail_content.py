@@ -31,7 +31,18 @@ def _when(moment: datetime) -> str:
     return utc(moment).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def sae_mail(trial_id: str, data: SaeData, *, due_at: datetime, hours: int, reason: str) -> MailContent:
+def sae_mail(
+    trial_id: str,
+    data: SaeData,
+    *,
+    due_at: datetime,
+    hours: int,
+    reason: str,
+    overdue: bool = False,
+    restored: bool = False,
+) -> MailContent:
+    """The SAE page. Its subject says at a glance when the report is already overdue (a late report, a restore after
+    the deadline) and when the site restored an AE it had taken back: a date in the past alone reads as a typo."""
     criteria = ", ".join(c.replace("_", " ") for c in data.criteria)
     basis = "site awareness" if data.awareness_basis.value == "site" else "receipt (the site gave no awareness time)"
     rows = [
@@ -46,7 +57,9 @@ def sae_mail(trial_id: str, data: SaeData, *, due_at: datetime, hours: int, reas
         ("Clock started", f"{_when(data.awareness_at)} ({basis})"),
         ("Report due", f"{_when(due_at)} ({hours} h)"),
     ]
-    subject = f"[{trial_id}] SAE report due {_when(due_at)}: {data.term}, subject {data.subject_id}"
+    marks = [m for m, on in (("OVERDUE", overdue), ("AE restored by the site", restored)) if on]
+    mark = f" ({'; '.join(marks)})" if marks else ""
+    subject = f"[{trial_id}] SAE report due {_when(due_at)}{mark}: {data.term}, subject {data.subject_id}"
     text = "\n".join(
         [
             f"Serious adverse event — {reason}.",
@@ -151,8 +164,10 @@ def dlt_suspected_mail(trial_id: str, data: DltData, *, due_at: datetime, hours:
 def dlt_withdrawn_mail(trial_id: str, data: DltData) -> MailContent:
     return notice_mail(
         subject=f"[{trial_id}] Suspected DLT withdrawn: {data.term}, subject {data.subject_id}",
-        heading="A suspected DLT no longer meets the protocol's criteria; its review is cancelled.",
+        heading=f"Suspected DLT withdrawn, its review cancelled: {data.reason}.",
         rows=_dlt_rows(trial_id, data),
+        footer="It no longer counts in the arm's 3+3 tally. If later data meet a DLT criterion again, it is "
+        "suspected (and paged) again.",
     )
 
 

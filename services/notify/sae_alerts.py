@@ -61,7 +61,9 @@ def report_deadline(awareness_at: datetime, hours: int) -> datetime:
     return deadline(awareness_at, hours)
 
 
-def plan_sae_alert(signal: SaeDetected | SaeUpdated, protocol: Protocol, *, reason: str) -> AlertPlan:
+def plan_sae_alert(
+    signal: SaeDetected | SaeUpdated, protocol: Protocol, *, reason: str, overdue: bool = False, restored: bool = False
+) -> AlertPlan:
     data = signal.data
     thread_key = sae_thread_key(signal.trialid, data)
     alert_id = deterministic_id("alert", thread_key)
@@ -75,7 +77,10 @@ def plan_sae_alert(signal: SaeDetected | SaeUpdated, protocol: Protocol, *, reas
         due_at=due_at,
     )
     title = f"SAE: {data.term} (subject {data.subject_id}, site {data.site_id})"
-    content = sae_mail(signal.trialid, data, due_at=due_at, hours=protocol.sae.report_within_hours, reason=reason)
+    hours = protocol.sae.report_within_hours
+    content = sae_mail(
+        signal.trialid, data, due_at=due_at, hours=hours, reason=reason, overdue=overdue, restored=restored
+    )
     targets = initial_targets(protocol, protocol.sae.notify_roles, escalates=True)
     messages = plan_messages(signal.id, protocol, targets, content)
     details: dict[str, object] = data.model_dump(mode="json")

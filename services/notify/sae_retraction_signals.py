@@ -73,8 +73,8 @@ def apply_withdrawn(session: Session, signal: SaeWithdrawn, now: datetime, *, pr
             )
     scheduling.stop_escalation(session, alert_id=alert.id, reason=f"SAE withdrawn: {words}")
     store.cancel_timers(session, alert_id=alert.id, kinds=[scheduling.FAILOVER], reason=f"SAE withdrawn: {words}")
-    paged = paged_recipients(_messages(session, alert.id, now))
-    unsent = _withdraw_unsent(session, alert.id, now=now, reason=f"not sent: SAE withdrawn ({words})")
+    paged = paged_recipients(sent_messages(session, alert.id, now))
+    unsent = withdraw_unsent(session, alert.id, now=now, reason=f"not sent: SAE withdrawn ({words})")
     if plan.filed and not paged:  # a filed report's retraction is news for the SAE's people, paged or not
         paged = resolve_targets(protocol, initial_targets(protocol, protocol.sae.notify_roles, escalates=True))
     due = max((o.due_at for o in reports), default=report_deadline(data.awareness_at, protocol.sae.report_within_hours))
@@ -158,7 +158,8 @@ def apply_restored(
     return reason
 
 
-def _messages(session: Session, alert_id: str, now: datetime) -> list[SentMessage]:
+def sent_messages(session: Session, alert_id: str, now: datetime) -> list[SentMessage]:
+    """The alert's messages as the pure withdrawal rules read them (who may have received a page)."""
     return [
         SentMessage(
             recipient=d.recipient,
@@ -171,7 +172,7 @@ def _messages(session: Session, alert_id: str, now: datetime) -> list[SentMessag
     ]
 
 
-def _withdraw_unsent(session: Session, alert_id: str, *, now: datetime, reason: str) -> int:
+def withdraw_unsent(session: Session, alert_id: str, *, now: datetime, reason: str) -> int:
     """Pages of the alert no sender holds are not sent (one compare-and-set, as a sender's lease is: a page a
     sender leased first goes out, and its recipient hears of the withdrawal)."""
     result = session.execute(

@@ -284,14 +284,17 @@ def _apply_sae(session: Session, signal: SaeDetected | SaeUpdated, now: datetime
     data = signal.data
     due = report_deadline(data.awareness_at, protocol.sae.report_within_hours)
     overdue = f"; the report is already OVERDUE (due {due.strftime('%Y-%m-%d %H:%M UTC')})" if due <= now else ""
-    plan = plan_sae_alert(signal, protocol, reason=f"new SAE{overdue}")
+    plan = plan_sae_alert(signal, protocol, reason=f"new SAE{overdue}", overdue=due <= now)
     alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
     if alert is not None and sae_retraction_signals.is_withdrawn(session, alert):
         # the site restored the AE: the SAE is back with its original clock
         restored = sae_retraction_signals.apply_restored(session, alert, signal, now, protocol=protocol)
         _follow_up(session, alert, data=data, version=data.ae_version, reason=restored, now=now)
         if restored is not None:
-            _repage(session, alert, plan_sae_alert(signal, protocol, reason=restored), now=now, protocol=protocol)
+            owed = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == SAE_REPORT]
+            overdue_now = any(utc(o.due_at) <= now for o in owed)
+            page = plan_sae_alert(signal, protocol, reason=restored, overdue=overdue_now, restored=True)
+            _repage(session, alert, page, now=now, protocol=protocol)
         return
     if alert is None:
         _open(

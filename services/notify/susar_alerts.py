@@ -15,6 +15,7 @@ Clocks (calendar days from day 0, the sponsor's first awareness; ICH E2A III.A.2
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -309,6 +310,39 @@ def susar_mail(trial_id: str, data: SusarData, *, heading: str, obligations: lis
         heading=heading,
         rows=rows,
         footer="Each recipient's report is its own obligation: record each submission's reference to close it.",
+    )
+
+
+def susar_withdrawn_mail(trial_id: str, data: SusarData, *, cancelled: int, filed: Sequence[str]) -> MailContent:
+    """What the people paged for a SUSAR read when it no longer qualifies (the site took the AE back, causality or
+    expectedness changed): which reports are no longer due and, for any already submitted, that its recipient
+    holds a case that no longer stands (a follow-up or nullification, ICH E2B(R3) C.1.11, may be needed)."""
+    rows = [
+        ("Trial", trial_id),
+        ("Site", data.site_id),
+        ("Subject", data.subject_id),
+        ("Event", f"{data.term} (AE {data.ae_id}, version {data.ae_version})"),
+        ("Why", data.reason),
+        ("Reports no longer due", str(cancelled) if cancelled else "none open"),
+    ]
+    if filed:
+        rows.append(("Reports already submitted", "; ".join(filed)))
+        return notice_mail(
+            subject=f"[{trial_id}] SUSAR withdrawn after reports were submitted: {data.term} (subject "
+            f"{data.subject_id})",
+            heading=f"No longer a SUSAR: {data.reason}.",
+            rows=rows,
+            footer="The submitted reports stay on record. Their recipients hold a case that no longer stands: a "
+            "follow-up or nullification report (ICH E2B(R3) C.1.11) to each may be needed. Reports not yet "
+            "submitted are no longer due.",
+        )
+    return notice_mail(
+        subject=f"[{trial_id}] SUSAR withdrawn, expedited reports no longer due: {data.term} (subject "
+        f"{data.subject_id})",
+        heading=f"No longer a SUSAR: {data.reason}.",
+        rows=rows,
+        footer="You need not submit the expedited reports for it: their clocks, reminders and escalation are "
+        "stopped. If the case qualifies again, you will be paged again.",
     )
 
 

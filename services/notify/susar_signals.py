@@ -14,9 +14,13 @@ from datetime import datetime
 from sqlmodel import Session
 
 from services.notify import alert_actions, scheduling, store
+from services.notify.escalation import initial_targets, resolve_targets
 from services.notify.models import Alert, Obligation
-from services.notify.sae_alerts import AlertPlan, ObligationPlan
+from services.notify.sae_alerts import AlertPlan, ObligationPlan, messages_to
+from services.notify.sae_retraction import paged_recipients
+from services.notify.sae_retraction_signals import sent_messages, withdraw_unsent
 from services.notify.susar_alerts import (
+    LABELS,
     SUSAR_COMPLETION,
     SUSAR_FOLLOW_UP,
     SUSAR_KIND,
@@ -33,6 +37,7 @@ from services.notify.susar_alerts import (
     report_due,
     rules_of,
     susar_thread_key,
+    susar_withdrawn_mail,
 )
 from shared.clock import utc
 from shared.events import SusarDetected, SusarUpdated, SusarWithdrawn
@@ -47,7 +52,7 @@ def apply_susar(session: Session, signal: SusarSignal, now: datetime, *, protoco
     if isinstance(signal, SusarDetected):
         _detected(session, signal, now, protocol)
     elif isinstance(signal, SusarWithdrawn):
-        _withdrawn(session, signal, now)
+        _withdrawn(session, signal, now, protocol)
     elif signal.data.change == "upgraded":
         _upgraded(session, signal, now, protocol)
     elif signal.data.change == "clock_earlier":
@@ -343,15 +348,27 @@ def _filed_late(session: Session, alert: Alert, *, due: datetime, clock_start: d
     ]
 
 
-def _withdrawn(session: Session, signal: SusarWithdrawn, now: datetime) -> None:
-    """No longer a SUSAR: open report obligations are cancelled (filed ones stay as they were), with why."""
+CASE_MARKS = ("susar_detected", "susar_withdrawn")
+"""The history actions that say whether the case stands withdrawn (the latest one of them)."""
+
+
+def _withdrawn(session: Session, signal: SusarWithdrawn, now: datetime, protocol: Protocol) -> None:
+    """No longer a SUSAR: open report obligations are cancelled (filed ones stay as they were), with why; pages not
+    yet handed over are not sent; whoever was paged hears once that the reports are no longer due or, for reports
+    already submitted, that a follow-up or nullification may be needed (as for a withdrawn SAE)."""
     data = signal.data
     alert = store.find_alert_by_thread(session, thread_key=susar_thread_key(signal.trialid, data))
     if alert is None:
         return  # never seen as a SUSAR here: nothing to withdraw
+    marks = [e.action for e in store.history_for(session, alert_id=alert.id) if e.action in CASE_MARKS]
+    already = bool(marks) and marks[-1] == "susar_withdrawn"  # a redelivery: its notice is queued already
     store.record(session, alert_id=alert.id, actor=SYSTEM, action="susar_withdrawn", detail=data.reason, now=now)
-    for obligation in store.open_obligations(session, alert_id=alert.id):
-        if obligation.kind in SUSAR_OBLIGATIONS:
+    if already:
+        return
+    reports = [o for o in store.obligations_for(session, alert_ids=[alert.id]) if o.kind in SUSAR_OBLIGATIONS]
+    cancelled = 0
+    for obligation in reports:
+        if obligation.state in ("open", "overdue"):
             alert_actions.cancel(
                 session,
                 alert=alert,
@@ -360,3 +377,17 @@ def _withdrawn(session: Session, signal: SusarWithdrawn, now: datetime) -> None:
                 reason=f"no longer a SUSAR: {data.reason}"[:2000],
                 now=now,
             )
+            cancelled += 1
+    filed = [
+        f"{LABELS[o.kind]} to {recipient_of(o.description) or 'its recipient'}: {o.reference or 'no reference'}"
+        for o in reports
+        if o.state == "completed"
+    ]
+    paged = paged_recipients(sent_messages(session, alert.id, now))
+    withdraw_unsent(session, alert.id, now=now, reason=f"not sent: no longer a SUSAR ({data.reason})")
+    if filed and not paged:  # a submitted report's case withdrawn is news for the SUSAR's people, paged or not
+        roles = rules_of(protocol).notify_roles
+        paged = resolve_targets(protocol, initial_targets(protocol, roles, escalates=True))
+    if cancelled or filed:
+        content = susar_withdrawn_mail(signal.trialid, data, cancelled=cancelled, filed=filed)
+        store.queue_messages(session, alert_id=alert.id, messages=messages_to(signal.id, paged, content), now=now)

@@ -21,6 +21,7 @@ from services.safety import (
     protocol_conformance,
     protocol_engine,
     response_tracking,
+    retracted_dlt,
     sae_retraction,
     sample_tracking,
     store,
@@ -335,6 +336,8 @@ def _apply_record(
             return True, _lab_status_changed(session, records, envelope, protocol=protocol, signals_topic=signals_topic)
         if envelope.data.record_type == "ae":  # an AE taken back is no SAE and no SUSAR; restored, it is again
             sae = sae_retraction.status_changed(records, envelope, previous_status=previous_status, topic=signals_topic)
+            if data.status in store.INACTIVE and previous_status not in store.INACTIVE:
+                sae += retracted_dlt.confirmed_dlt_finding(session, envelope, topic=signals_topic)
             return True, sae + expedited_cases.assess_ae_status(
                 session, envelope, protocol=protocol, signals_topic=signals_topic, now=now
             )

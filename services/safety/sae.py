@@ -147,6 +147,9 @@ def _assess(prior: SaeState | None, ae: AeData, *, received_at: datetime) -> Sae
         )
         return SaeAssessment(opened, SaeSignalKind.DETECTED, flags)
     state, earlier = _earliest_awareness(state, ae, received_at=received_at)
+    if criteria_of(ae) and ae.version < (state.first_serious_version or ae.version):
+        # an older serious version processed late (same awareness): the case began with it, whatever the order
+        state = replace(state, first_serious_version=ae.version)
     worse = bool(state.criteria - prior.criteria) or (state.max_grade or 0) > (prior.max_grade or 0)
     outcome_changed = newest and state.outcome != prior.outcome
     return SaeAssessment(state, SaeSignalKind.UPDATED if worse or outcome_changed or earlier else None, flags)

@@ -385,8 +385,9 @@ def _adverse_event(resource: dict[str, Any], source: SourceConfig, outcome: Outc
     version, source_version = _version(resource)
     key = f"{study}:{subject}:ae:{resource_id}"
     common: dict[str, Any] = {"study": study, "site": source.default_site, "subject": subject, "record_key": key}
-    for status in _extensions(resource, "/status", "modifierExtension"):
-        word = _text(status.get("valueCode"))
+    # The backport's status modifierExtension, or R5's own `status` element (a modifier too: never read past it)
+    words = [_text(status.get("valueCode")) for status in _extensions(resource, "/status", "modifierExtension")]
+    for word in [*words, _text(resource.get("status"))]:
         if word == "entered-in-error":
             data = record_status("ae", resource_id, "entered_in_error", "FHIR status entered-in-error")
             outcome.records.append(

@@ -309,8 +309,9 @@ def test_a_confirmed_dlt_survives_its_ae_being_deleted(driver: Driver) -> None:
     infused(driver, "A-1", "A")
     driver.apply(dlt_ae("A-1"))
     decide(driver, "A-1", "confirmed")
-    assert driver.apply(status("A-1", "ae", "AE-1", "deleted")) == []
-    assert dlt(driver, "A-1").state == "confirmed"
+    out = driver.apply(status("A-1", "ae", "AE-1", "deleted"))
+    assert [(s.type, s.data.code) for s in out] == [("data_quality.flagged", "confirmed_dlt_ae_retracted")]
+    assert dlt(driver, "A-1").state == "confirmed"  # the officer is told (above); the confirmation stands
 
 
 def test_an_enrolment_entered_in_error_leaves_the_cohort_only_without_infusion_or_dlt(driver: Driver) -> None:

@@ -1,0 +1,46 @@
+"""A confirmed DLT whose AE the site takes back (entered in error, deleted): the finding for the officer.
+
+An officer's confirmation is final here (the rules never undo it), so the DLT still counts in its arm's 3+3 tally
+after the retraction. A dose-escalation decision must not rest on an event the site says did not happen (to this
+subject) without a person knowing: the officers are told, naming the DLT, the AE, the arm and who confirmed it.
+Keyword-only; never commits.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from services.safety import data_quality
+from services.safety.dlt import DltState
+from services.safety.models import DltRecord
+from services.safety.protocol_engine import dlt_id_for
+from shared.events import RecordStatusChanged
+from shared.outbox import Outgoing
+
+CONFIRMED_DLT_AE_RETRACTED = "confirmed_dlt_ae_retracted"
+"""The AE behind a confirmed DLT was marked entered in error or deleted: the DLT still counts until reviewed."""
+
+
+def confirmed_dlt_finding(session: Session, envelope: RecordStatusChanged, *, topic: str) -> list[Outgoing]:
+    """Called when the site has just taken an AE back (not on a repeat or a restore)."""
+    data = envelope.data
+    record = session.get(DltRecord, dlt_id_for(envelope.trialid, envelope.subject, data.record_id))
+    if record is None or record.state != DltState.CONFIRMED.value:
+        return []
+    why = f" ({data.reason})" if data.reason else ""
+    detail = (
+        f"The site marked AE {data.record_id} ({record.term}, grade {record.grade}) "
+        f"{data.status.replace('_', ' ')}{why}, but its DLT was confirmed by {record.decided_by or 'an officer'} "
+        f"and still counts in arm {record.arm or 'unknown'}'s 3+3 tally. Check with the site whether the event "
+        "happened to this subject; if not, the arm's dose-escalation decision must be reviewed."
+    )
+    return [
+        data_quality.flag(
+            envelope,
+            record_type="ae",
+            record_id=data.record_id,
+            code=CONFIRMED_DLT_AE_RETRACTED,
+            detail=detail,
+            topic=topic,
+        )
+    ]
