@@ -33,7 +33,7 @@ from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
 from services.safety.lab_toxicity import decide, grade_lab
 from services.safety.models import DltRecord, Dose, LabResult, LabTermState, ResponseStateRow, SubjectOutcomeRow
-from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae, criteria_of
+from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae, criteria_of, sae_data
 from shared.audit import append_audit, lock_audit_chain
 from shared.bulk_insert import copy_new_rows_on_flush
 from shared.events import (
@@ -47,7 +47,6 @@ from shared.events import (
     LabToxicity,
     LabToxicityData,
     RecordStatusChanged,
-    SaeData,
     SaeDetected,
     SaeUpdated,
     SampleCollected,
@@ -680,26 +679,7 @@ def _conflicting_resend(records: BatchRecords, envelope: AeReported, *, topic: s
 
 
 def sae_signal(envelope: AeReported, assessment: SaeAssessment) -> SaeDetected | SaeUpdated:
-    state = assessment.state
-    if state.awareness_at is None or state.awareness_basis is None:
-        raise ValueError("an SAE signal needs the awareness time its clock starts from")
-    ae = envelope.data
-    data = SaeData(
-        site_id=envelope.siteid,
-        subject_id=envelope.subject,
-        ae_id=ae.ae_id,
-        ae_version=ae.version,
-        term=ae.ctcae_term or ae.term,
-        grade=state.max_grade,
-        criteria=sorted(state.criteria),
-        relatedness=ae.relatedness,
-        outcome=state.outcome,
-        onset=ae.onset,
-        awareness_at=state.awareness_at,
-        awareness_basis=state.awareness_basis,
-        received_at=envelope.receivedat,
-        source_event_id=envelope.id,
-    )
+    data = sae_data(envelope, envelope.data, version=envelope.data.version, state=assessment.state)
     kind = assessment.signal
     common = {
         "id": deterministic_id("signal", envelope.id, str(kind)),

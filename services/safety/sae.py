@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from shared.events import AeData, AwarenessBasis
+from shared.events import AeData, AwarenessBasis, ClinicalEnvelopeBase, SaeData
 
 FATAL_OUTCOMES = frozenset({"fatal", "death", "died", "dead"})
 
@@ -173,3 +173,26 @@ def _earliest_awareness(state: SaeState, ae: AeData, *, received_at: datetime) -
         first_serious_version=min(ae.version, state.first_serious_version or ae.version),
     )
     return moved, True
+
+
+def sae_data(envelope: ClinicalEnvelopeBase, ae: AeData, *, version: int, state: SaeState) -> SaeData:
+    """What an SAE signal says: the AE as `ae` (version `version`) describes it, with its folded seriousness and
+    the awareness its clock started from; `envelope` is the event that caused the signal."""
+    if state.awareness_at is None or state.awareness_basis is None:
+        raise ValueError("an SAE signal needs the awareness time its clock starts from")
+    return SaeData(
+        site_id=envelope.siteid,
+        subject_id=envelope.subject,
+        ae_id=ae.ae_id,
+        ae_version=version,
+        term=ae.ctcae_term or ae.term,
+        grade=state.max_grade,
+        criteria=sorted(state.criteria),
+        relatedness=ae.relatedness,
+        outcome=state.outcome,
+        onset=ae.onset,
+        awareness_at=state.awareness_at,
+        awareness_basis=state.awareness_basis,
+        received_at=envelope.receivedat,
+        source_event_id=envelope.id,
+    )

@@ -16,13 +16,12 @@ from datetime import datetime
 from services.safety import data_quality, protocol_engine, store
 from services.safety.batch_records import BatchRecords
 from services.safety.models import AeVersion
-from services.safety.sae import SaeSignalKind, SaeState, criteria_of, status_change_signal
+from services.safety.sae import SaeSignalKind, SaeState, criteria_of, sae_data, status_change_signal
 from shared.clock import utc
 from shared.events import (
     AeData,
     AeReported,
     RecordStatusChanged,
-    SaeData,
     SaeDetected,
     SaeWithdrawalData,
     SaeWithdrawn,
@@ -134,8 +133,6 @@ def _withdrawal(envelope: RecordStatusChanged, state: SaeState, latest: AeVersio
 def _restored(envelope: RecordStatusChanged, state: SaeState, latest: AeVersion) -> SaeDetected:
     """The SAE as its stored versions give it, with the awareness it always had: restoring never restarts the
     clock (a report due in the past is overdue at once)."""
-    if state.awareness_at is None or state.awareness_basis is None:
-        raise ValueError("a serious AE without the awareness time its clock started from")
     ae = AeData.model_validate(latest.payload)
     kind = SaeSignalKind.DETECTED
     return SaeDetected(
@@ -144,20 +141,5 @@ def _restored(envelope: RecordStatusChanged, state: SaeState, latest: AeVersion)
         subject=envelope.subject,
         time=envelope.receivedat,
         trialid=envelope.trialid,
-        data=SaeData(
-            site_id=envelope.siteid,
-            subject_id=envelope.subject,
-            ae_id=ae.ae_id,
-            ae_version=latest.version,
-            term=ae.ctcae_term or ae.term,
-            grade=state.max_grade,
-            criteria=sorted(state.criteria),
-            relatedness=ae.relatedness,
-            outcome=state.outcome,
-            onset=ae.onset,
-            awareness_at=state.awareness_at,
-            awareness_basis=state.awareness_basis,
-            received_at=envelope.receivedat,
-            source_event_id=envelope.id,
-        ),
+        data=sae_data(envelope, ae, version=latest.version, state=state),
     )
