@@ -875,6 +875,33 @@ class AcuteReactionDetected(EnvelopeBase):
     data: AcuteReactionData
 
 
+class AcuteReactionWithdrawalData(Model):
+    """The site took back (entered in error, deleted) an AE signalled as an acute reaction: its review is no longer
+    owed. `changed_at` is when the site changed the status (else our receipt of it)."""
+
+    site_id: str
+    subject_id: str
+    ae_id: str
+    term: str
+    grade: int
+    dose_number: int
+    status: Literal["deleted", "entered_in_error"]
+    reason: Annotated[str, Field(max_length=1000)] | None = Field(default=None, description="The site's reason")
+    changed_at: AwareDatetime
+    received_at: AwareDatetime
+    source_event_id: str
+
+
+class AcuteReactionWithdrawn(EnvelopeBase):
+    """An acute reaction's AE taken back by the site: notify cancels the open review and tells who was paged.
+
+    Restored, the reaction comes back as `acute_reaction.detected`. Notify deploys before safety: an older notify
+    dead-letters this type (pages the operator) rather than dropping it."""
+
+    type: Literal["acute_reaction.withdrawn"] = "acute_reaction.withdrawn"
+    data: AcuteReactionWithdrawalData
+
+
 SignalEnvelope = Annotated[
     SaeDetected
     | SaeUpdated
@@ -893,6 +920,7 @@ SignalEnvelope = Annotated[
     | SusarUpdated
     | SusarWithdrawn
     | AcuteReactionDetected
+    | AcuteReactionWithdrawn
     | ResponseLost,
     Field(discriminator="type"),
 ]

@@ -6,18 +6,46 @@
 from __future__ import annotations
 
 from services.notify.escalation import initial_targets
-from services.notify.mail_content import notice_mail, when
+from services.notify.mail_content import MailContent, notice_mail, when
 from services.notify.obligations import ACUTE_REACTION_REVIEW, deadline
 from services.notify.sae_alerts import AlertPlan, ObligationPlan, plan_messages
 from shared.clock import utc
-from shared.events import AcuteReactionData, AcuteReactionDetected, deterministic_id
+from shared.events import AcuteReactionData, AcuteReactionDetected, AcuteReactionWithdrawalData, deterministic_id
 from shared.protocol import Protocol
 
 ACUTE_REACTION_KIND = "acute_reaction"
 
 
 def acute_thread_key(signal: AcuteReactionDetected) -> str:
-    return f"{ACUTE_REACTION_KIND}:{signal.trialid}:{signal.data.subject_id}:{signal.data.ae_id}"
+    return acute_thread(signal.trialid, signal.data.subject_id, signal.data.ae_id)
+
+
+def acute_thread(trial_id: str, subject_id: str, ae_id: str) -> str:
+    return f"{ACUTE_REACTION_KIND}:{trial_id}:{subject_id}:{ae_id}"
+
+
+def withdrawn_words(data: AcuteReactionWithdrawalData) -> str:
+    """'the site marked AE AE-7 entered in error (wrong subject)'."""
+    why = f" ({data.reason})" if data.reason else ""
+    return f"the site marked AE {data.ae_id} {data.status.replace('_', ' ')}{why}"
+
+
+def acute_withdrawn_mail(trial_id: str, data: AcuteReactionWithdrawalData) -> MailContent:
+    """The one notice to whoever was paged about the reaction: its review is no longer owed."""
+    return notice_mail(
+        subject=f"[{trial_id}] Acute reaction withdrawn, no review needed: {data.term}, subject {data.subject_id}",
+        heading=f"Acute reaction withdrawn: {withdrawn_words(data)}.",
+        rows=[
+            ("Trial", trial_id),
+            ("Site", data.site_id),
+            ("Subject", data.subject_id),
+            ("Event", f"{data.term} grade {data.grade} (AE {data.ae_id}) after infusion {data.dose_number}"),
+            ("Site's status", f"{data.status.replace('_', ' ')}, {when(data.changed_at)}"),
+            ("Site's reason", data.reason or "not given"),
+        ],
+        footer="Its review is no longer owed: no reminders or overdue pages will follow for this AE unless the site "
+        "restores it.",
+    )
 
 
 def acute_title(data: AcuteReactionData) -> str:

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from services.notify import alert_actions, sae_retraction_signals, scheduling, store
 from services.notify.acute_reaction_alerts import ACUTE_REACTION_KIND, plan_acute_reaction
+from services.notify.acute_retraction_signals import apply_acute_withdrawn
 from services.notify.data_quality_alerts import DATA_QUALITY_KIND, plan_data_quality
 from services.notify.dlt_alerts import (
     DLT_KIND,
@@ -39,6 +40,7 @@ from services.notify.susar_signals import apply_susar
 from shared.clock import utc
 from shared.events import (
     AcuteReactionDetected,
+    AcuteReactionWithdrawn,
     AssessmentMissed,
     CohortDecision,
     DataQualityFlagged,
@@ -99,6 +101,8 @@ def apply_signal(
         _apply_data_quality(session, envelope, now, protocol)
     elif isinstance(envelope, AcuteReactionDetected):
         _apply_acute_reaction(session, envelope, now, protocol)
+    elif isinstance(envelope, AcuteReactionWithdrawn):
+        apply_acute_withdrawn(session, envelope, now)
     else:  # pragma: no cover - the union above is exhaustive; a new signal type must be handled here
         raise PoisonMessage(f"unsupported signal {type(envelope).__name__}")
     store.link_queued_to_console(session, console_url=console_url, now=now)

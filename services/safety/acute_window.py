@@ -9,6 +9,7 @@ Keyword-only; never commit (the caller's transaction does).
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -21,8 +22,10 @@ from shared.clock import utc
 from shared.events import (
     AcuteReactionData,
     AcuteReactionDetected,
-    AeReported,
-    DoseAdministered,
+    AcuteReactionWithdrawalData,
+    AcuteReactionWithdrawn,
+    ClinicalEnvelopeBase,
+    RecordStatusChanged,
     deterministic_id,
     message_key,
 )
@@ -35,13 +38,14 @@ SIGNAL_SOURCE = "/services/safety"
 def check_after(
     session: Session,
     records: BatchRecords,
-    envelope: AeReported | DoseAdministered,
+    envelope: ClinicalEnvelopeBase,
     *,
     protocol: Protocol,
     now: datetime,
     signals_topic: str,
 ) -> list[Outgoing]:
-    """The hook: re-match the subject's AEs against their infusions after either changed."""
+    """The hook: re-match the subject's AEs against their infusions after either changed (an AE version, an
+    infusion, an AE restored by the site)."""
     rules = protocol.acute_reactions
     if rules is None:
         return []
@@ -135,6 +139,92 @@ def check_after(
         )
         signals.append(Outgoing(topic=signals_topic, key=message_key(trial_id, subject_id), envelope=signal))
     return signals
+
+
+def status_changed(
+    session: Session,
+    records: BatchRecords,
+    envelope: RecordStatusChanged,
+    *,
+    previous_status: str | None,
+    protocol: Protocol,
+    now: datetime,
+    signals_topic: str,
+) -> list[Outgoing]:
+    """The site took an AE back (entered in error, deleted) or restored it: its acute reaction is withdrawn (notify
+    cancels the review), or matched again on restore (a worse grade the site sent meanwhile pages now; else the
+    reaction comes back as stored). The caller stored the new status."""
+    data = envelope.data
+    subject_id, ae_id = envelope.subject, data.record_id
+    taken_back, was_taken_back = data.status in store.INACTIVE, previous_status in store.INACTIVE
+    row = records.reactions_of(subject_id).get(ae_id)
+    if taken_back and not was_taken_back:
+        return [] if row is None else [_withdrawal(envelope, row, signals_topic)]
+    if was_taken_back and not taken_back:
+        matched = check_after(session, records, envelope, protocol=protocol, now=now, signals_topic=signals_topic)
+        if row is None or any(o.envelope.data.ae_id == ae_id for o in matched):  # type: ignore[attr-defined]
+            return matched
+        return [*matched, _restored(envelope, row, signals_topic)]
+    return []
+
+
+def _withdrawal(envelope: RecordStatusChanged, row: AcuteReactionRow, topic: str) -> Outgoing:
+    data = envelope.data
+    assert data.status != "restored"  # a withdrawal is for a retraction only
+    signal = AcuteReactionWithdrawn(
+        id=deterministic_id("signal", envelope.id, "acute_reaction.withdrawn", row.ae_id),
+        source=SIGNAL_SOURCE,
+        subject=row.subject_id,
+        time=envelope.receivedat,
+        trialid=envelope.trialid,
+        data=AcuteReactionWithdrawalData(
+            site_id=envelope.siteid,
+            subject_id=row.subject_id,
+            ae_id=row.ae_id,
+            term=row.term,
+            grade=row.grade,
+            dose_number=row.dose_number,
+            status=data.status,
+            reason=data.reason,
+            changed_at=data.changed_at or envelope.receivedat,
+            received_at=envelope.receivedat,
+            source_event_id=envelope.id,
+        ),
+    )
+    return Outgoing(topic=topic, key=message_key(envelope.trialid, row.subject_id), envelope=signal)
+
+
+def _restored(envelope: RecordStatusChanged, row: AcuteReactionRow, topic: str) -> Outgoing:
+    """The reaction as stored (its worst grade signalled), paged again: the site restored its AE."""
+    data = AcuteReactionData(
+        site_id=envelope.siteid,
+        subject_id=row.subject_id,
+        ae_id=row.ae_id,
+        ae_version=row.ae_version,
+        term=row.term,
+        grade=row.grade,
+        previous_grade=None,
+        onset=row.onset,
+        onset_at=row.onset_at,
+        onset_precision="time" if row.onset_precision == "time" else "date",
+        dose_id=row.dose_id,
+        dose_number=row.dose_number,
+        infusion_at=row.infusion_at,
+        hours_after_infusion=Decimal(row.hours_after_infusion) if row.hours_after_infusion is not None else None,
+        dlt_grade=row.dlt_grade,
+        reason=f"the site restored AE {row.ae_id}: {row.reason}"[:1000],
+        received_at=envelope.receivedat,
+        source_event_id=envelope.id,
+    )
+    signal = AcuteReactionDetected(
+        id=deterministic_id("signal", envelope.id, "acute_reaction", row.ae_id, str(row.grade)),
+        source=SIGNAL_SOURCE,
+        subject=row.subject_id,
+        time=row.onset_at or row.infusion_at,
+        trialid=envelope.trialid,
+        data=data,
+    )
+    return Outgoing(topic=topic, key=message_key(envelope.trialid, row.subject_id), envelope=signal)
 
 
 def _instant(value: object) -> datetime | None:

@@ -337,7 +337,16 @@ def _apply_record(
             sae = sae_retraction.status_changed(records, envelope, previous_status=previous_status, topic=signals_topic)
             if data.status in store.INACTIVE and previous_status not in store.INACTIVE:
                 sae += retracted_dlt.confirmed_dlt_finding(session, envelope, topic=signals_topic)
-            return True, sae + expedited_cases.assess_ae_status(
+            acute = acute_window.status_changed(
+                session,
+                records,
+                envelope,
+                previous_status=previous_status,
+                protocol=protocol,
+                now=now,
+                signals_topic=signals_topic,
+            )
+            return True, sae + acute + expedited_cases.assess_ae_status(
                 session, envelope, protocol=protocol, signals_topic=signals_topic, now=now
             )
         return True, []

@@ -224,21 +224,34 @@ async def test_a_susar_submitted_then_retracted_tells_the_officers_a_nullificati
     assert states == {"completed"}, "the submitted reports stay on record"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: the acute reaction of a retracted AE keeps paging. Safety sends no withdrawal for it (see "
-    "tests/unit/safety/test_physician_review_3.py), so its 24 h review obligation stays open (reminders, "
-    "escalation), then 'OVERDUE: acute reaction review' goes to the officer, the monitor and the PI every hour for "
-    "an AE the site said was entered in error; only an officer's manual cancel stops it. An "
-    "`acute_reaction.withdrawn` signal and a notify handler that cancels the review (and reopens it on restore) "
-    "are needed.",
-)
 async def test_the_acute_reaction_of_a_retracted_ae_stops_paging(run: Run) -> None:
     infusion_reaction_run(run)
     await walk(run, INFUSED + timedelta(hours=3))
     run.deliver(site_status("entered_in_error", INFUSED + timedelta(hours=3)), INFUSED + timedelta(hours=3))
     after = [s for _, s in await walk(run, INFUSED + timedelta(days=5)) if "Acute reaction" in s]
     assert not [s for s in after if "OVERDUE" in s or "Reminder" in s], after[:3]
+
+
+async def test_a_retracted_acute_reaction_tells_who_was_paged_once_and_comes_back_on_restore(run: Run) -> None:
+    """The review is cancelled (with why), each person paged about the reaction hears once that no review is owed;
+    the site's restore re-pages it with a new review open."""
+    infusion_reaction_run(run)
+    paged = await walk(run, INFUSED + timedelta(hours=3))
+    reaction_paged = {to for to, subject in paged if "Acute reaction" in subject}
+    start = len(run.notifier.channel.sent)
+    run.deliver(site_status("entered_in_error", INFUSED + timedelta(hours=3)), INFUSED + timedelta(hours=3))
+    await walk(run, INFUSED + timedelta(hours=4))
+    notices = [m for m in mails_since(run, start) if "Acute reaction withdrawn, no review needed" in str(m["Subject"])]
+    assert reaction_paged and sorted(str(m["To"]) for m in notices) == sorted(reaction_paged)
+    assert all("the site marked AE AE-1 entered in error" in body(m) for m in notices)
+    [acute] = [a for a in run.notifier.rows(Alert) if a.kind == "acute_reaction"]
+    assert "acute_reaction_withdrawn" in [e.action for e in run.notifier.history(acute.id)]
+    [review] = run.notifier.rows(Obligation, alert_id=acute.id)
+    assert review.state == "cancelled" and "entered in error" in (review.cancel_reason or "")
+    restored = run.deliver(site_status("restored", INFUSED + timedelta(hours=5)), INFUSED + timedelta(hours=5))
+    assert "acute_reaction.detected" in restored
+    again = await walk(run, INFUSED + timedelta(hours=6))
+    assert {to for to, subject in again if "Acute reaction" in subject} >= reaction_paged
 
 
 async def test_a_redelivered_restore_pages_once(run: Run) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
-from services.safety.models import AcuteReactionRow, CohortState, DltRecord, RecordStatus
+from services.safety.models import CohortState, DltRecord, RecordStatus
 from services.safety.sae_retraction import VERSION_OF_RETRACTED_AE
 from shared.events import ClinicalEnvelope, EnvelopeBase, RecordStatusChanged, RecordStatusData, deterministic_id
 from shared.protocol import Protocol
@@ -131,20 +131,13 @@ def test_the_acute_reaction_of_a_retracted_ae_is_withdrawn_with_it(driver: Drive
     reaction should be too, and come back on restore."""
     driver.apply(reaction(), now=at(0, 14))
     out = driver.apply(site_status("entered_in_error", at(0, 15)), now=at(0, 15))
-    with Session(driver.engine) as session:
-        remaining = session.exec(select(AcuteReactionRow)).all()
-    assert "acute_reaction.withdrawn" in types(out) or not remaining
-
-
-test_the_acute_reaction_of_a_retracted_ae_is_withdrawn_with_it = pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: no signal withdraws an acute reaction. acute_window.check_after only runs after an AE version or "
-    "a dose; the AE status branch emits sae/susar/dlt withdrawals but the acute-reaction row stays and notify's "
-    "acute_reaction_review obligation stays open, escalates and pages OVERDUE hourly to officer, monitor and PI for "
-    "an AE the site said was entered in error. Needs an `acute_reaction.withdrawn` signal (shared/events.py), its "
-    "emission on an AE retraction (and re-detection on restore), and a notify handler that cancels the review: a "
-    "cross-service change, left for its own issue.",
-)(test_the_acute_reaction_of_a_retracted_ae_is_withdrawn_with_it)
+    [withdrawn] = of_type(out, "acute_reaction.withdrawn")
+    assert (withdrawn.data.ae_id, withdrawn.data.grade, withdrawn.data.status) == ("AE-1", 3, "entered_in_error")
+    back = driver.apply(site_status("restored", at(1)), now=at(1))
+    [restored] = of_type(back, "acute_reaction.detected")
+    assert (restored.data.ae_id, restored.data.grade) == ("AE-1", 3)
+    again = driver.apply(site_status("restored", at(2)), now=at(2))
+    assert not of_type(again, "acute_reaction.detected"), "a second restore brings nothing back again"
 
 
 def test_the_officer_is_told_when_the_ae_behind_a_confirmed_dlt_is_retracted(
@@ -346,13 +339,6 @@ def test_the_same_data_in_any_order_ends_in_one_safety_state(
             assert (last_susar.data.grade, last_susar.data.clock_start) == (4, at(0, 14)), (n, kinds(signals))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT (same root as the acute-reaction withdrawal): the acute-reaction layer never re-matches on an AE "
-    "status change, and skips versions that arrive while the AE is taken back. v1 (grade 3), the site's 'entered in "
-    "error', v2 (grade 4), the restore: the acute reaction stays at grade 3 and the grade 4 is never paged; in the "
-    "order v1, v2, retraction, restore it is grade 4. Order-dependent, and the worse grade is the one lost.",
-)
 def test_a_worse_version_sent_while_retracted_reaches_the_acute_alert_on_restore(driver: Driver) -> None:
     driver.apply(reaction(), now=at(0, 14))
     driver.apply(site_status("entered_in_error", at(1)), now=at(1))
