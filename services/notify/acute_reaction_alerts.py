@@ -9,6 +9,7 @@ from services.notify.escalation import initial_targets
 from services.notify.mail_content import MailContent, notice_mail, when
 from services.notify.obligations import ACUTE_REACTION_REVIEW, deadline
 from services.notify.sae_alerts import AlertPlan, ObligationPlan, plan_messages
+from services.notify.sae_retraction import retraction_words
 from shared.clock import utc
 from shared.events import AcuteReactionData, AcuteReactionDetected, AcuteReactionWithdrawalData, deterministic_id
 from shared.protocol import Protocol
@@ -24,17 +25,11 @@ def acute_thread(trial_id: str, subject_id: str, ae_id: str) -> str:
     return f"{ACUTE_REACTION_KIND}:{trial_id}:{subject_id}:{ae_id}"
 
 
-def withdrawn_words(data: AcuteReactionWithdrawalData) -> str:
-    """'the site marked AE AE-7 entered in error (wrong subject)'."""
-    why = f" ({data.reason})" if data.reason else ""
-    return f"the site marked AE {data.ae_id} {data.status.replace('_', ' ')}{why}"
-
-
 def acute_withdrawn_mail(trial_id: str, data: AcuteReactionWithdrawalData) -> MailContent:
     """The one notice to whoever was paged about the reaction: its review is no longer owed."""
     return notice_mail(
         subject=f"[{trial_id}] Acute reaction withdrawn, no review needed: {data.term}, subject {data.subject_id}",
-        heading=f"Acute reaction withdrawn: {withdrawn_words(data)}.",
+        heading=f"Acute reaction withdrawn: {retraction_words(data)}.",
         rows=[
             ("Trial", trial_id),
             ("Site", data.site_id),

@@ -13,10 +13,10 @@ from datetime import datetime
 from sqlmodel import Session
 
 from services.notify import alert_actions, scheduling, store
-from services.notify.acute_reaction_alerts import acute_thread, acute_withdrawn_mail, withdrawn_words
+from services.notify.acute_reaction_alerts import acute_thread, acute_withdrawn_mail
 from services.notify.obligations import ACUTE_REACTION_REVIEW
 from services.notify.sae_alerts import messages_to
-from services.notify.sae_retraction import SYSTEM, paged_recipients
+from services.notify.sae_retraction import SYSTEM, paged_recipients, retraction_words
 from services.notify.sae_retraction_signals import sent_messages, withdraw_unsent
 from shared.events import AcuteReactionWithdrawn
 
@@ -28,7 +28,7 @@ def apply_acute_withdrawn(session: Session, signal: AcuteReactionWithdrawn, now:
     alert = store.find_alert_by_thread(session, thread_key=acute_thread(signal.trialid, data.subject_id, data.ae_id))
     if alert is None:
         return  # never paged here: nothing to withdraw
-    words = withdrawn_words(data)
+    words = retraction_words(data)
     reviews = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == ACUTE_REACTION_REVIEW]
     for obligation in reviews:
         alert_actions.cancel(

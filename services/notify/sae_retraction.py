@@ -22,7 +22,7 @@ from typing import Literal
 from services.notify.escalation import Channel, Recipient
 from services.notify.mail_content import MailContent, notice_mail, when
 from shared.clock import utc
-from shared.events import SaeData, SaeWithdrawalData
+from shared.events import AcuteReactionWithdrawalData, SaeData, SaeWithdrawalData
 
 SYSTEM = "system"
 WITHDRAWN = "sae_withdrawn"
@@ -125,7 +125,7 @@ def paged_recipients(messages: Iterable[SentMessage]) -> tuple[Recipient, ...]:
     return tuple(sorted({Recipient(m.channel, m.recipient) for m in messages if possibly_received(m)}))
 
 
-def retraction_words(data: SaeWithdrawalData) -> str:
+def retraction_words(data: SaeWithdrawalData | AcuteReactionWithdrawalData) -> str:
     """'the site marked AE AE-7 entered in error (duplicate of AE-3)'."""
     why = f" ({data.reason})" if data.reason else ""
     return f"the site marked AE {data.ae_id} {data.status.replace('_', ' ')}{why}"
