@@ -12,12 +12,12 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.notify import alert_actions, scheduling, store
+from services.notify import alert_actions, store
 from services.notify.acute_reaction_alerts import acute_thread, acute_withdrawn_mail
 from services.notify.obligations import ACUTE_REACTION_REVIEW
 from services.notify.sae_alerts import messages_to
 from services.notify.sae_retraction import SYSTEM, paged_recipients, retraction_words
-from services.notify.sae_retraction_signals import sent_messages, withdraw_unsent
+from services.notify.sae_retraction_signals import sent_messages, stop_paging
 from shared.events import AcuteReactionWithdrawn
 
 ACUTE_WITHDRAWN = "acute_reaction_withdrawn"
@@ -39,11 +39,7 @@ def apply_acute_withdrawn(session: Session, signal: AcuteReactionWithdrawn, now:
             reason=f"acute reaction withdrawn: {words}; no review is needed for it"[:2000],
             now=now,
         )
-    scheduling.stop_escalation(session, alert_id=alert.id, reason=f"acute reaction withdrawn: {words}")
-    store.cancel_timers(
-        session, alert_id=alert.id, kinds=[scheduling.FAILOVER], reason=f"acute reaction withdrawn: {words}"
-    )
-    unsent = withdraw_unsent(session, alert.id, now=now, reason=f"not sent: acute reaction withdrawn ({words})")
+    unsent = stop_paging(session, alert.id, why=f"acute reaction withdrawn ({words})", now=now)
     paged = paged_recipients(sent_messages(session, alert.id, now)) if reviews else ()
     notices = messages_to(signal.id, paged, acute_withdrawn_mail(signal.trialid, data))
     store.queue_messages(session, alert_id=alert.id, messages=notices, now=now)

@@ -71,10 +71,8 @@ def apply_withdrawn(session: Session, signal: SaeWithdrawn, now: datetime, *, pr
             alert_actions.cancel(
                 session, alert=alert, obligation=obligation, actor=SYSTEM, reason=cancel_reason(data), now=now
             )
-    scheduling.stop_escalation(session, alert_id=alert.id, reason=f"SAE withdrawn: {words}")
-    store.cancel_timers(session, alert_id=alert.id, kinds=[scheduling.FAILOVER], reason=f"SAE withdrawn: {words}")
     paged = paged_recipients(sent_messages(session, alert.id, now))
-    unsent = withdraw_unsent(session, alert.id, now=now, reason=f"not sent: SAE withdrawn ({words})")
+    unsent = stop_paging(session, alert.id, why=f"SAE withdrawn ({words})", now=now)
     if plan.filed and not paged:  # a filed report's retraction is news for the SAE's people, paged or not
         paged = resolve_targets(protocol, initial_targets(protocol, protocol.sae.notify_roles, escalates=True))
     due = max((o.due_at for o in reports), default=report_deadline(data.awareness_at, protocol.sae.report_within_hours))
@@ -170,6 +168,14 @@ def sent_messages(session: Session, alert_id: str, now: datetime) -> list[SentMe
         )
         for d in store.deliveries_for(session, alert_id=alert_id)
     ]
+
+
+def stop_paging(session: Session, alert_id: str, *, why: str, now: datetime) -> int:
+    """A withdrawn alert pages no more: escalation and failover stop, and pages no sender holds are not sent
+    (`withdraw_unsent`); returns how many pages were withdrawn."""
+    scheduling.stop_escalation(session, alert_id=alert_id, reason=why)
+    store.cancel_timers(session, alert_id=alert_id, kinds=[scheduling.FAILOVER], reason=why)
+    return withdraw_unsent(session, alert_id, now=now, reason=f"not sent: {why}")
 
 
 def withdraw_unsent(session: Session, alert_id: str, *, now: datetime, reason: str) -> int:
