@@ -41,6 +41,7 @@ import httpx
 
 from bench.bench_ingest_kafka import producer_perf
 from bench.harness import rss_mb
+from shared.kafka import delete_topics
 from shared.memory import allocator_environment
 from shared.webhook_signatures import WebhookSecret, sign
 
@@ -417,24 +418,6 @@ def backfill(workdir: Path, rows: int) -> tuple[float, Memory]:
     return rows / elapsed, memory
 
 
-def delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> None:
-    """The broker is shared: remove the topics this run created (and their dead-letter topics)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    async def delete() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentinel-bench")
-        await admin.start()
-        try:
-            mine = [t for t in await admin.list_topics() if t.startswith(prefixes)]
-            if mine:
-                await admin.delete_topics(mine)
-        finally:
-            await admin.close()
-
-    with contextlib.suppress(Exception):  # cleanup only; a leftover topic is harmless
-        asyncio.run(delete())
-
-
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 8
     reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
@@ -492,7 +475,8 @@ def main() -> None:
         print("targets: single-event ratio >= 0.5; 100-event batches >= 20,000 events/s; <= 150 MB RSS after load")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        delete_topics(bootstrap, (f"bench.ingest.{RUN_TAG}", f"bench.producer.{RUN_TAG}"))
+        with contextlib.suppress(Exception):  # cleanup only: a leftover topic is harmless
+            asyncio.run(delete_topics(bootstrap, [f"bench.ingest.{RUN_TAG}", f"bench.producer.{RUN_TAG}"]))
 
 
 if __name__ == "__main__":
