@@ -95,8 +95,12 @@ def outbox_row(*, producer: str, message: Outgoing, now: datetime) -> dict[str, 
 
 
 _QUEUE_MANY: dict[str, Insert] = {
-    "sqlite": sqlite.insert(_OUTBOX).on_conflict_do_nothing(index_elements=["message_id"]),
-    "postgresql": postgresql.insert(_OUTBOX).on_conflict_do_nothing(index_elements=["message_id"]),
+    # RETURNING makes SQLAlchemy send the rows as multi-row INSERTs on PostgreSQL, where without it an INSERT
+    # with ON CONFLICT is left to psycopg's pipelined executemany, a message per row (see shared.db.make_engine)
+    "sqlite": sqlite.insert(_OUTBOX).on_conflict_do_nothing(index_elements=["message_id"]).returning(_OUTBOX.c.seq),
+    "postgresql": postgresql.insert(_OUTBOX)
+    .on_conflict_do_nothing(index_elements=["message_id"])
+    .returning(_OUTBOX.c.seq),
 }
 
 
@@ -116,7 +120,7 @@ class OutboxRows:
         if not self._rows:
             return
         connection = session.connection()
-        connection.execute(_QUEUE_MANY[connection.dialect.name], self._rows)
+        connection.execute(_QUEUE_MANY[connection.dialect.name], self._rows).close()
         self._rows = []
 
 

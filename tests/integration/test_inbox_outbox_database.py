@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
+from sqlalchemy.engine.interfaces import ExecuteStyle
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -17,7 +19,7 @@ from shared.db import create_tables, make_engine
 from shared.events import AssessmentMissed, AssessmentMissedData
 from shared.inbox import Claim, ProcessedEvent, add_claim, already_processed, claim_event
 from shared.kafka import TRANSIENT_ERRORS
-from shared.outbox import OutboxMessage, Outgoing, add_to_outbox
+from shared.outbox import OutboxMessage, OutboxRows, Outgoing, add_to_outbox
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
@@ -90,3 +92,32 @@ def test_a_rolled_back_transaction_leaves_neither_claim_nor_message(engine: Engi
         assert claim_event(session, consumer="safety", event_id="e1", topic="clinical", partition=0, offset=1, now=NOW)
         assert add_to_outbox(session, producer="safety", message=outgoing("sig-1"), now=NOW)
     assert queued(engine) == [("sig-1", "safety")]
+
+
+def test_many_rows_go_as_multi_row_statements_on_postgresql(engine: Engine) -> None:
+    """A pipeline of a message per row stalled on TCP for the 200 ms persist timer (shared.db.make_engine): on
+    PostgreSQL, a batch's outbox rows and the ORM's plain inserts of many rows are multi-row INSERTs; on both
+    databases every row is stored, in the order queued, with duplicates skipped."""
+    styles: set[tuple[str, ExecuteStyle]] = set()
+
+    def seen(_conn: object, _cursor: object, statement: str, _params: object, context: Any, _many: bool) -> None:
+        if statement.startswith("INSERT"):
+            styles.add((statement.split()[2], context.execute_style))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    rows = OutboxRows("safety")
+    for n in [*range(300), 7]:
+        rows.add(outgoing(f"sig-{n:03d}"), now=NOW)
+    claims = [
+        ProcessedEvent(consumer="safety", event_id=f"e{n}", topic="t", partition=0, offset=n, processed_at=NOW)
+        for n in range(300)
+    ]
+    with Session(engine) as session, session.begin():
+        rows.write(session)
+        session.add_all(claims)
+    assert [message_id for message_id, _ in queued(engine)] == [f"sig-{n:03d}" for n in range(300)]
+    with Session(engine) as session:
+        assert already_processed(session, consumer="safety", event_ids=["e0", "e299", "e300"]) == {"e0", "e299"}
+    if engine.dialect.name == "postgresql":
+        many_values = ExecuteStyle.INSERTMANYVALUES
+        assert styles == {("outbox", many_values), ("processed_events", many_values)}
