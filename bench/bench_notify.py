@@ -174,10 +174,11 @@ async def drain(database_url: str, topic: str, total: int, rule: str, *, limit_s
         apply=rules[rule],
     )
     registry = CollectorRegistry()
-    service = ConsumerService(spec, engine=engine, clock=SystemClock(), registry=registry)
+    committed = asyncio.Event()
+    service = ConsumerService(spec, engine=engine, clock=SystemClock(), registry=registry, on_committed=committed.set)
 
     try:
-        return await timed_drain(service, registry, name="notify", total=total, limit_s=limit_s)
+        return await timed_drain(service, registry, name="notify", total=total, limit_s=limit_s, committed=committed)
     finally:
         engine.dispose()
 

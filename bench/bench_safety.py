@@ -100,11 +100,18 @@ async def drain(database_url: str, stream: Sequence[Message], rule: str, *, limi
         tuning=ConsumerTuning(bulk_batch=ConsumerTuning().max_batch),
     )
     registry = CollectorRegistry()
-    service = ConsumerService(spec, engine=engine, clock=SystemClock(), registry=registry)
+    committed = asyncio.Event()
+    service = ConsumerService(spec, engine=engine, clock=SystemClock(), registry=registry, on_committed=committed.set)
 
     try:
         rate, done = await timed_drain(
-            service, registry, name="safety", total=len(WARMUP) + len(stream), limit_s=limit_s, warmup=len(WARMUP)
+            service,
+            registry,
+            name="safety",
+            total=len(WARMUP) + len(stream),
+            limit_s=limit_s,
+            warmup=len(WARMUP),
+            committed=committed,
         )
         return rate, done - len(WARMUP)
     finally:
