@@ -61,7 +61,9 @@ _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _QUEUE: dict[str, Insert] = {
     # Built once per dialect (their compiled forms are cached): the dedupe is the unique index itself, in the
     # same statement as the insert, instead of a SELECT per message before an ORM add.
-    # RETURNING says whether the row went in (the rowcount of an insert with RETURNING is not reliable).
+    # RETURNING says whether the row went in (the rowcount of an insert with RETURNING is not reliable); it also
+    # makes SQLAlchemy send a list of rows as multi-row INSERTs on PostgreSQL, where without it an INSERT with
+    # ON CONFLICT is left to psycopg's pipelined executemany, a message per row (see shared.db.make_engine).
     "sqlite": sqlite.insert(_OUTBOX).on_conflict_do_nothing(index_elements=["message_id"]).returning(_OUTBOX.c.seq),
     "postgresql": postgresql.insert(_OUTBOX)
     .on_conflict_do_nothing(index_elements=["message_id"])
@@ -94,16 +96,6 @@ def outbox_row(*, producer: str, message: Outgoing, now: datetime) -> dict[str, 
     }
 
 
-_QUEUE_MANY: dict[str, Insert] = {
-    # RETURNING makes SQLAlchemy send the rows as multi-row INSERTs on PostgreSQL, where without it an INSERT
-    # with ON CONFLICT is left to psycopg's pipelined executemany, a message per row (see shared.db.make_engine)
-    "sqlite": sqlite.insert(_OUTBOX).on_conflict_do_nothing(index_elements=["message_id"]).returning(_OUTBOX.c.seq),
-    "postgresql": postgresql.insert(_OUTBOX)
-    .on_conflict_do_nothing(index_elements=["message_id"])
-    .returning(_OUTBOX.c.seq),
-}
-
-
 class OutboxRows:
     """A transaction's messages, written together just before it commits: one statement for all of them (one
     round trip on PostgreSQL, where a statement per signal was a consumer batch's commonest statement), in the
@@ -120,7 +112,7 @@ class OutboxRows:
         if not self._rows:
             return
         connection = session.connection()
-        connection.execute(_QUEUE_MANY[connection.dialect.name], self._rows).close()
+        connection.execute(_QUEUE[connection.dialect.name], self._rows).close()
         self._rows = []
 
 
