@@ -634,10 +634,13 @@ class DltDecisionData(Model):
     decided_by: str
     reason: str
     decided_at: AwareDatetime
+    revises: Literal["confirmed", "rejected"] | None = None
+    """The decision this one reverses (a re-adjudication); None for the first decision."""
 
 
 class DltDecided(EnvelopeBase):
-    """A safety officer confirmed or rejected a suspected DLT (closes notify's review obligation)."""
+    """A safety officer confirmed or rejected a suspected DLT (closes notify's review obligation), or revised an
+    earlier decision (`revises`)."""
 
     type: Literal["dlt.decided"] = "dlt.decided"
     data: DltDecisionData

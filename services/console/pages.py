@@ -330,10 +330,12 @@ async def decide_dlt(dlt_id: str, decision: str, request: Request, runtime: Runt
     body: dict[str, Any] = {"reason": _text(form, "reason")}
     if _text(form, "expected_state"):
         body["expected_state"] = _text(form, "expected_state")
+    revised = body.get("expected_state") in ("confirmed", "rejected")  # the decision it reverses (safety checks)
     target = safe_next(form.get("back") or f"/console/dlts/{dlt_id}")
     return await _act(
         request, runtime, signed, f"/dlts/{dlt_id}/{decision}", body, service="safety",
-        done=f"DLT {decision}ed; the cohort board reflects it.", target=target,
+        done=f"DLT {decision}ed{' (decision revised)' if revised else ''}; the cohort board reflects it.",
+        target=target,
     )  # fmt: skip
 
 

@@ -428,12 +428,13 @@ def _apply_dlt_decided(session: Session, signal: DltDecided, now: datetime) -> N
         )
         alert.state = "resolved"  # the decision was made before notify saw a suspicion: nothing left to page
         session.add(alert)
+    revised = f" (revising the earlier decision: {data.revises})" if data.revises else ""
     store.record(
         session,
         alert_id=alert.id,
         actor=data.decided_by,
-        action=f"dlt_{data.decision}",
-        detail=f"DLT {data.decision} by {data.decided_by}: {data.reason}",
+        action="dlt_revised" if data.revises else f"dlt_{data.decision}",
+        detail=f"DLT {data.decision} by {data.decided_by}{revised}: {data.reason}",
         now=now,
         decided_at=data.decided_at.isoformat(),
     )

@@ -870,11 +870,22 @@ class UnknownDlt(LookupError):
     pass
 
 
+def _decision_revised(record: DltRecord, expected_state: DltState | None) -> bool:
+    """Whether this decision revises one already made; a decided DLT is revised only when the officer named the
+    decision they reverse, otherwise the decision is a conflict."""
+    if record.state not in (DltState.CONFIRMED.value, DltState.REJECTED.value):
+        return False
+    if expected_state is None or expected_state.value != record.state:
+        raise DltAlreadyDecided(record)
+    return True
+
+
 class DltAlreadyDecided(Exception):
     def __init__(self, record: DltRecord) -> None:
         super().__init__(
             f"DLT {record.dlt_id} was already {record.state} by {record.decided_by} at "
-            f"{record.decided_at.isoformat() if record.decided_at else 'an unknown time'}"
+            f"{record.decided_at.isoformat() if record.decided_at else 'an unknown time'}. To revise that decision "
+            f'(the review committee re-adjudicated it), send "expected_state": "{record.state}" with the reason.'
         )
         self.record = record
 
@@ -911,14 +922,18 @@ def decide_dlt(
     The officer decides about the DLT as they saw it: with `expected_state`, a DLT that has moved since
     (a follow-up withdrew it) is a conflict. Without it, confirming a withdrawn DLT is refused: the current
     data no longer meet a criterion, so the officer must say they confirm it as withdrawn.
+
+    A decided DLT is revised only on purpose: the other decision with `expected_state` naming the decision it
+    reverses (a committee re-adjudicating, or a slip corrected). It is audited as `dlt.revised` with the decision
+    it replaces, signalled with `revises`, and the subject's outcome and the arm's 3+3 are reassessed, as for any
+    decision. Without `expected_state` it stays a conflict: a second officer's click never silently undoes the first.
     """
     record = session.get(DltRecord, dlt_id, with_for_update=True)
     if record is None or record.trial_id != protocol.trial_id:
         raise UnknownDlt(dlt_id)
     if record.state == decision:
         return DecisionOutcome(record, False, [])
-    if record.state in (DltState.CONFIRMED.value, DltState.REJECTED.value):
-        raise DltAlreadyDecided(record)
+    revised = _decision_revised(record, expected_state)
     if expected_state is not None and record.state != expected_state.value:
         raise DltStateChanged(
             record,
@@ -932,6 +947,12 @@ def decide_dlt(
             '"expected_state": "withdrawn" with the decision.',
         )
     previous = record.state
+    replaced = {
+        "decision": previous,
+        "decided_by": record.decided_by,
+        "decided_at": record.decided_at.isoformat() if record.decided_at else None,
+        "reason": record.decision_reason,
+    }
     record.state = decision
     record.revision += 1
     record.decided_by = actor
@@ -945,10 +966,12 @@ def decide_dlt(
         session,
         service=AUDIT_SERVICE,
         actor=actor,
-        action=f"dlt.{decision}",
+        action="dlt.revised" if revised else f"dlt.{decision}",
         entity=f"dlt/{dlt_id}",
         detail={
             "previous_state": previous,
+            "decision": decision,
+            **({"revises": replaced} if revised else {}),
             "reason": reason,
             "subject_id": record.subject_id,
             "ae_id": record.ae_id,
@@ -972,6 +995,7 @@ def decide_dlt(
             decided_by=actor,
             reason=reason,
             decided_at=now,
+            revises=previous if revised else None,
         ),
     )
     session.flush()

@@ -213,7 +213,8 @@ class DecisionBody(BaseModel):
         default=None,
         description=(
             "The DLT's state as the officer saw it when deciding; 409 if it has changed since. Required to "
-            "confirm a DLT that a follow-up withdrew."
+            "confirm a DLT that a follow-up withdrew, and to revise a decision: the other decision with the one "
+            "it reverses here (audited as dlt.revised; the arm's 3+3 is reassessed)."
         ),
     )
 

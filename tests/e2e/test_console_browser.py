@@ -210,6 +210,23 @@ def test_officer_works_an_sae_and_a_dlt_from_the_console(
     assert page.locator('[data-arm="A"] [data-count="dlt_suspected"]').inner_text() == "0"
     shot(page, "cohorts")
 
+    # The review committee re-adjudicates: the officer revises the decision on the DLT's page, on purpose.
+    officer = {"authorization": f"Bearer {stack.token}"}
+    dlt_id = httpx.get(f"{stack.url('safety')}/v1/trials/{TRIAL}/dlts", headers=officer).json()[0]["dlt_id"]
+    page.goto(f"{base}/console/dlts/{dlt_id}")
+    assert page.get_by_role("button", name="Reject: not a DLT").is_hidden(), "behind 'Revise this decision'"
+    page.get_by_text("Revise this decision").click()
+    page.get_by_label("Reason for the revision (kept in the audit trail)").fill(
+        "SRC 2026-03-20: hypotension from sepsis, not the infusion"
+    )
+    shot(page, "dlt-revise")
+    page.get_by_role("button", name="Reject: not a DLT").click()
+    assert "decision revised" in page.locator(".flash").inner_text()
+    trail = page.locator(".audit").inner_text()
+    assert "dlt.revised to rejected (was confirmed): SRC 2026-03-20" in trail, trail
+    page.goto(f"{base}/console/cohorts")
+    assert page.locator('[data-arm="A"] [data-count="dlt_confirmed"]').inner_text() == "0"
+
     page.goto(f"{base}/console/subjects/101-001")
     assert page.locator("svg.plot").count() == 3
     assert page.locator(".ev-infusion").count() == 1 and page.locator(".ev.in-window").count() > 0

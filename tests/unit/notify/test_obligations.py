@@ -51,7 +51,7 @@ def dlt(kind: type[Any] = DltSuspected, signal_id: str = "sig-dlt-1", **changes:
     )
 
 
-def decided(decision: str = "confirmed") -> DltDecided:
+def decided(decision: str = "confirmed", revises: str | None = None) -> DltDecided:
     return DltDecided(
         id=f"sig-decided-{decision}",
         source="/services/safety",
@@ -66,6 +66,7 @@ def decided(decision: str = "confirmed") -> DltDecided:
             decided_by="dr.reviewer",
             reason="reviewed with the PI",
             decided_at=START + timedelta(hours=5),
+            revises=revises,
         ),
     )
 
@@ -136,6 +137,22 @@ async def test_decision_for_an_unknown_dlt_is_still_recorded(notifier: Notifier)
     alert = notifier.only(Alert)
     assert alert.kind == "dlt"
     assert [h.action for h in notifier.history()] == ["dlt_confirmed"]
+
+
+async def test_a_revised_decision_is_recorded_as_a_revision_and_reopens_nothing(notifier: Notifier) -> None:
+    notifier.apply(dlt())
+    assert to(await notifier.at(START)) == [MM, SO]
+    notifier.apply(decided("confirmed"))
+    notifier.apply(decided("rejected", revises="confirmed"))
+    history = notifier.history()
+    assert [h.action for h in history if h.action.startswith("dlt_")] == ["dlt_confirmed", "dlt_revised"]
+    revised = next(h for h in history if h.action == "dlt_revised")
+    assert revised.actor == "dr.reviewer"
+    assert revised.detail == (
+        "DLT rejected by dr.reviewer (revising the earlier decision: confirmed): reviewed with the PI"
+    )
+    assert notifier.obligation().state == "completed", "the review was done; revising it opens no new clock"
+    assert to(await notifier.at(START + timedelta(hours=6))) == []
 
 
 async def test_dlt_follow_up_repages_only_when_worse(notifier: Notifier) -> None:

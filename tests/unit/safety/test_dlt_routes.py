@@ -105,6 +105,54 @@ def test_the_same_decision_again_is_harmless_and_a_different_one_conflicts(clien
     assert (len(audit(client)), len(outbox(client))) == (rows, signals)
 
 
+def cohort_a(client: TestClient) -> dict[str, object]:
+    arms: list[dict[str, object]] = client.get(f"/v1/trials/{TRIAL}/cohorts", headers=auth(VIEWER)).json()
+    return arms[0]
+
+
+def test_a_decision_is_revised_only_when_the_officer_names_the_decision_it_reverses(client: TestClient) -> None:
+    url = f"/v1/dlts/{DLT}"
+    client.post(f"{url}/confirm", json={"reason": "pneumonitis, CT confirmed"}, headers=auth(OFFICER))
+    assert (cohort_a(client)["decision"], cohort_a(client)["dlt_confirmed"]) == ("expand", 1)
+    rows, signals = len(audit(client)), len(outbox(client))
+    for named in ({}, {"expected_state": "suspected"}, {"expected_state": "rejected"}):
+        refused = client.post(f"{url}/reject", json={"reason": "SRC: infection", **named}, headers=auth(OFFICER))
+        assert refused.status_code == 409, named
+        assert refused.json()["state"] == "confirmed" and '"expected_state": "confirmed"' in refused.json()["detail"]
+    assert (len(audit(client)), len(outbox(client))) == (rows, signals), "a refused revision changes nothing"
+
+    body = {"reason": "SRC re-adjudicated: CMV pneumonitis, not drug related", "expected_state": "confirmed"}
+    revised = client.post(f"{url}/reject", json=body, headers=auth(OFFICER))
+    assert revised.status_code == 200
+    assert (revised.json()["state"], revised.json()["decision_reason"]) == ("rejected", body["reason"])
+    arm = cohort_a(client)
+    assert (arm["dlt_confirmed"], arm["dlt_suspected"]) == (0, 0)
+    assert arm["decision"] != "expand", "the arm's 3+3 is reassessed from the revised outcome"
+    new = outbox(client)[signals:]
+    [decided] = [s for s in new if isinstance(s, DltDecided)]
+    assert (decided.data.decision, decided.data.revises) == ("rejected", "confirmed")
+    assert decided.data.reason == body["reason"]
+    assert [s.data.decision for s in new if isinstance(s, CohortDecision)] == [arm["decision"]]
+    [entry] = [e for e in audit(client) if e.action == "dlt.revised"]
+    assert entry.detail["previous_state"] == "confirmed" and entry.detail["decision"] == "rejected"
+    assert entry.detail["revises"] == {
+        "decision": "confirmed",
+        "decided_by": "olga",
+        "decided_at": NOW.isoformat(),
+        "reason": "pneumonitis, CT confirmed",
+    }
+    count, problems = verify_chain(client.app.state.engine, service="safety")  # type: ignore[attr-defined]
+    assert count == len(audit(client)) and problems == []
+
+    again = client.post(f"{url}/reject", json=body, headers=auth(OFFICER))
+    assert again.status_code == 200 and len(outbox(client)) == signals + len(new), "a retried revision is a no-op"
+    back = {"reason": "SRC: CMV excluded on BAL", "expected_state": "rejected"}
+    assert client.post(f"{url}/confirm", json=back, headers=auth(OFFICER)).json()["state"] == "confirmed"
+    assert (cohort_a(client)["decision"], cohort_a(client)["dlt_confirmed"]) == ("expand", 1)
+    ids = [s.id for s in outbox(client) if isinstance(s, DltDecided)]
+    assert len(ids) == 3 == len(set(ids)), "each decision is its own signal"
+
+
 def test_unknown_dlt_is_404(client: TestClient) -> None:
     response = client.post("/v1/dlts/nope/confirm", json={"reason": "x"}, headers=auth(OFFICER))
     assert response.status_code == 404 and "nope" in response.json()["detail"]
