@@ -1,8 +1,9 @@
 """A confirmed DLT whose AE the site takes back (entered in error, deleted): the finding for the officer.
 
-An officer's confirmation is final here (the rules never undo it), so the DLT still counts in its arm's 3+3 tally
-after the retraction. A dose-escalation decision must not rest on an event the site says did not happen (to this
-subject) without a person knowing: the officers are told, naming the DLT, the AE, the arm and who confirmed it.
+The rules never undo an officer's confirmation, so the DLT still counts in its arm's 3+3 tally after the retraction.
+A dose-escalation decision must not rest on an event the site says did not happen (to this subject) without a person
+knowing: the officers are told, naming the DLT, the AE, the arm and who confirmed it, and how to revise the decision
+if the event did not happen (`protocol_engine.decide_dlt`: the arm's 3+3 is then reassessed).
 Keyword-only; never commits.
 """
 
@@ -32,7 +33,9 @@ def confirmed_dlt_finding(session: Session, envelope: RecordStatusChanged, *, to
         f"The site marked AE {data.record_id} ({record.term}, grade {record.grade}) "
         f"{data.status.replace('_', ' ')}{why}, but its DLT was confirmed by {record.decided_by or 'an officer'} "
         f"and still counts in arm {record.arm or 'unknown'}'s 3+3 tally. Check with the site whether the event "
-        "happened to this subject; if not, the arm's dose-escalation decision must be reviewed."
+        "happened to this subject; if not, review the decision and revise it ('Revise this decision' on the DLT's "
+        f"page in the console, or reject DLT {record.dlt_id} with expected_state 'confirmed'): the arm's 3+3 is "
+        "then reassessed."
     )
     return [
         data_quality.flag(
