@@ -634,8 +634,9 @@ class DltDecisionData(Model):
     decided_by: str
     reason: str
     decided_at: AwareDatetime
-    revises: Literal["confirmed", "rejected"] | None = None
-    """The decision this one reverses (a re-adjudication); None for the first decision."""
+    revises: Literal["confirmed", "rejected"] | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The decision this one reverses (a re-adjudication). Left out of a first decision's JSON, which stays what
+    a notify older than revisions reads (it refuses unknown fields)."""
 
 
 class DltDecided(EnvelopeBase):

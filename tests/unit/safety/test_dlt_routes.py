@@ -151,6 +151,10 @@ def test_a_decision_is_revised_only_when_the_officer_names_the_decision_it_rever
     assert (cohort_a(client)["decision"], cohort_a(client)["dlt_confirmed"]) == ("expand", 1)
     ids = [s.id for s in outbox(client) if isinstance(s, DltDecided)]
     assert len(ids) == 3 == len(set(ids)), "each decision is its own signal"
+    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        values = [row.value for row in session.exec(select(OutboxMessage).order_by(col(OutboxMessage.seq)))]
+    decisions = [v for v in values if b'"dlt.decided"' in v]
+    assert [b'"revises"' in v for v in decisions] == [False, True, True], "a first decision's JSON is as before"
 
 
 def test_unknown_dlt_is_404(client: TestClient) -> None:
