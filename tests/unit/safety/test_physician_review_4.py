@@ -31,6 +31,7 @@ from tests.unit.safety.test_clinical_rules import (
     at,
     cohort,
     decisions,
+    neut,
     outcome_of,
     related_ae,
     subject_in,
@@ -265,6 +266,53 @@ def test_a_revision_to_confirmed_of_a_dlt_whose_ae_was_retracted_needs_an_acknow
         decide(driver, "A-1", "confirmed", expected="rejected", reason="SRC: it is a DLT", now=at(13))
 
 
+def test_a_lab_dlt_rejected_on_revision_reopens_only_when_the_grade_4_lasts(driver: Driver) -> None:
+    driver.apply(neut("A-1", "B0", "0.8", -2, baseline=True))  # grade 3 at entry: the indication
+    subject_in(driver, "A-1", "A", visit=False)
+    [suspected] = of_type(driver.apply(neut("A-1", "N5", "0.3", 5)), "dlt.suspected")  # grade 4: worse by one
+    assert suspected.data.criterion == "haematological"
+    decide(driver, "A-1", "confirmed", ae_id=suspected.data.ae_id, now=at(6))
+    out = decide(
+        driver, "A-1", "rejected", expected="confirmed", ae_id=suspected.data.ae_id, reason="SRC: transient", now=at(7)
+    )
+    assert of_type(out, "dlt.suspected") == [], "the revision itself reopens nothing"
+    assert not of_type(driver.apply(neut("A-1", "N12", "0.3", 12), now=at(12)), "dlt.suspected")
+    [reopened] = of_type(driver.apply(neut("A-1", "N20", "0.3", 20), now=at(20)), "dlt.suspected")
+    assert reopened.data.criterion == "haematological_grade4_prolonged", "a criterion the committee did not judge"
+
+
+def test_a_lower_grade_follow_up_under_a_confirmed_dlt_changes_nothing(driver: Driver) -> None:
+    three_in_a(driver, "A-1")
+    decide(driver, "A-1", "confirmed", now=at(11))
+    out = driver.apply(related_ae("A-1", DAY0 + timedelta(days=9), version=2, grade=2), now=at(14))
+    assert [t for t in types(out) if t.startswith(("dlt.", "cohort."))] == [], "CTCAE grades an AE by its worst"
+    assert (record(driver, "A-1").state, record(driver, "A-1").grade, cohort(driver).dlt_confirmed) == (
+        "confirmed",
+        3,
+        1,
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "The investigator's follow-up says 'not related' under a confirmed DLT: a suspected DLT would be withdrawn "
+        "(and its withdrawal mailed), but a confirmed one stays confirmed in silence, so the committee that could "
+        "now re-adjudicate it (the revision this feature adds) is never told that the causality it relied on "
+        "changed. A retraction of the AE raises a finding (confirmed_dlt_ae_retracted); a causality change should "
+        "raise one too, once, when the data stop meeting the criterion. A DLT record keeps no trace of whether its "
+        "data met a criterion at the last look, so 'once' needs a stored field (a migration) or a rule on the "
+        "stored relatedness in the consumer's hot path (_update_record): not a local fix to the revision."
+    ),
+)
+def test_a_not_related_follow_up_under_a_confirmed_dlt_tells_the_officers(driver: Driver) -> None:
+    three_in_a(driver, "A-1")
+    decide(driver, "A-1", "confirmed", now=at(11))
+    out = driver.apply(related_ae("A-1", DAY0 + timedelta(days=9), version=2, relatedness="not_related"), now=at(14))
+    assert record(driver, "A-1").state == "confirmed", "the committee's decision stands until it revises it"
+    assert of_type(out, "data_quality.flagged"), "the officers are told the causality under the DLT changed"
+
+
 # --- two officers, and the trail an inspector reads ---------------------------------------------------------
 
 
@@ -352,3 +400,28 @@ def test_a_viewer_cannot_revise_and_a_revision_needs_a_reason_and_a_known_state(
     assert revised.status_code == 200 and revised.json()["state"] == "rejected"
     subject = client.get(f"/v1/trials/{TRIAL}/subjects/A-1", headers=viewer).json()
     assert subject["evaluable"] is False, "no DLT and the window still open: not evaluable yet"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A stale page can reverse a decision its officer never saw (A-B-A): expected_state names only the state, so "
+        "a page rendered when olga had confirmed the DLT still matches after otto revised it to rejected and the "
+        "committee confirmed it again, and its reject undoes the committee's re-confirmation, reason unread. A "
+        "revision should name the decision it reverses (its decided_at or the record's revision, e.g. an "
+        "'expected_decided_at' the console form sends from the page); the field and its name are an API design "
+        "decision, so it is left here."
+    ),
+)
+def test_a_revision_from_a_page_older_than_the_last_decision_is_a_conflict(client: TestClient) -> None:
+    url = f"/v1/dlts/{dlt_id_for(TRIAL, 'A-1', 'AE-1')}"
+    officer = {"authorization": f"Bearer {OFFICER}"}
+    clock: FakeClock = client.app.state.clock  # type: ignore[attr-defined]
+    seen = client.post(f"{url}/confirm", json={"reason": "CT"}, headers=officer).json()
+    clock.advance(timedelta(days=1))
+    client.post(f"{url}/reject", json={"reason": "SRC: CMV", "expected_state": "confirmed"}, headers=officer)
+    clock.advance(timedelta(days=1))
+    again = {"reason": "SRC: CMV PCR negative", "expected_state": "rejected"}
+    assert client.post(f"{url}/confirm", json=again, headers=officer).json()["state"] == "confirmed"
+    stale = {"reason": "slip", "expected_state": "confirmed", "expected_decided_at": seen["decided_at"]}
+    assert client.post(f"{url}/reject", json=stale, headers=officer).status_code == 409
