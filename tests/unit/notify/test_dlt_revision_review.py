@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.notify.models import Alert
-from shared.events import DltDecided, DltDecisionData
+from services.notify.models import Alert, Obligation
+from shared.events import DltDecided, DltDecisionData, StoppingRuleFired
 from tests.unit.conftest import START, TRIAL
 from tests.unit.notify.conftest import Notifier
-from tests.unit.notify.test_obligations import MM, SO, dlt, to
+from tests.unit.notify.test_obligations import MM, SO, cohort, dlt, to
 
 
 def decision(n: int, decision: str, revises: str | None, *, by: str, reason: str) -> DltDecided:
@@ -72,3 +72,21 @@ async def test_a_replayed_revision_is_mailed_once_and_a_revision_back_is_mailed_
 async def test_a_revision_notify_never_saw_suspected_is_still_told(notifier: Notifier) -> None:
     notifier.apply(decision(2, "confirmed", "rejected", by="dr.src", reason="SRC re-adjudicated"))
     assert to(await notifier.at(START + timedelta(hours=2))) == [MM, SO]
+
+
+async def test_a_stop_lifted_by_a_revision_is_mailed_with_its_why_and_its_review_is_still_owed(
+    notifier: Notifier,
+) -> None:
+    """Judgement: the stopping rule did fire and sites may have paused on it; its review (the committee's record of
+    what it decided and why) is still owed after a revision lifts it, so the obligation stays open."""
+    notifier.apply(cohort(StoppingRuleFired, signal_id="sig-stop"))
+    await notifier.at(START)
+    notifier.apply(decision(2, "rejected", "confirmed", by="dr.src", reason="SRC: CMV, not the product"))
+    lifted = cohort(signal_id="sig-lifted", decision="expand", previous_decision="stop", dlt_confirmed=1)
+    notifier.apply(lifted)
+    sent = await notifier.at(START + timedelta(hours=2))
+    subjects = sorted(subject for _, subject in sent)
+    assert any("Cohort decision for arm A: expand" in s for s in subjects), "the arm's move is mailed"
+    assert any("DLT decision revised: confirmed -> rejected" in s for s in subjects), "and why it moved"
+    [review] = [o for o in notifier.rows(Obligation) if o.kind == "stopping_rule_review"]
+    assert review.state == "open"
