@@ -12,6 +12,7 @@ from services.notify.mail_content import (
     assessment_missed_mail,
     cohort_mail,
     deviation_mail,
+    dlt_revised_mail,
     dlt_suspected_mail,
     dlt_withdrawn_mail,
     dose_recommendation_mail,
@@ -24,11 +25,12 @@ from services.notify.obligations import (
     STOPPING_RULE_REVIEW,
     deadline,
 )
-from services.notify.sae_alerts import AlertPlan, ObligationPlan, plan_messages
+from services.notify.sae_alerts import AlertPlan, MessagePlan, ObligationPlan, plan_messages
 from shared.clock import utc
 from shared.events import (
     AssessmentMissed,
     CohortDecision,
+    DltDecided,
     DltSuspected,
     DltWithdrawn,
     DoseRecommended,
@@ -89,6 +91,15 @@ def plan_dlt_withdrawn(signal: DltWithdrawn, protocol: Protocol) -> AlertPlan:
         obligation=None,
         messages=plan_messages(signal.id, protocol, list(protocol.dlt.notify_roles), content),
     )
+
+
+def dlt_revision_messages(signal: DltDecided, protocol: Protocol) -> tuple[MessagePlan, ...]:
+    """A decided DLT reversed: one notice to the roles told of the suspicion (none for a first decision: that one
+    closes the review they were paged for, and its decider is the reviewer)."""
+    if signal.data.revises is None:
+        return ()
+    content = dlt_revised_mail(signal.trialid, signal.data)
+    return plan_messages(signal.id, protocol, list(protocol.dlt.notify_roles), content)
 
 
 def plan_stopping_rule(signal: StoppingRuleFired, protocol: Protocol) -> AlertPlan:

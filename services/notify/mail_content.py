@@ -11,6 +11,7 @@ from shared.events import (
     AssessmentMissedData,
     CohortData,
     DltData,
+    DltDecisionData,
     DoseRecommendationData,
     LabToxicityData,
     ProtocolDeviationData,
@@ -168,6 +169,26 @@ def dlt_withdrawn_mail(trial_id: str, data: DltData) -> MailContent:
         rows=_dlt_rows(trial_id, data),
         footer="It no longer counts in the arm's 3+3 tally. If later data meet a DLT criterion again, it is "
         "suspected (and paged) again.",
+    )
+
+
+def dlt_revised_mail(trial_id: str, data: DltDecisionData) -> MailContent:
+    """A decided DLT reversed: the people told of the suspicion took the first decision as the end of it."""
+    return notice_mail(
+        subject=f"[{trial_id}] DLT decision revised: {data.revises} -> {data.decision}, subject {data.subject_id}",
+        heading=f"A DLT decision was revised: {data.revises} -> {data.decision}, by {data.decided_by}.",
+        rows=[
+            ("Trial", trial_id),
+            ("Subject", data.subject_id),
+            ("Arm", data.arm or "not known"),
+            ("DLT", data.dlt_id),
+            ("Earlier decision", data.revises or "none"),
+            ("Decision now", data.decision),
+            ("Revised by", f"{data.decided_by}, {_when(data.decided_at)}"),
+            ("Why", data.reason),
+        ],
+        footer="The arm's 3+3 was reassessed at once: a changed cohort decision is sent separately. The DLT's "
+        "alert keeps both decisions in its history.",
     )
 
 

@@ -21,6 +21,7 @@ from services.notify.dlt_alerts import (
     DOSE_RECOMMENDATION_KIND,
     STOPPING_RULE_KIND,
     TRIAL_LEVEL,
+    dlt_revision_messages,
     dlt_thread_key,
     dlt_worse,
     information_kind,
@@ -84,7 +85,7 @@ def apply_signal(
     elif isinstance(envelope, DltWithdrawn):
         _apply_dlt_withdrawn(session, envelope, now, protocol)
     elif isinstance(envelope, DltDecided):
-        _apply_dlt_decided(session, envelope, now)
+        _apply_dlt_decided(session, envelope, now, protocol)
     elif isinstance(envelope, StoppingRuleFired):
         _apply_stopping_rule(session, envelope, now, protocol)
     elif isinstance(envelope, DoseRecommended):
@@ -404,8 +405,11 @@ def _apply_dlt_withdrawn(session: Session, signal: DltWithdrawn, now: datetime, 
     store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now)
 
 
-def _apply_dlt_decided(session: Session, signal: DltDecided, now: datetime) -> None:
-    """Safety's decision is the review: it completes the review obligation, with the decider as actor."""
+def _apply_dlt_decided(session: Session, signal: DltDecided, now: datetime, protocol: Protocol) -> None:
+    """Safety's decision is the review: it completes the review obligation, with the decider as actor.
+
+    A revision (`revises`) is mailed once to the DLT's roles, no clock: they were paged for the suspicion and took
+    its decision as the end of it; the arm's cohort mail, if the arm moved at all, does not say why it moved."""
     data = signal.data
     alert = store.find_alert_by_thread(session, thread_key=dlt_thread_key(signal.trialid, data.dlt_id))
     if alert is None:
@@ -438,6 +442,7 @@ def _apply_dlt_decided(session: Session, signal: DltDecided, now: datetime) -> N
         now=now,
         decided_at=data.decided_at.isoformat(),
     )
+    store.queue_messages(session, alert_id=alert.id, messages=dlt_revision_messages(signal, protocol), now=now)
     for obligation in store.open_obligations(session, alert_id=alert.id):
         if obligation.kind == DLT_REVIEW:
             alert_actions.complete(

@@ -152,7 +152,10 @@ async def test_a_revised_decision_is_recorded_as_a_revision_and_reopens_nothing(
         "DLT rejected by dr.reviewer (revising the earlier decision: confirmed): reviewed with the PI"
     )
     assert notifier.obligation().state == "completed", "the review was done; revising it opens no new clock"
-    assert to(await notifier.at(START + timedelta(hours=6))) == []
+    sent = await notifier.at(START + timedelta(hours=6))
+    assert to(sent) == [MM, SO], "those paged for the suspicion are told, once, that its decision was reversed"
+    assert all("DLT decision revised: confirmed -> rejected" in subject for _, subject in sent)
+    assert to(await notifier.at(START + timedelta(hours=30))) == [], "a notice, no clock: nothing follows"
 
 
 async def test_dlt_follow_up_repages_only_when_worse(notifier: Notifier) -> None:
