@@ -330,6 +330,8 @@ async def decide_dlt(dlt_id: str, decision: str, request: Request, runtime: Runt
     body: dict[str, Any] = {"reason": _text(form, "reason")}
     if _text(form, "expected_state"):
         body["expected_state"] = _text(form, "expected_state")
+    if _text(form, "expected_revision").isdigit():  # the page's revision of the DLT: a stale page is refused (409)
+        body["expected_revision"] = int(_text(form, "expected_revision"))
     revised = body.get("expected_state") in ("confirmed", "rejected")  # the decision it reverses (safety checks)
     target = safe_next(form.get("back") or f"/console/dlts/{dlt_id}")
     return await _act(

@@ -916,6 +916,7 @@ def decide_dlt(
     now: datetime,
     signals_topic: str,
     expected_state: DltState | None = None,
+    expected_revision: int | None = None,
 ) -> DecisionOutcome:
     """An officer confirms or rejects a DLT; the same decision again is a no-op, a different one a conflict.
 
@@ -927,12 +928,21 @@ def decide_dlt(
     reverses (a committee re-adjudicating, or a slip corrected). It is audited as `dlt.revised` with the decision
     it replaces, signalled with `revises`, and the subject's outcome and the arm's 3+3 are reassessed, as for any
     decision. Without `expected_state` it stays a conflict: a second officer's click never silently undoes the first.
+    `expected_revision` (the record's revision the officer saw) also refuses a page older than the last change,
+    which the state alone cannot tell after two revisions (confirmed -> rejected -> confirmed).
     """
     record = session.get(DltRecord, dlt_id, with_for_update=True)
     if record is None or record.trial_id != protocol.trial_id:
         raise UnknownDlt(dlt_id)
     if record.state == decision:
         return DecisionOutcome(record, False, [])
+    if expected_revision is not None and record.revision != expected_revision:
+        by = f" by {record.decided_by}" if record.decided_by else ""
+        raise DltStateChanged(
+            record,
+            f"DLT {dlt_id} has changed since revision {expected_revision} that the decision was made about: it is "
+            f"now {record.state}{by} (revision {record.revision}). Review the current state and decide again.",
+        )
     revised = _decision_revised(record, expected_state)
     if expected_state is not None and record.state != expected_state.value:
         raise DltStateChanged(

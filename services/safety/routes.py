@@ -121,6 +121,8 @@ class DltView(BaseModel):
     decided_by: str | None
     decided_at: datetime | None
     decision_reason: str | None
+    revision: int
+    """Moves with every decision and every change a follow-up makes: what a decision names in `expected_revision`."""
 
 
 class StatusView(BaseModel):
@@ -215,6 +217,15 @@ class DecisionBody(BaseModel):
             "The DLT's state as the officer saw it when deciding; 409 if it has changed since. Required to "
             "confirm a DLT that a follow-up withdrew, and to revise a decision: the other decision with the one "
             "it reverses here (audited as dlt.revised; the arm's 3+3 is reassessed)."
+        ),
+    )
+    expected_revision: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "The DLT's revision as the officer saw it (GET /v1/trials/{trial}/dlts); 409 if it has moved since. "
+            "A revision should send it: the state alone cannot tell a page from before another officer's two "
+            "revisions (confirmed -> rejected -> confirmed) from a current one."
         ),
     )
 
@@ -459,6 +470,7 @@ def _decide_in_transaction(
                 now=now,
                 signals_topic=signals_topic,
                 expected_state=body.expected_state,
+                expected_revision=body.expected_revision,
             )
         except protocol_engine.UnknownDlt:
             raise ProblemError(404, "Not found", f"no DLT '{dlt_id}'", slug="not-found") from None

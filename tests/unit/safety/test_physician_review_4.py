@@ -402,17 +402,6 @@ def test_a_viewer_cannot_revise_and_a_revision_needs_a_reason_and_a_known_state(
     assert subject["evaluable"] is False, "no DLT and the window still open: not evaluable yet"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A stale page can reverse a decision its officer never saw (A-B-A): expected_state names only the state, so "
-        "a page rendered when olga had confirmed the DLT still matches after otto revised it to rejected and the "
-        "committee confirmed it again, and its reject undoes the committee's re-confirmation, reason unread. A "
-        "revision should name the decision it reverses (its decided_at or the record's revision, e.g. an "
-        "'expected_decided_at' the console form sends from the page); the field and its name are an API design "
-        "decision, so it is left here."
-    ),
-)
 def test_a_revision_from_a_page_older_than_the_last_decision_is_a_conflict(client: TestClient) -> None:
     url = f"/v1/dlts/{dlt_id_for(TRIAL, 'A-1', 'AE-1')}"
     officer = {"authorization": f"Bearer {OFFICER}"}
@@ -423,5 +412,10 @@ def test_a_revision_from_a_page_older_than_the_last_decision_is_a_conflict(clien
     clock.advance(timedelta(days=1))
     again = {"reason": "SRC: CMV PCR negative", "expected_state": "rejected"}
     assert client.post(f"{url}/confirm", json=again, headers=officer).json()["state"] == "confirmed"
-    stale = {"reason": "slip", "expected_state": "confirmed", "expected_decided_at": seen["decided_at"]}
-    assert client.post(f"{url}/reject", json=stale, headers=officer).status_code == 409
+    stale = {"reason": "slip", "expected_state": "confirmed", "expected_revision": seen["revision"]}
+    refused = client.post(f"{url}/reject", json=stale, headers=officer)
+    assert refused.status_code == 409 and refused.json()["state"] == "confirmed"
+    assert f"since revision {seen['revision']}" in refused.json()["detail"]
+    current = client.get(f"/v1/trials/{TRIAL}/dlts", headers=officer).json()[0]
+    fresh = {**stale, "expected_revision": current["revision"], "reason": "SRC: final, not a DLT"}
+    assert client.post(f"{url}/reject", json=fresh, headers=officer).json()["state"] == "rejected"
