@@ -58,6 +58,7 @@ from services.safety.models import (
     CohortState,
     DltRecord,
     DoseRecommendationRow,
+    RecordStatus,
     Subject,
     SubjectOutcomeRow,
 )
@@ -880,6 +881,21 @@ def _decision_revised(record: DltRecord, expected_state: DltState | None) -> boo
     return True
 
 
+def _refuse_a_retracted_ae(session: Session, record: DltRecord) -> None:
+    """A revision to confirmed must rest on an AE the site still stands by: once the site marked it entered in error
+    or deleted, the arm would count an event that did not happen to this subject, and no finding would tell anyone
+    (the retraction came before the confirmation). The site restores the AE first; the revision then goes through."""
+    status = session.get(RecordStatus, (record.trial_id, record.subject_id, "ae", record.ae_id))
+    if status is not None and status.status in subject_store.INACTIVE:
+        why = f" ({status.reason})" if status.reason else ""
+        raise DltStateChanged(
+            record,
+            f"DLT {record.dlt_id} cannot be confirmed: the site marked AE {record.ae_id} "
+            f"{status.status.replace('_', ' ')}{why}. Ask the site to restore the AE in the EDC if the event did "
+            "happen to this subject, then revise the decision.",
+        )
+
+
 class DltAlreadyDecided(Exception):
     def __init__(self, record: DltRecord) -> None:
         super().__init__(
@@ -944,6 +960,8 @@ def decide_dlt(
             f"now {record.state}{by} (revision {record.revision}). Review the current state and decide again.",
         )
     revised = _decision_revised(record, expected_state)
+    if revised and decision == "confirmed":
+        _refuse_a_retracted_ae(session, record)
     if expected_state is not None and record.state != expected_state.value:
         raise DltStateChanged(
             record,

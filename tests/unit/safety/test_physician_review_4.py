@@ -245,25 +245,16 @@ def test_a_withdrawn_dlt_decided_for_the_first_time_is_not_a_revision(driver: Dr
     assert trail(driver.engine, f"dlt/{record(driver, 'A-1').dlt_id}")[-1].action == "dlt.rejected"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A rejected DLT whose AE the site has since retracted (entered in error / deleted) can be revised to "
-        "confirmed with expected_state 'rejected' alone, without a word about the retraction: the arm's 3+3 then "
-        "counts an event the site says did not happen to this subject, and the data-quality finding that a "
-        "retraction under a confirmed DLT raises (retracted_dlt) is never raised, because the retraction came "
-        "first. A first decision on data that no longer meet a criterion needs the officer's explicit "
-        "acknowledgement (expected_state 'withdrawn'); a revision needs the same, but a rejected record keeps no "
-        "trace that its data no longer meet, and expected_state can name only one state: how the officer "
-        "acknowledges it (a field, or a second expected state) is a design decision for the API."
-    ),
-)
-def test_a_revision_to_confirmed_of_a_dlt_whose_ae_was_retracted_needs_an_acknowledgement(driver: Driver) -> None:
+def test_a_revision_to_confirmed_of_a_retracted_ae_waits_for_the_site_to_restore_it(driver: Driver) -> None:
     three_in_a(driver, "A-1")
     decide(driver, "A-1", "rejected", reason="pre-existing", now=at(11))
     driver.apply(status("A-1", "ae", "AE-1"), now=at(12))
-    with pytest.raises(DltStateChanged):
+    with pytest.raises(DltStateChanged, match=r"marked AE AE-1 entered in error.*restore the AE"):
         decide(driver, "A-1", "confirmed", expected="rejected", reason="SRC: it is a DLT", now=at(13))
+    assert record(driver, "A-1").state == "rejected"
+    driver.apply(status("A-1", "ae", "AE-1", "restored"), now=at(14))
+    out = decide(driver, "A-1", "confirmed", expected="rejected", reason="SRC: it is a DLT", now=at(15))
+    assert record(driver, "A-1").state == "confirmed" and of_type(out, "dlt.decided")[0].data.revises == "rejected"
 
 
 def test_a_lab_dlt_rejected_on_revision_reopens_only_when_the_grade_4_lasts(driver: Driver) -> None:
