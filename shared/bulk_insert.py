@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, event, insert
+from sqlalchemy import Connection, Table, event, insert, inspect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, SQLModel
 
 COPY_FROM_ROWS = 20
@@ -64,9 +63,9 @@ def copy_new_rows_on_flush(session: Session, models: Iterable[type[SQLModel]]) -
                 continue
             keys = [column.key for column in table.columns]
             insert_rows(session.connection(), table, [{key: vars(row)[key] for key in keys} for row in new])
-            for row in new:  # written: from pending to persistent without the ORM's INSERT
-                session.expunge(row)
-                make_transient_to_detached(row)
-                session.add(row)
+            # written: from pending to persistent as the ORM's own INSERT leaves them (its flush calls the same),
+            # and like those, expunged again if the transaction rolls back. The public way (expunge, make
+            # transient-to-detached, add) cost 9 us a row, ~6% of a PostgreSQL batch; this 3 us.
+            session._register_persistent({inspect(row) for row in new})
 
     event.listen(session, "before_flush", before_flush)

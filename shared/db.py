@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Table, create_engine, event
+from sqlalchemy import ColumnElement, DateTime, Engine, Table, any_, bindparam, create_engine, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -73,6 +75,18 @@ def make_engine(url: str) -> Engine:
         # retransmission and persist timeout, so TCP flow control on loopback is the likely cause; not proven.
         engine.dialect.use_insertmanyvalues_wo_returning = True
     return engine
+
+
+def one_of(session: Session, column: Mapped[Any], values: Collection[Any]) -> ColumnElement[bool]:
+    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`, one parameter however many values.
+
+    An IN list is a placeholder per value: a statement text new for every length, which psycopg converts in Python
+    and SQLAlchemy renders per execution (a 500-id list: 3.9 ms against 1.4 ms as an array; 5% of a safety batch).
+    """
+    attribute: Any = column  # `col(Model.field)`: an instrumented attribute, typed as what it maps
+    if session.get_bind().dialect.name != "postgresql":
+        return attribute.in_(values)  # type: ignore[no-any-return]
+    return attribute == any_(bindparam(None, list(values), type_=ARRAY(attribute.type)))  # type: ignore[no-any-return]
 
 
 class SchemaBehind(RuntimeError):

@@ -14,7 +14,7 @@ from sqlalchemy import Column, Table
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from shared.bulk_insert import insert_rows
-from shared.db import UTCDateTime
+from shared.db import UTCDateTime, one_of
 
 
 class ProcessedEvent(SQLModel, table=True):
@@ -48,7 +48,7 @@ class Claim(NamedTuple):
 def already_processed(session: Session, *, consumer: str, event_ids: Sequence[str]) -> set[str]:
     """The ids among these that this consumer has processed: one query for a whole batch."""
     query = select(col(ProcessedEvent.event_id)).where(
-        col(ProcessedEvent.consumer) == consumer, col(ProcessedEvent.event_id).in_(sorted(set(event_ids)))
+        col(ProcessedEvent.consumer) == consumer, one_of(session, col(ProcessedEvent.event_id), sorted(set(event_ids)))
     )
     return set(session.exec(query).all())
 

@@ -27,6 +27,7 @@ from services.safety.models import (
     Subject,
 )
 from services.safety.subject_store import INACTIVE
+from shared.db import one_of
 from shared.events import (
     AeReported,
     ClinicalEnvelope,
@@ -98,7 +99,8 @@ class BatchRecords:
             self._load_by_test(tested[start : start + CHUNK])
 
     def _rows(self, model: Any, subject_ids: Iterable[str], *conditions: Any) -> Any:
-        query = select(model).where(model.trial_id == self.trial_id, col(model.subject_id).in_(sorted(subject_ids)))
+        subjects = one_of(self._session, col(model.subject_id), sorted(subject_ids))
+        query = select(model).where(model.trial_id == self.trial_id, subjects)
         return self._session.exec(query.where(*conditions))
 
     def _load_subjects(self, subject_ids: Sequence[str]) -> None:
@@ -116,18 +118,18 @@ class BatchRecords:
 
     def _load_labs(self, keys: Sequence[tuple[str, str]]) -> None:
         subjects, result_ids = {s for s, _ in keys}, sorted({r for _, r in keys})
-        for lab in self._rows(LabResult, subjects, col(LabResult.result_id).in_(result_ids)):
+        for lab in self._rows(LabResult, subjects, one_of(self._session, col(LabResult.result_id), result_ids)):
             self._labs.setdefault((lab.subject_id, lab.result_id), lab)
         self._labs_checked.update(keys)
 
     def _load_aes(self, keys: Sequence[tuple[str, str]]) -> None:
         subjects, ae_ids = {s for s, _ in keys}, sorted({a for _, a in keys})
-        for row in self._rows(AeSeriousness, subjects, col(AeSeriousness.ae_id).in_(ae_ids)):
+        for row in self._rows(AeSeriousness, subjects, one_of(self._session, col(AeSeriousness.ae_id), ae_ids)):
             self._seriousness.setdefault((row.subject_id, row.ae_id), row)
         query = select(AeVersion.subject_id, AeVersion.ae_id, AeVersion.version).where(
             AeVersion.trial_id == self.trial_id,
-            col(AeVersion.subject_id).in_(sorted(subjects)),
-            col(AeVersion.ae_id).in_(ae_ids),
+            one_of(self._session, col(AeVersion.subject_id), sorted(subjects)),
+            one_of(self._session, col(AeVersion.ae_id), ae_ids),
         )
         self._ae_versions.update((s, a, v) for s, a, v in self._session.exec(query))
         self._aes_checked.update(keys)
@@ -153,7 +155,8 @@ class BatchRecords:
         subjects = {s for s, _ in keys}
         tests = sorted({k for _, k in keys if not k.startswith("loinc:")})
         loincs = sorted({k.removeprefix("loinc:") for _, k in keys if k.startswith("loinc:")})
-        named = or_(col(LabResult.test).in_(tests), col(LabResult.loinc).in_(loincs))
+        session = self._session
+        named = or_(one_of(session, col(LabResult.test), tests), one_of(session, col(LabResult.loinc), loincs))
         for lab in self._rows(LabResult, subjects, LabResult.baseline == False, named):  # noqa: E712 - SQL comparison
             for key in {(lab.subject_id, _test_key(lab.test, lab.loinc)), (lab.subject_id, f"loinc:{lab.loinc}")}:
                 if key in found:

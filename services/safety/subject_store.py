@@ -31,6 +31,7 @@ from services.safety.models import (
     SubjectOutcomeRow,
     TransfusionRecord,
 )
+from shared.db import one_of
 
 INACTIVE = frozenset({"entered_in_error", "deleted"})
 
@@ -114,7 +115,7 @@ def load_subject_states(session: Session, *, trial_id: str, subject_ids: Iterabl
 
 
 def _rows(session: Session, model: type[Row], *, trial_id: str, subject_ids: Sequence[str]) -> dict[str, list[Row]]:
-    query = select(model).where(model.trial_id == trial_id, col(model.subject_id).in_(subject_ids))
+    query = select(model).where(model.trial_id == trial_id, one_of(session, col(model.subject_id), subject_ids))
     found: dict[str, list[Row]] = defaultdict(list)
     for row in session.exec(query):
         found[row.subject_id].append(row)
@@ -132,13 +133,13 @@ def _load_chunk(session: Session, *, trial_id: str, subject_ids: Sequence[str]) 
     doses = rows(Dose)
     labs: dict[str, list[LabFacts]] = defaultdict(list)
     query = select(LabResult.subject_id, *LAB_COLUMNS).where(
-        LabResult.trial_id == trial_id, col(LabResult.subject_id).in_(subject_ids)
+        LabResult.trial_id == trial_id, one_of(session, col(LabResult.subject_id), subject_ids)
     )
     for row in session.exec(query):
         labs[row[0]].append(LabFacts._make(row[1:]))
     versions: dict[str, list[AeVersionFacts]] = defaultdict(list)
     query = select(AeVersion.subject_id, *AE_VERSION_COLUMNS).where(
-        AeVersion.trial_id == trial_id, col(AeVersion.subject_id).in_(subject_ids)
+        AeVersion.trial_id == trial_id, one_of(session, col(AeVersion.subject_id), subject_ids)
     )
     for row in session.exec(query):
         versions[row[0]].append(AeVersionFacts._make(row[1:]))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func
+from sqlalchemy import event, func, inspect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -104,6 +104,23 @@ def test_new_rows_written_on_flush_stay_in_the_session_and_take_later_changes(da
         and stored["R5"].collected_at == AT + timedelta(hours=5)
     )
     assert stored["R2"].grade_reason == "Hb 62 g/L: grade 3 (< 80 g/L)"
+    engine.dispose()
+
+
+def test_new_rows_written_on_flush_leave_the_session_when_the_transaction_rolls_back(database_url: str) -> None:
+    """As rows the ORM inserted would: a batch retried after a failure must not find the failed try's rows."""
+    engine = make_engine(database_url)
+    create_tables(engine, [LabResult])
+    with Session(engine) as session:
+        copy_new_rows_on_flush(session, [LabResult])
+        with session.begin():
+            rows = [_lab(n) for n in range(MANY)]
+            session.add_all(rows)
+            session.flush()
+            assert all(inspect(row).persistent for row in rows)
+            session.rollback()
+        assert all(inspect(row).transient for row in rows)
+        assert session.get(LabResult, ("T1", "101-0003", "R3")) is None
     engine.dispose()
 
 
