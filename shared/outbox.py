@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Column, Engine, Index, Insert, LargeBinary, func, select, update
+from sqlalchemy import Column, Connection, Engine, Index, Insert, LargeBinary, TextClause, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel, col
 
@@ -112,8 +112,43 @@ class OutboxRows:
         if not self._rows:
             return
         connection = session.connection()
-        connection.execute(_QUEUE[connection.dialect.name], self._rows).close()
+        if connection.dialect.name == "postgresql" and len(self._rows) > 1:
+            _write_as_arrays(connection, self._rows)
+        else:
+            connection.execute(_QUEUE[connection.dialect.name], self._rows).close()
         self._rows = []
+
+
+_ARRAY_TYPES = {
+    "message_id": "varchar",
+    "producer": "varchar",
+    "topic": "varchar",
+    "key": "bytea",
+    "value": "bytea",
+    "created_at": "timestamptz",
+    "trace_context": "varchar",
+}
+_ARRAY_COLUMNS = tuple(_ARRAY_TYPES)
+_QUEUE_ARRAYS: TextClause = text(
+    f"INSERT INTO outbox ({', '.join(_ARRAY_COLUMNS)}) "
+    f"SELECT {', '.join(_ARRAY_COLUMNS)} FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _ARRAY_TYPES.items())
+    + f") WITH ORDINALITY AS queued({', '.join(_ARRAY_COLUMNS)}, position) ORDER BY position "
+    "ON CONFLICT (message_id) DO NOTHING"
+)
+"""PostgreSQL: a transaction's messages as one array per column, in the order queued (their sequence numbers keep
+it). As a multi-row INSERT, 234 signals were 1,638 parameters in a statement text new for every count, which
+SQLAlchemy renders and psycopg converts in Python: 10.5 ms (6.5 ms CPU) against 5.4 ms (2.7 ms CPU) this way."""
+
+
+def _write_as_arrays(connection: Connection, rows: list[dict[str, object]]) -> None:
+    created_at = _OUTBOX.c.created_at.type
+    values: dict[str, list[object]] = {name: [] for name in _ARRAY_COLUMNS}
+    for row in rows:
+        for name in _ARRAY_COLUMNS:
+            values[name].append(row[name])
+    values["created_at"] = [created_at.process_bind_param(v, connection.dialect) for v in values["created_at"]]
+    connection.execute(_QUEUE_ARRAYS, values).close()
 
 
 class OutboxRelay:
