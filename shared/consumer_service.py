@@ -76,6 +76,8 @@ class ConsumerService(Generic[E]):
         on_committed: Callable[[], None] | None = None,
         tracer: Tracer | None = None,
     ) -> None:
+        """`tracer`: the service's, when it records spans (an exporter is configured); without one, records and
+        signals carry their trace context on without spans (`shared.tracing.consuming`)."""
         if spec.failpoint not in FAILPOINTS:
             raise ValueError(f"unknown failpoint {spec.failpoint!r}; known: {FAILPOINTS}")
         self.spec = spec
@@ -103,7 +105,7 @@ class ConsumerService(Generic[E]):
             metrics=self.consumer_metrics,
             on_committed=self._committed,
             transaction_seconds=spec.tuning.transaction_seconds,
-            record_scope=consuming(tracer, consumer=spec.service) if tracer is not None else None,
+            record_scope=consuming(tracer, consumer=spec.service),
         )
         self.loop = ConsumerLoop(
             name=spec.service,

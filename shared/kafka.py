@@ -424,7 +424,11 @@ class ManagedProducer:
         async def send_all() -> None:
             acks = []
             for r in records:
-                with resumed(r.trace_context), publishing(self._tracer, r.topic, r.value):
+                # without a tracer the stored context itself goes on the record: no span, nor the parse of the
+                # value for its attributes
+                tracer = self._tracer
+                span = publishing(tracer, r.topic, r.value) if tracer is not None else contextlib.nullcontext()
+                with resumed(r.trace_context), span:
                     acks.append(await producer.send(r.topic, value=r.value, key=r.key, headers=record_headers(())))
             await asyncio.gather(*acks)
 

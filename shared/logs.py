@@ -17,13 +17,14 @@ may travel in one), client addresses, and clinical content: only identifiers are
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from functools import lru_cache
 from typing import Any, TextIO
 
@@ -43,6 +44,32 @@ def add_trace_ids(_logger: object, _method: str, event: MutableMapping[str, Any]
     if context.is_valid:
         event.setdefault("trace_id", format(context.trace_id, "032x"))
         event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
+
+
+_EVENT_FIELDS: contextvars.ContextVar[Mapping[str, object] | None] = contextvars.ContextVar(
+    "sentinel_event_fields", default=None
+)
+
+
+@contextlib.contextmanager
+def bound_event(**fields: object) -> Iterator[None]:
+    """The fields of the event at hand on every log line written in the block (unless a line sets its own).
+
+    One context variable for all of them: structlog's `bound_contextvars` sets one per field, 11 us per consumed
+    event, where this takes well under one."""
+    token = _EVENT_FIELDS.set(fields)
+    try:
+        yield
+    finally:
+        _EVENT_FIELDS.reset(token)
+
+
+def merge_event_fields(_logger: object, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    fields = _EVENT_FIELDS.get()
+    if fields:
+        for key, value in fields.items():
+            event.setdefault(key, value)
     return event
 
 
@@ -226,6 +253,7 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None) -> N
     """
     common: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        merge_event_fields,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),

@@ -20,7 +20,8 @@ from shared.inbox import Claim, add_claims, already_processed
 from shared.kafka import TRANSIENT_ERRORS, ConsumedMessage, PoisonMessage, Rejected
 from shared.metrics import ConsumerMetrics
 from shared.outbox import OutboxRows, Outgoing
-from shared.tracing import continuing, current_traceparent
+from shared.tracing import continuing, current_traceparent, envelope_attributes
+from shared.tracing import log as event_log
 
 E = TypeVar("E")
 E_contra = TypeVar("E_contra", contravariant=True)
@@ -186,6 +187,7 @@ class TransactionalHandler(Generic[E]):
             add_claims(session, consumer=self._consumer, claims=claims, now=now)  # one statement for the batch
             self._finish(session, rule, traces, queued, now)
             queued.write(session)
+        _log_handled(self._consumer, claims, items, traces, outcomes["duplicate"], time.monotonic() - started)
         return outcomes, consumed
 
     def _apply_one(self, queued: OutboxRows, index: int, rule: BatchRule[E], envelope: E, now: datetime) -> None:
@@ -211,3 +213,41 @@ class TransactionalHandler(Generic[E]):
             raise
         except Exception as exc:
             raise _FinishFailed(str(exc)) from exc
+
+
+def _log_handled(
+    consumer: str,
+    claims: Sequence[Claim],
+    items: Sequence[tuple[ConsumedMessage, object]],
+    traces: dict[str, str | None],
+    duplicates: int,
+    seconds: float,
+) -> None:
+    """One line per committed transaction, written once it is committed: the event's fields for one event (in its
+    trace), the event ids for several. A line per event was 16 us of each, and said "handled" before the commit."""
+    ms = round(seconds * 1000, 1)
+    if len(claims) == 1:
+        [claim] = claims
+        where = (claim.topic, claim.partition, claim.offset)
+        message = next(m for m, _ in items if (m.topic, m.partition, m.offset) == where)
+        with continuing(traces.get(claim.event_id)):
+            event_log.info(
+                "event handled",
+                consumer=consumer,
+                topic=claim.topic,
+                partition=claim.partition,
+                offset=claim.offset,
+                duplicates=duplicates,
+                ms=ms,
+                **envelope_attributes(message.value),
+            )
+    elif claims or duplicates:
+        event_log.info(
+            "events handled",
+            consumer=consumer,
+            count=len(claims),
+            duplicates=duplicates,
+            topics=sorted({claim.topic for claim in claims}),
+            event_ids=[claim.event_id for claim in claims],
+            ms=ms,
+        )

@@ -9,21 +9,11 @@ continue the same trace. With an exporter (`OTEL_*`, see shared.tracing) the ful
 
 from __future__ import annotations
 
-import random
-
 from opentelemetry import context as otel_context
-from opentelemetry.trace import (
-    INVALID_SPAN_ID,
-    INVALID_TRACE_ID,
-    NonRecordingSpan,
-    SpanContext,
-    TraceFlags,
-    get_current_span,
-    set_span_in_context,
-)
+from opentelemetry.trace import NonRecordingSpan, SpanContext, get_current_span, set_span_in_context
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.tracing import context_from_traceparent
+from shared.tracing import context_from_traceparent, continued_context
 
 
 class TraceContextOnly:
@@ -44,25 +34,9 @@ class TraceContextOnly:
 
 
 def request_context(traceparent: str | None) -> SpanContext:
-    """A new span id in the sender's trace (its sampling flag kept), or in a new trace, sampled so that a
-    service downstream that exports records it (as it would if ingest had made real spans)."""
+    """A new span id in the sender's trace, or in a new trace (`shared.tracing.continued_context`)."""
     parent = get_current_span(context_from_traceparent(traceparent)).get_span_context() if traceparent else None
-    if parent is not None and parent.is_valid:
-        span_id = _new_id(64, INVALID_SPAN_ID)
-        return SpanContext(parent.trace_id, span_id, is_remote=False, trace_flags=parent.trace_flags)
-    return SpanContext(
-        _new_id(128, INVALID_TRACE_ID),
-        _new_id(64, INVALID_SPAN_ID),
-        is_remote=False,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
-    )
-
-
-def _new_id(bits: int, invalid: int) -> int:
-    value = random.getrandbits(bits)  # ids need uniqueness, not secrecy (the OTel SDK's generator does the same)
-    while value == invalid:
-        value = random.getrandbits(bits)
-    return value
+    return continued_context(parent)
 
 
 def _traceparent(scope: Scope) -> str | None:

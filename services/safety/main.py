@@ -24,7 +24,7 @@ from shared.http import install_common
 from shared.lanes import bulk_topic
 from shared.protocol import load_protocol
 from shared.schema_version import SHARED, Component, prepare_database
-from shared.tracing import Tracing, build_tracing, instrument_app
+from shared.tracing import Tracing, build_tracing, exporter_enabled, instrument_app
 
 SERVICE = "safety"
 MIGRATIONS = Component(SERVICE, "services.safety:migrations")
@@ -67,7 +67,10 @@ def create_app(
         clock=clock,
         registry=registry,
     )
-    consumer = ConsumerService(spec, engine=engine, clock=clock, registry=registry, tracer=tracing.tracer)
+    recording = not own_tracing or exporter_enabled(os.environ)  # an injected provider records (tests' exporters)
+    consumer = ConsumerService(
+        spec, engine=engine, clock=clock, registry=registry, tracer=tracing.tracer if recording else None
+    )
     registry.register(SafetyStateCollector(engine))
     sweep = SweepJob(
         engine=engine,
