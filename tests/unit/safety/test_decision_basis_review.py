@@ -11,19 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from services.safety.dlt_decision_basis import DECIDED_DLT_DATA_CHANGED
+from services.safety.main import create_app
 from services.safety.models import DltRecord
 from services.safety.protocol_engine import dlt_id_for
 from services.safety.retracted_dlt import CONFIRMED_DLT_AE_RETRACTED
+from services.safety.settings import SafetySettings
+from shared.clock import FakeClock
 from shared.events import EnvelopeBase
 from shared.protocol import Protocol
 from tests.unit.safety.clinical import Driver, dose, enrol, of_type, status, types
 from tests.unit.safety.test_batch_physician import deliver
 from tests.unit.safety.test_clinical_rules import DAY0, TRIAL, at, cohort, neut, outcome_of, related_ae, subject_in
-from tests.unit.safety.test_physician_review_4 import decide, record, three_in_a, trail
+from tests.unit.safety.test_physician_review_4 import NOW, OFFICER, decide, record, three_in_a, trail
 
 
 @pytest.fixture
@@ -183,3 +188,16 @@ def test_the_same_follow_ups_in_any_order_end_in_one_stored_state(
             assert not told or "again" in told[-1], (n, told)
     diverged = "no_longer_meets" if last_word == "not_related" else None
     assert stored == {("confirmed", last_word, diverged, True, "possible")}
+
+
+def test_the_dlt_api_shows_the_decision_basis_the_console_warns_with(tmp_path: Path, clean_env: None) -> None:
+    settings = SafetySettings(var_dir=tmp_path, api_tokens={OFFICER: {"user": "olga", "role": "officer"}})
+    app = create_app(settings, clock=FakeClock(NOW), registry=CollectorRegistry())
+    driver = Driver(app.state.engine, app.state.protocol)
+    three_in_a(driver, "A-1")
+    decide(driver, "A-1", "confirmed", now=at(11))
+    driver.apply(follow_up(2, "not_related"), now=at(14))
+    client = TestClient(app)
+    [dlt] = client.get(f"/v1/trials/{TRIAL}/dlts", headers={"authorization": f"Bearer {OFFICER}"}).json()
+    assert (dlt["state"], dlt["relatedness"]) == ("confirmed", "not_related")
+    assert (dlt["decided_relatedness"], dlt["divergence"]) == ("possible", "no_longer_meets")
