@@ -156,9 +156,9 @@ def _changes(dlt: DecidedDlt, look: DataLook) -> str:
         changes.append(f"relatedness from {_said(dlt.decided_relatedness)} to {_said(look.relatedness)}")
     if look.grade is not None and dlt.decided_grade is not None and look.grade != dlt.decided_grade:
         changes.append(f"grade from {dlt.decided_grade} to {look.grade}")
-    return (
-        "the site's data changed " + " and ".join(changes) if changes else "the site's data changed"
-    ) + " since the decision"
+    if not changes:
+        return "the site's data changed since the decision"
+    return "since the decision, the site's data changed " + " and ".join(changes)
 
 
 def _decision(dlt: DecidedDlt) -> str:
@@ -181,17 +181,17 @@ def _changed(dlt: DecidedDlt, look: DataLook, kind: Divergence) -> str:
     if kind is Divergence.NO_LONGER_MEETS:
         criterion = f"the DLT criterion '{dlt.decided_criterion}'" if dlt.decided_criterion else "the DLT criterion"
         return (
-            f"{_what(dlt, look)}: {_changes(dlt, look)}, and it no longer meets {criterion} it was confirmed under "
+            f"{_what(dlt, look)}: {_changes(dlt, look)}; the AE no longer meets {criterion} it was confirmed under "
             f"({look.reason}). {_decision(dlt)}: the confirmation stands, and the DLT still counts in arm {arm}'s "
             f"3+3 tally, until the committee revises it. {_how_to_revise(dlt)}"
         )
-    meets = f"it meets DLT criterion '{look.criterion}'" if look.criterion else "it meets a DLT criterion"
+    meets = f"DLT criterion '{look.criterion}'" if look.criterion else "a DLT criterion"
     if kind is Divergence.NOW_MEETS:
-        news = f"{_changes(dlt, look)}, and {meets}, which it did not when rejected ({look.reason})"
+        news = f"{_changes(dlt, look)}; the AE now meets {meets}, which it did not when rejected ({look.reason})"
     else:
         news = (
             f"the investigator's relatedness rose from {_said(dlt.decided_relatedness)}, as the committee saw it, "
-            f"to {_said(look.relatedness)}, and {meets} ({look.reason})"
+            f"to {_said(look.relatedness)}; the AE meets {meets} ({look.reason})"
         )
     return (
         f"{_what(dlt, look)}: {news}. {_decision(dlt)}: the rejection stands, and the DLT does not count in arm "

@@ -116,7 +116,7 @@ def test_a_revision_takes_the_data_as_the_committee_saw_them_and_tells_it_of_lat
     dlt = record(driver, "A-1")
     assert (dlt.divergence, dlt.decided_met, dlt.decided_relatedness) == (None, False, "not_related")
     [news] = findings(driver.apply(follow_up(3, "possible"), now=at(16)))
-    assert "it meets DLT criterion 'non_haematological_grade3', which it did not when rejected" in news.detail
+    assert "the AE now meets DLT criterion 'non_haematological_grade3', which it did not when rejected" in news.detail
     assert f"confirm DLT {dlt.dlt_id} with expected_state 'rejected'" in news.detail
 
 

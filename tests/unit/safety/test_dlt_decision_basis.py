@@ -115,7 +115,7 @@ def test_a_change_that_is_neither_relatedness_nor_grade_gives_the_rules_reason()
     outside = replace(MEETS, meets=False, criterion=None, reason="onset on study day 40, after the DLT window")
     finding = check_basis(decided("confirmed"), outside).finding
     assert finding is not None
-    assert "the site's data changed since the decision, and it no longer meets" in finding.detail
+    assert "the site's data changed since the decision; the AE no longer meets" in finding.detail
     assert "(onset on study day 40, after the DLT window)" in finding.detail
 
 
