@@ -8,8 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from services.notify.data_quality_alerts import plan_data_quality
 from services.notify.models import Alert, Obligation
 from shared.db import make_engine
+from shared.events import DataQualityData, DataQualityFlagged
 from shared.protocol import DataQualityAlerts, Protocol
 from tests.unit.conftest import START
 from tests.unit.notify.conftest import Notifier
@@ -86,3 +88,25 @@ async def test_the_dlt_roles_hear_of_it_whatever_the_data_quality_routing(notifi
     driver = safety(tmp_path, notifier.protocol)
     notifier.apply(follow_up(driver, 2, "not_related")[0])
     assert set(to(await notifier.at(START))) >= {MM, SO}
+
+
+def test_a_retracted_ae_under_a_confirmed_dlt_reaches_the_dlt_roles_without_code_roles(notifier: Notifier) -> None:
+    protocol = notifier.protocol.model_copy(update={"data_quality": DataQualityAlerts()})
+    signal = DataQualityFlagged(
+        id="sig-retracted",
+        source="/services/safety",
+        subject="A-1",
+        time=START,
+        trialid="NCT07212335",
+        data=DataQualityData(
+            site_id="SITE-1",
+            subject_id="A-1",
+            record_type="ae",
+            record_id="AE-1",
+            code="confirmed_dlt_ae_retracted",
+            detail="The site marked AE AE-1 entered in error, but its DLT was confirmed",
+            source_event_id="src-1",
+        ),
+    )
+    recipients = {m.recipient for m in plan_data_quality(signal, protocol).messages}
+    assert recipients >= {MM, SO}
