@@ -64,3 +64,14 @@ def test_a_rejected_dlt_the_data_now_contradict_says_so(divergence: str, words: 
 
 def test_nothing_is_said_when_the_data_are_as_the_decision_relied_on() -> None:
     assert "Data changed since the decision" not in card(divergence=None, relatedness="possible")
+
+
+def test_the_decided_list_marks_a_dlt_whose_data_changed_since_its_decision() -> None:
+    context = {
+        "cards": [],
+        "review_hours": 72,
+        "decided": [{**DLT, "updated_at": DLT["decided_at"]}, {**DLT, "dlt_id": "dlt-2", "divergence": None}],
+        "request": None,
+    }
+    html = templates().get_template("dlts.html").render(context)
+    assert html.count("data changed</a>") == 1 and 'href="/console/dlts/dlt-1" title="The AE' in html
