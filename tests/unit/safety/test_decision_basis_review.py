@@ -88,6 +88,16 @@ def test_data_back_to_meeting_the_criterion_are_told_and_a_second_change_is_told
     assert [e.detail["divergence"] for e in entries] == ["no_longer_meets", None, "no_longer_meets"]
 
 
+def test_an_onset_corrected_out_of_the_window_is_told_with_the_rules_reason(driver: Driver) -> None:
+    three_in_a(driver, "A-1")
+    decide(driver, "A-1", "confirmed", now=at(11))
+    late = related_ae("A-1", DAY0 + timedelta(days=40), version=2)
+    [finding] = findings(driver.apply(late, now=at(41)))
+    assert "the site's data changed since the decision; the AE no longer meets" in finding.detail
+    assert "onset 2026-04-11 is study day 40, outside study days 0-28" in finding.detail
+    assert record(driver, "A-1").state == "confirmed"
+
+
 def test_a_rejected_dlt_the_investigator_then_calls_definite_is_re_raised_and_still_rejected(driver: Driver) -> None:
     three_in_a(driver, "A-1")
     decide(driver, "A-1", "rejected", reason="SRC: CMV on BAL", now=at(11))
