@@ -4,6 +4,9 @@ Who hears of it: `data_quality.notify_roles` (default: the lab alert roles) plus
 for its code; a contact listing `sites` only for findings from those sites. If that leaves nobody (a site
 without its own contact), the lab alert roles hear of it: a finding is never addressed to no one.
 One alert per record and finding; the same finding again only adds history, a changed one re-notifies.
+A finding about the data under an officer's DLT decision also goes to the DLT's roles (`dlt.notify_roles`, the
+people who decide and revise it), whatever the protocol's data-quality routing says: it asks them to review a
+decision, not the site to correct a record.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ LABELS = {
     "inconsistent_seriousness": "Inconsistent seriousness",
     "version_of_retracted_ae": "New version of an AE the site retracted",
     "confirmed_dlt_ae_retracted": "AE behind a CONFIRMED DLT retracted by the site",
+    "decided_dlt_data_changed": "Data under a DLT decision changed",
 }
+DLT_DECISION_CODES = frozenset({"confirmed_dlt_ae_retracted", "decided_dlt_data_changed"})
+"""Findings about the data an officer's DLT decision rests on (safety's retracted_dlt, dlt_decision_basis)."""
 
 
 def finding_label(code: str) -> str:
@@ -39,14 +45,21 @@ def data_quality_thread_key(signal: DataQualityFlagged) -> str:
 def recipients(protocol: Protocol, data: DataQualityData) -> tuple[Recipient, ...]:
     rules = protocol.data_quality
     roles = [*(rules.notify_roles or protocol.lab_alerts.notify_roles), *rules.code_roles.get(data.code, [])]
+    if data.code in DLT_DECISION_CODES:
+        roles += protocol.dlt.notify_roles
     return site_recipients(protocol, roles, data.site_id, fallback_roles=protocol.lab_alerts.notify_roles)
 
 
 def data_quality_mail(trial_id: str, data: DataQualityData) -> MailContent:
     label = finding_label(data.code)
+    decision = data.code in DLT_DECISION_CODES
     return notice_mail(
         subject=f"[{trial_id}] Data quality: {label} ({data.record_type} {data.record_id}), subject {data.subject_id}",
-        heading=f"{label}: a record the safety rules could not use as given.",
+        heading=(
+            f"{label}: the data a DLT decision rests on changed."
+            if decision
+            else f"{label}: a record the safety rules could not use as given."
+        ),
         rows=[
             ("Trial", trial_id),
             ("Site", data.site_id),
@@ -55,7 +68,11 @@ def data_quality_mail(trial_id: str, data: DataQualityData) -> MailContent:
             ("Finding", f"{label} ({data.code})"),
             ("Detail", data.detail),
         ],
-        footer="Please correct the record in the EDC; the corrected record is checked again when it arrives.",
+        footer=(
+            "The decision stands until an officer revises it; the detail says what changed and how to revise it."
+            if decision
+            else "Please correct the record in the EDC; the corrected record is checked again when it arrives."
+        ),
     )
 
 

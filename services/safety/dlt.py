@@ -18,6 +18,7 @@ Decisions made where the protocol leaves room (each is stated in the reason a pe
 - A confirmed DLT stays confirmed whatever follow-ups say (the officer's decision stands); a rejected one
   reopens only on new evidence: graded worse than the grade the officer rejected, or meeting another criterion
   than the one rejected (labs: a lasting grade 4 or a failure to recover is preferred over the bare worsening).
+  When follow-ups move the data against a decision that stands, its officers are told (dlt_decision_basis).
 """
 
 from __future__ import annotations

@@ -163,6 +163,13 @@ class DltRecord(SQLModel, table=True):
     decided_grade: int | None = None
     decided_criterion: str | None = Field(default=None, max_length=80)
     """The criterion the officer's decision judged: a rejection stands until the data show more than it did."""
+    decided_relatedness: str | None = Field(default=None, max_length=20)
+    """The AE's relatedness when the officer decided (dlt_decision_basis: a later rise is news to a rejection)."""
+    decided_met: bool | None = None
+    """Whether the AE met a DLT criterion when the officer decided; None: decided before this was kept."""
+    divergence: str | None = Field(default=None, max_length=20)
+    """How the AE's data now stand against the decision (dlt_decision_basis.Divergence); None: as it relied on.
+    The officers were told when it last changed, so a later event of the subject tells them nothing again."""
 
 
 class CohortState(SQLModel, table=True):

@@ -50,6 +50,7 @@ from services.safety.dlt import (
     lab_dlt_id_part,
     transition,
 )
+from services.safety.dlt_decision_basis import DataLook, check_basis
 from services.safety.dlt_window import DltWindow, Infusion, partial_date_range, start_of_day_everywhere
 from services.safety.dlt_window import subject_window as window_rule
 from services.safety.evaluability import SubjectFacts, SubjectOutcome, assess_subject
@@ -188,6 +189,20 @@ class _Verdict:
     reason: str
     on: date | None = None
     """The earliest date the DLT can have begun (AE onset, or the result's collection); None: unknown."""
+    active: bool = True
+    """False: the site marked the AE entered in error or deleted."""
+
+    def look(self) -> DataLook:
+        return DataLook(
+            term=self.term,
+            version=self.version,
+            grade=self.grade,
+            relatedness=self.relatedness,
+            meets=self.meets,
+            criterion=self.criterion,
+            reason=self.reason,
+            active=self.active,
+        )
 
 
 def _pre_dose(lab: LabFacts, window: DltWindow | None) -> bool:
@@ -223,6 +238,7 @@ def _verdicts(protocol: Protocol, state: SubjectState, window: DltWindow | None)
                 verdict.criterion,
                 verdict.reason,
                 partial_date_range(facts.onset)[0] if facts.onset else None,
+                active=facts.status is None,
             )
         )
     inactive_labs = state.inactive_ids("lab")
@@ -320,11 +336,9 @@ def reassess_subject(
     window = subject_window(protocol, state)
     starts: list[date | None] = []
     for verdict in _verdicts(protocol, state, window):
-        signal = _update_record(
+        result.signals += _update_record(
             session, state, verdict, window=window, source_event_id=source_event_id, now=now, topic=signals_topic
         )
-        if signal is not None:
-            result.signals.append(signal)
         record = state.records.get(verdict.key)
         if record is not None and record.state in (DltState.SUSPECTED.value, DltState.CONFIRMED.value):
             starts.append(verdict.on)
@@ -399,7 +413,7 @@ def _update_record(
     source_event_id: str,
     now: datetime,
     topic: str,
-) -> Outgoing | None:
+) -> list[Outgoing]:
     subject = state.subject
     trial_id, subject_id = subject.trial_id, subject.subject_id
     record = state.records.get(verdict.key)
@@ -413,7 +427,7 @@ def _update_record(
         rejected=record is not None and record.decided_at is not None,
     )
     if step.state is None:
-        return None
+        return []
     if record is None:
         record = new_row(
             DltRecord,
@@ -464,12 +478,75 @@ def _update_record(
             },
             now=now,
         )
-    session.add(record)
-    if step.signal is None:
-        return None
-    return _dlt_signal(
-        step.signal, record, site_id=subject.site_id, source_event_id=source_event_id, now=now, topic=topic
+    signals = _check_decision_basis(
+        session, record, verdict, site_id=subject.site_id, source_event_id=source_event_id, now=now, topic=topic
     )
+    session.add(record)
+    if step.signal is not None:
+        signals.insert(
+            0,
+            _dlt_signal(
+                step.signal, record, site_id=subject.site_id, source_event_id=source_event_id, now=now, topic=topic
+            ),
+        )
+    return signals
+
+
+def _check_decision_basis(
+    session: Session,
+    record: DltRecord,
+    verdict: _Verdict,
+    *,
+    site_id: str,
+    source_event_id: str,
+    now: datetime,
+    topic: str,
+) -> list[Outgoing]:
+    """A decided DLT whose data moved against (or back to) what the decision relied on: stored, audited, and the
+    officers told once (dlt_decision_basis). Undecided records pass through untouched, with no work."""
+    if record.decided_at is None:
+        return []
+    check = check_basis(record, verdict.look())
+    stored = check.divergence.value if check.divergence else None
+    if stored != record.divergence:
+        record.divergence = stored
+    if check.finding is None:
+        return []
+    append_audit(
+        session,
+        service=AUDIT_SERVICE,
+        actor=SYSTEM_ACTOR,
+        action="dlt.basis_changed",
+        entity=f"dlt/{record.dlt_id}",
+        detail={
+            "state": record.state,
+            "divergence": stored,
+            "subject_id": record.subject_id,
+            "ae_id": record.ae_id,
+            "ae_version": verdict.version,
+            "reason": check.finding.detail,
+            "source_event_id": source_event_id,
+        },
+        now=now,
+    )
+    record_type = "lab" if record.ae_id.startswith("lab:") else "ae"
+    signal = DataQualityFlagged(
+        id=deterministic_id("signal", source_event_id, "data_quality", check.finding.code, record.dlt_id),
+        source=SIGNAL_SOURCE,
+        subject=record.subject_id,
+        time=now,
+        trialid=record.trial_id,
+        data=DataQualityData(
+            site_id=site_id,
+            subject_id=record.subject_id,
+            record_type=record_type,
+            record_id=record.ae_id,
+            code=check.finding.code,
+            detail=check.finding.detail[:2000],
+            source_event_id=source_event_id,
+        ),
+    )
+    return [Outgoing(topic=topic, key=message_key(record.trial_id, record.subject_id), envelope=signal)]
 
 
 def unmapped_term_flags(
@@ -896,6 +973,21 @@ def _refuse_a_retracted_ae(session: Session, record: DltRecord) -> None:
         )
 
 
+def _look_of(protocol: Protocol, state: SubjectState | None, record: DltRecord) -> DataLook | None:
+    """The record's AE (or labs) as the DLT rules judge them now."""
+    if state is None:
+        return None
+    window = subject_window(protocol, state)
+    return next((v.look() for v in _verdicts(protocol, state, window) if v.key == record.ae_id), None)
+
+
+def _keep_decision_basis(record: DltRecord, look: DataLook | None) -> None:
+    """What the officer decided on, for dlt_decision_basis: the data the officer saw, so nothing diverges yet."""
+    record.decided_relatedness = look.relatedness if look else record.relatedness
+    record.decided_met = look.meets and look.active if look else record.state == DltState.SUSPECTED.value
+    record.divergence = None
+
+
 class DltAlreadyDecided(Exception):
     def __init__(self, record: DltRecord) -> None:
         super().__init__(
@@ -988,6 +1080,8 @@ def decide_dlt(
     record.decision_reason = reason
     record.decided_grade = record.grade
     record.decided_criterion = record.criterion
+    state = load_subject_state(session, trial_id=record.trial_id, subject_id=record.subject_id)
+    _keep_decision_basis(record, _look_of(protocol, state, record))
     record.updated_at = now
     session.add(record)
     append_audit(
@@ -1036,6 +1130,7 @@ def decide_dlt(
         source_event_id=f"{dlt_id}/{record.revision}",
         now=now,
         signals_topic=signals_topic,
+        state=state,
     )
     signals += subject.signals
     if subject.arms:

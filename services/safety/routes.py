@@ -123,6 +123,11 @@ class DltView(BaseModel):
     decision_reason: str | None
     revision: int
     """Moves with every decision and every change a follow-up makes: what a decision names in `expected_revision`."""
+    decided_relatedness: str | None = None
+    """The AE's relatedness when the officer decided."""
+    divergence: str | None = None
+    """How the AE's data now stand against the decision (`no_longer_meets`, `now_meets`, `more_related`); null: as
+    it relied on. The DLT's officers were told when it appeared (`decided_dlt_data_changed`)."""
 
 
 class StatusView(BaseModel):

@@ -284,18 +284,6 @@ def test_a_lower_grade_follow_up_under_a_confirmed_dlt_changes_nothing(driver: D
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "The investigator's follow-up says 'not related' under a confirmed DLT: a suspected DLT would be withdrawn "
-        "(and its withdrawal mailed), but a confirmed one stays confirmed in silence, so the committee that could "
-        "now re-adjudicate it (the revision this feature adds) is never told that the causality it relied on "
-        "changed. A retraction of the AE raises a finding (confirmed_dlt_ae_retracted); a causality change should "
-        "raise one too, once, when the data stop meeting the criterion. A DLT record keeps no trace of whether its "
-        "data met a criterion at the last look, so 'once' needs a stored field (a migration) or a rule on the "
-        "stored relatedness in the consumer's hot path (_update_record): not a local fix to the revision."
-    ),
-)
 def test_a_not_related_follow_up_under_a_confirmed_dlt_tells_the_officers(driver: Driver) -> None:
     three_in_a(driver, "A-1")
     decide(driver, "A-1", "confirmed", now=at(11))

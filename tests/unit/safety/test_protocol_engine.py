@@ -267,8 +267,11 @@ def test_follow_up_versions_move_the_suspicion(driver: Driver) -> None:
     assert dlt_types(driver.apply(dlt_ae("A-1", version=4, grade=3, relatedness="probable"))) == ["dlt.suspected"]
     assert dlt(driver, "A-1").revision == 3
     decide(driver, "A-1", "confirmed")
-    assert driver.apply(dlt_ae("A-1", version=5, grade=3, relatedness="not_related")) == []
+    out = driver.apply(dlt_ae("A-1", version=5, grade=3, relatedness="not_related"))
     assert dlt(driver, "A-1").state == "confirmed", "an officer's confirmation stands"
+    assert [(s.type, s.data.code) for s in out] == [("data_quality.flagged", "decided_dlt_data_changed")], (
+        "and its officers are told the data it relied on changed (dlt_decision_basis)"
+    )
 
 
 def test_a_lower_grade_in_a_follow_up_does_not_withdraw(driver: Driver) -> None:

@@ -1,0 +1,213 @@
+"""Pure: the data a DLT decision relied on, and the finding for the officers when they change under it.
+
+The rules never undo an officer's decision (`dlt.transition`: a confirmed DLT stays confirmed, a rejected one stays
+rejected unless a worse grade or another criterion reopens it as a suspicion). But the committee decided on the AE
+as it then was, so when the site's data move against the decision, the committee is told, once, what changed and
+how to revise the decision:
+- a CONFIRMED DLT whose AE no longer meets any DLT criterion (the investigator's follow-up says 'not related', a
+  corrected onset falls outside the window, a recoded term is not listed, the labs behind it were corrected);
+- a REJECTED DLT whose AE is now more clearly a DLT: it meets a criterion it did not meet when rejected, or the
+  investigator's relatedness rose above the one the committee saw (a worse grade needs no finding: it reopens the
+  DLT as a suspicion, with its own review clock).
+How the data stand against the decision (`Divergence`) is stored on the record and is a function of the decision and
+the data as they stand, so the same data in any order end in the same state. A finding goes out when it appears,
+and one more when the data return to what the decision relied on: the committee may have put the first on its
+agenda. An AE the site takes back raises its own finding (`retracted_dlt`) and none here; a decision (or its
+revision) takes a new snapshot and is itself mailed, so it raises nothing here either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from services.safety.dlt import DltState
+from shared.protocol import RELATEDNESS_ORDER
+
+DECIDED_DLT_DATA_CHANGED = "decided_dlt_data_changed"
+"""The data a confirmed or rejected DLT was decided on changed against (or back to) the decision."""
+
+
+class Divergence(StrEnum):
+    NO_LONGER_MEETS = "no_longer_meets"
+    """Confirmed on data that met a criterion; they meet none now."""
+    NOW_MEETS = "now_meets"
+    """Rejected on data that met no criterion; they meet one now."""
+    MORE_RELATED = "more_related"
+    """Rejected; the investigator's relatedness is now higher than the committee saw, and a criterion is met."""
+
+
+class DecidedDlt(Protocol):
+    """The DLT record as the rule reads it (`models.DltRecord`), after this look's state transition."""
+
+    @property
+    def dlt_id(self) -> str: ...
+    @property
+    def subject_id(self) -> str: ...
+    @property
+    def ae_id(self) -> str: ...
+    @property
+    def arm(self) -> str | None: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def decided_by(self) -> str | None: ...
+    @property
+    def decided_at(self) -> datetime | None: ...
+    @property
+    def decision_reason(self) -> str | None: ...
+    @property
+    def decided_grade(self) -> int | None: ...
+    @property
+    def decided_criterion(self) -> str | None: ...
+    @property
+    def decided_relatedness(self) -> str | None: ...
+    @property
+    def decided_met(self) -> bool | None: ...
+    @property
+    def divergence(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class DataLook:
+    """The DLT's AE (or labs) as they stand, as the DLT rules judged them in this look."""
+
+    term: str
+    version: int
+    grade: int | None
+    relatedness: str | None
+    meets: bool
+    criterion: str | None
+    reason: str
+    active: bool = True
+    """False: the site marked the AE entered in error or deleted."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class BasisCheck:
+    divergence: Divergence | None
+    """To store on the record: how the data stand against the decision now (None: as it relied on)."""
+    finding: Finding | None
+    """What to tell the officers, or None (nothing new since the last look)."""
+
+
+def divergence(dlt: DecidedDlt, look: DataLook) -> Divergence | None:
+    """How the data stand against the decision on file. A record decided before the decision's data were kept
+    (`decided_met` None) is taken to have met a criterion: the usual case, and the one that tells rather than
+    hides when a confirmed DLT's data no longer meet one."""
+    if not look.active or dlt.decided_at is None:
+        return None
+    met = dlt.decided_met is not False
+    if dlt.state == DltState.CONFIRMED.value:
+        return Divergence.NO_LONGER_MEETS if met and not look.meets else None
+    if dlt.state == DltState.REJECTED.value and look.meets:
+        if not met:
+            return Divergence.NOW_MEETS
+        if _rank(look.relatedness) > _rank(dlt.decided_relatedness):
+            return Divergence.MORE_RELATED
+    return None
+
+
+def check_basis(dlt: DecidedDlt, look: DataLook) -> BasisCheck:
+    """The divergence to store and the finding to raise: when it appears or changes, and when the data return to
+    what the decision relied on (the AE active and the decision unchanged); nothing when it stays as it was."""
+    now = divergence(dlt, look)
+    before = Divergence(dlt.divergence) if dlt.divergence else None
+    if now is before:
+        return BasisCheck(now, None)
+    if now is not None:
+        return BasisCheck(now, Finding(DECIDED_DLT_DATA_CHANGED, _changed(dlt, look, now)))
+    decided = dlt.state in (DltState.CONFIRMED.value, DltState.REJECTED.value)
+    if before is not None and look.active and decided:
+        return BasisCheck(None, Finding(DECIDED_DLT_DATA_CHANGED, _restored(dlt, look)))
+    return BasisCheck(None, None)
+
+
+_RANK: dict[str, int] = {r: n for n, r in enumerate(RELATEDNESS_ORDER)}
+
+
+def _rank(relatedness: str | None) -> int:
+    """Not yet assessed ranks below any assessment: the site's word that it is related is news to a rejection."""
+    return _RANK.get(relatedness or "", -1)
+
+
+def _said(relatedness: str | None) -> str:
+    return relatedness.replace("_", " ") if relatedness else "not yet assessed"
+
+
+def _what(dlt: DecidedDlt, look: DataLook) -> str:
+    grade = f"grade {look.grade}" if look.grade is not None else "no grade"
+    if dlt.ae_id.startswith("lab:"):
+        return f"Subject {dlt.subject_id}, the '{look.term}' lab results"
+    return f"Subject {dlt.subject_id}, AE {dlt.ae_id} ({look.term}, {grade}; AE version {look.version})"
+
+
+def _changes(dlt: DecidedDlt, look: DataLook) -> str:
+    changes = []
+    if look.relatedness != dlt.decided_relatedness and not dlt.ae_id.startswith("lab:"):
+        changes.append(f"relatedness from {_said(dlt.decided_relatedness)} to {_said(look.relatedness)}")
+    if look.grade is not None and dlt.decided_grade is not None and look.grade != dlt.decided_grade:
+        changes.append(f"grade from {dlt.decided_grade} to {look.grade}")
+    if not changes:
+        return "the site's data changed since the decision"
+    return "since the decision, the site's data changed " + " and ".join(changes)
+
+
+def _decision(dlt: DecidedDlt) -> str:
+    when = dlt.decided_at.strftime("%Y-%m-%d %H:%M UTC") if dlt.decided_at else "an unknown time"
+    why = f" ('{dlt.decision_reason}')" if dlt.decision_reason else ""
+    return f"DLT {dlt.dlt_id} was {dlt.state} by {dlt.decided_by or 'an officer'} on {when}{why}"
+
+
+def _how_to_revise(dlt: DecidedDlt) -> str:
+    other = "reject" if dlt.state == DltState.CONFIRMED.value else "confirm"
+    return (
+        "Check the change with the site and review the decision; to revise it, use 'Revise this decision' on the "
+        f"DLT's page in the console, or {other} DLT {dlt.dlt_id} with expected_state '{dlt.state}': the arm's 3+3 "
+        "is then reassessed."
+    )
+
+
+def _changed(dlt: DecidedDlt, look: DataLook, kind: Divergence) -> str:
+    arm = dlt.arm or "unknown"
+    if kind is Divergence.NO_LONGER_MEETS:
+        criterion = f"the DLT criterion '{dlt.decided_criterion}'" if dlt.decided_criterion else "the DLT criterion"
+        return (
+            f"{_what(dlt, look)}: {_changes(dlt, look)}; the AE no longer meets {criterion} it was confirmed under "
+            f"({look.reason}). {_decision(dlt)}: the confirmation stands, and the DLT still counts in arm {arm}'s "
+            f"3+3 tally, until the committee revises it. {_how_to_revise(dlt)}"
+        )
+    meets = f"DLT criterion '{look.criterion}'" if look.criterion else "a DLT criterion"
+    if kind is Divergence.NOW_MEETS:
+        news = f"{_changes(dlt, look)}; the AE now meets {meets}, which it did not when rejected ({look.reason})"
+    else:
+        news = (
+            f"the investigator's relatedness rose from {_said(dlt.decided_relatedness)}, as the committee saw it, "
+            f"to {_said(look.relatedness)}; the AE meets {meets} ({look.reason})"
+        )
+    return (
+        f"{_what(dlt, look)}: {news}. {_decision(dlt)}: the rejection stands, and the DLT does not count in arm "
+        f"{arm}'s 3+3 tally, until the committee revises it. {_how_to_revise(dlt)}"
+    )
+
+
+def _restored(dlt: DecidedDlt, look: DataLook) -> str:
+    if dlt.state == DltState.CONFIRMED.value:
+        now = f"the AE meets DLT criterion '{look.criterion}' again" if look.criterion else "the AE meets it again"
+    else:
+        now = "the AE is no longer more clearly a DLT than when it was rejected"
+    if not dlt.ae_id.startswith("lab:"):
+        now += f" (relatedness {_said(look.relatedness)})"
+    return (
+        f"{_what(dlt, look)}: {now}. {_decision(dlt)}: the earlier finding "
+        "that the data it relied on had changed no longer holds; the decision stands, and nothing needs revising on "
+        "that account."
+    )

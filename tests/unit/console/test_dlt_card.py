@@ -1,0 +1,77 @@
+"""The DLT card tells the officer, where they would revise the decision, that the data it rested on changed since."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from services.console.main import templates
+
+DLT: dict[str, Any] = {
+    "dlt_id": "dlt-1",
+    "subject_id": "A-1",
+    "arm": "A",
+    "ae_id": "AE-1",
+    "term": "Pneumonitis",
+    "grade": 3,
+    "state": "confirmed",
+    "relatedness": "not_related",
+    "reason": "grade 3 'Pneumonitis': meets no DLT criterion",
+    "decided_by": "olga",
+    "decided_at": "2026-03-12T09:00:00Z",
+    "decision_reason": "CT: drug pneumonitis",
+    "revision": 2,
+    "decided_relatedness": "possible",
+    "divergence": "no_longer_meets",
+}
+
+
+def card(**dlt: Any) -> str:
+    context = {
+        "card": {"dlt": {**DLT, **dlt}, "criterion": "", "placement": "", "versions": [], "labs": []},
+        "can_act": True,
+        "revisable": True,
+        "back": "/console/dlts/dlt-1",
+        "session": {"csrf": "c"},
+    }
+    html = templates().get_template("dlt_card.html").render(context)
+    return re.sub(r"\s+", " ", html)
+
+
+def test_a_confirmed_dlt_whose_data_no_longer_meet_a_criterion_says_so_above_the_revision() -> None:
+    html = card()
+    note = (
+        "Data changed since the decision: the AE no longer meets a DLT criterion (relatedness possible at the "
+        "decision, not related now). The confirmation stands until revised: review it and, if need be, revise it below."
+    )
+    assert note in html
+    assert html.index(note) < html.index("Revise this decision")
+
+
+@pytest.mark.parametrize(
+    ("divergence", "words"),
+    [
+        ("now_meets", "the AE now meets a DLT criterion it did not meet when rejected"),
+        ("more_related", "the investigator's relatedness rose above what the committee saw"),
+    ],
+)
+def test_a_rejected_dlt_the_data_now_contradict_says_so(divergence: str, words: str) -> None:
+    html = card(state="rejected", divergence=divergence, relatedness="definite")
+    assert f"{words} (relatedness possible at the decision, definite now). The rejection stands" in html
+
+
+def test_nothing_is_said_when_the_data_are_as_the_decision_relied_on() -> None:
+    assert "Data changed since the decision" not in card(divergence=None, relatedness="possible")
+
+
+def test_the_decided_list_marks_a_dlt_whose_data_changed_since_its_decision() -> None:
+    context = {
+        "cards": [],
+        "review_hours": 72,
+        "decided": [{**DLT, "updated_at": DLT["decided_at"]}, {**DLT, "dlt_id": "dlt-2", "divergence": None}],
+        "request": None,
+    }
+    html = templates().get_template("dlts.html").render(context)
+    assert html.count("data changed</a>") == 1 and 'href="/console/dlts/dlt-1" title="The AE' in html
