@@ -9,7 +9,9 @@ measures, for serious AEs, the time from ingest's 202 to the first mail about th
   SENTINEL_BENCH_SECONDS seconds (default 10), ~2% of them SAEs (posted alone), the rest labs and minor AEs
   in small batches from a few sites;
 - during a backfill: SENTINEL_BENCH_BACKFILL_ROWS SDTM LB rows (default 100,000) posted as CSV in requests
-  of 25,000 rows, and from the first accepted request on, an SAE every 2 s while safety drains it.
+  of 25,000 rows, and from the first accepted request on, an SAE every 2 s while safety drains it. The extract's
+  platelet counts span the trial's cytopenic range (about one row in nine grade 3 or 4), as a backfill of this
+  population would: safety raises lab signals from it, and notify handles them while the SAEs come in.
 It also prints the resident memory of each service idle and after the load. SENTINEL_BENCH_SERVICE_ENV (a JSON
 object) adds settings to the services' environment, e.g. '{"SENTINEL_SAFETY_SWEEP_SECONDS": "3600"}'.
 Targets: p99 < 1 s at 200 events/s; an SAE during the 100k backfill mailed in < 5 s; <= 150 MB RSS each.
@@ -363,9 +365,14 @@ def lb_csv(first: int, rows: int, subjects: int = 400) -> bytes:
     for n in range(first, first + rows):
         day = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=n // subjects)
         writer.writerow(
-            [TRIAL, "LB", f"BF-{n % subjects:04d}", n, "PLAT", 150 + n % 250, "10^9/L", 150, 400, day.isoformat()]
+            [TRIAL, "LB", f"BF-{n % subjects:04d}", n, "PLAT", platelets(n), "10^9/L", 150, 400, day.isoformat()]
         )
     return out.getvalue().encode()
+
+
+def platelets(n: int) -> int:
+    """5 to 399 x10^9/L, spread over the rows: 5% below 25 (CTCAE grade 4), 6% from 25 to 49 (grade 3)."""
+    return 5 + (n * 37) % 395
 
 
 async def post_backfill(poster: Poster, rows: int, started: asyncio.Event) -> None:
@@ -384,6 +391,7 @@ async def during_backfill(poster: Poster, stack: Stack, mailbox: Mailbox, rows: 
     """Post the backfill; from its first accepted request on, an SAE every 2 s while safety drains it (for
     SENTINEL_BENCH_BACKFILL_SAE_SECONDS, default 30, at most); (latencies, safety's backfill rows/s so far)."""
     before = stack.processed("safety")
+    signals_before = stack.processed("notify")
     started = asyncio.Event()
     posted = time.perf_counter()
     backfill = asyncio.create_task(post_backfill(poster, rows, started))
@@ -405,6 +413,7 @@ async def during_backfill(poster: Poster, stack: Stack, mailbox: Mailbox, rows: 
         await asyncio.sleep(2)
     drained = stack.processed("safety") - before
     rate = drained / (time.perf_counter() - posted)
+    print(f"  notify handled {stack.processed('notify') - signals_before:,.0f} signals meanwhile")
     await backfill
     return latencies, rate
 

@@ -29,6 +29,7 @@ from aiokafka.errors import (
 from opentelemetry.trace import SpanKind
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from shared.logs import id_chunks
 from shared.memory import release
 from shared.metrics import ConsumerMetrics
 from shared.topics import dead_letter_topic
@@ -526,12 +527,10 @@ def _log_published(records: Sequence[EventRecord]) -> None:
         event_log.info("event published", topic=records[0].topic, **records[0].fields)
         return
     topics = sorted({r.topic for r in records})
-    event_log.info(
-        "events published",
-        topic=topics[0] if len(topics) == 1 else topics,
-        count=len(records),
-        event_ids=[r.fields.get("event_id", "") for r in records],
-    )
+    for ids in id_chunks([r.fields.get("event_id", "") for r in records]):
+        event_log.info(
+            "events published", topic=topics[0] if len(topics) == 1 else topics, count=len(ids), event_ids=ids
+        )
 
 
 PRODUCER_STATE_LOST = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)

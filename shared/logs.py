@@ -73,6 +73,16 @@ def merge_event_fields(_logger: object, _method: str, event: MutableMapping[str,
     return event
 
 
+IDS_PER_LINE = 100
+"""Event ids listed in one log line at most: a backfill's thousand would make a 40 KB line, which container
+runtimes split (Docker at 16 KB) and log stores truncate."""
+
+
+def id_chunks(ids: list[str]) -> list[list[str]]:
+    """`ids` in lists of at most IDS_PER_LINE, one per log line, in order; one empty list for none."""
+    return [ids[start : start + IDS_PER_LINE] for start in range(0, len(ids), IDS_PER_LINE)] or [[]]
+
+
 def redact_secrets(_logger: object, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
         if names_a_secret(key) and event[key] is not None:

@@ -18,6 +18,7 @@ from sqlmodel import Session
 from shared.clock import Clock
 from shared.inbox import Claim, add_claims, already_processed
 from shared.kafka import TRANSIENT_ERRORS, ConsumedMessage, PoisonMessage, Rejected
+from shared.logs import id_chunks
 from shared.metrics import ConsumerMetrics
 from shared.outbox import OutboxRows, Outgoing
 from shared.tracing import continuing, current_traceparent, envelope_attributes
@@ -242,12 +243,14 @@ def _log_handled(
                 **envelope_attributes(message.value),
             )
     elif claims or duplicates:
-        event_log.info(
-            "events handled",
-            consumer=consumer,
-            count=len(claims),
-            duplicates=duplicates,
-            topics=sorted({claim.topic for claim in claims}),
-            event_ids=[claim.event_id for claim in claims],
-            ms=ms,
-        )
+        topics = sorted({claim.topic for claim in claims})
+        for ids in id_chunks([claim.event_id for claim in claims]):
+            event_log.info(
+                "events handled",
+                consumer=consumer,
+                count=len(ids),
+                duplicates=duplicates,
+                topics=topics,
+                event_ids=ids,
+                ms=ms,
+            )

@@ -154,3 +154,14 @@ async def test_nothing_is_said_handled_of_a_transaction_that_did_not_commit(
     events = [line["event"] for line in lines(output)]
     assert "event not handled" in events
     assert not [e for e in events if e in ("event handled", "events handled")]
+
+
+async def test_a_large_transaction_is_said_handled_in_lines_of_at_most_a_hundred_ids(
+    output: io.StringIO, engine: Engine, clock: FakeClock, make_ae: Any, make_sae: Any
+) -> None:
+    handle = handler(engine, clock, Rule(make_sae))
+    events = [make_ae(version=n) for n in range(1, 251)]
+    assert await handle([record(e.model_dump_json().encode(), offset=n) for n, e in enumerate(events)]) == []
+    handled = [line for line in lines(output) if line["event"] == "events handled"]
+    assert [line["count"] for line in handled] == [100, 100, 50]
+    assert [i for line in handled for i in line["event_ids"]] == [e.id for e in events]
