@@ -32,6 +32,7 @@ from shared.consumer_service import ConsumerService, ConsumerSpec
 from shared.db import make_engine
 from shared.events import SIGNAL_ADAPTER, SignalEnvelope
 from shared.http import install_common
+from shared.lanes import bulk_topic
 from shared.protocol import load_protocol
 from shared.schema_version import SHARED, Component, prepare_database
 from shared.topics import dead_letter_topic
@@ -148,7 +149,12 @@ def create_app(
         metrics=DeadLetterMetrics.create(registry),
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=f"{settings.notify_group_id}-dead-letters",
-        topics=[dead_letter_topic(settings.clinical_topic), dead_letter_topic(settings.signals_topic)],
+        # safety dead-letters a backfill's record to the bulk lane's own DLQ (a DLQ per source topic)
+        topics=[
+            dead_letter_topic(settings.clinical_topic),
+            dead_letter_topic(bulk_topic(settings.clinical_topic)),
+            dead_letter_topic(settings.signals_topic),
+        ],
         on_committed=dispatcher.wake,
     )
 

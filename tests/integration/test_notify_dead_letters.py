@@ -68,25 +68,30 @@ def test_dead_letters_page_their_owner_once(kafka_bootstrap: str, topic_prefix: 
             publish_sync(kafka_bootstrap, signals, [(b"NCT07212335:101-005", b'{"not": "an envelope"}')])
             for _ in range(2):  # the same dead letter twice: one alert, one page
                 asyncio.run(publish_with_headers(kafka_bootstrap, f"{clinical}.dlq", json.dumps(lab).encode(), headers))
+            # a backfill's record, dead-lettered from the bulk lane to that lane's own DLQ
+            bulk = [(k, f"{clinical}.bulk".encode() if k == "source_topic" else v) for k, v in headers]
+            backfilled = json.dumps({**lab, "id": "evt-lab-10"}).encode()
+            asyncio.run(publish_with_headers(kafka_bootstrap, f"{clinical}.bulk.dlq", backfilled, bulk))
             auth = {"authorization": f"Bearer {TOKEN}"}
             alerts = wait_for(
-                lambda: (found := client.get("/v1/alerts", headers=auth).json()) and len(found) >= 2 and found,
+                lambda: (found := client.get("/v1/alerts", headers=auth).json()) and len(found) >= 3 and found,
                 what="an alert per dead letter",
             )
             # each could be an AE: to the owner (the site data manager) and the safety officer
-            mails = wait_for(lambda: len(catcher.messages()) >= 4 and catcher.messages(), what="four pages")
+            mails = wait_for(lambda: len(catcher.messages()) >= 6 and catcher.messages(), what="six pages")
             wait_for(
                 lambda: (
                     'sentinel_notify_dead_letter_alerts_total{outcome="duplicate"} 1.0' in client.get("/metrics").text
                 ),
                 what="the repeated dead letter seen as a duplicate",
             )
-    assert sorted(a["kind"] for a in alerts) == ["dead_letter", "dead_letter"]
-    assert len(catcher.messages()) == 4
-    assert sorted(str(m["To"]) for m in mails) == sorted([OFFICER, DATA_MANAGER] * 2)
+    assert sorted(a["kind"] for a in alerts) == ["dead_letter"] * 3
+    assert len(catcher.messages()) == 6
+    assert sorted(str(m["To"]) for m in mails) == sorted([OFFICER, DATA_MANAGER] * 3)
     subjects = sorted(str(m["Subject"]) for m in mails)
     assert all("Event not processed: an unreadable message" in s for s in subjects[:2])
     assert all("Event not processed: lab.resulted, subject 101-004" in s for s in subjects[2:])
     by_identity = {a["details"]["identity"]: a for a in alerts}
     assert f"{clinical}[0]@17" in by_identity
+    assert f"{clinical}.bulk[0]@17" in by_identity, "the bulk lane's dead letter"
     assert any(identity.startswith(f"{signals}[") for identity in by_identity), "notify's own dead letter"
