@@ -153,13 +153,12 @@ class Stack:
         return sum(float(m.group(2)) for m in re.finditer(pattern, text, re.MULTILINE))
 
     def page_wait(self) -> tuple[float, float]:
-        """Notify's pages so far: (seconds from queued to handed over, summed; how many)."""
+        """Notify's pages (critical and others) so far: (seconds from queued to handed over, summed; how many)."""
         text = httpx.get(self.url("notify") + "/metrics", timeout=10).text
         found = {}
         for part in ("sum", "count"):
-            pattern = rf'^sentinel_notify_delivery_wait_seconds_{part}{{urgency="page"}} (\S+)$'
-            match = re.search(pattern, text, re.MULTILINE)
-            found[part] = float(match.group(1)) if match else 0.0
+            pattern = rf'^sentinel_notify_delivery_wait_seconds_{part}{{urgency="(?:critical|page)"}} (\S+)$'
+            found[part] = sum(float(m.group(1)) for m in re.finditer(pattern, text, re.MULTILINE))
         return found["sum"], found["count"]
 
     def stop(self) -> None:

@@ -20,6 +20,7 @@ from shared.clock import Clock
 from shared.db import UTCDateTime
 from shared.events import EnvelopeBase
 from shared.kafka import BatchPublisher, OutgoingRecord
+from shared.lanes import signal_topic
 from shared.metrics import OutboxMetrics
 from shared.tracing import current_traceparent
 from shared.wakeup import Wakeup
@@ -84,11 +85,12 @@ def add_to_outbox(session: Session, *, producer: str, message: Outgoing, now: da
 
 
 def outbox_row(*, producer: str, message: Outgoing, now: datetime) -> dict[str, object]:
-    """A message as its outbox row, with the trace it is queued in (see `OutboxRows`)."""
+    """A message as its outbox row, with the trace it is queued in (see `OutboxRows`), on its lane: every signal
+    passes here, whichever code path queued it (`shared.lanes.signal_topic`)."""
     return {
         "message_id": message.message_id,
         "producer": producer,
-        "topic": message.topic,
+        "topic": signal_topic(message.topic, message.envelope),
         "key": message.key,
         "value": message.envelope.model_dump_json().encode(),
         "created_at": now,

@@ -48,7 +48,12 @@ LEASE = timedelta(seconds=15)
 HEARTBEAT_SECONDS = 5.0
 DIGEST_MAX = 100
 """At most this many notices in one digest mail; more make a second digest."""
-URGENCY_LABELS = {urgency.PAGE: "page", urgency.NOTICE: "notice", urgency.DIGEST: "digest"}
+URGENCY_LABELS = {
+    urgency.CRITICAL: "critical",
+    urgency.PAGE: "page",
+    urgency.NOTICE: "notice",
+    urgency.DIGEST: "digest",
+}
 WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
 
 
@@ -74,7 +79,7 @@ class DeliveryMetrics:
             ),
             wait=Histogram(
                 "sentinel_notify_delivery_wait_seconds",
-                "From queueing a message to handing it over, by urgency (page, notice, digest)",
+                "From queueing a message to handing it over, by urgency (critical, page, notice, digest)",
                 ["urgency"],
                 buckets=WAIT_BUCKETS,
                 registry=registry,

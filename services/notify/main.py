@@ -32,7 +32,7 @@ from shared.consumer_service import ConsumerService, ConsumerSpec
 from shared.db import make_engine
 from shared.events import SIGNAL_ADAPTER, SignalEnvelope
 from shared.http import install_common
-from shared.lanes import bulk_topic
+from shared.lanes import bulk_topic, routine_topic
 from shared.protocol import load_protocol
 from shared.schema_version import SHARED, Component, prepare_database
 from shared.topics import dead_letter_topic
@@ -127,6 +127,7 @@ def create_app(
         group_id=settings.notify_group_id,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         consume_topic=settings.signals_topic,
+        bulk_topic=routine_topic(settings.signals_topic),  # drained when the signals topic has nothing waiting
         produce_topics=[],
         parse=SIGNAL_ADAPTER.validate_json,
         event_id=lambda envelope: envelope.id,
@@ -154,6 +155,7 @@ def create_app(
             dead_letter_topic(settings.clinical_topic),
             dead_letter_topic(bulk_topic(settings.clinical_topic)),
             dead_letter_topic(settings.signals_topic),
+            dead_letter_topic(routine_topic(settings.signals_topic)),
         ],
         on_committed=dispatcher.wake,
     )

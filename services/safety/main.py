@@ -21,7 +21,7 @@ from shared.consumer_service import ConsumerService, ConsumerSpec
 from shared.db import make_engine
 from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope
 from shared.http import install_common
-from shared.lanes import bulk_topic
+from shared.lanes import bulk_topic, routine_topic
 from shared.protocol import load_protocol
 from shared.schema_version import SHARED, Component, prepare_database
 from shared.tracing import Tracing, build_tracing, exporter_enabled, instrument_app
@@ -48,7 +48,7 @@ def create_app(
         group_id=settings.safety_group_id,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         consume_topic=settings.clinical_topic,
-        produce_topics=[settings.signals_topic],
+        produce_topics=[settings.signals_topic, routine_topic(settings.signals_topic)],
         parse=CLINICAL_ADAPTER.validate_json,
         event_id=lambda envelope: envelope.id,
         apply=open_batch(protocol, settings.signals_topic),

@@ -60,7 +60,8 @@ def test_outbox_dedupes_message_ids_and_keeps_queue_order(engine: Engine) -> Non
     assert queued(engine) == [("sig-b", "safety"), ("sig-a", "safety"), ("sig-c", "safety")]
     with Session(engine) as session:
         row = session.execute(select(OutboxMessage).where(col(OutboxMessage.message_id) == "sig-b")).scalar_one()
-        assert row.topic == "signals" and row.key == b"T:101-001" and row.sent_at is None
+        # a missed assessment is a routine signal: it takes the signals' routine lane (shared.lanes)
+        assert row.topic == "signals.routine" and row.key == b"T:101-001" and row.sent_at is None
         assert AssessmentMissed.model_validate_json(row.value) == outgoing("sig-b").envelope
         assert row.created_at == NOW
 

@@ -21,6 +21,7 @@ from services.safety.protocol_engine import dlt_id_for
 from services.safety.settings import SafetySettings
 from shared.clock import FakeClock
 from shared.events import INBOUND_DATA, SIGNAL_ADAPTER, InboundHeader, message_key
+from shared.lanes import routine_topic
 from tests.kafka_tools import publish_sync, read_topic_sync
 from tests.polling import wait_for
 
@@ -94,11 +95,19 @@ def test_dlts_stopping_rule_and_cohort_decisions_through_the_broker(
     app = create_app(settings, clock=FakeClock(RECEIVED), registry=CollectorRegistry())
     with TestClient(app) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, what="safety ready")
+
         # arm A evaluating, and each of the three subjects dosed with no screening data on record (issue 13)
-        initial = read_topic_sync(kafka_bootstrap, signals, expect=4, timeout=30)
+        def both_lanes(case: int, routine: int) -> list[Any]:
+            """The case and decision signals, then the routine ones (the deviations: shared.lanes)."""
+            return [
+                *read_topic_sync(kafka_bootstrap, signals, expect=case, timeout=30),
+                *read_topic_sync(kafka_bootstrap, routine_topic(signals), expect=routine, timeout=30),
+            ]
+
+        initial = both_lanes(1, 3)
         assert signal_types(initial) == {"cohort.decision": 1, "protocol.deviation": 3}
         publish_sync(kafka_bootstrap, clinical, two_dlts())
-        first = read_topic_sync(kafka_bootstrap, signals, expect=9, timeout=30)
+        first = both_lanes(6, 3)
         assert signal_types(first) == {
             "dlt.suspected": 2,
             "stopping_rule.fired": 1,
@@ -127,7 +136,7 @@ def test_dlts_stopping_rule_and_cohort_decisions_through_the_broker(
                 headers={"authorization": f"Bearer {OFFICER}"},
             )
             assert response.status_code == 200, response.text
-        everything = read_topic_sync(kafka_bootstrap, signals, expect=13, timeout=30)
+        everything = both_lanes(10, 3)
 
     seen = {s.id for s in parsed}  # partitions interleave differently on each read: compare by id, not position
     later = [s for s in (SIGNAL_ADAPTER.validate_json(r.value) for r in everything) if s.id not in seen]

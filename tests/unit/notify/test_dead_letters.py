@@ -106,7 +106,7 @@ async def test_a_dead_letter_pages_at_once_and_escalates_until_acknowledged(
     [alert] = notifier.rows(Alert)
     assert alert.kind == "dead_letter" and alert.subject_id == "101-004" and alert.site_id == "101"
     assert alert.details["identity"] == "sentinel.clinical.v1[2]@41" and alert.details["could_be_ae"] is True
-    assert {d.urgency for d in notifier.deliveries()} == {urgency.PAGE}
+    assert {d.urgency for d in notifier.deliveries()} == {urgency.CRITICAL}
     sent = await notifier.at(START)
     assert sorted(to for to, _ in sent) == [DATA_MANAGER, OFFICER], "the owner, and the officer: it could be an AE"
     assert "Event not processed: lab.resulted" in sent[0][1]

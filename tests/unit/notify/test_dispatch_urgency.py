@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from services.notify import urgency
 from services.notify.dispatcher import DeliveryDispatcher, DeliveryMetrics
 from services.notify.models import Alert, Delivery
-from shared.events import AssessmentMissed, AssessmentMissedData
+from shared.events import AssessmentMissed, AssessmentMissedData, LabToxicity, LabToxicityData
 from tests.unit.conftest import START, TRIAL, FakeChannel
 from tests.unit.notify.conftest import Notifier
 
@@ -115,8 +115,8 @@ async def test_escalations_and_overdue_pages_are_pages(notifier: Notifier, make_
     await notifier.at(START)
     await notifier.at(START + timedelta(days=2))  # every escalation step, reminder and overdue page
     by_subject = {d.subject: d.urgency for d in notifier.deliveries()}
-    assert {u for s, u in by_subject.items() if "Escalation step" in s or "OVERDUE" in s} == {urgency.PAGE}
-    assert set(by_subject.values()) == {urgency.PAGE}, "every message about an open SAE obligation is a page"
+    assert {u for s, u in by_subject.items() if "Escalation step" in s or "OVERDUE" in s} == {urgency.CRITICAL}
+    assert set(by_subject.values()) == {urgency.CRITICAL}, "every message about an SAE is a critical page"
 
 
 def test_urgency_classes() -> None:
@@ -124,8 +124,10 @@ def test_urgency_classes() -> None:
     assert urgency.urgency_of(alert_kind="lab_toxicity", has_open_obligation=False) == urgency.NOTICE
     assert urgency.urgency_of(alert_kind="a_new_kind", has_open_obligation=False) == urgency.NOTICE
     assert urgency.urgency_of(alert_kind="lab_toxicity", has_open_obligation=True) == urgency.PAGE
-    assert urgency.urgency_of(alert_kind="dead_letter", has_open_obligation=False) == urgency.PAGE
-    assert urgency.urgency_of(alert_kind="sae", has_open_obligation=True, timer_kind="failover") == urgency.PAGE
+    assert urgency.urgency_of(alert_kind="dead_letter", has_open_obligation=False) == urgency.CRITICAL
+    assert urgency.urgency_of(alert_kind="sae", has_open_obligation=True, timer_kind="failover") == urgency.CRITICAL
+    assert urgency.urgency_of(alert_kind="acute_reaction", has_open_obligation=False) == urgency.CRITICAL
+    assert urgency.urgency_of(alert_kind="lab_toxicity", has_open_obligation=True, timer_kind="overdue") == 0
     assert urgency.urgency_of(alert_kind="lab_toxicity", has_open_obligation=False, timer_kind="escalate") == 0
     assert (
         urgency.urgency_of(alert_kind="assessment_missed", has_open_obligation=False, timer_kind="failover")
@@ -198,6 +200,50 @@ async def test_a_page_queued_during_a_bulk_backlog_leaves_in_the_next_batch(noti
     notifier.apply(make_sae(awareness_at=notifier.clock.now()))
     await sender.dispatch_due()
     assert all("SAE report due" in s for s in sent_subjects(notifier.channel)[:2])
+
+
+def lab_page(n: int) -> LabToxicity:
+    subject = f"BF-{n:03d}"
+    data = LabToxicityData(
+        site_id="SITE-1",
+        subject_id=subject,
+        result_id=f"R-{n}",
+        test="PLAT",
+        term="Platelet count decreased",
+        grade=4,
+        baseline_grade=None,
+        previous_grade=None,
+        value="12",
+        unit="10^9/L",
+        reason="PLAT 12 x10^9/L: grade 4 (< 25)",
+        collected_at=START - timedelta(days=30),
+        source_event_id=f"lab-{n}",
+        received_at=START,
+    )
+    return LabToxicity(
+        id=f"sig-lab-{n}", source="/services/safety", subject=subject, time=START, trialid=TRIAL, data=data
+    )
+
+
+async def test_an_sae_page_goes_before_the_lab_pages_a_backfill_queued(notifier: Notifier, make_sae: Any) -> None:
+    """A backfill's grade-4 platelets: 60 lab alerts, each with a review deadline, so each a page; then an SAE. In
+    batches of 10 the SAE's pages leave in the first, not after the 120 lab pages queued before them."""
+    for n in range(60):
+        notifier.apply(lab_page(n))
+    assert {d.urgency for d in notifier.deliveries()} == {urgency.PAGE}
+    notifier.apply(make_sae(awareness_at=notifier.clock.now()))
+    sender = DeliveryDispatcher(
+        engine=notifier.engine,
+        channel=notifier.channel,
+        clock=notifier.clock,
+        metrics=DeliveryMetrics.create(CollectorRegistry()),
+        max_attempts=3,
+        base_backoff_seconds=10,
+        batch_size=10,
+    )
+    await sender.dispatch_due()
+    subjects = sent_subjects(notifier.channel)
+    assert len(subjects) == 10 and all("SAE report due" in s for s in subjects[:2]), subjects[:3]
 
 
 class RefusesOne(FakeChannel):

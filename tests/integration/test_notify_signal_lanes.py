@@ -1,0 +1,90 @@
+"""A backfill's routine signals never hold back an SAE page (shared.lanes): on real Kafka, with 300 lab
+toxicities waiting on the routine lane before notify starts and the SAE published after them, notify opens the
+SAE's alert after at most one routine batch (50 here; a first poll may find only the routine lane fetched), not
+after all 300 as on one topic."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from sqlmodel import Session, col, select
+
+from services.devstack.mail_catcher import MailCatcher
+from services.notify.main import create_app
+from services.notify.models import Alert
+from services.notify.settings import NotifySettings
+from shared.db import make_engine
+from shared.events import LabToxicity, LabToxicityData, message_key
+from shared.lanes import routine_topic
+from tests.kafka_tools import publish_sync
+from tests.polling import wait_for
+from tests.signal_factories import sae_detected
+
+pytestmark = pytest.mark.integration
+AT = datetime(2026, 11, 25, 22, 15, tzinfo=UTC)
+BACKLOG = 300
+ROUTINE_BATCH = 50
+
+
+def lab_signal(n: int) -> LabToxicity:
+    subject = f"BF-{n:04d}"
+    data = LabToxicityData(
+        site_id="101",
+        subject_id=subject,
+        result_id=f"R-{n}",
+        test="PLAT",
+        term="Platelet count decreased",
+        grade=4,
+        baseline_grade=None,
+        previous_grade=None,
+        value="12",
+        unit="10^9/L",
+        reason="PLAT 12 x10^9/L: grade 4 (< 25)",
+        collected_at=AT - timedelta(days=30),
+        source_event_id=f"lab-{n}",
+        received_at=AT,
+    )
+    return LabToxicity(
+        id=f"lab-signal-{n}", source="/services/safety", subject=subject, time=AT, trialid="NCT07212335", data=data
+    )
+
+
+def test_an_sae_is_handled_before_a_backlog_of_routine_signals(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    signals = f"{topic_prefix}.signals"
+    labs = [lab_signal(n) for n in range(BACKLOG)]
+    publish_sync(
+        kafka_bootstrap,
+        routine_topic(signals),
+        [(message_key(s.trialid, s.subject), s.model_dump_json().encode()) for s in labs],
+    )
+    sae = sae_detected("101-003", aware=AT, ae_id="AE-7", onset="2026-11-25", received_at=AT)
+    publish_sync(kafka_bootstrap, signals, [(message_key("NCT07212335", "101-003"), sae.model_dump_json().encode())])
+    with MailCatcher(tmp_path / "mail", port=0) as catcher:
+        settings = NotifySettings(
+            kafka_bootstrap_servers=kafka_bootstrap,
+            signals_topic=signals,
+            clinical_topic=f"{topic_prefix}.clinical",
+            var_dir=tmp_path,
+            notify_group_id=f"notify-{uuid.uuid4().hex[:8]}",
+            smtp_port=catcher.port,
+            consumer_bulk_batch=ROUTINE_BATCH,
+        )
+        engine = make_engine(settings.database_url_for("notify"))
+        with TestClient(create_app(settings, registry=CollectorRegistry())):
+
+            def alerts() -> list[Alert]:
+                with Session(engine) as session:
+                    return list(session.exec(select(Alert).order_by(col(Alert.created_at), col(Alert.id))))
+
+            everything = wait_for(lambda: len(found := alerts()) == BACKLOG + 1 and found, what="every alert")
+    [sae_alert] = [a for a in everything if a.kind == "sae"]
+    before = [a for a in everything if a.created_at < sae_alert.created_at]
+    assert len(before) <= ROUTINE_BATCH, f"{len(before)} routine alerts went before the SAE"
+    assert [a.kind for a in everything].count("lab_toxicity") == BACKLOG
