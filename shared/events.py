@@ -278,6 +278,11 @@ class RecordStatusData(Model):
     status: Literal["deleted", "entered_in_error", "restored"]
     reason: Annotated[str, Field(max_length=1000)] | None = None
     changed_at: AwareDatetime | None = None
+    replaced_by: Text | None = Field(
+        default=None,
+        description="For a record taken back because the site re-entered it under another id: that id (an AE's new "
+        "ae_id). The new AE is the same case, so its SAE reporting clock starts when this one's did.",
+    )
 
 
 SubjectStudyStatus = Literal["on_study", "withdrawn", "lost_to_follow_up", "died", "completed"]
@@ -516,6 +521,8 @@ class SaeData(Model):
     awareness_basis: AwarenessBasis
     received_at: AwareDatetime
     source_event_id: str
+    clock_from_ae_id: str | None = None
+    """The AE the site took back and re-entered as this one: `awareness_at` is that AE's clock (the earlier)."""
 
 
 class SaeDetected(EnvelopeBase):

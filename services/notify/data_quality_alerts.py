@@ -24,6 +24,7 @@ LABELS = {
     "inconsistent_seriousness": "Inconsistent seriousness",
     "version_of_retracted_ae": "New version of an AE the site retracted",
     "confirmed_dlt_ae_retracted": "AE behind a CONFIRMED DLT retracted by the site",
+    "sae_clock_from_withdrawn_ae": "SAE re-entered under a new AE id: its clock is the first record's",
 }
 
 
