@@ -71,10 +71,20 @@ def record_status(
     reason: str | None,
     *,
     changed_at: datetime | None = None,
+    replaced_by: str | None = None,
 ) -> RecordStatusData:
-    """`changed_at`: when the site changed the status, where its EDC's audit says (else safety uses our receipt)."""
+    """`changed_at`: when the site changed the status, where its EDC's audit says (else safety uses our receipt);
+    `replaced_by`: the id the site re-entered the record under, when its form has an item for it."""
+    replacement = (replaced_by or "").strip()[:200] or None
+    if status == "restored":
+        replacement = None
     return RecordStatusData(
-        record_type=record_type, record_id=record_id[:200], status=status, reason=reason, changed_at=changed_at
+        record_type=record_type,
+        record_id=record_id[:200],
+        status=status,
+        reason=reason,
+        changed_at=changed_at,
+        replaced_by=replacement,
     )
 
 

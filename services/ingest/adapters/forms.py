@@ -74,7 +74,14 @@ def map_instance(
         if kind == "subject_status":
             _disposition_taken_back(status, place, common, outcome)
             return
-        retracted = record_status(kind, record_id, status, f"record status at {place.path}", changed_at=entered_at)
+        retracted = record_status(
+            kind,
+            record_id,
+            status,
+            f"record status at {place.path}",
+            changed_at=entered_at,
+            replaced_by=fields.get("replaced_by") if kind == "ae" else None,
+        )
         outcome.records.append(make_record(type_=InboundType.STATUS, data=retracted, **common))
         return
     if mapping.type == "ae":

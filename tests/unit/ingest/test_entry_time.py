@@ -73,3 +73,46 @@ def test_an_odm_removal_is_dated_at_its_audit_stamp() -> None:
     outcome = parse_odm(body, source=source)
     [removed] = [r.event.data for r in outcome.records if isinstance(r.event.data, RecordStatusData)]
     assert (removed.status, removed.changed_at) == ("deleted", datetime(2026, 3, 4, 8, 0, tzinfo=UTC))
+
+
+# --- the site's own link from a retracted AE to its re-entry --------------------------------------------------------
+
+
+def test_canonical_json_carries_the_sites_replaced_by() -> None:
+    from services.ingest.normalise import parse_body
+
+    document = {
+        "id": "status-1",
+        "type": "status",
+        "study": "NCT07212335",
+        "site": "SITE-1",
+        "subject": "S-001",
+        "data": {"record_type": "ae", "record_id": "AE-1", "status": "entered_in_error", "replaced_by": "AE-2"},
+    }
+    [parsed] = parse_body(json.dumps(document).encode())
+    assert isinstance(parsed.data, RecordStatusData) and parsed.data.replaced_by == "AE-2"
+
+
+def test_an_odm_form_item_mapped_to_replaced_by_links_the_removed_ae_to_its_re_entry() -> None:
+    """A sponsor's AE form with a 're-entered as' item (AE.AEREPL here), mapped in the sources file: a removed line
+    names the AE id its event was re-entered under; on a live line the item means nothing."""
+    from services.ingest.sources import FieldMap
+
+    source = load_fixture_sources("odm/sources.yaml")["rave"].config
+    form = source.mapping.forms["AE"]
+    mapped = FieldMap.model_validate(form.model_dump() | {"items": form.items | {"AE.AEREPL": "replaced_by"}})
+    source = source.model_copy(
+        update={"mapping": source.mapping.model_copy(update={"forms": {**source.mapping.forms, "AE": mapped}})}
+    )
+    body = fixture_bytes("odm/rave_dataset.xml").replace(
+        b'<ItemData ItemOID="AE.AETERM" Value="Neurotoxicity"/>',
+        b'<ItemData ItemOID="AE.AETERM" Value="Neurotoxicity"/><ItemData ItemOID="AE.AEREPL" Value="8410"/>',
+    )
+    live = parse_odm(body, source=source)
+    assert "Neurotoxicity" in {r.event.data.term for r in live.records if isinstance(r.event.data, AeData)}
+    assert not [r for r in live.records if isinstance(r.event.data, RecordStatusData)]
+    removed = body.replace(b'mdsol:RecordId="8408"', b'mdsol:RecordId="8408" TransactionType="Remove"')
+    [status] = [
+        r.event.data for r in parse_odm(removed, source=source).records if isinstance(r.event.data, RecordStatusData)
+    ]
+    assert (status.status, status.replaced_by) == ("deleted", "8410")

@@ -317,3 +317,12 @@ def test_the_late_delivered_version_is_judged_by_its_entry_time_in_either_order(
         run = deliver(tmp_path, protocol, f"late-{n}", [dosed(), [reaction()], *([e] for e in order)], batched=False)
         counts.add(len(flags_of_retracted(run.signals)))
     assert counts == {0 if entered < at(1, 10) else 1}
+
+
+def test_the_new_fields_are_on_the_wire_only_when_they_say_something(driver: Driver) -> None:
+    """A consumer deployed before `clock_from_ae_id` / `replaced_by` (extra="forbid") still reads every message that
+    has no link: the fields are left out while None."""
+    [plain] = of_type(driver.apply(reaction(), now=at(0, 14)), "sae.detected")
+    assert "clock_from_ae_id" not in plain.model_dump_json()
+    assert "replaced_by" not in site_status("deleted", at(1)).model_dump_json()
+    assert '"replaced_by":"AE-2"' in explicit_status("AE-1", at(1), "AE-2").model_dump_json()
