@@ -5,7 +5,10 @@ serious and not taken back. Here: what the transition says to notify, built from
 - taken back: `sae.withdrawn` (notify cancels the 24 h report obligation and tells whoever was paged);
 - restored: `sae.detected` again, with the stored awareness (the clock it always had, overdue if past);
 - a version of an AE the site has taken back (no restore): folded and stored, never paged; when the site sent it
-  after its retraction, the site is asked to restore the AE if it is real (a data-quality finding).
+  after its retraction (by the site's entry time where the envelope has one, else our receipt), the site is asked
+  to restore the AE if it is real (a data-quality finding);
+- a serious AE the site re-entered under a new id keeps the taken-back AE's (earlier) clock in its SAE signals,
+  whichever came first, with a finding naming both (the pure rule: `sae_reentry`).
 Keyword-only; never commits.
 """
 

@@ -242,6 +242,19 @@ def test_the_sites_replaced_by_links_a_recoded_re_entry(driver: Driver) -> None:
     assert "the site's retraction of AE AE-1 names AE AE-2 as its replacement" in finding.detail
 
 
+def test_the_sites_replaced_by_sent_after_the_re_entry_moves_its_clock(driver: Driver) -> None:
+    """AE-2 (recoded as CRS) paged on its own receipt; the site's retraction of AE-1 then names AE-2: its clock moves
+    to AE-1's first receipt, whatever the term."""
+    driver.apply(reaction(awareness_at=None), now=at(0, 14))
+    crs = reaction(ae_id="AE-2", received=at(1, 11), awareness_at=None, term="Cytokine release syndrome")
+    assert [s.data.awareness_at for s in of_type(driver.apply(crs, now=at(1, 11)), "sae.detected")] == [at(1, 11)]
+    out = driver.apply(explicit_status("AE-1", at(1, 12), "AE-2"), now=at(1, 12))
+    [updated] = of_type(out, "sae.updated")
+    assert (updated.data.ae_id, updated.data.awareness_at, updated.data.clock_from_ae_id) == ("AE-2", at(0, 14), "AE-1")
+    [finding] = reentry_findings(out)
+    assert "names AE AE-2 as its replacement" in finding.detail
+
+
 def test_the_same_term_in_another_subject_or_not_serious_is_no_re_entry(driver: Driver) -> None:
     driver.apply(reaction(awareness_at=None), now=at(0, 14))
     driver.apply(site_status("entered_in_error", at(1)), now=at(1))
