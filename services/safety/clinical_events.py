@@ -329,6 +329,7 @@ def _apply_record(
         data = envelope.data
         before = records.status(envelope.subject, "ae", data.record_id) if data.record_type == "ae" else None
         previous_status = before.status if before is not None else None  # read before the row is updated
+        was_retracted = sae_retraction.standing_retraction(before)  # its reason, time and link, before the update
         if store.set_record_status(records, envelope=envelope) is None:
             return False, []  # older than the status on file: the site's later word stands
         if envelope.data.record_type == "lab":
@@ -336,7 +337,12 @@ def _apply_record(
             return True, _lab_status_changed(session, records, envelope, protocol=protocol, signals_topic=signals_topic)
         if envelope.data.record_type == "ae":  # an AE taken back is no SAE and no SUSAR; restored, it is again
             sae = sae_retraction.status_changed(
-                records, envelope, previous_status=previous_status, topic=signals_topic, lookback=_lookback(protocol)
+                records,
+                envelope,
+                previous_status=previous_status,
+                topic=signals_topic,
+                lookback=_lookback(protocol),
+                was_retracted=was_retracted,
             )
             if data.status in store.INACTIVE and previous_status not in store.INACTIVE:
                 sae += retracted_dlt.confirmed_dlt_finding(session, envelope, topic=signals_topic)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from services.safety import data_quality, protocol_engine, store
 from services.safety.batch_records import BatchRecords
-from services.safety.models import AeVersion
+from services.safety.models import AeVersion, RecordStatus
 from services.safety.sae import (
     SaeSignalKind,
     SaeState,
@@ -63,10 +63,12 @@ def status_changed(
     previous_status: str | None,
     topic: str,
     lookback: timedelta,
+    was_retracted: Retraction | None = None,
 ) -> list[Outgoing]:
     """The site's new status of an AE (stored by the caller) against the one it replaced: the SAE signal, if any,
     and, for a retraction, the finding about versions the site sent after it (processed before it) and the clock
-    of a serious AE that re-enters it (processed before it: see `sae_reentry`)."""
+    of a serious AE that re-enters it (processed before it: see `sae_reentry`); for a restore, the finding for an AE
+    that was taken as its re-entry (`was_retracted`: the retraction the restore ends, read before the update)."""
     subject_id, ae_id = envelope.subject, envelope.data.record_id
     row = records.seriousness(subject_id, ae_id)
     state = store.sae_state_of(row) if row is not None else None
@@ -95,7 +97,66 @@ def status_changed(
             out.append(flag)
         if state is not None and state.serious:  # a serious AE re-entered before this retraction takes its clock
             out += relinked_saes(records, envelope, withdrawn_ae_id=ae_id, lookback=lookback, topic=topic)
+    if not taken_back and was_retracted is not None and state is not None and state.serious:
+        out += unlinked_saes(records, envelope, was_retracted=was_retracted, lookback=lookback, topic=topic)
     return out
+
+
+def standing_retraction(row: RecordStatus | None) -> Retraction | None:
+    """The site's retraction a status row holds (None when the record stands): read before a new status updates it."""
+    if row is None or row.status not in store.INACTIVE:
+        return None
+    return Retraction(row.record_id, row.status, row.changed_at, row.reason, row.replaced_by)
+
+
+def unlinked_saes(
+    records: BatchRecords, envelope: RecordStatusChanged, *, was_retracted: Retraction, lookback: timedelta, topic: str
+) -> list[Outgoing]:
+    """The site restored an AE that a standing serious AE was taken to re-enter: both now stand as SAEs. The officer
+    and the site are told (the same finding thread), since they may be one event reported twice; no SAE signal: the
+    restored AE is paged on its own clock, and notify keeps the earlier deadline it gave the other (never later)."""
+    subject_id, restored = envelope.subject, was_retracted.ae_id
+    retractions = _retractions(records, subject_id, excluding=None)
+    versions = _stored_versions(records, subject_id)
+    taken_back = {r.ae_id for r in retractions}
+    theirs = terms_of(v for v in versions if v.ae_id == restored)
+    out: list[Outgoing] = []
+    for ae_id in sorted({v.ae_id for v in versions} - taken_back - {restored}):
+        mine = [v for v in versions if v.ae_id == ae_id]
+        if was_retracted.replaced_by != ae_id and not terms_of(mine) & theirs:
+            continue
+        row = records.seriousness(subject_id, ae_id)
+        own = store.sae_state_of(row) if row is not None else None
+        if own is None or not own.serious or own.awareness_at is None:
+            continue
+        clock = own.awareness_at
+        before = reentry_of(
+            ae_id, own_clock=clock, versions=versions, retractions=[*retractions, was_retracted], lookback=lookback
+        )
+        if before is None or before.withdrawn.ae_id != restored:
+            continue
+        now = reentry_of(ae_id, own_clock=clock, versions=versions, retractions=retractions, lookback=lookback)
+        detail = unlinked_detail(ae_id, restored=restored, own_clock=clock, now=now)
+        code = REENTRY_CLOCK  # the same thread as the finding that linked them
+        out.append(
+            data_quality.flag(
+                envelope, record_type="ae", record_id=ae_id, code=code, detail=detail, topic=topic, per_record=True
+            )
+        )
+    return out
+
+
+def unlinked_detail(ae_id: str, *, restored: str, own_clock: datetime, now: ReEntry | None) -> str:
+    clock = (
+        f"its clock is now AE {now.withdrawn.ae_id}'s, {utc(now.awareness_at):%Y-%m-%d %H:%M UTC}"
+        if now is not None
+        else f"its own clock is {utc(own_clock):%Y-%m-%d %H:%M UTC}"
+    )
+    return (
+        f"The site restored AE {restored}: serious AE {ae_id} is no longer taken as its re-entry ({clock}); both now "
+        f"stand as SAEs. If they report the same event, the site should mark one entered in error; the report "
+        f"of AE {ae_id} stays due by the earlier deadline already given."
+    )
 
 
 def version_while_taken_back(

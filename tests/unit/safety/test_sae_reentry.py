@@ -274,6 +274,21 @@ def test_a_restore_of_the_first_record_brings_it_back_on_its_clock_and_tells_not
     out = driver.apply(site_status("restored", at(2)), now=at(2))
     assert [(s.data.ae_id, s.data.awareness_at) for s in of_type(out, "sae.detected")] == [("AE-1", at(0, 14))]
     assert not sae_of(out, "AE-2"), "AE-2's SAE keeps the deadline notify has; both AEs now stand"
+    [finding] = reentry_findings(out)
+    assert finding.record_id == "AE-2"
+    for words in ("The site restored AE AE-1", "no longer taken as its re-entry", "its own clock is 2026-03-03 11:00"):
+        assert words in finding.detail, words
+    assert "mark one entered in error" in finding.detail
+    again = driver.apply(site_status("entered_in_error", at(3)), now=at(3))
+    assert [f.record_id for f in reentry_findings(again)] == ["AE-2"], "taken back again: linked again"
+    assert [s.data.awareness_at for s in of_type(again, "sae.updated")] == [at(0, 14)]
+
+
+def test_a_restore_with_no_re_entry_says_nothing_of_one(driver: Driver) -> None:
+    driver.apply(reaction(awareness_at=None), now=at(0, 14))
+    driver.apply(site_status("entered_in_error", at(1)), now=at(1))
+    driver.apply(reaction(ae_id="AE-2", received=at(1, 11), term="Fever", awareness_at=None), now=at(1, 11))
+    assert not reentry_findings(driver.apply(site_status("restored", at(2)), now=at(2)))
 
 
 @pytest.mark.parametrize("batched", [False, True])
