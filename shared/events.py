@@ -21,8 +21,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -48,6 +50,15 @@ _NAMESPACE_BYTES = ID_NAMESPACE.bytes
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _without_unset_link(handler: SerializerFunctionWrapHandler, model: BaseModel, field: str) -> dict[str, Any]:
+    """Serialise `model` leaving out `field` while it is None: a field added to a message is then only on the wire
+    when it says something, so a consumer deployed before it (extra="forbid") still reads every other message."""
+    out: dict[str, Any] = handler(model)
+    if out.get(field, 0) is None:
+        del out[field]
+    return out
 
 
 # --- canonical inbound payloads -------------------------------------------------------------------
@@ -278,6 +289,15 @@ class RecordStatusData(Model):
     status: Literal["deleted", "entered_in_error", "restored"]
     reason: Annotated[str, Field(max_length=1000)] | None = None
     changed_at: AwareDatetime | None = None
+    replaced_by: Text | None = Field(
+        default=None,
+        description="For a record taken back because the site re-entered it under another id: that id (an AE's new "
+        "ae_id). The new AE is the same case, so its SAE reporting clock starts when this one's did.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_unset_link(handler, self, "replaced_by")
 
 
 SubjectStudyStatus = Literal["on_study", "withdrawn", "lost_to_follow_up", "died", "completed"]
@@ -516,6 +536,12 @@ class SaeData(Model):
     awareness_basis: AwarenessBasis
     received_at: AwareDatetime
     source_event_id: str
+    clock_from_ae_id: str | None = None
+    """The AE the site took back and re-entered as this one: `awareness_at` is that AE's clock (the earlier)."""
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_unset_link(handler, self, "clock_from_ae_id")
 
 
 class SaeDetected(EnvelopeBase):

@@ -47,8 +47,14 @@ class Arm(ProtocolModel):
 
 
 class SaeRules(ProtocolModel):
+    """`reentry_lookback_hours`: a serious AE reported within this many hours (either side) of the site taking back a
+    serious AE of the same subject and term is taken as its re-entry under a new AE id, so its reporting clock
+    starts when the first record's did (ICH E2D 5.2: day 0 is the sponsor's first receipt of the case). A link the
+    site sends itself (`replaced_by` on the retraction) needs no window. 0 turns the same-term link off."""
+
     report_within_hours: int = Field(default=24, ge=1, le=24 * 30)
     notify_roles: list[str] = Field(default_factory=lambda: ["safety_officer"], min_length=1)
+    reentry_lookback_hours: int = Field(default=168, ge=0, le=24 * 90)
 
 
 class LabAlerts(ProtocolModel):

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypeVar
 
@@ -321,7 +321,7 @@ def _plan(source_id: str, record: SourceRecord, current: store.KnownVersion | No
     if record.content_identified:
         # the same content may be published again after a change (3 -> 2 -> 3): its number keeps the id new
         header = header.model_copy(update={"id": f"{header.id}#{canonical_version}"})
-    planned_event = type(event)(header=header, data=data)
+    planned_event = replace(event, header=header, data=data)
     envelope = to_envelope(source_id, planned_event, received_at)
     record_type: str = str(header.type)
     if isinstance(data, RecordStatusData):

@@ -48,8 +48,13 @@ class InvalidBody(ValueError):
 
 @dataclass(frozen=True)
 class CanonicalEvent:
+    """`entered_at`: when the site entered or last modified this record version in its EDC, from the EDC's own audit
+    (FHIR `meta.lastUpdated`, ODM `AuditRecord/DateTimeStamp`, OpenClinica `UpdatedDate`); None when the sender gives
+    none (canonical JSON, REDCap, SDTM): see `clinical_time`."""
+
     header: InboundHeader
     data: BaseModel
+    entered_at: datetime | None = None
 
 
 def parse_body(body: bytes) -> list[CanonicalEvent]:
@@ -168,10 +173,15 @@ def _refuse_repeated_ids(events: list[CanonicalEvent], located: list[tuple[tuple
         seen.add(event.header.id)
 
 
-def clinical_time(data: BaseModel, received_at: datetime) -> datetime:
-    """The CloudEvents `time`: when the clinical fact happened, as well as the sender says."""
+def clinical_time(data: BaseModel, received_at: datetime, *, entered_at: datetime | None = None) -> datetime:
+    """The CloudEvents `time`: when the clinical fact happened, as well as the sender says.
+
+    An AE version's is when the site entered it, where its EDC's audit says (`CanonicalEvent.entered_at`: the FHIR and
+    ODM adapters), else the site's awareness, else our receipt. Safety tells a version delivered late (a retried
+    webhook) from one the site sent after retracting the AE by it (`services.safety.sae.site_entry_time`), and reads
+    an AE `time` equal to the awareness or the receipt as no entry time at all."""
     if isinstance(data, AeData):
-        return data.awareness_at or received_at
+        return entered_at or data.awareness_at or received_at
     if isinstance(data, LabData):
         return data.collected_at
     if isinstance(data, DoseData):
@@ -207,7 +217,7 @@ def to_envelope(source_id: str, event: CanonicalEvent, received_at: datetime) ->
             "id": deterministic_id("inbound", source_id, event.header.id),
             "source": f"/sources/{source_id}",
             "subject": event.header.subject,
-            "time": clinical_time(event.data, received_at),
+            "time": clinical_time(event.data, received_at, entered_at=event.entered_at),
             "trialid": event.header.study,
             "siteid": event.header.site,
             "receivedat": received_at,

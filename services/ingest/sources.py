@@ -162,6 +162,7 @@ AE_FIELDS = frozenset(
         "awareness_at",
         "version",
         "status",
+        "replaced_by",  # with a status: the AE id the site re-entered the AE under (it keeps this AE's SAE clock)
     }
 )
 LAB_FIELDS = frozenset(

@@ -28,6 +28,7 @@ LABELS = {
     "version_of_retracted_ae": "New version of an AE the site retracted",
     "confirmed_dlt_ae_retracted": "AE behind a CONFIRMED DLT retracted by the site",
     "decided_dlt_data_changed": "Data under a DLT decision changed",
+    "sae_clock_from_withdrawn_ae": "SAE re-entered under a new AE id: its clock is the first record's",
 }
 DLT_DECISION_CODES = frozenset({"confirmed_dlt_ae_retracted", "decided_dlt_data_changed"})
 """Findings about the data an officer's DLT decision rests on (safety's retracted_dlt, dlt_decision_basis)."""

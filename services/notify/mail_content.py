@@ -46,6 +46,8 @@ def sae_mail(
     the deadline) and when the site restored an AE it had taken back: a date in the past alone reads as a typo."""
     criteria = ", ".join(c.replace("_", " ") for c in data.criteria)
     basis = "site awareness" if data.awareness_basis.value == "site" else "receipt (the site gave no awareness time)"
+    if data.clock_from_ae_id is not None:  # a re-entry keeps the clock of the AE the site took back
+        basis = f"{basis} of AE {data.clock_from_ae_id}, which the site took back and re-entered as this AE"
     rows = [
         ("Trial", trial_id),
         ("Site", data.site_id),

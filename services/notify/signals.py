@@ -326,7 +326,12 @@ def _apply_sae(session: Session, signal: SaeDetected | SaeUpdated, now: datetime
                 due_at=due,
                 now=now,
             )
-            reason = f"the report is due earlier, by {due.strftime('%Y-%m-%d %H:%M UTC')}: the site knew earlier"
+            why = (
+                f"it re-enters AE {data.clock_from_ae_id}, which the site took back (that AE's clock)"
+                if data.clock_from_ae_id is not None
+                else "the site knew earlier"
+            )
+            reason = f"the report is due earlier, by {due.strftime('%Y-%m-%d %H:%M UTC')}: {why}"
     _follow_up(session, alert, data=data, version=data.ae_version, reason=reason, now=now)
     if reason is not None:
         _repage(session, alert, plan_sae_alert(signal, protocol, reason=reason), now=now, protocol=protocol)

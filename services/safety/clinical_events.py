@@ -9,7 +9,8 @@ engine (DLT window and records, eligibility, response) and the arms by the cohor
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlmodel import Session
@@ -308,7 +309,7 @@ def _apply_record(
     if isinstance(envelope, LabResulted):
         return _apply_lab(session, records, envelope, protocol=protocol, signals_topic=signals_topic, now=now)
     if isinstance(envelope, AeReported):
-        changed, ae_signals = _apply_ae(records, envelope, signals_topic=signals_topic)
+        changed, ae_signals = _apply_ae(records, envelope, protocol=protocol, signals_topic=signals_topic)
         if changed:  # the SUSAR file of this AE (expectedness, clock): after the SAE rules stored the version
             ae_signals += expedited_cases.assess_ae_version(
                 session,
@@ -328,13 +329,21 @@ def _apply_record(
         data = envelope.data
         before = records.status(envelope.subject, "ae", data.record_id) if data.record_type == "ae" else None
         previous_status = before.status if before is not None else None  # read before the row is updated
+        was_retracted = sae_retraction.standing_retraction(before)  # its reason, time and link, before the update
         if store.set_record_status(records, envelope=envelope) is None:
             return False, []  # older than the status on file: the site's later word stands
         if envelope.data.record_type == "lab":
             session.flush()
             return True, _lab_status_changed(session, records, envelope, protocol=protocol, signals_topic=signals_topic)
         if envelope.data.record_type == "ae":  # an AE taken back is no SAE and no SUSAR; restored, it is again
-            sae = sae_retraction.status_changed(records, envelope, previous_status=previous_status, topic=signals_topic)
+            sae = sae_retraction.status_changed(
+                records,
+                envelope,
+                previous_status=previous_status,
+                topic=signals_topic,
+                lookback=_lookback(protocol),
+                was_retracted=was_retracted,
+            )
             if data.status in store.INACTIVE and previous_status not in store.INACTIVE:
                 sae += retracted_dlt.confirmed_dlt_finding(session, envelope, topic=signals_topic)
             acute = acute_window.status_changed(
@@ -639,7 +648,13 @@ def _lab_signal(
     return Outgoing(topic=topic, key=message_key(lab.trial_id, lab.subject_id), envelope=signal)
 
 
-def _apply_ae(records: BatchRecords, envelope: AeReported, *, signals_topic: str) -> tuple[bool, list[Outgoing]]:
+def _lookback(protocol: Protocol) -> timedelta:
+    return timedelta(hours=protocol.sae.reentry_lookback_hours)
+
+
+def _apply_ae(
+    records: BatchRecords, envelope: AeReported, *, protocol: Protocol, signals_topic: str
+) -> tuple[bool, list[Outgoing]]:
     ae = envelope.data
     keys = {"subject_id": envelope.subject, "ae_id": ae.ae_id}
     stored = store.load_ae(records, **keys, version=ae.version)
@@ -650,17 +665,26 @@ def _apply_ae(records: BatchRecords, envelope: AeReported, *, signals_topic: str
     quality = [f"{flag.code}: {flag.message}" for flag in check_ae(ae.ctcae_term or ae.term, ae.grade, ae.meddra_code)]
     store.add_ae_version(records, envelope=envelope, flags=(*assessment.flags, *quality))
     store.save_sae_state(records, **keys, state=assessment.state)
+    lookback = _lookback(protocol)
     if taken_back:  # stored, never paged: the site's retraction stands until it restores the AE
-        return True, sae_retraction.version_while_taken_back(records, envelope, topic=signals_topic)
+        return True, sae_retraction.version_while_taken_back(records, envelope, topic=signals_topic, lookback=lookback)
     if assessment.signal is None:
         return True, []
-    return True, [
-        Outgoing(
-            topic=signals_topic,
-            key=message_key(envelope.trialid, envelope.subject),
-            envelope=sae_signal(envelope, assessment),
+    # a re-entry of a serious AE the site took back keeps that AE's (earlier) clock
+    state, link = sae_retraction.reentry_clock(
+        records, subject_id=envelope.subject, ae_id=ae.ae_id, state=assessment.state, lookback=lookback
+    )
+    clock_from = link.withdrawn.ae_id if link is not None else None
+    signal = sae_signal(envelope, replace(assessment, state=state), clock_from_ae_id=clock_from)
+    out = [Outgoing(topic=signals_topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)]
+    if link is not None and assessment.signal is SaeSignalKind.DETECTED:
+        own = assessment.state
+        out.append(
+            sae_retraction.reentry_finding(
+                envelope, ae_id=ae.ae_id, own=own, link=link, lookback=lookback, topic=signals_topic
+            )
         )
-    ]
+    return True, out
 
 
 def _conflicting_resend(records: BatchRecords, envelope: AeReported, *, topic: str) -> list[Outgoing]:
@@ -687,8 +711,16 @@ def _conflicting_resend(records: BatchRecords, envelope: AeReported, *, topic: s
     return [data_quality.flag(envelope, record_type="ae", record_id=ae.ae_id, code=code, detail=detail, topic=topic)]
 
 
-def sae_signal(envelope: AeReported, assessment: SaeAssessment) -> SaeDetected | SaeUpdated:
-    data = sae_data(envelope, envelope.data, version=envelope.data.version, state=assessment.state)
+def sae_signal(
+    envelope: AeReported, assessment: SaeAssessment, *, clock_from_ae_id: str | None = None
+) -> SaeDetected | SaeUpdated:
+    data = sae_data(
+        envelope,
+        envelope.data,
+        version=envelope.data.version,
+        state=assessment.state,
+        clock_from_ae_id=clock_from_ae_id,
+    )
     kind = assessment.signal
     common = {
         "id": deterministic_id("signal", envelope.id, str(kind)),

@@ -29,10 +29,19 @@ CONFLICTING_RESEND = "conflicting_resend"
 
 
 def flag(
-    envelope: ClinicalEnvelopeBase, *, record_type: str, record_id: str, code: str, detail: str, topic: str
+    envelope: ClinicalEnvelopeBase,
+    *,
+    record_type: str,
+    record_id: str,
+    code: str,
+    detail: str,
+    topic: str,
+    per_record: bool = False,
 ) -> Outgoing:
+    """`per_record`: one event may raise this finding about several records (its id then names the record)."""
+    parts = (envelope.id, "data_quality", code, record_id) if per_record else (envelope.id, "data_quality", code)
     signal = DataQualityFlagged(
-        id=deterministic_id("signal", envelope.id, "data_quality", code),
+        id=deterministic_id("signal", *parts),
         source=protocol_engine.SIGNAL_SOURCE,
         subject=envelope.subject,
         time=envelope.receivedat,

@@ -96,6 +96,9 @@ class AeVersion(SQLModel, table=True):
     payload: dict[str, object] = Field(sa_column=Column(JSON, nullable=False))
     received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    entered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    """When the site entered this version, if its envelope said (see `sae_retraction.site_entry_time`): a version
+    the EDC delivered late is not taken for one sent after a retraction."""
 
 
 class AeSeriousness(SQLModel, table=True):
@@ -132,6 +135,8 @@ class RecordStatus(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=1000)
     changed_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     event_id: str = Field(max_length=64)
+    replaced_by: str | None = Field(default=None, max_length=200)
+    """The id the site re-entered the record under, when it said (`RecordStatusData.replaced_by`)."""
 
 
 class DltRecord(SQLModel, table=True):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from shared.events import AeData, AwarenessBasis, ClinicalEnvelopeBase, SaeData
+from shared.events import AeData, AeReported, AwarenessBasis, ClinicalEnvelopeBase, SaeData
 
 FATAL_OUTCOMES = frozenset({"fatal", "death", "died", "dead"})
 
@@ -175,9 +175,29 @@ def _earliest_awareness(state: SaeState, ae: AeData, *, received_at: datetime) -
     return moved, True
 
 
-def sae_data(envelope: ClinicalEnvelopeBase, ae: AeData, *, version: int, state: SaeState) -> SaeData:
+def site_entry_time(envelope: AeReported) -> datetime | None:
+    """When the site entered this AE version, when its envelope says so; None when only our receipt tells.
+
+    The CloudEvents `time` is the sender's time of the occurrence. Ingest sets an AE's to the site's awareness, else
+    to our receipt (`services.ingest.normalise.clinical_time`: none of the adapters has the entry time there
+    today), and neither says when this version was entered: a follow-up entered after a deletion carries the
+    awareness of the first report. So `time` counts as the entry time only when it is neither of those and before
+    our receipt (a time after receipt is a clock slip); otherwise None, and callers fall back to our receipt,
+    which errs on taking a version for a later one (asking the site), never on missing a real follow-up."""
+    time = envelope.time
+    if time >= envelope.receivedat:
+        return None
+    if envelope.data.awareness_at is not None and time == envelope.data.awareness_at:
+        return None
+    return time
+
+
+def sae_data(
+    envelope: ClinicalEnvelopeBase, ae: AeData, *, version: int, state: SaeState, clock_from_ae_id: str | None = None
+) -> SaeData:
     """What an SAE signal says: the AE as `ae` (version `version`) describes it, with its folded seriousness and
-    the awareness its clock started from; `envelope` is the event that caused the signal."""
+    the awareness its clock started from (`clock_from_ae_id`: the withdrawn AE this one re-enters, whose clock
+    `state` carries); `envelope` is the event that caused the signal."""
     if state.awareness_at is None or state.awareness_basis is None:
         raise ValueError("an SAE signal needs the awareness time its clock starts from")
     return SaeData(
@@ -195,4 +215,5 @@ def sae_data(envelope: ClinicalEnvelopeBase, ae: AeData, *, version: int, state:
         awareness_basis=state.awareness_basis,
         received_at=envelope.receivedat,
         source_event_id=envelope.id,
+        clock_from_ae_id=clock_from_ae_id,
     )

@@ -5,24 +5,46 @@ serious and not taken back. Here: what the transition says to notify, built from
 - taken back: `sae.withdrawn` (notify cancels the 24 h report obligation and tells whoever was paged);
 - restored: `sae.detected` again, with the stored awareness (the clock it always had, overdue if past);
 - a version of an AE the site has taken back (no restore): folded and stored, never paged; when the site sent it
-  after its retraction, the site is asked to restore the AE if it is real (a data-quality finding).
+  after its retraction (by the site's entry time where the envelope has one, else our receipt), the site is asked
+  to restore the AE if it is real (a data-quality finding);
+- a serious AE the site re-entered under a new id keeps the taken-back AE's (earlier) clock in its SAE signals,
+  whichever came first, with a finding naming both (the pure rule: `sae_reentry`).
 Keyword-only; never commits.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from services.safety import data_quality, protocol_engine, store
 from services.safety.batch_records import BatchRecords
-from services.safety.models import AeVersion
-from services.safety.sae import SaeSignalKind, SaeState, criteria_of, sae_data, status_change_signal
+from services.safety.models import AeVersion, RecordStatus
+from services.safety.sae import (
+    SaeSignalKind,
+    SaeState,
+    criteria_of,
+    sae_data,
+    site_entry_time,
+    status_change_signal,
+)
+from services.safety.sae_reentry import (
+    REENTRY_CLOCK,
+    ReEntry,
+    Retraction,
+    StoredVersion,
+    reentry_detail,
+    reentry_of,
+    terms_of,
+)
 from shared.clock import utc
 from shared.events import (
     AeData,
     AeReported,
+    ClinicalEnvelopeBase,
     RecordStatusChanged,
     SaeDetected,
+    SaeUpdated,
     SaeWithdrawalData,
     SaeWithdrawn,
     deterministic_id,
@@ -35,10 +57,18 @@ VERSION_OF_RETRACTED_AE = "version_of_retracted_ae"
 
 
 def status_changed(
-    records: BatchRecords, envelope: RecordStatusChanged, *, previous_status: str | None, topic: str
+    records: BatchRecords,
+    envelope: RecordStatusChanged,
+    *,
+    previous_status: str | None,
+    topic: str,
+    lookback: timedelta,
+    was_retracted: Retraction | None = None,
 ) -> list[Outgoing]:
     """The site's new status of an AE (stored by the caller) against the one it replaced: the SAE signal, if any,
-    and, for a retraction, the finding about versions the site sent after it (processed before it)."""
+    and, for a retraction, the finding about versions the site sent after it (processed before it) and the clock
+    of a serious AE that re-enters it (processed before it: see `sae_reentry`); for a restore, the finding for an AE
+    that was taken as its re-entry (`was_retracted`: the retraction the restore ends, read before the update)."""
     subject_id, ae_id = envelope.subject, envelope.data.record_id
     row = records.seriousness(subject_id, ae_id)
     state = store.sae_state_of(row) if row is not None else None
@@ -51,11 +81,12 @@ def status_changed(
         if kind is SaeSignalKind.WITHDRAWN:
             signal: SaeWithdrawn | SaeDetected = _withdrawal(envelope, state, latest)
         else:
-            signal = _restored(envelope, state, latest)
+            linked, link = reentry_clock(records, subject_id=subject_id, ae_id=ae_id, state=state, lookback=lookback)
+            signal = _restored(envelope, linked, latest, clock_from_ae_id=link.withdrawn.ae_id if link else None)
         out.append(Outgoing(topic=topic, key=message_key(envelope.trialid, subject_id), envelope=signal))
     if taken_back and previous_status not in store.INACTIVE:
         since = utc(_changed_at(envelope))
-        after = [v for v in versions if utc(v.received_at) > since]
+        after = [v for v in versions if utc(v.entered_at or v.received_at) > since]
         if after:
             sent_after = max(after, key=lambda v: v.version)
             data = AeData.model_validate(sent_after.payload)
@@ -64,25 +95,204 @@ def status_changed(
                 envelope, record_type="ae", record_id=ae_id, code=VERSION_OF_RETRACTED_AE, detail=detail, topic=topic
             )
             out.append(flag)
+        if state is not None and state.serious:  # a serious AE re-entered before this retraction takes its clock
+            out += relinked_saes(records, envelope, withdrawn_ae_id=ae_id, lookback=lookback, topic=topic)
+    if not taken_back and was_retracted is not None and state is not None and state.serious:
+        out += unlinked_saes(records, envelope, was_retracted=was_retracted, lookback=lookback, topic=topic)
     return out
 
 
-def version_while_taken_back(records: BatchRecords, envelope: AeReported, *, topic: str) -> list[Outgoing]:
+def standing_retraction(row: RecordStatus | None) -> Retraction | None:
+    """The site's retraction a status row holds (None when the record stands): read before a new status updates it."""
+    if row is None or row.status not in store.INACTIVE:
+        return None
+    return Retraction(row.record_id, row.status, row.changed_at, row.reason, row.replaced_by)
+
+
+def unlinked_saes(
+    records: BatchRecords, envelope: RecordStatusChanged, *, was_retracted: Retraction, lookback: timedelta, topic: str
+) -> list[Outgoing]:
+    """The site restored an AE that a standing serious AE was taken to re-enter: both now stand as SAEs. The officer
+    and the site are told (the same finding thread), since they may be one event reported twice; no SAE signal: the
+    restored AE is paged on its own clock, and notify keeps the earlier deadline it gave the other (never later)."""
+    subject_id, restored = envelope.subject, was_retracted.ae_id
+    retractions = _retractions(records, subject_id, excluding=None)
+    versions = _stored_versions(records, subject_id)
+    taken_back = {r.ae_id for r in retractions}
+    theirs = terms_of(v for v in versions if v.ae_id == restored)
+    out: list[Outgoing] = []
+    for ae_id in sorted({v.ae_id for v in versions} - taken_back - {restored}):
+        mine = [v for v in versions if v.ae_id == ae_id]
+        if was_retracted.replaced_by != ae_id and not terms_of(mine) & theirs:
+            continue
+        row = records.seriousness(subject_id, ae_id)
+        own = store.sae_state_of(row) if row is not None else None
+        if own is None or not own.serious or own.awareness_at is None:
+            continue
+        clock = own.awareness_at
+        before = reentry_of(
+            ae_id, own_clock=clock, versions=versions, retractions=[*retractions, was_retracted], lookback=lookback
+        )
+        if before is None or before.withdrawn.ae_id != restored:
+            continue
+        now = reentry_of(ae_id, own_clock=clock, versions=versions, retractions=retractions, lookback=lookback)
+        detail = unlinked_detail(ae_id, restored=restored, own_clock=clock, now=now)
+        code = REENTRY_CLOCK  # the same thread as the finding that linked them
+        out.append(
+            data_quality.flag(
+                envelope, record_type="ae", record_id=ae_id, code=code, detail=detail, topic=topic, per_record=True
+            )
+        )
+    return out
+
+
+def unlinked_detail(ae_id: str, *, restored: str, own_clock: datetime, now: ReEntry | None) -> str:
+    clock = (
+        f"its clock is now AE {now.withdrawn.ae_id}'s, {utc(now.awareness_at):%Y-%m-%d %H:%M UTC}"
+        if now is not None
+        else f"its own clock is {utc(own_clock):%Y-%m-%d %H:%M UTC}"
+    )
+    return (
+        f"The site restored AE {restored}: serious AE {ae_id} is no longer taken as its re-entry ({clock}); both now "
+        f"stand as SAEs. If they report the same event, the site should mark one entered in error; the report "
+        f"of AE {ae_id} stays due by the earlier deadline already given."
+    )
+
+
+def version_while_taken_back(
+    records: BatchRecords, envelope: AeReported, *, topic: str, lookback: timedelta
+) -> list[Outgoing]:
     """A version of an AE the site has taken back: stored, never paged. Sent after the retraction (by the site's
     clocks, whatever order we process them in: the retraction processed later says the same), it may mean the
     retraction was a mistake: the site is asked to restore the AE or report the new event under a new AE id. Sent
-    before it (a reordered backfill), it is the history the retraction covers: nothing to ask."""
+    before it (a reordered backfill, or a webhook the EDC retried after the deletion: the site's entry time, when
+    the envelope has one, tells; else our receipt, which errs on asking), it is the history the retraction covers:
+    nothing to ask. A serious version may also give the AE's re-entry an earlier clock (see `sae_reentry`)."""
     ae = envelope.data
     status = records.status(envelope.subject, "ae", ae.ae_id)
     if status is None or status.status not in store.INACTIVE:
         return []
-    if utc(envelope.receivedat) <= utc(status.changed_at):
-        return []
-    detail = retracted_version_detail(ae, status=status.status)
-    return [
-        data_quality.flag(
-            envelope, record_type="ae", record_id=ae.ae_id, code=VERSION_OF_RETRACTED_AE, detail=detail, topic=topic
+    out: list[Outgoing] = []
+    if criteria_of(ae):
+        out += relinked_saes(
+            records, envelope, withdrawn_ae_id=ae.ae_id, lookback=lookback, topic=topic, new_version_event=envelope.id
         )
+    if utc(site_entry_time(envelope) or envelope.receivedat) <= utc(status.changed_at):
+        return out
+    detail = retracted_version_detail(ae, status=status.status)
+    flag = data_quality.flag(
+        envelope, record_type="ae", record_id=ae.ae_id, code=VERSION_OF_RETRACTED_AE, detail=detail, topic=topic
+    )
+    return [flag, *out]
+
+
+def reentry_clock(
+    records: BatchRecords, *, subject_id: str, ae_id: str, state: SaeState, lookback: timedelta
+) -> tuple[SaeState, ReEntry | None]:
+    """The state an SAE signal of this AE carries: its own clock, or the earlier one of the serious AE the site took
+    back and re-entered as this one (`sae_reentry.reentry_of`). Reads only what the batch has loaded: the subject's
+    statuses and AE versions; a subject without a retracted AE costs one dictionary scan."""
+    if state.awareness_at is None:
+        return state, None
+    retractions = _retractions(records, subject_id, excluding=ae_id)
+    if not retractions:
+        return state, None
+    link = reentry_of(
+        ae_id,
+        own_clock=state.awareness_at,
+        versions=_stored_versions(records, subject_id),
+        retractions=retractions,
+        lookback=lookback,
+    )
+    if link is None:
+        return state, None
+    return replace(state, awareness_at=link.awareness_at, awareness_basis=link.awareness_basis), link
+
+
+def reentry_finding(
+    envelope: ClinicalEnvelopeBase, *, ae_id: str, own: SaeState, link: ReEntry, lookback: timedelta, topic: str
+) -> Outgoing:
+    if own.awareness_at is None:
+        raise ValueError("a serious AE without the awareness time its clock started from")
+    detail = reentry_detail(ae_id, link, own_clock=own.awareness_at, lookback=lookback)
+    return data_quality.flag(
+        envelope, record_type="ae", record_id=ae_id, code=REENTRY_CLOCK, detail=detail, topic=topic, per_record=True
+    )
+
+
+def relinked_saes(
+    records: BatchRecords,
+    envelope: RecordStatusChanged | AeReported,
+    *,
+    withdrawn_ae_id: str,
+    lookback: timedelta,
+    topic: str,
+    new_version_event: str | None = None,
+) -> list[Outgoing]:
+    """The subject's standing serious AEs whose clock moves earlier now that `withdrawn_ae_id` is taken back (the
+    re-entry was processed before the retraction) or now that a serious version of it arrived late
+    (`new_version_event`): `sae.updated` with the inherited clock (notify moves the deadline earlier, never later)
+    and the finding naming both records."""
+    subject_id = envelope.subject
+    retractions = _retractions(records, subject_id, excluding=None)
+    withdrawn = next((r for r in retractions if r.ae_id == withdrawn_ae_id), None)
+    if withdrawn is None:
+        return []
+    versions = _stored_versions(records, subject_id)
+    taken_back = {r.ae_id for r in retractions}
+    theirs = terms_of(v for v in versions if v.ae_id == withdrawn_ae_id)
+    before_versions = [v for v in versions if v.event_id != new_version_event] if new_version_event else versions
+    before_retractions = retractions if new_version_event else [r for r in retractions if r.ae_id != withdrawn_ae_id]
+    out: list[Outgoing] = []
+    for ae_id in sorted({v.ae_id for v in versions} - taken_back):
+        mine = [v for v in versions if v.ae_id == ae_id]
+        if withdrawn.replaced_by != ae_id and not terms_of(mine) & theirs:
+            continue  # the cheap test first: most of a subject's AEs share no term with the withdrawn one
+        row = records.seriousness(subject_id, ae_id)
+        own = store.sae_state_of(row) if row is not None else None
+        if own is None or not own.serious or own.awareness_at is None:
+            continue
+        clock = own.awareness_at
+        now = reentry_of(ae_id, own_clock=clock, versions=versions, retractions=retractions, lookback=lookback)
+        if now is None or now.withdrawn.ae_id != withdrawn_ae_id:
+            continue
+        before = reentry_of(
+            ae_id, own_clock=clock, versions=before_versions, retractions=before_retractions, lookback=lookback
+        )
+        if before is not None and before.awareness_at <= now.awareness_at:
+            continue
+        latest = max(mine, key=lambda v: v.version)
+        linked = replace(own, awareness_at=now.awareness_at, awareness_basis=now.awareness_basis)
+        ae = AeData.model_validate(latest.payload)
+        data = sae_data(envelope, ae, version=latest.version, state=linked, clock_from_ae_id=withdrawn_ae_id)
+        kind = SaeSignalKind.UPDATED
+        signal = SaeUpdated(
+            id=deterministic_id("signal", envelope.id, str(kind), ae_id),
+            source=protocol_engine.SIGNAL_SOURCE,
+            subject=subject_id,
+            time=envelope.receivedat,
+            trialid=envelope.trialid,
+            data=data,
+        )
+        out.append(Outgoing(topic=topic, key=message_key(envelope.trialid, subject_id), envelope=signal))
+        out.append(reentry_finding(envelope, ae_id=ae_id, own=own, link=now, lookback=lookback, topic=topic))
+    return out
+
+
+def _retractions(records: BatchRecords, subject_id: str, *, excluding: str | None) -> list[Retraction]:
+    found = []
+    for ae_id in sorted(records.inactive(subject_id, "ae")):
+        row = records.status(subject_id, "ae", ae_id)
+        if ae_id == excluding or row is None:
+            continue
+        found.append(Retraction(ae_id, row.status, row.changed_at, row.reason, row.replaced_by))
+    return found
+
+
+def _stored_versions(records: BatchRecords, subject_id: str) -> list[StoredVersion]:
+    return [
+        StoredVersion(v.ae_id, v.payload, v.received_at, version=v.version, event_id=v.event_id)
+        for v in records.ae_versions_of(subject_id)
     ]
 
 
@@ -130,7 +340,9 @@ def _withdrawal(envelope: RecordStatusChanged, state: SaeState, latest: AeVersio
     )
 
 
-def _restored(envelope: RecordStatusChanged, state: SaeState, latest: AeVersion) -> SaeDetected:
+def _restored(
+    envelope: RecordStatusChanged, state: SaeState, latest: AeVersion, *, clock_from_ae_id: str | None
+) -> SaeDetected:
     """The SAE as its stored versions give it, with the awareness it always had: restoring never restarts the
     clock (a report due in the past is overdue at once)."""
     ae = AeData.model_validate(latest.payload)
@@ -141,5 +353,5 @@ def _restored(envelope: RecordStatusChanged, state: SaeState, latest: AeVersion)
         subject=envelope.subject,
         time=envelope.receivedat,
         trialid=envelope.trialid,
-        data=sae_data(envelope, ae, version=latest.version, state=state),
+        data=sae_data(envelope, ae, version=latest.version, state=state, clock_from_ae_id=clock_from_ae_id),
     )

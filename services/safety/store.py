@@ -23,7 +23,7 @@ from services.safety.models import (
     RecordStatus,
     Subject,
 )
-from services.safety.sae import SaeState
+from services.safety.sae import SaeState, site_entry_time
 from shared.clock import utc
 from shared.events import (
     AeReported,
@@ -221,6 +221,7 @@ def add_ae_version(records: BatchRecords, *, envelope: AeReported, flags: tuple[
             payload=envelope.data.model_dump(mode="json"),
             received_at=envelope.receivedat,
             flags=list(flags),
+            entered_at=site_entry_time(envelope),
         )
     )
 
@@ -284,6 +285,7 @@ def set_record_status(records: BatchRecords, *, envelope: RecordStatusChanged) -
     row.reason = data.reason
     row.changed_at = data.changed_at or envelope.receivedat
     row.event_id = envelope.id
+    row.replaced_by = data.replaced_by if data.status in INACTIVE else None
     return row
 
 

@@ -243,6 +243,19 @@ def _version(resource: Mapping[str, Any]) -> tuple[int | None, str | None]:
     return None, None
 
 
+def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
+    """`meta.lastUpdated`: when the server stored this version (the site's entry, not our receipt); None without a
+    zone or unreadable (never a guess)."""
+    updated = _text(_obj(resource.get("meta")).get("lastUpdated"))
+    if not updated:
+        return None
+    try:
+        moment = datetime.fromisoformat(updated.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo is not None else None
+
+
 def _delivery(kind: str, resource_id: str, version: int | None) -> str | None:
     """The resource version is the delivery id; without one the record is identified by its content."""
     return f"{kind}/{resource_id}/_history/{version}" if version else None
@@ -389,7 +402,8 @@ def _adverse_event(resource: dict[str, Any], source: SourceConfig, outcome: Outc
     words = [_text(status.get("valueCode")) for status in _extensions(resource, "/status", "modifierExtension")]
     for word in [*words, _text(resource.get("status"))]:
         if word == "entered-in-error":
-            data = record_status("ae", resource_id, "entered_in_error", "FHIR status entered-in-error")
+            reason = "FHIR status entered-in-error"
+            data = record_status("ae", resource_id, "entered_in_error", reason, changed_at=_last_updated(resource))
             outcome.records.append(
                 make_record(
                     type_=InboundType.STATUS,
@@ -408,6 +422,7 @@ def _adverse_event(resource: dict[str, Any], source: SourceConfig, outcome: Outc
             delivery_id=_delivery("AdverseEvent", resource_id, version),
             source_version=source_version,
             assign_version=version is None,
+            entered_at=_last_updated(resource),
         )
     )
 

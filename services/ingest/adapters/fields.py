@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -69,8 +69,23 @@ def record_status(
     record_id: str,
     status: StatusName,
     reason: str | None,
+    *,
+    changed_at: datetime | None = None,
+    replaced_by: str | None = None,
 ) -> RecordStatusData:
-    return RecordStatusData(record_type=record_type, record_id=record_id[:200], status=status, reason=reason)
+    """`changed_at`: when the site changed the status, where its EDC's audit says (else safety uses our receipt);
+    `replaced_by`: the id the site re-entered the record under, when its form has an item for it."""
+    replacement = (replaced_by or "").strip()[:200] or None
+    if status == "restored":
+        replacement = None
+    return RecordStatusData(
+        record_type=record_type,
+        record_id=record_id[:200],
+        status=status,
+        reason=reason,
+        changed_at=changed_at,
+        replaced_by=replacement,
+    )
 
 
 def _optional(field: str, flags: list[str], read: Any, text: str | None, *args: Any) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from services.ingest.adapters.fields import (
@@ -50,8 +51,11 @@ def map_instance(
     status: StatusName | None = None,
     source_version: str | None = None,
     units: Mapping[str, str] | None = None,
+    entered_at: datetime | None = None,
 ) -> None:
-    """Add the events of one form instance to `outcome`; a form with nothing mapped filled in adds nothing."""
+    """Add the events of one form instance to `outcome`; a form with nothing mapped filled in adds nothing.
+
+    `entered_at`: when the site last modified the instance, where the EDC's audit says (an AE's entry time)."""
     baseline = baseline or mapping.baseline
     if mapping.type == "lab" and mapping.analytes:
         _analytes(values, mapping, place, source, outcome, baseline, status, source_version, units or {})
@@ -70,7 +74,14 @@ def map_instance(
         if kind == "subject_status":
             _disposition_taken_back(status, place, common, outcome)
             return
-        retracted = record_status(kind, record_id, status, f"record status at {place.path}")
+        retracted = record_status(
+            kind,
+            record_id,
+            status,
+            f"record status at {place.path}",
+            changed_at=entered_at,
+            replaced_by=fields.get("replaced_by") if kind == "ae" else None,
+        )
         outcome.records.append(make_record(type_=InboundType.STATUS, data=retracted, **common))
         return
     if mapping.type == "ae":
@@ -83,6 +94,7 @@ def map_instance(
                 **common,
                 source_version=version_text(ae.version) if version_given else source_version,
                 assign_version=not version_given,
+                entered_at=entered_at,
             )
         )
     elif mapping.type == "lab":

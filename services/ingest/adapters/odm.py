@@ -132,6 +132,12 @@ def _items(group: Element) -> dict[str, tuple[str, Element]]:
 
 
 def _latest_audit(elements: list[Element], source: SourceConfig) -> str | None:
+    moment = _latest_audit_time(elements, source)
+    return version_text(moment.isoformat()) if moment is not None else None
+
+
+def _latest_audit_time(elements: list[Element], source: SourceConfig) -> datetime | None:
+    """The latest `AuditRecord/DateTimeStamp` under the elements (UTC): when the site last changed them."""
     stamps = []
     for element in elements:
         for stamp in element.iter():
@@ -141,7 +147,7 @@ def _latest_audit(elements: list[Element], source: SourceConfig) -> str | None:
                 except ValueError:
                     continue
                 stamps.append((moment if moment.tzinfo else moment.replace(tzinfo=source.zone)).astimezone(UTC))
-    return version_text(max(stamps).isoformat()) if stamps else None
+    return max(stamps) if stamps else None
 
 
 def _units(found: dict[str, tuple[str, Element]]) -> dict[str, str]:
@@ -174,6 +180,7 @@ def _form(
                 outcome=outcome,
                 status=status or _status(group),
                 source_version=_latest_audit([group], source),
+                entered_at=_latest_audit_time([group], source),  # the site's entry time of this AE version
             )
         return
     baseline = event_oid in source.mapping.baseline_events

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -89,8 +90,10 @@ def make_record(
     delivery_id: str | None = None,
     source_version: str | None = None,
     assign_version: bool = False,
+    entered_at: datetime | None = None,
 ) -> SourceRecord:
-    """Without a sender's delivery id the record is identified by its content (see `SourceRecord`)."""
+    """Without a sender's delivery id the record is identified by its content (see `SourceRecord`); `entered_at`: see
+    `CanonicalEvent`."""
     key = fitted_key(record_key)
     header = InboundHeader(
         id=delivery_id or f"{key[:160]}@{content_hash(str(type_), data)[:24]}",
@@ -101,7 +104,7 @@ def make_record(
         data={},
     )
     return SourceRecord(
-        event=CanonicalEvent(header=header, data=data),
+        event=CanonicalEvent(header=header, data=data, entered_at=entered_at),
         record_key=key,
         source_version=source_version,
         assign_version=assign_version,

@@ -264,16 +264,6 @@ def test_re_reported_under_a_new_id_with_the_sites_awareness_keeps_the_first_clo
     assert detected.data.awareness_at == at(0, 13)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP (design): re-entered under a new AE id WITHOUT an awareness date, the new SAE's 24 h clock starts at "
-    "the new record's receipt (day 1, 11:00), 21 h later than the sponsor's first receipt of the same event (day 0, "
-    "14:00). ICH E2D 5.2 / E2A III.A.2: day 0 is when the sponsor first had the minimum information of the case, and "
-    "a re-entry is the same case. Nothing links the two records: the retraction's reason is free text "
-    "('re-entered as AE-2') and RecordStatusData has no 'replaced_by'. A link field (ODM/REDCap cannot send one "
-    "today) or a review prompt ('a serious AE of the same term was withdrawn on day 0: check its clock') is a "
-    "design decision, not a focused fix.",
-)
 def test_re_reported_under_a_new_id_without_awareness_inherits_the_first_receipt(driver: Driver) -> None:
     driver.apply(reaction(awareness_at=None), now=at(0, 14))
     driver.apply(site_status("entered_in_error", at(1), reason="re-entered as AE-2"), now=at(1))
@@ -373,16 +363,6 @@ def test_a_version_the_edc_delivered_late_is_not_taken_for_one_sent_after_the_re
     late = reaction(2, received=at(1, 11), grade=4).model_copy(update={"time": at(1, 9)})
     out = driver.apply(late, now=at(1, 11))
     assert not [f for f in of_type(out, "data_quality.flagged") if f.data.code == VERSION_OF_RETRACTED_AE]
-
-
-test_a_version_the_edc_delivered_late_is_not_taken_for_one_sent_after_the_retraction = pytest.mark.xfail(
-    strict=True,
-    reason="NOISE (minor): 'sent after the retraction' compares our receipt time with the site's changed_at, two "
-    "clocks; a webhook retried after the site's deletion reads as sent after it, and the officer is paged with "
-    "'received after the site marked the AE deleted ... restore it'. Whether the envelope `time` is the site's "
-    "entry time depends on the adapter (not all EDCs send one), so this is left for the ingest owners to decide; "
-    "the flag errs on asking, never on missing a real follow-up.",
-)(test_a_version_the_edc_delivered_late_is_not_taken_for_one_sent_after_the_retraction)
 
 
 def test_the_case_begins_with_its_lowest_serious_version_whatever_the_order() -> None:

@@ -1,0 +1,158 @@
+"""Pure: a serious AE the site re-entered under a new AE id keeps the reporting clock of the record it took back.
+
+Sites fix a wrongly entered AE (wrong form, wrong log line) by marking it entered in error or deleting it and
+entering the event again under a new AE id, often without the awareness date. The new record is the same case:
+ICH E2D 5.2 / E2A III.A.2 put day 0 at the sponsor's first receipt of the minimum information, so the new SAE's
+24 h clock starts when the first record's did, not when the re-entry arrived (up to a day later).
+
+The link is, in order:
+- explicit: the site's retraction names the new id (`RecordStatusData.replaced_by`, from an EDC or connector that
+  can say it); then no window applies;
+- likely: the subject's serious AE of the same CTCAE/verbatim term (see `ae_terms.normalise`), taken back within
+  `sae.reentry_lookback_hours` (either side) of the new AE's first receipt, naming no other replacement.
+A linked AE takes the earlier of the two clocks, never a later one than its own: a wrong link makes a report look
+due sooner, never later, and the finding (`REENTRY_CLOCK`) names both records so the officer and the site can
+correct it. The link is computed from the stored data each time a signal is built, never stored: the same data in
+any order gives the same clock, and a restore of the first record ends the link (both AEs then stand, each on its
+own clock, and notify keeps the earlier deadline it was given).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from services.safety.ae_terms import normalise
+from services.safety.sae import clock_start, criteria_of
+from shared.clock import utc
+from shared.events import AeData, AwarenessBasis
+
+REENTRY_CLOCK = "sae_clock_from_withdrawn_ae"
+"""A serious AE taken as the re-entry of one the site took back: its reporting clock is the first record's."""
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """What the rule reads of one stored AE version (`AeVersion`): its payload as sent and when we received it."""
+
+    ae_id: str
+    payload: Mapping[str, object]
+    received_at: datetime
+    version: int = 1
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
+class Retraction:
+    """The site's standing retraction of an AE (`RecordStatus` with an inactive status)."""
+
+    ae_id: str
+    status: str
+    changed_at: datetime
+    reason: str | None
+    replaced_by: str | None
+
+
+@dataclass(frozen=True)
+class ReEntry:
+    """The withdrawn AE whose clock a new one takes, and why."""
+
+    withdrawn: Retraction
+    term: str
+    awareness_at: datetime
+    awareness_basis: AwarenessBasis
+    explicit: bool
+
+
+def terms_of(versions: Iterable[StoredVersion]) -> frozenset[str]:
+    """Every normalised term (verbatim and CTCAE) the AE's versions were reported under."""
+    found: set[str] = set()
+    for version in versions:
+        for key in ("term", "ctcae_term"):
+            text = version.payload.get(key)
+            if isinstance(text, str) and normalise(text):
+                found.add(normalise(text))
+    return frozenset(found)
+
+
+def serious_clock(versions: Iterable[StoredVersion]) -> tuple[datetime, AwarenessBasis] | None:
+    """The clock an AE's SAE had: the earliest start over its serious versions (as `sae.assess_ae` folds it);
+    None when no version was serious."""
+    starts = []
+    for version in versions:
+        data = AeData.model_validate(version.payload)
+        if criteria_of(data):
+            starts.append(clock_start(data, received_at=utc(version.received_at)))
+    return min(starts, key=lambda start: start[0]) if starts else None
+
+
+def reentry_of(
+    ae_id: str,
+    *,
+    own_clock: datetime,
+    versions: Sequence[StoredVersion],
+    retractions: Sequence[Retraction],
+    lookback: timedelta,
+) -> ReEntry | None:
+    """The withdrawn serious AE that `ae_id` re-enters, when its clock is earlier than `own_clock`; else None.
+
+    `versions`: the subject's stored AE versions (all AEs); `retractions`: the subject's standing retractions of
+    AEs. Among several candidates the earliest clock wins (the conservative one)."""
+    mine = [v for v in versions if v.ae_id == ae_id]
+    if not mine:
+        return None
+    first_received = min(utc(v.received_at) for v in mine)
+    my_terms = terms_of(mine)
+    explicit = [r for r in retractions if r.replaced_by == ae_id and r.ae_id != ae_id]
+    candidates = explicit or [
+        r
+        for r in retractions
+        if r.ae_id != ae_id
+        and r.replaced_by is None
+        and lookback > timedelta(0)
+        and abs(first_received - utc(r.changed_at)) <= lookback
+    ]
+    best: ReEntry | None = None
+    for retraction in candidates:
+        theirs = [v for v in versions if v.ae_id == retraction.ae_id]
+        shared_terms = sorted(terms_of(theirs) & my_terms)
+        if not explicit and not shared_terms:
+            continue
+        clock = serious_clock(theirs)
+        if clock is None or clock[0] >= utc(own_clock):
+            continue
+        if best is None or clock[0] < best.awareness_at:
+            term = shared_terms[0] if shared_terms else next(iter(sorted(terms_of(theirs))), "")
+            best = ReEntry(retraction, term, clock[0], clock[1], explicit=bool(explicit))
+    return best
+
+
+def reentry_detail(ae_id: str, link: ReEntry, *, own_clock: datetime, lookback: timedelta) -> str:
+    """The finding for the officer and the site: what was linked, why, and what to do if it is wrong."""
+    withdrawn = link.withdrawn
+    why = (
+        f"the site's retraction of AE {withdrawn.ae_id} names AE {ae_id} as its replacement"
+        if link.explicit
+        else f"same subject, same term ('{link.term}'), AE {withdrawn.ae_id} taken back within "
+        f"{_hours(lookback)} of AE {ae_id}'s first receipt"
+    )
+    reason = f" ({withdrawn.reason})" if withdrawn.reason else ""
+    basis = "site awareness" if link.awareness_basis is AwarenessBasis.SITE else "first receipt"
+    return (
+        f"Serious AE {ae_id} is taken as the re-entry of serious AE {withdrawn.ae_id}, which the site marked "
+        f"{withdrawn.status.replace('_', ' ')}{reason} on {_when(withdrawn.changed_at)}: {why}. Its 24 h SAE clock "
+        f"starts at AE {withdrawn.ae_id}'s {basis}, {_when(link.awareness_at)}, not at {_when(own_clock)} (ICH E2D: "
+        f"day 0 is the sponsor's first receipt of the case). If AE {ae_id} is a different event, the site should "
+        f"say so (restore AE {withdrawn.ae_id} if it stands, or correct the term) and the safety officer "
+        f"should judge the report's due date from AE {ae_id}'s own clock."
+    )
+
+
+def _when(moment: datetime) -> str:
+    return utc(moment).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _hours(span: timedelta) -> str:
+    hours = int(span.total_seconds() // 3600)
+    return f"{hours // 24} days" if hours % 24 == 0 else f"{hours} h"
