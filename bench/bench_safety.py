@@ -41,7 +41,7 @@ from shared.consumer_service import ConsumerService, ConsumerSpec
 from shared.db import make_engine
 from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope
 from shared.kafka import delete_topics
-from shared.lanes import bulk_topic
+from shared.lanes import bulk_topic, routine_topic
 from shared.memory import tune_allocator, tune_gc
 from shared.outbox import Outgoing
 from shared.protocol import Protocol, load_protocol
@@ -91,7 +91,7 @@ async def drain(database_url: str, stream: Sequence[Message], rule: str, *, limi
         group_id=f"bench-{uuid.uuid4().hex[:8]}",
         bootstrap_servers=BOOTSTRAP,
         consume_topic=topic,
-        produce_topics=[signals],
+        produce_topics=[signals, routine_topic(signals)],  # as safety's own spec: both lanes exist before
         parse=CLINICAL_ADAPTER.validate_json,
         event_id=lambda envelope: envelope.id,
         apply=rules[rule],
