@@ -216,8 +216,8 @@ class DeliveryDispatcher:
         self._on_failover = on_failover
         self._wakeup = Wakeup(poll_seconds)
         self._pages_wakeup = Wakeup(poll_seconds)
-        self._sending_notices = False
-        """True while the first lane hands over notices or digests: the page lane works meanwhile."""
+        self._busy_tier: int | None = None
+        """The urgency the first lane is handing over; the page lane meanwhile sends what is more urgent."""
         self._concurrency = concurrency
         self._batch_size = batch_size
         self._digest_window = digest_window
@@ -232,10 +232,11 @@ class DeliveryDispatcher:
         self._pages_wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Two lanes: everything due, most urgent first; and pages alone, so a page queued while a batch of
-        notices is being handed over (seconds, with a slow mail server) leaves at once, not after the batch.
-        The page lane works only while the first lane hands over notices: otherwise that lane takes pages
-        first anyway, and pages keep the one concurrency bound."""
+        """Two lanes: everything due, most urgent first; and the page lane, so a page queued while a batch of
+        notices is being handed over (seconds, with a slow mail server) leaves at once, not after the batch, and
+        an SAE's page queued while a batch of other pages is (a backfill's lab pages, with their database writes)
+        leaves before it too. The page lane works only while the first lane hands over a less urgent class than
+        the most urgent, and takes only what is more urgent than that class, so each class keeps one bound."""
         await asyncio.gather(
             self._lane(stop, self._wakeup, pages_only=False),
             self._lane(stop, self._pages_wakeup, pages_only=True),
@@ -245,7 +246,7 @@ class DeliveryDispatcher:
         while not stop.is_set():
             try:
                 # A backlog: claim the next batch at once, most urgent first, until nothing is due.
-                while (not pages_only or self._sending_notices) and not stop.is_set():
+                while (not pages_only or self._outranked() is not None) and not stop.is_set():
                     if not await self.dispatch_due(pages_only=pages_only):
                         break
             except Exception:
@@ -256,10 +257,18 @@ class DeliveryDispatcher:
 
     async def dispatch_due(self, limit: int | None = None, *, pages_only: bool = False) -> int:
         """Send what is due now, most urgent first, up to `concurrency` at a time; returns how many
-        deliveries were attempted (a digest counts each notice it carries). `pages_only`: the page lane.
+        deliveries were attempted (a digest counts each notice it carries). `pages_only`: the page lane, which
+        takes only what is more urgent than the class the first lane is handing over (pages, while it hands
+        over notices; the critical class, while it hands over other pages).
 
         Leases keep the lanes (and replicas) apart: a delivery one of them holds is not claimed by another."""
-        units, exhausted = await asyncio.to_thread(self._claim, limit or self._batch_size, pages_only)
+        most = urgency.DIGEST
+        if pages_only:
+            outranked = self._outranked()
+            if outranked is None:
+                return 0
+            most = min(outranked, urgency.PAGE)
+        units, exhausted = await asyncio.to_thread(self._claim, limit or self._batch_size, most)
         if exhausted:
             error = (
                 f"the sender stopped during each of its {self._max_attempts} attempts (the message may have gone "
@@ -284,13 +293,14 @@ class DeliveryDispatcher:
             for tier in sorted({unit.urgency for unit in units}):
                 # One urgency class at a time: a page never shares the bound with bulk mail.
                 tasks = [asyncio.create_task(send(unit)) for unit in units if unit.urgency == tier]
-                self._sending_notices = tier > urgency.PAGE and not pages_only
-                if self._sending_notices:
-                    self._pages_wakeup.set()  # pages committed from now on go by the page lane
+                if not pages_only:
+                    self._busy_tier = tier
+                    if self._outranked() is not None:
+                        self._pages_wakeup.set()  # more urgent ones committed from now on go by the page lane
                 await asyncio.gather(*tasks)
         finally:
             if not pages_only:
-                self._sending_notices = False
+                self._busy_tier = None
             for task in tasks:
                 task.cancel()
             heartbeat.cancel()
@@ -318,7 +328,15 @@ class DeliveryDispatcher:
         with Session(self._engine) as session, session.begin():
             return store.renew_delivery_leases(session, delivery_ids=delivery_ids, holder=self.holder, until=until)
 
-    def _claim(self, limit: int, pages_only: bool = False) -> tuple[list[SendUnit], list[Claimed]]:
+    def _outranked(self) -> int | None:
+        """The least urgent class the page lane may take now (more urgent than what the first lane is handing
+        over), or None when it has nothing to do."""
+        busy = self._busy_tier
+        if busy is None or busy <= urgency.CRITICAL:
+            return None
+        return busy - 1
+
+    def _claim(self, limit: int, most_urgency: int = urgency.DIGEST) -> tuple[list[SendUnit], list[Claimed]]:
         """Lease due deliveries, most urgent first, digest notices grouped per recipient. Also returns those
         whose every attempt was interrupted (a sender killed each time): they fail over instead."""
         now = self._clock.now()
@@ -329,7 +347,7 @@ class DeliveryDispatcher:
                 now=now,
                 limit=limit,
                 digest_after=now - self._digest_window,
-                most_urgency=urgency.PAGE if pages_only else urgency.DIGEST,
+                most_urgency=most_urgency,
             )
             won = [
                 i for i in ids if store.lease_delivery(session, delivery_id=i, now=now, until=until, holder=self.holder)

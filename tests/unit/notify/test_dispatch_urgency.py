@@ -330,3 +330,37 @@ async def test_a_page_queued_while_notices_are_handed_over_leaves_before_they_fi
         await asyncio.wait_for(running, timeout=5)
     assert [str(m["Subject"]).startswith("Digest: 3 notices") for m in channel.sent[2:]] == [True, True]
     assert {d.status for d in notifier.deliveries()} == {"sent"}
+
+
+async def test_an_sae_page_leaves_while_a_batch_of_other_pages_is_handed_over(
+    notifier: Notifier, make_sae: Any
+) -> None:
+    """The page lane takes the critical class while the first lane hands over lab pages (a backfill's, each with
+    a review deadline): the SAE's two pages do not wait for the lab batch in flight."""
+    for n in range(5):
+        notifier.apply(lab_page(n))
+    channel = NoticesHeld()
+    sender = DeliveryDispatcher(
+        engine=notifier.engine,
+        channel=channel,
+        clock=notifier.clock,
+        metrics=DeliveryMetrics.create(CollectorRegistry()),
+        max_attempts=3,
+        base_backoff_seconds=10,
+        poll_seconds=3600,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(sender.run(stop))
+    try:
+        await asyncio.wait_for(channel.holding.wait(), timeout=5)
+        notifier.apply(make_sae(awareness_at=notifier.clock.now()))
+        sender.wake()
+        await asyncio.wait_for(channel.paged.wait(), timeout=5)
+        assert not channel.release.is_set(), "the lab pages are still being handed over"
+        channel.release.set()
+    finally:
+        stop.set()
+        sender.wake()
+        await asyncio.wait_for(running, timeout=5)
+    assert [str(m["Subject"]).startswith("[NCT07212335] SAE report due") for m in channel.sent[:2]] == [True, True]
+    assert {d.status for d in notifier.deliveries()} == {"sent"}
