@@ -6,11 +6,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from shared.events import AwarenessBasis, SaeData, SaeDetected, SaeWithdrawalData, SaeWithdrawn
+from shared.events import (
+    AwarenessBasis,
+    LabToxicity,
+    LabToxicityData,
+    SaeData,
+    SaeDetected,
+    SaeWithdrawalData,
+    SaeWithdrawn,
+)
 
 TRIAL = "NCT07212335"
 
@@ -85,4 +93,28 @@ def sae_withdrawn(
         time=at,
         trialid=TRIAL,
         data=SaeWithdrawalData.model_validate(payload),
+    )
+
+
+def grade4_platelets(n: int, *, at: datetime, site: str = "101") -> LabToxicity:
+    """A backfilled grade-4 platelet count of subject BF-<n>, collected 30 days before `at`: one lab page each."""
+    subject = f"BF-{n:04d}"
+    data = LabToxicityData(
+        site_id=site,
+        subject_id=subject,
+        result_id=f"R-{n}",
+        test="PLAT",
+        term="Platelet count decreased",
+        grade=4,
+        baseline_grade=None,
+        previous_grade=None,
+        value="12",
+        unit="10^9/L",
+        reason="PLAT 12 x10^9/L: grade 4 (< 25)",
+        collected_at=at - timedelta(days=30),
+        source_event_id=f"lab-{n}",
+        received_at=at,
+    )
+    return LabToxicity(
+        id=f"lab-signal-{n}", source="/services/safety", subject=subject, time=at, trialid=TRIAL, data=data
     )

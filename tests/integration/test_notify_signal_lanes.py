@@ -6,7 +6,7 @@ after all 300 as on one topic."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,11 +19,11 @@ from services.notify.main import create_app
 from services.notify.models import Alert
 from services.notify.settings import NotifySettings
 from shared.db import make_engine
-from shared.events import LabToxicity, LabToxicityData, message_key
+from shared.events import message_key
 from shared.lanes import routine_topic
 from tests.kafka_tools import publish_sync
 from tests.polling import wait_for
-from tests.signal_factories import sae_detected
+from tests.signal_factories import grade4_platelets, sae_detected
 
 pytestmark = pytest.mark.integration
 AT = datetime(2026, 11, 25, 22, 15, tzinfo=UTC)
@@ -31,34 +31,11 @@ BACKLOG = 300
 ROUTINE_BATCH = 50
 
 
-def lab_signal(n: int) -> LabToxicity:
-    subject = f"BF-{n:04d}"
-    data = LabToxicityData(
-        site_id="101",
-        subject_id=subject,
-        result_id=f"R-{n}",
-        test="PLAT",
-        term="Platelet count decreased",
-        grade=4,
-        baseline_grade=None,
-        previous_grade=None,
-        value="12",
-        unit="10^9/L",
-        reason="PLAT 12 x10^9/L: grade 4 (< 25)",
-        collected_at=AT - timedelta(days=30),
-        source_event_id=f"lab-{n}",
-        received_at=AT,
-    )
-    return LabToxicity(
-        id=f"lab-signal-{n}", source="/services/safety", subject=subject, time=AT, trialid="NCT07212335", data=data
-    )
-
-
 def test_an_sae_is_handled_before_a_backlog_of_routine_signals(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
     signals = f"{topic_prefix}.signals"
-    labs = [lab_signal(n) for n in range(BACKLOG)]
+    labs = [grade4_platelets(n, at=AT) for n in range(BACKLOG)]
     publish_sync(
         kafka_bootstrap,
         routine_topic(signals),

@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry
 from services.notify import urgency
 from services.notify.dispatcher import DeliveryDispatcher, DeliveryMetrics
 from services.notify.models import Alert, Delivery
-from shared.events import AssessmentMissed, AssessmentMissedData, LabToxicity, LabToxicityData
+from shared.events import AssessmentMissed, AssessmentMissedData
+from tests.signal_factories import grade4_platelets
 from tests.unit.conftest import START, TRIAL, FakeChannel
 from tests.unit.notify.conftest import Notifier
 
@@ -202,34 +203,11 @@ async def test_a_page_queued_during_a_bulk_backlog_leaves_in_the_next_batch(noti
     assert all("SAE report due" in s for s in sent_subjects(notifier.channel)[:2])
 
 
-def lab_page(n: int) -> LabToxicity:
-    subject = f"BF-{n:03d}"
-    data = LabToxicityData(
-        site_id="SITE-1",
-        subject_id=subject,
-        result_id=f"R-{n}",
-        test="PLAT",
-        term="Platelet count decreased",
-        grade=4,
-        baseline_grade=None,
-        previous_grade=None,
-        value="12",
-        unit="10^9/L",
-        reason="PLAT 12 x10^9/L: grade 4 (< 25)",
-        collected_at=START - timedelta(days=30),
-        source_event_id=f"lab-{n}",
-        received_at=START,
-    )
-    return LabToxicity(
-        id=f"sig-lab-{n}", source="/services/safety", subject=subject, time=START, trialid=TRIAL, data=data
-    )
-
-
 async def test_an_sae_page_goes_before_the_lab_pages_a_backfill_queued(notifier: Notifier, make_sae: Any) -> None:
     """A backfill's grade-4 platelets: 60 lab alerts, each with a review deadline, so each a page; then an SAE. In
     batches of 10 the SAE's pages leave in the first, not after the 120 lab pages queued before them."""
     for n in range(60):
-        notifier.apply(lab_page(n))
+        notifier.apply(grade4_platelets(n, at=START, site="SITE-1"))
     assert {d.urgency for d in notifier.deliveries()} == {urgency.PAGE}
     notifier.apply(make_sae(awareness_at=notifier.clock.now()))
     sender = DeliveryDispatcher(
@@ -338,7 +316,7 @@ async def test_an_sae_page_leaves_while_a_batch_of_other_pages_is_handed_over(
     """The page lane takes the critical class while the first lane hands over lab pages (a backfill's, each with
     a review deadline): the SAE's two pages do not wait for the lab batch in flight."""
     for n in range(5):
-        notifier.apply(lab_page(n))
+        notifier.apply(grade4_platelets(n, at=START, site="SITE-1"))
     channel = NoticesHeld()
     sender = DeliveryDispatcher(
         engine=notifier.engine,

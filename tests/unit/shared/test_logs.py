@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,24 +13,7 @@ import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
 from shared.logs import LineEncoder, RepeatLimiter, configure_logging, event_log_fields
-
-
-@pytest.fixture
-def output() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    configure_logging("info", stream=stream)
-    try:
-        yield stream
-    finally:
-        root.handlers, level = saved
-        root.setLevel(level)
-        structlog.reset_defaults()
-
-
-def lines(stream: io.StringIO) -> list[dict[str, object]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
+from tests.unit.shared.conftest import lines
 
 
 def test_standard_library_records_become_json_with_trace_and_event_ids(output: io.StringIO) -> None:

@@ -4,14 +4,12 @@ relay's records) and one line per committed transaction says what was handled.""
 from __future__ import annotations
 
 import io
-import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import pytest
-import structlog
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -21,33 +19,15 @@ from shared.db import create_tables
 from shared.events import CLINICAL_ADAPTER, ClinicalEnvelope, message_key
 from shared.inbox import ProcessedEvent
 from shared.kafka import ConsumedMessage
-from shared.logs import configure_logging
 from shared.metrics import ConsumerMetrics
 from shared.outbox import OutboxMessage, Outgoing
 from shared.processing import TransactionalHandler
 from shared.tracing import consuming, current_traceparent
+from tests.unit.shared.conftest import lines
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
 SIGNALS = "sentinel.signals.v1"
-
-
-@pytest.fixture
-def output() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    configure_logging("info", stream=stream)
-    try:
-        yield stream
-    finally:
-        root.handlers, level = saved
-        root.setLevel(level)
-        structlog.reset_defaults()
-
-
-def lines(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 def record(value: bytes, *, offset: int = 0, traceparent: str | None = PARENT) -> ConsumedMessage:
