@@ -230,7 +230,7 @@ def _log_handled(
     if len(claims) == 1:
         [claim] = claims
         where = (claim.topic, claim.partition, claim.offset)
-        message = next(m for m, _ in items if (m.topic, m.partition, m.offset) == where)
+        value = next((m.value for m, _ in items if (m.topic, m.partition, m.offset) == where), b"")
         with continuing(traces.get(claim.event_id)):
             event_log.info(
                 "event handled",
@@ -240,7 +240,7 @@ def _log_handled(
                 offset=claim.offset,
                 duplicates=duplicates,
                 ms=ms,
-                **envelope_attributes(message.value),
+                **envelope_attributes(value),
             )
     elif claims or duplicates:
         topics = sorted({claim.topic for claim in claims})
