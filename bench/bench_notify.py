@@ -2,7 +2,8 @@
 
 Drain: fills a fresh signals topic with what safety sends for SENTINEL_BENCH_SUBJECTS subjects (default 200):
 per subject an SAE and its follow-up, lab toxicities (two terms, one worsening twice) and a missed visit,
-then times notify's consumer (real Kafka, the real database, the relay running) working through them, on
+then times notify's consumer (real Kafka, the real database, the relay running, its rule as the service builds it,
+with a console URL as deployments set one) working through them, on
 SQLite and PostgreSQL (SENTINEL_BENCH_DATABASES). The clock starts at the first processed signal; a run stops
 after SENTINEL_BENCH_LIMIT_SECONDS (default 20). Baseline of the same run: the same consumer and database with
 a rule that does nothing (inbox row only): what Kafka, the batch transaction and the offset commits cost.
@@ -26,7 +27,6 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesParser
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from services.notify.channels import OutgoingMessage
 from services.notify.channels.email import EmailDelivery, SmtpChannel, SmtpConfig
 from services.notify.dispatcher import DeliveryDispatcher, DeliveryMetrics
 from services.notify.main import MIGRATIONS
+from services.notify.signal_batch import open_batch
 from services.notify.signals import apply_signal
 from shared.clock import SystemClock
 from shared.consumer_service import ConsumerService, ConsumerSpec
@@ -61,10 +62,13 @@ from shared.events import (
 from shared.kafka import delete_topics
 from shared.memory import tune_allocator, tune_gc
 from shared.outbox import Outgoing
+from shared.processing import per_record
 from shared.protocol import load_protocol
 from shared.schema_version import SHARED, prepare_database
 
 TRIAL = "NCT07212335"
+CONSOLE_URL = "https://sentinel-console.example"
+"""Set as every deployment sets SENTINEL_CONSOLE_URL: each mail links to its alert's page."""
 START = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
 PAGE_SUBJECT = re.compile(r"SAE report due.*subject ((?:PG|DI)-[0-9a-f-]+)")
 
@@ -162,7 +166,7 @@ async def drain(database_url: str, topic: str, total: int, rule: str, *, limit_s
     engine = make_engine(database_url)
     prepare_database(engine, [SHARED, MIGRATIONS], auto_migrate=True)
     protocol = load_protocol(None)
-    rules: dict[str, Any] = {"nothing": nothing, "notify": partial(apply_signal, protocol=protocol)}
+    rules: dict[str, Any] = {"nothing": per_record(nothing), "notify": open_batch(protocol, CONSOLE_URL)}
     spec: ConsumerSpec[SignalEnvelope] = ConsumerSpec(
         service="notify",
         group_id=f"bench-{uuid.uuid4().hex[:8]}",
@@ -172,6 +176,7 @@ async def drain(database_url: str, topic: str, total: int, rule: str, *, limit_s
         parse=SIGNAL_ADAPTER.validate_json,
         event_id=lambda envelope: envelope.id,
         apply=rules[rule],
+        batched=True,
     )
     registry = CollectorRegistry()
     committed = asyncio.Event()

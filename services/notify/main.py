@@ -8,7 +8,6 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from functools import partial
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -23,7 +22,7 @@ from services.notify.escalation import webhook_names
 from services.notify.metrics import DeadLetterMetrics, ResponseMetrics, StateCollector, TimerMetrics
 from services.notify.runtime import NotifyRuntime
 from services.notify.settings import NotifySettings
-from services.notify.signals import apply_signal
+from services.notify.signal_batch import open_batch
 from services.notify.timers import TimerRunner
 from shared.audit import anchor_audit
 from shared.auth import TokenAuthenticator
@@ -131,7 +130,8 @@ def create_app(
         produce_topics=[],
         parse=SIGNAL_ADAPTER.validate_json,
         event_id=lambda envelope: envelope.id,
-        apply=partial(apply_signal, protocol=protocol, console_url=settings.console_url),
+        apply=open_batch(protocol, settings.console_url),
+        batched=True,
         tuning=settings.consumer_tuning(),
     )
     recording = not own_tracing or exporter_enabled(os.environ)  # an injected provider records (tests' exporters)

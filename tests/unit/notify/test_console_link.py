@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlmodel import Session, select
 
 from services.notify import models
 from services.notify.mail_content import console_link, with_console_link
 from services.notify.metrics import TimerMetrics
 from services.notify.models import Alert, Delivery
+from services.notify.signal_batch import open_batch
 from services.notify.signals import apply_signal
 from services.notify.timers import TimerRunner
 from shared.clock import FakeClock
@@ -66,3 +67,29 @@ def test_without_a_console_url_mails_carry_no_link(engine: Engine, protocol: Pro
     with Session(engine) as session, session.begin():
         apply_signal(session, sae_detected("S-1", aware=NOW), NOW, protocol=protocol)
     assert all("/console/alerts/" not in d.body_text for d in deliveries(engine))
+
+
+def test_a_transaction_of_signals_links_every_mail_reading_each_once(engine: Engine, protocol: Protocol) -> None:
+    """The consumer's rule (signal_batch): 30 SAEs in one transaction; every mail links to its own alert, and the
+    mails are read for linking once at the end, not once per signal (which read about n^2/2 of them)."""
+    create_tables(engine, models.TABLES)
+    read: list[int] = []
+
+    def count_reads(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM notify_deliveries" in statement and "notify_deliveries.created_at =" in statement:
+            read.append(1)  # the linking query: the mails queued at the transaction's instant
+
+    event.listen(engine, "before_cursor_execute", count_reads)
+    with Session(engine) as session, session.begin():
+        batch = open_batch(protocol, CONSOLE)(session, NOW, [])
+        for n in range(30):
+            batch.apply(sae_detected(f"S-{n:02d}", aware=NOW))
+        assert read == [], "nothing linked per signal"
+        batch.finish()
+    event.remove(engine, "before_cursor_execute", count_reads)
+    with Session(engine) as session:
+        alerts = {a.id for a in session.exec(select(Alert)).all()}
+    mails = deliveries(engine)
+    assert len(alerts) == 30 and len(mails) >= 60
+    assert all(console_link(CONSOLE, d.alert_id) in d.body_text for d in mails)
+    assert len(read) == 1
