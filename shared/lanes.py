@@ -12,7 +12,9 @@ data-quality findings, missed assessments, deviations, lost responses) go to `<s
 decision signals (SAE, SUSAR, DLT, acute reaction, cohort, stopping rule, dose) stay on the signals topic, which
 notify drains first. Notify keeps an alert thread per kind, and each kind travels on one lane, so a thread's
 signals keep their order (measured: an SAE waited 7.5 s behind the 767 lab signals of a 25,000-row backfill of
-this trial's cytopenic population).
+this trial's cytopenic population). One exception by content: a deviation that pages (a subject dosed while
+ineligible or from a lot not released, overdosed, enrolled into an arm held, stopped or under DLT review: a subject
+may be at risk) takes the signals topic; each deviation is its own alert thread, so no thread spans two lanes.
 """
 
 from __future__ import annotations
@@ -37,8 +39,16 @@ def routine_topic(signals_topic: str) -> str:
 
 
 def signal_topic(topic: str, envelope: object) -> str:
-    """Where a message queued for `topic` goes: a routine signal to the routine lane, anything else to `topic`."""
-    return routine_topic(topic) if getattr(envelope, "type", None) in ROUTINE_SIGNALS else topic
+    """Where a message queued for `topic` goes: a routine signal to the routine lane, anything else (and a
+    deviation that pages) to `topic`."""
+    kind = getattr(envelope, "type", None)
+    if kind not in ROUTINE_SIGNALS or (kind == "protocol.deviation" and _pages(envelope)):
+        return topic
+    return routine_topic(topic)
+
+
+def _pages(envelope: object) -> bool:
+    return getattr(getattr(envelope, "data", None), "pages", False) is True
 
 
 def bulk_topic(clinical_topic: str) -> str:
