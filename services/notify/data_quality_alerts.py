@@ -6,7 +6,9 @@ without its own contact), the lab alert roles hear of it: a finding is never add
 One alert per record and finding; the same finding again only adds history, a changed one re-notifies.
 A finding about the data under an officer's DLT decision also goes to the DLT's roles (`dlt.notify_roles`, the
 people who decide and revise it), whatever the protocol's data-quality routing says: it asks them to review a
-decision, not the site to correct a record.
+decision, not the site to correct a record. A death recorded with no fatal AE on record goes to the SAE roles
+(`sae.notify_roles`) too: no SAE clock or grade 5 DLT can start until the site reports the AE, so the officers
+chase it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ LABELS = {
 }
 DLT_DECISION_CODES = frozenset({"confirmed_dlt_ae_retracted", "decided_dlt_data_changed"})
 """Findings about the data an officer's DLT decision rests on (safety's retracted_dlt, dlt_decision_basis)."""
+SAE_ROLE_CODES = frozenset({"death_without_fatal_ae"})
+"""Findings the SAE roles hear of whatever the protocol's data-quality routing says (a death with no fatal AE)."""
 
 
 def finding_label(code: str) -> str:
@@ -48,6 +52,8 @@ def recipients(protocol: Protocol, data: DataQualityData) -> tuple[Recipient, ..
     roles = [*(rules.notify_roles or protocol.lab_alerts.notify_roles), *rules.code_roles.get(data.code, [])]
     if data.code in DLT_DECISION_CODES:
         roles += protocol.dlt.notify_roles
+    if data.code in SAE_ROLE_CODES:
+        roles += protocol.sae.notify_roles
     return site_recipients(protocol, roles, data.site_id, fallback_roles=protocol.lab_alerts.notify_roles)
 
 
