@@ -8,7 +8,8 @@ A finding about the data under an officer's DLT decision also goes to the DLT's 
 people who decide and revise it), whatever the protocol's data-quality routing says: it asks them to review a
 decision, not the site to correct a record. A death recorded with no fatal AE on record goes to the SAE roles
 (`sae.notify_roles`) too: no SAE clock or grade 5 DLT can start until the site reports the AE, so the officers
-chase it.
+chase it; so does an SAE the site took back naming a replacement that is not serious (its report is no longer
+tracked).
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ LABELS = {
     "confirmed_dlt_ae_retracted": "AE behind a CONFIRMED DLT retracted by the site",
     "decided_dlt_data_changed": "Data under a DLT decision changed",
     "sae_clock_from_withdrawn_ae": "SAE re-entered under a new AE id: its clock is the first record's",
+    "sae_replaced_by_non_serious": "SAE taken back and replaced by an AE not reported serious",
 }
 DLT_DECISION_CODES = frozenset({"confirmed_dlt_ae_retracted", "decided_dlt_data_changed"})
 """Findings about the data an officer's DLT decision rests on (safety's retracted_dlt, dlt_decision_basis)."""
-SAE_ROLE_CODES = frozenset({"death_without_fatal_ae"})
-"""Findings the SAE roles hear of whatever the protocol's data-quality routing says (a death with no fatal AE)."""
+SAE_ROLE_CODES = frozenset({"death_without_fatal_ae", "sae_replaced_by_non_serious"})
+"""Findings the SAE roles hear of whatever the protocol's data-quality routing says: a death with no fatal AE, an SAE
+whose replacement is not serious (no SAE report is tracked for either)."""
 
 
 def finding_label(code: str) -> str:

@@ -232,3 +232,20 @@ async def test_a_death_without_a_fatal_ae_is_told_to_the_sae_roles_not_only_the_
     sent = await notifier.at(NOW)
     assert to(sent) == [DM, MM, SO]
     assert lane(death_without_fatal_ae()) == SIGNALS
+
+
+async def test_an_sae_replaced_by_a_non_serious_ae_is_told_to_the_sae_roles(notifier: Notifier, tmp_path: Path) -> None:
+    """Safety's finding that a serious AE was taken back for a replacement not reported serious (its SAE report is no
+    longer tracked) reaches the safety officer and the medical monitor, not only the site's data manager."""
+    driver = Driver(make_engine(f"sqlite:///{tmp_path}/safety.db"), notifier.protocol)
+    driver.apply_all(dosed(), now=at(0, 10))
+    serious = ae("A-1", ae_id="AE-1", term="Febrile neutropenia", grade=3, seriousness={"hospitalization": True})
+    driver.apply(serious, now=at(5))
+    retraction = site_status("entered_in_error", at(6), reason="re-entered")
+    driver.apply(retraction.model_copy(update={"data": retraction.data.model_copy(update={"replaced_by": "AE-2"})}))
+    out = driver.apply(ae("A-1", ae_id="AE-2", term="Febrile neutropenia", grade=3), now=at(6, 1))
+    [finding] = [s for s in out if getattr(s.data, "code", None) == "sae_replaced_by_non_serious"]
+    notifier.apply(finding)
+    assert to(await notifier.at(NOW)) == [DM, MM, SO]
+    subject = str(notifier.channel.sent[-1]["Subject"])
+    assert "SAE taken back and replaced by an AE not reported serious" in subject

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from services.safety.dlt_decision_basis import DECIDED_DLT_DATA_CHANGED
 from services.safety.sae_reentry import REENTRY_CLOCK, Retraction, StoredVersion, reentry_of
+from services.safety.sae_retraction import SAE_REPLACED_BY_NON_SERIOUS
 from shared.events import EnvelopeBase, RecordStatusChanged
 from shared.protocol import Protocol
 from tests.unit.safety.clinical import Driver, ae, dose, enrol, lab, of_type, status, types
@@ -271,22 +272,46 @@ def explicit_retraction(changed: datetime, replaced_by: str) -> Any:
     return envelope.model_copy(update={"data": envelope.data.model_copy(update={"replaced_by": replaced_by})})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The site retracts a hospitalised SAE naming AE-2 as its replacement, and AE-2 is entered not serious (the "
-    "site left seriousness unticked): the SAE is withdrawn and its 24 h report obligation cancelled, and nothing tells "
-    "the officer that the replacement dropped the seriousness, although safety never lets a follow-up downgrade one.",
-)
-def test_replaced_by_naming_a_non_serious_ae_tells_the_officer_the_seriousness_was_dropped(driver: Driver) -> None:
-    driver.apply_all(dosed(), now=at(0, 10))
-    driver.apply(febrile_neutropenia("AE-1", onset_day=5, received=at(5, 14)), now=at(5, 14))
-    out = driver.apply(explicit_retraction(at(6, 8), "AE-2"), now=at(6, 8))
+def replacement_events() -> list[Any]:
+    """AE-1, a hospitalised febrile neutropenia; the site's retraction naming AE-2; AE-2 entered not serious."""
     mild = febrile_neutropenia("AE-2", onset_day=5, received=at(6, 9))
-    mild = mild.model_copy(update={"data": mild.data.model_copy(update={"seriousness": None})})
-    out += driver.apply(mild, now=at(6, 9))
-    assert [s.type for s in sae_signals(out, "AE-1")] == ["sae.withdrawn"]
-    told = [f for f in of_type(out, "data_quality.flagged") if f.data.record_id in ("AE-1", "AE-2")]
-    assert told, "the officer hears that the replacement of a serious AE is not serious"
+    return [
+        febrile_neutropenia("AE-1", onset_day=5, received=at(5, 14)),
+        explicit_retraction(at(6, 8), "AE-2"),
+        mild.model_copy(update={"data": mild.data.model_copy(update={"seriousness": None})}),
+    ]
+
+
+def downgrades(signals: list[EnvelopeBase]) -> list[Any]:
+    return [f.data for f in of_type(signals, "data_quality.flagged") if f.data.code == SAE_REPLACED_BY_NON_SERIOUS]
+
+
+def test_replaced_by_naming_a_non_serious_ae_tells_the_officer_the_seriousness_was_dropped(driver: Driver) -> None:
+    """The site retracts a hospitalised SAE naming AE-2 as its replacement, and AE-2 is entered not serious (the site
+    left seriousness unticked): the SAE is withdrawn and its report obligation cancelled. Safety never lets a
+    follow-up downgrade seriousness, so the officer and the site are told the replacement dropped it (fixed:
+    `sae_retraction.non_serious_replacement`)."""
+    driver.apply_all(dosed(), now=at(0, 10))
+    out = driver.apply_all(replacement_events(), now=at(6, 9))
+    assert [s.type for s in sae_signals(out, "AE-1")] == ["sae.detected", "sae.withdrawn"]
+    [told] = downgrades(out)
+    assert (told.record_type, told.record_id) == ("ae", "AE-2")
+    for words in ("Serious AE AE-1 (hospitalization)", "names AE AE-2 as its replacement", "not reported serious"):
+        assert words in told.detail, words
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_non_serious_replacement_is_told_once_in_any_order(protocol: Protocol, tmp_path: Path, batched: bool) -> None:
+    for n, order in enumerate(itertools.permutations(replacement_events())):
+        run = deliver(tmp_path, protocol, f"repl-{batched}-{n}", [dosed(), list(order)], batched=batched)
+        assert [f.record_id for f in downgrades(run.signals)] == ["AE-2"], n
+
+
+def test_a_serious_replacement_raises_no_such_finding(driver: Driver) -> None:
+    driver.apply_all(dosed(), now=at(0, 10))
+    events = replacement_events()
+    events[2] = febrile_neutropenia("AE-2", onset_day=5, received=at(6, 9))
+    assert downgrades(driver.apply_all(events, now=at(6, 9))) == []
 
 
 def test_replaced_by_a_non_serious_ae_that_becomes_serious_takes_the_first_clock(driver: Driver) -> None:
