@@ -106,7 +106,7 @@ def _began_after(onset: date | None, theirs: Sequence[StoredVersion]) -> bool:
     cannot be the event that record reported: a second episode, not its re-entry."""
     if onset is None or not theirs:
         return False
-    return onset > utc(min(utc(v.received_at) for v in theirs)).date() + timedelta(days=1)
+    return onset > min(utc(v.received_at) for v in theirs).date() + timedelta(days=1)
 
 
 def serious_clock(versions: Iterable[StoredVersion]) -> tuple[datetime, AwarenessBasis] | None:

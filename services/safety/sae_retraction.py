@@ -9,6 +9,8 @@ serious and not taken back. Here: what the transition says to notify, built from
   to restore the AE if it is real (a data-quality finding);
 - a serious AE the site re-entered under a new id keeps the taken-back AE's (earlier) clock in its SAE signals,
   whichever came first, with a finding naming both (the pure rule: `sae_reentry`).
+- a serious AE taken back naming a replacement (`replaced_by`) that is not serious: a finding for the officer and
+  the site (`SAE_REPLACED_BY_NON_SERIOUS`), whichever of the three records came last: no SAE report is tracked.
 Keyword-only; never commits.
 """
 

@@ -488,3 +488,16 @@ def test_a_confirmed_dlt_whose_ae_now_meets_only_another_criterion_is_told(drive
     out = driver.apply(pneumonitis(2, "possible", term="Anemia"), now=at(14))
     assert record(driver, "A-1").criterion == "haematological"
     assert findings(out), "the committee hears the AE it confirmed is now another event under another criterion"
+
+
+def test_a_confirmed_lab_dlt_whose_screening_count_arrives_late_at_grade_4_is_told(driver: Driver) -> None:
+    """No screening count on record: the day-5 neutrophils 0.3 (grade 4) are judged against a normal baseline and the
+    DLT is confirmed. The site then enters the screening count, 0.3 on day -2 (grade 4 at entry: the disease under
+    study, which the protocol does not count): the confirmed DLT no longer meets its criterion, and the committee
+    is told."""
+    subject_in(driver, "A-1", "A", visit=False)
+    [suspected] = of_type(driver.apply(anc("N5", "0.3", 5)), "dlt.suspected")
+    decide(driver, "A-1", "confirmed", ae_id=suspected.data.ae_id, now=at(6))
+    [finding] = findings(driver.apply(neut("A-1", "B0", "0.3", -2, baseline=True), now=at(7)))
+    assert "no longer meets the DLT criterion 'haematological'" in finding.detail
+    assert record(driver, "A-1", suspected.data.ae_id).state == "confirmed"
