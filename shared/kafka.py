@@ -182,6 +182,10 @@ BatchHandler = Callable[[Sequence[ConsumedMessage]], Awaitable[Sequence[Rejected
 """Processes a polled batch in order (the handler owns its DB transaction) and returns what it rejected."""
 
 
+BULK_TURN_AFTER = 10
+"""Priority batches in a row after which the bulk topic gets one batch (see `ConsumerLoop`)."""
+
+
 class ConsumerLoop:
     """Poll a batch, handle it (one DB transaction), dead-letter what the handler rejected, commit the offsets.
 
@@ -191,7 +195,9 @@ class ConsumerLoop:
     - Transient errors (broker, database, network): the consumer is restarted with backoff and resumes from
       the last committed offset; the handler's inbox makes the re-delivery a no-op.
     - Partitions of `priority_topics` are drained first: a bulk topic is polled only when they have nothing
-      buffered, and `bulk_batch` records at a time, so an urgent event waits at most for one small batch.
+      buffered, and `bulk_batch` records at a time, so an urgent event waits at most for one small batch. After
+      `BULK_TURN_AFTER` priority batches in a row the bulk topic gets one batch: while urgent records keep coming
+      (a replay, a backfill of serious AEs), a bulk record (a lab toxicity's page) still waits a bounded time.
     """
 
     def __init__(
@@ -218,6 +224,7 @@ class ConsumerLoop:
         self._max_batch = max_batch
         self._bulk_batch = bulk_batch if priority_topics else max_batch
         self._max_backoff = max_backoff
+        self._priority_streak = 0
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -262,11 +269,20 @@ class ConsumerLoop:
 
         That second poll takes a smaller batch: an urgent event arriving meanwhile waits for it to finish.
         """
-        urgent = [tp for tp in consumer.assignment() if tp.topic in self._priority_topics]
+        assigned = consumer.assignment()
+        urgent = [tp for tp in assigned if tp.topic in self._priority_topics]
+        if urgent and self._priority_streak >= BULK_TURN_AFTER:
+            self._priority_streak = 0
+            bulk = [tp for tp in assigned if tp.topic not in self._priority_topics]
+            turn: Polled = await consumer.getmany(*bulk, timeout_ms=0, max_records=self._bulk_batch) if bulk else {}
+            if turn:
+                return turn
         if urgent:
             batches: Polled = await consumer.getmany(*urgent, timeout_ms=0, max_records=self._max_batch)
             if batches:
+                self._priority_streak += 1
                 return batches
+        self._priority_streak = 0
         polled: Polled = await consumer.getmany(timeout_ms=500, max_records=self._bulk_batch)
         return polled
 

@@ -3,8 +3,9 @@
 Ingest publishes a backfill (an SDTM extract, a REDCap reconciliation pull, any request of more than
 BULK_REQUEST_EVENTS events) to the bulk topic, except the events that must page at once (a serious AE or
 one of grade 3 or more), which take the urgent topic like every event posted on its own. Safety consumes
-both and polls the bulk topic only when the urgent one has nothing waiting, so an SAE posted during a
-100,000-row backfill waits for one bulk batch at most. Safety's state does not depend on the order in which
+both and polls the bulk topic only when the urgent one has nothing waiting (or after `shared.kafka.BULK_TURN_AFTER`
+urgent batches in a row, so a bulk record's wait is bounded), so an SAE posted during a 100,000-row backfill waits
+for one bulk batch at most. Safety's state does not depend on the order in which
 one subject's events arrive, which is what lets a subject's events travel on two topics.
 
 Safety's signals take two lanes by kind: the routine ones a backfill raises by the hundred (lab toxicities,
@@ -12,7 +13,10 @@ data-quality findings, missed assessments, deviations, lost responses) go to `<s
 decision signals (SAE, SUSAR, DLT, acute reaction, cohort, stopping rule, dose) stay on the signals topic, which
 notify drains first. Notify keeps an alert thread per kind, and each kind travels on one lane, so a thread's
 signals keep their order (measured: an SAE waited 7.5 s behind the 767 lab signals of a 25,000-row backfill of
-this trial's cytopenic population).
+this trial's cytopenic population). One exception by content: a deviation that pages (a subject dosed while
+ineligible or from a lot not released, overdosed, enrolled into an arm held, stopped or under DLT review: a subject
+may be at risk) takes the signals topic; each deviation is its own alert thread, so no thread spans two lanes. So
+does the finding of a death recorded with no fatal AE (its thread is one record and code).
 """
 
 from __future__ import annotations
@@ -37,8 +41,23 @@ def routine_topic(signals_topic: str) -> str:
 
 
 def signal_topic(topic: str, envelope: object) -> str:
-    """Where a message queued for `topic` goes: a routine signal to the routine lane, anything else to `topic`."""
-    return routine_topic(topic) if getattr(envelope, "type", None) in ROUTINE_SIGNALS else topic
+    """Where a message queued for `topic` goes: a routine signal to the routine lane, anything else (and a
+    deviation that pages) to `topic`."""
+    kind = getattr(envelope, "type", None)
+    if kind not in ROUTINE_SIGNALS or _urgent(kind, getattr(envelope, "data", None)):
+        return topic
+    return routine_topic(topic)
+
+
+URGENT_FINDINGS = frozenset({"death_without_fatal_ae"})
+"""Data-quality findings that take the signals topic: a death the site recorded with no fatal AE on record."""
+
+
+def _urgent(kind: str, data: object) -> bool:
+    """A routine kind's signal that must not wait: a deviation that pages, a finding of an unreported death."""
+    if kind == "protocol.deviation":
+        return getattr(data, "pages", False) is True
+    return kind == "data_quality.flagged" and getattr(data, "code", None) in URGENT_FINDINGS
 
 
 def bulk_topic(clinical_topic: str) -> str:

@@ -6,7 +6,10 @@ without its own contact), the lab alert roles hear of it: a finding is never add
 One alert per record and finding; the same finding again only adds history, a changed one re-notifies.
 A finding about the data under an officer's DLT decision also goes to the DLT's roles (`dlt.notify_roles`, the
 people who decide and revise it), whatever the protocol's data-quality routing says: it asks them to review a
-decision, not the site to correct a record.
+decision, not the site to correct a record. A death recorded with no fatal AE on record goes to the SAE roles
+(`sae.notify_roles`) too: no SAE clock or grade 5 DLT can start until the site reports the AE, so the officers
+chase it; so does an SAE the site took back naming a replacement that is not serious (its report is no longer
+tracked).
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ LABELS = {
     "confirmed_dlt_ae_retracted": "AE behind a CONFIRMED DLT retracted by the site",
     "decided_dlt_data_changed": "Data under a DLT decision changed",
     "sae_clock_from_withdrawn_ae": "SAE re-entered under a new AE id: its clock is the first record's",
+    "sae_replaced_by_non_serious": "SAE taken back and replaced by an AE not reported serious",
 }
 DLT_DECISION_CODES = frozenset({"confirmed_dlt_ae_retracted", "decided_dlt_data_changed"})
 """Findings about the data an officer's DLT decision rests on (safety's retracted_dlt, dlt_decision_basis)."""
+SAE_ROLE_CODES = frozenset({"death_without_fatal_ae", "sae_replaced_by_non_serious"})
+"""Findings the SAE roles hear of whatever the protocol's data-quality routing says: a death with no fatal AE, an SAE
+whose replacement is not serious (no SAE report is tracked for either)."""
 
 
 def finding_label(code: str) -> str:
@@ -48,6 +55,8 @@ def recipients(protocol: Protocol, data: DataQualityData) -> tuple[Recipient, ..
     roles = [*(rules.notify_roles or protocol.lab_alerts.notify_roles), *rules.code_roles.get(data.code, [])]
     if data.code in DLT_DECISION_CODES:
         roles += protocol.dlt.notify_roles
+    if data.code in SAE_ROLE_CODES:
+        roles += protocol.sae.notify_roles
     return site_recipients(protocol, roles, data.site_id, fallback_roles=protocol.lab_alerts.notify_roles)
 
 

@@ -669,7 +669,7 @@ def _apply_ae(
     if taken_back:  # stored, never paged: the site's retraction stands until it restores the AE
         return True, sae_retraction.version_while_taken_back(records, envelope, topic=signals_topic, lookback=lookback)
     if assessment.signal is None:
-        return True, []
+        return True, _replacing_a_serious_ae(records, envelope, serious=assessment.state.serious, topic=signals_topic)
     # a re-entry of a serious AE the site took back keeps that AE's (earlier) clock
     state, link = sae_retraction.reentry_clock(
         records, subject_id=envelope.subject, ae_id=ae.ae_id, state=assessment.state, lookback=lookback
@@ -685,6 +685,21 @@ def _apply_ae(
             )
         )
     return True, out
+
+
+def _replacing_a_serious_ae(
+    records: BatchRecords, envelope: AeReported, *, serious: bool, topic: str
+) -> list[Outgoing]:
+    """A non-serious AE the site named as the replacement of a serious AE it took back (see
+    `sae_retraction.non_serious_replacement`); a subject with no retraction costs one dictionary scan."""
+    if serious:
+        return []
+    out: list[Outgoing] = []
+    for ae_id in sorted(records.inactive(envelope.subject, "ae")):
+        status = records.status(envelope.subject, "ae", ae_id)
+        if status is not None and status.replaced_by == envelope.data.ae_id:
+            out += sae_retraction.non_serious_replacement(records, envelope, withdrawn_ae_id=ae_id, topic=topic)
+    return out
 
 
 def _conflicting_resend(records: BatchRecords, envelope: AeReported, *, topic: str) -> list[Outgoing]:

@@ -8,8 +8,10 @@ ICH E2D 5.2 / E2A III.A.2 put day 0 at the sponsor's first receipt of the minimu
 The link is, in order:
 - explicit: the site's retraction names the new id (`RecordStatusData.replaced_by`, from an EDC or connector that
   can say it); then no window applies;
-- likely: the subject's serious AE of the same CTCAE/verbatim term (see `ae_terms.normalise`), taken back within
-  `sae.reentry_lookback_hours` (either side) of the new AE's first receipt, naming no other replacement.
+- likely: the subject's serious AE of the same CTCAE/verbatim term (see `ae_terms.normalise`; a verbatim synonym or
+  MedDRA code counts as the CTCAE term it maps to), taken back within `sae.reentry_lookback_hours` (either side) of
+  the new AE's first receipt, naming no other replacement, and not beginning after the taken-back record was first
+  received (an onset more than a day after it is a second episode of the same term, which keeps its own clock).
 A linked AE takes the earlier of the two clocks, never a later one than its own: a wrong link makes a report look
 due sooner, never later, and the finding (`REENTRY_CLOCK`) names both records so the officer and the site can
 correct it. The link is computed from the stored data each time a signal is built, never stored: the same data in
@@ -21,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
-from services.safety.ae_terms import normalise
+from services.safety.ae_terms import map_ae_term, normalise
 from services.safety.sae import clock_start, criteria_of
 from shared.clock import utc
 from shared.events import AeData, AwarenessBasis
@@ -66,14 +68,45 @@ class ReEntry:
 
 
 def terms_of(versions: Iterable[StoredVersion]) -> frozenset[str]:
-    """Every normalised term (verbatim and CTCAE) the AE's versions were reported under."""
+    """Every normalised term the AE's versions were reported under: verbatim, CTCAE, and the CTCAE term a verbatim
+    synonym or MedDRA code maps to (a re-entry as 'Neutropenic fever' is the 'Febrile neutropenia' taken back)."""
     found: set[str] = set()
     for version in versions:
+        texts = {key: version.payload.get(key) for key in ("term", "ctcae_term", "meddra_code")}
         for key in ("term", "ctcae_term"):
-            text = version.payload.get(key)
+            text = texts[key]
             if isinstance(text, str) and normalise(text):
                 found.add(normalise(text))
+        if isinstance(texts["term"], str):
+            ctcae, code = texts["ctcae_term"], texts["meddra_code"]
+            mapped = map_ae_term(
+                texts["term"],
+                ctcae_term=ctcae if isinstance(ctcae, str) else None,
+                meddra_code=code if isinstance(code, str) else None,
+            )
+            found.update(normalise(term) for term in mapped.terms)
     return frozenset(found)
+
+
+def _first_onset(versions: Iterable[StoredVersion]) -> date | None:
+    """The earliest full onset date (YYYY-MM-DD) the versions report; None when none gives a full date."""
+    onsets = []
+    for version in versions:
+        text = version.payload.get("onset")
+        if isinstance(text, str) and len(text) == 10:
+            try:
+                onsets.append(date.fromisoformat(text))
+            except ValueError:
+                continue
+    return min(onsets, default=None)
+
+
+def _began_after(onset: date | None, theirs: Sequence[StoredVersion]) -> bool:
+    """An event whose onset is after the withdrawn AE was first received (a day's slack for the site's time zone)
+    cannot be the event that record reported: a second episode, not its re-entry."""
+    if onset is None or not theirs:
+        return False
+    return onset > min(utc(v.received_at) for v in theirs).date() + timedelta(days=1)
 
 
 def serious_clock(versions: Iterable[StoredVersion]) -> tuple[datetime, AwarenessBasis] | None:
@@ -114,10 +147,11 @@ def reentry_of(
         and abs(first_received - utc(r.changed_at)) <= lookback
     ]
     best: ReEntry | None = None
+    my_onset = _first_onset(mine)
     for retraction in candidates:
         theirs = [v for v in versions if v.ae_id == retraction.ae_id]
         shared_terms = sorted(terms_of(theirs) & my_terms)
-        if not explicit and not shared_terms:
+        if not explicit and (not shared_terms or _began_after(my_onset, theirs)):
             continue
         clock = serious_clock(theirs)
         if clock is None or clock[0] >= utc(own_clock):

@@ -9,6 +9,8 @@ serious and not taken back. Here: what the transition says to notify, built from
   to restore the AE if it is real (a data-quality finding);
 - a serious AE the site re-entered under a new id keeps the taken-back AE's (earlier) clock in its SAE signals,
   whichever came first, with a finding naming both (the pure rule: `sae_reentry`).
+- a serious AE taken back naming a replacement (`replaced_by`) that is not serious: a finding for the officer and
+  the site (`SAE_REPLACED_BY_NON_SERIOUS`), whichever of the three records came last: no SAE report is tracked.
 Keyword-only; never commits.
 """
 
@@ -55,6 +57,9 @@ from shared.outbox import Outgoing
 VERSION_OF_RETRACTED_AE = "version_of_retracted_ae"
 """A new version of an AE the site marked entered in error or deleted, sent after that: restore it or re-report it."""
 
+SAE_REPLACED_BY_NON_SERIOUS = "sae_replaced_by_non_serious"
+"""The site took a serious AE back naming a replacement that is not serious: the SAE report is no longer tracked."""
+
 
 def status_changed(
     records: BatchRecords,
@@ -97,6 +102,7 @@ def status_changed(
             out.append(flag)
         if state is not None and state.serious:  # a serious AE re-entered before this retraction takes its clock
             out += relinked_saes(records, envelope, withdrawn_ae_id=ae_id, lookback=lookback, topic=topic)
+            out += non_serious_replacement(records, envelope, withdrawn_ae_id=ae_id, topic=topic)
     if not taken_back and was_retracted is not None and state is not None and state.serious:
         out += unlinked_saes(records, envelope, was_retracted=was_retracted, lookback=lookback, topic=topic)
     return out
@@ -177,6 +183,7 @@ def version_while_taken_back(
         out += relinked_saes(
             records, envelope, withdrawn_ae_id=ae.ae_id, lookback=lookback, topic=topic, new_version_event=envelope.id
         )
+        out += non_serious_replacement(records, envelope, withdrawn_ae_id=ae.ae_id, topic=topic)
     if utc(site_entry_time(envelope) or envelope.receivedat) <= utc(status.changed_at):
         return out
     detail = retracted_version_detail(ae, status=status.status)
@@ -184,6 +191,37 @@ def version_while_taken_back(
         envelope, record_type="ae", record_id=ae.ae_id, code=VERSION_OF_RETRACTED_AE, detail=detail, topic=topic
     )
     return [flag, *out]
+
+
+def non_serious_replacement(
+    records: BatchRecords, envelope: ClinicalEnvelopeBase, *, withdrawn_ae_id: str, topic: str
+) -> list[Outgoing]:
+    """The site took serious AE `withdrawn_ae_id` back naming a replacement (`replaced_by`) that is stored and not
+    serious: the SAE's report obligation ended with the retraction and none replaced it, although a follow-up never
+    downgrades seriousness. The officer and the site are told (whichever of the three arrived last); nothing is paged
+    until the replacement is reported serious (it then takes the first record's clock)."""
+    subject_id = envelope.subject
+    status = records.status(subject_id, "ae", withdrawn_ae_id)
+    if status is None or status.status not in store.INACTIVE or not status.replaced_by:
+        return []
+    withdrawn = records.seriousness(subject_id, withdrawn_ae_id)
+    replacement = records.seriousness(subject_id, status.replaced_by)
+    if withdrawn is None or replacement is None or not withdrawn.criteria or replacement.criteria:
+        return []
+    criteria = ", ".join(sorted(withdrawn.criteria)).replace("_", " ")
+    new = status.replaced_by
+    detail = (
+        f"Serious AE {withdrawn_ae_id} ({criteria}) was marked {status.status.replace('_', ' ')} by the site, which "
+        f"names AE {new} as its replacement; AE {new} is not reported serious, so no SAE report is tracked for the "
+        f"event any more. A follow-up never downgrades seriousness: if the event was serious, the site should record "
+        f"its seriousness on AE {new} (its 24 h clock is then AE {withdrawn_ae_id}'s); if not, the safety officer "
+        "documents why the case is no longer serious."
+    )
+    return [
+        data_quality.flag(
+            envelope, record_type="ae", record_id=new, code=SAE_REPLACED_BY_NON_SERIOUS, detail=detail, topic=topic
+        )
+    ]
 
 
 def reentry_clock(
