@@ -108,16 +108,27 @@ def test_dlts_stopping_rule_and_cohort_decisions_through_the_broker(
         initial = both_lanes(4, 0)
         assert signal_types(initial) == {"cohort.decision": 1, "protocol.deviation": 3}
         publish_sync(kafka_bootstrap, clinical, two_dlts())
-        first = both_lanes(9, 0)
+
+        def decisions(records: list[Any]) -> list[str]:
+            parsed = [SIGNAL_ADAPTER.validate_json(r.value) for r in records]
+            return [s.data.decision for s in parsed if s.type == "cohort.decision"]  # type: ignore[union-attr]
+
+        # The two DLTs in one consumer batch take the arm from evaluating to hold at once; in two, through
+        # 'awaiting_dlt_review' (a batch shows no transient: README). Read until the arm's last decision is in.
+        for expect in (8, 9):
+            first = both_lanes(expect, 0)
+            if decisions(first)[-1:] == ["hold"]:
+                break
+        assert decisions(first) in (["evaluating", "hold"], ["evaluating", "awaiting_dlt_review", "hold"]), (
+            "never escalate on open suspicions"
+        )
         assert signal_types(first) == {
             "dlt.suspected": 2,
             "stopping_rule.fired": 1,
-            "cohort.decision": 3,
+            "cohort.decision": len(decisions(first)),
             "protocol.deviation": 3,
         }, "the sweep and the re-delivery add nothing"
         parsed = [SIGNAL_ADAPTER.validate_json(r.value) for r in first]
-        steps = [s.data.decision for s in parsed if s.type == "cohort.decision"]  # type: ignore[union-attr]
-        assert steps == ["evaluating", "awaiting_dlt_review", "hold"], "never escalate on open suspicions"
         [decision, *_] = [s for s in parsed if s.type == "cohort.decision"]
         assert (decision.data.arm, decision.data.enrolled) == ("A", 3)  # type: ignore[union-attr]
         [fired] = [s for s in parsed if s.type == "stopping_rule.fired"]
@@ -137,7 +148,7 @@ def test_dlts_stopping_rule_and_cohort_decisions_through_the_broker(
                 headers={"authorization": f"Bearer {OFFICER}"},
             )
             assert response.status_code == 200, response.text
-        everything = both_lanes(13, 0)
+        everything = both_lanes(len(first) + 4, 0)
 
     seen = {s.id for s in parsed}  # partitions interleave differently on each read: compare by id, not position
     later = [s for s in (SIGNAL_ADAPTER.validate_json(r.value) for r in everything) if s.id not in seen]
@@ -146,4 +157,4 @@ def test_dlts_stopping_rule_and_cohort_decisions_through_the_broker(
     assert [s.data.decision for s in later if s.type == "cohort.decision"] == ["stop"]  # type: ignore[union-attr]
     [final] = [s for s in later if s.type == "dose.recommended"]
     assert (final.data.recommended_arm, final.data.basis) == (None, "no_tolerated_dose")  # type: ignore[union-attr]
-    assert len(everything) == 13
+    assert len(everything) == len(first) + 4
