@@ -529,24 +529,51 @@ def _check_decision_basis(
         },
         now=now,
     )
-    record_type = "lab" if record.ae_id.startswith("lab:") else "ae"
-    signal = DataQualityFlagged(
-        id=deterministic_id("signal", source_event_id, "data_quality", check.finding.code, record.dlt_id),
-        source=SIGNAL_SOURCE,
-        subject=record.subject_id,
-        time=now,
-        trialid=record.trial_id,
-        data=DataQualityData(
-            site_id=site_id,
+    return [
+        _finding(
+            signal_id=deterministic_id("signal", source_event_id, "data_quality", check.finding.code, record.dlt_id),
+            trial_id=record.trial_id,
             subject_id=record.subject_id,
-            record_type=record_type,
+            site_id=site_id,
+            record_type="lab" if record.ae_id.startswith("lab:") else "ae",
             record_id=record.ae_id,
             code=check.finding.code,
             detail=check.finding.detail[:2000],
             source_event_id=source_event_id,
-        ),
+            now=now,
+            topic=topic,
+        )
+    ]
+
+
+def _finding(
+    *,
+    signal_id: str,
+    trial_id: str,
+    subject_id: str,
+    site_id: str,
+    record_type: str,
+    record_id: str,
+    code: str,
+    detail: str,
+    source_event_id: str,
+    now: datetime,
+    topic: str,
+) -> Outgoing:
+    """A data-quality finding about one of the subject's records, as the signal that carries it to notify."""
+    data = DataQualityData(
+        site_id=site_id,
+        subject_id=subject_id,
+        record_type=record_type,
+        record_id=record_id,
+        code=code,
+        detail=detail,
+        source_event_id=source_event_id,
     )
-    return [Outgoing(topic=topic, key=message_key(record.trial_id, record.subject_id), envelope=signal)]
+    signal = DataQualityFlagged(
+        id=signal_id, source=SIGNAL_SOURCE, subject=subject_id, time=now, trialid=trial_id, data=data
+    )
+    return Outgoing(topic=topic, key=message_key(trial_id, subject_id), envelope=signal)
 
 
 def unmapped_term_flags(
@@ -566,26 +593,25 @@ def unmapped_term_flags(
     )
     if mapping.mapped:
         return []
-    signal = DataQualityFlagged(
-        id=deterministic_id("signal", envelope_id, "data_quality.flagged", UNMAPPED_TERM),
-        source=SIGNAL_SOURCE,
-        subject=subject_id,
-        time=now,
-        trialid=trial_id,
-        data=DataQualityData(
-            site_id=site_id,
+    detail = (
+        f"{mapping.detail}: the DLT rules cannot tell whether it is haematological or an infusion reaction;"
+        " it is judged only by the criteria that name no terms until the site codes it"
+    )
+    return [
+        _finding(
+            signal_id=deterministic_id("signal", envelope_id, "data_quality.flagged", UNMAPPED_TERM),
+            trial_id=trial_id,
             subject_id=subject_id,
+            site_id=site_id,
             record_type="ae",
             record_id=f"{data.ae_id}/v{data.version}",
             code=UNMAPPED_TERM,
-            detail=(
-                f"{mapping.detail}: the DLT rules cannot tell whether it is haematological or an infusion reaction;"
-                " it is judged only by the criteria that name no terms until the site codes it"
-            ),
+            detail=detail,
             source_event_id=envelope_id,
-        ),
-    )
-    return [Outgoing(topic=topic, key=message_key(trial_id, subject_id), envelope=signal)]
+            now=now,
+            topic=topic,
+        )
+    ]
 
 
 def _dlt_signal(
@@ -893,26 +919,25 @@ def death_without_fatal_ae(
     if subject_store.has_fatal_ae(session, trial_id=envelope.trialid, subject_id=envelope.subject):
         return []
     on = envelope.data.effective_on.isoformat() if envelope.data.effective_on else "an unreported date"
-    signal = DataQualityFlagged(
-        id=deterministic_id("signal", envelope.id, "data_quality.flagged", DEATH_WITHOUT_FATAL_AE),
-        source=SIGNAL_SOURCE,
-        subject=envelope.subject,
-        time=now,
-        trialid=envelope.trialid,
-        data=DataQualityData(
-            site_id=envelope.siteid,
+    detail = (
+        f"the subject died on {on} but no AE with a fatal outcome (grade 5 or seriousness 'death') is on"
+        " record: report the AE that led to death, so its SAE clock and the DLT rules can apply"
+    )
+    return [
+        _finding(
+            signal_id=deterministic_id("signal", envelope.id, "data_quality.flagged", DEATH_WITHOUT_FATAL_AE),
+            trial_id=envelope.trialid,
             subject_id=envelope.subject,
+            site_id=envelope.siteid,
             record_type="subject_status",
             record_id=envelope.id,
             code=DEATH_WITHOUT_FATAL_AE,
-            detail=(
-                f"the subject died on {on} but no AE with a fatal outcome (grade 5 or seriousness 'death') is on"
-                " record: report the AE that led to death, so its SAE clock and the DLT rules can apply"
-            ),
+            detail=detail,
             source_event_id=envelope.id,
-        ),
-    )
-    return [Outgoing(topic=topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)]
+            now=now,
+            topic=topic,
+        )
+    ]
 
 
 def record_subject_status(session: Session, *, envelope: SubjectStatusChanged, now: datetime) -> bool:
