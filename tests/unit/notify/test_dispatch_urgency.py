@@ -44,6 +44,19 @@ def missed(n: int) -> AssessmentMissed:
     )
 
 
+def dispatcher(notifier: Notifier, channel: FakeChannel | None = None, **options: Any) -> DeliveryDispatcher:
+    """A dispatcher of its own on the notifier's database and clock (3 attempts, 10 s backoff)."""
+    return DeliveryDispatcher(
+        engine=notifier.engine,
+        channel=channel or notifier.channel,
+        clock=notifier.clock,
+        metrics=DeliveryMetrics.create(CollectorRegistry()),
+        max_attempts=3,
+        base_backoff_seconds=10,
+        **options,
+    )
+
+
 def sent_subjects(channel: FakeChannel) -> list[str]:
     return [str(m["Subject"]) for m in channel.sent]
 
@@ -164,15 +177,7 @@ async def test_sends_run_concurrently_within_the_bound(notifier: Notifier, make_
     for n in range(4):
         notifier.apply(make_sae(subject_id=f"S-{n}", ae_id=f"AE-{n}", signal_id=f"sig-{n}"))
     channel = GatedChannel(bound)
-    sender = DeliveryDispatcher(
-        engine=notifier.engine,
-        channel=channel,
-        clock=notifier.clock,
-        metrics=DeliveryMetrics.create(CollectorRegistry()),
-        max_attempts=3,
-        base_backoff_seconds=10,
-        concurrency=bound,
-    )
+    sender = dispatcher(notifier, channel, concurrency=bound)
     run = asyncio.create_task(sender.dispatch_due())
     await asyncio.wait_for(channel.full.wait(), timeout=5)
     for _ in range(20):
@@ -189,15 +194,7 @@ async def test_a_page_queued_during_a_bulk_backlog_leaves_in_the_next_batch(noti
     for n in range(100):
         notifier.apply(missed(n))
     notifier.clock.advance(timedelta(minutes=5))
-    sender = DeliveryDispatcher(
-        engine=notifier.engine,
-        channel=notifier.channel,
-        clock=notifier.clock,
-        metrics=DeliveryMetrics.create(CollectorRegistry()),
-        max_attempts=3,
-        base_backoff_seconds=10,
-        batch_size=10,
-    )
+    sender = dispatcher(notifier, batch_size=10)
     notifier.apply(make_sae(awareness_at=notifier.clock.now()))
     await sender.dispatch_due()
     assert all("SAE report due" in s for s in sent_subjects(notifier.channel)[:2])
@@ -210,15 +207,7 @@ async def test_an_sae_page_goes_before_the_lab_pages_a_backfill_queued(notifier:
         notifier.apply(grade4_platelets(n, at=START, site="SITE-1"))
     assert {d.urgency for d in notifier.deliveries()} == {urgency.PAGE}
     notifier.apply(make_sae(awareness_at=notifier.clock.now()))
-    sender = DeliveryDispatcher(
-        engine=notifier.engine,
-        channel=notifier.channel,
-        clock=notifier.clock,
-        metrics=DeliveryMetrics.create(CollectorRegistry()),
-        max_attempts=3,
-        base_backoff_seconds=10,
-        batch_size=10,
-    )
+    sender = dispatcher(notifier, batch_size=10)
     await sender.dispatch_due()
     subjects = sent_subjects(notifier.channel)
     assert len(subjects) == 10 and all("SAE report due" in s for s in subjects[:2]), subjects[:3]
@@ -283,15 +272,7 @@ async def test_a_page_queued_while_notices_are_handed_over_leaves_before_they_fi
         notifier.apply(missed(n))
     notifier.clock.advance(timedelta(minutes=5))
     channel = NoticesHeld()
-    sender = DeliveryDispatcher(
-        engine=notifier.engine,
-        channel=channel,
-        clock=notifier.clock,
-        metrics=DeliveryMetrics.create(CollectorRegistry()),
-        max_attempts=3,
-        base_backoff_seconds=10,
-        poll_seconds=3600,  # only the commit's wake-up can bring the page out in time
-    )
+    sender = dispatcher(notifier, channel, poll_seconds=3600)  # only the commit's wake-up brings the page out in time
     stop = asyncio.Event()
     running = asyncio.create_task(sender.run(stop))
     try:
@@ -318,15 +299,7 @@ async def test_an_sae_page_leaves_while_a_batch_of_other_pages_is_handed_over(
     for n in range(5):
         notifier.apply(grade4_platelets(n, at=START, site="SITE-1"))
     channel = NoticesHeld()
-    sender = DeliveryDispatcher(
-        engine=notifier.engine,
-        channel=channel,
-        clock=notifier.clock,
-        metrics=DeliveryMetrics.create(CollectorRegistry()),
-        max_attempts=3,
-        base_backoff_seconds=10,
-        poll_seconds=3600,
-    )
+    sender = dispatcher(notifier, channel, poll_seconds=3600)
     stop = asyncio.Event()
     running = asyncio.create_task(sender.run(stop))
     try:
