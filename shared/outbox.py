@@ -84,13 +84,14 @@ def add_to_outbox(session: Session, *, producer: str, message: Outgoing, now: da
     return result.first() is not None
 
 
-def outbox_row(*, producer: str, message: Outgoing, now: datetime) -> dict[str, object]:
+def outbox_row(*, producer: str, message: Outgoing, now: datetime, live: bool = False) -> dict[str, object]:
     """A message as its outbox row, with the trace it is queued in (see `OutboxRows`), on its lane: every signal
-    passes here, whichever code path queued it (`shared.lanes.signal_topic`)."""
+    passes here, whichever code path queued it (`shared.lanes.signal_topic`; `live`: raised by an event that did
+    not come in a backfill)."""
     return {
         "message_id": message.message_id,
         "producer": producer,
-        "topic": signal_topic(message.topic, message.envelope),
+        "topic": signal_topic(message.topic, message.envelope, live=live),
         "key": message.key,
         "value": message.envelope.model_dump_json().encode(),
         "created_at": now,
@@ -107,8 +108,8 @@ class OutboxRows:
         self._producer = producer
         self._rows: list[dict[str, object]] = []
 
-    def add(self, message: Outgoing, *, now: datetime) -> None:
-        self._rows.append(outbox_row(producer=self._producer, message=message, now=now))
+    def add(self, message: Outgoing, *, now: datetime, live: bool = False) -> None:
+        self._rows.append(outbox_row(producer=self._producer, message=message, now=now, live=live))
 
     def write(self, session: Session) -> None:
         if not self._rows:

@@ -18,6 +18,7 @@ from sqlmodel import Session
 from shared.clock import Clock
 from shared.inbox import Claim, add_claims, already_processed
 from shared.kafka import TRANSIENT_ERRORS, ConsumedMessage, PoisonMessage, Rejected
+from shared.lanes import is_bulk
 from shared.logs import id_chunks
 from shared.metrics import ConsumerMetrics
 from shared.outbox import OutboxRows, Outgoing
@@ -34,10 +35,11 @@ class BatchRule(Protocol[E_contra]):
 
     `finish` is where per-record rules that would otherwise repeat for every record of one key (a subject's
     reassessment from its stored data) run once. It returns each message with the id of the record it
-    belongs to, so it continues that record's trace.
+    belongs to, so it continues that record's trace. `live`: the record did not come on a bulk lane (a
+    backfill's), for a rule whose urgency depends on it (`shared.lanes`).
     """
 
-    def apply(self, envelope: E_contra) -> Sequence[Outgoing]: ...
+    def apply(self, envelope: E_contra, *, live: bool = False) -> Sequence[Outgoing]: ...
 
     def finish(self) -> Sequence[tuple[str, Outgoing]]: ...
 
@@ -52,7 +54,7 @@ class PerRecord(Generic[E]):
     def __init__(self, apply: Apply[E], session: Session, now: datetime) -> None:
         self._apply, self._session, self._now = apply, session, now
 
-    def apply(self, envelope: E) -> Sequence[Outgoing]:
+    def apply(self, envelope: E, *, live: bool = False) -> Sequence[Outgoing]:
         return self._apply(self._session, envelope, self._now)
 
     def finish(self) -> Sequence[tuple[str, Outgoing]]:
@@ -170,6 +172,7 @@ class TransactionalHandler(Generic[E]):
                 session, now, [envelope for (_, envelope), i in zip(items, ids, strict=True) if i not in seen]
             )
             traces: dict[str, str | None] = {}
+            live: dict[str, bool] = {}  # by event id: not from a bulk lane (`shared.lanes.signal_topic`)
             claims: list[Claim] = []
             queued = OutboxRows(self._consumer)
             for index, ((message, envelope), event_id) in enumerate(zip(items, ids, strict=True)):
@@ -181,34 +184,43 @@ class TransactionalHandler(Generic[E]):
                     continue
                 seen.add(event_id)
                 claims.append(Claim(event_id, message.topic, message.partition, message.offset))
+                live[event_id] = not is_bulk(message.topic)
                 with self._record_scope(message):
-                    self._apply_one(queued, index, rule, envelope, now)
+                    self._apply_one(queued, index, rule, envelope, now, live=live[event_id])
                     traces[event_id] = current_traceparent()
                 outcomes["processed"] += 1
             add_claims(session, consumer=self._consumer, claims=claims, now=now)  # one statement for the batch
-            self._finish(session, rule, traces, queued, now)
+            self._finish(session, rule, traces, live, queued, now)
             queued.write(session)
         _log_handled(self._consumer, claims, items, traces, outcomes["duplicate"], time.monotonic() - started)
         return outcomes, consumed
 
-    def _apply_one(self, queued: OutboxRows, index: int, rule: BatchRule[E], envelope: E, now: datetime) -> None:
+    def _apply_one(
+        self, queued: OutboxRows, index: int, rule: BatchRule[E], envelope: E, now: datetime, *, live: bool
+    ) -> None:
         """Not flushed per record: the writes of a batch go to the database together (a failing write shows at
         a later record's query or at the end, and the batch is split until the record at fault is alone)."""
         try:
-            for outgoing in rule.apply(envelope):
-                queued.add(outgoing, now=now)
+            for outgoing in rule.apply(envelope, live=live):
+                queued.add(outgoing, now=now, live=live)
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:
             raise _RecordFailed(index, exc) from exc
 
     def _finish(
-        self, session: Session, rule: BatchRule[E], traces: dict[str, str | None], queued: OutboxRows, now: datetime
+        self,
+        session: Session,
+        rule: BatchRule[E],
+        traces: dict[str, str | None],
+        live: dict[str, bool],
+        queued: OutboxRows,
+        now: datetime,
     ) -> None:
         try:
             for event_id, outgoing in rule.finish():
                 with continuing(traces.get(event_id)):
-                    queued.add(outgoing, now=now)
+                    queued.add(outgoing, now=now, live=live.get(event_id, False))
             session.flush()
         except TRANSIENT_ERRORS:
             raise

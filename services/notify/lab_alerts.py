@@ -8,6 +8,9 @@ notifies once and carries no clock.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from services.notify.escalation import initial_targets
 from services.notify.mail_content import lab_mail
 from services.notify.obligations import LAB_REVIEW, deadline
@@ -23,12 +26,24 @@ def lab_thread_key(signal: LabToxicity) -> str:
     return f"{LAB_KIND}:{signal.trialid}:{signal.data.subject_id}:{signal.data.term}"
 
 
+def raised_before(shown: Mapping[str, Any], data: LabToxicityData) -> bool:
+    """Whether safety raised `data` before the signal the alert shows (`shown`, its details).
+
+    Safety signals a term only when it is worse than what it signalled, and each signal says that grade
+    (`previous_grade`): a signal no worse than the shown one's previous grade came before it. Their order on the
+    wire can differ: a result entered on its own takes the urgent lane, a backfill's the routine one
+    (`shared.lanes`)."""
+    previous = shown.get("previous_grade")
+    return isinstance(previous, int) and data.grade <= previous
+
+
 def grade_text(data: LabToxicityData) -> str:
     """ "grade 3", or "at least grade 3" when missing data could make it worse."""
     return f"{'at least ' if data.floor else ''}grade {data.grade}"
 
 
-def plan_lab_alert(signal: LabToxicity, protocol: Protocol) -> AlertPlan:
+def plan_lab_alert(signal: LabToxicity, protocol: Protocol, *, live: bool = False) -> AlertPlan:
+    """`live`: its pages are critical (see services.notify.urgency)."""
     data = signal.data
     thread_key = lab_thread_key(signal)
     alert_id = deterministic_id("alert", thread_key)
@@ -53,4 +68,5 @@ def plan_lab_alert(signal: LabToxicity, protocol: Protocol) -> AlertPlan:
         details=data.model_dump(mode="json"),
         obligation=obligation,
         messages=plan_messages(signal.id, protocol, targets, content),
+        critical=live,
     )

@@ -45,6 +45,8 @@ class AlertPlan:
     details: dict[str, object]
     obligation: ObligationPlan | None
     messages: tuple[MessagePlan, ...]
+    critical: bool = False
+    """Its messages are CRITICAL whatever its kind (services.notify.urgency)."""
 
     @property
     def escalates(self) -> bool:

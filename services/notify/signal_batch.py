@@ -26,8 +26,8 @@ class SignalBatch:
         self._session, self._now = session, now
         self._protocol, self._console_url = protocol, console_url
 
-    def apply(self, envelope: SignalEnvelope) -> Sequence[Outgoing]:
-        return apply_signal(self._session, envelope, self._now, protocol=self._protocol)
+    def apply(self, envelope: SignalEnvelope, *, live: bool = False) -> Sequence[Outgoing]:
+        return apply_signal(self._session, envelope, self._now, protocol=self._protocol, live=live)
 
     def finish(self) -> Sequence[tuple[str, Outgoing]]:
         store.link_queued_to_console(self._session, console_url=self._console_url, now=self._now)

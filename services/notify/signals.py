@@ -6,8 +6,9 @@ Worse news re-pages (and restarts escalation); an identical re-delivery only add
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 from sqlmodel import Session
@@ -32,7 +33,7 @@ from services.notify.dlt_alerts import (
     plan_stopping_rule,
     stopping_worse,
 )
-from services.notify.lab_alerts import LAB_KIND, plan_lab_alert
+from services.notify.lab_alerts import LAB_KIND, plan_lab_alert, raised_before
 from services.notify.models import Alert
 from services.notify.obligations import ACUTE_REACTION_REVIEW, DLT_REVIEW, LAB_REVIEW, SAE_REPORT, STOPPING_RULE_REVIEW
 from services.notify.response_alerts import RESPONSE_KIND, SAMPLE_KIND, plan_response_lost, plan_sample_missed
@@ -69,8 +70,15 @@ SYSTEM = "system"
 
 
 def apply_signal(
-    session: Session, envelope: SignalEnvelope, now: datetime, *, protocol: Protocol, console_url: str | None = None
+    session: Session,
+    envelope: SignalEnvelope,
+    now: datetime,
+    *,
+    protocol: Protocol,
+    console_url: str | None = None,
+    live: bool = False,
 ) -> Sequence[Outgoing]:
+    """`live`: the signal came on the signals topic, not on the routine lane a backfill's signals take."""
     if envelope.trialid != protocol.trial_id:
         raise PoisonMessage(f"signal for trial '{envelope.trialid}' but notify runs protocol '{protocol.trial_id}'")
     store.lock_audit(session)
@@ -79,7 +87,7 @@ def apply_signal(
     elif isinstance(envelope, SaeWithdrawn):
         sae_retraction_signals.apply_withdrawn(session, envelope, now, protocol=protocol)
     elif isinstance(envelope, LabToxicity):
-        _apply_lab(session, envelope, now, protocol)
+        _apply_lab(session, envelope, now, protocol, live=live)
     elif isinstance(envelope, DltSuspected):
         _apply_dlt_suspected(session, envelope, now, protocol)
     elif isinstance(envelope, DltWithdrawn):
@@ -127,7 +135,7 @@ def _open(
         session, plan=plan, kind=kind, trial_id=trial_id, site_id=site_id, subject_id=subject_id, now=now
     )
     store.record(session, alert_id=alert.id, actor=SYSTEM, action="opened", detail=detail, now=now)
-    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now)
+    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now, critical=plan.critical)
     if plan.escalates:
         scheduling.start_escalation(session, alert=alert, protocol=protocol, now=now)
     if plan.obligation is not None:
@@ -144,15 +152,16 @@ def _repage(session: Session, alert: Alert, plan: AlertPlan, *, now: datetime, p
     alert.snoozed_until = None
     alert.updated_at = now
     session.add(alert)
-    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now)
+    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now, critical=plan.critical)
     if plan.escalates:
         scheduling.start_escalation(session, alert=alert, protocol=protocol, now=now)
 
 
-def _apply_lab(session: Session, signal: LabToxicity, now: datetime, protocol: Protocol) -> None:
+def _apply_lab(session: Session, signal: LabToxicity, now: datetime, protocol: Protocol, *, live: bool) -> None:
     """Safety signals a term only when it gets worse, so every lab signal notifies, threaded per term; a worse
-    result after the review was recorded opens a new review."""
-    plan = plan_lab_alert(signal, protocol)
+    result after the review was recorded opens a new review. A `live` one (raised by a result a site entered on its
+    own, not in a backfill) pages ahead of a backfill's lab pages."""
+    plan = plan_lab_alert(signal, protocol, live=live)
     data = signal.data
     grade = f"{'at least ' if data.floor else ''}grade {data.grade}"
     _open_or_worsen(
@@ -166,6 +175,7 @@ def _apply_lab(session: Session, signal: LabToxicity, now: datetime, protocol: P
         detail=f"{data.term} {grade} (baseline {data.baseline_grade}) from result {data.result_id}",
         now=now,
         protocol=protocol,
+        superseded=lambda shown: raised_before(shown, data),
     )
 
 
@@ -200,10 +210,18 @@ def _open_or_worsen(
     detail: str,
     now: datetime,
     protocol: Protocol,
+    superseded: Callable[[dict[str, Any]], bool] | None = None,
 ) -> None:
     """For signals safety sends only when things get worse: the first opens the thread's alert; a later one
-    re-pages it, and opens a new review (obligation kind `review`) when the earlier one was already recorded."""
+    re-pages it, and opens a new review (obligation kind `review`) when the earlier one was already recorded.
+
+    One that `superseded(details shown)` says safety raised before the alert's (delivered after it, by another
+    lane) is only recorded: it neither replaces the worse finding shown nor pages again."""
     alert = store.find_alert_by_thread(session, thread_key=plan.thread_key)
+    if alert is not None and superseded is not None and superseded(alert.details):
+        late = f"{detail}, raised before the finding shown"
+        store.record(session, alert_id=alert.id, actor=SYSTEM, action="flagged_again", detail=late, now=now)
+        return
     if alert is None:
         _open(
             session,

@@ -126,8 +126,10 @@ def queue_messages(
     messages: Sequence[MessagePlan],
     now: datetime,
     timer_kind: str | None = None,
+    critical: bool = False,
 ) -> int:
-    """Queue each message once (ids are deterministic), classed by urgency (see urgency.py)."""
+    """Queue each message once (ids are deterministic), classed by urgency (see urgency.py; `critical`: CRITICAL
+    whatever the alert's kind)."""
     queued = 0
     level: int | None = None
     ids = [message.delivery_id for message in messages]
@@ -137,7 +139,7 @@ def queue_messages(
             continue
         existing.add(message.delivery_id)
         if level is None:
-            level = message_urgency(session, alert_id=alert_id, timer_kind=timer_kind)
+            level = urgency.CRITICAL if critical else message_urgency(session, alert_id=alert_id, timer_kind=timer_kind)
         session.add(
             Delivery(
                 id=message.delivery_id,

@@ -3,7 +3,9 @@
 - CRITICAL: every message about an SAE, a SUSAR, a DLT, a stopping rule, an acute infusion reaction or a
   dead-lettered event, whatever queued it (first page, escalation, reminder, overdue page, failover). A backfill
   of a cytopenic population queues lab-toxicity pages by the hundred; an SAE's page queued behind them waited
-  7 s for them to be handed over.
+  7 s for them to be handed over. So is the first page of a lab toxicity raised by a result a site entered on its
+  own during such a backfill (it came on the signals topic, not the routine lane): it waited 8.6 s behind the
+  backfill's lab pages, which are PAGEs.
 - PAGE: any other alert with a deadline someone must meet (its first page, escalation steps, reminders,
   overdue pages, failovers).
 - NOTICE: other single notices (a lab toxicity, a cohort decision), and their failovers.

@@ -123,7 +123,7 @@ class ClinicalBatch:
         known without a query (an enrolment backfill settles one before each next enrolment)."""
         self._audit_locked = False
 
-    def apply(self, envelope: ClinicalEnvelope) -> list[Outgoing]:
+    def apply(self, envelope: ClinicalEnvelope, *, live: bool = False) -> list[Outgoing]:
         protocol = self._protocol
         if envelope.trialid != protocol.trial_id:
             raise PoisonMessage(

@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry
 from sqlmodel import Session, col, select
 
 from services.devstack.mail_catcher import MailCatcher
+from services.notify import urgency
 from services.notify.main import create_app
-from services.notify.models import Alert
+from services.notify.models import Alert, Delivery
 from services.notify.settings import NotifySettings
 from shared.db import make_engine
 from shared.events import message_key
@@ -65,3 +66,39 @@ def test_an_sae_is_handled_before_a_backlog_of_routine_signals(
     before = [a for a in everything if a.created_at < sae_alert.created_at]
     assert len(before) <= ROUTINE_BATCH, f"{len(before)} routine alerts went before the SAE"
     assert [a.kind for a in everything].count("lab_toxicity") == BACKLOG
+
+
+def test_a_lab_toxicity_on_the_signals_topic_pages_ahead_of_a_backfills(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A lab toxicity safety put on the signals topic (raised by a result a site entered on its own) is queued
+    CRITICAL; those of a backfill, on the routine lane, are PAGEs (services.notify.urgency)."""
+    signals = f"{topic_prefix}.signals"
+    backfilled, entered = grade4_platelets(1, at=AT), grade4_platelets(2, at=AT)
+    publish_sync(
+        kafka_bootstrap,
+        routine_topic(signals),
+        [(message_key(backfilled.trialid, backfilled.subject), backfilled.model_dump_json().encode())],
+    )
+    publish_sync(
+        kafka_bootstrap, signals, [(message_key(entered.trialid, entered.subject), entered.model_dump_json().encode())]
+    )
+    with MailCatcher(tmp_path / "mail", port=0) as catcher:
+        settings = NotifySettings(
+            kafka_bootstrap_servers=kafka_bootstrap,
+            signals_topic=signals,
+            clinical_topic=f"{topic_prefix}.clinical",
+            var_dir=tmp_path,
+            notify_group_id=f"notify-{uuid.uuid4().hex[:8]}",
+            smtp_port=catcher.port,
+        )
+        engine = make_engine(settings.database_url_for("notify"))
+        with TestClient(create_app(settings, registry=CollectorRegistry())):
+
+            def urgency_by_subject() -> dict[str, int]:
+                with Session(engine) as session:
+                    rows = session.exec(select(Alert.subject_id, Delivery.urgency).join(Delivery)).all()
+                    return {subject: level for subject, level in rows}
+
+            found = wait_for(lambda: len(got := urgency_by_subject()) == 2 and got, what="both lab alerts' pages")
+    assert found == {backfilled.data.subject_id: urgency.PAGE, entered.data.subject_id: urgency.CRITICAL}

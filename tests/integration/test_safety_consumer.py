@@ -17,7 +17,7 @@ from services.safety.main import create_app
 from services.safety.models import AeVersion
 from services.safety.settings import SafetySettings
 from shared.db import make_engine
-from shared.events import INBOUND_DATA, DataQualityFlagged, InboundHeader, SaeDetected, message_key
+from shared.events import INBOUND_DATA, DataQualityFlagged, InboundHeader, LabToxicity, SaeDetected, message_key
 from shared.inbox import ProcessedEvent
 from shared.lanes import bulk_topic, routine_topic
 from shared.outbox import OutboxMessage
@@ -30,12 +30,12 @@ RECEIVED = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
 
 def envelope_bytes(
-    event_id: str, kind: str, data: dict[str, Any], *, trial: str = "NCT07212335"
+    event_id: str, kind: str, data: dict[str, Any], *, trial: str = "NCT07212335", subject: str = "101-002"
 ) -> tuple[bytes, bytes]:
-    header = InboundHeader(id=event_id, type=kind, study=trial, site="101", subject="101-002", data=data)  # type: ignore[arg-type]
+    header = InboundHeader(id=event_id, type=kind, study=trial, site="101", subject=subject, data=data)  # type: ignore[arg-type]
     event = CanonicalEvent(header=header, data=INBOUND_DATA[header.type].model_validate(data))
     envelope = to_envelope("edc", event, RECEIVED)
-    return message_key(trial, "101-002"), envelope.model_dump_json().encode()
+    return message_key(trial, subject), envelope.model_dump_json().encode()
 
 
 def test_sae_signal_once_poison_dead_lettered(
@@ -155,3 +155,31 @@ def test_an_sae_overtakes_a_backfill_waiting_on_the_bulk_lane(
     overtaken = [row for row in rows if row.topic != clinical and published < row.processed_at <= handled.processed_at]
     assert len(overtaken) <= 300, f"{len(overtaken)} backfilled labs were handled between the SAE's arrival and it"
     assert len(read_topic_sync(kafka_bootstrap, signals, expect=1)) == 1
+
+
+def test_a_lab_toxicity_takes_the_lane_of_the_result_that_raised_it(
+    kafka_bootstrap: str, topic_prefix: str, database_url: str, tmp_path: Path
+) -> None:
+    """A grade 4 count entered on its own pages on the signals topic; a backfill's goes to the routine lane, where
+    it cannot hold back what a site has just entered (shared.lanes)."""
+    clinical, signals = f"{topic_prefix}.clinical", f"{topic_prefix}.signals"
+    lab = {"test": "PLAT", "unit": "10^9/L", "lln": "150", "uln": "400", "collected_at": RECEIVED.isoformat()}
+    backfilled = envelope_bytes("bf-1", "lab", {**lab, "result_id": "R-1", "value": "40"}, subject="101-002")
+    entered = envelope_bytes("live-1", "lab", {**lab, "result_id": "R-2", "value": "12"}, subject="101-003")
+    publish_sync(kafka_bootstrap, bulk_topic(clinical), [backfilled])
+    publish_sync(kafka_bootstrap, clinical, [entered])
+    settings = SafetySettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        clinical_topic=clinical,
+        signals_topic=signals,
+        database_url=database_url,
+        var_dir=tmp_path,
+        safety_group_id=f"safety-{uuid.uuid4().hex[:8]}",
+    )
+    with TestClient(create_app(settings, registry=CollectorRegistry())) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200, what="safety ready")
+        [urgent] = read_topic_sync(kafka_bootstrap, signals, expect=1, timeout=30)
+        [routine] = read_topic_sync(kafka_bootstrap, routine_topic(signals), expect=1, timeout=30)
+    live, late = LabToxicity.model_validate_json(urgent.value), LabToxicity.model_validate_json(routine.value)
+    assert (live.data.subject_id, live.data.grade) == ("101-003", 4)
+    assert (late.data.subject_id, late.data.grade) == ("101-002", 3)

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from services.notify import models
+from services.notify import models, urgency
 from services.notify.models import Alert, Delivery, Obligation
 from services.notify.signals import apply_signal
 from services.notify.store import history_for
@@ -88,3 +88,48 @@ def test_worse_grade_threads_into_the_alert_reopens_and_pages_again(db: Engine, 
     assert "grade 4" in alert.title
     assert len(all_rows(db, Delivery)) == 2
     assert [h.action for h in history(db)] == ["opened", "worsened"]
+
+
+def test_a_worse_result_delivered_before_the_one_safety_raised_first_keeps_the_worse_one_shown(
+    db: Engine, protocol: Protocol
+) -> None:
+    """A grade 4 count entered on its own takes the urgent lane; the grade 3 a backfill brought earlier (safety
+    raised it first: the grade 4's previous grade is 3) can reach notify after it. It is history, not news: the
+    alert keeps the grade 4, nobody is paged again, and no second review opens."""
+    with Session(db) as session, session.begin():
+        apply_signal(session, signal(4, "R-2"), NOW, protocol=protocol)
+    with Session(db) as session, session.begin():
+        apply_signal(session, signal(3, "R-1"), NOW + timedelta(seconds=5), protocol=protocol)
+    [alert] = all_rows(db, Alert)
+    assert "grade 4" in alert.title and alert.details["result_id"] == "R-2"
+    assert len(all_rows(db, Delivery)) == 1
+    assert len(all_rows(db, Obligation)) == 1
+    [opened, late] = history(db)
+    assert (opened.action, late.action) == ("opened", "flagged_again")
+    assert "grade 3" in late.detail and "R-1" in late.detail and "raised before" in late.detail
+
+
+@pytest.mark.parametrize("grades", [(3, 4), (4, 3)])
+def test_both_orders_of_a_lab_thread_end_showing_the_worse_finding(
+    db: Engine, protocol: Protocol, grades: tuple[int, int]
+) -> None:
+    """In order, the grade 4 worsens the grade 3's alert; the other way round it is shown from the start."""
+    for n, grade in enumerate(grades):
+        with Session(db) as session, session.begin():
+            apply_signal(session, signal(grade, f"R-{grade}"), NOW + timedelta(seconds=5 * n), protocol=protocol)
+    [alert] = all_rows(db, Alert)
+    assert "grade 4" in alert.title and alert.details["result_id"] == "R-4"
+
+
+def test_a_result_entered_on_its_own_pages_ahead_of_a_backfills_lab_pages(db: Engine, protocol: Protocol) -> None:
+    """A backfill's lab alerts page at PAGE; a grade 4 a site has just entered (its signal came on the signals topic,
+    not the routine lane) pages as CRITICAL, so it is not mailed after hundreds of them. Later escalations of it are
+    PAGEs again, as any lab review's."""
+    backfilled = signal(3, "R-1").model_copy(update={"subject": "S-002"})
+    backfilled = backfilled.model_copy(update={"data": backfilled.data.model_copy(update={"subject_id": "S-002"})})
+    with Session(db) as session, session.begin():
+        apply_signal(session, backfilled, NOW, protocol=protocol)
+        apply_signal(session, signal(4, "R-2"), NOW, protocol=protocol, live=True)
+    alerts = {alert.id: alert.subject_id for alert in all_rows(db, Alert)}
+    paged = {alerts[delivery.alert_id]: delivery.urgency for delivery in all_rows(db, Delivery)}
+    assert paged == {"S-002": urgency.PAGE, "S-001": urgency.CRITICAL}

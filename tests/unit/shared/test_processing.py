@@ -332,7 +332,7 @@ class Deferred:
             def __init__(self) -> None:
                 self.ids: list[str] = []
 
-            def apply(self, envelope: ClinicalEnvelope) -> Sequence[Outgoing]:
+            def apply(self, envelope: ClinicalEnvelope, *, live: bool = False) -> Sequence[Outgoing]:
                 self.ids.append(envelope.id)
                 return []
 
@@ -429,3 +429,41 @@ async def test_relay_publishes_new_rows_while_marking_the_last_batch_waits(
     assert published() == [b"sig-0", b"sig-1", b"sig-2"]
     with Session(tables) as session:
         assert all(row.sent_at == clock.now() for row in session.execute(select(OutboxMessage)).scalars())
+
+
+class OriginRule:
+    """A batched rule that notes, per event, whether the handler said it came live (not on a bulk lane)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, bool] = {}
+
+    def apply(self, envelope: ClinicalEnvelope, *, live: bool = False) -> Sequence[Outgoing]:
+        self.seen[envelope.id] = live
+        return ()
+
+    def finish(self) -> Sequence[tuple[str, Outgoing]]:
+        return ()
+
+
+async def test_the_rule_hears_which_records_came_on_a_bulk_lane(tables: Engine, clock: FakeClock, make_ae: Any) -> None:
+    """What a record raises is urgent by origin when it came on its own (shared.lanes): the rule is told."""
+    rule = OriginRule()
+    handler = TransactionalHandler(
+        engine=tables,
+        consumer="safety",
+        parse=CLINICAL_ADAPTER.validate_json,
+        event_id=lambda envelope: envelope.id,
+        apply=lambda _session, _now, _records: rule,
+        batched=True,
+        clock=clock,
+        metrics=ConsumerMetrics.create(CollectorRegistry(), "safety"),
+        on_committed=lambda: None,
+    )
+    entered, backfilled = make_ae(sender_id="entered"), make_ae(sender_id="backfilled", ae_id="AE-2")
+    await handler(
+        [
+            ConsumedMessage("sentinel.clinical.v1", 0, 0, b"k", entered.model_dump_json().encode()),
+            ConsumedMessage("sentinel.clinical.v1.bulk", 0, 0, b"k", backfilled.model_dump_json().encode()),
+        ]
+    )
+    assert rule.seen == {entered.id: True, backfilled.id: False}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import typing
 from datetime import UTC, datetime
 
-from shared.events import AssessmentMissed, AssessmentMissedData, SignalEnvelope
-from shared.lanes import ROUTINE_SIGNALS, routine_topic, signal_topic
+from shared.events import AssessmentMissed, AssessmentMissedData, LabToxicity, LabToxicityData, SignalEnvelope
+from shared.lanes import LIVE_URGENT_SIGNALS, ROUTINE_SIGNALS, bulk_topic, is_bulk, routine_topic, signal_topic
 from shared.outbox import Outgoing, outbox_row
 
 SIGNALS = "sentinel.signals.v1"
@@ -43,3 +43,44 @@ def test_the_outbox_puts_each_signal_on_its_lane() -> None:
     row = outbox_row(producer="safety", message=Outgoing(topic=SIGNALS, key=b"k", envelope=missed), now=NOW)
     assert row["topic"] == routine_topic(SIGNALS) == "sentinel.signals.v1.routine"
     assert signal_topic(SIGNALS, object()) == SIGNALS, "anything that is not a routine signal keeps its topic"
+
+
+def lab_toxicity() -> LabToxicity:
+    data = LabToxicityData(
+        site_id="101",
+        subject_id="101-001",
+        result_id="R-1",
+        test="PLAT",
+        term="Platelet count decreased",
+        grade=4,
+        baseline_grade=None,
+        previous_grade=None,
+        value="12",
+        unit="10^9/L",
+        reason="grade 4: 12 < 25",
+        collected_at=NOW,
+        source_event_id="e-1",
+    )
+    return LabToxicity(id="s-2", source="/services/safety", subject="101-001", time=NOW, trialid="T", data=data)
+
+
+def test_a_lab_toxicity_raised_by_a_result_entered_on_its_own_takes_the_signals_topic() -> None:
+    """A grade 4 count a site has just entered must page within seconds, not after a backfill's lab signals."""
+    message = Outgoing(topic=SIGNALS, key=b"k", envelope=lab_toxicity())
+    assert outbox_row(producer="safety", message=message, now=NOW, live=True)["topic"] == SIGNALS
+    assert outbox_row(producer="safety", message=message, now=NOW)["topic"] == routine_topic(SIGNALS)
+
+
+def test_only_a_lab_toxicity_changes_lane_by_origin() -> None:
+    """Other routine kinds keep one lane (their notify threads rely on the order within it)."""
+    assert LIVE_URGENT_SIGNALS == {"lab.toxicity"} <= ROUTINE_SIGNALS
+    data = AssessmentMissedData(
+        site_id="101", subject_id="101-001", assessment="day 14", due_from=NOW, due_until=NOW, missing=["lab"]
+    )
+    missed = AssessmentMissed(id="s-1", source="/services/safety", subject="101-001", time=NOW, trialid="T", data=data)
+    assert signal_topic(SIGNALS, missed, live=True) == routine_topic(SIGNALS)
+
+
+def test_a_record_from_a_bulk_or_routine_lane_is_not_urgent_by_origin() -> None:
+    assert is_bulk(bulk_topic("sentinel.clinical.v1")) and is_bulk(routine_topic(SIGNALS))
+    assert not is_bulk("sentinel.clinical.v1") and not is_bulk(SIGNALS)
