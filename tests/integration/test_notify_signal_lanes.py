@@ -32,6 +32,20 @@ BACKLOG = 300
 ROUTINE_BATCH = 50
 
 
+def notify_settings(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, smtp_port: int, routine_batch: int | None = None
+) -> NotifySettings:
+    return NotifySettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        signals_topic=f"{topic_prefix}.signals",
+        clinical_topic=f"{topic_prefix}.clinical",
+        var_dir=tmp_path,
+        notify_group_id=f"notify-{uuid.uuid4().hex[:8]}",
+        smtp_port=smtp_port,
+        **({"consumer_bulk_batch": routine_batch} if routine_batch is not None else {}),
+    )
+
+
 def test_an_sae_is_handled_before_a_backlog_of_routine_signals(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -45,15 +59,7 @@ def test_an_sae_is_handled_before_a_backlog_of_routine_signals(
     sae = sae_detected("101-003", aware=AT, ae_id="AE-7", onset="2026-11-25", received_at=AT)
     publish_sync(kafka_bootstrap, signals, [(message_key("NCT07212335", "101-003"), sae.model_dump_json().encode())])
     with MailCatcher(tmp_path / "mail", port=0) as catcher:
-        settings = NotifySettings(
-            kafka_bootstrap_servers=kafka_bootstrap,
-            signals_topic=signals,
-            clinical_topic=f"{topic_prefix}.clinical",
-            var_dir=tmp_path,
-            notify_group_id=f"notify-{uuid.uuid4().hex[:8]}",
-            smtp_port=catcher.port,
-            consumer_bulk_batch=ROUTINE_BATCH,
-        )
+        settings = notify_settings(kafka_bootstrap, topic_prefix, tmp_path, catcher.port, ROUTINE_BATCH)
         engine = make_engine(settings.database_url_for("notify"))
         with TestClient(create_app(settings, registry=CollectorRegistry())):
 
@@ -84,14 +90,7 @@ def test_a_lab_toxicity_on_the_signals_topic_pages_ahead_of_a_backfills(
         kafka_bootstrap, signals, [(message_key(entered.trialid, entered.subject), entered.model_dump_json().encode())]
     )
     with MailCatcher(tmp_path / "mail", port=0) as catcher:
-        settings = NotifySettings(
-            kafka_bootstrap_servers=kafka_bootstrap,
-            signals_topic=signals,
-            clinical_topic=f"{topic_prefix}.clinical",
-            var_dir=tmp_path,
-            notify_group_id=f"notify-{uuid.uuid4().hex[:8]}",
-            smtp_port=catcher.port,
-        )
+        settings = notify_settings(kafka_bootstrap, topic_prefix, tmp_path, catcher.port)
         engine = make_engine(settings.database_url_for("notify"))
         with TestClient(create_app(settings, registry=CollectorRegistry())):
 

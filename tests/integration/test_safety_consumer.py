@@ -38,6 +38,19 @@ def envelope_bytes(
     return message_key(trial, subject), envelope.model_dump_json().encode()
 
 
+def safety_settings(
+    kafka_bootstrap: str, clinical: str, signals: str, database_url: str, tmp_path: Path
+) -> SafetySettings:
+    return SafetySettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        clinical_topic=clinical,
+        signals_topic=signals,
+        database_url=database_url,
+        var_dir=tmp_path,
+        safety_group_id=f"safety-{uuid.uuid4().hex[:8]}",
+    )
+
+
 def test_sae_signal_once_poison_dead_lettered(
     kafka_bootstrap: str, topic_prefix: str, database_url: str, tmp_path: Path
 ) -> None:
@@ -66,14 +79,7 @@ def test_sae_signal_once_poison_dead_lettered(
     ]
     publish_sync(kafka_bootstrap, clinical, messages)
 
-    settings = SafetySettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        clinical_topic=clinical,
-        signals_topic=signals,
-        database_url=database_url,
-        var_dir=tmp_path,
-        safety_group_id=f"safety-{uuid.uuid4().hex[:8]}",
-    )
+    settings = safety_settings(kafka_bootstrap, clinical, signals, database_url, tmp_path)
     with TestClient(create_app(settings, registry=CollectorRegistry())) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, what="safety ready")
         out = [  # the SAE on the signals topic, the site's flag on its routine lane (shared.lanes)
@@ -129,14 +135,7 @@ def test_an_sae_overtakes_a_backfill_waiting_on_the_bulk_lane(
     ]
     publish_sync(kafka_bootstrap, bulk_topic(clinical), labs)
     database_url = f"sqlite:///{tmp_path / 'safety.db'}"
-    settings = SafetySettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        clinical_topic=clinical,
-        signals_topic=signals,
-        database_url=database_url,
-        var_dir=tmp_path,
-        safety_group_id=f"safety-{uuid.uuid4().hex[:8]}",
-    )
+    settings = safety_settings(kafka_bootstrap, clinical, signals, database_url, tmp_path)
     engine = make_engine(database_url)
 
     def processed() -> list[ProcessedEvent]:
@@ -168,14 +167,7 @@ def test_a_lab_toxicity_takes_the_lane_of_the_result_that_raised_it(
     entered = envelope_bytes("live-1", "lab", {**lab, "result_id": "R-2", "value": "12"}, subject="101-003")
     publish_sync(kafka_bootstrap, bulk_topic(clinical), [backfilled])
     publish_sync(kafka_bootstrap, clinical, [entered])
-    settings = SafetySettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        clinical_topic=clinical,
-        signals_topic=signals,
-        database_url=database_url,
-        var_dir=tmp_path,
-        safety_group_id=f"safety-{uuid.uuid4().hex[:8]}",
-    )
+    settings = safety_settings(kafka_bootstrap, clinical, signals, database_url, tmp_path)
     with TestClient(create_app(settings, registry=CollectorRegistry())) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, what="safety ready")
         [urgent] = read_topic_sync(kafka_bootstrap, signals, expect=1, timeout=30)

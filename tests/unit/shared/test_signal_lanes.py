@@ -6,9 +6,10 @@ from __future__ import annotations
 import typing
 from datetime import UTC, datetime
 
-from shared.events import AssessmentMissed, AssessmentMissedData, LabToxicity, LabToxicityData, SignalEnvelope
+from shared.events import AssessmentMissed, AssessmentMissedData, SignalEnvelope
 from shared.lanes import LIVE_URGENT_SIGNALS, ROUTINE_SIGNALS, bulk_topic, is_bulk, routine_topic, signal_topic
 from shared.outbox import Outgoing, outbox_row
+from tests.signal_factories import grade4_platelets
 
 SIGNALS = "sentinel.signals.v1"
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -45,28 +46,9 @@ def test_the_outbox_puts_each_signal_on_its_lane() -> None:
     assert signal_topic(SIGNALS, object()) == SIGNALS, "anything that is not a routine signal keeps its topic"
 
 
-def lab_toxicity() -> LabToxicity:
-    data = LabToxicityData(
-        site_id="101",
-        subject_id="101-001",
-        result_id="R-1",
-        test="PLAT",
-        term="Platelet count decreased",
-        grade=4,
-        baseline_grade=None,
-        previous_grade=None,
-        value="12",
-        unit="10^9/L",
-        reason="grade 4: 12 < 25",
-        collected_at=NOW,
-        source_event_id="e-1",
-    )
-    return LabToxicity(id="s-2", source="/services/safety", subject="101-001", time=NOW, trialid="T", data=data)
-
-
 def test_a_lab_toxicity_raised_by_a_result_entered_on_its_own_takes_the_signals_topic() -> None:
     """A grade 4 count a site has just entered must page within seconds, not after a backfill's lab signals."""
-    message = Outgoing(topic=SIGNALS, key=b"k", envelope=lab_toxicity())
+    message = Outgoing(topic=SIGNALS, key=b"k", envelope=grade4_platelets(1, at=NOW))
     assert outbox_row(producer="safety", message=message, now=NOW, live=True)["topic"] == SIGNALS
     assert outbox_row(producer="safety", message=message, now=NOW)["topic"] == routine_topic(SIGNALS)
 
