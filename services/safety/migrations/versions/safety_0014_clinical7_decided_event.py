@@ -5,7 +5,7 @@ show when new data reopened it as a suspicion. `safety_dlts.decided_term`: the A
 Existing decided records: the state they hold, or 'rejected' when reopened (only a rejection could reopen before);
 their current term.
 
-Revision ID: safety_0014_clinical7_decided_event
+Revision ID: safety_0014_c7_decided_event
 Revises: safety_0013_saecase_reentry
 Create Date: 2026-12-01 20:40:00
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision: str = "safety_0014_clinical7_decided_event"
+revision: str = "safety_0014_c7_decided_event"
 down_revision: str | None = "safety_0013_saecase_reentry"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
