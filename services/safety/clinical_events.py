@@ -320,12 +320,14 @@ def _apply_record(
                 seriousness=records.seriousness(envelope.subject, envelope.data.ae_id),
                 records=records,
             )
-            if envelope.data.ae_id in records.inactive(envelope.subject, "ae"):  # a late version of one taken back
+            taken_back = records.status(envelope.subject, "ae", envelope.data.ae_id)
+            if taken_back is not None and taken_back.status in store.INACTIVE:  # a late version of one taken back
                 ae_signals += expedited_cases.reassess_reentries(
                     session,
                     records,
                     envelope,
                     withdrawn_ae_id=envelope.data.ae_id,
+                    named=taken_back.replaced_by,
                     protocol=protocol,
                     signals_topic=signals_topic,
                     now=now,
@@ -375,6 +377,7 @@ def _apply_record(
                     records,
                     envelope,
                     withdrawn_ae_id=data.record_id,
+                    named=data.replaced_by if was_retracted is None else was_retracted.replaced_by,
                     protocol=protocol,
                     signals_topic=signals_topic,
                     now=now,

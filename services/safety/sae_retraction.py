@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from services.safety import data_quality, protocol_engine, reentry_links, store
 from services.safety.batch_records import BatchRecords
@@ -56,6 +57,8 @@ from shared.events import (
     message_key,
 )
 from shared.outbox import Outgoing
+
+EnvelopeT = TypeVar("EnvelopeT", bound=ClinicalEnvelopeBase)
 
 VERSION_OF_RETRACTED_AE = "version_of_retracted_ae"
 """A new version of an AE the site marked entered in error or deleted, sent after that: restore it or re-report it."""
@@ -109,6 +112,7 @@ def status_changed(
             out += non_serious_replacement(records, envelope, withdrawn_ae_id=ae_id, topic=topic)
     if not taken_back and was_retracted is not None and state is not None and state.serious:
         out += unlinked_saes(records, envelope, was_retracted=was_retracted, lookback=lookback, topic=topic)
+        out += unlinked_elsewhere(records, envelope, was_retracted=was_retracted, lookback=lookback, topic=topic)
     return out
 
 
@@ -355,10 +359,7 @@ def relinked_elsewhere(
             continue
         if new_version_event is not None and not _moved_by(now, new_version_event, records, envelope):
             continue
-        subject = records.subject(subject_id)
-        there = envelope.model_copy(
-            update={"subject": subject_id, "siteid": subject.site_id if subject is not None else envelope.siteid}
-        )
+        there = _in_subject(records, envelope, subject_id)
         latest = max((v for v in records.ae_versions_of(subject_id) if v.ae_id == ae_id), key=lambda v: v.version)
         ae = AeData.model_validate(latest.payload)
         clock_from = now.withdrawn.ae_id
@@ -374,6 +375,54 @@ def relinked_elsewhere(
         out.append(Outgoing(topic=topic, key=message_key(envelope.trialid, subject_id), envelope=signal))
         out.append(reentry_finding(there, ae_id=ae_id, own=own, link=now, lookback=lookback, topic=topic))
     return out
+
+
+def unlinked_elsewhere(
+    records: BatchRecords, envelope: RecordStatusChanged, *, was_retracted: Retraction, lookback: timedelta, topic: str
+) -> list[Outgoing]:
+    """The site restored an AE whose retraction named a serious AE in another subject as its re-entry: both now stand
+    as SAEs, so the re-entry's subject is told (the finding thread that linked them), as `unlinked_saes` does within a
+    subject; no SAE signal: notify keeps the earlier deadline it gave (never later)."""
+    ae_id = was_retracted.replaced_by
+    if not ae_id:
+        return []
+    restored = [
+        StoredVersion(v.ae_id, v.payload, v.received_at, version=v.version)
+        for v in records.ae_versions_of(envelope.subject)
+        if v.ae_id == was_retracted.ae_id
+    ]
+    first = serious_clock(restored)
+    out: list[Outgoing] = []
+    for subject_id in reentry_links.reentry_subjects(records, subject_id=envelope.subject, replaced_by=ae_id):
+        row = records.seriousness(subject_id, ae_id)
+        own = store.sae_state_of(row) if row is not None else None
+        if own is None or not own.serious or own.awareness_at is None or ae_id in records.inactive(subject_id, "ae"):
+            continue
+        if first is None or first[0] >= utc(own.awareness_at):
+            continue  # it never took that clock: nothing to undo
+        _, now = reentry_clock(records, subject_id=subject_id, ae_id=ae_id, state=own, lookback=lookback)
+        them = f"{was_retracted.ae_id} (subject {envelope.subject})"
+        detail = unlinked_detail(ae_id, restored=them, own_clock=own.awareness_at, now=now)
+        there = _in_subject(records, envelope, subject_id)
+        out.append(
+            data_quality.flag(
+                there,
+                record_type="ae",
+                record_id=ae_id,
+                code=REENTRY_CLOCK,
+                detail=detail,
+                topic=topic,
+                per_record=True,
+            )
+        )
+    return out
+
+
+def _in_subject(records: BatchRecords, envelope: EnvelopeT, subject_id: str) -> EnvelopeT:
+    """The event as the cause of signals about another subject's AE: that subject's id and site, keyed to it."""
+    subject = records.subject(subject_id)
+    site = subject.site_id if subject is not None else envelope.siteid
+    return envelope.model_copy(update={"subject": subject_id, "siteid": site})
 
 
 def _moved_by(link: ReEntry, event_id: str, records: BatchRecords, envelope: ClinicalEnvelopeBase) -> bool:

@@ -178,19 +178,20 @@ def reassess_reentries(
     envelope: ClinicalEnvelopeBase,
     *,
     withdrawn_ae_id: str,
+    named: str | None,
     protocol: Protocol,
     signals_topic: str,
     now: datetime,
 ) -> list[Outgoing]:
     """The site took AE `withdrawn_ae_id` back, restored it, or sent a version of it while taken back: the SUSAR files
     that may take their day 0 from it (`_inherited`) are decided again: the subject's serious AEs of a term it
-    shares, and the AE its retraction names (`replaced_by`), here or, for an AE entered under a mistyped subject id,
-    in another subject of the trial (`reentry_links`). A day 0 that moves earlier is signalled (`clock_earlier`)."""
+    shares, and the AE its retraction names (`named`: `replaced_by` of the retraction, or of the one a restore
+    ended), here or, for an AE entered under a mistyped subject id, in another subject of the trial
+    (`reentry_links`). A day 0 that moves earlier is signalled (`clock_earlier`); later (a restore ends the link),
+    the file's reports are withdrawn and opened again on its own day 0 (`susar.decide`)."""
     if protocol.reference_safety_information is None or protocol.expedited_reporting is None:
         return []
     subject_id = envelope.subject
-    status = records.status(subject_id, "ae", withdrawn_ae_id)
-    named = status.replaced_by if status is not None else None
     versions = records.ae_versions_of(subject_id)
     theirs = terms_of(_stored(v) for v in versions if v.ae_id == withdrawn_ae_id)
     targets = [

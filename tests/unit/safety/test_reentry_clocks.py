@@ -200,3 +200,23 @@ def test_a_susar_entered_under_the_wrong_subject_keeps_its_day_0_in_the_right_on
     [susar] = of_type(out, "susar.detected")
     assert susar.data.clock_start == at(0, 14)
     assert day0(driver, "AE-2") == (True, at(0, 14))
+
+
+def test_restoring_the_ae_in_the_mistyped_subject_tells_the_right_subject_and_gives_day_0_back(driver: Driver) -> None:
+    """The site restores A-2's AE-1 (it was A-2's after all): both stand. A-1's AE-2 is told it is no longer taken as
+    its re-entry (the finding thread that linked them), and its SUSAR day 0 is its own receipt again."""
+    driver.apply_all(in_a2(), now=at(0, 10))
+    wrong = reaction(awareness_at=None).model_copy(update={"subject": "A-2", "id": "wrong-subject-v1"})
+    driver.apply(wrong, now=at(0, 14))
+    driver.apply(typo_deletion(changed=at(1)), now=at(1))
+    driver.apply(reaction(ae_id="AE-2", received=at(1, 11), awareness_at=None), now=at(1, 11))
+    restore = typo_deletion(changed=at(2))
+    restore = restore.model_copy(
+        update={"id": "restore-a2-ae1", "data": restore.data.model_copy(update={"status": "restored"})}
+    )
+    out = driver.apply(restore, now=at(2))
+    [told] = reentry_findings(out)
+    assert (told.subject_id, told.record_id) == ("A-1", "AE-2")
+    assert "restored AE AE-1 (subject A-2)" in told.detail and "both now stand as SAEs" in told.detail
+    assert day0(driver, "AE-2") == (True, at(1, 11))
+    assert day0(driver, "AE-1", subject="A-2") == (True, at(0, 14))
