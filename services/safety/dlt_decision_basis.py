@@ -198,7 +198,9 @@ def _changes(dlt: DecidedDlt, look: DataLook) -> str:
 def _decision(dlt: DecidedDlt) -> str:
     when = dlt.decided_at.strftime("%Y-%m-%d %H:%M UTC") if dlt.decided_at else "an unknown time"
     why = f" ('{dlt.decision_reason}')" if dlt.decision_reason else ""
-    return f"DLT {dlt.dlt_id} was {dlt.state} by {dlt.decided_by or 'an officer'} on {when}{why}"
+    return (
+        f"DLT {dlt.dlt_id} was {decision_on_file(dlt) or dlt.state} by {dlt.decided_by or 'an officer'} on {when}{why}"
+    )
 
 
 def _how_to_revise(dlt: DecidedDlt) -> str:

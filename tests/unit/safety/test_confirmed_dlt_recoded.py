@@ -52,6 +52,7 @@ def test_the_recoded_dlt_is_suspected_again_and_the_arm_counts_it_as_under_revie
         "the term from 'Pneumonitis' to 'Anemia'",
         "meets DLT criterion 'haematological'",
         "not the criterion 'non_haematological_grade3' the confirmation judged",
+        "was confirmed by olga on",
         "does not carry over to an event no one reviewed",
         "counts in arm A's 3+3 tally as under review, not as a confirmed DLT",
     ):
