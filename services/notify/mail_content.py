@@ -169,7 +169,8 @@ def dlt_withdrawn_mail(trial_id: str, data: DltData) -> MailContent:
         subject=f"[{trial_id}] Suspected DLT withdrawn: {data.term}, subject {data.subject_id}",
         heading=f"Suspected DLT withdrawn, its review cancelled: {data.reason}.",
         rows=_dlt_rows(trial_id, data),
-        footer="It no longer counts in the arm's 3+3 tally. If later data meet a DLT criterion again, it is "
+        footer="As a suspicion it no longer counts in the arm's 3+3 tally (a confirmation that stands again counts "
+        "as confirmed: see above). If later data meet a DLT criterion again, it is "
         "suspected (and paged) again.",
     )
 

@@ -98,6 +98,11 @@ class BatchRecords:
         for start in range(0, len(tested), CHUNK):
             self._load_by_test(tested[start : start + CHUNK])
 
+    @property
+    def session(self) -> Session:
+        """For a lookup across the trial the batch does not hold (`reentry_links`)."""
+        return self._session
+
     def _rows(self, model: Any, subject_ids: Iterable[str], *conditions: Any) -> Any:
         subjects = one_of(self._session, col(model.subject_id), sorted(subject_ids))
         query = select(model).where(model.trial_id == self.trial_id, subjects)

@@ -318,7 +318,20 @@ def _apply_record(
                 signals_topic=signals_topic,
                 now=now,
                 seriousness=records.seriousness(envelope.subject, envelope.data.ae_id),
+                records=records,
             )
+            taken_back = records.status(envelope.subject, "ae", envelope.data.ae_id)
+            if taken_back is not None and taken_back.status in store.INACTIVE:  # a late version of one taken back
+                ae_signals += expedited_cases.reassess_reentries(
+                    session,
+                    records,
+                    envelope,
+                    withdrawn_ae_id=envelope.data.ae_id,
+                    named=taken_back.replaced_by,
+                    protocol=protocol,
+                    signals_topic=signals_topic,
+                    now=now,
+                )
             ae_signals += data_quality.seriousness_flags(envelope, topic=signals_topic)
         return changed, ae_signals
     if isinstance(envelope, TransfusionAdministered):
@@ -355,9 +368,21 @@ def _apply_record(
                 now=now,
                 signals_topic=signals_topic,
             )
-            return True, sae + acute + expedited_cases.assess_ae_status(
-                session, envelope, protocol=protocol, signals_topic=signals_topic, now=now
+            susar = expedited_cases.assess_ae_status(
+                session, envelope, protocol=protocol, signals_topic=signals_topic, now=now, records=records
             )
+            if (data.status in store.INACTIVE) != (previous_status in store.INACTIVE):  # the re-entries' day 0
+                susar += expedited_cases.reassess_reentries(
+                    session,
+                    records,
+                    envelope,
+                    withdrawn_ae_id=data.record_id,
+                    named=data.replaced_by if was_retracted is None else was_retracted.replaced_by,
+                    protocol=protocol,
+                    signals_topic=signals_topic,
+                    now=now,
+                )
+            return True, sae + acute + susar
         return True, []
     raise PoisonMessage(f"unsupported clinical event {type(envelope).__name__}")
 

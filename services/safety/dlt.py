@@ -15,9 +15,11 @@ Decisions made where the protocol leaves room (each is stated in the reason a pe
   lowest baseline of the lines it stands for. Febrile neutropenia has its own grade and relatedness rule.
 - Relatedness is one test for every criterion (`related_enough`), each with its own minimum.
 - Lab results alone can make a haematological suspicion (`classify_labs`): one record per subject and term.
-- A confirmed DLT stays confirmed whatever follow-ups say (the officer's decision stands); a rejected one
-  reopens only on new evidence: graded worse than the grade the officer rejected, or meeting another criterion
-  than the one rejected (labs: a lasting grade 4 or a failure to recover is preferred over the bare worsening).
+- A confirmed DLT stays confirmed whatever follow-ups say about the event confirmed (the officer's decision
+  stands), unless the site recodes the AE to another event that meets only another criterion: the confirmation
+  does not carry over to it, and the DLT is suspected again for review; a rejected one reopens only on new
+  evidence: graded worse than the grade the officer rejected, or meeting another criterion than the one rejected
+  (labs: a lasting grade 4 or a failure to recover is preferred over the bare worsening).
   When follow-ups move the data against a decision that stands, its officers are told (dlt_decision_basis).
 """
 
@@ -82,6 +84,8 @@ class Classification:
     meets: bool
     criterion: str | None
     reason: str
+    met: tuple[str, ...] = ()
+    """Every criterion the AE meets (`criterion` is the first): a confirmation stands while its own is among them."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,7 @@ def classify(
         f"; judged by its words, CTCAE {', '.join(repr(t) for t in ae.disputed_terms)}, because the MedDRA code means"
         f" {', '.join(repr(t) for t in ae.ctcae_terms)} (not a DLT by the code alone): the site must resolve the coding"
     )
-    return Classification(True, by_words.criterion, by_words.reason + note)
+    return Classification(True, by_words.criterion, by_words.reason + note, by_words.met)
 
 
 def _classify(
@@ -231,12 +235,21 @@ def _classify(
     relation = f" ({ae.relatedness.value})" if ae.relatedness else ""
     haem = rules.haematological
     masked = cytopenia and haem is not None and haem.only_if_worse_than_baseline and ae.grade <= (baseline or 0)
+    met = _also_met(
+        ae,
+        rules=rules,
+        haematological=haematological,
+        febrile=febrile,
+        cytopenia=cytopenia,
+        masked=masked,
+        baseline=baseline,
+    )
     for criterion in rules.criteria:
         if masked:
             break
         if _criterion_applies(criterion, ae, grade=ae.grade, haematological=haematological) is None:
             reason = f"{label}{relation} meets {criterion.name}: {criterion.description}; " + "; ".join(notes)
-            return Classification(True, criterion.name, reason)
+            return Classification(True, criterion.name, reason, met)
     misses = [f"not worse than the subject's baseline grade {baseline}"] if masked else []
     misses += [
         f"{c.name}: {why}"
@@ -248,7 +261,7 @@ def _classify(
         if ae.grade >= fn.min_grade and related_enough(ae.relatedness, fn.min_relatedness):
             needed = f", at least {fn.min_relatedness}" if fn.min_relatedness else ", whatever its causality"
             reason = f"{label}{relation} meets {FEBRILE_NEUTROPENIA}: grade >= {fn.min_grade}{needed}; "
-            return Classification(True, FEBRILE_NEUTROPENIA, reason + "; ".join(notes))
+            return Classification(True, FEBRILE_NEUTROPENIA, reason + "; ".join(notes), met)
         misses.append(
             f"{FEBRILE_NEUTROPENIA}: "
             + (
@@ -261,9 +274,36 @@ def _classify(
         meets, why = _cytopenia_rule(ae, rules=haem, grade=ae.grade, baseline=baseline)
         if meets:
             reason = f"{label}{relation} meets {HAEMATOLOGICAL}: grade >= {haem.min_grade}, {why}; "
-            return Classification(True, HAEMATOLOGICAL, reason + "; ".join(notes))
+            return Classification(True, HAEMATOLOGICAL, reason + "; ".join(notes), met)
         misses.append(f"{HAEMATOLOGICAL}: {why}")
     return Classification(False, None, f"{label}: meets no DLT criterion ({'; '.join(misses)})")
+
+
+def _also_met(
+    ae: AeFacts,
+    *,
+    rules: DltRules,
+    haematological: bool,
+    febrile: bool,
+    cytopenia: bool,
+    masked: bool,
+    baseline: int | None,
+) -> tuple[str, ...]:
+    """Every criterion a graded AE inside the window meets, in the protocol's order (the same tests as `_classify`)."""
+    grade = ae.grade or 0
+    met = [
+        c.name
+        for c in rules.criteria
+        if not masked and _criterion_applies(c, ae, grade=grade, haematological=haematological) is None
+    ]
+    haem = rules.haematological
+    if febrile and haem is not None and haem.febrile_neutropenia is not None:
+        fn = haem.febrile_neutropenia
+        if grade >= fn.min_grade and related_enough(ae.relatedness, fn.min_relatedness):
+            met.append(FEBRILE_NEUTROPENIA)
+    if cytopenia and haem is not None and _cytopenia_rule(ae, rules=haem, grade=grade, baseline=baseline)[0]:
+        met.append(HAEMATOLOGICAL)
+    return tuple(met)
 
 
 @dataclass(frozen=True)
@@ -429,6 +469,8 @@ def transition(
     decided_grade: int | None,
     decided_criterion: str | None = None,
     rejected: bool = False,
+    confirmed: bool = False,
+    other_event: bool = False,
 ) -> Transition:
     """The next state of an AE's DLT record, and the signal that change sends (if any).
 
@@ -436,9 +478,21 @@ def transition(
     evidence: a worse grade than the one rejected, or a criterion other than the one the officer judged
     (`decided_criterion`: a worsening rejected as transient that then lasts > 14 days). Its state is a function
     of the rejection and the data as they stand: when the new evidence goes away (corrected, taken back), the
-    rejection stands again, so the same data give the same state whatever was seen in between."""
+    rejection stands again, so the same data give the same state whatever was seen in between.
+
+    A confirmation (`confirmed`: the officer's confirmation on file, the record confirmed or reopened from it)
+    stands whatever the data say about the event confirmed (they may no longer meet a criterion: the officers are
+    told, `dlt_decision_basis`), except when the AE is now another event (`other_event`: recoded to another CTCAE
+    term than the one confirmed) that meets only another criterion than the one confirmed: a confirmation is of the
+    event reviewed and does not carry over, so the DLT is suspected again, for review under its new criterion (as a
+    rejection reopens). When the AE is again the event confirmed, or meets no criterion, the confirmation stands
+    again (the suspicion withdrawn)."""
     meets = classification.meets
-    if current is DltState.CONFIRMED:
+    if current is DltState.CONFIRMED or (confirmed and current is DltState.SUSPECTED):
+        if _another_event(classification, decided_criterion=decided_criterion, other_event=other_event):
+            return Transition(current, None) if current is DltState.SUSPECTED else _suspected()
+        if current is DltState.SUSPECTED:  # the other event is gone: the confirmation stands again
+            return Transition(DltState.CONFIRMED, DltSignal.WITHDRAWN)
         return Transition(current, None)
     if rejected or current is DltState.REJECTED:
         other_rule = decided_criterion is not None and classification.criterion not in (None, decided_criterion)
@@ -455,3 +509,12 @@ def transition(
     if current is DltState.WITHDRAWN:
         return Transition(DltState.SUSPECTED, DltSignal.SUSPECTED) if meets else Transition(current, None)
     return Transition(current, None)
+
+
+def _another_event(classification: Classification, *, decided_criterion: str | None, other_event: bool) -> bool:
+    """A confirmed AE recoded to another event that meets a criterion, none of them the one confirmed (a confirmation
+    from before the criterion was kept, `decided_criterion` None, is never reopened: nothing to compare)."""
+    if not (other_event and classification.meets) or decided_criterion is None:
+        return False
+    met = classification.met or ((classification.criterion,) if classification.criterion else ())
+    return decided_criterion not in met

@@ -6,6 +6,9 @@ as it then was, so when the site's data move against the decision, the committee
 how to revise the decision:
 - a CONFIRMED DLT whose AE no longer meets any DLT criterion (the investigator's follow-up says 'not related', a
   corrected onset falls outside the window, a recoded term is not listed, the labs behind it were corrected);
+- a CONFIRMED DLT whose AE the site recoded to another event that meets only another criterion: the confirmation
+  does not carry over to an event no one reviewed, so the rules reopen it as a suspicion (`dlt.transition`: the
+  arm's 3+3 counts it as under review, not confirmed, with a review clock) and this finding says why;
 - a REJECTED DLT whose AE is now more clearly a DLT: it meets a criterion it did not meet when rejected, or the
   investigator's relatedness rose above the one the committee saw (a worse grade needs no finding: it reopens the
   DLT as a suspicion, with its own review clock).
@@ -33,6 +36,8 @@ DECIDED_DLT_DATA_CHANGED = "decided_dlt_data_changed"
 class Divergence(StrEnum):
     NO_LONGER_MEETS = "no_longer_meets"
     """Confirmed on data that met a criterion; they meet none now."""
+    OTHER_EVENT = "other_event"
+    """Confirmed; the AE is now another event (term) meeting only another criterion: reopened as a suspicion."""
     NOW_MEETS = "now_meets"
     """Rejected on data that met no criterion; they meet one now."""
     MORE_RELATED = "more_related"
@@ -68,6 +73,10 @@ class DecidedDlt(Protocol):
     def decided_met(self) -> bool | None: ...
     @property
     def divergence(self) -> str | None: ...
+    @property
+    def decided_state(self) -> str | None: ...
+    @property
+    def decided_term(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -99,14 +108,37 @@ class BasisCheck:
     """What to tell the officers, or None (nothing new since the last look)."""
 
 
+def decision_on_file(dlt: DecidedDlt) -> str | None:
+    """The officer's decision ('confirmed', 'rejected') whatever state the data moved the record to since; None:
+    undecided. A record decided before the decision was kept: its state, or a rejection when reopened (until a
+    confirmation could reopen, only a rejection did)."""
+    if dlt.decided_at is None:
+        return None
+    if dlt.decided_state:
+        return dlt.decided_state
+    confirmed, rejected = DltState.CONFIRMED.value, DltState.REJECTED.value
+    return dlt.state if dlt.state in (confirmed, rejected) else rejected
+
+
+def is_other_event(dlt: DecidedDlt, term: str) -> bool:
+    """The AE is now reported as another event (CTCAE term) than the one decided on. Lab-based records are one term
+    by construction; a record decided before the term was kept is taken as the same event."""
+    if dlt.ae_id.startswith("lab:") or not dlt.decided_term:
+        return False
+    return term.strip().casefold() != dlt.decided_term.strip().casefold()
+
+
 def divergence(dlt: DecidedDlt, look: DataLook) -> Divergence | None:
     """How the data stand against the decision on file. A record decided before the decision's data were kept
     (`decided_met` None) is taken to have met a criterion: the usual case, and the one that tells rather than
     hides when a confirmed DLT's data no longer meet one."""
-    if not look.active or dlt.decided_at is None:
+    decision = decision_on_file(dlt)
+    if not look.active or decision is None:
         return None
     met = dlt.decided_met is not False
-    if dlt.state == DltState.CONFIRMED.value:
+    if decision == DltState.CONFIRMED.value:
+        if dlt.state == DltState.SUSPECTED.value:  # reopened by the rules: the AE is now another event
+            return Divergence.OTHER_EVENT
         return Divergence.NO_LONGER_MEETS if met and not look.meets else None
     if dlt.state == DltState.REJECTED.value and look.meets:
         if not met:
@@ -152,6 +184,8 @@ def _what(dlt: DecidedDlt, look: DataLook) -> str:
 
 def _changes(dlt: DecidedDlt, look: DataLook) -> str:
     changes = []
+    if is_other_event(dlt, look.term):
+        changes.append(f"the term from '{dlt.decided_term}' to '{look.term}'")
     if look.relatedness != dlt.decided_relatedness and not dlt.ae_id.startswith("lab:"):
         changes.append(f"relatedness from {_said(dlt.decided_relatedness)} to {_said(look.relatedness)}")
     if look.grade is not None and dlt.decided_grade is not None and look.grade != dlt.decided_grade:
@@ -164,7 +198,9 @@ def _changes(dlt: DecidedDlt, look: DataLook) -> str:
 def _decision(dlt: DecidedDlt) -> str:
     when = dlt.decided_at.strftime("%Y-%m-%d %H:%M UTC") if dlt.decided_at else "an unknown time"
     why = f" ('{dlt.decision_reason}')" if dlt.decision_reason else ""
-    return f"DLT {dlt.dlt_id} was {dlt.state} by {dlt.decided_by or 'an officer'} on {when}{why}"
+    return (
+        f"DLT {dlt.dlt_id} was {decision_on_file(dlt) or dlt.state} by {dlt.decided_by or 'an officer'} on {when}{why}"
+    )
 
 
 def _how_to_revise(dlt: DecidedDlt) -> str:
@@ -186,6 +222,16 @@ def _changed(dlt: DecidedDlt, look: DataLook, kind: Divergence) -> str:
             f"3+3 tally, until the committee revises it. {_how_to_revise(dlt)}"
         )
     meets = f"DLT criterion '{look.criterion}'" if look.criterion else "a DLT criterion"
+    if kind is Divergence.OTHER_EVENT:
+        criterion = f"'{dlt.decided_criterion}'" if dlt.decided_criterion else "it was confirmed under"
+        return (
+            f"{_what(dlt, look)}: {_changes(dlt, look)}; the AE is now another event than the one confirmed, and meets "
+            f"{meets} ({look.reason}), not the criterion {criterion} the confirmation judged. {_decision(dlt)} "
+            f"about the event as it was then: a confirmation does not carry over to an event no one reviewed, so DLT "
+            f"{dlt.dlt_id} is suspected again, with its own review clock, and counts in arm {arm}'s 3+3 tally as "
+            "under review, not as a confirmed DLT, until the committee confirms or rejects it under its new "
+            "criterion. If the recode is the site's mistake, the site corrects it and the confirmation stands again."
+        )
     if kind is Divergence.NOW_MEETS:
         news = f"{_changes(dlt, look)}; the AE now meets {meets}, which it did not when rejected ({look.reason})"
     else:

@@ -175,6 +175,10 @@ class DltRecord(SQLModel, table=True):
     divergence: str | None = Field(default=None, max_length=20)
     """How the AE's data now stand against the decision (dlt_decision_basis.Divergence); None: as it relied on.
     The officers were told when it last changed, so a later event of the subject tells them nothing again."""
+    decided_state: str | None = Field(default=None, max_length=20)
+    """The officer's decision on file ('confirmed', 'rejected'); the state may differ when the data reopened it."""
+    decided_term: str | None = Field(default=None, max_length=500)
+    """The AE's CTCAE term when the officer decided: the event the decision is about."""
 
 
 class CohortState(SQLModel, table=True):

@@ -50,7 +50,7 @@ from services.safety.dlt import (
     lab_dlt_id_part,
     transition,
 )
-from services.safety.dlt_decision_basis import DataLook, check_basis
+from services.safety.dlt_decision_basis import DataLook, check_basis, decision_on_file, is_other_event
 from services.safety.dlt_window import DltWindow, Infusion, partial_date_range, start_of_day_everywhere
 from services.safety.dlt_window import subject_window as window_rule
 from services.safety.evaluability import SubjectFacts, SubjectOutcome, assess_subject
@@ -191,6 +191,8 @@ class _Verdict:
     """The earliest date the DLT can have begun (AE onset, or the result's collection); None: unknown."""
     active: bool = True
     """False: the site marked the AE entered in error or deleted."""
+    met: tuple[str, ...] = ()
+    """Every criterion the AE meets (`dlt.Classification.met`)."""
 
     def look(self) -> DataLook:
         return DataLook(
@@ -239,6 +241,7 @@ def _verdicts(protocol: Protocol, state: SubjectState, window: DltWindow | None)
                 verdict.reason,
                 partial_date_range(facts.onset)[0] if facts.onset else None,
                 active=facts.status is None,
+                met=verdict.met,
             )
         )
     inactive_labs = state.inactive_ids("lab")
@@ -418,13 +421,16 @@ def _update_record(
     trial_id, subject_id = subject.trial_id, subject.subject_id
     record = state.records.get(verdict.key)
     current = DltState(record.state) if record else None
+    decision = decision_on_file(record) if record else None
     step = transition(
         current,
-        Classification(verdict.meets, verdict.criterion, verdict.reason),
+        Classification(verdict.meets, verdict.criterion, verdict.reason, verdict.met),
         grade=verdict.grade,
         decided_grade=record.decided_grade if record else None,
         decided_criterion=record.decided_criterion if record else None,
-        rejected=record is not None and record.decided_at is not None,
+        rejected=decision == DltState.REJECTED.value,
+        confirmed=decision == DltState.CONFIRMED.value,
+        other_event=record is not None and is_other_event(record, verdict.term),
     )
     if step.state is None:
         return []
@@ -483,10 +489,23 @@ def _update_record(
     )
     session.add(record)
     if step.signal is not None:
+        why = None
+        if current is DltState.SUSPECTED and step.state is DltState.CONFIRMED:  # the reopened suspicion ends
+            why = (
+                f"the AE is again the event confirmed by {record.decided_by or 'an officer'}, or meets no other "
+                f"criterion: the confirmation stands again and the DLT counts in arm {record.arm or 'unknown'}'s "
+                f"3+3 tally as confirmed ({record.reason})"
+            )
         signals.insert(
             0,
             _dlt_signal(
-                step.signal, record, site_id=subject.site_id, source_event_id=source_event_id, now=now, topic=topic
+                step.signal,
+                record,
+                site_id=subject.site_id,
+                source_event_id=source_event_id,
+                now=now,
+                topic=topic,
+                reason=why,
             ),
         )
     return signals
@@ -615,7 +634,14 @@ def unmapped_term_flags(
 
 
 def _dlt_signal(
-    kind: DltSignal, record: DltRecord, *, site_id: str, source_event_id: str, now: datetime, topic: str
+    kind: DltSignal,
+    record: DltRecord,
+    *,
+    site_id: str,
+    source_event_id: str,
+    now: datetime,
+    topic: str,
+    reason: str | None = None,
 ) -> Outgoing:
     data = DltData(
         dlt_id=record.dlt_id,
@@ -630,7 +656,7 @@ def _dlt_signal(
         criterion=record.criterion or "",
         window_start=record.window_start,
         window_end=record.window_end,
-        reason=record.reason,
+        reason=reason or record.reason,
         source_event_id=source_event_id,
     )
     common = {
@@ -1105,6 +1131,7 @@ def decide_dlt(
     record.decision_reason = reason
     record.decided_grade = record.grade
     record.decided_criterion = record.criterion
+    record.decided_state, record.decided_term = decision, record.term
     state = load_subject_state(session, trial_id=record.trial_id, subject_id=record.subject_id)
     _keep_decision_basis(record, _look_of(protocol, state, record))
     record.updated_at = now

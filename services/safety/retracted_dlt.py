@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from services.safety import data_quality
 from services.safety.dlt import DltState
+from services.safety.dlt_decision_basis import decision_on_file
 from services.safety.models import DltRecord
 from services.safety.protocol_engine import dlt_id_for
 from shared.events import RecordStatusChanged
@@ -26,8 +27,8 @@ def confirmed_dlt_finding(session: Session, envelope: RecordStatusChanged, *, to
     """Called when the site has just taken an AE back (not on a repeat or a restore)."""
     data = envelope.data
     record = session.get(DltRecord, dlt_id_for(envelope.trialid, envelope.subject, data.record_id))
-    if record is None or record.state != DltState.CONFIRMED.value:
-        return []
+    if record is None or decision_on_file(record) != DltState.CONFIRMED.value:
+        return []  # a confirmation reopened as a suspicion (the AE recoded) is still the committee's decision
     why = f" ({data.reason})" if data.reason else ""
     detail = (
         f"The site marked AE {data.record_id} ({record.term}, grade {record.grade}) "

@@ -7,7 +7,8 @@ ICH E2D 5.2 / E2A III.A.2 put day 0 at the sponsor's first receipt of the minimu
 
 The link is, in order:
 - explicit: the site's retraction names the new id (`RecordStatusData.replaced_by`, from an EDC or connector that
-  can say it); then no window applies;
+  can say it); then no window applies. Only this link crosses subjects (an AE entered under a mistyped subject id,
+  deleted there naming its re-entry under the right subject), and only within the trial (`reentry_links`);
 - likely: the subject's serious AE of the same CTCAE/verbatim term (see `ae_terms.normalise`; a verbatim synonym or
   MedDRA code counts as the CTCAE term it maps to), taken back within `sae.reentry_lookback_hours` (either side) of
   the new AE's first receipt, naming no other replacement, and not beginning after the taken-back record was first
@@ -43,6 +44,8 @@ class StoredVersion:
     received_at: datetime
     version: int = 1
     event_id: str = ""
+    subject_id: str | None = None
+    """Another subject's AE (a retraction there names the re-entry, `Retraction.subject_id`); None: the re-entry's."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,13 @@ class Retraction:
     changed_at: datetime
     reason: str | None
     replaced_by: str | None
+    subject_id: str | None = None
+    """The subject the retraction is in when it is not the re-entry's (an AE entered under a mistyped subject id):
+    such a retraction links only by naming the re-entry (`replaced_by`), never by term and date."""
+
+    @property
+    def label(self) -> str:
+        return f"AE {self.ae_id}" + (f" (subject {self.subject_id})" if self.subject_id else "")
 
 
 @dataclass(frozen=True)
@@ -132,16 +142,17 @@ def reentry_of(
 
     `versions`: the subject's stored AE versions (all AEs); `retractions`: the subject's standing retractions of
     AEs. Among several candidates the earliest clock wins (the conservative one)."""
-    mine = [v for v in versions if v.ae_id == ae_id]
+    mine = [v for v in versions if v.ae_id == ae_id and v.subject_id is None]
     if not mine:
         return None
     first_received = min(utc(v.received_at) for v in mine)
     my_terms = terms_of(mine)
-    explicit = [r for r in retractions if r.replaced_by == ae_id and r.ae_id != ae_id]
+    explicit = [r for r in retractions if r.replaced_by == ae_id and (r.ae_id != ae_id or r.subject_id is not None)]
     candidates = explicit or [
         r
         for r in retractions
         if r.ae_id != ae_id
+        and r.subject_id is None
         and r.replaced_by is None
         and lookback > timedelta(0)
         and abs(first_received - utc(r.changed_at)) <= lookback
@@ -149,7 +160,7 @@ def reentry_of(
     best: ReEntry | None = None
     my_onset = _first_onset(mine)
     for retraction in candidates:
-        theirs = [v for v in versions if v.ae_id == retraction.ae_id]
+        theirs = [v for v in versions if v.ae_id == retraction.ae_id and v.subject_id == retraction.subject_id]
         shared_terms = sorted(terms_of(theirs) & my_terms)
         if not explicit and (not shared_terms or _began_after(my_onset, theirs)):
             continue
@@ -165,20 +176,22 @@ def reentry_of(
 def reentry_detail(ae_id: str, link: ReEntry, *, own_clock: datetime, lookback: timedelta) -> str:
     """The finding for the officer and the site: what was linked, why, and what to do if it is wrong."""
     withdrawn = link.withdrawn
+    them = withdrawn.label
     why = (
-        f"the site's retraction of AE {withdrawn.ae_id} names AE {ae_id} as its replacement"
+        f"the site's retraction of {them} names AE {ae_id} as its replacement"
+        + (" (an AE entered under another subject's id and re-entered under this one)" if withdrawn.subject_id else "")
         if link.explicit
-        else f"same subject, same term ('{link.term}'), AE {withdrawn.ae_id} taken back within "
+        else f"same subject, same term ('{link.term}'), {them} taken back within "
         f"{_hours(lookback)} of AE {ae_id}'s first receipt"
     )
     reason = f" ({withdrawn.reason})" if withdrawn.reason else ""
     basis = "site awareness" if link.awareness_basis is AwarenessBasis.SITE else "first receipt"
     return (
-        f"Serious AE {ae_id} is taken as the re-entry of serious AE {withdrawn.ae_id}, which the site marked "
+        f"Serious AE {ae_id} is taken as the re-entry of serious {them}, which the site marked "
         f"{withdrawn.status.replace('_', ' ')}{reason} on {_when(withdrawn.changed_at)}: {why}. Its 24 h SAE clock "
-        f"starts at AE {withdrawn.ae_id}'s {basis}, {_when(link.awareness_at)}, not at {_when(own_clock)} (ICH E2D: "
+        f"starts at {them}'s {basis}, {_when(link.awareness_at)}, not at {_when(own_clock)} (ICH E2D: "
         f"day 0 is the sponsor's first receipt of the case). If AE {ae_id} is a different event, the site should "
-        f"say so (restore AE {withdrawn.ae_id} if it stands, or correct the term) and the safety officer "
+        f"say so (restore {them} if it stands, or correct the term) and the safety officer "
         f"should judge the report's due date from AE {ae_id}'s own clock."
     )
 

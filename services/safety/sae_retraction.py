@@ -8,7 +8,9 @@ serious and not taken back. Here: what the transition says to notify, built from
   after its retraction (by the site's entry time where the envelope has one, else our receipt), the site is asked
   to restore the AE if it is real (a data-quality finding);
 - a serious AE the site re-entered under a new id keeps the taken-back AE's (earlier) clock in its SAE signals,
-  whichever came first, with a finding naming both (the pure rule: `sae_reentry`).
+  whichever came first, with a finding naming both (the pure rule: `sae_reentry`); across subjects only when the
+  retraction names it (`replaced_by`: an AE entered under a mistyped subject id, `reentry_links`), and then the
+  re-entry's subject is told, whichever subject's event came last (`relinked_elsewhere`).
 - a serious AE taken back naming a replacement (`replaced_by`) that is not serious: a finding for the officer and
   the site (`SAE_REPLACED_BY_NON_SERIOUS`), whichever of the three records came last: no SAE report is tracked.
 Keyword-only; never commits.
@@ -18,8 +20,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from services.safety import data_quality, protocol_engine, store
+from services.safety import data_quality, protocol_engine, reentry_links, store
 from services.safety.batch_records import BatchRecords
 from services.safety.models import AeVersion, RecordStatus
 from services.safety.sae import (
@@ -37,6 +40,7 @@ from services.safety.sae_reentry import (
     StoredVersion,
     reentry_detail,
     reentry_of,
+    serious_clock,
     terms_of,
 )
 from shared.clock import utc
@@ -53,6 +57,8 @@ from shared.events import (
     message_key,
 )
 from shared.outbox import Outgoing
+
+EnvelopeT = TypeVar("EnvelopeT", bound=ClinicalEnvelopeBase)
 
 VERSION_OF_RETRACTED_AE = "version_of_retracted_ae"
 """A new version of an AE the site marked entered in error or deleted, sent after that: restore it or re-report it."""
@@ -102,9 +108,11 @@ def status_changed(
             out.append(flag)
         if state is not None and state.serious:  # a serious AE re-entered before this retraction takes its clock
             out += relinked_saes(records, envelope, withdrawn_ae_id=ae_id, lookback=lookback, topic=topic)
+            out += relinked_elsewhere(records, envelope, withdrawn_ae_id=ae_id, lookback=lookback, topic=topic)
             out += non_serious_replacement(records, envelope, withdrawn_ae_id=ae_id, topic=topic)
     if not taken_back and was_retracted is not None and state is not None and state.serious:
         out += unlinked_saes(records, envelope, was_retracted=was_retracted, lookback=lookback, topic=topic)
+        out += unlinked_elsewhere(records, envelope, was_retracted=was_retracted, lookback=lookback, topic=topic)
     return out
 
 
@@ -183,6 +191,9 @@ def version_while_taken_back(
         out += relinked_saes(
             records, envelope, withdrawn_ae_id=ae.ae_id, lookback=lookback, topic=topic, new_version_event=envelope.id
         )
+        out += relinked_elsewhere(
+            records, envelope, withdrawn_ae_id=ae.ae_id, lookback=lookback, topic=topic, new_version_event=envelope.id
+        )
         out += non_serious_replacement(records, envelope, withdrawn_ae_id=ae.ae_id, topic=topic)
     if utc(site_entry_time(envelope) or envelope.receivedat) <= utc(status.changed_at):
         return out
@@ -228,18 +239,20 @@ def reentry_clock(
     records: BatchRecords, *, subject_id: str, ae_id: str, state: SaeState, lookback: timedelta
 ) -> tuple[SaeState, ReEntry | None]:
     """The state an SAE signal of this AE carries: its own clock, or the earlier one of the serious AE the site took
-    back and re-entered as this one (`sae_reentry.reentry_of`). Reads only what the batch has loaded: the subject's
-    statuses and AE versions; a subject without a retracted AE costs one dictionary scan."""
+    back and re-entered as this one (`sae_reentry.reentry_of`), in this subject or, named by `replaced_by`, in another
+    subject of the trial (`reentry_links`). Reads the subject's statuses and AE versions from the batch, and the
+    trial's retractions naming this AE (one query per serious AE signalled)."""
     if state.awareness_at is None:
         return state, None
     retractions = _retractions(records, subject_id, excluding=ae_id)
-    if not retractions:
+    foreign, their_versions = reentry_links.foreign_retractions(records, subject_id=subject_id, ae_id=ae_id)
+    if not retractions and not foreign:
         return state, None
     link = reentry_of(
         ae_id,
         own_clock=state.awareness_at,
-        versions=_stored_versions(records, subject_id),
-        retractions=retractions,
+        versions=[*_stored_versions(records, subject_id), *their_versions],
+        retractions=[*retractions, *foreign],
         lookback=lookback,
     )
     if link is None:
@@ -315,6 +328,110 @@ def relinked_saes(
         out.append(Outgoing(topic=topic, key=message_key(envelope.trialid, subject_id), envelope=signal))
         out.append(reentry_finding(envelope, ae_id=ae_id, own=own, link=now, lookback=lookback, topic=topic))
     return out
+
+
+def relinked_elsewhere(
+    records: BatchRecords,
+    envelope: RecordStatusChanged | AeReported,
+    *,
+    withdrawn_ae_id: str,
+    lookback: timedelta,
+    topic: str,
+    new_version_event: str | None = None,
+) -> list[Outgoing]:
+    """The serious AE in another subject of the trial that this subject's retraction of `withdrawn_ae_id` names as
+    its replacement (an AE entered under a mistyped subject id, `reentry_links`), when the re-entry was processed
+    first (or a serious version of the withdrawn AE arrived late, `new_version_event`): its clock moves earlier, so
+    the re-entry's subject is recomputed: `sae.updated` for that subject with the inherited clock (notify moves the
+    deadline earlier, never later) and the finding naming both records, as `relinked_saes` does within a subject."""
+    status = records.status(envelope.subject, "ae", withdrawn_ae_id)
+    if status is None or status.status not in store.INACTIVE or not status.replaced_by:
+        return []
+    ae_id = status.replaced_by
+    out: list[Outgoing] = []
+    for subject_id in reentry_links.reentry_subjects(records, subject_id=envelope.subject, replaced_by=ae_id):
+        row = records.seriousness(subject_id, ae_id)
+        own = store.sae_state_of(row) if row is not None else None
+        if own is None or not own.serious or own.awareness_at is None or ae_id in records.inactive(subject_id, "ae"):
+            continue
+        linked, now = reentry_clock(records, subject_id=subject_id, ae_id=ae_id, state=own, lookback=lookback)
+        if now is None or (now.withdrawn.subject_id, now.withdrawn.ae_id) != (envelope.subject, withdrawn_ae_id):
+            continue
+        if new_version_event is not None and not _moved_by(now, new_version_event, records, envelope):
+            continue
+        there = _in_subject(records, envelope, subject_id)
+        latest = max((v for v in records.ae_versions_of(subject_id) if v.ae_id == ae_id), key=lambda v: v.version)
+        ae = AeData.model_validate(latest.payload)
+        clock_from = now.withdrawn.ae_id
+        kind = SaeSignalKind.UPDATED
+        signal = SaeUpdated(
+            id=deterministic_id("signal", envelope.id, str(kind), subject_id, ae_id),
+            source=protocol_engine.SIGNAL_SOURCE,
+            subject=subject_id,
+            time=envelope.receivedat,
+            trialid=envelope.trialid,
+            data=sae_data(there, ae, version=latest.version, state=linked, clock_from_ae_id=clock_from),
+        )
+        out.append(Outgoing(topic=topic, key=message_key(envelope.trialid, subject_id), envelope=signal))
+        out.append(reentry_finding(there, ae_id=ae_id, own=own, link=now, lookback=lookback, topic=topic))
+    return out
+
+
+def unlinked_elsewhere(
+    records: BatchRecords, envelope: RecordStatusChanged, *, was_retracted: Retraction, lookback: timedelta, topic: str
+) -> list[Outgoing]:
+    """The site restored an AE whose retraction named a serious AE in another subject as its re-entry: both now stand
+    as SAEs, so the re-entry's subject is told (the finding thread that linked them), as `unlinked_saes` does within a
+    subject; no SAE signal: notify keeps the earlier deadline it gave (never later)."""
+    ae_id = was_retracted.replaced_by
+    if not ae_id:
+        return []
+    restored = [
+        StoredVersion(v.ae_id, v.payload, v.received_at, version=v.version)
+        for v in records.ae_versions_of(envelope.subject)
+        if v.ae_id == was_retracted.ae_id
+    ]
+    first = serious_clock(restored)
+    out: list[Outgoing] = []
+    for subject_id in reentry_links.reentry_subjects(records, subject_id=envelope.subject, replaced_by=ae_id):
+        row = records.seriousness(subject_id, ae_id)
+        own = store.sae_state_of(row) if row is not None else None
+        if own is None or not own.serious or own.awareness_at is None or ae_id in records.inactive(subject_id, "ae"):
+            continue
+        if first is None or first[0] >= utc(own.awareness_at):
+            continue  # it never took that clock: nothing to undo
+        _, now = reentry_clock(records, subject_id=subject_id, ae_id=ae_id, state=own, lookback=lookback)
+        them = f"{was_retracted.ae_id} (subject {envelope.subject})"
+        detail = unlinked_detail(ae_id, restored=them, own_clock=own.awareness_at, now=now)
+        there = _in_subject(records, envelope, subject_id)
+        out.append(
+            data_quality.flag(
+                there,
+                record_type="ae",
+                record_id=ae_id,
+                code=REENTRY_CLOCK,
+                detail=detail,
+                topic=topic,
+                per_record=True,
+            )
+        )
+    return out
+
+
+def _in_subject(records: BatchRecords, envelope: EnvelopeT, subject_id: str) -> EnvelopeT:
+    """The event as the cause of signals about another subject's AE: that subject's id and site, keyed to it."""
+    subject = records.subject(subject_id)
+    site = subject.site_id if subject is not None else envelope.siteid
+    return envelope.model_copy(update={"subject": subject_id, "siteid": site})
+
+
+def _moved_by(link: ReEntry, event_id: str, records: BatchRecords, envelope: ClinicalEnvelopeBase) -> bool:
+    """A late version moved the inherited clock: the clock is that version's (its earliest serious version)."""
+    versions = [v for v in records.ae_versions_of(envelope.subject) if v.ae_id == link.withdrawn.ae_id]
+    before = serious_clock(
+        StoredVersion(v.ae_id, v.payload, v.received_at, version=v.version) for v in versions if v.event_id != event_id
+    )
+    return before is None or before[0] > link.awareness_at
 
 
 def _retractions(records: BatchRecords, subject_id: str, *, excluding: str | None) -> list[Retraction]:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from services.safety import protocol_engine, store
+from services.safety import protocol_engine, reentry_links, sae_retraction, store
+from services.safety.batch_records import BatchRecords
 from services.safety.ctcae import lookup_meddra, lookup_term
 from services.safety.expedited.expectedness import Expectedness, propose_expectedness
 from services.safety.expedited.susar import (
@@ -33,10 +34,12 @@ from services.safety.expedited.susar import (
 )
 from services.safety.models import AeSeriousness, AeVersion, Subject, SusarCase
 from services.safety.sae import criteria_of
+from services.safety.sae_reentry import StoredVersion, terms_of
 from shared.audit import AuditEntry, append_audit
 from shared.events import (
     AeData,
     AeReported,
+    ClinicalEnvelopeBase,
     RecordStatusChanged,
     Relatedness,
     SusarChange,
@@ -84,10 +87,12 @@ def assess_ae_version(
     signals_topic: str,
     now: datetime,
     seriousness: AeSeriousness | None = None,
+    records: BatchRecords | None = None,
 ) -> list[Outgoing]:
     """Called once per newly stored AE version, after the SAE rules: re-assess the case, signal any change.
 
-    `seriousness`: the AE's folded seriousness as the caller just stored it (else read here)."""
+    `seriousness`: the AE's folded seriousness as the caller just stored it (else read here); `records`: the
+    consumer batch's loaded records."""
     rsi = protocol.reference_safety_information
     if rsi is None or protocol.expedited_reporting is None:
         return []
@@ -131,11 +136,18 @@ def assess_ae_version(
         source_id=envelope.id,
         now=now,
         signals_topic=signals_topic,
+        records=records,
     )
 
 
 def assess_ae_status(
-    session: Session, envelope: RecordStatusChanged, *, protocol: Protocol, signals_topic: str, now: datetime
+    session: Session,
+    envelope: RecordStatusChanged,
+    *,
+    protocol: Protocol,
+    signals_topic: str,
+    now: datetime,
+    records: BatchRecords | None = None,
 ) -> list[Outgoing]:
     """The site took an AE back (entered in error, deleted) or restored it: its SUSAR file is decided again. An AE
     taken back is no case (withdrawn: its open reports are cancelled); restored, it is a case again with the day 0
@@ -156,7 +168,69 @@ def assess_ae_status(
         source_id=envelope.id,
         now=now,
         signals_topic=signals_topic,
+        records=records,
     )
+
+
+def reassess_reentries(
+    session: Session,
+    records: BatchRecords,
+    envelope: ClinicalEnvelopeBase,
+    *,
+    withdrawn_ae_id: str,
+    named: str | None,
+    protocol: Protocol,
+    signals_topic: str,
+    now: datetime,
+) -> list[Outgoing]:
+    """The site took AE `withdrawn_ae_id` back, restored it, or sent a version of it while taken back: the SUSAR files
+    that may take their day 0 from it (`_inherited`) are decided again: the subject's serious AEs of a term it
+    shares, and the AE its retraction names (`named`: `replaced_by` of the retraction, or of the one a restore
+    ended), here or, for an AE entered under a mistyped subject id, in another subject of the trial
+    (`reentry_links`). A day 0 that moves earlier is signalled (`clock_earlier`); later (a restore ends the link),
+    the file's reports are withdrawn and opened again on its own day 0 (`susar.decide`)."""
+    if protocol.reference_safety_information is None or protocol.expedited_reporting is None:
+        return []
+    subject_id = envelope.subject
+    versions = records.ae_versions_of(subject_id)
+    theirs = terms_of(_stored(v) for v in versions if v.ae_id == withdrawn_ae_id)
+    targets = [
+        (subject_id, case.ae_id)
+        for case in session.exec(
+            select(SusarCase).where(SusarCase.trial_id == envelope.trialid, SusarCase.subject_id == subject_id)
+        ).all()
+        if case.ae_id != withdrawn_ae_id
+        and (case.ae_id == named or terms_of(_stored(v) for v in versions if v.ae_id == case.ae_id) & theirs)
+    ]
+    if named:
+        targets += [
+            (s, named) for s in reentry_links.reentry_subjects(records, subject_id=subject_id, replaced_by=named)
+        ]
+    out: list[Outgoing] = []
+    for target_subject, ae_id in targets:
+        case = session.get(SusarCase, (envelope.trialid, target_subject, ae_id))
+        if case is None:
+            continue
+        subject = records.subject(target_subject)
+        out += _decide(
+            session,
+            case,
+            protocol=protocol,
+            seriousness=records.seriousness(target_subject, ae_id),
+            at=envelope.receivedat,
+            site_id=subject.site_id if subject is not None else envelope.siteid,
+            source_id=deterministic_id(
+                "susar-relink", envelope.id, case_entity(envelope.trialid, target_subject, ae_id)
+            ),
+            now=now,
+            signals_topic=signals_topic,
+            records=records,
+        )
+    return out
+
+
+def _stored(row: AeVersion) -> StoredVersion:
+    return StoredVersion(row.ae_id, row.payload, row.received_at, version=row.version, event_id=row.event_id)
 
 
 def record_causality(
@@ -317,8 +391,11 @@ def _decide(
     source_id: str,
     now: datetime,
     signals_topic: str,
+    records: BatchRecords | None = None,
 ) -> list[Outgoing]:
-    """Replay the case from its stored versions and assessments, store the standing, signal what changed."""
+    """Replay the case from its stored versions and assessments, store the standing, signal what changed.
+
+    `records`: the consumer batch's loaded records (an officer's assessment reads through a fresh one)."""
     rsi = protocol.reference_safety_information
     if rsi is None or protocol.expedited_reporting is None:
         case.updated_at = now
@@ -338,11 +415,12 @@ def _decide(
     )
     versions = _versions(session, case)
     _ensure_log(session, case, versions)
-    taken_back = store.inactive_records(
-        session, trial_id=case.trial_id, subject_id=case.subject_id, record_type="ae"
-    ).get(case.ae_id)
-    # An AE the site took back (entered in error, deleted) is no case: none of its versions counts.
-    now_standing = standing([] if taken_back else versions, assessments_of(case), propose=propose)
+    records = records or BatchRecords(session, trial_id=case.trial_id, envelopes=())
+    taken_back = records.inactive(case.subject_id, "ae").get(case.ae_id)
+    # An AE the site took back (entered in error, deleted) is no case: none of its versions counts. A re-entry of one
+    # it took back is the same case: the first record's versions are the sponsor's earlier knowledge of it.
+    known = [] if taken_back else [*_inherited(records, case, seriousness, protocol), *versions]
+    now_standing = standing(known, assessments_of(case), propose=propose)
     decision = decide(prior, now_standing)
     if taken_back and decision.change is not None:
         decision = replace(decision, reason=f"the site marked AE {case.ae_id} {taken_back.replace('_', ' ')}")
@@ -389,6 +467,26 @@ def _decide(
     return out
 
 
+def _inherited(
+    records: BatchRecords, case: SusarCase, seriousness: AeSeriousness | None, protocol: Protocol
+) -> list[VersionFacts]:
+    """The versions of the serious AE this case's AE re-enters, by the SAE clock's own link (`sae_reentry`, through
+    `sae_retraction.reentry_clock`): one rule links a re-entry for its 24 h clock and for its SUSAR day 0."""
+    if seriousness is None or not seriousness.criteria:
+        return []
+    own = store.sae_state_of(seriousness)
+    lookback = timedelta(hours=protocol.sae.reentry_lookback_hours)
+    _, link = sae_retraction.reentry_clock(
+        records, subject_id=case.subject_id, ae_id=case.ae_id, state=own, lookback=lookback
+    )
+    if link is None:
+        return []
+    withdrawn = link.withdrawn
+    rows = records.ae_versions_of(withdrawn.subject_id or case.subject_id)
+    label = withdrawn.label.removeprefix("AE ")
+    return [replace(_facts(row), inherited_from=label) for row in rows if row.ae_id == withdrawn.ae_id]
+
+
 def _versions(session: Session, case: SusarCase) -> list[VersionFacts]:
     """Every stored version of the case's AE, as the SUSAR rules read it (the one being processed included)."""
     rows = session.exec(
@@ -396,23 +494,22 @@ def _versions(session: Session, case: SusarCase) -> list[VersionFacts]:
             AeVersion.trial_id == case.trial_id, AeVersion.subject_id == case.subject_id, AeVersion.ae_id == case.ae_id
         )
     ).all()
-    facts = []
-    for row in rows:
-        data = AeData.model_validate(row.payload)
-        term, meddra = coded_term(data.ctcae_term or data.term, data.meddra_code)
-        facts.append(
-            VersionFacts(
-                version=row.version,
-                received_at=row.received_at,
-                event_id=row.event_id,
-                criteria=criteria_of(data),
-                grade=data.grade,
-                relatedness=data.relatedness.value if data.relatedness else None,
-                term=term,
-                meddra_code=meddra,
-            )
-        )
-    return facts
+    return [_facts(row) for row in rows]
+
+
+def _facts(row: AeVersion) -> VersionFacts:
+    data = AeData.model_validate(row.payload)
+    term, meddra = coded_term(data.ctcae_term or data.term, data.meddra_code)
+    return VersionFacts(
+        version=row.version,
+        received_at=row.received_at,
+        event_id=row.event_id,
+        criteria=criteria_of(data),
+        grade=data.grade,
+        relatedness=data.relatedness.value if data.relatedness else None,
+        term=term,
+        meddra_code=meddra,
+    )
 
 
 def assessments_of(case: SusarCase) -> list[Assessment]:

@@ -6,6 +6,8 @@
   possibility, unlikely and not related do not (ICH E2A III.A.1).
 - Day 0 is the sponsor's first awareness of a case meeting all criteria (ICH E2A III.A.2; EU CT-3 7.2.3.3):
   the receipt of the AE version that made it one, or the sponsor's own assessment when that made it one.
+- A serious AE the site re-entered under a new id (`sae_reentry`) is the same case: the taken-back record's versions
+  are the sponsor's earlier knowledge of it, so day 0 is no later than when they made the case a SUSAR.
 - A SUSAR that becomes fatal or life-threatening later is an upgrade: 7 days from that knowledge (EU CTR
   Art. 42(2)(c)). New information on a SUSAR is a follow-up. No longer a SUSAR: withdrawn.
 
@@ -74,6 +76,9 @@ class VersionFacts:
     relatedness: str | None
     term: str
     meddra_code: str | None
+    inherited_from: str | None = None
+    """A version of the AE this one re-enters (`sae_reentry`: the site took it back and entered the case again):
+    the sponsor knew the case from it, so it counts as earlier knowledge of this case, before every own version."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,7 @@ def facts_at(
 
     Criteria accumulate and the worst grade counts (never downgraded); the site's relatedness, term and code are
     the highest version's (the site's latest word); each assessment is the latest made by then."""
-    known = sorted((v for v in versions if at is None or v.received_at <= at), key=lambda v: v.version)
+    known = sorted((v for v in versions if at is None or v.received_at <= at), key=_in_order)
     made = sorted((a for a in assessments if at is None or a.at <= at), key=lambda a: a.at)
     causality = next((a.value for a in reversed(made) if a.kind == "causality"), None)
     confirmed = next((a for a in reversed(made) if a.kind == "expectedness"), None)
@@ -153,8 +158,13 @@ def facts_at(
         site_relatedness=known[-1].relatedness if known else None,
         sponsor_causality=_causality(causality),
         expectedness=expectedness,
-        ae_version=known[-1].version if known else 0,
+        ae_version=max((v.version for v in known if v.inherited_from is None), default=0),
     )
+
+
+def _in_order(version: VersionFacts) -> tuple[bool, int]:
+    """The re-entered record's versions first (the site's earlier word on the case), then the AE's own."""
+    return version.inherited_from is None, version.version
 
 
 def standing(versions: Sequence[VersionFacts], assessments: Sequence[Assessment], *, propose: Propose) -> Standing:
@@ -189,8 +199,9 @@ def _instants(versions: Sequence[VersionFacts], assessments: Sequence[Assessment
     """Each instant knowledge arrived, in time order, with what arrived (a version first when both did at once,
     the lowest version of those received together)."""
     by_instant: dict[datetime, str] = {}
-    for v in sorted(versions, key=lambda v: (v.received_at, v.version)):
-        by_instant.setdefault(v.received_at, f"sponsor receipt of AE version {v.version} (event {v.event_id})")
+    for v in sorted(versions, key=lambda v: (v.received_at, *_in_order(v))):
+        of = f"AE {v.inherited_from} (re-entered as this AE) version" if v.inherited_from else "AE version"
+        by_instant.setdefault(v.received_at, f"sponsor receipt of {of} {v.version} (event {v.event_id})")
     for a in sorted(assessments, key=lambda a: a.at):
         by_instant.setdefault(a.at, a.basis)
     return sorted(by_instant.items())

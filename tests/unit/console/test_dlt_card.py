@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,9 +30,10 @@ DLT: dict[str, Any] = {
 }
 
 
-def card(**dlt: Any) -> str:
+def card(clock: Any = None, **dlt: Any) -> str:
+    shown = {"dlt": {**DLT, **dlt}, "criterion": "", "placement": "", "versions": [], "labs": [], "clock": clock}
     context = {
-        "card": {"dlt": {**DLT, **dlt}, "criterion": "", "placement": "", "versions": [], "labs": []},
+        "card": shown,
         "can_act": True,
         "revisable": True,
         "back": "/console/dlts/dlt-1",
@@ -75,3 +78,20 @@ def test_the_decided_list_marks_a_dlt_whose_data_changed_since_its_decision() ->
     }
     html = templates().get_template("dlts.html").render(context)
     assert html.count("data changed</a>") == 1 and 'href="/console/dlts/dlt-1" title="The AE' in html
+
+
+def test_a_confirmation_reopened_by_a_recode_says_why_it_is_suspected_and_whose_decision_is_on_file() -> None:
+    due = SimpleNamespace(due_at=datetime(2026, 3, 17, 14, tzinfo=UTC), overdue=False, text="71 h left")
+    html = card(
+        clock=due,
+        state="suspected",
+        divergence="other_event",
+        term="Anemia",
+        decided_state="confirmed",
+        decided_term="Pneumonitis",
+        relatedness="possible",
+    )
+    assert "the AE is now 'Anemia', another event than the 'Pneumonitis' confirmed" in html
+    assert "counts in the arm's 3+3 as under review until it is confirmed or rejected below" in html
+    assert "Decision</dt><dd>confirmed by olga" in html.replace("<dd> ", "<dd>")
+    assert "Data changed since the decision" not in html

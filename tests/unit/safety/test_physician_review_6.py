@@ -245,13 +245,6 @@ def test_a_re_entry_under_a_synonym_of_the_term_keeps_the_first_clock(driver: Dr
     assert [f.record_id for f in reentry_findings(out)] == ["AE-2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A serious AE entered under a mistyped subject id (A-2), deleted, and re-entered under the right subject "
-    "(A-1) with replaced_by naming the new AE id is not linked: the link is looked up within one subject only, so "
-    "the re-entry's 24 h clock starts at its own receipt (a day after the sponsor first received the case; ICH E2D "
-    "day 0 is the first receipt) and the report is tracked as due a day late, with no finding to the officer.",
-)
 def test_a_re_entry_in_the_right_subject_after_a_subject_id_typo_keeps_the_first_clock(driver: Driver) -> None:
     driver.apply_all([enrol("A-2", "A", DAY0), dose("A-2", at(0))], now=at(0, 10))
     driver.apply_all(dosed(), now=at(0, 10))
@@ -408,13 +401,6 @@ def test_the_onset_guard_gives_a_day_of_slack_for_the_sites_time_zone(onset_day:
     assert (found is not None) is linked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A SUSAR (grade 3 infusion reaction, hospitalised, probable; the RSI lists it to grade 2) deleted and "
-    "re-entered under a new AE id the next day: the SAE's 24 h clock is the first record's, but the SUSAR's expedited "
-    "clock (day 0 of the 7/15-day report, ICH E2A/E2D: the sponsor's first receipt) restarts at the re-entry's "
-    "receipt, 21 h later, so the regulator's deadline is tracked as due a day late.",
-)
 def test_a_re_entered_susar_keeps_the_first_records_expedited_day_0(driver: Driver) -> None:
     driver.apply_all(dosed(), now=at(0, 10))
     [first] = of_type(driver.apply(reaction(awareness_at=None), now=at(0, 14)), "susar.detected")
@@ -476,12 +462,6 @@ def test_a_confirmed_dlt_recoded_to_anaemia_no_worse_than_baseline_is_told(drive
     assert record(driver, "A-1").state == "confirmed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The committee confirmed a grade 3 drug pneumonitis; the site recodes the AE to 'Anemia' grade 3 (no "
-    "baseline Hb on record, so taken as normal): it still meets a criterion, a different one (haematological), so no "
-    "finding is raised and the arm's 3+3 counts a confirmed DLT for an event (anaemia) no one adjudicated.",
-)
 def test_a_confirmed_dlt_whose_ae_now_meets_only_another_criterion_is_told(driver: Driver) -> None:
     three_in_a(driver, "A-1")
     decide(driver, "A-1", "confirmed", now=at(11))
