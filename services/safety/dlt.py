@@ -95,11 +95,13 @@ class Transition:
 
 
 def fold_versions(versions: list[AeFacts]) -> AeFacts:
-    """The latest version's facts with the worst grade of all versions."""
+    """The latest version's facts with the worst grade of the versions reporting its event (CTCAE grades an event by
+    its worst grade; a grade reported under another term before the site recoded the AE was another event's)."""
     if not versions:
         raise ValueError("an AE needs at least one version")
     latest = max(versions, key=lambda v: v.version)
-    grades = [v.grade for v in versions if v.grade is not None]
+    event = latest.term.casefold()
+    grades = [v.grade for v in versions if v.grade is not None and v.term.casefold() == event]
     return AeFacts(
         ae_id=latest.ae_id,
         version=latest.version,

@@ -491,9 +491,16 @@ def _update_record(
     if step.signal is not None:
         why = None
         if current is DltState.SUSPECTED and step.state is DltState.CONFIRMED:  # the reopened suspicion ends
+            by = record.decided_by or "an officer"
+            if is_other_event(record, verdict.term):  # recoded again, to a third event of the confirmed criterion
+                what = (
+                    f"the AE, now reported as '{verdict.term}' (confirmed by {by} as '{record.decided_term}'), meets "
+                    f"the criterion '{record.decided_criterion}' the confirmation judged"
+                )
+            else:
+                what = f"the AE is again the event confirmed by {by}, or meets no other criterion"
             why = (
-                f"the AE is again the event confirmed by {record.decided_by or 'an officer'}, or meets no other "
-                f"criterion: the confirmation stands again and the DLT counts in arm {record.arm or 'unknown'}'s "
+                f"{what}: the confirmation stands again and the DLT counts in arm {record.arm or 'unknown'}'s "
                 f"3+3 tally as confirmed ({record.reason})"
             )
         signals.insert(

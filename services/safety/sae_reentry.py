@@ -11,8 +11,12 @@ The link is, in order:
   deleted there naming its re-entry under the right subject), and only within the trial (`reentry_links`);
 - likely: the subject's serious AE of the same CTCAE/verbatim term (see `ae_terms.normalise`; a verbatim synonym or
   MedDRA code counts as the CTCAE term it maps to), taken back within `sae.reentry_lookback_hours` (either side) of
-  the new AE's first receipt, naming no other replacement, and not beginning after the taken-back record was first
-  received (an onset more than a day after it is a second episode of the same term, which keeps its own clock).
+  the new AE's first receipt, naming no other replacement the subject has (a `replaced_by` naming an AE never
+  entered is taken as a typo: the real re-entry must not lose the first clock over it), and not beginning after
+  the taken-back record was first received (an onset more than a day after it is a second episode of the same
+  term, which keeps its own clock).
+A withdrawn AE that was itself a re-entry (the case re-entered twice, A -> B -> C) carries its own link's clock:
+the chain's first record is the first receipt of the case.
 A linked AE takes the earlier of the two clocks, never a later one than its own: a wrong link makes a report look
 due sooner, never later, and the finding (`REENTRY_CLOCK`) names both records so the officer and the site can
 correct it. The link is computed from the stored data each time a signal is built, never stored: the same data in
@@ -75,6 +79,14 @@ class ReEntry:
     awareness_at: datetime
     awareness_basis: AwarenessBasis
     explicit: bool
+    chain: tuple[Retraction, ...] = ()
+    """The earlier records taken back that `withdrawn` itself re-entered (A -> B -> C: C's link is B, its chain A),
+    latest first: the clock is the first one's (ICH E2D: day 0 is the first receipt of the case)."""
+
+    @property
+    def first(self) -> Retraction:
+        """The record whose clock the link carries: the first of the chain."""
+        return self.chain[-1] if self.chain else self.withdrawn
 
 
 def terms_of(versions: Iterable[StoredVersion]) -> frozenset[str]:
@@ -137,23 +149,28 @@ def reentry_of(
     versions: Sequence[StoredVersion],
     retractions: Sequence[Retraction],
     lookback: timedelta,
+    _seen: frozenset[str] = frozenset(),
 ) -> ReEntry | None:
     """The withdrawn serious AE that `ae_id` re-enters, when its clock is earlier than `own_clock`; else None.
 
     `versions`: the subject's stored AE versions (all AEs); `retractions`: the subject's standing retractions of
-    AEs. Among several candidates the earliest clock wins (the conservative one)."""
+    AEs. Among several candidates the earliest clock wins (the conservative one). A withdrawn AE that was itself the
+    re-entry of an earlier one taken back in the subject (the site re-entered the case twice) carries that one's
+    clock: the chain's first record is the sponsor's first receipt of the case."""
+    retractions = [r for r in retractions if r.subject_id is not None or r.ae_id not in _seen]
     mine = [v for v in versions if v.ae_id == ae_id and v.subject_id is None]
     if not mine:
         return None
     first_received = min(utc(v.received_at) for v in mine)
     my_terms = terms_of(mine)
     explicit = [r for r in retractions if r.replaced_by == ae_id and (r.ae_id != ae_id or r.subject_id is not None)]
+    entered = {v.ae_id for v in versions if v.subject_id is None}
     candidates = explicit or [
         r
         for r in retractions
         if r.ae_id != ae_id
         and r.subject_id is None
-        and r.replaced_by is None
+        and (r.replaced_by is None or r.replaced_by not in entered)  # a replacement named but never entered: a typo
         and lookback > timedelta(0)
         and abs(first_received - utc(r.changed_at)) <= lookback
     ]
@@ -165,11 +182,25 @@ def reentry_of(
         if not explicit and (not shared_terms or _began_after(my_onset, theirs)):
             continue
         clock = serious_clock(theirs)
-        if clock is None or clock[0] >= utc(own_clock):
+        if clock is None:
             continue
-        if best is None or clock[0] < best.awareness_at:
+        chain: tuple[Retraction, ...] = ()
+        if retraction.subject_id is None:
+            earlier = reentry_of(
+                retraction.ae_id,
+                own_clock=clock[0],
+                versions=versions,
+                retractions=[r for r in retractions if r is not retraction],
+                lookback=lookback,
+                _seen=_seen | {ae_id, retraction.ae_id},
+            )
+            if earlier is not None:
+                clock, chain = (earlier.awareness_at, earlier.awareness_basis), (earlier.withdrawn, *earlier.chain)
+        if clock[0] >= utc(own_clock):
+            continue
+        if best is None or (clock[0], len(chain)) < (best.awareness_at, len(best.chain)):  # a direct link first
             term = shared_terms[0] if shared_terms else next(iter(sorted(terms_of(theirs))), "")
-            best = ReEntry(retraction, term, clock[0], clock[1], explicit=bool(explicit))
+            best = ReEntry(retraction, term, clock[0], clock[1], explicit=bool(explicit), chain=chain)
     return best
 
 
@@ -186,10 +217,13 @@ def reentry_detail(ae_id: str, link: ReEntry, *, own_clock: datetime, lookback: 
     )
     reason = f" ({withdrawn.reason})" if withdrawn.reason else ""
     basis = "site awareness" if link.awareness_basis is AwarenessBasis.SITE else "first receipt"
+    first = link.first.label
+    chain = ", then ".join(r.label for r in reversed(link.chain))
+    earlier = f" ({them} itself re-entered {chain})" if link.chain else ""
     return (
         f"Serious AE {ae_id} is taken as the re-entry of serious {them}, which the site marked "
-        f"{withdrawn.status.replace('_', ' ')}{reason} on {_when(withdrawn.changed_at)}: {why}. Its 24 h SAE clock "
-        f"starts at {them}'s {basis}, {_when(link.awareness_at)}, not at {_when(own_clock)} (ICH E2D: "
+        f"{withdrawn.status.replace('_', ' ')}{reason} on {_when(withdrawn.changed_at)}: {why}{earlier}. Its 24 h SAE "
+        f"clock starts at {first}'s {basis}, {_when(link.awareness_at)}, not at {_when(own_clock)} (ICH E2D: "
         f"day 0 is the sponsor's first receipt of the case). If AE {ae_id} is a different event, the site should "
         f"say so (restore {them} if it stands, or correct the term) and the safety officer "
         f"should judge the report's due date from AE {ae_id}'s own clock."

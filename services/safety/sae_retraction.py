@@ -297,7 +297,8 @@ def relinked_saes(
     out: list[Outgoing] = []
     for ae_id in sorted({v.ae_id for v in versions} - taken_back):
         mine = [v for v in versions if v.ae_id == ae_id]
-        if withdrawn.replaced_by != ae_id and not terms_of(mine) & theirs:
+        chained = withdrawn.replaced_by in taken_back  # it names an AE taken back too: a chain (A -> B -> C)
+        if withdrawn.replaced_by != ae_id and not chained and not terms_of(mine) & theirs:
             continue  # the cheap test first: most of a subject's AEs share no term with the withdrawn one
         row = records.seriousness(subject_id, ae_id)
         own = store.sae_state_of(row) if row is not None else None
@@ -305,8 +306,8 @@ def relinked_saes(
             continue
         clock = own.awareness_at
         now = reentry_of(ae_id, own_clock=clock, versions=versions, retractions=retractions, lookback=lookback)
-        if now is None or now.withdrawn.ae_id != withdrawn_ae_id:
-            continue
+        if now is None or withdrawn_ae_id not in {now.withdrawn.ae_id, *(r.ae_id for r in now.chain)}:
+            continue  # its clock comes from elsewhere (the chain's first record may be the one taken back now)
         before = reentry_of(
             ae_id, own_clock=clock, versions=before_versions, retractions=before_retractions, lookback=lookback
         )
@@ -315,7 +316,7 @@ def relinked_saes(
         latest = max(mine, key=lambda v: v.version)
         linked = replace(own, awareness_at=now.awareness_at, awareness_basis=now.awareness_basis)
         ae = AeData.model_validate(latest.payload)
-        data = sae_data(envelope, ae, version=latest.version, state=linked, clock_from_ae_id=withdrawn_ae_id)
+        data = sae_data(envelope, ae, version=latest.version, state=linked, clock_from_ae_id=now.withdrawn.ae_id)
         kind = SaeSignalKind.UPDATED
         signal = SaeUpdated(
             id=deterministic_id("signal", envelope.id, str(kind), ae_id),

@@ -481,10 +481,12 @@ def _inherited(
     )
     if link is None:
         return []
-    withdrawn = link.withdrawn
-    rows = records.ae_versions_of(withdrawn.subject_id or case.subject_id)
-    label = withdrawn.label.removeprefix("AE ")
-    return [replace(_facts(row), inherited_from=label) for row in rows if row.ae_id == withdrawn.ae_id]
+    inherited = []
+    for withdrawn in (link.withdrawn, *link.chain):  # a chain (A -> B -> C): every earlier record is the case's
+        rows = records.ae_versions_of(withdrawn.subject_id or case.subject_id)
+        label = withdrawn.label.removeprefix("AE ")
+        inherited += [replace(_facts(row), inherited_from=label) for row in rows if row.ae_id == withdrawn.ae_id]
+    return inherited
 
 
 def _versions(session: Session, case: SusarCase) -> list[VersionFacts]:
