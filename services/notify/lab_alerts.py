@@ -9,6 +9,7 @@ notifies once and carries no clock.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from services.notify.escalation import initial_targets
@@ -30,11 +31,27 @@ def raised_before(shown: Mapping[str, Any], data: LabToxicityData) -> bool:
     """Whether safety raised `data` before the signal the alert shows (`shown`, its details).
 
     Safety signals a term only when it is worse than what it signalled, and each signal says that grade
-    (`previous_grade`): a signal no worse than the shown one's previous grade came before it. Their order on the
-    wire can differ: a result entered on its own takes the urgent lane, a backfill's the routine one
-    (`shared.lanes`)."""
+    (`previous_grade`): a signal no worse than the shown one's previous grade, from a result drawn no later than the
+    shown one's, came before it. Their order on the wire can differ: a result entered on its own takes the urgent
+    lane, a backfill's the routine one (`shared.lanes`)."""
     previous = shown.get("previous_grade")
-    return isinstance(previous, int) and data.grade <= previous
+    if not (isinstance(previous, int) and data.grade <= previous):
+        return False
+    return not _drawn_after(data, shown.get("collected_at"))
+
+
+def _drawn_after(data: LabToxicityData, shown_at: object) -> bool:
+    """A result drawn after the one the alert shows cannot be told from news by its grades alone: safety also raises a
+    grade again after the worse results were taken back (a labelling error), with no previous grade, and that new
+    episode must page. Taking a drawn-later result for news costs, at worst, one page for a lane swap whose backfill
+    holds a newer (better) count; taking it for history would swallow a real worsening."""
+    if not isinstance(shown_at, str):
+        return False
+    try:
+        drawn = utc(datetime.fromisoformat(shown_at))
+    except ValueError:
+        return False
+    return utc(data.collected_at) > drawn
 
 
 def grade_text(data: LabToxicityData) -> str:

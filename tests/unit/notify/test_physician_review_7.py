@@ -89,17 +89,12 @@ def test_a_corrected_count_that_comes_back_worse_pages_again(safety: Driver, not
     assert len(notifier.deliveries()) == 3, "the confirmed grade 4 re-pages"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Both of A-1's abnormal platelet counts (grade 3 then grade 4) are taken back (the samples were another "
-    "patient's: a labelling error); safety recomputes the term and raises A-1's own next grade 3 count as news "
-    "(previous grade None). Notify compares it with the alert still showing the retracted grade 4 (previous grade 3) "
-    "and records it as 'raised before the finding shown': no page and no new review, while the alert goes on "
-    "showing a count that is not this patient's. A real grade 3 thrombocytopenia in a subject at risk of bleeding is "
-    "swallowed; before today's rule it re-paged. `previous_grade` cannot tell a late signal from one raised after a "
-    "retraction: safety would have to number a term's signals (or tell notify of the retraction).",
-)
 def test_a_new_grade_3_after_the_worse_results_were_taken_back_pages(safety: Driver, notifier: Notifier) -> None:
+    """Both of A-1's abnormal platelet counts (grade 3 then grade 4) are taken back (another patient's samples: a
+    labelling error); safety raises A-1's own next grade 3 count as news (previous grade None). Notify compared it
+    with the alert still showing the retracted grade 4 (previous grade 3) and recorded it as 'raised before the
+    finding shown': no page, no new review, a real grade 3 thrombocytopenia swallowed. Fixed in
+    lab_alerts.raised_before: a result drawn after the one shown is never taken for history."""
     safety.apply(platelets("P0", "60", -2, baseline=True))
     out = safety.apply(platelets("P5", "30", 5)) + safety.apply(platelets("P8", "10", 8))
     out += safety.apply(status("A-1", "lab", "P5")) + safety.apply(status("A-1", "lab", "P8"))
@@ -109,6 +104,24 @@ def test_a_new_grade_3_after_the_worse_results_were_taken_back_pages(safety: Dri
     to_notify(notifier, new)
     assert shown(notifier)["result_id"] == "P12"
     assert len(notifier.deliveries()) == 3
+
+
+def test_a_backfills_newer_better_count_arriving_late_pages_once_more_the_safe_way(
+    safety: Driver, notifier: Notifier
+) -> None:
+    """The trade-off of that fix: the backfill brings a grade 3 drawn on day 9, safety raises it first, then a grade 4
+    drawn on day 8 that a site entered on its own (previous grade 3) reaches notify first. The grade 3 (drawn later)
+    cannot be told from a new episode by grades alone: it pages once more (noise, not a swallowed worsening), and the
+    alert shows the latest count drawn, the grade 4 kept in its history (it was paged CRITICAL seconds before)."""
+    safety.apply(platelets("P0", "60", -2, baseline=True))
+    g3 = lab_signals(safety.apply(platelets("P9", "30", 9)))
+    g4 = lab_signals(safety.apply(platelets("P8", "10", 8)))
+    to_notify(notifier, g4)
+    to_notify(notifier, g3, live=False)
+    assert len(notifier.deliveries()) == 2
+    assert shown(notifier)["result_id"] == "P9"
+    assert [h.action for h in notifier.history()] == ["opened", "worsened"]
+    assert "grade 4" in notifier.history()[0].detail
 
 
 def test_a_floor_grade_raised_first_and_arriving_late_does_not_hide_the_worse_one(notifier: Notifier) -> None:
