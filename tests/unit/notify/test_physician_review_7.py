@@ -106,6 +106,28 @@ def test_a_new_grade_3_after_the_worse_results_were_taken_back_pages(safety: Dri
     assert len(notifier.deliveries()) == 3
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="What the fix above cannot tell: both abnormal counts taken back (another patient's samples), then A-1's "
+    "own grade 3 count drawn on day 7 (before the retracted day-8 grade 4 the alert still shows) is entered late. "
+    "Safety raises it as news (previous grade None); notify, seeing a result no worse than the shown one's previous "
+    "grade and drawn before it, takes it for a late lane-swapped signal and records it without a page or a review. "
+    "Notify cannot tell a retraction from a lane swap: safety has to tell it (number a term's signals, or signal the "
+    "retraction of the result an alert shows).",
+)
+def test_an_earlier_drawn_grade_3_entered_after_the_worse_results_were_taken_back_pages(
+    safety: Driver, notifier: Notifier
+) -> None:
+    safety.apply(platelets("P0", "60", -2, baseline=True))
+    out = safety.apply(platelets("P5", "30", 5)) + safety.apply(platelets("P8", "10", 8))
+    out += safety.apply(status("A-1", "lab", "P5")) + safety.apply(status("A-1", "lab", "P8"))
+    new = lab_signals(safety.apply(platelets("P7", "35", 7)))
+    assert [(s.data.grade, s.data.previous_grade) for s in new] == [(3, None)], "safety raises it"
+    to_notify(notifier, lab_signals(out))
+    to_notify(notifier, new)
+    assert len(notifier.deliveries()) == 3
+
+
 def test_a_backfills_newer_better_count_arriving_late_pages_once_more_the_safe_way(
     safety: Driver, notifier: Notifier
 ) -> None:

@@ -374,9 +374,10 @@ def test_a_replaced_by_naming_an_ae_that_arrives_links_that_one_only(driver: Dri
 
 
 def test_a_fatal_outcome_only_on_the_re_entry_runs_the_7_day_clock(driver: Driver) -> None:
-    """AE-1, a grade 3 infusion reaction (SUSAR: 15 days), deleted; re-entered as AE-2 with the death the site learned
-    of (grade 5, fatal): a fatal SUSAR, 7 days (EU CTR Art. 42(2)(a)), with day 0 no later than AE-1's receipt
-    (the conservative reading of the same case: at worst the report is due early, never late)."""
+    """AE-1, a grade 3 infusion reaction (SUSAR: 15 days from day 0), deleted; re-entered as AE-2 with the death the
+    site learned of (grade 5, fatal). Day 0 stays AE-1's receipt (the same case), and the case became fatal when the
+    re-entry arrived: the 7-day report counts from that knowledge (an upgrade, EU CTR Art. 42(2)(c); EU CT-3), not
+    from AE-1's day 0 (already past for a death the sponsor did not know of) nor 15 days from it."""
     driver.apply_all(dosed(), now=at(0, 10))
     driver.apply(reaction(awareness_at=None), now=at(0, 14))
     driver.apply(site_status("entered_in_error", at(1), reason="re-entered"), now=at(1))
@@ -390,8 +391,30 @@ def test_a_fatal_outcome_only_on_the_re_entry_runs_the_7_day_clock(driver: Drive
     )
     out = driver.apply(fatal, now=at(1, 11))
     case = susar_day0(driver, "AE-2")
-    assert case.susar and case.fatal_or_life_threatening
-    assert case.clock_start is not None and case.clock_start <= at(1, 11)
+    assert (case.susar, case.fatal_or_life_threatening) == (True, True)
+    assert (case.clock_start, case.upgraded_at) == (at(0, 14), at(1, 11))
     [susar] = [s for s in out if str(getattr(s, "type", "")).startswith("susar.") and s.data.ae_id == "AE-2"]
-    due = [d for d in susar.data.model_dump().values() if isinstance(d, type(at(0)))]
-    assert due, "the SUSAR signal carries its dates"
+    assert "AE AE-1 (re-entered as this AE)" in susar.data.clock_basis
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Most EDCs number AEs per subject (AE-1, AE-2, ...). A-2's AE-1 is deleted naming 'AE-2' as its "
+    "replacement before A-2's own AE-2 is entered; A-1 and A-3 each hold a serious AE-2 received after it: both are "
+    "taken as the re-entry of A-2's AE-1 (one deletion, two re-entries in two other subjects) and both SAE clocks and "
+    "SUSAR day 0s move to A-2's receipt, with no time limit on the explicit link. At most one can be the re-entry; "
+    "the other subject's case now looks overdue and would go to the regulator with a wrong day 0. An id held by "
+    "more than one other subject should not link across subjects (tell the site instead), or should wait for the "
+    "deleting subject's own AE of that id.",
+)
+def test_a_replaced_by_id_held_by_two_other_subjects_links_at_most_one(driver: Driver) -> None:
+    from tests.unit.safety.clinical import dose, enrol
+    from tests.unit.safety.test_reentry_clocks import first_in_a2, in_a2, typo_deletion
+
+    driver.apply_all([*in_a2(), *dosed(), enrol("A-3", "A", DAY0), dose("A-3", at(0))], now=at(0, 10))
+    driver.apply(first_in_a2(), now=at(5, 14))
+    driver.apply(febrile_neutropenia("AE-2", onset_day=5, received=at(5, 20)), now=at(5, 20))
+    driver.apply(febrile_neutropenia("AE-2", onset_day=5, received=at(6, 7), subject="A-3"), now=at(6, 7))
+    out = driver.apply(typo_deletion(), now=at(6, 8))
+    moved = {s.subject for s in out if s.type == "sae.updated"}
+    assert len(moved) <= 1, moved
