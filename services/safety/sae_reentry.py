@@ -8,7 +8,9 @@ ICH E2D 5.2 / E2A III.A.2 put day 0 at the sponsor's first receipt of the minimu
 The link is, in order:
 - explicit: the site's retraction names the new id (`RecordStatusData.replaced_by`, from an EDC or connector that
   can say it); then no window applies. Only this link crosses subjects (an AE entered under a mistyped subject id,
-  deleted there naming its re-entry under the right subject), and only within the trial (`reentry_links`);
+  deleted there naming its re-entry under the right subject), and only within the trial (`reentry_links`); there an
+  AE id ('AE-2') is not specific, so the re-entry must share a term with the AE deleted or arrive within
+  `sae.reentry_lookback_hours` of its deletion (another subject's pneumonia months later is not its re-entry);
 - likely: the subject's serious AE of the same CTCAE/verbatim term (see `ae_terms.normalise`; a verbatim synonym or
   MedDRA code counts as the CTCAE term it maps to), taken back within `sae.reentry_lookback_hours` (either side) of
   the new AE's first receipt, naming no other replacement the subject has (a `replaced_by` naming an AE never
@@ -181,6 +183,8 @@ def reentry_of(
         shared_terms = sorted(terms_of(theirs) & my_terms)
         if not explicit and (not shared_terms or _began_after(my_onset, theirs)):
             continue
+        if retraction.subject_id is not None and not shared_terms and not _within(lookback, first_received, retraction):
+            continue  # across subjects an id ('AE-2') is not specific: the same term or the look-back must back it
         clock = serious_clock(theirs)
         if clock is None:
             continue
@@ -202,6 +206,10 @@ def reentry_of(
             term = shared_terms[0] if shared_terms else next(iter(sorted(terms_of(theirs))), "")
             best = ReEntry(retraction, term, clock[0], clock[1], explicit=bool(explicit), chain=chain)
     return best
+
+
+def _within(lookback: timedelta, first_received: datetime, retraction: Retraction) -> bool:
+    return abs(first_received - utc(retraction.changed_at)) <= lookback
 
 
 def reentry_detail(ae_id: str, link: ReEntry, *, own_clock: datetime, lookback: timedelta) -> str:

@@ -418,3 +418,32 @@ def test_a_replaced_by_id_held_by_two_other_subjects_links_at_most_one(driver: D
     out = driver.apply(typo_deletion(), now=at(6, 8))
     moved = {s.subject for s in out if s.type == "sae.updated"}
     assert len(moved) <= 1, moved
+
+
+def test_a_cross_subject_replaced_by_does_not_link_an_unrelated_ae_months_later(driver: Driver) -> None:
+    """A-2's AE-1 (febrile neutropenia, day 5) is deleted on day 6 naming 'AE-2' (the site re-enters it in A-2 under
+    another id). On day 60 A-3 reports its own serious AE-2, a pneumonia: the cross-subject link had no time window
+    and no term check, so A-3's pneumonia took A-2's day-5 clock, 'overdue' by 54 days the moment it arrived (false
+    overdue pages) with a wrong SUSAR day 0. Fixed in sae_reentry: across subjects, the same term or the look-back."""
+    from tests.unit.safety.clinical import dose, enrol
+    from tests.unit.safety.test_reentry_clocks import first_in_a2, in_a2, typo_deletion
+
+    driver.apply_all([*in_a2(), enrol("A-3", "A", DAY0), dose("A-3", at(0))], now=at(0, 10))
+    driver.apply(first_in_a2(), now=at(5, 14))
+    driver.apply(typo_deletion(), now=at(6, 8))
+    pneumonia = febrile_neutropenia("AE-2", onset_day=59, received=at(60, 9), term="Pneumonia", subject="A-3")
+    out = driver.apply(pneumonia, now=at(60, 9))
+    assert clock(out, "AE-2") == at(60, 9)
+    assert reentry_findings(out) == []
+
+
+def test_a_cross_subject_re_entry_recoded_within_the_look_back_still_links(driver: Driver) -> None:
+    """The typo re-entry recoded on the way ('Sepsis' for the febrile neutropenia, the next morning): no shared term,
+    but within the look-back of the deletion the site's word holds."""
+    from tests.unit.safety.test_reentry_clocks import first_in_a2, in_a2, typo_deletion
+
+    driver.apply_all([*in_a2(), *dosed()], now=at(0, 10))
+    driver.apply(first_in_a2(), now=at(5, 14))
+    driver.apply(typo_deletion(), now=at(6, 8))
+    out = driver.apply(febrile_neutropenia("AE-2", onset_day=5, received=at(6, 9), term="Sepsis"), now=at(6, 9))
+    assert clock(out, "AE-2") == at(5, 14)
