@@ -77,6 +77,17 @@ def test_only_the_meddra_code_recoded_with_the_same_verbatim_is_told_and_reopene
     assert cohort(driver).dlt_confirmed == 0 and cohort(driver).dlt_suspected == 1
 
 
+def test_only_the_verbatim_rewritten_with_the_pneumonitis_code_kept_stays_confirmed(driver: Driver) -> None:
+    """The coder has not recoded yet: the verbatim says 'Lung inflammation' and the MedDRA code is still
+    pneumonitis's (10035742): the AE is the event confirmed by its code, nothing reopens."""
+    three_in_a(driver, "A-1")
+    driver.apply(recoded("A-1", 1, "Pneumonitis", meddra_code="10035742"), now=at(10))
+    decide(driver, "A-1", "confirmed", now=at(11))
+    out = driver.apply(recoded("A-1", 2, "Lung inflammation", meddra_code="10035742"), now=at(14))
+    assert not of_type(out, "dlt.suspected")
+    assert (record(driver, "A-1").state, cohort(driver).dlt_confirmed) == ("confirmed", 1)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="A confirmed grade 3 pneumonitis recoded by the site to grade 3 colitis (another event, the same criterion "
