@@ -18,7 +18,7 @@ from services.notify.models import Alert, Delivery
 from services.notify.signals import apply_signal
 from shared.db import make_engine
 from shared.events import EnvelopeBase, LabToxicity
-from shared.lanes import signal_topic
+from shared.lanes import is_backfill, signal_topic
 from shared.protocol import Protocol
 from tests.signal_factories import sae_detected
 from tests.unit.notify.conftest import Notifier
@@ -214,7 +214,10 @@ def test_an_sae_outranks_a_live_lab_page(notifier: Notifier) -> None:
 
 
 def test_a_four_hundred_result_import_is_live_not_a_backfill(safety: Driver) -> None:
-    """Where the import's lab toxicities go: the signals topic (live), not the routine lane."""
+    """A FHIR Bundle or ODM file of 400 results (a central lab's nightly interface) is not a backfill (more than 500
+    events, or the SDTM / REDCap reconciliation routes, are): its lab toxicities take the signals topic."""
+    assert is_backfill(events=400, backfill_route=False) is False
+    assert is_backfill(events=501, backfill_route=False) is True
     out = safety.apply(platelets("P0", "60", -2, baseline=True)) + safety.apply(platelets("P5", "10", 5))
     [signal] = lab_signals(out)
     assert signal_topic(SIGNALS, signal, live=True) == SIGNALS
