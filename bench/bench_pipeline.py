@@ -161,7 +161,8 @@ class Stack:
         text = httpx.get(self.url("notify") + "/metrics", timeout=10).text
         found = {}
         for part in ("sum", "count"):
-            pattern = rf'^sentinel_notify_delivery_wait_seconds_{part}{{urgency="(?:critical|page)"}} (\S+)$'
+            classes = "critical|live_finding|page"
+            pattern = rf'^sentinel_notify_delivery_wait_seconds_{part}{{urgency="(?:{classes})"}} (\S+)$'
             found[part] = sum(float(m.group(1)) for m in re.finditer(pattern, text, re.MULTILINE))
         return found["sum"], found["count"]
 

@@ -50,6 +50,7 @@ DIGEST_MAX = 100
 """At most this many notices in one digest mail; more make a second digest."""
 URGENCY_LABELS = {
     urgency.CRITICAL: "critical",
+    urgency.LIVE_FINDING: "live_finding",
     urgency.PAGE: "page",
     urgency.NOTICE: "notice",
     urgency.DIGEST: "digest",
@@ -79,7 +80,7 @@ class DeliveryMetrics:
             ),
             wait=Histogram(
                 "sentinel_notify_delivery_wait_seconds",
-                "From queueing a message to handing it over, by urgency (critical, page, notice, digest)",
+                "From queueing a message to handing it over, by urgency (critical, live_finding, page, notice, digest)",
                 ["urgency"],
                 buckets=WAIT_BUCKETS,
                 registry=registry,
@@ -259,7 +260,7 @@ class DeliveryDispatcher:
         """Send what is due now, most urgent first, up to `concurrency` at a time; returns how many
         deliveries were attempted (a digest counts each notice it carries). `pages_only`: the page lane, which
         takes only what is more urgent than the class the first lane is handing over (pages, while it hands
-        over notices; the critical class, while it hands over other pages).
+        over notices; the classes above a page, while it hands over other pages).
 
         Leases keep the lanes (and replicas) apart: a delivery one of them holds is not claimed by another."""
         most = urgency.DIGEST

@@ -60,7 +60,7 @@ def grade_text(data: LabToxicityData) -> str:
 
 
 def plan_lab_alert(signal: LabToxicity, protocol: Protocol, *, live: bool = False) -> AlertPlan:
-    """`live`: its pages are critical (see services.notify.urgency)."""
+    """`live`: raised by a result that came on its own, not in a backfill (services.notify.urgency.LIVE_FINDING)."""
     data = signal.data
     thread_key = lab_thread_key(signal)
     alert_id = deterministic_id("alert", thread_key)
@@ -85,5 +85,5 @@ def plan_lab_alert(signal: LabToxicity, protocol: Protocol, *, live: bool = Fals
         details=data.model_dump(mode="json"),
         obligation=obligation,
         messages=plan_messages(signal.id, protocol, targets, content),
-        critical=live,
+        live=live,
     )

@@ -79,8 +79,8 @@ class Delivery(SQLModel, table=True):
     body_text: str = Field(sa_column=Column(Text, nullable=False))
     body_html: str = Field(sa_column=Column(Text, nullable=False))
     status: str = Field(default="pending", max_length=20, index=True)  # pending | sent | failed | cancelled
-    # -1 critical (SAE, SUSAR, DLT...), 0 page (deadlines: escalations, overdue, failover), 1 notice, 2 digest
-    # (bundled per recipient): see urgency.py
+    # -2 critical (SAE, SUSAR, DLT...), -1 a live finding (a lab a site has just entered), 0 page (deadlines:
+    # escalations, overdue, failover), 1 notice, 2 digest (bundled per recipient): see urgency.py
     urgency: int = Field(default=1, index=True)
     attempts: int = 0  # counted when an attempt starts (committed before the hand-off), not when it ends
     next_attempt_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))

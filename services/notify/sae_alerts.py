@@ -45,8 +45,9 @@ class AlertPlan:
     details: dict[str, object]
     obligation: ObligationPlan | None
     messages: tuple[MessagePlan, ...]
-    critical: bool = False
-    """Its messages are CRITICAL whatever its kind (services.notify.urgency)."""
+    live: bool = False
+    """About a finding a site has just entered, not a backfill's: its pages rank above other pages
+    (services.notify.urgency.LIVE_FINDING)."""
 
     @property
     def escalates(self) -> bool:

@@ -135,7 +135,7 @@ def _open(
         session, plan=plan, kind=kind, trial_id=trial_id, site_id=site_id, subject_id=subject_id, now=now
     )
     store.record(session, alert_id=alert.id, actor=SYSTEM, action="opened", detail=detail, now=now)
-    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now, critical=plan.critical)
+    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now, live=plan.live)
     if plan.escalates:
         scheduling.start_escalation(session, alert=alert, protocol=protocol, now=now)
     if plan.obligation is not None:
@@ -152,7 +152,7 @@ def _repage(session: Session, alert: Alert, plan: AlertPlan, *, now: datetime, p
     alert.snoozed_until = None
     alert.updated_at = now
     session.add(alert)
-    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now, critical=plan.critical)
+    store.queue_messages(session, alert_id=alert.id, messages=plan.messages, now=now, live=plan.live)
     if plan.escalates:
         scheduling.start_escalation(session, alert=alert, protocol=protocol, now=now)
 

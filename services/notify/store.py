@@ -126,10 +126,10 @@ def queue_messages(
     messages: Sequence[MessagePlan],
     now: datetime,
     timer_kind: str | None = None,
-    critical: bool = False,
+    live: bool = False,
 ) -> int:
-    """Queue each message once (ids are deterministic), classed by urgency (see urgency.py; `critical`: CRITICAL
-    whatever the alert's kind)."""
+    """Queue each message once (ids are deterministic), classed by urgency (see urgency.py; `live`: about a finding
+    a site has just entered, not a backfill's)."""
     queued = 0
     level: int | None = None
     ids = [message.delivery_id for message in messages]
@@ -139,7 +139,7 @@ def queue_messages(
             continue
         existing.add(message.delivery_id)
         if level is None:
-            level = urgency.CRITICAL if critical else message_urgency(session, alert_id=alert_id, timer_kind=timer_kind)
+            level = message_urgency(session, alert_id=alert_id, timer_kind=timer_kind, live=live)
         session.add(
             Delivery(
                 id=message.delivery_id,
@@ -176,7 +176,7 @@ def link_queued_to_console(session: Session, *, console_url: str | None, now: da
     return linked
 
 
-def message_urgency(session: Session, *, alert_id: str, timer_kind: str | None) -> int:
+def message_urgency(session: Session, *, alert_id: str, timer_kind: str | None, live: bool = False) -> int:
     alert = session.get(Alert, alert_id)
     if alert is None:
         raise LookupError(f"messages queued for alert {alert_id}, which does not exist")
@@ -184,6 +184,7 @@ def message_urgency(session: Session, *, alert_id: str, timer_kind: str | None) 
         alert_kind=alert.kind,
         has_open_obligation=bool(open_obligations(session, alert_id=alert_id)),
         timer_kind=timer_kind,
+        live=live,
     )
 
 

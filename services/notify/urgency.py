@@ -3,9 +3,11 @@
 - CRITICAL: every message about an SAE, a SUSAR, a DLT, a stopping rule, an acute infusion reaction or a
   dead-lettered event, whatever queued it (first page, escalation, reminder, overdue page, failover). A backfill
   of a cytopenic population queues lab-toxicity pages by the hundred; an SAE's page queued behind them waited
-  7 s for them to be handed over. So is the first page of a lab toxicity raised by a result a site entered on its
-  own during such a backfill (it came on the signals topic, not the routine lane): it waited 8.6 s behind the
-  backfill's lab pages, which are PAGEs.
+  7 s for them to be handed over.
+- LIVE_FINDING: the pages of a lab toxicity raised by a result that came on its own, not in a backfill (its
+  signal came on the signals topic, not the routine lane). A grade 4 count a site entered during a backfill
+  waited 8.6 s behind the backfill's lab pages (PAGEs); as CRITICAL, a central lab's import of a few hundred
+  results (not a backfill) would make an SAE's page wait behind its lab pages.
 - PAGE: any other alert with a deadline someone must meet (its first page, escalation steps, reminders,
   overdue pages, failovers).
 - NOTICE: other single notices (a lab toxicity, a cohort decision), and their failovers.
@@ -14,12 +16,14 @@
   outage, 2,000 failed notices fail over as a few digests, not as 2,000 pages.
 
 Unknown alert kinds are NOTICEs: a new kind is never silently bundled or delayed. The classes are stored per
-delivery and sort most urgent first; CRITICAL is below PAGE (-1), so the rows stored before it keep their meaning.
+delivery and sort most urgent first; the classes above PAGE are below 0, so the rows stored before them keep their
+meaning (CRITICAL was -1 until LIVE_FINDING took that place: migration notify_0004_finding renumbered the rows).
 """
 
 from __future__ import annotations
 
-CRITICAL = -1
+CRITICAL = -2
+LIVE_FINDING = -1
 PAGE = 0
 NOTICE = 1
 DIGEST = 2
@@ -29,10 +33,13 @@ PAGED_TIMER_KINDS = frozenset({"escalate", "overdue"})
 DIGEST_ALERT_KINDS = frozenset({"assessment_missed", "protocol_deviation"})
 
 
-def urgency_of(*, alert_kind: str, has_open_obligation: bool, timer_kind: str | None = None) -> int:
-    """The dispatch class of one message about an alert of `alert_kind` (queued by `timer_kind`, if any)."""
+def urgency_of(*, alert_kind: str, has_open_obligation: bool, timer_kind: str | None = None, live: bool = False) -> int:
+    """The dispatch class of one message about an alert of `alert_kind` (queued by `timer_kind`, if any; `live`:
+    queued by a signal about a finding a site has just entered)."""
     if alert_kind in CRITICAL_ALERT_KINDS:
         return CRITICAL
+    if live and timer_kind is None:
+        return LIVE_FINDING
     if timer_kind in PAGED_TIMER_KINDS or has_open_obligation:
         return PAGE
     if alert_kind in DIGEST_ALERT_KINDS:

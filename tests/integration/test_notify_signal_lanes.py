@@ -77,8 +77,8 @@ def test_an_sae_is_handled_before_a_backlog_of_routine_signals(
 def test_a_lab_toxicity_on_the_signals_topic_pages_ahead_of_a_backfills(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
-    """A lab toxicity safety put on the signals topic (raised by a result a site entered on its own) is queued
-    CRITICAL; those of a backfill, on the routine lane, are PAGEs (services.notify.urgency)."""
+    """A lab toxicity safety put on the signals topic (raised by a result a site entered on its own) is queued as a
+    LIVE_FINDING; those of a backfill, on the routine lane, are PAGEs (services.notify.urgency)."""
     signals = f"{topic_prefix}.signals"
     backfilled, entered = grade4_platelets(1, at=AT), grade4_platelets(2, at=AT)
     publish_sync(
@@ -100,4 +100,4 @@ def test_a_lab_toxicity_on_the_signals_topic_pages_ahead_of_a_backfills(
                     return {subject: level for subject, level in rows}
 
             found = wait_for(lambda: len(got := urgency_by_subject()) == 2 and got, what="both lab alerts' pages")
-    assert found == {backfilled.data.subject_id: urgency.PAGE, entered.data.subject_id: urgency.CRITICAL}
+    assert found == {backfilled.data.subject_id: urgency.PAGE, entered.data.subject_id: urgency.LIVE_FINDING}

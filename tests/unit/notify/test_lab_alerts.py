@@ -123,8 +123,8 @@ def test_both_orders_of_a_lab_thread_end_showing_the_worse_finding(
 
 def test_a_result_entered_on_its_own_pages_ahead_of_a_backfills_lab_pages(db: Engine, protocol: Protocol) -> None:
     """A backfill's lab alerts page at PAGE; a grade 4 a site has just entered (its signal came on the signals topic,
-    not the routine lane) pages as CRITICAL, so it is not mailed after hundreds of them. Later escalations of it are
-    PAGEs again, as any lab review's."""
+    not the routine lane) pages as a LIVE_FINDING, above them (and below an SAE), so it is not mailed after hundreds
+    of them. Later escalations of it are PAGEs again, as any lab review's."""
     backfilled = signal(3, "R-1").model_copy(update={"subject": "S-002"})
     backfilled = backfilled.model_copy(update={"data": backfilled.data.model_copy(update={"subject_id": "S-002"})})
     with Session(db) as session, session.begin():
@@ -132,4 +132,4 @@ def test_a_result_entered_on_its_own_pages_ahead_of_a_backfills_lab_pages(db: En
         apply_signal(session, signal(4, "R-2"), NOW, protocol=protocol, live=True)
     alerts = {alert.id: alert.subject_id for alert in all_rows(db, Alert)}
     paged = {alerts[delivery.alert_id]: delivery.urgency for delivery in all_rows(db, Delivery)}
-    assert paged == {"S-002": urgency.PAGE, "S-001": urgency.CRITICAL}
+    assert paged == {"S-002": urgency.PAGE, "S-001": urgency.LIVE_FINDING}

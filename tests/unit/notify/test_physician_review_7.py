@@ -1,5 +1,6 @@
 """A safety physician (review 7) tries to break the lab pages of the day from a safety officer's view: a lab toxicity
-raised by a result that came on its own takes the urgent lane and pages CRITICAL, and notify keeps a lab thread's
+raised by a result that came on its own takes the urgent lane and pages as a live finding (above other pages, below
+an SAE's), and notify keeps a lab thread's
 worse finding shown when a signal safety raised earlier arrives late by the other lane (`lab_alerts.raised_before`).
 Can a real worsening now be swallowed as 'raised before'? Could a page that is not an SAE's now outrank one? The lab
 signals are the ones safety raises (tests.unit.safety.clinical.Driver), applied to notify in order."""
@@ -195,22 +196,16 @@ def test_a_backfills_lab_page_never_outranks_an_sae(notifier: Notifier) -> None:
     assert classes["lab_toxicity"] > classes["sae"] == urgency.CRITICAL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A site's import of a central lab's 400 results in one request (below the 500-event backfill threshold) "
-    "comes on the urgent clinical topic: every lab toxicity it raises is 'live', takes the signals topic and pages "
-    "CRITICAL, the same class as an SAE. Within a class, deliveries go oldest first, so an SAE (24 h regulatory "
-    "clock, a hospitalised patient) queued a second after such an import waits behind up to hundreds of lab pages, "
-    "the 7-10 s delay the CRITICAL class was made to remove. A lab page entered on its own should rank above the "
-    "routine PAGEs but below an SAE's.",
-)
 def test_an_sae_outranks_a_live_lab_page(notifier: Notifier) -> None:
+    """A central lab's import of 400 results in one request (below the 500-event backfill threshold) comes on the urgent
+    clinical topic: every lab toxicity it raises is live. Were their pages CRITICAL, an SAE queued a second later would
+    wait behind them (within a class, oldest first). They are LIVE_FINDINGs: above a backfill's PAGEs, below an SAE."""
     now = notifier.clock.now()
     to_notify(notifier, [creatinine(3, "C1", previous=None, floor=False, at=now)], live=True)
     notifier.apply(sae_detected("A-2", aware=now, source_event_id="src-sae"))
     kinds = {a.id: a.kind for a in notifier.rows(Alert)}
     classes = {kinds[d.alert_id]: d.urgency for d in notifier.rows(Delivery)}
-    assert classes["sae"] < classes["lab_toxicity"]
+    assert classes["sae"] < classes["lab_toxicity"] == urgency.LIVE_FINDING < urgency.PAGE
 
 
 def test_a_four_hundred_result_import_is_live_not_a_backfill(safety: Driver) -> None:
