@@ -61,8 +61,8 @@ class RulesOnly:
             session, now, protocol=protocol, signals_topic="bench.signals", envelopes=envelopes
         )
 
-    def apply(self, envelope: ClinicalEnvelope) -> Sequence[Outgoing]:
-        return self._batch.apply(envelope)
+    def apply(self, envelope: ClinicalEnvelope, *, live: bool = False) -> Sequence[Outgoing]:
+        return self._batch.apply(envelope, live=live)
 
     def finish(self) -> Sequence[tuple[str, Outgoing]]:
         return ()
