@@ -159,6 +159,13 @@ def event_log_fields(attributes: Mapping[str, object]) -> dict[str, str]:
     return {field: str(attributes[key]) for key, field in EVENT_FIELDS.items() if attributes.get(key) is not None}
 
 
+def parsed_event_log_fields(envelope: object) -> dict[str, str]:
+    """`event_log_fields` of an envelope already parsed, from its attributes: a consumer's record is not decoded a
+    second time for its log fields (about 4 us a record)."""
+    found = ((field, getattr(envelope, key, None)) for key, field in EVENT_FIELDS.items())
+    return {field: str(value) for field, value in found if value is not None}
+
+
 class LineEncoder:
     """`json.dumps(event, default=...)` as structlog's JSONRenderer calls it, with one encoder built once: with a
     `default`, json.dumps builds a new encoder for every call, a third of a line's rendering (profiled)."""

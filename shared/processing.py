@@ -112,7 +112,7 @@ class TransactionalHandler(Generic[E]):
         metrics: ConsumerMetrics,
         on_committed: Callable[[], None] = lambda: None,
         transaction_seconds: float = 0.2,
-        record_scope: Callable[[ConsumedMessage], AbstractContextManager[None]] | None = None,
+        record_scope: Callable[[ConsumedMessage, E], AbstractContextManager[None]] | None = None,
         batched: bool = False,
     ) -> None:
         """`apply` is a per-record rule, or with `batched` a factory of a `BatchRule` per transaction."""
@@ -125,7 +125,7 @@ class TransactionalHandler(Generic[E]):
         self._metrics = metrics
         self._on_committed = on_committed
         self._transaction_seconds = transaction_seconds
-        self._record_scope = record_scope or (lambda _message: nullcontext())
+        self._record_scope = record_scope or (lambda _message, _parsed: nullcontext())
 
     async def __call__(self, messages: Sequence[ConsumedMessage]) -> list[Rejected]:
         rejected: list[Rejected] = []
@@ -185,7 +185,7 @@ class TransactionalHandler(Generic[E]):
                 seen.add(event_id)
                 claims.append(Claim(event_id, message.topic, message.partition, message.offset))
                 live[event_id] = not is_bulk(message.topic)
-                with self._record_scope(message):
+                with self._record_scope(message, envelope):
                     self._apply_one(queued, index, rule, envelope, now, live=live[event_id])
                     traces[event_id] = current_traceparent()
                 outcomes["processed"] += 1

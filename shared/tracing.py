@@ -49,7 +49,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from shared.logs import bound_event, event_log_fields
+from shared.logs import bound_event, event_log_fields, parsed_event_log_fields
 
 log = structlog.stdlib.get_logger("sentinel.events")  # the one logger of per-event lines, in every service
 PROPAGATOR = TraceContextTextMapPropagator()  # stateless: W3C traceparent/tracestate only
@@ -212,8 +212,9 @@ def publishing(tracer: Tracer | None, topic: str, value: bytes) -> Iterator[dict
         yield fields
 
 
-RecordScope = Callable[[Record], AbstractContextManager[None]]
-"""What a consumer runs each record inside (its span and log fields); the batch handler enters it per record."""
+RecordScope = Callable[[Record, object], AbstractContextManager[None]]
+"""What a consumer runs each record inside (its span and log fields), given the record and what it was parsed into
+(None: not parsed, its fields are read from its bytes); the batch handler enters it per record."""
 
 
 def consuming(tracer: Tracer | None, *, consumer: str) -> RecordScope:
@@ -223,8 +224,8 @@ def consuming(tracer: Tracer | None, *, consumer: str) -> RecordScope:
     the handler logs what it committed, once per batch (`shared.processing`)."""
 
     @contextmanager
-    def scope(message: Record) -> Iterator[None]:
-        fields = envelope_attributes(message.value)
+    def scope(message: Record, parsed: object = None) -> Iterator[None]:
+        fields = envelope_attributes(message.value) if parsed is None else parsed_event_log_fields(parsed)
         parent = context_from_headers(message.headers)
         with bound_event(consumer=consumer, **fields):
             if tracer is None:

@@ -6,13 +6,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared.logs import LineEncoder, RepeatLimiter, configure_logging, event_log_fields
+from shared.logs import LineEncoder, RepeatLimiter, configure_logging, event_log_fields, parsed_event_log_fields
+from shared.tracing import envelope_attributes
+from tests.signal_factories import sae_detected
+from tests.unit.safety.clinical import lab
 from tests.unit.shared.conftest import lines
 
 
@@ -182,3 +186,13 @@ def test_the_bound_logger_still_answers_as_a_standard_library_logger(output: io.
     assert events.isEnabledFor(logging.INFO) and not events.isEnabledFor(logging.DEBUG)
     assert events.name == "sentinel.events" and events.getEffectiveLevel() == logging.INFO
     assert events.propagate and events.level == logging.NOTSET
+
+
+def test_a_parsed_envelope_gives_the_log_fields_its_bytes_give() -> None:
+    """The consumer binds a record's log fields from the envelope it parsed, not from its bytes decoded again."""
+    at = datetime(2026, 3, 2, 10, tzinfo=UTC)
+    clinical = lab("101-001", result_id="R-1", test="NEUT", value="0.4", collected_at=at)
+    for envelope in (clinical, sae_detected("101-002", aware=at)):
+        assert parsed_event_log_fields(envelope) == envelope_attributes(envelope.model_dump_json().encode())
+    assert set(parsed_event_log_fields(clinical)) == {"event_id", "event_type", "trial", "subject", "source"}
+    assert parsed_event_log_fields(object()) == {}
