@@ -21,6 +21,7 @@ from services.safety import (
     infusion_day,
     protocol_conformance,
     protocol_engine,
+    reentry_links,
     response_tracking,
     retracted_dlt,
     sae_retraction,
@@ -320,6 +321,15 @@ def _apply_record(
                 seriousness=records.seriousness(envelope.subject, envelope.data.ae_id),
                 records=records,
             )
+            named = reentry_links.named_on_arrival(records, envelope)
+            if named:  # one more subject holds an id a retraction names: a link across subjects may end
+                lookback = _lookback(protocol)
+                ae_signals += sae_retraction.new_holder(
+                    records, envelope, named=named, lookback=lookback, topic=signals_topic
+                )
+                ae_signals += expedited_cases.reassess_holders(
+                    session, records, envelope, protocol=protocol, signals_topic=signals_topic, now=now
+                )
             taken_back = records.status(envelope.subject, "ae", envelope.data.ae_id)
             if taken_back is not None and taken_back.status in store.INACTIVE:  # a late version of one taken back
                 ae_signals += expedited_cases.reassess_reentries(

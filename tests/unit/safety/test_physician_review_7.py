@@ -14,6 +14,7 @@ import pytest
 from sqlmodel import Session
 
 from services.safety.models import SusarCase
+from services.safety.sae_retraction import SAE_REPLACED_BY_AMBIGUOUS
 from shared.events import EnvelopeBase
 from shared.protocol import Protocol
 from tests.unit.safety.clinical import Driver, ae, of_type
@@ -408,17 +409,11 @@ def test_a_fatal_outcome_only_on_the_re_entry_runs_the_7_day_clock(driver: Drive
     assert "AE AE-1 (re-entered as this AE)" in susar.data.clock_basis
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Most EDCs number AEs per subject (AE-1, AE-2, ...). A-2's AE-1 is deleted naming 'AE-2' as its "
-    "replacement before A-2's own AE-2 is entered; A-1 and A-3 each hold a serious AE-2 received after it: both are "
-    "taken as the re-entry of A-2's AE-1 (one deletion, two re-entries in two other subjects) and both SAE clocks and "
-    "SUSAR day 0s move to A-2's receipt, with no time limit on the explicit link. At most one can be the re-entry; "
-    "the other subject's case now looks overdue and would go to the regulator with a wrong day 0. An id held by "
-    "more than one other subject should not link across subjects (tell the site instead), or should wait for the "
-    "deleting subject's own AE of that id.",
-)
 def test_a_replaced_by_id_held_by_two_other_subjects_links_at_most_one(driver: Driver) -> None:
+    """Most EDCs number AEs per subject: A-2's AE-1 deleted naming 'AE-2' before A-2's own AE-2 is entered, while A-1
+    and A-3 each hold a serious AE-2 received after it. Both were taken as its re-entry (one deletion, two re-entries)
+    and both clocks moved to A-2's receipt. Fixed in reentry_links: an id held by more than one other subject links
+    neither (each keeps its own clock) and the deleting subject's site is asked which AE re-enters it."""
     from tests.unit.safety.clinical import dose, enrol
     from tests.unit.safety.test_reentry_clocks import first_in_a2, in_a2, typo_deletion
 
@@ -429,6 +424,10 @@ def test_a_replaced_by_id_held_by_two_other_subjects_links_at_most_one(driver: D
     out = driver.apply(typo_deletion(), now=at(6, 8))
     moved = {s.subject for s in out if s.type == "sae.updated"}
     assert len(moved) <= 1, moved
+    assert moved == set(), "an id two other subjects hold links neither: AE ids are numbered per subject"
+    [asked] = [f.data for f in of_type(out, "data_quality.flagged") if f.data.code == SAE_REPLACED_BY_AMBIGUOUS]
+    assert (asked.subject_id, asked.record_id) == ("A-2", "AE-1")
+    assert "subjects A-1 and A-3 each hold one" in asked.detail
 
 
 def test_a_cross_subject_replaced_by_does_not_link_an_unrelated_ae_months_later(driver: Driver) -> None:
