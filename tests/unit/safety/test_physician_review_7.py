@@ -89,20 +89,23 @@ def test_only_the_verbatim_rewritten_with_the_pneumonitis_code_kept_stays_confir
     assert (record(driver, "A-1").state, cohort(driver).dlt_confirmed) == ("confirmed", 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A confirmed grade 3 pneumonitis recoded by the site to grade 3 colitis (another event, the same criterion "
-    "'non_haematological_grade3') stays confirmed, as designed, but silently: nobody tells the committee that the "
-    "DLT it confirmed is now listed as an event it never adjudicated. The dose-escalation minutes, the DLT listing "
-    "and the CSR then say the committee confirmed colitis; a committee that had seen colitis might have attributed "
-    "it differently (e.g. C. difficile). The decided_dlt_data_changed finding should name the term change.",
-)
 def test_a_recode_to_another_event_of_the_same_criterion_is_told_to_the_committee(driver: Driver) -> None:
+    """A confirmed grade 3 pneumonitis recoded to grade 3 colitis (another event, the same criterion) stays confirmed,
+    as designed, but was silent: the DLT listing and the minutes then said the committee confirmed colitis, which it
+    never adjudicated (it might have attributed it differently, e.g. C. difficile). Fixed in dlt_decision_basis
+    (`recoded`): the committee is told the term change once; a recode back to pneumonitis says the data are again
+    the event confirmed."""
     confirmed_pneumonitis(driver, "A-1")
     out = driver.apply(recoded("A-1", 2, "Colitis"), now=at(14))
     assert record(driver, "A-1").state == "confirmed"
     [finding] = findings(out)
     assert "'Pneumonitis' to 'Colitis'" in finding.detail
+    assert "an event the committee never adjudicated" in finding.detail
+    assert not of_type(out, "dlt.suspected") and cohort(driver).dlt_confirmed == 1
+    assert findings(driver.apply(recoded("A-1", 3, "Colitis", grade=4), now=at(15))) == [], "told once"
+    [back] = findings(driver.apply(recoded("A-1", 4, "Pneumonitis"), now=at(16)))
+    assert "the AE is again reported as 'Pneumonitis', the event confirmed" in back.detail
+    assert (record(driver, "A-1").state, record(driver, "A-1").divergence) == ("confirmed", None)
 
 
 def test_a_rejected_febrile_neutropenia_recoded_to_its_synonym_stays_rejected(driver: Driver) -> None:
