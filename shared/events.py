@@ -593,6 +593,9 @@ class LabToxicityData(Model):
 
     `floor`: the grade is the lowest the data allows (a limit missing, a censored value): "at least grade N".
     `received_at`: when Sentinel learned of it (the review clock starts there; absent from older producers).
+    `sequence`: its number among the signals safety raised for the subject's term, in the order it raised them
+    (1, 2, ...): a lower number was raised before, whatever lane brought it later. Safety numbers what it grades from
+    lab results; absent from older producers and for vital signs (notify then compares grades).
     """
 
     site_id: str
@@ -612,6 +615,7 @@ class LabToxicityData(Model):
     received_at: AwareDatetime | None = None
     measured_by: Literal["lab", "vitals"] = "lab"
     """`vitals`: a CTCAE finding graded from vital signs (`test` is the VSTESTCD, `result_id` the vitals id)."""
+    sequence: int | None = None
 
 
 class LabToxicity(EnvelopeBase):

@@ -28,16 +28,22 @@ def lab_thread_key(signal: LabToxicity) -> str:
 
 
 def raised_before(shown: Mapping[str, Any], data: LabToxicityData) -> bool:
-    """Whether safety raised `data` before the signal the alert shows (`shown`, its details).
+    """Whether safety raised `data` before the signal the alert shows (`shown`, its details): then it is history,
+    recorded without a page. Their order on the wire can differ: a result entered on its own takes the urgent lane,
+    a backfill's the routine one (`shared.lanes`).
 
-    Safety signals a term only when it is worse than what it signalled, and each signal says that grade
-    (`previous_grade`): a signal no worse than the shown one's previous grade, from a result drawn no later than the
-    shown one's, came before it. Their order on the wire can differ: a result entered on its own takes the urgent
-    lane, a backfill's the routine one (`shared.lanes`)."""
-    previous = shown.get("previous_grade")
-    if not (isinstance(previous, int) and data.grade <= previous):
+    Safety numbers a term's signals in the order it raised them (`sequence`): a lower number came before, a higher
+    one is news, even when no worse than a grade shown (the worse results were taken back since: a labelling error).
+    Signals without numbers (older producers, vital signs) are told by their grades: safety signals a term only when
+    it is worse than what it signalled, and each signal says that grade (`previous_grade`), so a signal no worse
+    than the shown one's previous grade came before it. Either way a result drawn after the shown one's is news."""
+    if _drawn_after(data, shown.get("collected_at")):
         return False
-    return not _drawn_after(data, shown.get("collected_at"))
+    number = shown.get("sequence")
+    if isinstance(number, int) and data.sequence is not None:
+        return data.sequence < number
+    previous = shown.get("previous_grade")
+    return isinstance(previous, int) and data.grade <= previous
 
 
 def _drawn_after(data: LabToxicityData, shown_at: object) -> bool:

@@ -21,6 +21,7 @@ from services.safety import (
     infusion_day,
     protocol_conformance,
     protocol_engine,
+    reentry_links,
     response_tracking,
     retracted_dlt,
     sae_retraction,
@@ -320,6 +321,15 @@ def _apply_record(
                 seriousness=records.seriousness(envelope.subject, envelope.data.ae_id),
                 records=records,
             )
+            named = reentry_links.named_on_arrival(records, envelope)
+            if named:  # one more subject holds an id a retraction names: a link across subjects may end
+                lookback = _lookback(protocol)
+                ae_signals += sae_retraction.new_holder(
+                    records, envelope, named=named, lookback=lookback, topic=signals_topic
+                )
+                ae_signals += expedited_cases.reassess_holders(
+                    session, records, envelope, protocol=protocol, signals_topic=signals_topic, now=now
+                )
             taken_back = records.status(envelope.subject, "ae", envelope.data.ae_id)
             if taken_back is not None and taken_back.status in store.INACTIVE:  # a late version of one taken back
                 ae_signals += expedited_cases.reassess_reentries(
@@ -482,6 +492,7 @@ def _lab_news(
     state.signalled_grade = lab.grade
     signal = _lab_signal(
         lab,
+        state,
         baseline_grade=decision.baseline_grade,
         previous_grade=decision.previous_grade,
         site_id=envelope.siteid,
@@ -624,6 +635,7 @@ def _reassess_lab_term(
     return [
         _lab_signal(
             worst,
+            state,
             baseline_grade=state.baseline_grade,
             previous_grade=previous,
             site_id=site_id,
@@ -636,6 +648,7 @@ def _reassess_lab_term(
 
 def _lab_signal(
     lab: LabResult,
+    state: LabTermState,
     *,
     baseline_grade: int | None,
     previous_grade: int | None,
@@ -644,8 +657,12 @@ def _lab_signal(
     received_at: datetime,
     topic: str,
 ) -> Outgoing:
+    """The term's next signal, numbered (`state.signals_raised`): a retraction or correction lowers the grade safety
+    compares with, so after one a grade no worse than one already shown is news, which notify can tell only by the
+    order safety raised them in, not by grades (a lane may bring an earlier signal later)."""
     if lab.grade is None or lab.term is None:
         raise ValueError("a lab toxicity signal needs a graded CTCAE term")
+    state.signals_raised = (state.signals_raised or 0) + 1
     signal = LabToxicity(
         id=deterministic_id("signal", source_event_id, "lab.toxicity"),
         source=SIGNAL_SOURCE,
@@ -668,6 +685,7 @@ def _lab_signal(
             source_event_id=source_event_id,
             floor=lab.grade_floor,
             received_at=received_at,
+            sequence=state.signals_raised,
         ),
     )
     return Outgoing(topic=topic, key=message_key(lab.trial_id, lab.subject_id), envelope=signal)

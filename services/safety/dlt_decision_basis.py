@@ -9,6 +9,11 @@ how to revise the decision:
 - a CONFIRMED DLT whose AE the site recoded to another event that meets only another criterion: the confirmation
   does not carry over to an event no one reviewed, so the rules reopen it as a suspicion (`dlt.transition`: the
   arm's 3+3 counts it as under review, not confirmed, with a review clock) and this finding says why;
+- a CONFIRMED DLT whose AE the site recoded to another event that still meets the criterion confirmed: the
+  confirmation stands (the 3+3 counts it), but the DLT listing and the minutes now name an event the committee never
+  adjudicated (its attribution may differ), so the finding names the term change. Another event is another CTCAE
+  term after the verbatim synonyms and the MedDRA code are mapped (`is_other_event`): a rewritten verbatim of the
+  same term is the same event and tells nothing;
 - a REJECTED DLT whose AE is now more clearly a DLT: it meets a criterion it did not meet when rejected, or the
   investigator's relatedness rose above the one the committee saw (a worse grade needs no finding: it reopens the
   DLT as a suspicion, with its own review clock).
@@ -38,6 +43,8 @@ class Divergence(StrEnum):
     """Confirmed on data that met a criterion; they meet none now."""
     OTHER_EVENT = "other_event"
     """Confirmed; the AE is now another event (term) meeting only another criterion: reopened as a suspicion."""
+    RECODED = "recoded"
+    """Confirmed; the AE is now another event (term) that still meets the criterion confirmed: it stands."""
     NOW_MEETS = "now_meets"
     """Rejected on data that met no criterion; they meet one now."""
     MORE_RELATED = "more_related"
@@ -139,7 +146,9 @@ def divergence(dlt: DecidedDlt, look: DataLook) -> Divergence | None:
     if decision == DltState.CONFIRMED.value:
         if dlt.state == DltState.SUSPECTED.value:  # reopened by the rules: the AE is now another event
             return Divergence.OTHER_EVENT
-        return Divergence.NO_LONGER_MEETS if met and not look.meets else None
+        if met and not look.meets:
+            return Divergence.NO_LONGER_MEETS
+        return Divergence.RECODED if look.meets and is_other_event(dlt, look.term) else None
     if dlt.state == DltState.REJECTED.value and look.meets:
         if not met:
             return Divergence.NOW_MEETS
@@ -159,7 +168,7 @@ def check_basis(dlt: DecidedDlt, look: DataLook) -> BasisCheck:
         return BasisCheck(now, Finding(DECIDED_DLT_DATA_CHANGED, _changed(dlt, look, now)))
     decided = dlt.state in (DltState.CONFIRMED.value, DltState.REJECTED.value)
     if before is not None and look.active and decided:
-        return BasisCheck(None, Finding(DECIDED_DLT_DATA_CHANGED, _restored(dlt, look)))
+        return BasisCheck(None, Finding(DECIDED_DLT_DATA_CHANGED, _restored(dlt, look, before)))
     return BasisCheck(None, None)
 
 
@@ -222,6 +231,16 @@ def _changed(dlt: DecidedDlt, look: DataLook, kind: Divergence) -> str:
             f"3+3 tally, until the committee revises it. {_how_to_revise(dlt)}"
         )
     meets = f"DLT criterion '{look.criterion}'" if look.criterion else "a DLT criterion"
+    if kind is Divergence.RECODED:
+        criterion = f"the criterion '{dlt.decided_criterion}'" if dlt.decided_criterion else "a DLT criterion"
+        return (
+            f"{_what(dlt, look)}: {_changes(dlt, look)}; the AE is now another event than the one confirmed, and still "
+            f"meets {criterion} it was confirmed under ({look.reason}). {_decision(dlt)} about '{dlt.decided_term}': "
+            f"the confirmation stands, and the DLT counts in arm {arm}'s 3+3 tally as confirmed, but the DLT listing "
+            f"and the dose-escalation minutes now name '{look.term}', an event the committee never adjudicated (its "
+            "attribution may differ). If the recode is the site's mistake, the site corrects it; if not, the "
+            f"committee confirms the DLT as '{look.term}' or revises it. {_how_to_revise(dlt)}"
+        )
     if kind is Divergence.OTHER_EVENT:
         criterion = f"'{dlt.decided_criterion}'" if dlt.decided_criterion else "it was confirmed under"
         return (
@@ -245,8 +264,10 @@ def _changed(dlt: DecidedDlt, look: DataLook, kind: Divergence) -> str:
     )
 
 
-def _restored(dlt: DecidedDlt, look: DataLook) -> str:
-    if dlt.state == DltState.CONFIRMED.value:
+def _restored(dlt: DecidedDlt, look: DataLook, before: Divergence) -> str:
+    if before is Divergence.RECODED:
+        now = f"the AE is again reported as '{look.term}', the event confirmed"
+    elif dlt.state == DltState.CONFIRMED.value:
         now = f"the AE meets DLT criterion '{look.criterion}' again" if look.criterion else "the AE meets it again"
     else:
         now = "the AE is no longer more clearly a DLT than when it was rejected"

@@ -71,7 +71,8 @@ class LabResult(SQLModel, table=True):
 
 
 class LabTermState(SQLModel, table=True):
-    """Per subject and CTCAE term: the baseline grade and the worst grade already signalled."""
+    """Per subject and CTCAE term: the baseline grade, the worst grade already signalled, and how many signals were
+    raised (their numbers, `LabToxicityData.sequence`: notify tells a late signal from news by them)."""
 
     __tablename__ = "safety_lab_terms"
 
@@ -81,6 +82,7 @@ class LabTermState(SQLModel, table=True):
     baseline_grade: int | None = None
     baseline_collected_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     signalled_grade: int | None = None
+    signals_raised: int = 0
 
 
 class AeVersion(SQLModel, table=True):

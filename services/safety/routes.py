@@ -127,7 +127,7 @@ class DltView(BaseModel):
     """The AE's relatedness when the officer decided."""
     divergence: str | None = None
     """How the AE's data now stand against the decision (`no_longer_meets`, `now_meets`, `more_related`,
-    `other_event`); null: as it relied on. The DLT's officers were told when it appeared
+    `other_event`, `recoded`); null: as it relied on. The DLT's officers were told when it appeared
     (`decided_dlt_data_changed`)."""
     decided_state: str | None = None
     """The officer's decision on file ('confirmed', 'rejected'): a suspected DLT with one was reopened by new data."""

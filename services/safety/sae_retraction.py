@@ -10,7 +10,10 @@ serious and not taken back. Here: what the transition says to notify, built from
 - a serious AE the site re-entered under a new id keeps the taken-back AE's (earlier) clock in its SAE signals,
   whichever came first, with a finding naming both (the pure rule: `sae_reentry`); across subjects only when the
   retraction names it (`replaced_by`: an AE entered under a mistyped subject id, `reentry_links`), and then the
-  re-entry's subject is told, whichever subject's event came last (`relinked_elsewhere`).
+  re-entry's subject is told, whichever subject's event came last (`relinked_elsewhere`); an id that several other
+  subjects hold links none of them (the deleting subject's site is asked which, `ambiguous_replacement`), and an AE
+  of that id arriving later (a second other subject's, or the deleting subject's own) ends the link, told to the AE
+  that had it (`new_holder`).
 - a serious AE taken back naming a replacement (`replaced_by`) that is not serious: a finding for the officer and
   the site (`SAE_REPLACED_BY_NON_SERIOUS`), whichever of the three records came last: no SAE report is tracked.
 Keyword-only; never commits.
@@ -18,6 +21,7 @@ Keyword-only; never commits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -66,6 +70,10 @@ VERSION_OF_RETRACTED_AE = "version_of_retracted_ae"
 SAE_REPLACED_BY_NON_SERIOUS = "sae_replaced_by_non_serious"
 """The site took a serious AE back naming a replacement that is not serious: the SAE report is no longer tracked."""
 
+SAE_REPLACED_BY_AMBIGUOUS = "sae_replaced_by_ambiguous"
+"""The site took a serious AE back naming a replacement id that it does not hold and several other subjects do:
+none is taken as the re-entry; the site says which one is."""
+
 
 def status_changed(
     records: BatchRecords,
@@ -109,6 +117,7 @@ def status_changed(
         if state is not None and state.serious:  # a serious AE re-entered before this retraction takes its clock
             out += relinked_saes(records, envelope, withdrawn_ae_id=ae_id, lookback=lookback, topic=topic)
             out += relinked_elsewhere(records, envelope, withdrawn_ae_id=ae_id, lookback=lookback, topic=topic)
+            out += ambiguous_replacement(records, envelope, subject_id=subject_id, withdrawn_ae_id=ae_id, topic=topic)
             out += non_serious_replacement(records, envelope, withdrawn_ae_id=ae_id, topic=topic)
     if not taken_back and was_retracted is not None and state is not None and state.serious:
         out += unlinked_saes(records, envelope, was_retracted=was_retracted, lookback=lookback, topic=topic)
@@ -194,6 +203,15 @@ def version_while_taken_back(
         out += relinked_elsewhere(
             records, envelope, withdrawn_ae_id=ae.ae_id, lookback=lookback, topic=topic, new_version_event=envelope.id
         )
+        earlier = [
+            StoredVersion(v.ae_id, v.payload, v.received_at)
+            for v in records.ae_versions_of(envelope.subject)
+            if v.ae_id == ae.ae_id and v.event_id != envelope.id
+        ]
+        if serious_clock(earlier) is None:  # the first serious version: a clock now hangs on the named replacement
+            out += ambiguous_replacement(
+                records, envelope, subject_id=envelope.subject, withdrawn_ae_id=ae.ae_id, topic=topic
+            )
         out += non_serious_replacement(records, envelope, withdrawn_ae_id=ae.ae_id, topic=topic)
     if utc(site_entry_time(envelope) or envelope.receivedat) <= utc(status.changed_at):
         return out
@@ -235,17 +253,137 @@ def non_serious_replacement(
     ]
 
 
+def ambiguous_replacement(
+    records: BatchRecords, envelope: ClinicalEnvelopeBase, *, subject_id: str, withdrawn_ae_id: str, topic: str
+) -> list[Outgoing]:
+    """Serious AE `withdrawn_ae_id` of `subject_id` is taken back naming a replacement id that `subject_id` does not
+    hold and several other subjects do (EDCs number AEs per subject): no cross-subject link (`reentry_links`), each
+    keeps its own clock, and the deleting subject's site is told, naming the subjects, whichever record came last
+    (the retraction, the first serious version of the AE it took back, or another subject's AE of that id)."""
+    status = records.status(subject_id, "ae", withdrawn_ae_id)
+    if status is None or status.status not in store.INACTIVE or not status.replaced_by:
+        return []
+    new = status.replaced_by
+    held_by = reentry_links.holders(records, ae_id=new)
+    others = sorted(held_by - {subject_id})
+    if subject_id in held_by or len(others) < 2:
+        return []
+    versions = [
+        StoredVersion(v.ae_id, v.payload, v.received_at)
+        for v in records.ae_versions_of(subject_id)
+        if v.ae_id == withdrawn_ae_id
+    ]
+    first = serious_clock(versions)
+    if first is None:
+        return []
+    subjects = ", ".join(others[:-1]) + f" and {others[-1]}"
+    detail = (
+        f"Serious AE {withdrawn_ae_id} was marked {status.status.replace('_', ' ')} by the site, which names AE {new} "
+        f"as its replacement; subject {subject_id} has no AE {new}, and subjects {subjects} each hold one (AE ids are "
+        f"numbered per subject), so none is taken as its re-entry: each keeps its own 24 h SAE clock and SUSAR "
+        f"day 0. The site should say which AE re-enters AE {withdrawn_ae_id} (correct the replacement it names, or "
+        f"enter the re-entry under subject {subject_id}); if one of them is the same case, its report is due from AE "
+        f"{withdrawn_ae_id}'s first receipt, {utc(first[0]):%Y-%m-%d %H:%M UTC} (ICH E2D)."
+    )
+    there = envelope if envelope.subject == subject_id else _in_subject(records, envelope, subject_id)
+    return [
+        data_quality.flag(
+            there,
+            record_type="ae",
+            record_id=withdrawn_ae_id,
+            code=SAE_REPLACED_BY_AMBIGUOUS,
+            detail=detail,
+            topic=topic,
+            per_record=True,
+        )
+    ]
+
+
+def new_holder(
+    records: BatchRecords, envelope: AeReported, *, named: Sequence[RecordStatus], lookback: timedelta, topic: str
+) -> list[Outgoing]:
+    """The first version of an AE whose id standing retractions (`named`) name as their replacement: one more subject
+    holds the id (`reentry_links.named_on_arrival`). A cross-subject link that ends with it (the deleting subject's
+    own AE of that id came, or a second other subject's: `reentry_links.linked_subject`) is told to the AE that had
+    it, in the finding thread that linked them; no SAE signal: notify keeps the earlier deadline it gave (never
+    later). An id now held by several other subjects is told to the deleting subject's site
+    (`ambiguous_replacement`)."""
+    ae_id, newcomer = envelope.data.ae_id, envelope.subject
+    out: list[Outgoing] = []
+    for subject_id in sorted(reentry_links.holders(records, ae_id=ae_id) - {newcomer}):
+        out += _link_ended(records, envelope, subject_id=subject_id, lookback=lookback, topic=topic)
+    for row in named:
+        if row.subject_id != newcomer:
+            out += ambiguous_replacement(
+                records, envelope, subject_id=row.subject_id, withdrawn_ae_id=row.record_id, topic=topic
+            )
+    return out
+
+
+def _link_ended(
+    records: BatchRecords, envelope: AeReported, *, subject_id: str, lookback: timedelta, topic: str
+) -> list[Outgoing]:
+    """`subject_id`'s serious AE of the newcomer's id, when the newcomer ended its link to another subject's
+    retraction: the finding that says so."""
+    ae_id, newcomer = envelope.data.ae_id, envelope.subject
+    row = records.seriousness(subject_id, ae_id)
+    own = store.sae_state_of(row) if row is not None else None
+    if own is None or not own.serious or own.awareness_at is None or ae_id in records.inactive(subject_id, "ae"):
+        return []
+    ignoring = frozenset({newcomer})
+    _, before = reentry_clock(
+        records, subject_id=subject_id, ae_id=ae_id, state=own, lookback=lookback, ignoring=ignoring
+    )
+    if before is None or before.withdrawn.subject_id is None:
+        return []  # it had no cross-subject link: a newcomer elsewhere changes nothing
+    _, now = reentry_clock(records, subject_id=subject_id, ae_id=ae_id, state=own, lookback=lookback)
+    if now is not None and now.withdrawn == before.withdrawn:
+        return []
+    them = before.withdrawn.label
+    why = (
+        f"subject {newcomer} now has an AE {ae_id} of its own, which the site's replacement names"
+        if newcomer == before.withdrawn.subject_id
+        else f"subject {newcomer} now holds an AE {ae_id} too, so the site's replacement does not say which "
+        "subject's AE re-enters it (the site is asked to say)"
+    )
+    clock = (
+        f"its clock is now {now.withdrawn.label}'s, {utc(now.awareness_at):%Y-%m-%d %H:%M UTC}"
+        if now is not None
+        else f"its own clock is {utc(own.awareness_at):%Y-%m-%d %H:%M UTC}"
+    )
+    detail = (
+        f"Serious AE {ae_id} is no longer taken as the re-entry of {them}: {why}; {clock}, and so is its SUSAR day 0. "
+        f"If it is the same case, the site should say so; the report of AE {ae_id} stays due by the earlier deadline "
+        "already given."
+    )
+    there = _in_subject(records, envelope, subject_id)
+    return [
+        data_quality.flag(
+            there, record_type="ae", record_id=ae_id, code=REENTRY_CLOCK, detail=detail, topic=topic, per_record=True
+        )
+    ]
+
+
 def reentry_clock(
-    records: BatchRecords, *, subject_id: str, ae_id: str, state: SaeState, lookback: timedelta
+    records: BatchRecords,
+    *,
+    subject_id: str,
+    ae_id: str,
+    state: SaeState,
+    lookback: timedelta,
+    ignoring: frozenset[str] = frozenset(),
 ) -> tuple[SaeState, ReEntry | None]:
     """The state an SAE signal of this AE carries: its own clock, or the earlier one of the serious AE the site took
     back and re-entered as this one (`sae_reentry.reentry_of`), in this subject or, named by `replaced_by`, in another
-    subject of the trial (`reentry_links`). Reads the subject's statuses and AE versions from the batch, and the
-    trial's retractions naming this AE (one query per serious AE signalled)."""
+    subject of the trial (`reentry_links`; `ignoring`: subjects whose AE of this id is disregarded, for the link as it
+    stood before one arrived). Reads the subject's statuses and AE versions from the batch, and the trial's
+    retractions naming this AE (one query per serious AE signalled)."""
     if state.awareness_at is None:
         return state, None
     retractions = _retractions(records, subject_id, excluding=ae_id)
-    foreign, their_versions = reentry_links.foreign_retractions(records, subject_id=subject_id, ae_id=ae_id)
+    foreign, their_versions = reentry_links.foreign_retractions(
+        records, subject_id=subject_id, ae_id=ae_id, ignoring=ignoring
+    )
     if not retractions and not foreign:
         return state, None
     link = reentry_of(

@@ -206,6 +206,41 @@ def reassess_reentries(
         targets += [
             (s, named) for s in reentry_links.reentry_subjects(records, subject_id=subject_id, replaced_by=named)
         ]
+    return _redecide(session, records, envelope, targets, protocol=protocol, signals_topic=signals_topic, now=now)
+
+
+def reassess_holders(
+    session: Session,
+    records: BatchRecords,
+    envelope: AeReported,
+    *,
+    protocol: Protocol,
+    signals_topic: str,
+    now: datetime,
+) -> list[Outgoing]:
+    """The first version of an AE whose id a standing retraction names as its replacement (`reentry_links.
+    named_on_arrival`): the other subjects' SUSAR files of that id are decided again, since a cross-subject link ends
+    when the deleting subject's own AE of that id comes or a second other subject holds one
+    (`reentry_links.linked_subject`): a day 0 that moves later is withdrawn and opened again on the file's own
+    (`susar.decide`)."""
+    if protocol.reference_safety_information is None or protocol.expedited_reporting is None:
+        return []
+    ae_id, newcomer = envelope.data.ae_id, envelope.subject
+    targets = [(s, ae_id) for s in sorted(reentry_links.holders(records, ae_id=ae_id) - {newcomer})]
+    return _redecide(session, records, envelope, targets, protocol=protocol, signals_topic=signals_topic, now=now)
+
+
+def _redecide(
+    session: Session,
+    records: BatchRecords,
+    envelope: ClinicalEnvelopeBase,
+    targets: Sequence[tuple[str, str]],
+    *,
+    protocol: Protocol,
+    signals_topic: str,
+    now: datetime,
+) -> list[Outgoing]:
+    """Decide these (subject, AE) SUSAR files again, for a link `envelope` may have made or ended."""
     out: list[Outgoing] = []
     for target_subject, ae_id in targets:
         case = session.get(SusarCase, (envelope.trialid, target_subject, ae_id))

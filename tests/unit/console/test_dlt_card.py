@@ -95,3 +95,13 @@ def test_a_confirmation_reopened_by_a_recode_says_why_it_is_suspected_and_whose_
     assert "counts in the arm's 3+3 as under review until it is confirmed or rejected below" in html
     assert "Decision</dt><dd>confirmed by olga" in html.replace("<dd> ", "<dd>")
     assert "Data changed since the decision" not in html
+
+
+def test_a_confirmation_whose_ae_was_recoded_to_another_event_of_its_criterion_names_both_terms() -> None:
+    html = card(divergence="recoded", term="Colitis", decided_term="Pneumonitis", relatedness="possible")
+    assert (
+        "Data changed since the decision: the AE was recoded to 'Colitis', another event than the 'Pneumonitis' "
+        "confirmed, which the committee never adjudicated; it still meets the criterion confirmed (relatedness "
+        "possible at the decision, possible now). The confirmation stands until revised"
+    ) in html
+    assert "relatedness rose" not in html

@@ -107,26 +107,53 @@ def test_a_new_grade_3_after_the_worse_results_were_taken_back_pages(safety: Dri
     assert len(notifier.deliveries()) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="What the fix above cannot tell: both abnormal counts taken back (another patient's samples), then A-1's "
-    "own grade 3 count drawn on day 7 (before the retracted day-8 grade 4 the alert still shows) is entered late. "
-    "Safety raises it as news (previous grade None); notify, seeing a result no worse than the shown one's previous "
-    "grade and drawn before it, takes it for a late lane-swapped signal and records it without a page or a review. "
-    "Notify cannot tell a retraction from a lane swap: safety has to tell it (number a term's signals, or signal the "
-    "retraction of the result an alert shows).",
-)
 def test_an_earlier_drawn_grade_3_entered_after_the_worse_results_were_taken_back_pages(
     safety: Driver, notifier: Notifier
 ) -> None:
+    """Both abnormal counts taken back (another patient's samples), then A-1's own grade 3 count drawn on day 7
+    (before the retracted day-8 grade 4 the alert still shows) is entered late. Safety raises it as news; notify took
+    it for a late lane-swapped signal (no worse than the shown one's previous grade, drawn before it) and recorded it
+    without a page or a review: notify cannot tell a retraction from a lane swap by grades. Fixed: safety numbers a
+    term's signals in the order it raised them (`LabToxicityData.sequence`), and a higher number is news."""
     safety.apply(platelets("P0", "60", -2, baseline=True))
     out = safety.apply(platelets("P5", "30", 5)) + safety.apply(platelets("P8", "10", 8))
     out += safety.apply(status("A-1", "lab", "P5")) + safety.apply(status("A-1", "lab", "P8"))
     new = lab_signals(safety.apply(platelets("P7", "35", 7)))
     assert [(s.data.grade, s.data.previous_grade) for s in new] == [(3, None)], "safety raises it"
+    assert [s.data.sequence for s in lab_signals(out) + new] == [1, 2, 3]
     to_notify(notifier, lab_signals(out))
     to_notify(notifier, new)
     assert len(notifier.deliveries()) == 3
+    assert shown(notifier)["result_id"] == "P7"
+
+
+def test_the_earlier_drawn_grade_3_is_still_news_when_its_lane_brings_it_before_the_grade_4(
+    safety: Driver, notifier: Notifier
+) -> None:
+    """The same case with the lanes swapped the other way: the grade 3 raised before the retractions (P5) arrives
+    last, after the new day-7 grade 3. It is history (a lower number, drawn before the one shown) and pages nobody;
+    the day-7 count paged."""
+    safety.apply(platelets("P0", "60", -2, baseline=True))
+    g3 = lab_signals(safety.apply(platelets("P5", "30", 5)))
+    g4 = lab_signals(safety.apply(platelets("P8", "10", 8)))
+    safety.apply(status("A-1", "lab", "P5"))
+    safety.apply(status("A-1", "lab", "P8"))
+    new = lab_signals(safety.apply(platelets("P7", "35", 7)))
+    to_notify(notifier, g4 + new)
+    to_notify(notifier, g3, live=False)
+    assert len(notifier.deliveries()) == 2
+    assert shown(notifier)["result_id"] == "P7"
+
+
+def test_a_signal_without_a_number_is_still_told_by_its_grades(notifier: Notifier) -> None:
+    """Signals from a producer before the numbering (or from vital signs) parse, and the grade rule still applies."""
+    now = datetime(2026, 3, 9, 10, tzinfo=UTC)
+    worse = creatinine(4, "C2", previous=3, floor=False, at=now)
+    earlier = creatinine(3, "C1", previous=None, floor=False, at=now)
+    assert (worse.data.sequence, earlier.data.sequence) == (None, None)
+    to_notify(notifier, [worse])
+    to_notify(notifier, [earlier.model_copy(update={"data": earlier.data.model_copy(update={"sequence": 1})})])
+    assert len(notifier.deliveries()) == 1, "one side unnumbered: by grades, the grade 3 came first"
 
 
 def test_a_backfills_newer_better_count_arriving_late_pages_once_more_the_safe_way(

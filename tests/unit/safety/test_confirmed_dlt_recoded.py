@@ -123,10 +123,12 @@ def test_a_reopened_confirmation_taken_back_by_the_site_is_told_as_a_confirmed_d
     assert record(driver, "A-1").state == "confirmed"
 
 
-def test_a_recode_that_still_meets_the_confirmed_criterion_changes_nothing(driver: Driver) -> None:
+def test_a_recode_that_still_meets_the_confirmed_criterion_keeps_the_confirmation_and_tells_it(driver: Driver) -> None:
     """Confirmed as a grade 3 'Infusion related reaction' (unlikely: 'infusion_reaction_grade3' counts whatever the
     causality); recoded 'Cytokine release syndrome', possibly related: it now meets 'non_haematological_grade3'
-    first, but still the criterion confirmed: the decision judged that criterion, nothing to reopen."""
+    first, but still the criterion confirmed: the decision judged that criterion, nothing to reopen. But the DLT
+    listing now names an event the committee never adjudicated (physician review 7): it is told the term change.
+    (Until review 7 this test asserted that nothing was told.)"""
     three_in_a(driver)
     irr = related_ae("A-1", DAY0, term="Infusion related reaction", relatedness="unlikely")
     [suspected] = of_type(driver.apply(irr, now=at(0, 14)), "dlt.suspected")
@@ -134,8 +136,11 @@ def test_a_recode_that_still_meets_the_confirmed_criterion_changes_nothing(drive
     decide(driver, "A-1", "confirmed", now=at(1))
     crs = related_ae("A-1", DAY0, version=2, term="Cytokine release syndrome", relatedness="possible")
     out = driver.apply(crs, now=at(2))
-    assert findings(out) == [] and not of_type(out, "dlt.suspected")
-    assert record(driver, "A-1").state == "confirmed"
+    assert not of_type(out, "dlt.suspected")
+    [told] = findings(out)
+    assert "the term from 'Infusion related reaction' to 'Cytokine release syndrome'" in told.detail
+    assert "still meets the criterion 'infusion_reaction_grade3' it was confirmed under" in told.detail
+    assert (record(driver, "A-1").state, record(driver, "A-1").divergence) == ("confirmed", "recoded")
 
 
 def test_the_same_recode_redelivered_raises_nothing_twice(driver: Driver) -> None:

@@ -14,6 +14,7 @@ import pytest
 from sqlmodel import Session
 
 from services.safety.models import SusarCase
+from services.safety.sae_retraction import SAE_REPLACED_BY_AMBIGUOUS
 from shared.events import EnvelopeBase
 from shared.protocol import Protocol
 from tests.unit.safety.clinical import Driver, ae, of_type
@@ -88,20 +89,23 @@ def test_only_the_verbatim_rewritten_with_the_pneumonitis_code_kept_stays_confir
     assert (record(driver, "A-1").state, cohort(driver).dlt_confirmed) == ("confirmed", 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A confirmed grade 3 pneumonitis recoded by the site to grade 3 colitis (another event, the same criterion "
-    "'non_haematological_grade3') stays confirmed, as designed, but silently: nobody tells the committee that the "
-    "DLT it confirmed is now listed as an event it never adjudicated. The dose-escalation minutes, the DLT listing "
-    "and the CSR then say the committee confirmed colitis; a committee that had seen colitis might have attributed "
-    "it differently (e.g. C. difficile). The decided_dlt_data_changed finding should name the term change.",
-)
 def test_a_recode_to_another_event_of_the_same_criterion_is_told_to_the_committee(driver: Driver) -> None:
+    """A confirmed grade 3 pneumonitis recoded to grade 3 colitis (another event, the same criterion) stays confirmed,
+    as designed, but was silent: the DLT listing and the minutes then said the committee confirmed colitis, which it
+    never adjudicated (it might have attributed it differently, e.g. C. difficile). Fixed in dlt_decision_basis
+    (`recoded`): the committee is told the term change once; a recode back to pneumonitis says the data are again
+    the event confirmed."""
     confirmed_pneumonitis(driver, "A-1")
     out = driver.apply(recoded("A-1", 2, "Colitis"), now=at(14))
     assert record(driver, "A-1").state == "confirmed"
     [finding] = findings(out)
     assert "'Pneumonitis' to 'Colitis'" in finding.detail
+    assert "an event the committee never adjudicated" in finding.detail
+    assert not of_type(out, "dlt.suspected") and cohort(driver).dlt_confirmed == 1
+    assert findings(driver.apply(recoded("A-1", 3, "Colitis", grade=4), now=at(15))) == [], "told once"
+    [back] = findings(driver.apply(recoded("A-1", 4, "Pneumonitis"), now=at(16)))
+    assert "the AE is again reported as 'Pneumonitis', the event confirmed" in back.detail
+    assert (record(driver, "A-1").state, record(driver, "A-1").divergence) == ("confirmed", None)
 
 
 def test_a_rejected_febrile_neutropenia_recoded_to_its_synonym_stays_rejected(driver: Driver) -> None:
@@ -408,17 +412,11 @@ def test_a_fatal_outcome_only_on_the_re_entry_runs_the_7_day_clock(driver: Drive
     assert "AE AE-1 (re-entered as this AE)" in susar.data.clock_basis
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Most EDCs number AEs per subject (AE-1, AE-2, ...). A-2's AE-1 is deleted naming 'AE-2' as its "
-    "replacement before A-2's own AE-2 is entered; A-1 and A-3 each hold a serious AE-2 received after it: both are "
-    "taken as the re-entry of A-2's AE-1 (one deletion, two re-entries in two other subjects) and both SAE clocks and "
-    "SUSAR day 0s move to A-2's receipt, with no time limit on the explicit link. At most one can be the re-entry; "
-    "the other subject's case now looks overdue and would go to the regulator with a wrong day 0. An id held by "
-    "more than one other subject should not link across subjects (tell the site instead), or should wait for the "
-    "deleting subject's own AE of that id.",
-)
 def test_a_replaced_by_id_held_by_two_other_subjects_links_at_most_one(driver: Driver) -> None:
+    """Most EDCs number AEs per subject: A-2's AE-1 deleted naming 'AE-2' before A-2's own AE-2 is entered, while A-1
+    and A-3 each hold a serious AE-2 received after it. Both were taken as its re-entry (one deletion, two re-entries)
+    and both clocks moved to A-2's receipt. Fixed in reentry_links: an id held by more than one other subject links
+    neither (each keeps its own clock) and the deleting subject's site is asked which AE re-enters it."""
     from tests.unit.safety.clinical import dose, enrol
     from tests.unit.safety.test_reentry_clocks import first_in_a2, in_a2, typo_deletion
 
@@ -429,6 +427,10 @@ def test_a_replaced_by_id_held_by_two_other_subjects_links_at_most_one(driver: D
     out = driver.apply(typo_deletion(), now=at(6, 8))
     moved = {s.subject for s in out if s.type == "sae.updated"}
     assert len(moved) <= 1, moved
+    assert moved == set(), "an id two other subjects hold links neither: AE ids are numbered per subject"
+    [asked] = [f.data for f in of_type(out, "data_quality.flagged") if f.data.code == SAE_REPLACED_BY_AMBIGUOUS]
+    assert (asked.subject_id, asked.record_id) == ("A-2", "AE-1")
+    assert "subjects A-1 and A-3 each hold one" in asked.detail
 
 
 def test_a_cross_subject_replaced_by_does_not_link_an_unrelated_ae_months_later(driver: Driver) -> None:

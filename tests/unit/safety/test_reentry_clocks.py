@@ -17,6 +17,7 @@ import pytest
 from sqlmodel import Session
 
 from services.safety.models import SusarCase
+from services.safety.sae_retraction import SAE_REPLACED_BY_AMBIGUOUS
 from shared.events import EnvelopeBase, RecordStatusChanged
 from shared.protocol import Protocol
 from tests.unit.safety.clinical import Driver, dose, enrol, of_type, status
@@ -220,3 +221,118 @@ def test_restoring_the_ae_in_the_mistyped_subject_tells_the_right_subject_and_gi
     assert "restored AE AE-1 (subject A-2)" in told.detail and "both now stand as SAEs" in told.detail
     assert day0(driver, "AE-2") == (True, at(1, 11))
     assert day0(driver, "AE-1", subject="A-2") == (True, at(0, 14))
+
+
+# --- 4. an id the deleting subject does not hold and two others do -------------------------------------------------
+
+
+def susar_in(subject: str, ae_id: str, received: datetime) -> Any:
+    """`subject`'s serious, probable, unexpected infusion reaction `ae_id` (a SUSAR), no awareness date."""
+    own = reaction(ae_id=ae_id, received=received, awareness_at=None)
+    return own.model_copy(update={"subject": subject, "id": f"{subject}-{ae_id}-v1"})
+
+
+def in_a3() -> list[Any]:
+    return [enrol("A-3", "A", DAY0), dose("A-3", at(0))]
+
+
+def ambiguous(signals: list[EnvelopeBase]) -> list[Any]:
+    return [f.data for f in of_type(signals, "data_quality.flagged") if f.data.code == SAE_REPLACED_BY_AMBIGUOUS]
+
+
+def ended(signals: list[EnvelopeBase], subject: str) -> list[Any]:
+    return [f for f in reentry_findings(signals) if f.subject_id == subject and "no longer taken" in f.detail]
+
+
+def linked_at_some_point(signals: list[EnvelopeBase], subject: str) -> bool:
+    return any(
+        s.subject == subject and s.type != "sae.withdrawn" and s.data.clock_from_ae_id == "AE-1"
+        for s in sae_signals(signals, "AE-2")
+    )
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_an_id_two_other_subjects_hold_links_neither_in_any_order(
+    protocol: Protocol, tmp_path: Path, batched: bool
+) -> None:
+    """A-2's AE-1 (a SUSAR, day 0 14:00) deleted on day 1 naming 'AE-2'; A-1 and A-3 each report a serious AE-2 the
+    same day. In every order, one by one or together: neither AE-2 ends linked (each SUSAR day 0 is its own receipt),
+    the stored state is the same, and A-2's site is asked once which AE re-enters AE-1. An AE-2 that was linked
+    while it was the only one (A-3's arriving after the deletion and A-1's link) is told the link ended."""
+    events = [
+        susar_in("A-1", "AE-2", at(1, 11)),
+        susar_in("A-3", "AE-2", at(1, 12)),
+        typo_deletion(changed=at(1, 9)),
+    ]
+    states, linked = [], 0
+    for n, order in enumerate(itertools.permutations(events)):
+        steps = [in_a2() + in_a3(), [susar_in("A-2", "AE-1", at(0, 14))], list(order)]
+        run = deliver(tmp_path, protocol, f"ambiguous-{batched}-{n}", steps, batched=batched, now=at(1, 12))
+        assert (day0(run.driver, "AE-2"), day0(run.driver, "AE-2", subject="A-3")) == (
+            (True, at(1, 11)),
+            (True, at(1, 12)),
+        ), n
+        [asked] = ambiguous(run.signals)
+        assert (asked.subject_id, asked.record_id) == ("A-2", "AE-1"), n
+        assert "subjects A-1 and A-3 each hold one" in asked.detail, n
+        for subject in ("A-1", "A-3"):
+            told = ended(run.signals, subject)
+            assert len(told) == int(linked_at_some_point(run.signals, subject)), (n, subject)
+            assert all("now holds an AE AE-2 too" in f.detail for f in told), n
+            linked += len(told)
+        states.append(run.state)
+    assert all(state == states[0] for state in states)
+    assert linked == 4, (
+        "linked while the only one, then ended: the two AE-2s on either side of the deletion, or both after it"
+    )
+
+
+def test_the_second_holder_arriving_after_the_link_ends_it(driver: Driver) -> None:
+    """A-1's AE-2 linked to A-2's deleted AE-1 (SAE clock and SUSAR day 0 moved to day 0); then A-3 reports an AE-2:
+    A-1's link ends (told in its finding thread; its SUSAR reports are reopened on its own day 0), A-3's AE-2 keeps
+    its own clocks, and A-2's site is asked which AE re-enters AE-1."""
+    driver.apply_all(in_a2() + in_a3(), now=at(0, 10))
+    driver.apply(susar_in("A-2", "AE-1", at(0, 14)), now=at(0, 14))
+    driver.apply(typo_deletion(changed=at(1, 9)), now=at(1, 9))
+    [linked] = of_type(driver.apply(susar_in("A-1", "AE-2", at(1, 11)), now=at(1, 11)), "sae.detected")
+    assert linked.data.awareness_at == at(0, 14) and day0(driver, "AE-2") == (True, at(0, 14))
+    out = driver.apply(susar_in("A-3", "AE-2", at(1, 12)), now=at(1, 12))
+    [told] = ended(out, "A-1")
+    assert "no longer taken as the re-entry of AE AE-1 (subject A-2)" in told.detail
+    assert "its own clock is 2026-03-03 11:00 UTC" in told.detail
+    assert not [s for s in sae_signals(out, "AE-2") if s.subject == "A-1"], "notify keeps the earlier deadline"
+    assert [s.data.change for s in susars(out, "AE-2") if s.subject == "A-1"] == ["withdrawn", "detected"]
+    assert day0(driver, "AE-2") == (True, at(1, 11))
+    [detected] = [s for s in of_type(out, "sae.detected") if s.subject == "A-3"]
+    assert (detected.data.awareness_at, detected.data.clock_from_ae_id) == (at(1, 12), None)
+    assert [a.subject_id for a in ambiguous(out)] == ["A-2"]
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_the_deleting_subjects_own_ae_of_the_id_is_the_link_in_any_order(
+    protocol: Protocol, tmp_path: Path, batched: bool
+) -> None:
+    """A-2's AE-1 deleted naming 'AE-2'; A-1 reports an AE-2, and A-2's own AE-2 comes too: the name is A-2's own
+    (its AE-2 takes AE-1's day 0), A-1's AE-2 keeps its own, in every order; when A-1's was linked first (A-2's own
+    arriving last), it is told the link ended. Nobody is asked which AE it is: the deleting subject's is."""
+    events = [
+        susar_in("A-1", "AE-2", at(1, 11)),
+        susar_in("A-2", "AE-2", at(1, 12)),
+        typo_deletion(changed=at(1, 9)),
+    ]
+    states, linked = [], 0
+    for n, order in enumerate(itertools.permutations(events)):
+        steps = [in_a2() + dosed(), [susar_in("A-2", "AE-1", at(0, 14))], list(order)]
+        run = deliver(tmp_path, protocol, f"own-{batched}-{n}", steps, batched=batched, now=at(1, 12))
+        assert (day0(run.driver, "AE-2"), day0(run.driver, "AE-2", subject="A-2")) == (
+            (True, at(1, 11)),
+            (True, at(0, 14)),
+        ), n
+        told = ended(run.signals, "A-1")
+        assert len(told) == int(linked_at_some_point(run.signals, "A-1")), n
+        assert all("subject A-2 now has an AE AE-2 of its own" in f.detail for f in told), n
+        assert ambiguous(run.signals) == [], n
+        linked += len(told)
+        states.append(run.state)
+    assert all(state == states[0] for state in states)
+    assert linked == 2, "A-1's AE-2 linked before A-2's own came: the deletion first or second, then A-2's AE-2"
