@@ -201,6 +201,26 @@ async def accept_records(
     reports those as duplicates and publishes only the rest. Raises WebhookIdReused before publishing anything
     when the webhook-id came before with another body.
     """
+    numbered = [r.record_key for r in records if r.assign_version or r.content_identified]
+    if numbered:  # records whose next version this request decides: one request at a time (`record_claims`)
+        async with runtime.claims.holding(source_id, numbered):
+            verdict = await _accept(runtime, source_id, records, received_at, progress, webhook, backfill)
+    else:  # the sender's own versions and delivery ids: no claim (the single-event hot path)
+        verdict = await _accept(runtime, source_id, records, received_at, progress, webhook, backfill)
+    runtime.metrics.duplicates.inc(len(verdict.duplicates))
+    runtime.metrics.stale.inc(len(verdict.stale))
+    return verdict
+
+
+async def _accept(
+    runtime: IngestRuntime,
+    source_id: str,
+    records: Sequence[SourceRecord],
+    received_at: datetime,
+    progress: Progress | None,
+    webhook: WebhookDelivery | None,
+    backfill: bool,
+) -> Verdict:
     verdict = Verdict()
     ids = [r.delivery_id for r in records if not r.content_identified]
     keys = [r.record_key for r in records]
@@ -226,8 +246,6 @@ async def accept_records(
         planned = _planned(source_id, records, received_at, webhook, known, verdict)
     bulk = is_backfill(events=len(records), backfill_route=backfill)
     await _publish_in_batches(runtime, source_id, planned, received_at, verdict, progress, webhook, bulk)
-    runtime.metrics.duplicates.inc(len(verdict.duplicates))
-    runtime.metrics.stale.inc(len(verdict.stale))
     return verdict
 
 

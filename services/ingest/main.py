@@ -22,6 +22,7 @@ from services.ingest.intake import save_accepted
 from services.ingest.producer import make_ingest_producer
 from services.ingest.purge import run_purge
 from services.ingest.rate_limit import RateLimiter
+from services.ingest.record_claims import RecordClaims
 from services.ingest.redcap_sync import RedcapSync
 from services.ingest.runtime import IngestMetrics, IngestRuntime
 from services.ingest.settings import IngestSettings
@@ -91,6 +92,7 @@ def create_app(
         ),
         commits=CommitQueue(engine, save_accepted),
         reader=HeldReader(engine),
+        claims=RecordClaims(),
     )
     redcap_client = httpx.AsyncClient(transport=redcap_transport)
     redcap_sync = RedcapSync(runtime=runtime, client=redcap_client)

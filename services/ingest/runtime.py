@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from services.ingest.commit_queue import CommitQueue
 from services.ingest.rate_limit import RateLimiter
+from services.ingest.record_claims import RecordClaims
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import Source
 from services.ingest.store import AcceptedWrite, HeldReader
@@ -84,6 +85,8 @@ class IngestRuntime:
     commits: CommitQueue[AcceptedWrite]
     reader: HeldReader
     """SQLite: the idempotency reads on the event loop (PostgreSQL reads from the pool, in a thread)."""
+    claims: RecordClaims
+    """The records whose version a request in flight is deciding (`record_claims`)."""
 
     @cached_property  # read on every post; the settings do not change while the app runs
     def signature_tolerance(self) -> timedelta:

@@ -1,10 +1,12 @@
 """The same record posted many times at once (an EDC retrying impatiently), on SQLite and PostgreSQL:
-never a 5xx, one row per record in ingest's version table, and one envelope id however many copies race."""
+never a 5xx, one row per record in ingest's version table, and one publication however many copies race; two
+different saves of one record in flight together get two versions (`record_claims`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ from services.ingest.main import create_app
 from services.ingest.models import RecordVersion
 from services.ingest.settings import IngestSettings
 from shared.db import make_engine
+from shared.events import CLINICAL_ADAPTER, AeReported
 from tests.unit.conftest import FakePublisher
 
 pytestmark = pytest.mark.integration
@@ -27,30 +30,47 @@ ROW = (
 )
 
 
-async def post_many(app: object, times: int) -> list[int]:
+async def post_many(app: object, bodies: Sequence[str], content_type: str = "text/csv") -> list[int]:
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    headers = {"authorization": f"Bearer {TOKEN}", "content-type": "text/csv"}
+    headers = {"authorization": f"Bearer {TOKEN}", "content-type": content_type}
     async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
         responses = await asyncio.gather(
-            *(client.post("/v1/sources/edc/sdtm", content=ROW, headers=headers) for _ in range(times))
+            *(client.post("/v1/sources/edc/sdtm", content=body, headers=headers) for body in bodies)
         )
     return [r.status_code for r in responses]
 
 
-def test_concurrent_first_posts_of_one_record(database_url: str, tmp_path: Path) -> None:
+def sdtm_app(database_url: str, tmp_path: Path, publisher: FakePublisher) -> object:
     sources = {"edc": {"kind": "sdtm", "trial": "NCT07212335", "auth": {"scheme": "bearer", "secret": TOKEN}}}
     (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
     settings = IngestSettings(
         database_url=database_url, sources_path=tmp_path / "sources.yaml", var_dir=tmp_path, background_jobs=False
     )
+    return create_app(settings, publisher=publisher, registry=CollectorRegistry(), env={})
+
+
+def test_concurrent_first_posts_of_one_record(database_url: str, tmp_path: Path) -> None:
     publisher = FakePublisher()
-    app = create_app(settings, publisher=publisher, registry=CollectorRegistry(), env={})
-    statuses = asyncio.run(post_many(app, 12))
-    assert all(s in (200, 202) for s in statuses), statuses
-    assert statuses.count(202) >= 1
+    app = sdtm_app(database_url, tmp_path, publisher)
+    statuses = asyncio.run(post_many(app, [ROW] * 12))
+    assert sorted(statuses) == [200] * 11 + [202], "one publishes; the others wait for it and find it published"
     engine = make_engine(database_url)
     with Session(engine) as session:
         assert len(session.exec(select(RecordVersion)).all()) == 1
     engine.dispose()
-    ids = {json.loads(value)["id"] for _topic, _key, value in publisher.messages}
-    assert len(ids) == 1, "racing copies may all be published, but as one envelope id that consumers dedupe"
+    assert len(publisher.messages) == 1
+
+
+def test_two_saves_of_one_ae_in_flight_together_get_two_versions(database_url: str, tmp_path: Path) -> None:
+    """A sender without versions (SDTM: ingest numbers an AE's versions) posts the AE twice at once, grade 3 then,
+    corrected, grade 4: each save is a version of its own, so safety grades both. Both read 'no version yet' before
+    claims: both went out as version 1, and safety kept the one it saw first (a conflicting resend of the other)."""
+    publisher = FakePublisher()
+    app = sdtm_app(database_url, tmp_path, publisher)
+    row = {"DOMAIN": "AE", "STUDYID": "NCT07212335", "USUBJID": "101-001", "AESEQ": 4, "AETERM": "Pyrexia"}
+    saves = [json.dumps({"rows": [{**row, "AETOXGR": grade}]}) for grade in ("3", "4")]
+    assert asyncio.run(post_many(app, saves, "application/json")) == [202, 202]
+    published = [CLINICAL_ADAPTER.validate_json(value) for _topic, _key, value in publisher.messages]
+    versions = sorted((e.data.version, e.data.grade) for e in published if isinstance(e, AeReported))
+    assert [version for version, _ in versions] == [1, 2], versions
+    assert {grade for _, grade in versions} == {3, 4}
