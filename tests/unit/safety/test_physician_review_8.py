@@ -173,15 +173,12 @@ def test_restoring_the_deleted_ae_then_deleting_it_again_asks_once_more(driver: 
     assert (day0(driver, "AE-2"), day0(driver, "AE-2", subject="A-3")) == ((True, at(1, 11)), (True, at(1, 12)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Two subjects' serious AE-1s (A-2's and A-5's, AE ids numbered per subject) were deleted naming 'AE-2', "
-    "and A-1's AE-2 was the only holder; A-3's AE-2 then arrives and both sites must be asked which AE re-enters "
-    "their AE-1. The two sae_replaced_by_ambiguous findings get the same signal id (data_quality.flag's per-record "
-    "id names the event, the code and the record id 'AE-1', not the subject), so the outbox keeps the first and "
-    "silently drops the second: A-5's site is never asked and its SAE's re-entry stays unresolved.",
-)
 def test_two_deleting_subjects_naming_the_same_id_are_both_asked(driver: Driver) -> None:
+    """Two subjects' serious AE-1s (A-2's and A-5's: AE ids are numbered per subject) deleted naming 'AE-2', A-1's
+    AE-2 the only holder; A-3's AE-2 then arrives and both sites must be asked which AE re-enters their AE-1. The two
+    findings had one signal id (the event, the code and the record id 'AE-1', not the subject), so the outbox kept
+    the first and dropped the second: A-5's site was never asked. Fixed in data_quality.flag: a per-record id names
+    the subject too."""
     driver.apply_all(in_a2() + in_a3() + list(dosed()) + [enrol("A-5", "A", DAY0), dose("A-5", at(0))], now=at(0, 10))
     driver.apply(susar_in("A-2", "AE-1", at(0, 14)), now=at(0, 14))
     driver.apply(susar_in("A-5", "AE-1", at(0, 15)), now=at(0, 15))
