@@ -7,12 +7,14 @@ and the open alerts of the day the numbering shipped. The lab signals are the on
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlmodel import Session, select
 
 from services.safety.clinical_events import open_batch
+from services.safety.ctcae.tests_map import known_tests, terms_for_test
 from services.safety.models import LabTermState
 from shared.db import make_engine
 from shared.events import LabToxicity
@@ -20,7 +22,7 @@ from shared.kafka import PoisonMessage
 from shared.protocol import Protocol
 from tests.unit.notify.conftest import Notifier
 from tests.unit.notify.test_physician_review_7 import lab_signals, platelets, shown, to_notify
-from tests.unit.safety.clinical import SIGNALS, Driver, status
+from tests.unit.safety.clinical import SIGNALS, Driver, dose, status, vitals
 from tests.unit.safety.test_clinical_rules import at, subject_in
 
 
@@ -144,3 +146,23 @@ def test_the_first_numbered_signal_against_an_alert_open_before_the_numbering_pa
     to_notify(notifier, before + new)
     assert len(notifier.deliveries()) == 3
     assert shown(notifier)["result_id"] == "P7"
+
+
+def test_vitals_findings_never_share_a_thread_with_numbered_lab_signals(safety: Driver, notifier: Notifier) -> None:
+    """Vital signs grade Fever, Hypertension and Hypotension, unnumbered (`measured_by` 'vitals'); no lab test grades
+    those terms, so a lab term's thread never mixes numbered and unnumbered signals. Within a vitals thread, the lane
+    swap is told by grades: the grade 2 fever reaching notify first, the grade 1 raised before it is history."""
+    lab_terms = {term for test in known_tests() for term in terms_for_test(test)}
+    start = at(0, 9)
+    safety.apply(dose("A-1", start))
+    first = lab_signals(safety.apply(vitals("A-1", start + timedelta(minutes=30), temperature_c="38.0")))
+    worse = lab_signals(safety.apply(vitals("A-1", start + timedelta(minutes=60), temperature_c="39.2")))
+    low = lab_signals(safety.apply(vitals("A-1", start + timedelta(minutes=90), systolic_bp="84", diastolic_bp="50")))
+    high = lab_signals(safety.apply(vitals("A-1", start + timedelta(minutes=120), systolic_bp="170")))
+    signals = first + worse + low + high
+    assert {s.data.term for s in signals} == {"Fever", "Hypotension", "Hypertension"}
+    assert not {s.data.term for s in signals} & lab_terms
+    assert all(s.data.measured_by == "vitals" and s.data.sequence is None for s in signals)
+    to_notify(notifier, worse)
+    to_notify(notifier, first, live=False)
+    assert len(notifier.deliveries()) == 1 and shown(notifier)["grade"] == 2
