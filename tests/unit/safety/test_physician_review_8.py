@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared.protocol import Protocol
-from tests.unit.safety.clinical import Driver, dose, enrol
+from tests.unit.safety.clinical import Driver, dose, enrol, of_type
 from tests.unit.safety.test_clinical_rules import DAY0, at, cohort
 from tests.unit.safety.test_physician_review_3 import dosed
 from tests.unit.safety.test_physician_review_4 import decide, record, three_in_a
@@ -79,22 +79,30 @@ def test_a_second_recode_to_a_third_event_of_the_same_criterion_is_told(driver: 
     assert "'Diarrhea'" in finding.detail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A DLT the committee REJECTED as pneumonitis (SRC: CMV pneumonitis on BAL) is recoded by the site to "
-    "grade 3 colitis, possibly related (the same criterion): it stays rejected and nobody is told. The arm's 3+3 "
-    "then leaves out a colitis no one adjudicated, on the strength of an attribution (CMV lung infection) that "
-    "says nothing about the colon: under-counting a DLT is the unsafe direction (escalation to a higher dose). "
-    "The mirror of the confirmed case: the committee should be told (divergence 'recoded' is only judged for "
-    "confirmed DLTs).",
-)
 def test_a_rejected_dlt_recoded_to_another_event_of_the_same_criterion_is_told(driver: Driver) -> None:
+    """A DLT the committee rejected as pneumonitis (SRC: CMV pneumonitis on BAL) is recoded by the site to grade 3
+    colitis, possibly related (the same criterion). It stayed rejected and nobody was told: the arm's 3+3 left out a
+    colitis no one adjudicated, on an attribution (a lung infection) that says nothing of the colon, and leaving out
+    a DLT is the unsafe side (escalation). Fixed in dlt_decision_basis (`recoded` for rejections too): the rejection
+    stands (only the committee revises it), the committee is told the term change, and the recode back is told."""
     three_in_a(driver, "A-1")
     decide(driver, "A-1", "rejected", reason="SRC: CMV pneumonitis", now=at(11))
     out = driver.apply(recoded("A-1", 2, "Colitis"), now=at(14))
-    assert record(driver, "A-1").state == "rejected"
+    assert record(driver, "A-1").state == "rejected" and not of_type(out, "dlt.suspected")
     [finding] = findings(out)
     assert "'Pneumonitis' to 'Colitis'" in finding.detail
+    assert "the rejection stands" in finding.detail and "never adjudicated" in finding.detail
+    assert cohort(driver).dlt_confirmed == 0
+    [back] = findings(driver.apply(recoded("A-1", 3, "Pneumonitis"), now=at(15)))
+    assert "again reported as 'Pneumonitis', the event rejected" in back.detail
+    assert (record(driver, "A-1").state, record(driver, "A-1").divergence) == ("rejected", None)
+
+
+def test_a_rejected_dlt_recoded_to_a_synonym_tells_nothing(driver: Driver) -> None:
+    """The rejected pneumonitis's verbatim rewritten 'pneumonitis ' (case and spacing): the same event, nothing told."""
+    three_in_a(driver, "A-1")
+    decide(driver, "A-1", "rejected", reason="SRC: CMV pneumonitis", now=at(11))
+    assert findings(driver.apply(recoded("A-1", 2, "pneumonitis "), now=at(14))) == []
 
 
 def test_a_recode_that_also_drops_below_the_criterion_then_comes_back_is_told_each_time(driver: Driver) -> None:
