@@ -11,7 +11,8 @@ how to revise the decision:
   arm's 3+3 counts it as under review, not confirmed, with a review clock) and this finding says why;
 - a CONFIRMED DLT whose AE the site recoded to another event that still meets the criterion confirmed: the
   confirmation stands (the 3+3 counts it), but the DLT listing and the minutes now name an event the committee never
-  adjudicated (its attribution may differ), so the finding names the term change. Another event is another CTCAE
+  adjudicated (its attribution may differ), so the finding names the term change (again at each recode to yet
+  another event: the committee's agenda names the one it was told of). Another event is another CTCAE
   term after the verbatim synonyms and the MedDRA code are mapped (`is_other_event`): a rewritten verbatim of the
   same term is the same event and tells nothing;
 - a REJECTED DLT whose AE is now more clearly a DLT: it meets a criterion it did not meet when rejected, or the
@@ -136,7 +137,11 @@ def is_other_event(dlt: DecidedDlt, term: str) -> bool:
     by construction; a record decided before the term was kept is taken as the same event."""
     if dlt.ae_id.startswith("lab:") or not dlt.decided_term:
         return False
-    return term.strip().casefold() != dlt.decided_term.strip().casefold()
+    return _folded(term) != _folded(dlt.decided_term)
+
+
+def _folded(term: str) -> str:
+    return term.strip().casefold()
 
 
 def divergence(dlt: DecidedDlt, look: DataLook) -> Divergence | None:
@@ -163,12 +168,16 @@ def divergence(dlt: DecidedDlt, look: DataLook) -> Divergence | None:
     return None
 
 
-def check_basis(dlt: DecidedDlt, look: DataLook) -> BasisCheck:
+def check_basis(dlt: DecidedDlt, look: DataLook, *, previous_term: str | None = None) -> BasisCheck:
     """The divergence to store and the finding to raise: when it appears or changes, and when the data return to
-    what the decision relied on (the AE active and the decision unchanged); nothing when it stays as it was."""
+    what the decision relied on (the AE active and the decision unchanged); nothing when it stays as it was, except
+    a recode to yet another event (`previous_term`: the term of the look before): the listing names another event
+    again, one the committee was not told of."""
     now = divergence(dlt, look)
     before = Divergence(dlt.divergence) if dlt.divergence else None
     if now is before:
+        if now is Divergence.RECODED and previous_term is not None and _folded(previous_term) != _folded(look.term):
+            return BasisCheck(now, Finding(DECIDED_DLT_DATA_CHANGED, _changed(dlt, look, now)))
         return BasisCheck(now, None)
     if now is not None:
         return BasisCheck(now, Finding(DECIDED_DLT_DATA_CHANGED, _changed(dlt, look, now)))
