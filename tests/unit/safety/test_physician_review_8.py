@@ -197,3 +197,23 @@ def test_two_deleting_subjects_naming_the_same_id_are_both_asked(driver: Driver)
     shared = [(s.subject, getattr(s, "type", "")) for s in out if ids[s.id] > 1]
     assert shared == [], "two different findings under one signal id: the outbox keeps only the first"
     assert sorted(a.subject_id for a in ambiguous(out)) == ["A-2", "A-5"]
+
+
+def test_a_deleted_ae_made_serious_by_a_late_version_asks_the_site(driver: Driver) -> None:
+    """A-2's AE-1 was entered as a non-serious reaction and deleted naming 'AE-2', which A-1 and A-3 each hold as a
+    serious AE: no SAE clock hung on AE-1, so nobody was asked. The EDC then delivers AE-1's version 2, ticked
+    'hospitalised' (saved before the deletion): now a 24 h clock hangs on an ambiguous replacement, and A-2's site is
+    asked which AE re-enters it; A-1's and A-3's AE-2s keep their own day 0."""
+    driver.apply_all(in_a2() + in_a3() + list(dosed()), now=at(0, 10))
+    non_serious = susar_in("A-2", "AE-1", at(0, 14))
+    non_serious = non_serious.model_copy(update={"data": non_serious.data.model_copy(update={"seriousness": None})})
+    driver.apply(non_serious, now=at(0, 14))
+    assert ambiguous(driver.apply(typo_deletion(changed=at(1, 9)), now=at(1, 9))) == []
+    driver.apply(susar_in("A-1", "AE-2", at(1, 11)), now=at(1, 11))
+    assert ambiguous(driver.apply(susar_in("A-3", "AE-2", at(1, 12)), now=at(1, 12))) == [], "no SAE clock yet"
+    late = susar_in("A-2", "AE-1", at(1, 13))
+    late = late.model_copy(update={"id": "A-2-AE-1-v2", "data": late.data.model_copy(update={"version": 2})})
+    [asked] = ambiguous(driver.apply(late, now=at(1, 13)))
+    assert (asked.subject_id, asked.record_id) == ("A-2", "AE-1")
+    assert "subjects A-1 and A-3 each hold one" in asked.detail
+    assert (day0(driver, "AE-2"), day0(driver, "AE-2", subject="A-3")) == ((True, at(1, 11)), (True, at(1, 12)))
