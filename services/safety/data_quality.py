@@ -38,8 +38,13 @@ def flag(
     topic: str,
     per_record: bool = False,
 ) -> Outgoing:
-    """`per_record`: one event may raise this finding about several records (its id then names the record)."""
-    parts = (envelope.id, "data_quality", code, record_id) if per_record else (envelope.id, "data_quality", code)
+    """`per_record`: one event may raise this finding about several records (its id then names the subject and the
+    record: AE ids are numbered per subject, so one event may raise it about two subjects' 'AE-1')."""
+    parts = (
+        (envelope.id, "data_quality", code, envelope.subject, record_id)
+        if per_record
+        else (envelope.id, "data_quality", code)
+    )
     signal = DataQualityFlagged(
         id=deterministic_id("signal", *parts),
         source=protocol_engine.SIGNAL_SOURCE,

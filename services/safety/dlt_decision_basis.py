@@ -11,12 +11,17 @@ how to revise the decision:
   arm's 3+3 counts it as under review, not confirmed, with a review clock) and this finding says why;
 - a CONFIRMED DLT whose AE the site recoded to another event that still meets the criterion confirmed: the
   confirmation stands (the 3+3 counts it), but the DLT listing and the minutes now name an event the committee never
-  adjudicated (its attribution may differ), so the finding names the term change. Another event is another CTCAE
+  adjudicated (its attribution may differ), so the finding names the term change (again at each recode to yet
+  another event: the committee's agenda names the one it was told of). Another event is another CTCAE
   term after the verbatim synonyms and the MedDRA code are mapped (`is_other_event`): a rewritten verbatim of the
   same term is the same event and tells nothing;
 - a REJECTED DLT whose AE is now more clearly a DLT: it meets a criterion it did not meet when rejected, or the
   investigator's relatedness rose above the one the committee saw (a worse grade needs no finding: it reopens the
-  DLT as a suspicion, with its own review clock).
+  DLT as a suspicion, with its own review clock);
+- a REJECTED DLT whose AE the site recoded to another event that meets the same criterion (another criterion reopens
+  it): the rejection stands (the 3+3 leaves it out), but it judged another event, whose attribution may differ (a
+  pneumonitis put down to CMV says nothing of a colitis), and leaving out a DLT is the unsafe side: the committee is
+  told, as for a confirmation.
 How the data stand against the decision (`Divergence`) is stored on the record and is a function of the decision and
 the data as they stand, so the same data in any order end in the same state. A finding goes out when it appears,
 and one more when the data return to what the decision relied on: the committee may have put the first on its
@@ -44,7 +49,7 @@ class Divergence(StrEnum):
     OTHER_EVENT = "other_event"
     """Confirmed; the AE is now another event (term) meeting only another criterion: reopened as a suspicion."""
     RECODED = "recoded"
-    """Confirmed; the AE is now another event (term) that still meets the criterion confirmed: it stands."""
+    """Confirmed or rejected; the AE is now another event (term) that meets the criterion decided on: it stands."""
     NOW_MEETS = "now_meets"
     """Rejected on data that met no criterion; they meet one now."""
     MORE_RELATED = "more_related"
@@ -132,7 +137,11 @@ def is_other_event(dlt: DecidedDlt, term: str) -> bool:
     by construction; a record decided before the term was kept is taken as the same event."""
     if dlt.ae_id.startswith("lab:") or not dlt.decided_term:
         return False
-    return term.strip().casefold() != dlt.decided_term.strip().casefold()
+    return _folded(term) != _folded(dlt.decided_term)
+
+
+def _folded(term: str) -> str:
+    return term.strip().casefold()
 
 
 def divergence(dlt: DecidedDlt, look: DataLook) -> Divergence | None:
@@ -154,15 +163,21 @@ def divergence(dlt: DecidedDlt, look: DataLook) -> Divergence | None:
             return Divergence.NOW_MEETS
         if _rank(look.relatedness) > _rank(dlt.decided_relatedness):
             return Divergence.MORE_RELATED
+        if is_other_event(dlt, look.term):
+            return Divergence.RECODED
     return None
 
 
-def check_basis(dlt: DecidedDlt, look: DataLook) -> BasisCheck:
+def check_basis(dlt: DecidedDlt, look: DataLook, *, previous_term: str | None = None) -> BasisCheck:
     """The divergence to store and the finding to raise: when it appears or changes, and when the data return to
-    what the decision relied on (the AE active and the decision unchanged); nothing when it stays as it was."""
+    what the decision relied on (the AE active and the decision unchanged); nothing when it stays as it was, except
+    a recode to yet another event (`previous_term`: the term of the look before): the listing names another event
+    again, one the committee was not told of."""
     now = divergence(dlt, look)
     before = Divergence(dlt.divergence) if dlt.divergence else None
     if now is before:
+        if now is Divergence.RECODED and previous_term is not None and _folded(previous_term) != _folded(look.term):
+            return BasisCheck(now, Finding(DECIDED_DLT_DATA_CHANGED, _changed(dlt, look, now)))
         return BasisCheck(now, None)
     if now is not None:
         return BasisCheck(now, Finding(DECIDED_DLT_DATA_CHANGED, _changed(dlt, look, now)))
@@ -231,6 +246,15 @@ def _changed(dlt: DecidedDlt, look: DataLook, kind: Divergence) -> str:
             f"3+3 tally, until the committee revises it. {_how_to_revise(dlt)}"
         )
     meets = f"DLT criterion '{look.criterion}'" if look.criterion else "a DLT criterion"
+    if kind is Divergence.RECODED and dlt.state == DltState.REJECTED.value:
+        return (
+            f"{_what(dlt, look)}: {_changes(dlt, look)}; the AE is now another event than the one rejected, and meets "
+            f"{meets} ({look.reason}). {_decision(dlt)} about '{dlt.decided_term}': the rejection stands, and the DLT "
+            f"does not count in arm {arm}'s 3+3 tally, but the DLT listing and the dose-escalation minutes now name "
+            f"'{look.term}', an event the committee never adjudicated (the attribution that rejected it may not hold "
+            "for it). If the recode is the site's mistake, the site corrects it; if not, the committee rejects the "
+            f"DLT again as '{look.term}' or revises it. {_how_to_revise(dlt)}"
+        )
     if kind is Divergence.RECODED:
         criterion = f"the criterion '{dlt.decided_criterion}'" if dlt.decided_criterion else "a DLT criterion"
         return (
@@ -266,7 +290,7 @@ def _changed(dlt: DecidedDlt, look: DataLook, kind: Divergence) -> str:
 
 def _restored(dlt: DecidedDlt, look: DataLook, before: Divergence) -> str:
     if before is Divergence.RECODED:
-        now = f"the AE is again reported as '{look.term}', the event confirmed"
+        now = f"the AE is again reported as '{look.term}', the event {decision_on_file(dlt) or 'decided on'}"
     elif dlt.state == DltState.CONFIRMED.value:
         now = f"the AE meets DLT criterion '{look.criterion}' again" if look.criterion else "the AE meets it again"
     else:

@@ -434,6 +434,7 @@ def _update_record(
     )
     if step.state is None:
         return []
+    previous_term = record.term if record else None
     if record is None:
         record = new_row(
             DltRecord,
@@ -485,7 +486,14 @@ def _update_record(
             now=now,
         )
     signals = _check_decision_basis(
-        session, record, verdict, site_id=subject.site_id, source_event_id=source_event_id, now=now, topic=topic
+        session,
+        record,
+        verdict,
+        previous_term=previous_term,
+        site_id=subject.site_id,
+        source_event_id=source_event_id,
+        now=now,
+        topic=topic,
     )
     session.add(record)
     if step.signal is not None:
@@ -523,6 +531,7 @@ def _check_decision_basis(
     record: DltRecord,
     verdict: _Verdict,
     *,
+    previous_term: str | None,
     site_id: str,
     source_event_id: str,
     now: datetime,
@@ -532,7 +541,7 @@ def _check_decision_basis(
     officers told once (dlt_decision_basis). Undecided records pass through untouched, with no work."""
     if record.decided_at is None:
         return []
-    check = check_basis(record, verdict.look())
+    check = check_basis(record, verdict.look(), previous_term=previous_term)
     stored = check.divergence.value if check.divergence else None
     if stored != record.divergence:
         record.divergence = stored

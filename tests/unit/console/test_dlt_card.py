@@ -105,3 +105,14 @@ def test_a_confirmation_whose_ae_was_recoded_to_another_event_of_its_criterion_n
         "possible at the decision, possible now). The confirmation stands until revised"
     ) in html
     assert "relatedness rose" not in html
+
+
+def test_a_rejection_whose_ae_was_recoded_to_another_event_of_its_criterion_names_both_terms() -> None:
+    html = card(
+        state="rejected", divergence="recoded", term="Colitis", decided_term="Pneumonitis", relatedness="possible"
+    )
+    assert (
+        "the AE was recoded to 'Colitis', another event than the 'Pneumonitis' rejected, which the committee never "
+        "adjudicated; it meets the criterion it was rejected under"
+    ) in html
+    assert "The rejection stands until revised" in html
