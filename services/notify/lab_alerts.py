@@ -34,14 +34,16 @@ def raised_before(shown: Mapping[str, Any], data: LabToxicityData) -> bool:
 
     Safety numbers a term's signals in the order it raised them (`sequence`): a lower number came before, a higher
     one is news, even when no worse than a grade shown (the worse results were taken back since: a labelling error).
-    Signals without numbers (older producers, vital signs) are told by their grades: safety signals a term only when
-    it is worse than what it signalled, and each signal says that grade (`previous_grade`), so a signal no worse
-    than the shown one's previous grade came before it. Either way a result drawn after the shown one's is news."""
+    A numbered signal against an unnumbered one shown (an alert open when the numbering shipped) is news: safety has
+    numbered every lab signal since, so it raised it after. Unnumbered signals (older producers, vital signs) are
+    told by their grades: safety signals a term only when it is worse than what it signalled, and each signal says
+    that grade (`previous_grade`), so a signal no worse than the shown one's previous grade came before it. Either
+    way a result drawn after the shown one's is news."""
     if _drawn_after(data, shown.get("collected_at")):
         return False
     number = shown.get("sequence")
-    if isinstance(number, int) and data.sequence is not None:
-        return data.sequence < number
+    if data.sequence is not None:
+        return isinstance(number, int) and data.sequence < number
     previous = shown.get("previous_grade")
     return isinstance(previous, int) and data.grade <= previous
 

@@ -146,14 +146,34 @@ def test_the_earlier_drawn_grade_3_is_still_news_when_its_lane_brings_it_before_
 
 
 def test_a_signal_without_a_number_is_still_told_by_its_grades(notifier: Notifier) -> None:
-    """Signals from a producer before the numbering (or from vital signs) parse, and the grade rule still applies."""
+    """Signals from a producer before the numbering (or from vital signs) parse, and the grade rule still applies:
+    between two unnumbered signals, and for an unnumbered one against a numbered alert (raised before the numbering)."""
     now = datetime(2026, 3, 9, 10, tzinfo=UTC)
     worse = creatinine(4, "C2", previous=3, floor=False, at=now)
     earlier = creatinine(3, "C1", previous=None, floor=False, at=now)
     assert (worse.data.sequence, earlier.data.sequence) == (None, None)
     to_notify(notifier, [worse])
-    to_notify(notifier, [earlier.model_copy(update={"data": earlier.data.model_copy(update={"sequence": 1})})])
-    assert len(notifier.deliveries()) == 1, "one side unnumbered: by grades, the grade 3 came first"
+    to_notify(notifier, [earlier])
+    assert len(notifier.deliveries()) == 1, "both unnumbered: by grades, the grade 3 came first"
+
+
+def test_an_unnumbered_signal_arriving_late_against_a_numbered_alert_is_told_by_its_grades(notifier: Notifier) -> None:
+    now = datetime(2026, 3, 9, 10, tzinfo=UTC)
+    worse = creatinine(4, "C2", previous=3, floor=False, at=now)
+    numbered = worse.model_copy(update={"data": worse.data.model_copy(update={"sequence": 1})})
+    to_notify(notifier, [numbered])
+    to_notify(notifier, [creatinine(3, "C1", previous=None, floor=False, at=now)])
+    assert len(notifier.deliveries()) == 1
+
+
+def test_a_numbered_signal_against_an_unnumbered_alert_is_news(notifier: Notifier) -> None:
+    """The alert opened before the numbering shipped; safety numbers every lab signal since, so a numbered one was
+    raised after it: news, even no worse than the shown one's previous grade (see review 8's deploy-day case)."""
+    now = datetime(2026, 3, 9, 10, tzinfo=UTC)
+    to_notify(notifier, [creatinine(4, "C2", previous=3, floor=False, at=now)])
+    later = creatinine(3, "C3", previous=None, floor=False, at=now)
+    to_notify(notifier, [later.model_copy(update={"data": later.data.model_copy(update={"sequence": 1})})])
+    assert len(notifier.deliveries()) == 2
 
 
 def test_a_backfills_newer_better_count_arriving_late_pages_once_more_the_safe_way(

@@ -121,19 +121,14 @@ def test_a_backfill_arriving_after_a_new_episode_does_not_bring_back_retracted_g
     assert shown(notifier)["result_id"] == "P12"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The alerts open on the day the numbering shipped show signals without a number, and safety_0015 starts "
-    "every term's count at 0. A-1's day-8 grade 4 (unnumbered, previous grade 3) is shown; both abnormal counts "
-    "are then taken back (another patient's samples) and A-1's own grade 3 drawn on day 7 is entered: safety "
-    "raises it as news (number 1), but notify, with no number on the shown signal, falls back to grades (3 <= 3, "
-    "drawn before) and records it as history: no page, no review, the review-7 swallowed thrombocytopenia again, "
-    "for every term with an alert open at deploy. A numbered signal was raised after every unnumbered lab signal "
-    "of its term (safety numbers all of them since the migration), so against an unnumbered shown one it is news.",
-)
 def test_the_first_numbered_signal_against_an_alert_open_before_the_numbering_pages(
     safety: Driver, notifier: Notifier
 ) -> None:
+    """The alerts open on the day the numbering shipped show signals without a number (safety_0015 starts every
+    term's count at 0). A-1's day-8 grade 4 is shown; both abnormal counts are taken back (another patient's samples)
+    and A-1's own grade 3 drawn on day 7 is entered: safety raises it as news (number 1). Told by grades (3 <= 3,
+    drawn before) it was history, the review-7 swallowed thrombocytopenia again for every term with an alert open at
+    deploy; a numbered signal was raised after every unnumbered one of its term, so it pages."""
     before = lab_signals(safety.apply(platelets("P5", "30", 5)) + safety.apply(platelets("P8", "10", 8)))
     before = [s.model_copy(update={"data": s.data.model_copy(update={"sequence": None})}) for s in before]
     with Session(safety.engine) as session, session.begin():
