@@ -362,6 +362,20 @@ def reassess_subject(
     return result
 
 
+def new_subject_outcome(protocol: Protocol, state: SubjectState, *, now: datetime) -> OutcomeFacts:
+    """The outcome `reassess_subject` would store for a subject with nothing stored but its own row (its
+    enrolment), without storing it: what the next enrolment's check reads of it. No DLT rule applies yet."""
+    if state.doses or state.labs or state.ae_versions or state.records or state.outcome is not None:
+        raise ValueError(f"subject {state.subject.subject_id} has stored data: reassess it")
+    window = subject_window(protocol, state)
+    facts = subject_facts(protocol, state, window)
+    outcome = assess_subject(facts, rules=protocol.cohort, now=now)
+    subject = state.subject
+    row = new_row(SubjectOutcomeRow, trial_id=subject.trial_id, subject_id=subject.subject_id, updated_at=now)
+    _store_outcome(row, outcome, facts=facts)
+    return OutcomeFacts.of(row)
+
+
 def _outcome_key(row: SubjectOutcomeRow) -> tuple[object, ...]:
     return (row.arm, row.outcome, row.dlt_confirmed, row.dlt_suspected, row.evaluable_at)
 
