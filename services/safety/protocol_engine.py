@@ -273,7 +273,8 @@ def _required_assessments(
         names = arm.evaluable_requires_assessments  # the arm's own: the visit at the end of its DLT period
     if not names or window is None:
         return tuple(names) if window is None else (), None
-    visits = [v for v in schedule(protocol.assessments, calendar=window.calendar) if v.name in names]
+    required = [a for a in protocol.assessments if a.name in names]  # not the whole schedule (1-2 of 12 visits)
+    visits = schedule(required, calendar=window.calendar)
     inactive_labs, inactive_aes = state.inactive_ids("lab"), state.inactive_ids("ae")
     lab_times = [lab.collected_at for lab in state.labs if lab.result_id not in inactive_labs]
     ae_times = [v.received_at for v in state.ae_versions if v.ae_id not in inactive_aes]
