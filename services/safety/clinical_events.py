@@ -94,7 +94,8 @@ class ClinicalBatch:
     outcome) runs once per subject the batch changed, at the end, with the batch's subjects loaded together;
     then the arms whose stored outcomes moved are reassessed once. Recomputing from stored data is what makes
     the same data in any order, in any batching, end in the same state. An enrolment is checked against the other
-    subjects' stored outcomes, so the subjects changed before it in the batch are settled first.
+    subjects' stored outcomes, so the subjects changed before it in the batch are settled first (but for those with
+    nothing but their enrolment yet, whose outcome it takes as their settle will store it).
     """
 
     def __init__(
