@@ -33,15 +33,11 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
     statement = f"COPY {dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN"
     driver = connection.connection.driver_connection
     assert driver is not None  # a connection in a transaction is checked out
+    read = [(column.key, process) for column, process in zip(columns, processors, strict=True)]
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
-                copy.write_row(
-                    [
-                        process(row[column.key]) if process is not None else row[column.key]
-                        for column, process in zip(columns, processors, strict=True)
-                    ]
-                )
+                copy.write_row([process(row[key]) if process is not None else row[key] for key, process in read])
     except dialect.loaded_dbapi.Error as error:  # as SQLAlchemy wraps a driver error: IntegrityError and all
         raise DBAPIError.instance(statement, None, error, dialect.loaded_dbapi.Error) from error
 
@@ -61,8 +57,11 @@ def copy_new_rows_on_flush(session: Session, models: Iterable[type[SQLModel]]) -
             new = [row for row in session.new if type(row) is model]
             if len(new) < COPY_FROM_ROWS:
                 continue
-            keys = [column.key for column in table.columns]
-            insert_rows(session.connection(), table, [{key: vars(row)[key] for key in keys} for row in new])
+            keys = {column.key for column in table.columns}
+            values = [vars(row) for row in new]  # read as they are: a copy of each row's columns was 2% of a batch
+            if not all(row.keys() >= keys for row in values):
+                raise ValueError(f"a new {model.__name__} row lacks a column's value: {table.name} rows carry all")
+            insert_rows(session.connection(), table, values)
             # written: from pending to persistent as the ORM's own INSERT leaves them (its flush calls the same),
             # and like those, expunged again if the transaction rolls back. The public way (expunge, make
             # transient-to-detached, add) cost 9 us a row, ~6% of a PostgreSQL batch; this 3 us.

@@ -94,7 +94,8 @@ class ClinicalBatch:
     outcome) runs once per subject the batch changed, at the end, with the batch's subjects loaded together;
     then the arms whose stored outcomes moved are reassessed once. Recomputing from stored data is what makes
     the same data in any order, in any batching, end in the same state. An enrolment is checked against the other
-    subjects' stored outcomes, so the subjects changed before it in the batch are settled first.
+    subjects' stored outcomes, so the subjects changed before it in the batch are settled first (but for those with
+    nothing but their enrolment yet, whose outcome it takes as their settle will store it).
     """
 
     def __init__(
@@ -121,7 +122,11 @@ class ClinicalBatch:
         self._outcomes: dict[str, protocol_engine.OutcomeFacts] | None = None
         self._enrolled_only: set[str] = set()
         """Subjects this batch created by their enrolment and nothing else yet: their stored data is that row alone,
-        known without a query (an enrolment backfill settles one before each next enrolment)."""
+        known without a query."""
+        self._provisional: dict[str, protocol_engine.OutcomeFacts] = {}
+        """The outcomes of enrolled-only subjects still pending, as their settle will store them: what an enrolment's
+        check reads of them before then. They settle once, at the end or when they next change, not once before
+        each next enrolment and again after their first dose (an enrolment backfill, or a batch of new subjects)."""
         self._audit_locked = False
 
     def apply(self, envelope: ClinicalEnvelope, *, live: bool = False) -> list[Outgoing]:
@@ -134,7 +139,7 @@ class ClinicalBatch:
             lock_audit_chain(self._session, service=AUDIT_SERVICE)
             self._audit_locked = True
         if isinstance(envelope, SubjectEnrolled) and self._pending:
-            self._settle_subjects()  # its check reads the other subjects' stored outcomes
+            self._settle_subjects(before_enrolment=True)  # its check reads the other subjects' stored outcomes
         new_subject = isinstance(envelope, SubjectEnrolled) and self.records.subject(envelope.subject) is None
         changed, signals = _apply_own_rule(
             self._session, self.records, envelope, self._now, protocol=protocol, topic=self._topic, batch=self
@@ -153,7 +158,7 @@ class ClinicalBatch:
         if self._outcomes is None:
             facts = protocol_engine.outcome_facts(self._session, trial_id=self._protocol.trial_id)
             self._outcomes = {f.subject_id: f for f in facts}
-        return list(self._outcomes.values())
+        return list({**self._outcomes, **self._provisional}.values())
 
     def finish(self) -> list[tuple[str, Outgoing]]:
         self._settle_subjects()
@@ -173,10 +178,21 @@ class ClinicalBatch:
         settled, self._settled = self._settled, []
         return settled
 
-    def _settle_subjects(self) -> None:
-        if not self._pending:
-            return
+    def _settle_subjects(self, *, before_enrolment: bool = False) -> None:
+        """`before_enrolment`: the subjects pending with their enrolment alone stay pending, their outcome taken
+        as their settle will store it (`_provisional`); the others settle now."""
         pending, self._pending = self._pending, {}
+        if before_enrolment:
+            for subject_id in [s for s in pending if s in self._enrolled_only]:  # in the order they changed
+                self._pending[subject_id] = pending.pop(subject_id)
+                row = self.records.subject(subject_id)
+                if subject_id not in self._provisional and row is not None:
+                    state = subject_store.SubjectState.of_new(row)
+                    self._provisional[subject_id] = protocol_engine.new_subject_outcome(
+                        self._protocol, state, now=self._now
+                    )
+        if not pending:
+            return
         self._last_source = next(reversed(pending.values()))
         session = self._session
         trial_id = self._protocol.trial_id
@@ -219,6 +235,7 @@ class ClinicalBatch:
                 state=state,
             )
             self._arms |= subject.arms
+            self._provisional.pop(subject_id, None)
             if self._outcomes is not None and state.outcome is not None:
                 self._outcomes[subject_id] = protocol_engine.OutcomeFacts.of(state.outcome)
             self._settled += [(source_id, signal) for signal in signals]

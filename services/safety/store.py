@@ -85,10 +85,10 @@ def _save(row: SQLModel | None, new: SQLModel, content: tuple[str, ...], derived
     Only what the site sent decides: an identical re-send is a no-op even if it would now be derived
     differently (a lab graded against a baseline that arrived since).
     """
+    if row is None:
+        return Saved("added")  # the caller adds it; only a correction is audited with its values
     fields = (*content, *derived)
     after = {name: _comparable(getattr(new, name)) for name in fields}
-    if row is None:
-        return Saved("added", after=after)  # the caller adds it
     before = {name: _comparable(getattr(row, name)) for name in fields}
     if all(before[name] == after[name] for name in content):
         return Saved("unchanged")

@@ -126,10 +126,21 @@ def _load_chunk(session: Session, *, trial_id: str, subject_ids: Sequence[str]) 
     def rows(model: type[Row]) -> dict[str, list[Row]]:
         return _rows(session, model, trial_id=trial_id, subject_ids=subject_ids)
 
+    def columns(*selected: Any) -> dict[str, list[Any]]:
+        """Plain values of a table the state only reads (no ORM row to build, track and look up)."""
+        model = selected[0].class_
+        query = select(model.subject_id, *selected).where(
+            model.trial_id == trial_id, one_of(session, col(model.subject_id), subject_ids)
+        )
+        found: dict[str, list[Any]] = defaultdict(list)
+        for row in session.exec(query):
+            found[row[0]].append(row[1:])
+        return found
+
     subjects = rows(Subject)
     if not subjects:
         return {}
-    statuses = rows(RecordStatus)
+    statuses = columns(RecordStatus.record_type, RecordStatus.record_id, RecordStatus.status)
     doses = rows(Dose)
     labs: dict[str, list[LabFacts]] = defaultdict(list)
     query = select(LabResult.subject_id, *LAB_COLUMNS).where(
@@ -143,7 +154,7 @@ def _load_chunk(session: Session, *, trial_id: str, subject_ids: Sequence[str]) 
     )
     for row in session.exec(query):
         versions[row[0]].append(AeVersionFacts._make(row[1:]))
-    terms = rows(LabTermState)
+    terms = columns(LabTermState.term, LabTermState.baseline_grade)
     records = rows(DltRecord)
     outcomes = rows(SubjectOutcomeRow)
     reviews = rows(AeReview)
@@ -155,8 +166,8 @@ def _load_chunk(session: Session, *, trial_id: str, subject_ids: Sequence[str]) 
             doses=sorted(doses[subject_id], key=lambda d: d.administered_at),
             labs=sorted(labs[subject_id], key=lambda lab: lab.collected_at),
             ae_versions=sorted(versions[subject_id], key=lambda v: (v.ae_id, v.version)),
-            baselines={t.term: t.baseline_grade for t in terms[subject_id] if t.baseline_grade is not None},
-            inactive={(r.record_type, r.record_id): r.status for r in statuses[subject_id] if r.status in INACTIVE},
+            baselines={term: grade for term, grade in terms[subject_id] if grade is not None},
+            inactive={(kind, rid): status for kind, rid, status in statuses[subject_id] if status in INACTIVE},
             records={r.ae_id: r for r in records[subject_id]},
             outcome=next(iter(outcomes[subject_id]), None),
             ae_reviews=reviews[subject_id],

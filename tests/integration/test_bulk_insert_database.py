@@ -134,3 +134,21 @@ def test_rows_of_other_tables_or_too_few_go_by_insert(database_url: str) -> None
     with Session(engine) as session:
         assert session.exec(select(func.count()).select_from(LabResult)).one() == COPY_FROM_ROWS - 1
     engine.dispose()
+
+
+def test_a_new_row_without_a_columns_value_is_refused_not_copied_without_it(database_url: str) -> None:
+    """COPY writes what each row holds: a row missing a column's value must fail, not store the column's default."""
+    engine = make_engine(database_url)
+    if engine.dialect.name != "postgresql":
+        engine.dispose()
+        pytest.skip("COPY is PostgreSQL's")
+    create_tables(engine, [LabResult])
+    with Session(engine) as session, session.begin():
+        copy_new_rows_on_flush(session, [LabResult])
+        rows = [_lab(n) for n in range(MANY)]
+        del rows[-1].__dict__["grade_reason"]
+        session.add_all(rows)
+        with pytest.raises(ValueError, match="lacks a column's value"):
+            session.flush()
+        session.rollback()
+    engine.dispose()

@@ -223,3 +223,34 @@ def test_a_subject_changed_many_times_in_a_batch_is_reassessed_once(
     apply_in_batches(driver, rest, [len(rest)], now=at(40))
     assert sorted(calls) == ["A-1", "A-2"]
     assert {r[0] for r in final_state(driver.engine)["outcomes"]} == {"A-1", "A-2"}
+
+
+def test_an_enrolment_backfill_counts_the_subjects_enrolled_before_it_and_settles_each_once(
+    protocol: Protocol, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Seven enrolments into arm A in one batch: each is checked against the arm with the ones before it counted
+    (over the cohort size, then over capacity), exactly as one per transaction; each new subject is reassessed
+    once, at the end, not also before each next enrolment."""
+    from services.safety import protocol_engine
+
+    enrolments = [enrol(f"A-{n}", "A", DAY0 + timedelta(days=n)) for n in range(1, 8)]
+    single = fresh(tmp_path, "single", protocol)
+    expected_signals = single.apply_all(enrolments, now=at(10))
+    calls: list[str] = []
+    original = protocol_engine.reassess_subject
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["subject_id"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(protocol_engine, "reassess_subject", counting)
+    batched = fresh(tmp_path, "batched", protocol)
+    out = apply_in_batches(batched, enrolments, [len(enrolments)], now=at(10))
+
+    def deviations(signals: list[EnvelopeBase]) -> list[tuple[str, str]]:
+        return sorted((s.data.subject_id, s.data.kind) for s in of_type(signals, "protocol.deviation"))
+
+    assert deviations(out) == deviations(expected_signals)
+    assert {kind for _, kind in deviations(out)} >= {"over_cohort_size", "arm_over_capacity"}
+    assert sorted(calls) == [f"A-{n}" for n in range(1, 8)]
+    assert final_state(batched.engine) == final_state(single.engine)
