@@ -45,7 +45,9 @@ class BatchRecords:
         self._session = session
         self.trial_id = trial_id
         self.subjects: dict[str, Subject] = {}
-        self._statuses: dict[tuple[str, str, str], RecordStatus] = {}
+        self._statuses: dict[tuple[str, str], dict[str, RecordStatus]] = defaultdict(dict)
+        """(subject, record type) -> record id -> its status row: a subject's records of a type without a scan of the
+        batch's statuses (a backfill of retractions asked for them once per event)."""
         self._labs: dict[tuple[str, str], LabResult] = {}
         self._baselines: dict[str, list[LabResult]] = defaultdict(list)
         self._terms: dict[tuple[str, str], LabTermState] = {}
@@ -112,7 +114,7 @@ class BatchRecords:
         for subject in self._rows(Subject, subject_ids):
             self.subjects[subject.subject_id] = subject
         for status in self._rows(RecordStatus, subject_ids):
-            self._statuses[(status.subject_id, status.record_type, status.record_id)] = status
+            self._statuses[(status.subject_id, status.record_type)][status.record_id] = status
         for term in self._rows(LabTermState, subject_ids):
             self._terms[(term.subject_id, term.term)] = term
         for lab in self._rows(LabResult, subject_ids, LabResult.baseline == True):  # noqa: E712 - SQL comparison
@@ -194,19 +196,16 @@ class BatchRecords:
     def inactive(self, subject_id: str, record_type: str) -> dict[str, str]:
         """record_id -> status of the subject's records of this type the site took back."""
         self._ensure(subject_id)
-        return {
-            record_id: row.status
-            for (subject, kind, record_id), row in self._statuses.items()
-            if subject == subject_id and kind == record_type and row.status in INACTIVE
-        }
+        rows = self._statuses.get((subject_id, record_type), {})
+        return {record_id: row.status for record_id, row in rows.items() if row.status in INACTIVE}
 
     def status(self, subject_id: str, record_type: str, record_id: str) -> RecordStatus | None:
         self._ensure(subject_id)
-        return self._statuses.get((subject_id, record_type, record_id))
+        return self._statuses.get((subject_id, record_type), {}).get(record_id)
 
     def add_status(self, row: RecordStatus) -> None:
         self._session.add(row)
-        self._statuses[(row.subject_id, row.record_type, row.record_id)] = row
+        self._statuses[(row.subject_id, row.record_type)][row.record_id] = row
 
     # labs
 
