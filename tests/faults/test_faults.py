@@ -309,6 +309,9 @@ def test_two_notify_replicas_one_killed_mid_stream(
         wait_for(lambda: len(sae_pages(catcher.messages())) >= count // 2, timeout=60, what="half the pages")
         kill(stack, "notify-1")
         restart(stack, "notify-1", "notify")
+        # What notify-1 was handing over when killed (the mail server may have it already) is retaken when its
+        # lease ends and re-sent under the same Message-ID, as in the single-notify scenarios: wait for that.
+        wait_for_leases(fault_database, lease_seconds=NotifySettings().delivery_lease_seconds)
         count_pages(outcome, catcher, names, timeout=30)
         count_alerts(outcome, stack, names, service="notify-2")
         count_unsettled(outcome, fault_database, catcher)
