@@ -5,13 +5,12 @@ carry as the event decided on; undecided DLTs get neither."""
 from __future__ import annotations
 
 import pytest
-from alembic import command
 from sqlalchemy import MetaData, Table, select
 
-from services.runner import migration_components
 from shared.db import make_engine
-from shared.db_migrations import alembic_config, upgrade
+from shared.db_migrations import upgrade
 from tests.integration.test_decision_basis_migration import row
+from tests.migration_steps import upgrade_to
 
 pytestmark = pytest.mark.integration
 BEFORE = "safety_0013_saecase_reentry"
@@ -20,12 +19,7 @@ BEFORE = "safety_0013_saecase_reentry"
 def test_decisions_taken_before_the_revision_keep_their_decision_and_event(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
-        shared, safety = migration_components("safety")
-        upgrade([shared], engine)
-        config = alembic_config(safety, engine)
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, BEFORE)
+        safety = upgrade_to(engine, "safety", BEFORE)
         dlts = Table("safety_dlts", MetaData(), autoload_with=engine)
         with engine.begin() as connection:
             connection.execute(

@@ -7,12 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from alembic import command
 from sqlalchemy import MetaData, Table, select
 
-from services.runner import migration_components
 from shared.db import make_engine
-from shared.db_migrations import alembic_config, upgrade
+from shared.db_migrations import upgrade
+from tests.migration_steps import upgrade_to
 
 pytestmark = pytest.mark.integration
 BEFORE = "safety_0011_susarclock"
@@ -42,12 +41,7 @@ def row(dlt_id: str, state: str, decided: bool) -> dict[str, object]:
 def test_decisions_taken_before_the_revision_get_the_basis_we_know(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
-        shared, safety = migration_components("safety")
-        upgrade([shared], engine)
-        config = alembic_config(safety, engine)
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, BEFORE)
+        safety = upgrade_to(engine, "safety", BEFORE)
         dlts = Table("safety_dlts", MetaData(), autoload_with=engine)
         with engine.begin() as connection:
             connection.execute(

@@ -7,13 +7,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from alembic import command
 from sqlalchemy import MetaData, Table, select
 
 from services.notify import urgency
-from services.runner import migration_components
 from shared.db import make_engine
-from shared.db_migrations import alembic_config, upgrade
+from shared.db_migrations import upgrade
+from tests.migration_steps import upgrade_to
 
 pytestmark = pytest.mark.integration
 BEFORE = "notify_0003_ops"
@@ -23,12 +22,7 @@ AT = datetime(2026, 12, 1, 21, 0, tzinfo=UTC)
 def test_critical_deliveries_stay_critical(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
-        shared, notify = migration_components("notify")
-        upgrade([shared], engine)
-        config = alembic_config(notify, engine)
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, BEFORE)
+        notify = upgrade_to(engine, "notify", BEFORE)
         metadata = MetaData()
         alerts = Table("notify_alerts", metadata, autoload_with=engine)
         deliveries = Table("notify_deliveries", metadata, autoload_with=engine)
