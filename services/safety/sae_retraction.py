@@ -204,9 +204,7 @@ def version_while_taken_back(
             records, envelope, withdrawn_ae_id=ae.ae_id, lookback=lookback, topic=topic, new_version_event=envelope.id
         )
         earlier = [
-            StoredVersion(v.ae_id, v.payload, v.received_at)
-            for v in records.ae_versions_of(envelope.subject)
-            if v.ae_id == ae.ae_id and v.event_id != envelope.id
+            v for v in _stored_versions(records, envelope.subject) if v.ae_id == ae.ae_id and v.event_id != envelope.id
         ]
         if serious_clock(earlier) is None:  # the first serious version: a clock now hangs on the named replacement
             out += ambiguous_replacement(
@@ -268,12 +266,7 @@ def ambiguous_replacement(
     others = sorted(held_by - {subject_id})
     if subject_id in held_by or len(others) < 2:
         return []
-    versions = [
-        StoredVersion(v.ae_id, v.payload, v.received_at)
-        for v in records.ae_versions_of(subject_id)
-        if v.ae_id == withdrawn_ae_id
-    ]
-    first = serious_clock(versions)
+    first = serious_clock(v for v in _stored_versions(records, subject_id) if v.ae_id == withdrawn_ae_id)
     if first is None:
         return []
     subjects = ", ".join(others[:-1]) + f" and {others[-1]}"
