@@ -24,6 +24,7 @@ from services.ingest.purge import run_purge
 from services.ingest.rate_limit import RateLimiter
 from services.ingest.record_claims import RecordClaims
 from services.ingest.redcap_sync import RedcapSync
+from services.ingest.replica_locks import ReplicaLocks
 from services.ingest.runtime import IngestMetrics, IngestRuntime
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import Source, bind_trial, canonical_sources, load_sources, merge_sources
@@ -92,7 +93,7 @@ def create_app(
         ),
         commits=CommitQueue(engine, save_accepted),
         reader=HeldReader(engine),
-        claims=RecordClaims(),
+        claims=RecordClaims(ReplicaLocks(engine) if engine.dialect.name == "postgresql" else None),
     )
     redcap_client = httpx.AsyncClient(transport=redcap_transport)
     redcap_sync = RedcapSync(runtime=runtime, client=redcap_client)

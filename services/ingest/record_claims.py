@@ -8,21 +8,29 @@ kept the first one received and only flagged the other (`conflicting_resend`): a
 was not graded. Here the second waits until the first has recorded what it published, then reads it.
 
 Only such records are claimed: a record with the sender's own version and delivery id needs no claim (its order is
-the sender's), so the single-event hot path takes none. Claims are per process: one ingest process (SQLite) is
-covered whole; replicas on PostgreSQL are each covered, not against each other (see README, "Ingest").
+the sender's), so the single-event hot path takes none. Claims are per process; on PostgreSQL a claim also takes
+the advisory locks of `replica_locks`, which order the replicas against each other (SQLite has one process).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+
+class AcrossReplicas(Protocol):
+    """What orders claims across processes (`replica_locks.ReplicaLocks` on PostgreSQL)."""
+
+    def holding(self, source_id: str, record_keys: Iterable[str]) -> AbstractAsyncContextManager[None]: ...
 
 
 class RecordClaims:
     """Which (source, record key) a request in flight holds; another request about one of them waits for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, replicas: AcrossReplicas | None = None) -> None:
+        self._replicas = replicas
         self._held: dict[tuple[str, str], asyncio.Event] = {}
         self.waiting = 0
         """Requests waiting for a claim now (tests watch it)."""
@@ -45,7 +53,11 @@ class RecordClaims:
         for key in wanted:
             self._held[key] = done
         try:
-            yield
+            if self._replicas is None:
+                yield
+            else:  # after this process's own turn: a process waits on the database once, not once per request
+                async with self._replicas.holding(source_id, [key for _, key in sorted(wanted)]):
+                    yield
         finally:
             for key in wanted:
                 del self._held[key]
