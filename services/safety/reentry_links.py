@@ -29,7 +29,10 @@ from shared.events import AeReported
 
 def retractions_naming(records: BatchRecords, *, replaced_by: str) -> list[RecordStatus]:
     """The standing AE retractions anywhere in the trial that name `replaced_by` as their replacement. One query over
-    the trial's status rows (the primary key's prefix; retractions are few)."""
+    the trial's status rows (the primary key's prefix; retractions are few); none, without it, when the batch knows
+    that no retraction can name it."""
+    if not records.may_be_named(replaced_by):
+        return []
     query = select(RecordStatus).where(
         RecordStatus.trial_id == records.trial_id,
         RecordStatus.record_type == "ae",

@@ -286,6 +286,7 @@ def set_record_status(records: BatchRecords, *, envelope: RecordStatusChanged) -
     row.changed_at = data.changed_at or envelope.receivedat
     row.event_id = envelope.id
     row.replaced_by = data.replaced_by if data.status in INACTIVE else None
+    records.note_named(row.replaced_by)
     return row
 
 
