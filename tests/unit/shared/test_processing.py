@@ -309,7 +309,12 @@ async def test_relay_marks_a_whole_batch_sent(tables: Engine, clock: FakeClock, 
         metrics=OutboxMetrics.create(registry, "safety"),
         batch_size=3,
     )
-    assert [await relay.publish_pending() for _ in range(4)] == [3, 3, 1, 0]
+    published, backlog = [], []
+    for _ in range(4):
+        published.append(await relay.publish_pending())
+        backlog.append(registry.get_sample_value("sentinel_safety_outbox_backlog"))
+    assert published == [3, 3, 1, 0]
+    assert backlog == [4, 1, 0, 0], "what still waits after each batch: counted while behind, none after a short read"
     assert [value.split(b'"id":"')[1][:5] for _, _, value in publisher.messages] == [
         f"sig-{n}".encode() for n in range(7)
     ]
