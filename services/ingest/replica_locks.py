@@ -20,12 +20,14 @@ request, or by PostgreSQL when a replica dies with its connection.
 from __future__ import annotations
 
 import asyncio
+import logging
 import zlib
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 from sqlalchemy import Connection, Engine, text
 
+log = logging.getLogger(__name__)
 BUCKETS = 32
 HOLDERS = 4
 """Requests of one process holding locks at once (each holds a pooled connection): the rest wait their turn, so
@@ -96,5 +98,9 @@ def _release_when_taken(taking: asyncio.Future[Connection]) -> None:
 
 
 def _release_quietly(connection: Connection) -> None:
-    with suppress(Exception):  # nobody is left to tell; a dead connection's locks went with it
+    """No request is left to fail: a connection that cannot end its transaction is logged (PostgreSQL releases a
+    dead connection's locks with it)."""
+    try:
         _release(connection)
+    except Exception:
+        log.exception("releasing the record locks of a cancelled request failed")
