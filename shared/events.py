@@ -623,6 +623,38 @@ class LabToxicity(EnvelopeBase):
     data: LabToxicityData
 
 
+class LabToxicityWithdrawalData(Model):
+    """A term's finding signalled at `withdrawn_grade` no longer stands: the results behind it were taken back,
+    corrected, or judged again against a baseline that came later.
+
+    `standing_grade`: the worst of the term's active results that is still a finding (at or above the protocol's
+    threshold, worse than baseline), from result `standing_result_id`; None when none is. `why`: what changed, in
+    words for the officer. `sequence`: the number of the last `lab.toxicity` safety raised for the term before it
+    (`LabToxicityData.sequence`; 0 for a term signalled before the numbering): it withdraws the findings numbered up
+    to it, and one numbered after it is news, whatever lane brought either."""
+
+    site_id: str
+    subject_id: str
+    term: str
+    withdrawn_grade: int
+    standing_grade: int | None
+    standing_result_id: str | None
+    why: str
+    source_event_id: str
+    received_at: AwareDatetime
+    sequence: int
+
+
+class LabToxicityWithdrawn(EnvelopeBase):
+    """Notify cancels the term's open review when nothing stands (and tells who was paged), or notes the lower grade
+    that stands. A worse result later is `lab.toxicity` again and pages. Always on the routine lane (`shared.lanes`).
+    Notify deploys before safety: an older notify dead-letters this type (pages the operator) rather than dropping
+    it."""
+
+    type: Literal["lab.toxicity_withdrawn"] = "lab.toxicity_withdrawn"
+    data: LabToxicityWithdrawalData
+
+
 class DltData(Model):
     """An AE inside a subject's DLT window that meets (or no longer meets) a protocol DLT criterion."""
 
@@ -941,6 +973,7 @@ SignalEnvelope = Annotated[
     | SaeUpdated
     | SaeWithdrawn
     | LabToxicity
+    | LabToxicityWithdrawn
     | DltSuspected
     | DltWithdrawn
     | DltDecided

@@ -38,13 +38,22 @@ URGENT_AE_GRADE = 3
 
 
 ROUTINE_SIGNALS = frozenset(
-    {"lab.toxicity", "data_quality.flagged", "assessment.missed", "protocol.deviation", "response.lost"}
+    {
+        "lab.toxicity",
+        "lab.toxicity_withdrawn",
+        "data_quality.flagged",
+        "assessment.missed",
+        "protocol.deviation",
+        "response.lost",
+    }
 )
 """Signal types on the routine lane. A kind's signals must all take one lane (see the module docstring), but for
 LIVE_URGENT_SIGNALS."""
 
 LIVE_URGENT_SIGNALS = frozenset({"lab.toxicity"})
-"""Routine kinds that take the signals topic when the event that raised them was not a backfill's."""
+"""Routine kinds that take the signals topic when the event that raised them was not a backfill's. Not a lab
+finding's withdrawal: on the routine lane always, it never overtakes the finding it withdraws, whichever lane that
+took (the routine lane is drained after the signals topic, and one subject's signals keep their order on it)."""
 
 
 def routine_topic(signals_topic: str) -> str:

@@ -13,18 +13,56 @@ from datetime import datetime
 from typing import Any
 
 from services.notify.escalation import initial_targets
-from services.notify.mail_content import lab_mail
+from services.notify.mail_content import MailContent, lab_mail, notice_mail, when
 from services.notify.obligations import LAB_REVIEW, deadline
 from services.notify.sae_alerts import AlertPlan, ObligationPlan, plan_messages
 from shared.clock import utc
-from shared.events import LabToxicity, LabToxicityData, deterministic_id
+from shared.events import LabToxicity, LabToxicityData, LabToxicityWithdrawalData, deterministic_id
 from shared.protocol import Protocol
 
 LAB_KIND = "lab_toxicity"
 
 
 def lab_thread_key(signal: LabToxicity) -> str:
-    return f"{LAB_KIND}:{signal.trialid}:{signal.data.subject_id}:{signal.data.term}"
+    return lab_thread(signal.trialid, signal.data.subject_id, signal.data.term)
+
+
+def lab_thread(trial_id: str, subject_id: str, term: str) -> str:
+    return f"{LAB_KIND}:{trial_id}:{subject_id}:{term}"
+
+
+def withdrawn_before(shown: Mapping[str, Any], data: LabToxicityWithdrawalData) -> bool:
+    """Whether safety raised the withdrawal before the finding the alert shows (that one is numbered after the last
+    it withdraws): then it is history. Against an unnumbered finding (opened before the numbering) it came after.
+    Once shown, the findings it withdraws (`withdrawn_through`) are history if they come later (`raised_before`)."""
+    number = shown.get("sequence")
+    return isinstance(number, int) and data.sequence < number
+
+
+def withdrawn_title(data: LabToxicityWithdrawalData) -> str:
+    where = f"(subject {data.subject_id}, site {data.site_id})"
+    if data.standing_grade is None:
+        return f"{data.term}: grade {data.withdrawn_grade} no longer stands {where}"
+    return f"{data.term} grade {data.standing_grade} (grade {data.withdrawn_grade} no longer stands) {where}"
+
+
+def lab_withdrawn_mail(trial_id: str, data: LabToxicityWithdrawalData) -> MailContent:
+    """The one notice to whoever was paged about the finding: its review is no longer owed."""
+    return notice_mail(
+        subject=f"[{trial_id}] Lab finding withdrawn, no review needed: {data.term} grade {data.withdrawn_grade}, "
+        f"subject {data.subject_id}",
+        heading=f"{data.term} grade {data.withdrawn_grade} no longer stands: {data.why}.",
+        rows=[
+            ("Trial", trial_id),
+            ("Site", data.site_id),
+            ("Subject", data.subject_id),
+            ("Finding paged", f"{data.term} grade {data.withdrawn_grade}"),
+            ("What changed", data.why),
+            ("Received", when(data.received_at)),
+        ],
+        footer="Its review is no longer owed: no reminders or overdue pages will follow for it. A worse result of "
+        "this term pages again.",
+    )
 
 
 def raised_before(shown: Mapping[str, Any], data: LabToxicityData) -> bool:
@@ -43,7 +81,10 @@ def raised_before(shown: Mapping[str, Any], data: LabToxicityData) -> bool:
         return False
     number = shown.get("sequence")
     if data.sequence is not None:
-        return isinstance(number, int) and data.sequence < number
+        withdrawn = shown.get("withdrawn_through")  # a withdrawal shown (`withdrawn_before`) covers these numbers
+        return (isinstance(number, int) and data.sequence < number) or (
+            isinstance(withdrawn, int) and data.sequence <= withdrawn
+        )
     previous = shown.get("previous_grade")
     return isinstance(previous, int) and data.grade <= previous
 

@@ -48,6 +48,8 @@ from shared.events import (
     LabResulted,
     LabToxicity,
     LabToxicityData,
+    LabToxicityWithdrawalData,
+    LabToxicityWithdrawn,
     RecordStatusChanged,
     SaeDetected,
     SaeUpdated,
@@ -488,7 +490,8 @@ def _lab_news(
     if saved.outcome == "corrected":
         _audit_correction(session, envelope, kind="lab", record_id=lab.result_id, saved=saved, now=now)
         terms = {t for t in (lab.term, saved.before.get("term")) if isinstance(t, str)}
-        return _reassess_lab_terms(session, records, envelope, terms, protocol=protocol, topic=signals_topic)
+        why = _correction_words(lab, saved)
+        return _reassess_lab_terms(session, records, envelope, terms, why=why, protocol=protocol, topic=signals_topic)
     if lab.grade is None or lab.term is None or lab.result_id in stored.inactive:
         return []
     state = records.term_state(envelope.subject, lab.term)
@@ -560,7 +563,8 @@ def _regrade_against_baseline(
     if not terms:
         return []
     session.flush()
-    return _reassess_lab_terms(session, records, envelope, terms, protocol=protocol, topic=topic)
+    why = f"graded again against the baseline result {baseline.result_id}, received after it"
+    return _reassess_lab_terms(session, records, envelope, terms, why=why, protocol=protocol, topic=topic)
 
 
 def _reassess_lab_terms(
@@ -569,6 +573,7 @@ def _reassess_lab_terms(
     envelope: LabResulted,
     terms: set[str],
     *,
+    why: str,
     protocol: Protocol,
     topic: str,
 ) -> list[Outgoing]:
@@ -584,6 +589,7 @@ def _reassess_lab_terms(
             site_id=envelope.siteid,
             source_event_id=envelope.id,
             received_at=envelope.receivedat,
+            why=why,
             protocol=protocol,
             topic=topic,
         )
@@ -597,6 +603,10 @@ def _lab_status_changed(
     lab = session.get(LabResult, (envelope.trialid, envelope.subject, envelope.data.record_id))
     if lab is None or lab.term is None:
         return []  # the result has not arrived: it is judged, with its status, when it does
+    data = envelope.data
+    why = f"result {lab.result_id} marked {data.status.replace('_', ' ')} by the site" + (
+        f" ({data.reason})" if data.reason else ""
+    )
     return _reassess_lab_term(
         session,
         records,
@@ -605,6 +615,7 @@ def _lab_status_changed(
         site_id=envelope.siteid,
         source_event_id=envelope.id,
         received_at=envelope.receivedat,
+        why=why,
         protocol=protocol,
         topic=signals_topic,
     )
@@ -619,6 +630,7 @@ def _reassess_lab_term(
     site_id: str,
     source_event_id: str,
     received_at: datetime,
+    why: str,
     protocol: Protocol,
     topic: str,
 ) -> list[Outgoing]:
@@ -627,7 +639,9 @@ def _reassess_lab_term(
     Baseline: the latest active baseline. Signalled: the worst active result that is news against that
     baseline, as if the officer had been told of it; a retracted result no longer counts, so the next real
     one at its grade pages. When that worst result is worse than what was signalled before (a restored
-    result, one a retracted baseline had masked, a value corrected upwards), it pages now.
+    result, one a retracted baseline had masked, a value corrected upwards), it pages now. When it is better
+    (or none is left), the finding the officer was told of no longer stands, and they are told that (`why`):
+    before, its review stayed open and escalated for a result the site had taken back.
     """
     trial_id = records.trial_id
     state = store.refresh_baseline(session, records, subject_id=subject_id, term=term)
@@ -647,6 +661,17 @@ def _reassess_lab_term(
     ]
     worst = max(news, key=lambda lab: (lab.grade or 0, lab.collected_at), default=None)
     state.signalled_grade = worst.grade if worst is not None else None
+    if previous is not None and (worst is None or (worst.grade or 0) < previous):
+        withdrawal = _lab_withdrawal(
+            state,
+            withdrawn_grade=previous,
+            standing=worst,
+            why=why,
+            site_id=site_id,
+            source_event_id=source_event_id,
+            received_at=received_at,
+        )
+        return [Outgoing(topic=topic, key=message_key(trial_id, subject_id), envelope=withdrawal)]
     if worst is None or (worst.grade or 0) <= (previous or 0):
         return []
     return [
@@ -706,6 +731,49 @@ def _lab_signal(
         ),
     )
     return Outgoing(topic=topic, key=message_key(lab.trial_id, lab.subject_id), envelope=signal)
+
+
+def _lab_withdrawal(
+    state: LabTermState,
+    *,
+    withdrawn_grade: int,
+    standing: LabResult | None,
+    why: str,
+    site_id: str,
+    source_event_id: str,
+    received_at: datetime,
+) -> LabToxicityWithdrawn:
+    """The grade signalled no longer stands. It takes no number of its own: it carries that of the last finding it
+    withdraws, so the findings numbered after it are news and the ones up to it are not (notify)."""
+    return LabToxicityWithdrawn(
+        id=deterministic_id("signal", source_event_id, "lab.toxicity_withdrawn", state.term),
+        source=SIGNAL_SOURCE,
+        subject=state.subject_id,
+        time=received_at,
+        trialid=state.trial_id,
+        data=LabToxicityWithdrawalData(
+            site_id=site_id,
+            subject_id=state.subject_id,
+            term=state.term,
+            withdrawn_grade=withdrawn_grade,
+            standing_grade=standing.grade if standing is not None else None,
+            standing_result_id=standing.result_id if standing is not None else None,
+            why=why[:1000],
+            source_event_id=source_event_id,
+            received_at=received_at,
+            sequence=state.signals_raised or 0,
+        ),
+    )
+
+
+def _correction_words(lab: LabResult, saved: store.Saved) -> str:
+    """What the site's correction changed, for the officer: the value (and unit) it replaced, when it did."""
+    before, after = saved.before, saved.after
+    if "value" in before or "unit" in before:
+        old = f"{before.get('value', lab.value)} {before.get('unit', lab.unit) or ''}".strip()
+        new = f"{after.get('value', lab.value)} {after.get('unit', lab.unit) or ''}".strip()
+        return f"result {lab.result_id} corrected by the site: {old} -> {new}"
+    return f"result {lab.result_id} corrected by the site ({', '.join(sorted(before))} changed)"
 
 
 def _lookback(protocol: Protocol) -> timedelta:

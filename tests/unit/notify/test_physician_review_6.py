@@ -84,9 +84,10 @@ def test_a_paging_deviation_is_a_page_with_a_review_clock_and_a_non_paging_one_a
 
 
 def test_every_case_and_decision_signal_is_off_the_routine_lane() -> None:
-    """SAE, SUSAR, DLT, acute reaction, stopping rule: never routine (the routine kinds: the five the README names)."""
+    """SAE, SUSAR, DLT, acute reaction, stopping rule: never routine (the routine kinds: those the README names)."""
     expected = {
         "lab.toxicity",
+        "lab.toxicity_withdrawn",
         "data_quality.flagged",
         "assessment.missed",
         "protocol.deviation",

@@ -502,7 +502,10 @@ def test_a_corrected_lab_value_pages_when_worse_and_re_sending_it_does_not(drive
 def test_a_lab_corrected_to_a_normal_value_no_longer_silences_the_next_result(driver: Driver) -> None:
     infused(driver, "A-1", "A")
     assert types(driver.apply(neut("R-1", "0.3", at=datetime(2026, 3, 5, tzinfo=UTC)))) == ["lab.toxicity"]
-    assert driver.apply(neut("R-1", "3.0", at=datetime(2026, 3, 5, tzinfo=UTC), sender="corrected")) == []
+    [withdrawn] = driver.apply(neut("R-1", "3.0", at=datetime(2026, 3, 5, tzinfo=UTC), sender="corrected"))
+    assert withdrawn.type == "lab.toxicity_withdrawn", "the officer paged for grade 4 hears that it no longer stands"
+    assert (withdrawn.data.withdrawn_grade, withdrawn.data.standing_grade) == (4, None)
+    assert "0.3 10^9/L -> 3.0 10^9/L" in withdrawn.data.why
     assert types(driver.apply(neut("R-2", "0.4", at=datetime(2026, 3, 9, tzinfo=UTC)))) == ["lab.toxicity"]
 
 

@@ -1,0 +1,136 @@
+"""Notify's service layer for a lab finding that no longer stands (`lab.toxicity_withdrawn`).
+
+Nothing of it stands (its results taken back, corrected, or no worse than a baseline that came later): the term's
+open review is cancelled with why, escalation and failover stop, pages not yet handed over are not sent, and whoever
+was paged hears once that no review is owed (an acute reaction's withdrawal, `acute_retraction_signals`). Before,
+the review stayed open and escalated for a result the site had taken back. A lower grade still stands: the alert
+shows it and keeps its review, and nobody is paged for a better result. A withdrawal safety raised before the finding
+the alert shows (another lane brought it later) is only recorded. A worse result later comes as `lab.toxicity`: it
+re-pages the alert and opens a review again (`signals._open_or_worsen`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Session
+
+from services.notify import alert_actions, store
+from services.notify.lab_alerts import LAB_KIND, lab_thread, lab_withdrawn_mail, withdrawn_before, withdrawn_title
+from services.notify.obligations import LAB_REVIEW
+from services.notify.sae_alerts import AlertPlan, messages_to
+from services.notify.sae_retraction import SYSTEM, paged_recipients
+from services.notify.sae_retraction_signals import sent_messages, stop_paging
+from shared.events import LabToxicityWithdrawalData, LabToxicityWithdrawn, deterministic_id
+
+LAB_WITHDRAWN = "lab_finding_withdrawn"
+LAB_REVISED = "lab_finding_revised"
+
+
+def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: datetime) -> None:
+    data = signal.data
+    thread = lab_thread(signal.trialid, data.subject_id, data.term)
+    alert = store.find_alert_by_thread(session, thread_key=thread)
+    what = f"{data.term} grade {data.withdrawn_grade}: {data.why}"
+    if alert is None:
+        if data.standing_grade is None:
+            _keep_ahead_of_its_finding(session, signal, thread, what, now)
+        return  # else what stands pages when it comes, with the grade above it (as before withdrawals were signalled)
+    if withdrawn_before(alert.details, data):
+        late = f"{what}; raised before the finding shown"
+        store.record(session, alert_id=alert.id, actor=SYSTEM, action="flagged_again", detail=late[:2000], now=now)
+        return
+    alert.title = withdrawn_title(data)[:500]
+    alert.details = {**alert.details, **_withdrawn_details(data)}
+    alert.updated_at = now
+    session.add(alert)
+    if data.standing_grade is not None:
+        detail = f"{what}; grade {data.standing_grade} stands (result {data.standing_result_id}), its review stays"
+        store.record(
+            session,
+            alert_id=alert.id,
+            actor=SYSTEM,
+            action=LAB_REVISED,
+            detail=detail[:2000],
+            now=now,
+            source_event_id=data.source_event_id,
+            sequence=data.sequence,
+        )
+        return
+    reviews = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == LAB_REVIEW]
+    for obligation in reviews:
+        alert_actions.cancel(
+            session,
+            alert=alert,
+            obligation=obligation,
+            actor=SYSTEM,
+            reason=f"lab finding withdrawn: {what}; no review is needed for it"[:2000],
+            now=now,
+        )
+    unsent = stop_paging(session, alert.id, why=f"lab finding withdrawn ({data.why})", now=now)
+    paged = paged_recipients(sent_messages(session, alert.id, now)) if reviews else ()
+    notices = messages_to(signal.id, paged, lab_withdrawn_mail(signal.trialid, data))
+    store.queue_messages(session, alert_id=alert.id, messages=notices, now=now)
+    told = ", ".join(r.address for r in paged) if notices else "nobody (no review was open, or no page had gone out)"
+    store.record(
+        session,
+        alert_id=alert.id,
+        actor=SYSTEM,
+        action=LAB_WITHDRAWN,
+        detail=(
+            f"lab finding withdrawn: {what}; told {told}"
+            + (f"; {unsent} page(s) not yet sent withdrawn" if unsent else "")
+        )[:2000],
+        now=now,
+        source_event_id=data.source_event_id,
+        sequence=data.sequence,
+        obligations_cancelled=[o.id for o in reviews],
+        unsent_withdrawn=unsent,
+    )
+
+
+def _withdrawn_details(data: LabToxicityWithdrawalData) -> dict[str, object]:
+    return {
+        "withdrawn_through": data.sequence,
+        "no_longer_stands": f"grade {data.withdrawn_grade} ({data.why})",
+        "standing_grade": data.standing_grade,
+        "standing_result_id": data.standing_result_id,
+    }
+
+
+def _keep_ahead_of_its_finding(
+    session: Session, signal: LabToxicityWithdrawn, thread: str, what: str, now: datetime
+) -> None:
+    """The withdrawal came before the finding it withdraws (the routine lane's turn while the finding waited on the
+    signals topic): the thread's alert is kept, resolved, with nothing owed and no page, so the finding, when it
+    comes, is history (`lab_alerts.raised_before`) rather than a review of a result already taken back."""
+    data = signal.data
+    plan = AlertPlan(
+        alert_id=deterministic_id("alert", thread),
+        thread_key=thread,
+        title=withdrawn_title(data)[:500],
+        details={"term": data.term, **_withdrawn_details(data)},
+        obligation=None,
+        messages=(),
+    )
+    alert = store.create_alert(
+        session,
+        plan=plan,
+        kind=LAB_KIND,
+        trial_id=signal.trialid,
+        site_id=data.site_id,
+        subject_id=data.subject_id,
+        now=now,
+    )
+    alert.state = "resolved"
+    session.add(alert)
+    store.record(
+        session,
+        alert_id=alert.id,
+        actor=SYSTEM,
+        action=LAB_WITHDRAWN,
+        detail=f"lab finding withdrawn before it reached notify: {what}"[:2000],
+        now=now,
+        source_event_id=data.source_event_id,
+        sequence=data.sequence,
+    )

@@ -1,0 +1,132 @@
+"""A lab finding the officer was paged for no longer stands (the result taken back, corrected, moved to another
+term, or no worse than a baseline that came later): safety says so (`lab.toxicity_withdrawn`), numbered with the
+term's lab signals, with the grade that still stands if one does. Before, the officer's review stayed open and
+escalated for a result the site had taken back."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from shared.events import EnvelopeBase, LabData, LabResulted
+from shared.protocol import Protocol
+from tests.unit.safety.clinical import Driver, dose, enrol, lab, of_type, status, types
+
+DAY1 = date(2026, 3, 2)
+NEUT = "Neutrophil count decreased"
+
+
+@pytest.fixture
+def driver(engine: Engine, protocol: Protocol) -> Driver:
+    d = Driver(engine, protocol)
+    d.apply_all([enrol("A-1", "A", DAY1), dose("A-1", datetime(2026, 3, 2, 10, tzinfo=UTC))])
+    return d
+
+
+def neut(result_id: str, value: str, day: int, *, baseline: bool = False, sender: str | None = None) -> LabResulted:
+    at = datetime(2026, 3, day, 8, tzinfo=UTC)
+    envelope = lab("A-1", result_id=result_id, test="NEUT", value=value, lln="2.0", collected_at=at, baseline=baseline)
+    return envelope if sender is None else envelope.model_copy(update={"id": f"{envelope.id}-{sender}"})
+
+
+def potassium(result_id: str, value: str, *, sender: str | None = None) -> LabResulted:
+    at = datetime(2026, 3, 6, 8, tzinfo=UTC)
+    data = LabData(
+        result_id=result_id,
+        test="K",
+        value=value,  # pydantic parses the text exactly
+        unit="mmol/L",
+        lln=Decimal("3.5"),
+        uln=Decimal("5.1"),
+        collected_at=at,
+    )
+    envelope = lab("A-1", result_id=result_id, test="K", value=value, collected_at=at, unit="mmol/L")
+    envelope = envelope.model_copy(update={"data": data})
+    return envelope if sender is None else envelope.model_copy(update={"id": f"{envelope.id}-{sender}"})
+
+
+def alt(result_id: str, value: str, *, day: int, baseline: bool = False) -> LabResulted:
+    at = datetime(2026, 3, day, 8, tzinfo=UTC)
+    envelope = lab("A-1", result_id=result_id, test="ALT", value=value, collected_at=at, unit="U/L", baseline=baseline)
+    data = envelope.data.model_copy(update={"lln": Decimal("7"), "uln": Decimal("40")})
+    return envelope.model_copy(update={"data": data})
+
+
+def withdrawn(signals: list[EnvelopeBase]) -> Any:
+    [signal] = of_type(signals, "lab.toxicity_withdrawn")
+    return signal
+
+
+def test_a_paged_result_entered_in_error_withdraws_its_finding(driver: Driver) -> None:
+    [page] = of_type(driver.apply(neut("N-1", "0.3", 6)), "lab.toxicity")
+    retraction = status("A-1", "lab", "N-1")
+    signal = withdrawn(driver.apply(retraction))
+    assert (signal.data.term, signal.data.withdrawn_grade, signal.data.standing_grade) == (NEUT, 4, None)
+    assert signal.data.why == "result N-1 marked entered in error by the site"
+    assert signal.data.source_event_id == retraction.id
+    assert signal.data.sequence == page.data.sequence, "it carries the number of the finding it withdraws"
+
+
+def test_taking_back_the_worse_of_two_paged_results_says_the_lower_grade_stands(driver: Driver) -> None:
+    driver.apply(neut("N-1", "0.8", 6))  # grade 3
+    driver.apply(neut("N-2", "0.3", 7))  # grade 4
+    signal = withdrawn(driver.apply(status("A-1", "lab", "N-2", "deleted")))
+    assert (signal.data.withdrawn_grade, signal.data.standing_grade, signal.data.standing_result_id) == (4, 3, "N-1")
+    assert of_type(driver.apply(neut("N-3", "0.9", 8)), "lab.toxicity") == [], "grade 3 was paged already"
+
+
+def test_a_correction_to_a_normal_value_withdraws_and_the_next_finding_pages(driver: Driver) -> None:
+    driver.apply(neut("N-1", "0.3", 6))
+    signal = withdrawn(driver.apply(neut("N-1", "3.0", 6, sender="corrected")))
+    assert signal.data.why == "result N-1 corrected by the site: 0.3 10^9/L -> 3.0 10^9/L"
+    assert "lab.toxicity" in types(driver.apply(neut("N-2", "0.4", 9)))
+
+
+def test_a_correction_that_moves_a_result_to_the_other_term_withdraws_the_first(driver: Driver) -> None:
+    """Hypokalaemia grade 4 (2.4 mmol/L) corrected to 6.5: hyperkalaemia grade 3 pages, hypokalaemia is withdrawn."""
+    [low] = of_type(driver.apply(potassium("K-1", "2.4")), "lab.toxicity")
+    assert (low.data.term, low.data.grade) == ("Hypokalemia", 4)
+    signals = driver.apply(potassium("K-1", "6.5", sender="corrected"))
+    signal = withdrawn(signals)
+    assert (signal.data.term, signal.data.withdrawn_grade, signal.data.standing_grade) == ("Hypokalemia", 4, None)
+    [high] = of_type(signals, "lab.toxicity")
+    assert (high.data.term, high.data.grade) == ("Hyperkalemia", 3)
+
+
+def test_a_baseline_received_later_that_regrades_the_result_below_the_threshold_withdraws_it(driver: Driver) -> None:
+    """ALT 260 U/L against a normal baseline is grade 3 (6.5 x ULN); the abnormal baseline (100) the site enters
+    afterwards makes it 2.6 x baseline: grade 1 (CTCAE v5.0), no longer a finding."""
+    [page] = of_type(driver.apply(alt("ALT-1", "260", day=6)), "lab.toxicity")
+    assert page.data.grade == 3
+    signal = withdrawn(driver.apply(alt("ALT-0", "100", day=1, baseline=True)))
+    assert (signal.data.term, signal.data.withdrawn_grade, signal.data.standing_grade) == (
+        "Alanine aminotransferase increased",
+        3,
+        None,
+    )
+    assert signal.data.why == "graded again against the baseline result ALT-0, received after it"
+
+
+def test_a_result_taken_back_before_it_was_ever_signalled_withdraws_nothing(driver: Driver) -> None:
+    driver.apply(status("A-1", "lab", "N-1"))
+    assert driver.apply(neut("N-1", "0.3", 6)) == []
+    assert of_type(driver.apply(status("A-1", "lab", "N-1", "deleted")), "lab.toxicity_withdrawn") == []
+
+
+def test_a_restored_result_pages_again_after_its_withdrawal(driver: Driver) -> None:
+    driver.apply(neut("N-1", "0.3", 6))
+    withdrawn(driver.apply(status("A-1", "lab", "N-1")))
+    [page] = of_type(driver.apply(status("A-1", "lab", "N-1", "restored")), "lab.toxicity")
+    assert (page.data.grade, page.data.sequence) == (4, 2)
+
+
+def test_the_same_retraction_re_sent_withdraws_once(driver: Driver) -> None:
+    driver.apply(neut("N-1", "0.3", 6))
+    retraction = status("A-1", "lab", "N-1")
+    withdrawn(driver.apply(retraction))
+    again = retraction.model_copy(update={"id": f"{retraction.id}-again", "receivedat": retraction.receivedat})
+    assert of_type(driver.apply(again), "lab.toxicity_withdrawn") == []
