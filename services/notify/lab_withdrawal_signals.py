@@ -77,10 +77,7 @@ def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: dat
         alert_id=alert.id,
         actor=SYSTEM,
         action=LAB_WITHDRAWN,
-        detail=(
-            f"lab finding withdrawn: {what}; told {told}"
-            + (f"; {unsent} page(s) not yet sent withdrawn" if unsent else "")
-        )[:2000],
+        detail=(f"{what}; told {told}" + (f"; {unsent} page(s) not yet sent withdrawn" if unsent else ""))[:2000],
         now=now,
         source_event_id=data.source_event_id,
         sequence=data.sequence,
@@ -129,7 +126,7 @@ def _keep_ahead_of_its_finding(
         alert_id=alert.id,
         actor=SYSTEM,
         action=LAB_WITHDRAWN,
-        detail=f"lab finding withdrawn before it reached notify: {what}"[:2000],
+        detail=f"before its finding reached notify: {what}"[:2000],
         now=now,
         source_event_id=data.source_event_id,
         sequence=data.sequence,

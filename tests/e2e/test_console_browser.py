@@ -264,3 +264,52 @@ def test_officer_works_an_sae_and_a_dlt_from_the_console(
         f"{stack.url('notify')}/v1/alerts/{alert_id}", headers={"authorization": f"Bearer {stack.token}"}
     ).json()["history"]
     assert not any(h["action"] == "commented" for h in history)
+
+
+def test_a_withdrawn_lab_finding_reads_as_such_on_a_phone(
+    stack: ConsoleStack, catcher: MailCatcher, browser: object
+) -> None:
+    """A grade 4 platelet count paged, then marked entered in error by the site: the alert's page says the grade no
+    longer stands and why, its review cancelled, with no button left to act on a review that is not owed."""
+    base = stack.url("console")
+    now = datetime.now(UTC)
+    count = {
+        "result_id": "PLT-UI-1",
+        "test": "PLAT",
+        "value": "20",
+        "unit": "10^9/L",
+        "lln": "150",
+        "uln": "400",
+        "collected_at": now.isoformat(),
+    }
+    retraction = {
+        "record_type": "lab",
+        "record_id": "PLT-UI-1",
+        "status": "entered_in_error",
+        "reason": "another patient's sample",
+        "changed_at": now.isoformat(),
+    }
+    with httpx.Client(timeout=20) as client:
+        for event_id, kind, data in (("plt-ui-1", "lab", count), ("plt-ui-1-eie", "status", retraction)):
+            event = {"id": event_id, "type": kind, "study": TRIAL, "site": "101", "subject": "101-007", "data": data}
+            assert post_signed(client, stack.url("ingest"), "edc", stack.secret, event, now=now).status == 202
+            if kind == "lab":
+                wait_for(lambda: len(catcher.messages()) > 0, timeout=60, what="the lab page")
+
+    def withdrawn_alert() -> str | None:
+        listed = httpx.get(f"{stack.url('notify')}/v1/alerts", headers={"authorization": f"Bearer {stack.token}"})
+        found = [a for a in listed.json() if a["kind"] == "lab_toxicity" and "no longer stands" in a["title"]]
+        return str(found[0]["id"]) if found else None
+
+    alert_id = wait_for(withdrawn_alert, timeout=60, what="the lab alert withdrawn")
+    context = browser.new_context(viewport=PHONE)  # type: ignore[attr-defined]
+    page = context.new_page()
+    sign_in(page, base, stack.token)
+    page.goto(f"{base}/console/alerts/{alert_id}")
+    heading = page.locator("h1").inner_text()
+    assert "Platelet count decreased" in heading and "grade 4 no longer stands" in heading, heading
+    body = page.locator("main").inner_text()
+    assert "another patient's sample" in body and "lab finding withdrawn" in body.lower(), body[:2000]
+    assert page.get_by_role("button", name="Record review").count() == 0
+    shot(page, "lab-withdrawn")
+    context.close()
