@@ -46,11 +46,23 @@ def withdrawn_title(data: LabToxicityWithdrawalData) -> str:
     return f"{data.term} grade {data.standing_grade} (grade {data.withdrawn_grade} no longer stands) {where}"
 
 
-def lab_withdrawn_mail(trial_id: str, data: LabToxicityWithdrawalData) -> MailContent:
-    """The one notice to whoever was paged about the finding: its review is no longer owed."""
+def lab_withdrawn_mail(trial_id: str, data: LabToxicityWithdrawalData, *, reviewed: bool = False) -> MailContent:
+    """The one notice to whoever was paged about the finding: its review is no longer owed, or (`reviewed`) the review
+    already recorded assessed a value that no longer stands."""
+    if reviewed:
+        footer = (
+            "The review recorded for it assessed a value that no longer stands: revise the AE or DLT assessment made "
+            "from it if needed. A new result of this term at or above the protocol's threshold pages again."
+        )
+        headline = "Lab finding withdrawn after its review"
+    else:
+        footer = (
+            "Its review is no longer owed: no reminders or overdue pages will follow for it. A new result of this "
+            "term at or above the protocol's threshold pages again."
+        )
+        headline = "Lab finding withdrawn, no review needed"
     return notice_mail(
-        subject=f"[{trial_id}] Lab finding withdrawn, no review needed: {data.term} grade {data.withdrawn_grade}, "
-        f"subject {data.subject_id}",
+        subject=f"[{trial_id}] {headline}: {data.term} grade {data.withdrawn_grade}, subject {data.subject_id}",
         heading=f"{data.term} grade {data.withdrawn_grade} no longer stands: {data.why}.",
         rows=[
             ("Trial", trial_id),
@@ -58,10 +70,9 @@ def lab_withdrawn_mail(trial_id: str, data: LabToxicityWithdrawalData) -> MailCo
             ("Subject", data.subject_id),
             ("Finding paged", f"{data.term} grade {data.withdrawn_grade}"),
             ("What changed", data.why),
-            ("Received", when(data.received_at)),
+            ("Withdrawn", f"{when(data.received_at)} (when Sentinel received the change)"),
         ],
-        footer="Its review is no longer owed: no reminders or overdue pages will follow for it. A worse result of "
-        "this term pages again.",
+        footer=footer,
     )
 
 
@@ -77,14 +88,14 @@ def raised_before(shown: Mapping[str, Any], data: LabToxicityData) -> bool:
     told by their grades: safety signals a term only when it is worse than what it signalled, and each signal says
     that grade (`previous_grade`), so a signal no worse than the shown one's previous grade came before it. Either
     way a result drawn after the shown one's is news."""
+    withdrawn = shown.get("withdrawn_through")  # a withdrawal shown (`withdrawn_before`) covers these numbers
+    if data.sequence is not None and isinstance(withdrawn, int) and data.sequence <= withdrawn:
+        return True  # safety raised it, then took it into account when it withdrew: whenever it was drawn
     if _drawn_after(data, shown.get("collected_at")):
         return False
     number = shown.get("sequence")
     if data.sequence is not None:
-        withdrawn = shown.get("withdrawn_through")  # a withdrawal shown (`withdrawn_before`) covers these numbers
-        return (isinstance(number, int) and data.sequence < number) or (
-            isinstance(withdrawn, int) and data.sequence <= withdrawn
-        )
+        return isinstance(number, int) and data.sequence < number
     previous = shown.get("previous_grade")
     return isinstance(previous, int) and data.grade <= previous
 

@@ -2,7 +2,8 @@
 
 Nothing of it stands (its results taken back, corrected, or no worse than a baseline that came later): the term's
 open review is cancelled with why, escalation and failover stop, pages not yet handed over are not sent, and whoever
-was paged hears once that no review is owed (an acute reaction's withdrawal, `acute_retraction_signals`). Before,
+was paged hears once that no review is owed (an acute reaction's withdrawal, `acute_retraction_signals`), or, when
+the review was completed, that the assessment recorded rests on a value that no longer stands. Before,
 the review stayed open and escalated for a result the site had taken back. A lower grade still stands: the alert
 shows it and keeps its review, and nobody is paged for a better result. A withdrawal safety raised before the finding
 the alert shows (another lane brought it later) is only recorded. A worse result later comes as `lab.toxicity`: it
@@ -68,10 +69,14 @@ def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: dat
             now=now,
         )
     unsent = stop_paging(session, alert.id, why=f"lab finding withdrawn ({data.why})", now=now)
-    paged = paged_recipients(sent_messages(session, alert.id, now)) if reviews else ()
-    notices = messages_to(signal.id, paged, lab_withdrawn_mail(signal.trialid, data))
+    reviewed = any(
+        o.kind == LAB_REVIEW and o.state == "completed" for o in store.obligations_for(session, alert_ids=[alert.id])
+    )  # an assessment recorded of a value that no longer stands: whoever was paged hears it too
+    paged = paged_recipients(sent_messages(session, alert.id, now)) if reviews or reviewed else ()
+    mail = lab_withdrawn_mail(signal.trialid, data, reviewed=reviewed and not reviews)
+    notices = messages_to(signal.id, paged, mail)
     store.queue_messages(session, alert_id=alert.id, messages=notices, now=now)
-    told = ", ".join(r.address for r in paged) if notices else "nobody (no review was open, or no page had gone out)"
+    told = ", ".join(r.address for r in paged) if notices else "nobody (no review was owed, or no page had gone out)"
     store.record(
         session,
         alert_id=alert.id,

@@ -499,7 +499,16 @@ def _lab_news(
         if state.baseline_collected_at is None or lab.collected_at >= state.baseline_collected_at:
             state.baseline_grade = lab.grade
             state.baseline_collected_at = lab.collected_at
-        return _regrade_against_baseline(session, records, envelope, protocol=protocol, topic=signals_topic)
+        return _regrade_against_baseline(
+            session,
+            records,
+            envelope,
+            test=envelope.data.test,
+            loinc=envelope.data.loinc,
+            why=None,
+            protocol=protocol,
+            topic=signals_topic,
+        )
     decision = decide(
         graded,
         is_baseline=False,
@@ -524,20 +533,33 @@ def _lab_news(
 
 
 def _regrade_against_baseline(
-    session: Session, records: BatchRecords, envelope: LabResulted, *, protocol: Protocol, topic: str
+    session: Session,
+    records: BatchRecords,
+    envelope: LabResulted | RecordStatusChanged,
+    *,
+    test: str | None,
+    loinc: str | None,
+    why: str | None,
+    protocol: Protocol,
+    topic: str,
+    also: frozenset[str] = frozenset(),
 ) -> list[Outgoing]:
-    """A baseline that arrives after results of its test: they are graded again against it, as they would have
-    been had it come first (a creatinine of 200 umol/L is grade 2 by ULN but grade 3 at > 3 x a baseline of 60),
-    and a term whose results got worse pages. Results graded as not gradable (an implausible value or range) are
-    left as they are: what made them so is not all in the stored row."""
-    data = envelope.data
-    baseline = records.latest_baseline(envelope.subject, test=data.test, loinc=data.loinc)
-    if baseline is None:
-        return []
+    """A baseline that arrives after results of its test, or is taken back or restored: the results are graded again
+    against the latest active baseline (or none), as they would have been had it come first (a creatinine of 200
+    umol/L is grade 2 by ULN but grade 3 at > 3 x a baseline of 60), and every term they grade is recomputed, since
+    which of them are news (worse than baseline) moves with the baseline's grade even where no grade does (a count
+    no worse than the screening one, entered later, no longer stands). Results graded as not gradable (an
+    implausible value or range) are left as they are: what made them so is not all in the stored row. `why`: how the
+    change is worded when a finding no longer stands (None: from the baseline that came). `also`: more terms."""
+    baseline = records.latest_baseline(envelope.subject, test=test, loinc=loinc)
     inactive = records.inactive(envelope.subject, "lab")
-    terms: set[str] = set()
-    for lab in records.results_of_test(envelope.subject, test=data.test, loinc=data.loinc):
-        if lab.grade is None or lab.result_id in inactive:
+    terms: set[str] = set(also)
+    for lab in records.results_of_test(envelope.subject, test=test, loinc=loinc):
+        if lab.result_id in inactive:
+            continue
+        if lab.term is not None:
+            terms.add(lab.term)
+        if lab.grade is None:
             continue
         regraded = grade_lab(
             LabData(
@@ -551,8 +573,8 @@ def _regrade_against_baseline(
                 collected_at=lab.collected_at,
                 anticoagulated=lab.anticoagulated,
             ),
-            baseline_value=baseline.value,
-            baseline_unit=baseline.unit,
+            baseline_value=baseline.value if baseline is not None else None,
+            baseline_unit=baseline.unit if baseline is not None else None,
             population_max=protocol.data_quality.population_max,
         )
         if (regraded.term, regraded.grade, regraded.floor) == (lab.term, lab.grade, lab.grade_floor):
@@ -563,14 +585,16 @@ def _regrade_against_baseline(
     if not terms:
         return []
     session.flush()
-    why = f"graded again against the baseline result {baseline.result_id}, received after it"
+    if why is None:
+        named = f" {baseline.result_id}" if baseline is not None else ""
+        why = f"graded again against the baseline result{named}, received after it"
     return _reassess_lab_terms(session, records, envelope, terms, why=why, protocol=protocol, topic=topic)
 
 
 def _reassess_lab_terms(
     session: Session,
     records: BatchRecords,
-    envelope: LabResulted,
+    envelope: LabResulted | RecordStatusChanged,
     terms: set[str],
     *,
     why: str,
@@ -599,14 +623,29 @@ def _reassess_lab_terms(
 def _lab_status_changed(
     session: Session, records: BatchRecords, envelope: RecordStatusChanged, *, protocol: Protocol, signals_topic: str
 ) -> list[Outgoing]:
-    """A result taken back or restored: its term is recomputed from the results still active."""
+    """A result taken back or restored: its term is recomputed from the results still active; a baseline's, every
+    result of its test graded again against the baseline that now stands (or none)."""
     lab = session.get(LabResult, (envelope.trialid, envelope.subject, envelope.data.record_id))
-    if lab is None or lab.term is None:
+    if lab is None:
         return []  # the result has not arrived: it is judged, with its status, when it does
     data = envelope.data
     why = f"result {lab.result_id} marked {data.status.replace('_', ' ')} by the site" + (
         f" ({data.reason})" if data.reason else ""
     )
+    if lab.baseline:
+        return _regrade_against_baseline(
+            session,
+            records,
+            envelope,
+            test=lab.test,
+            loinc=lab.loinc,
+            why=why,
+            protocol=protocol,
+            topic=signals_topic,
+            also=frozenset({lab.term} if lab.term is not None else ()),
+        )
+    if lab.term is None:
+        return []
     return _reassess_lab_term(
         session,
         records,
@@ -766,14 +805,27 @@ def _lab_withdrawal(
     )
 
 
+_CORRECTED_FIELDS = {
+    "test": "test",
+    "loinc": "LOINC code",
+    "lln": "lower limit of normal",
+    "uln": "upper limit of normal",
+    "collected_at": "collection time",
+    "baseline": "baseline flag",
+    "anticoagulated": "anticoagulation",
+}
+
+
 def _correction_words(lab: LabResult, saved: store.Saved) -> str:
-    """What the site's correction changed, for the officer: the value (and unit) it replaced, when it did."""
+    """What the site's correction changed, for the officer: the value and unit it replaced, else the fields in words
+    (the value and unit are not repeated when they stand: '10 10^9/L -> 10 10^9/L' read as no change at all)."""
     before, after = saved.before, saved.after
-    if "value" in before or "unit" in before:
-        old = f"{before.get('value', lab.value)} {before.get('unit', lab.unit) or ''}".strip()
-        new = f"{after.get('value', lab.value)} {after.get('unit', lab.unit) or ''}".strip()
+    old = f"{before.get('value', lab.value)} {before.get('unit', lab.unit) or ''}".strip()
+    new = f"{after.get('value', lab.value)} {after.get('unit', lab.unit) or ''}".strip()
+    if old != new:
         return f"result {lab.result_id} corrected by the site: {old} -> {new}"
-    return f"result {lab.result_id} corrected by the site ({', '.join(sorted(before))} changed)"
+    changed = [words for name, words in _CORRECTED_FIELDS.items() if name in before]
+    return f"result {lab.result_id} corrected by the site: its {', '.join(changed) or 'grading'} changed"
 
 
 def _lookback(protocol: Protocol) -> timedelta:

@@ -104,12 +104,6 @@ def test_a_screening_count_taken_back_that_masked_nothing_changes_nothing(safety
     assert reviews(notifier) == ["open"] and notifier.pending(), "the grade 3 review keeps its clocks"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a screening count entered after the finding, at the same grade (grade 3 at entry, as the protocol "
-    "requires), regrades no result (grades by LLN do not change), so _regrade_against_baseline returns before "
-    "_reassess_lab_term: the grade 3 is no longer a finding yet nothing is withdrawn and its review escalates",
-)
 def test_a_late_screening_count_at_the_same_grade_withdraws_the_finding(safety: Driver, notifier: Notifier) -> None:
     """Day-5 platelets 30 (grade 3) pages; the site then enters the screening count, 35 (grade 3: the subject
     entered with grade 3 thrombocytopenia). Had it come first the day-5 count would not have paged (no worse than
@@ -124,11 +118,6 @@ def test_a_late_screening_count_at_the_same_grade_withdraws_the_finding(safety: 
     assert reviews(notifier) == ["cancelled"] and notifier.pending() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a baseline's retraction does not regrade the results graded against it (_lab_status_changed only "
-    "recomputes stored grades): the grade 3 ALT a late baseline had withdrawn never pages again",
-)
 def test_a_late_baseline_that_withdrew_a_finding_then_taken_back_pages_it_again(
     safety: Driver, notifier: Notifier
 ) -> None:
@@ -171,11 +160,6 @@ async def test_a_grade_4_corrected_to_grade_3_while_acknowledged_keeps_the_revie
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a withdrawal after the review was completed tells nobody (paged recipients are told only while a review "
-    "is open): the officer's completed assessment rests on a value the site took back",
-)
 def test_a_finding_withdrawn_after_the_review_was_completed_tells_the_officer_once(
     safety: Driver, notifier: Notifier
 ) -> None:
@@ -341,11 +325,6 @@ def test_one_consumer_batch_raises_what_one_event_at_a_time_does(
     assert reviews(notifier) == ["cancelled", "open"] and alert(notifier).details["result_id"] == "P8b"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="raised_before takes any result drawn after the one shown for news before it looks at withdrawn_through: "
-    "a grade 4 whose withdrawal (grade 3 standing) overtook it re-pages the officer and shows grade 4 as current",
-)
 def test_a_withdrawal_that_overtook_a_later_drawn_grade_4_keeps_it_from_paging(
     safety: Driver, notifier: Notifier
 ) -> None:

@@ -253,7 +253,7 @@ def test_a_baseline_arriving_after_the_on_treatment_results_in_one_batch(protoco
     single, batched = single_and_batched(tmp_path, protocol, steps)
     assert_same(single, batched)
     assert batched.state["dlts"] == []
-    assert [r[2:] for r in batched.state["terms"]] == [(3, 3)]
+    assert [r[2:] for r in batched.state["terms"]] == [(3, None)], "no worse than baseline: nothing stands signalled"
     assert not of_type(batched.signals, "dlt.suspected"), "raised and withdrawn inside the batch"
 
 
