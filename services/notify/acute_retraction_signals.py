@@ -12,12 +12,12 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.notify import alert_actions, store
+from services.notify import store
 from services.notify.acute_reaction_alerts import acute_thread, acute_withdrawn_mail
 from services.notify.obligations import ACUTE_REACTION_REVIEW
 from services.notify.sae_alerts import messages_to
 from services.notify.sae_retraction import SYSTEM, paged_recipients, retraction_words
-from services.notify.sae_retraction_signals import sent_messages, stop_paging
+from services.notify.sae_retraction_signals import cancel_reviews, sent_messages, stop_paging
 from shared.events import AcuteReactionWithdrawn
 
 ACUTE_WITHDRAWN = "acute_reaction_withdrawn"
@@ -29,16 +29,8 @@ def apply_acute_withdrawn(session: Session, signal: AcuteReactionWithdrawn, now:
     if alert is None:
         return  # never paged here: nothing to withdraw
     words = retraction_words(data)
-    reviews = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == ACUTE_REACTION_REVIEW]
-    for obligation in reviews:
-        alert_actions.cancel(
-            session,
-            alert=alert,
-            obligation=obligation,
-            actor=SYSTEM,
-            reason=f"acute reaction withdrawn: {words}; no review is needed for it"[:2000],
-            now=now,
-        )
+    why = f"acute reaction withdrawn: {words}; no review is needed for it"
+    reviews = cancel_reviews(session, alert, kind=ACUTE_REACTION_REVIEW, reason=why, now=now)
     unsent = stop_paging(session, alert.id, why=f"acute reaction withdrawn ({words})", now=now)
     paged = paged_recipients(sent_messages(session, alert.id, now)) if reviews else ()
     notices = messages_to(signal.id, paged, acute_withdrawn_mail(signal.trialid, data))

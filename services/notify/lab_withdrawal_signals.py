@@ -16,12 +16,12 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.notify import alert_actions, store
+from services.notify import store
 from services.notify.lab_alerts import LAB_KIND, lab_thread, lab_withdrawn_mail, withdrawn_before, withdrawn_title
 from services.notify.obligations import LAB_REVIEW
 from services.notify.sae_alerts import AlertPlan, messages_to
 from services.notify.sae_retraction import SYSTEM, paged_recipients
-from services.notify.sae_retraction_signals import sent_messages, stop_paging
+from services.notify.sae_retraction_signals import cancel_reviews, sent_messages, stop_paging
 from shared.events import LabToxicityWithdrawalData, LabToxicityWithdrawn, deterministic_id
 
 LAB_WITHDRAWN = "lab_finding_withdrawn"
@@ -58,16 +58,8 @@ def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: dat
             sequence=data.sequence,
         )
         return
-    reviews = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == LAB_REVIEW]
-    for obligation in reviews:
-        alert_actions.cancel(
-            session,
-            alert=alert,
-            obligation=obligation,
-            actor=SYSTEM,
-            reason=f"lab finding withdrawn: {what}; no review is needed for it"[:2000],
-            now=now,
-        )
+    why = f"lab finding withdrawn: {what}; no review is needed for it"
+    reviews = cancel_reviews(session, alert, kind=LAB_REVIEW, reason=why, now=now)
     unsent = stop_paging(session, alert.id, why=f"lab finding withdrawn ({data.why})", now=now)
     reviewed = any(
         o.kind == LAB_REVIEW and o.state == "completed" for o in store.obligations_for(session, alert_ids=[alert.id])

@@ -170,6 +170,14 @@ def sent_messages(session: Session, alert_id: str, now: datetime) -> list[SentMe
     ]
 
 
+def cancel_reviews(session: Session, alert: Alert, *, kind: str, reason: str, now: datetime) -> list[Obligation]:
+    """The alert's open obligations of `kind` cancelled by the system with `reason` (a withdrawn finding's review)."""
+    reviews = [o for o in store.open_obligations(session, alert_id=alert.id) if o.kind == kind]
+    for obligation in reviews:
+        alert_actions.cancel(session, alert=alert, obligation=obligation, actor=SYSTEM, reason=reason[:2000], now=now)
+    return reviews
+
+
 def stop_paging(session: Session, alert_id: str, *, why: str, now: datetime) -> int:
     """A withdrawn alert pages no more: escalation and failover stop, and pages no sender holds are not sent
     (`withdraw_unsent`); returns how many pages were withdrawn."""
