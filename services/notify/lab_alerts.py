@@ -31,6 +31,11 @@ def lab_thread(trial_id: str, subject_id: str, term: str) -> str:
     return f"{LAB_KIND}:{trial_id}:{subject_id}:{term}"
 
 
+def lab_alert_id(thread_key: str) -> str:
+    """The thread's one alert, whichever signal opens it (a finding, or a withdrawal that overtook it)."""
+    return deterministic_id("alert", thread_key)
+
+
 def withdrawn_before(shown: Mapping[str, Any], data: LabToxicityWithdrawalData) -> bool:
     """Whether safety raised the withdrawal before the finding the alert shows (that one is numbered after the last
     it withdraws): then it is history. Against an unnumbered finding (opened before the numbering) it came after.
@@ -123,7 +128,7 @@ def plan_lab_alert(signal: LabToxicity, protocol: Protocol, *, live: bool = Fals
     """`live`: raised by a result that came on its own, not in a backfill (services.notify.urgency.LIVE_FINDING)."""
     data = signal.data
     thread_key = lab_thread_key(signal)
-    alert_id = deterministic_id("alert", thread_key)
+    alert_id = lab_alert_id(thread_key)
     hours = protocol.lab_alerts.review_hours
     obligation = None
     if hours is not None:

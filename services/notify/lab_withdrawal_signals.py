@@ -17,12 +17,19 @@ from datetime import datetime
 from sqlmodel import Session
 
 from services.notify import store
-from services.notify.lab_alerts import LAB_KIND, lab_thread, lab_withdrawn_mail, withdrawn_before, withdrawn_title
+from services.notify.lab_alerts import (
+    LAB_KIND,
+    lab_alert_id,
+    lab_thread,
+    lab_withdrawn_mail,
+    withdrawn_before,
+    withdrawn_title,
+)
 from services.notify.obligations import LAB_REVIEW
 from services.notify.sae_alerts import AlertPlan, messages_to
 from services.notify.sae_retraction import SYSTEM, paged_recipients
 from services.notify.sae_retraction_signals import cancel_reviews, sent_messages, stop_paging
-from shared.events import LabToxicityWithdrawalData, LabToxicityWithdrawn, deterministic_id
+from shared.events import LabToxicityWithdrawalData, LabToxicityWithdrawn
 
 LAB_WITHDRAWN = "lab_finding_withdrawn"
 LAB_REVISED = "lab_finding_revised"
@@ -100,7 +107,7 @@ def _keep_ahead_of_its_finding(
     comes, is history (`lab_alerts.raised_before`) rather than a review of a result already taken back."""
     data = signal.data
     plan = AlertPlan(
-        alert_id=deterministic_id("alert", thread),
+        alert_id=lab_alert_id(thread),
         thread_key=thread,
         title=withdrawn_title(data)[:500],
         details={"term": data.term, **_withdrawn_details(data)},
