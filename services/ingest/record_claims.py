@@ -56,7 +56,7 @@ class RecordClaims:
             if self._replicas is None:
                 yield
             else:  # after this process's own turn: a process waits on the database once, not once per request
-                async with self._replicas.holding(source_id, [key for _, key in sorted(wanted)]):
+                async with self._replicas.holding(source_id, [key for _, key in wanted]):
                     yield
         finally:
             for key in wanted:
