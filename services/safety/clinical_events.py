@@ -8,7 +8,8 @@ engine (DLT window and records, eligibility, response) and the arms by the cohor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -33,6 +34,7 @@ from services.safety.batch_records import BatchRecords
 from services.safety.ctcae import Grade, check_ae
 from services.safety.dlt_window import site_offset_minutes
 from services.safety.expedited import cases as expedited_cases
+from services.safety.held_enrolment_checks import HeldChecks
 from services.safety.lab_toxicity import decide, grade_lab
 from services.safety.models import DltRecord, Dose, LabResult, LabTermState, ResponseStateRow, SubjectOutcomeRow
 from services.safety.sae import SaeAssessment, SaeSignalKind, assess_ae, criteria_of, sae_data
@@ -96,8 +98,10 @@ class ClinicalBatch:
     outcome) runs once per subject the batch changed, at the end, with the batch's subjects loaded together;
     then the arms whose stored outcomes moved are reassessed once. Recomputing from stored data is what makes
     the same data in any order, in any batching, end in the same state. An enrolment is checked against the other
-    subjects' stored outcomes, so the subjects changed before it in the batch are settled first (but for those with
-    nothing but their enrolment yet, whose outcome it takes as their settle will store it).
+    subjects' outcomes as the events before it in the batch left them: those changed before it are settled first,
+    but for those with nothing but their enrolment yet (their outcome taken as their settle will store it) and
+    those with nothing more to come in the batch (the check is held until the batch settles them:
+    `held_enrolment_checks`).
     """
 
     def __init__(
@@ -130,6 +134,13 @@ class ClinicalBatch:
         check reads of them before then. They settle once, at the end or when they next change, not once before
         each next enrolment and again after their first dose (an enrolment backfill, or a batch of new subjects)."""
         self._audit_locked = False
+        self._to_come = Counter(envelope.subject for envelope in envelopes)
+        """Subject id -> its events still to come in the batch (at most: a duplicate is skipped): a subject with none
+        ends the batch as it stands now. An event beyond the batch's own list (a caller applying more) is safe:
+        a subject a held check waits for is settled before anything changes it."""
+        self._held = HeldChecks()
+        self._waiting: set[str] = set()
+        """What the enrolment being applied reads of subjects it waits for (`_before_enrolment`)."""
 
     def apply(self, envelope: ClinicalEnvelope, *, live: bool = False) -> list[Outgoing]:
         protocol = self._protocol
@@ -140,8 +151,12 @@ class ClinicalBatch:
         if not self._audit_locked:  # before any row lock: every safety transaction takes its locks in one order
             lock_audit_chain(self._session, service=AUDIT_SERVICE)
             self._audit_locked = True
+        self._to_come[envelope.subject] -= 1
+        if envelope.subject in self._held:  # a held check reads this subject as it was: settle it before it changes
+            self._settle_subjects(keep=self._pending.keys() - {envelope.subject})
+        self._waiting = set()
         if isinstance(envelope, SubjectEnrolled) and self._pending:
-            self._settle_subjects(before_enrolment=True)  # its check reads the other subjects' stored outcomes
+            self._before_enrolment(envelope)
         new_subject = isinstance(envelope, SubjectEnrolled) and self.records.subject(envelope.subject) is None
         changed, signals = _apply_own_rule(
             self._session, self.records, envelope, self._now, protocol=protocol, topic=self._topic, batch=self
@@ -155,15 +170,36 @@ class ClinicalBatch:
             self._pending[envelope.subject] = envelope.id
         return signals
 
-    def outcome_facts(self) -> list[protocol_engine.OutcomeFacts]:
+    def check_enrolment(self, envelope: SubjectEnrolled) -> list[Outgoing]:
+        """The enrolment's deviations now, or none yet: held until the subjects it waits for are settled."""
+        facts = self._outcome_facts()
+        waiting, self._waiting = self._waiting, set()
+        if waiting:
+            self._held.hold(envelope, facts, waiting)
+            return []
+        return self._check(envelope, facts)
+
+    def _check(self, envelope: SubjectEnrolled, facts: dict[str, protocol_engine.OutcomeFacts]) -> list[Outgoing]:
+        return protocol_engine.check_enrolment(
+            self._session,
+            protocol=self._protocol,
+            envelope=envelope,
+            now=self._now,
+            signals_topic=self._topic,
+            outcomes=facts.values(),
+        )
+
+    def _outcome_facts(self) -> dict[str, protocol_engine.OutcomeFacts]:
         """Every subject's stored outcome, read once per batch and kept as the batch settles subjects."""
         if self._outcomes is None:
             facts = protocol_engine.outcome_facts(self._session, trial_id=self._protocol.trial_id)
             self._outcomes = {f.subject_id: f for f in facts}
-        return list({**self._outcomes, **self._provisional}.values())
+        return {**self._outcomes, **self._provisional}
 
     def finish(self) -> list[tuple[str, Outgoing]]:
         self._settle_subjects()
+        checked = [(h.envelope.id, signal) for h in self._held.release() for signal in self._check(h.envelope, h.facts)]
+        self._settled[:0] = checked  # first, as if checked when applied
         if self._arms:  # only when a subject's stored 3+3 outcome changed
             self._session.flush()
             source_id = self._last_source
@@ -180,19 +216,37 @@ class ClinicalBatch:
         settled, self._settled = self._settled, []
         return settled
 
-    def _settle_subjects(self, *, before_enrolment: bool = False) -> None:
-        """`before_enrolment`: the subjects pending with their enrolment alone stay pending, their outcome taken
-        as their settle will store it (`_provisional`); the others settle now."""
+    def _before_enrolment(self, envelope: SubjectEnrolled) -> None:
+        """Settle what the enrolment's check must see settled now; note what it waits for (`_waiting`).
+
+        The subject itself settles first, as it stood before it was enrolled again. Without a check (enrolled
+        again into its arm), nothing else need settle. With one, the others changed before it settle now if more
+        of their events come later in the batch; the rest are waited for. Those with nothing but their enrolment
+        stay pending either way, their outcome taken as their settle will store it (`_provisional`)."""
+        own = envelope.subject
+        row = self.records.subject(own)
+        checked = row is None or row.arm != envelope.data.arm
+        keep = {
+            s
+            for s in self._pending
+            if s in self._enrolled_only or (s != own and (not checked or self._to_come[s] <= 0))
+        }
+        for subject_id in [s for s in self._pending if s in keep and s in self._enrolled_only]:
+            enrolled = self.records.subject(subject_id)
+            if subject_id not in self._provisional and enrolled is not None:
+                state = subject_store.SubjectState.of_new(enrolled)
+                self._provisional[subject_id] = protocol_engine.new_subject_outcome(
+                    self._protocol, state, now=self._now
+                )
+        self._settle_subjects(keep=keep)
+        if checked:
+            self._waiting = keep - self._enrolled_only
+
+    def _settle_subjects(self, *, keep: Collection[str] = ()) -> None:
+        """Settle the pending subjects, but for those in `keep` (they stay pending, in the order they changed)."""
         pending, self._pending = self._pending, {}
-        if before_enrolment:
-            for subject_id in [s for s in pending if s in self._enrolled_only]:  # in the order they changed
-                self._pending[subject_id] = pending.pop(subject_id)
-                row = self.records.subject(subject_id)
-                if subject_id not in self._provisional and row is not None:
-                    state = subject_store.SubjectState.of_new(row)
-                    self._provisional[subject_id] = protocol_engine.new_subject_outcome(
-                        self._protocol, state, now=self._now
-                    )
+        for subject_id in [s for s in pending if s in keep]:
+            self._pending[subject_id] = pending.pop(subject_id)
         if not pending:
             return
         self._last_source = next(reversed(pending.values()))
@@ -212,6 +266,7 @@ class ClinicalBatch:
         for subject_id, source_id in pending.items():
             state = states.get(subject_id)
             if state is None:
+                self._held.unchanged(subject_id)
                 continue
             signals = protocol_conformance.check_eligibility(
                 session, state.subject, protocol=protocol, source_id=source_id, now=now, topic=topic, state=state
@@ -238,8 +293,10 @@ class ClinicalBatch:
             )
             self._arms |= subject.arms
             self._provisional.pop(subject_id, None)
-            if self._outcomes is not None and state.outcome is not None:
-                self._outcomes[subject_id] = protocol_engine.OutcomeFacts.of(state.outcome)
+            if self._outcomes is not None:
+                if state.outcome is not None:
+                    self._outcomes[subject_id] = protocol_engine.OutcomeFacts.of(state.outcome)
+                self._held.settled(subject_id, self._outcomes.get(subject_id))
             self._settled += [(source_id, signal) for signal in signals]
 
 
@@ -262,14 +319,12 @@ def _apply_own_rule(
         previous_arm = existing.arm if existing is not None else None
         store.upsert_subject(records, envelope=envelope)
         if previous_arm != envelope.data.arm:
-            signals += protocol_engine.check_enrolment(
-                session,
-                protocol=protocol,
-                envelope=envelope,
-                now=now,
-                signals_topic=topic,
-                outcomes=batch.outcome_facts() if batch is not None else None,
-            )
+            if batch is not None:
+                signals += batch.check_enrolment(envelope)
+            else:
+                signals += protocol_engine.check_enrolment(
+                    session, protocol=protocol, envelope=envelope, now=now, signals_topic=topic
+                )
         return True, signals
     store.ensure_subject_in(records, subject_id=envelope.subject, site_id=envelope.siteid)
     if isinstance(envelope, SubjectStatusChanged):
