@@ -209,22 +209,25 @@ def _store_state(
         store._comparable(getattr(row, name)) == store._comparable(value) for name, value in decided.items()
     ):
         return before
-    if row is None:
+    duration = str(result.duration_days) if result.duration_days is not None else None
+    if row is None:  # its values given whole: a field set on a row costs SQLAlchemy's and pydantic's bookkeeping
         row = new_row(
             ResponseStateRow,
             trial_id=subject.trial_id,
             subject_id=subject.subject_id,
             point=point,
-            level=result.level,
             as_of=as_of,
+            duration_days=duration,
             updated_at=now,
+            **decided,
         )
         stored[point] = row
-    for name, value in decided.items():
-        setattr(row, name, value)
-    row.as_of = as_of
-    row.duration_days = str(result.duration_days) if result.duration_days is not None else None
-    row.updated_at = now
+    else:
+        for name, value in decided.items():
+            setattr(row, name, value)
+        row.as_of = as_of
+        row.duration_days = duration
+        row.updated_at = now
     session.add(row)
     return before
 
