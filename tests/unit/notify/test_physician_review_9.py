@@ -220,11 +220,6 @@ def test_retracting_the_older_of_two_results_when_the_worse_stands_changes_nothi
     assert reviews(notifier) == ["open"] and alert(notifier).details["result_id"] == "P8"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when the paged result is taken back and another result of the same grade stands, safety raises nothing: "
-    "the alert keeps showing the retracted result (its value, its id) as the finding under review",
-)
 def test_retracting_the_paged_grade_4_when_another_grade_4_stands_names_the_one_that_stands(
     safety: Driver, notifier: Notifier
 ) -> None:
