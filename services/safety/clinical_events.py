@@ -371,7 +371,11 @@ def _apply_record(
         return sample_tracking.record_sample(session, envelope=envelope, now=now), []
     if isinstance(envelope, RecordStatusChanged):
         data = envelope.data
-        before = records.status(envelope.subject, "ae", data.record_id) if data.record_type == "ae" else None
+        before = (
+            records.status(envelope.subject, data.record_type, data.record_id)
+            if data.record_type in ("ae", "vitals")
+            else None
+        )
         previous_status = before.status if before is not None else None  # read before the row is updated
         was_retracted = sae_retraction.standing_retraction(before)  # its reason, time and link, before the update
         if store.set_record_status(records, envelope=envelope) is None:
@@ -379,6 +383,12 @@ def _apply_record(
         if envelope.data.record_type == "lab":
             session.flush()
             return True, _lab_status_changed(session, records, envelope, protocol=protocol, signals_topic=signals_topic)
+        if envelope.data.record_type == "vitals":  # its findings withdrawn, or news again when restored
+            session.flush()
+            was_active = previous_status not in store.INACTIVE
+            return True, infusion_day.vitals_status_changed(
+                session, envelope, was_active=was_active, protocol=protocol, signals_topic=signals_topic
+            )
         if envelope.data.record_type == "ae":  # an AE taken back is no SAE and no SUSAR; restored, it is again
             sae = sae_retraction.status_changed(
                 records,
