@@ -623,15 +623,28 @@ class LabToxicity(EnvelopeBase):
     data: LabToxicityData
 
 
+class StandingResult(Model):
+    """The result a withdrawal leaves standing, as a finding's alert shows one (`LabToxicityData`'s fields)."""
+
+    test: str
+    value: str
+    unit: str | None
+    collected_at: AwareDatetime
+    reason: str
+    floor: bool = False
+
+
 class LabToxicityWithdrawalData(Model):
     """A term's finding signalled at `withdrawn_grade` no longer stands: the results behind it were taken back,
     corrected, or judged again against a baseline that came later.
 
     `standing_grade`: the worst of the term's active results that is still a finding (at or above the protocol's
-    threshold, worse than baseline), from result `standing_result_id`; None when none is. `why`: what changed, in
-    words for the officer. `sequence`: the number of the last `lab.toxicity` safety raised for the term before it
-    (`LabToxicityData.sequence`; 0 for a term signalled before the numbering): it withdraws the findings numbered up
-    to it, and one numbered after it is news, whatever lane brought either."""
+    threshold, worse than baseline), from result `standing_result_id` (`standing_result`: what the alert shows of it);
+    None when none is. Equal to `withdrawn_grade` when the result that paged is gone but another result of its grade
+    stands: the finding stays, shown by the result that stands. `why`: what changed, in words for the officer.
+    `sequence`: the number of the last `lab.toxicity` safety raised for the term before it
+    (`LabToxicityData.sequence`; 0 for a term signalled before the numbering, and for vital signs): it withdraws the
+    findings numbered up to it, and one numbered after it is news, whatever lane brought either."""
 
     site_id: str
     subject_id: str
@@ -643,11 +656,18 @@ class LabToxicityWithdrawalData(Model):
     source_event_id: str
     received_at: AwareDatetime
     sequence: int
+    withdrawn_result_id: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The one result whose finding this withdraws, when one result alone carried it (a vitals set; a lab result
+    whose grade another result still carries): notify withdraws it only from an alert that shows that result. Left
+    out of the JSON when None, so a notify older than it still reads every other withdrawal."""
+    standing_result: StandingResult | None = Field(default=None, exclude_if=lambda value: value is None)
+    """So the alert shows the value that stands, not the one taken back. Left out of the JSON when None."""
 
 
 class LabToxicityWithdrawn(EnvelopeBase):
-    """Notify cancels the term's open review when nothing stands (and tells who was paged), or notes the lower grade
-    that stands. A worse result later is `lab.toxicity` again and pages. Always on the routine lane (`shared.lanes`).
+    """Notify cancels the term's open review when nothing stands (and tells who was paged), or shows the grade and the
+    result that stand, the review kept. A worse result later is `lab.toxicity` again and pages. Vital-sign findings
+    are withdrawn by it too (a vitals set corrected or taken back). Always on the routine lane (`shared.lanes`).
     Notify deploys before safety: an older notify dead-letters this type (pages the operator) rather than dropping
     it."""
 

@@ -44,6 +44,20 @@ def withdrawn_before(shown: Mapping[str, Any], data: LabToxicityWithdrawalData) 
     return isinstance(number, int) and data.sequence < number
 
 
+def withdraws_another(shown: Mapping[str, Any], data: LabToxicityWithdrawalData) -> bool:
+    """Whether a withdrawal of one result's finding (`withdrawn_result_id`: a vitals set, or a lab result whose grade
+    another result still carries) leaves the alert's finding alone: the alert shows another result (which paged, or
+    paged since), or, against an unnumbered finding (vital signs), the one shown was received after the change that
+    withdraws (the set corrected back since, delivered first by the other lane)."""
+    result_id = data.withdrawn_result_id
+    if result_id is None:
+        return False
+    if shown.get("result_id") != result_id:
+        return True
+    received = _instant(shown.get("received_at"))
+    return shown.get("sequence") is None and received is not None and received > utc(data.received_at)
+
+
 def withdrawn_title(data: LabToxicityWithdrawalData) -> str:
     where = f"(subject {data.subject_id}, site {data.site_id})"
     if data.standing_grade is None:
@@ -51,21 +65,24 @@ def withdrawn_title(data: LabToxicityWithdrawalData) -> str:
     return f"{data.term} grade {data.standing_grade} (grade {data.withdrawn_grade} no longer stands) {where}"
 
 
-def lab_withdrawn_mail(trial_id: str, data: LabToxicityWithdrawalData, *, reviewed: bool = False) -> MailContent:
+def lab_withdrawn_mail(
+    trial_id: str, data: LabToxicityWithdrawalData, *, reviewed: bool = False, vitals: bool = False
+) -> MailContent:
     """The one notice to whoever was paged about the finding: its review is no longer owed, or (`reviewed`) the review
-    already recorded assessed a value that no longer stands."""
+    already recorded assessed a value that no longer stands. `vitals`: a finding graded from vital signs."""
+    finding = "Vital-sign finding" if vitals else "Lab finding"
     if reviewed:
         footer = (
             "The review recorded for it assessed a value that no longer stands: revise the AE or DLT assessment made "
             "from it if needed. A new result of this term at or above the protocol's threshold pages again."
         )
-        headline = "Lab finding withdrawn after its review"
+        headline = f"{finding} withdrawn after its review"
     else:
         footer = (
             "Its review is no longer owed: no reminders or overdue pages will follow for it. A new result of this "
             "term at or above the protocol's threshold pages again."
         )
-        headline = "Lab finding withdrawn, no review needed"
+        headline = f"{finding} withdrawn, no review needed"
     return notice_mail(
         subject=f"[{trial_id}] {headline}: {data.term} grade {data.withdrawn_grade}, subject {data.subject_id}",
         heading=f"{data.term} grade {data.withdrawn_grade} no longer stands: {data.why}.",
@@ -96,6 +113,8 @@ def raised_before(shown: Mapping[str, Any], data: LabToxicityData) -> bool:
     withdrawn = shown.get("withdrawn_through")  # a withdrawal shown (`withdrawn_before`) covers these numbers
     if data.sequence is not None and isinstance(withdrawn, int) and data.sequence <= withdrawn:
         return True  # safety raised it, then took it into account when it withdrew: whenever it was drawn
+    if data.sequence is None and _withdrawn_with_its_result(shown, data):
+        return True
     if _drawn_after(data, shown.get("collected_at")):
         return False
     number = shown.get("sequence")
@@ -105,18 +124,36 @@ def raised_before(shown: Mapping[str, Any], data: LabToxicityData) -> bool:
     return isinstance(previous, int) and data.grade <= previous
 
 
+def _withdrawn_with_its_result(shown: Mapping[str, Any], data: LabToxicityData) -> bool:
+    """An unnumbered finding (vital signs) of the result a withdrawal shown named, received no later than the change
+    that withdrew it: raised before it (the withdrawal overtook it by the routine lane's turn)."""
+    withdrawn_at = _instant(shown.get("withdrawn_received_at"))
+    received = data.received_at
+    return (
+        shown.get("withdrawn_result_id") == data.result_id
+        and withdrawn_at is not None
+        and received is not None
+        and utc(received) <= withdrawn_at
+    )
+
+
+def _instant(value: object) -> datetime | None:
+    """A time kept in an alert's details (ISO text), in UTC; None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return utc(datetime.fromisoformat(value))
+    except ValueError:
+        return None
+
+
 def _drawn_after(data: LabToxicityData, shown_at: object) -> bool:
     """A result drawn after the one the alert shows cannot be told from news by its grades alone: safety also raises a
     grade again after the worse results were taken back (a labelling error), with no previous grade, and that new
     episode must page. Taking a drawn-later result for news costs, at worst, one page for a lane swap whose backfill
     holds a newer (better) count; taking it for history would swallow a real worsening."""
-    if not isinstance(shown_at, str):
-        return False
-    try:
-        drawn = utc(datetime.fromisoformat(shown_at))
-    except ValueError:
-        return False
-    return utc(data.collected_at) > drawn
+    drawn = _instant(shown_at)
+    return drawn is not None and utc(data.collected_at) > drawn
 
 
 def grade_text(data: LabToxicityData) -> str:

@@ -5,9 +5,12 @@ open review is cancelled with why, escalation and failover stop, pages not yet h
 was paged hears once that no review is owed (an acute reaction's withdrawal, `acute_retraction_signals`), or, when
 the review was completed, that the assessment recorded rests on a value that no longer stands. Before,
 the review stayed open and escalated for a result the site had taken back. A lower grade still stands: the alert
-shows it and keeps its review, and nobody is paged for a better result. A withdrawal safety raised before the finding
-the alert shows (another lane brought it later) is only recorded. A worse result later comes as `lab.toxicity`: it
-re-pages the alert and opens a review again (`signals._open_or_worsen`).
+shows it and keeps its review, and nobody is paged for a better result. The grade stands by another result (the one
+that paged taken back): the alert shows the result that stands, its review and clocks unchanged, nobody paged or told.
+Either way the alert never shows a value the site took back. A withdrawal safety raised before the finding the alert
+shows (another lane brought it later), or one of a result the alert does not show (`withdrawn_result_id`), is only
+recorded. A worse result later comes as `lab.toxicity`: it re-pages the alert and opens a review again
+(`signals._open_or_worsen`). Vital-sign findings are withdrawn the same way, one vitals set at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from services.notify.lab_alerts import (
     lab_withdrawn_mail,
     withdrawn_before,
     withdrawn_title,
+    withdraws_another,
 )
 from services.notify.obligations import LAB_REVIEW
 from services.notify.sae_alerts import AlertPlan, messages_to
@@ -48,12 +52,19 @@ def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: dat
         late = f"{what}; raised before the finding shown"
         store.record(session, alert_id=alert.id, actor=SYSTEM, action="flagged_again", detail=late[:2000], now=now)
         return
-    alert.title = withdrawn_title(data)[:500]
-    alert.details = {**alert.details, **_withdrawn_details(data)}
+    if withdraws_another(alert.details, data):
+        other = f"{what}; not the finding shown (result {alert.details.get('result_id')}), which stands"
+        store.record(session, alert_id=alert.id, actor=SYSTEM, action="flagged_again", detail=other[:2000], now=now)
+        return
+    if data.standing_grade != data.withdrawn_grade:  # the same grade stands: the title, which names no result, holds
+        alert.title = withdrawn_title(data)[:500]
+    alert.details = {**alert.details, **_withdrawn_details(data), **_standing_shown(data)}
     alert.updated_at = now
     session.add(alert)
     if data.standing_grade is not None:
-        detail = f"{what}; grade {data.standing_grade} stands (result {data.standing_result_id}), its review stays"
+        shown = f" ({_value(data)})" if data.standing_result is not None else ""
+        stands = f"grade {data.standing_grade} stands (result {data.standing_result_id}{shown})"
+        detail = f"{what}; {stands}, now shown; its review stays"
         store.record(
             session,
             alert_id=alert.id,
@@ -72,7 +83,8 @@ def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: dat
         o.kind == LAB_REVIEW and o.state == "completed" for o in store.obligations_for(session, alert_ids=[alert.id])
     )  # an assessment recorded of a value that no longer stands: whoever was paged hears it too
     paged = paged_recipients(sent_messages(session, alert.id, now)) if reviews or reviewed else ()
-    mail = lab_withdrawn_mail(signal.trialid, data, reviewed=reviewed and not reviews)
+    vitals = alert.details.get("measured_by") == "vitals"
+    mail = lab_withdrawn_mail(signal.trialid, data, reviewed=reviewed and not reviews, vitals=vitals)
     notices = messages_to(signal.id, paged, mail)
     store.queue_messages(session, alert_id=alert.id, messages=notices, now=now)
     told = ", ".join(r.address for r in paged) if notices else "nobody (no review was owed, or no page had gone out)"
@@ -91,12 +103,37 @@ def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: dat
 
 
 def _withdrawn_details(data: LabToxicityWithdrawalData) -> dict[str, object]:
-    return {
+    """What the alert keeps of a withdrawal: the numbers it covers, and the result it named with when the change came
+    (an unnumbered finding of that result received no later is history: `lab_alerts.raised_before`)."""
+    details: dict[str, object] = {
         "withdrawn_through": data.sequence,
-        "no_longer_stands": f"grade {data.withdrawn_grade} ({data.why})",
         "standing_grade": data.standing_grade,
         "standing_result_id": data.standing_result_id,
     }
+    if data.standing_grade != data.withdrawn_grade:
+        details["no_longer_stands"] = f"grade {data.withdrawn_grade} ({data.why})"
+    if data.withdrawn_result_id is not None:
+        details["withdrawn_result_id"] = data.withdrawn_result_id
+        details["withdrawn_received_at"] = data.received_at.isoformat()
+    return details
+
+
+def _standing_shown(data: LabToxicityWithdrawalData) -> dict[str, object]:
+    """The finding's fields, from the result that stands: the alert must not go on showing a value taken back. The
+    numbers and receipt the ordering reads (`sequence`, `previous_grade`, `received_at`) stay the finding's."""
+    standing = data.standing_result
+    if data.standing_grade is None or standing is None:
+        return {}
+    return {
+        "result_id": data.standing_result_id,
+        "grade": data.standing_grade,
+        **standing.model_dump(mode="json"),
+    }
+
+
+def _value(data: LabToxicityWithdrawalData) -> str:
+    standing = data.standing_result
+    return f"{standing.value} {standing.unit or ''}".rstrip() if standing is not None else ""
 
 
 def _keep_ahead_of_its_finding(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from sqlmodel import Session
 
@@ -56,6 +57,7 @@ from shared.events import (
     SaeDetected,
     SaeUpdated,
     SampleCollected,
+    StandingResult,
     SubjectEnrolled,
     SubjectStatusChanged,
     TransfusionAdministered,
@@ -424,7 +426,11 @@ def _apply_record(
         return sample_tracking.record_sample(session, envelope=envelope, now=now), []
     if isinstance(envelope, RecordStatusChanged):
         data = envelope.data
-        before = records.status(envelope.subject, "ae", data.record_id) if data.record_type == "ae" else None
+        before = (
+            records.status(envelope.subject, data.record_type, data.record_id)
+            if data.record_type in ("ae", "vitals")
+            else None
+        )
         previous_status = before.status if before is not None else None  # read before the row is updated
         was_retracted = sae_retraction.standing_retraction(before)  # its reason, time and link, before the update
         if store.set_record_status(records, envelope=envelope) is None:
@@ -432,6 +438,12 @@ def _apply_record(
         if envelope.data.record_type == "lab":
             session.flush()
             return True, _lab_status_changed(session, records, envelope, protocol=protocol, signals_topic=signals_topic)
+        if envelope.data.record_type == "vitals":  # its findings withdrawn, or news again when restored
+            session.flush()
+            was_active = previous_status not in store.INACTIVE
+            return True, infusion_day.vitals_status_changed(
+                session, envelope, was_active=was_active, protocol=protocol, signals_topic=signals_topic
+            )
         if envelope.data.record_type == "ae":  # an AE taken back is no SAE and no SUSAR; restored, it is again
             sae = sae_retraction.status_changed(
                 records,
@@ -546,7 +558,10 @@ def _lab_news(
         _audit_correction(session, envelope, kind="lab", record_id=lab.result_id, saved=saved, now=now)
         terms = {t for t in (lab.term, saved.before.get("term")) if isinstance(t, str)}
         why = _correction_words(lab, saved)
-        return _reassess_lab_terms(session, records, envelope, terms, why=why, protocol=protocol, topic=signals_topic)
+        was = _graded_before(lab, term=saved.before.get("term", lab.term), grade=saved.before.get("grade", lab.grade))
+        return _reassess_lab_terms(
+            session, records, envelope, terms, why=why, protocol=protocol, topic=signals_topic, was=was
+        )
     if lab.grade is None or lab.term is None or lab.result_id in stored.inactive:
         return []
     state = records.term_state(envelope.subject, lab.term)
@@ -609,6 +624,7 @@ def _regrade_against_baseline(
     baseline = records.latest_baseline(envelope.subject, test=test, loinc=loinc)
     inactive = records.inactive(envelope.subject, "lab")
     terms: set[str] = set(also)
+    was: set[GradedBefore] = set()
     for lab in records.results_of_test(envelope.subject, test=test, loinc=loinc):
         if lab.result_id in inactive:
             continue
@@ -635,6 +651,7 @@ def _regrade_against_baseline(
         if (regraded.term, regraded.grade, regraded.floor) == (lab.term, lab.grade, lab.grade_floor):
             continue
         terms |= {t for t in (lab.term, regraded.term) if t is not None}
+        was |= _graded_before(lab, term=lab.term, grade=lab.grade)
         lab.term, lab.grade, lab.grade_floor = regraded.term, regraded.grade, regraded.floor
         lab.grade_reason = regraded.reason[:1000]
     if not terms:
@@ -643,7 +660,9 @@ def _regrade_against_baseline(
     if why is None:
         named = f" {baseline.result_id}" if baseline is not None else ""
         why = f"graded again against the baseline result{named}, received after it"
-    return _reassess_lab_terms(session, records, envelope, terms, why=why, protocol=protocol, topic=topic)
+    return _reassess_lab_terms(
+        session, records, envelope, terms, why=why, protocol=protocol, topic=topic, was=frozenset(was)
+    )
 
 
 def _reassess_lab_terms(
@@ -655,6 +674,7 @@ def _reassess_lab_terms(
     why: str,
     protocol: Protocol,
     topic: str,
+    was: frozenset[GradedBefore] = frozenset(),
 ) -> list[Outgoing]:
     """The subject's terms this result changed, each recomputed from its active results, in term order."""
     return [
@@ -671,6 +691,7 @@ def _reassess_lab_terms(
             why=why,
             protocol=protocol,
             topic=topic,
+            was=was,
         )
     ]
 
@@ -712,6 +733,7 @@ def _lab_status_changed(
         why=why,
         protocol=protocol,
         topic=signals_topic,
+        was=_graded_before(lab, term=lab.term, grade=lab.grade) if data.status in store.INACTIVE else frozenset(),
     )
 
 
@@ -727,6 +749,7 @@ def _reassess_lab_term(
     why: str,
     protocol: Protocol,
     topic: str,
+    was: frozenset[GradedBefore] = frozenset(),
 ) -> list[Outgoing]:
     """Recompute a term from its active results after one was taken back, restored or corrected.
 
@@ -735,7 +758,10 @@ def _reassess_lab_term(
     one at its grade pages. When that worst result is worse than what was signalled before (a restored
     result, one a retracted baseline had masked, a value corrected upwards), it pages now. When it is better
     (or none is left), the finding the officer was told of no longer stands, and they are told that (`why`):
-    before, its review stayed open and escalated for a result the site had taken back.
+    before, its review stayed open and escalated for a result the site had taken back. When it is as bad, but a
+    result the change took from that grade (`was`: the results it changed, as graded before) may be the one that
+    paged, the officer is told which result stands (`_same_grade_withdrawal`): before, the alert kept showing a value
+    the site had taken back.
     """
     trial_id = records.trial_id
     state = store.refresh_baseline(session, records, subject_id=subject_id, term=term)
@@ -766,6 +792,18 @@ def _reassess_lab_term(
             received_at=received_at,
         )
         return [Outgoing(topic=topic, key=message_key(trial_id, subject_id), envelope=withdrawal)]
+    if worst is not None and worst.grade == previous:
+        moved = _same_grade_withdrawal(
+            state,
+            worst,
+            news,
+            was,
+            why=why,
+            site_id=site_id,
+            source_event_id=source_event_id,
+            received_at=received_at,
+        )
+        return [Outgoing(topic=topic, key=message_key(trial_id, subject_id), envelope=moved)] if moved else []
     if worst is None or (worst.grade or 0) <= (previous or 0):
         return []
     return [
@@ -827,6 +865,52 @@ def _lab_signal(
     return Outgoing(topic=topic, key=message_key(lab.trial_id, lab.subject_id), envelope=signal)
 
 
+class GradedBefore(NamedTuple):
+    """A result as graded before the change being applied: the finding shown may have been its."""
+
+    result_id: str
+    term: str
+    grade: int
+
+
+def _graded_before(lab: LabResult, *, term: object, grade: object) -> frozenset[GradedBefore]:
+    if isinstance(term, str) and isinstance(grade, int):
+        return frozenset({GradedBefore(lab.result_id, term, grade)})
+    return frozenset()
+
+
+def _same_grade_withdrawal(
+    state: LabTermState,
+    worst: LabResult,
+    news: Sequence[LabResult],
+    was: frozenset[GradedBefore],
+    *,
+    why: str,
+    site_id: str,
+    source_event_id: str,
+    received_at: datetime,
+) -> LabToxicityWithdrawn | None:
+    """The grade signalled still stands, by `worst`; but a result graded so before the change no longer is (taken
+    back, corrected or regraded): if it paged, the alert shows it. Safety does not keep which result paged (the first
+    of the grade received), so it names the one gone when one is, and notify replaces it only where shown. None when
+    no result left the grade (one of another grade taken back, a unit corrected)."""
+    standing = {lab.result_id for lab in news if lab.grade == worst.grade}
+    gone = sorted(g.result_id for g in was if g.term == state.term and g.grade == worst.grade)
+    gone = [result_id for result_id in gone if result_id not in standing]
+    if not gone or worst.grade is None:
+        return None
+    return _lab_withdrawal(
+        state,
+        withdrawn_grade=worst.grade,
+        standing=worst,
+        why=why,
+        site_id=site_id,
+        source_event_id=source_event_id,
+        received_at=received_at,
+        withdrawn_result_id=gone[0] if len(gone) == 1 else None,
+    )
+
+
 def _lab_withdrawal(
     state: LabTermState,
     *,
@@ -836,9 +920,11 @@ def _lab_withdrawal(
     site_id: str,
     source_event_id: str,
     received_at: datetime,
+    withdrawn_result_id: str | None = None,
 ) -> LabToxicityWithdrawn:
-    """The grade signalled no longer stands. It takes no number of its own: it carries that of the last finding it
-    withdraws, so the findings numbered after it are news and the ones up to it are not (notify)."""
+    """The grade signalled no longer stands, or (`withdrawn_result_id`, the grade standing) the result that paged it
+    does not. It takes no number of its own: it carries that of the last finding it withdraws, so the findings numbered
+    after it are news and the ones up to it are not (notify)."""
     return LabToxicityWithdrawn(
         id=deterministic_id("signal", source_event_id, "lab.toxicity_withdrawn", state.term),
         source=SIGNAL_SOURCE,
@@ -856,7 +942,20 @@ def _lab_withdrawal(
             source_event_id=source_event_id,
             received_at=received_at,
             sequence=state.signals_raised or 0,
+            withdrawn_result_id=withdrawn_result_id,
+            standing_result=_standing_result(standing) if standing is not None else None,
         ),
+    )
+
+
+def _standing_result(lab: LabResult) -> StandingResult:
+    return StandingResult(
+        test=lab.test or lab.loinc or "",
+        value=lab.value,
+        unit=lab.unit,
+        collected_at=lab.collected_at,
+        reason=lab.grade_reason,
+        floor=lab.grade_floor,
     )
 
 

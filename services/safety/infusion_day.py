@@ -1,6 +1,7 @@
 """Safety's infusion-day and visit-review layer: store vital signs and AE review records, signal the CTCAE
-findings graded from vitals (as lab toxicities), and, from the sweep, flag infusions whose observation
-period ended with monitoring slots missing (as missed assessments). The rules are in `vitals.py`.
+findings graded from vitals (as lab toxicities) and withdraw those a set corrected or taken back no longer gives
+(as lab findings are withdrawn), and, from the sweep, flag infusions whose observation period ended with monitoring
+slots missing (as missed assessments). The rules are in `vitals.py`.
 
 Keyword-only; never commit (the caller's transaction does).
 """
@@ -16,7 +17,16 @@ from sqlmodel import Session, col, select
 from services.safety import store
 from services.safety.assessments import ReviewMark
 from services.safety.models import AeReview, Dose, MissedAssessment, Subject, VitalSigns
-from services.safety.vitals import Reading, check_due, gaps, monitoring_incomplete, news
+from services.safety.vitals import (
+    Reading,
+    Withdrawal,
+    check_due,
+    correction_words,
+    gaps,
+    monitoring_incomplete,
+    news,
+    withdrawals,
+)
 from shared.clock import utc
 from shared.events import (
     VITAL_SIGN_NAMES,
@@ -25,12 +35,16 @@ from shared.events import (
     AssessmentMissedData,
     LabToxicity,
     LabToxicityData,
+    LabToxicityWithdrawalData,
+    LabToxicityWithdrawn,
+    RecordStatusChanged,
+    StandingResult,
     VitalsRecorded,
     deterministic_id,
     message_key,
 )
 from shared.outbox import Outgoing
-from shared.protocol import Protocol
+from shared.protocol import InfusionVitals, Protocol
 
 SIGNAL_SOURCE = "/services/safety"
 GAP_LOOKBACK = timedelta(days=30)
@@ -41,7 +55,8 @@ VITALS_CONTENT = (*VITAL_SIGN_NAMES, "measured_at", "dose_id")
 def apply_vitals(
     session: Session, envelope: VitalsRecorded, *, protocol: Protocol, signals_topic: str
 ) -> tuple[bool, list[Outgoing]]:
-    """Store a set of vitals (a re-send with other values is the site's correction) and signal what is news."""
+    """Store a set of vitals (a re-send with other values is the site's correction) and signal what is news; a
+    correction also withdraws the findings the set no longer gives. A set the site took back signals nothing."""
     data = envelope.data
     keys = (envelope.trialid, envelope.subject, data.vitals_id)
     new = VitalSigns(
@@ -57,6 +72,7 @@ def apply_vitals(
     stored = session.get(VitalSigns, keys)
     if stored is not None and all(_same(getattr(stored, n), getattr(new, n)) for n in VITALS_CONTENT):
         return False, []
+    before = _reading(stored) if stored is not None else None  # as the set stood, before the correction
     if stored is None:
         session.add(new)
     else:
@@ -68,19 +84,67 @@ def apply_vitals(
     if rules is None:
         return True, []
     history = subject_readings(session, trial_id=envelope.trialid, subject_id=envelope.subject)
-    reading = next(r for r in history if r.vitals_id == data.vitals_id)
+    reading = next((r for r in history if r.vitals_id == data.vitals_id), None)
+    if reading is None:  # taken back by the site (its status came first): stored, never signalled
+        return True, []
+    signals: list[Outgoing] = []
+    if before is not None:  # a correction of an active set (its status is not this event's)
+        why = correction_words(before, reading)
+        withdrawn = withdrawals(before, reading, history, rules=rules)
+        signals += [_withdrawal(envelope, before, w, why=why, topic=signals_topic) for w in withdrawn]
+    return True, signals + _findings(envelope, reading, history, rules=rules, topic=signals_topic, before=before)
+
+
+def vitals_status_changed(
+    session: Session, envelope: RecordStatusChanged, *, was_active: bool, protocol: Protocol, signals_topic: str
+) -> list[Outgoing]:
+    """A vitals set taken back withdraws the findings it gave (the review of a fever the nurse entered under the
+    wrong patient stops); restored, what it gives is news again, as for a lab result. `was_active`: before this
+    status (a retraction re-sent withdraws nothing more)."""
+    data = envelope.data
+    rules = protocol.infusion_vitals
+    row = session.get(VitalSigns, (envelope.trialid, envelope.subject, data.record_id))
+    if rules is None or row is None:
+        return []  # the set has not arrived: it is judged, with its status, when it does
+    history = subject_readings(session, trial_id=envelope.trialid, subject_id=envelope.subject)
+    reading = next((r for r in history if r.vitals_id == data.record_id), None)
+    if reading is not None:
+        return [] if was_active else _findings(envelope, reading, history, rules=rules, topic=signals_topic)
+    if not was_active:
+        return []
+    why = f"vitals set {data.record_id} marked {data.status.replace('_', ' ')} by the site" + (
+        f" ({data.reason})" if data.reason else ""
+    )
+    taken = _reading(row)
+    return [
+        _withdrawal(envelope, taken, w, why=why, topic=signals_topic)
+        for w in withdrawals(taken, None, history, rules=rules)
+    ]
+
+
+def _findings(
+    source: VitalsRecorded | RecordStatusChanged,
+    reading: Reading,
+    history: list[Reading],
+    *,
+    rules: InfusionVitals,
+    topic: str,
+    before: Reading | None = None,
+) -> list[Outgoing]:
+    """The set's findings that are news, signalled as lab toxicities raised by `source` (its receipt starts the
+    review clock). `before`: the set before the site's correction (`vitals.news`)."""
     signals = []
-    for finding, previous in news(reading, history, rules=rules):
+    for finding, previous in news(reading, history, rules=rules, before=before):
         signal = LabToxicity(
-            id=deterministic_id("signal", envelope.id, "vitals", finding.term),
+            id=deterministic_id("signal", source.id, "vitals", finding.term),
             source=SIGNAL_SOURCE,
-            subject=envelope.subject,
-            time=data.measured_at,
-            trialid=envelope.trialid,
+            subject=source.subject,
+            time=reading.measured_at,
+            trialid=source.trialid,
             data=LabToxicityData(
-                site_id=envelope.siteid,
-                subject_id=envelope.subject,
-                result_id=data.vitals_id,
+                site_id=source.siteid,
+                subject_id=source.subject,
+                result_id=reading.vitals_id,
                 test=finding.test,
                 term=finding.term,
                 grade=finding.grade,
@@ -89,17 +153,57 @@ def apply_vitals(
                 value=finding.value,
                 unit=finding.unit,
                 reason=f"vital signs: {finding.reason}",
-                collected_at=data.measured_at,
-                source_event_id=envelope.id,
+                collected_at=reading.measured_at,
+                source_event_id=source.id,
                 floor=finding.floor,
-                received_at=envelope.receivedat,
+                received_at=source.receivedat,
                 measured_by="vitals",
             ),
         )
-        signals.append(
-            Outgoing(topic=signals_topic, key=message_key(envelope.trialid, envelope.subject), envelope=signal)
+        signals.append(Outgoing(topic=topic, key=message_key(source.trialid, source.subject), envelope=signal))
+    return signals
+
+
+def _withdrawal(
+    source: VitalsRecorded | RecordStatusChanged, taken: Reading, withdrawal: Withdrawal, *, why: str, topic: str
+) -> Outgoing:
+    """A finding of set `taken` withdrawn, as a lab finding is (`lab.toxicity_withdrawn`). Vitals findings are not
+    numbered (sequence 0): it names the set (`withdrawn_result_id`), and notify withdraws it only from an alert that
+    shows that set's finding, received before this change."""
+    finding, standing = withdrawal.finding, withdrawal.standing
+    shown = None
+    if standing is not None:
+        reading, kept = standing
+        shown = StandingResult(
+            test=kept.test,
+            value=kept.value,
+            unit=kept.unit,
+            collected_at=reading.measured_at,
+            reason=f"vital signs: {kept.reason}",
+            floor=kept.floor,
         )
-    return True, signals
+    signal = LabToxicityWithdrawn(
+        id=deterministic_id("signal", source.id, "vitals", "lab.toxicity_withdrawn", finding.term),
+        source=SIGNAL_SOURCE,
+        subject=source.subject,
+        time=source.receivedat,
+        trialid=source.trialid,
+        data=LabToxicityWithdrawalData(
+            site_id=source.siteid,
+            subject_id=source.subject,
+            term=finding.term,
+            withdrawn_grade=finding.grade,
+            standing_grade=standing[1].grade if standing is not None else None,
+            standing_result_id=standing[0].vitals_id if standing is not None else None,
+            why=why[:1000],
+            source_event_id=source.id,
+            received_at=source.receivedat,
+            sequence=0,
+            withdrawn_result_id=taken.vitals_id,
+            standing_result=shown,
+        ),
+    )
+    return Outgoing(topic=topic, key=message_key(source.trialid, source.subject), envelope=signal)
 
 
 def _text(value: Decimal | None) -> str | None:

@@ -38,6 +38,14 @@ SIGN_LABELS: dict[VitalSign, str] = {
     "respiratory_rate": "respiratory rate",
     "spo2": "SpO2",
 }
+SIGN_UNITS: dict[VitalSign, str] = {
+    "temperature_c": "C",
+    "systolic_bp": "mm Hg",
+    "diastolic_bp": "mm Hg",
+    "heart_rate": "/min",
+    "respiratory_rate": "/min",
+    "spo2": "%",
+}
 
 
 @dataclass(frozen=True)
@@ -141,14 +149,20 @@ def findings(reading: Reading, history: Sequence[Reading], *, rules: InfusionVit
 
 
 def news(
-    reading: Reading, history: Sequence[Reading], *, rules: InfusionVitals
+    reading: Reading, history: Sequence[Reading], *, rules: InfusionVitals, before: Reading | None = None
 ) -> list[tuple[VitalsFinding, int | None]]:
     """The findings to signal, each with the worst grade of its term nearby (None: none).
 
     A finding is news at or above the protocol's `min_grade` for its term (terms without one are never
     signalled) and when worse than every other reading of the same term within `repeat_after_hours` either
-    side: a fever measured every 15 minutes pages once, and again only when it gets worse.
+    side: a fever measured every 15 minutes pages once, and again only when it gets worse. `before`: the set as it
+    stood before the site's correction: a finding no worse than it gave then is not news (a lower grade that stands
+    is said by the withdrawal of the higher, `withdrawals`), as a lab result corrected within its grade pages nothing.
     """
+    gave: dict[str, int] = {}
+    if before is not None:
+        earlier = [h for h in history if h.vitals_id != before.vitals_id]
+        gave = {f.term: f.grade for f in findings(before, earlier, rules=rules)}
     span = timedelta(hours=rules.repeat_after_hours)
     nearby = [
         r for r in history if r.vitals_id != reading.vitals_id and abs(r.measured_at - reading.measured_at) <= span
@@ -165,9 +179,74 @@ def news(
             if f.term == finding.term
         ]
         worst = max(others, default=None)
-        if worst is None or finding.grade > worst:
+        if (worst is None or finding.grade > worst) and finding.grade > gave.get(finding.term, 0):
             signalled.append((finding, worst))
     return signalled
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """A finding a vitals set no longer supports (`finding`, as the set graded before the change), and the worst
+    finding of its term that stands near it (`standing`: the reading and its finding), if any."""
+
+    finding: VitalsFinding
+    standing: tuple[Reading, VitalsFinding] | None
+
+
+def withdrawals(
+    before: Reading, after: Reading | None, history: Sequence[Reading], *, rules: InfusionVitals
+) -> list[Withdrawal]:
+    """The findings at the protocol's grade that set `before` gave and its correction `after` (None: taken back) no
+    longer does, so that a review opened for a value the site took back stops (as a lab result's does).
+
+    What stands is the worst finding of the term at the protocol's grade, from the set as corrected or another
+    reading within `repeat_after_hours` of it (the span `news` treats as one episode). Nothing is withdrawn while
+    the set still gives the grade, or a worse one stands near it (that one paged, not this set). An equal grade
+    from another reading is withdrawn with it standing: the alert must show a reading that stands. `history`: the
+    subject's active readings after the change."""
+    span = timedelta(hours=rules.repeat_after_hours)
+    others = [r for r in history if r.vitals_id != before.vitals_id]
+    candidates = [r for r in others if abs(r.measured_at - before.measured_at) <= span]
+    candidates += [after] if after is not None else []
+    found = []
+    for finding in findings(before, others, rules=rules):
+        threshold = rules.min_grade.get(finding.term)  # type: ignore[call-overload]
+        if threshold is None or finding.grade < threshold:
+            continue
+        standing = [
+            (reading, other)
+            for reading in candidates
+            for other in findings(reading, [h for h in history if h.vitals_id != reading.vitals_id], rules=rules)
+            if other.term == finding.term and other.grade >= threshold
+        ]
+        worst = max(
+            standing,
+            key=lambda s: (s[1].grade, s[0].vitals_id == before.vitals_id, s[0].measured_at),
+            default=None,
+        )
+        if worst is not None:
+            reading, other = worst
+            if other.grade > finding.grade or (other.grade == finding.grade and reading.vitals_id == before.vitals_id):
+                continue  # a worse finding stands near it, or the set still gives the grade
+        found.append(Withdrawal(finding, worst))
+    return found
+
+
+def correction_words(before: Reading, after: Reading) -> str:
+    """What the site's correction of a vitals set changed, for the officer."""
+    changed = [
+        f"{label} {_shown(before, sign)} -> {_shown(after, sign)}"
+        for sign, label in SIGN_LABELS.items()
+        if before.signs.get(sign) != after.signs.get(sign)
+    ]
+    if before.measured_at != after.measured_at:
+        changed.append(f"measured at {before.measured_at:%Y-%m-%d %H:%M} -> {after.measured_at:%Y-%m-%d %H:%M} UTC")
+    return f"vitals set {after.vitals_id} corrected by the site: {', '.join(changed) or 'no value changed'}"
+
+
+def _shown(reading: Reading, sign: VitalSign) -> str:
+    value = reading.signs.get(sign)
+    return "none" if value is None else f"{value} {SIGN_UNITS[sign]}"
 
 
 # --- infusion-day monitoring -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from shared.events import (
     LabToxicityData,
     LabToxicityWithdrawalData,
     LabToxicityWithdrawn,
+    StandingResult,
     deterministic_id,
 )
 from shared.protocol import Protocol
@@ -56,8 +57,24 @@ def toxicity(grade: int, result_id: str, sequence: int) -> LabToxicity:
 
 
 def withdrawal(
-    sequence: int, *, withdrawn: int = 4, standing: int | None = None, why: str = "result R-1 marked entered in error"
+    sequence: int,
+    *,
+    withdrawn: int = 4,
+    standing: int | None = None,
+    why: str = "result R-1 marked entered in error",
+    withdrawn_result_id: str | None = None,
+    standing_value: str | None = None,
 ) -> LabToxicityWithdrawn:
+    """`standing_value`: the value of the result that stands (R-0), drawn an hour before the finding's."""
+    standing_result = None
+    if standing_value is not None:
+        standing_result = StandingResult(
+            test="NEUT",
+            value=standing_value,
+            unit="10^9/L",
+            collected_at=NOW - timedelta(hours=3),
+            reason=f"grade {standing}: {standing_value} 10^9/L",
+        )
     return LabToxicityWithdrawn(
         id=deterministic_id("test-withdrawn", str(sequence)),
         source="/services/safety",
@@ -75,6 +92,8 @@ def withdrawal(
             source_event_id=f"status-{sequence}",
             received_at=NOW,
             sequence=sequence,
+            withdrawn_result_id=withdrawn_result_id,
+            standing_result=standing_result,
         ),
     )
 
@@ -207,3 +226,45 @@ def test_a_lower_grade_standing_before_any_finding_arrived_leaves_the_findings_t
 ) -> None:
     apply(db, protocol, withdrawal(2, standing=3), NOW)
     assert rows(db, Alert) == []
+
+
+def test_the_paged_result_taken_back_while_its_grade_stands_shows_the_result_that_stands(
+    db: Engine, protocol: Protocol
+) -> None:
+    """R-1 (grade 4) paged; the site takes it back and R-0, also grade 4, stands: the alert shows R-0 and its value,
+    keeps its title, its review and its escalation; nobody is paged or told the finding is gone."""
+    apply(db, protocol, toxicity(4, "R-1", 1), NOW)
+    hand_over_pages(db)
+    [before] = rows(db, Alert)
+    timers = sorted(t.kind for t in rows(db, Timer) if t.state == "pending")
+    apply(db, protocol, withdrawal(1, standing=4, withdrawn_result_id="R-1", standing_value="0.4"), NOW)
+    [alert] = rows(db, Alert)
+    assert alert.state == "open" and alert.title == before.title and "no longer stands" not in alert.title
+    details = alert.details
+    assert (details["result_id"], details["value"], details["grade"]) == ("R-0", "0.4", 4)
+    assert datetime.fromisoformat(details["collected_at"]) == NOW - timedelta(hours=3)
+    assert "no_longer_stands" not in details, "grade 4 still stands"
+    assert [o.state for o in rows(db, Obligation)] == ["open"]
+    assert sorted(t.kind for t in rows(db, Timer) if t.state == "pending") == timers, "the review still escalates"
+    assert len(rows(db, Delivery)) == 1, "nobody paged again, nobody told the finding is gone"
+    assert actions(db)[-1] == "lab_finding_revised"
+
+
+def test_a_result_taken_back_that_the_alert_does_not_show_leaves_it_as_it_is(db: Engine, protocol: Protocol) -> None:
+    """R-1 paged grade 4; R-5 (grade 4, not news) is taken back while R-0 stands: the alert keeps R-1, which stands."""
+    apply(db, protocol, toxicity(4, "R-1", 1), NOW)
+    apply(db, protocol, withdrawal(1, standing=4, withdrawn_result_id="R-5", standing_value="0.4"), NOW)
+    [alert] = rows(db, Alert)
+    assert (alert.details["result_id"], alert.details["value"]) == ("R-1", "0.3")
+    assert "withdrawn_through" not in alert.details
+    assert [o.state for o in rows(db, Obligation)] == ["open"]
+    assert actions(db)[-1] == "flagged_again"
+
+
+def test_a_lower_grade_that_stands_is_shown_with_its_own_value(db: Engine, protocol: Protocol) -> None:
+    """Never the value taken back (0.3) under the grade that stands."""
+    apply(db, protocol, toxicity(4, "R-1", 1), NOW)
+    apply(db, protocol, withdrawal(1, standing=3, standing_value="0.8"), NOW)
+    [alert] = rows(db, Alert)
+    assert (alert.details["result_id"], alert.details["value"], alert.details["grade"]) == ("R-0", "0.8", 3)
+    assert alert.details["reason"] == "grade 3: 0.8 10^9/L"

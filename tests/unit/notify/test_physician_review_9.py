@@ -220,11 +220,6 @@ def test_retracting_the_older_of_two_results_when_the_worse_stands_changes_nothi
     assert reviews(notifier) == ["open"] and alert(notifier).details["result_id"] == "P8"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when the paged result is taken back and another result of the same grade stands, safety raises nothing: "
-    "the alert keeps showing the retracted result (its value, its id) as the finding under review",
-)
 def test_retracting_the_paged_grade_4_when_another_grade_4_stands_names_the_one_that_stands(
     safety: Driver, notifier: Notifier
 ) -> None:
@@ -269,11 +264,6 @@ def test_a_floor_grade_corrected_to_the_same_grade_or_to_normal(safety: Driver, 
     assert len(mails_to_officer(notifier)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vital signs findings are lab alerts with a review, but a corrected vitals set raises no withdrawal: the "
-    "fever's review stays open and escalates for a temperature the site corrected to normal",
-)
 def test_a_fever_corrected_to_normal_cancels_its_review(safety: Driver, notifier: Notifier) -> None:
     """30 minutes into the infusion a temperature of 39.2 C (grade 2 fever) is entered: it pages. The nurse corrects
     the typo to 37.2 C (same vitals set): no fever stands, its review must not keep escalating."""

@@ -130,3 +130,54 @@ def test_the_same_retraction_re_sent_withdraws_once(driver: Driver) -> None:
     withdrawn(driver.apply(retraction))
     again = retraction.model_copy(update={"id": f"{retraction.id}-again", "receivedat": retraction.receivedat})
     assert of_type(driver.apply(again), "lab.toxicity_withdrawn") == []
+
+
+def test_taking_back_the_paged_result_while_another_of_its_grade_stands_names_the_one_that_stands(
+    driver: Driver,
+) -> None:
+    """N-1 (grade 4) pages; N-2 (grade 4, not news) follows. N-1 is taken back: grade 4 stands by N-2, which the
+    officer must now see (its id and value), the finding still numbered as the one that paged."""
+    [page] = of_type(driver.apply(neut("N-1", "0.3", 6)), "lab.toxicity")
+    assert of_type(driver.apply(neut("N-2", "0.4", 7)), "lab.toxicity") == []
+    signal = withdrawn(driver.apply(status("A-1", "lab", "N-1")))
+    data = signal.data
+    assert (data.withdrawn_grade, data.standing_grade, data.standing_result_id) == (4, 4, "N-2")
+    assert data.withdrawn_result_id == "N-1" and data.sequence == page.data.sequence
+    assert data.standing_result is not None and (data.standing_result.value, data.standing_result.unit) == (
+        "0.4",
+        "10^9/L",
+    )
+    assert of_type(driver.apply(neut("N-3", "0.2", 8)), "lab.toxicity") == [], "grade 4 is still the one signalled"
+
+
+def test_correcting_the_paged_result_below_its_grade_names_the_result_of_that_grade_that_stands(
+    driver: Driver,
+) -> None:
+    driver.apply(neut("N-1", "0.3", 6))
+    driver.apply(neut("N-2", "0.4", 7))
+    signal = withdrawn(driver.apply(neut("N-1", "0.8", 6, sender="corrected")))
+    data = signal.data
+    assert (data.withdrawn_grade, data.standing_grade, data.standing_result_id, data.withdrawn_result_id) == (
+        4,
+        4,
+        "N-2",
+        "N-1",
+    )
+    assert data.why == "result N-1 corrected by the site: 0.3 10^9/L -> 0.8 10^9/L"
+
+
+def test_taking_back_a_result_that_never_paged_at_the_grade_shown_names_nothing(driver: Driver) -> None:
+    """N-1 grade 3 then N-2 grade 4 paged; N-3 grade 3 follows. Taking back N-3 or N-1 leaves grade 4 (N-2) shown."""
+    driver.apply_all([neut("N-1", "0.8", 6), neut("N-2", "0.3", 7), neut("N-3", "0.9", 8)])
+    assert of_type(driver.apply(status("A-1", "lab", "N-3")), "lab.toxicity_withdrawn") == []
+    assert of_type(driver.apply(status("A-1", "lab", "N-1")), "lab.toxicity_withdrawn") == []
+
+
+def test_a_lower_grade_that_stands_comes_with_its_value(driver: Driver) -> None:
+    """So the alert shows the count that stands, not the one taken back."""
+    driver.apply(neut("N-1", "0.8", 6))
+    driver.apply(neut("N-2", "0.3", 7))
+    standing = withdrawn(driver.apply(status("A-1", "lab", "N-2"))).data.standing_result
+    assert standing is not None
+    assert (standing.value, standing.test, standing.collected_at.day, standing.floor) == ("0.8", "NEUT", 6, False)
+    assert standing.reason == "grade 3: 0.8 10^9/L < 1.0 10^9/L"

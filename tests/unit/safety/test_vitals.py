@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from services.safety.vitals import (
     Reading,
     check_due,
+    correction_words,
     fever,
     gaps,
     hypertension,
@@ -20,6 +21,7 @@ from services.safety.vitals import (
     monitoring_incomplete,
     news,
     slots,
+    withdrawals,
 )
 from shared.protocol import InfusionVitals, VitalSign
 
@@ -125,6 +127,72 @@ def test_findings_below_the_protocols_grade_are_not_signalled() -> None:
     no_fever_term = RULES.model_copy(update={"min_grade": {"Hypertension": 3}})
     hot = reading(T0, "v2", temperature_c="39.5")
     assert news(hot, [hot], rules=no_fever_term) == []
+
+
+def withdrawn(
+    before: Reading, after: Reading | None, history: list[Reading]
+) -> list[tuple[str, int, str | None, int | None]]:
+    """(term, grade withdrawn, set standing, its grade) for each finding the change withdraws."""
+    return [
+        (
+            w.finding.term,
+            w.finding.grade,
+            *((w.standing[0].vitals_id, w.standing[1].grade) if w.standing else (None, None)),
+        )
+        for w in withdrawals(before, after, history, rules=RULES)
+    ]
+
+
+def test_a_fever_corrected_to_normal_or_taken_back_is_withdrawn_with_nothing_standing() -> None:
+    typo, fixed = reading(T0, "v1", temperature_c="39.2"), reading(T0, "v1", temperature_c="37.2")
+    assert withdrawn(typo, fixed, [fixed]) == [("Fever", 2, None, None)]
+    assert withdrawn(typo, None, []) == [("Fever", 2, None, None)]
+
+
+def test_a_fever_corrected_to_a_lower_grade_is_withdrawn_with_the_grade_the_set_still_gives() -> None:
+    before, after = reading(T0, "v1", temperature_c="40.5"), reading(T0, "v1", temperature_c="39.5")
+    assert withdrawn(before, after, [after]) == [("Fever", 3, "v1", 2)]
+    within = reading(T0, "v1", temperature_c="39.8")
+    assert withdrawn(after, within, [within]) == [], "the set still gives grade 2: a new value, the same finding"
+
+
+def test_a_correction_next_to_a_worse_or_equal_reading() -> None:
+    """A worse reading nearby paged, not this set: nothing to withdraw. An equal one stands in its place (the alert
+    must show a reading that stands). One further away than `repeat_after_hours` is another episode."""
+    before, after = reading(T0, "v1", temperature_c="39.2"), reading(T0, "v1", temperature_c="37.0")
+    worse = reading(T0 + timedelta(minutes=15), "v2", temperature_c="40.4")
+    assert withdrawn(before, after, [after, worse]) == []
+    equal = reading(T0 + timedelta(minutes=15), "v2", temperature_c="39.6")
+    assert withdrawn(before, after, [after, equal]) == [("Fever", 2, "v2", 2)]
+    lower = reading(T0 + timedelta(minutes=15), "v2", temperature_c="38.4")
+    assert withdrawn(before, after, [after, lower]) == [("Fever", 2, "v2", 1)]
+    later = reading(T0 + timedelta(hours=25), "v3", temperature_c="39.6")
+    assert withdrawn(before, after, [after, later]) == [("Fever", 2, None, None)]
+
+
+def test_a_correction_is_news_only_where_worse_than_the_set_was() -> None:
+    before = reading(T0, "v1", temperature_c="39.2")
+    within, lower, worse = (reading(T0, "v1", temperature_c=t) for t in ("39.6", "38.5", "40.3"))
+    assert news(within, [within], rules=RULES, before=before) == []
+    assert news(lower, [lower], rules=RULES, before=before) == []
+    assert [(f.grade, prev) for f, prev in news(worse, [worse], rules=RULES, before=before)] == [(3, None)]
+
+
+def test_findings_below_the_protocols_grade_are_never_withdrawn() -> None:
+    before = reading(T0, "v1", systolic_bp="150", diastolic_bp="85")  # Hypertension grade 2: not signalled
+    after = reading(T0, "v1", systolic_bp="118", diastolic_bp="75")
+    assert withdrawn(before, after, [after]) == []
+    high = reading(T0, "v1", systolic_bp="172", diastolic_bp="85")  # grade 3 (at least)
+    assert withdrawn(high, after, [after]) == [("Hypertension", 3, None, None)]
+
+
+def test_a_correction_is_worded_sign_by_sign() -> None:
+    before = reading(T0, "VS-1", temperature_c="39.2", systolic_bp="120")
+    after = reading(T0 + timedelta(minutes=15), "VS-1", temperature_c="37.2", heart_rate="80")
+    assert correction_words(before, after) == (
+        "vitals set VS-1 corrected by the site: temperature 39.2 C -> 37.2 C, systolic BP 120 mm Hg -> none, "
+        "heart rate none -> 80 /min, measured at 2026-03-02 09:00 -> 2026-03-02 09:15 UTC"
+    )
 
 
 def test_the_observation_slots_run_from_the_start_to_two_hours_after_the_infusion() -> None:

@@ -1,0 +1,158 @@
+"""A fever the nurse corrects or takes back, through safety and notify: the review of a finding that no longer stands
+is cancelled and whoever was paged told once, as for a lab result; a lower grade that stands keeps the review and
+shows the reading that stands; a correction of another reading, or one the alert has moved past, is history."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from services.notify.models import Alert, Delivery, Obligation
+from services.notify.signals import apply_signal
+from shared.db import make_engine
+from shared.events import EnvelopeBase, VitalsRecorded
+from shared.protocol import Protocol
+from tests.unit.notify.conftest import Notifier
+from tests.unit.safety.clinical import Driver, dose, status, vitals
+from tests.unit.safety.test_clinical_rules import at, subject_in
+
+OFFICER = "safety.officer@sentinel.example"
+START = at(0, 9)
+
+
+@pytest.fixture
+def safety(tmp_path: Path, protocol: Protocol) -> Driver:
+    """A-1, enrolled, infused at 09:00 on day 0."""
+    driver = Driver(make_engine(f"sqlite:///{tmp_path}/safety.db"), protocol)
+    subject_in(driver, "A-1", "A", visit=False)
+    driver.apply(dose("A-1", START))
+    return driver
+
+
+def temperature(vitals_id: str, value: str, minutes: int, *, tag: str = "", received: int = 0) -> VitalsRecorded:
+    """A set measured `minutes` after the start, received `received` minutes after it was measured."""
+    measured = START + timedelta(minutes=minutes)
+    envelope = vitals("A-1", measured, vitals_id=vitals_id, temperature_c=value)
+    return envelope.model_copy(
+        update={"id": f"{envelope.id}{tag}", "receivedat": measured + timedelta(minutes=received)}
+    )
+
+
+def lab_signals(out: list[EnvelopeBase]) -> list[Any]:
+    return [s for s in out if getattr(s, "type", None) in ("lab.toxicity", "lab.toxicity_withdrawn")]
+
+
+def send(notifier: Notifier, signals: list[Any], *, live: bool = True) -> None:
+    for signal in signals:
+        with Session(notifier.engine) as session, session.begin():
+            apply_signal(session, signal, notifier.clock.now(), protocol=notifier.protocol, live=live)
+
+
+def hand_over(notifier: Notifier) -> None:
+    with Session(notifier.engine) as session, session.begin():
+        for row in session.exec(select(Delivery)).all():
+            if row.status == "pending":
+                row.status = "sent"
+
+
+def alert(notifier: Notifier) -> Alert:
+    row: Alert = notifier.only(Alert)
+    return row
+
+
+def reviews(notifier: Notifier) -> list[str]:
+    return sorted(o.state for o in notifier.rows(Obligation))
+
+
+def to_officer(notifier: Notifier) -> list[Delivery]:
+    return sorted((d for d in notifier.deliveries() if d.recipient == OFFICER), key=lambda d: d.created_at)
+
+
+def test_a_fever_corrected_to_normal_cancels_its_review_and_tells_the_officer_once(
+    safety: Driver, notifier: Notifier
+) -> None:
+    fever = lab_signals(safety.apply(temperature("VS-1", "39.2", 30)))
+    fixed = lab_signals(safety.apply(temperature("VS-1", "37.2", 30, tag="-fix", received=10)))
+    send(notifier, fever)
+    hand_over(notifier)
+    send(notifier, fixed)
+    assert reviews(notifier) == ["cancelled"] and notifier.pending() == [], "nothing escalates for 37.2 C"
+    assert alert(notifier).title.startswith("Fever: grade 2 no longer stands")
+    page, notice = to_officer(notifier)
+    assert "Fever grade 2" in page.subject
+    assert "Vital-sign finding withdrawn, no review needed: Fever grade 2" in notice.subject
+    assert "temperature 39.2 C -> 37.2 C" in notice.body_text
+
+
+def test_a_fever_corrected_to_a_lower_grade_keeps_its_review_and_shows_the_value_that_stands(
+    safety: Driver, notifier: Notifier
+) -> None:
+    fever = lab_signals(safety.apply(temperature("VS-1", "40.5", 30)))
+    lower = lab_signals(safety.apply(temperature("VS-1", "39.5", 30, tag="-fix", received=10)))
+    send(notifier, fever)
+    hand_over(notifier)
+    send(notifier, lower)
+    row = alert(notifier)
+    assert row.state == "open" and row.title.startswith("Fever grade 2 (grade 3 no longer stands)")
+    assert (row.details["result_id"], row.details["value"], row.details["grade"]) == ("VS-1", "39.5", 2)
+    assert "40.5" not in row.details["reason"]
+    assert reviews(notifier) == ["open"] and notifier.pending(), "grade 2 still owes its review"
+    assert len(notifier.deliveries()) == 1, "nobody paged for a better temperature"
+
+
+def test_correcting_an_earlier_fever_leaves_the_review_of_the_one_shown(safety: Driver, notifier: Notifier) -> None:
+    """Day 0 39.2 C paged; 30 h later (another episode) 39.4 C paged again and is what the alert shows. The day-0
+    reading corrected to normal withdraws its own finding, not the one under review."""
+    first = lab_signals(safety.apply(temperature("VS-1", "39.2", 30)))
+    second = lab_signals(safety.apply(temperature("VS-9", "39.4", 30 * 60)))
+    fixed = lab_signals(safety.apply(temperature("VS-1", "37.2", 30, tag="-fix", received=31 * 60)))
+    assert [(s.type, s.data.term) for s in first + second + fixed] == [
+        ("lab.toxicity", "Fever"),
+        ("lab.toxicity", "Fever"),
+        ("lab.toxicity_withdrawn", "Fever"),
+    ]
+    send(notifier, first + second + fixed)
+    assert reviews(notifier) == ["open"] and notifier.pending()
+    assert alert(notifier).details["result_id"] == "VS-9" and "no longer stands" not in alert(notifier).title
+    assert notifier.history()[-1].action == "flagged_again"
+
+
+def test_a_withdrawal_that_overtook_its_fever_keeps_it_from_paging_and_a_later_correction_pages(
+    safety: Driver, notifier: Notifier
+) -> None:
+    """The correction's withdrawal (routine lane) reaches notify before the fever (signals topic): the fever, received
+    before the correction, is history. The nurse then re-enters 39.4 C (the first correction was the typo): it pages."""
+    fever = lab_signals(safety.apply(temperature("VS-1", "39.2", 30)))
+    fixed = lab_signals(safety.apply(temperature("VS-1", "37.2", 30, tag="-fix", received=10)))
+    send(notifier, fixed, live=False)
+    send(notifier, fever)
+    assert notifier.deliveries() == [] and notifier.rows(Obligation) == []
+    again = lab_signals(safety.apply(temperature("VS-1", "39.4", 30, tag="-again", received=20)))
+    send(notifier, again)
+    assert reviews(notifier) == ["open"] and len(notifier.deliveries()) == 1
+
+
+def test_a_withdrawal_received_before_the_fever_shown_is_history(safety: Driver, notifier: Notifier) -> None:
+    """39.2 C, corrected to 37.2 C, then back to 39.6 C: the last fever reaches notify before the withdrawal. The
+    withdrawal is older than the reading shown and cancels nothing."""
+    fever = lab_signals(safety.apply(temperature("VS-1", "39.2", 30)))
+    fixed = lab_signals(safety.apply(temperature("VS-1", "37.2", 30, tag="-fix", received=10)))
+    again = lab_signals(safety.apply(temperature("VS-1", "39.6", 30, tag="-again", received=20)))
+    send(notifier, fever + again)
+    send(notifier, fixed, live=False)
+    assert reviews(notifier) == ["open"] and notifier.pending()
+    assert alert(notifier).details["value"] == "39.6"
+    assert notifier.history()[-1].action == "flagged_again"
+
+
+def test_a_vitals_set_taken_back_cancels_its_review(safety: Driver, notifier: Notifier) -> None:
+    send(notifier, lab_signals(safety.apply(temperature("VS-1", "39.2", 30))))
+    hand_over(notifier)
+    retraction = status("A-1", "vitals", "VS-1").model_copy(update={"receivedat": START + timedelta(hours=2)})
+    send(notifier, lab_signals(safety.apply(retraction)))
+    assert reviews(notifier) == ["cancelled"] and notifier.pending() == []
+    assert len(to_officer(notifier)) == 2

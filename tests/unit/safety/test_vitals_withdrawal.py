@@ -1,0 +1,101 @@
+"""A vital-sign finding the site corrects or takes back is withdrawn as a lab finding is (`lab.toxicity_withdrawn`,
+naming the vitals set): before, a fever corrected to 37.2 C kept its review open and escalating. A restored set is
+news again; a set whose retraction came first is stored and never signalled."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from shared.events import EnvelopeBase, VitalsRecorded
+from shared.protocol import Protocol
+from tests.unit.safety.clinical import Driver, dose, enrol, of_type, status, vitals
+
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def driver(engine: Engine, protocol: Protocol) -> Driver:
+    d = Driver(engine, protocol)
+    d.apply_all([enrol("A-1", "A", date(2026, 3, 2)), dose("A-1", START)])
+    return d
+
+
+def temperature(vitals_id: str, value: str, minutes: int, *, sender: str | None = None) -> VitalsRecorded:
+    envelope = vitals("A-1", START + timedelta(minutes=minutes), vitals_id=vitals_id, temperature_c=value)
+    return envelope if sender is None else envelope.model_copy(update={"id": f"{envelope.id}-{sender}"})
+
+
+def withdrawals(signals: list[EnvelopeBase]) -> list[Any]:
+    return of_type(signals, "lab.toxicity_withdrawn")
+
+
+def test_a_fever_corrected_to_normal_is_withdrawn(driver: Driver) -> None:
+    [fever] = of_type(driver.apply(temperature("VS-1", "39.2", 30)), "lab.toxicity")
+    correction = temperature("VS-1", "37.2", 30, sender="corrected")
+    out = driver.apply(correction)
+    [signal] = withdrawals(out)
+    data = signal.data
+    assert (data.term, data.withdrawn_grade, data.standing_grade, data.withdrawn_result_id) == (
+        "Fever",
+        2,
+        None,
+        "VS-1",
+    )
+    assert data.why == "vitals set VS-1 corrected by the site: temperature 39.2 C -> 37.2 C"
+    assert (data.source_event_id, data.sequence, data.received_at) == (correction.id, 0, correction.receivedat)
+    assert of_type(out, "lab.toxicity") == [] and fever.data.result_id == "VS-1"
+
+
+def test_a_fever_corrected_to_a_lower_grade_says_the_grade_that_stands(driver: Driver) -> None:
+    driver.apply(temperature("VS-1", "40.5", 30))
+    out = driver.apply(temperature("VS-1", "39.5", 30, sender="corrected"))
+    assert of_type(out, "lab.toxicity") == [], "no page for a better temperature: the withdrawal says what stands"
+    [signal] = withdrawals(out)
+    data = signal.data
+    assert (data.withdrawn_grade, data.standing_grade, data.standing_result_id) == (3, 2, "VS-1")
+    assert data.standing_result is not None and (data.standing_result.value, data.standing_result.unit) == ("39.5", "C")
+
+
+def test_the_worse_of_two_readings_corrected_leaves_the_other_standing(driver: Driver) -> None:
+    driver.apply(temperature("VS-1", "39.2", 30))
+    driver.apply(temperature("VS-2", "40.5", 45))
+    [signal] = withdrawals(driver.apply(temperature("VS-2", "37.0", 45, sender="corrected")))
+    assert (signal.data.withdrawn_grade, signal.data.standing_grade, signal.data.standing_result_id) == (3, 2, "VS-1")
+
+
+def test_a_value_corrected_within_its_grade_signals_nothing(driver: Driver) -> None:
+    """39.2 C re-entered as 39.5 C: the same grade 2 fever, already paged (before, it paged again)."""
+    driver.apply(temperature("VS-1", "39.2", 30))
+    assert driver.apply(temperature("VS-1", "39.5", 30, sender="corrected")) == []
+
+
+def test_a_correction_upwards_pages_and_withdraws_nothing(driver: Driver) -> None:
+    driver.apply(temperature("VS-1", "38.4", 30))
+    out = driver.apply(temperature("VS-1", "39.6", 30, sender="corrected"))
+    assert withdrawals(out) == []
+    assert [(s.data.term, s.data.grade) for s in of_type(out, "lab.toxicity")] == [("Fever", 2)]
+
+
+def test_a_vitals_set_taken_back_withdraws_once_and_restored_pages_again(driver: Driver) -> None:
+    driver.apply(temperature("VS-1", "39.2", 30))
+    retraction = status("A-1", "vitals", "VS-1")
+    [signal] = withdrawals(driver.apply(retraction))
+    assert (signal.data.withdrawn_grade, signal.data.standing_grade) == (2, None)
+    assert signal.data.why == "vitals set VS-1 marked entered in error by the site"
+    again = retraction.model_copy(update={"id": f"{retraction.id}-again"})
+    assert driver.apply(again) == [], "a retraction re-sent withdraws nothing more"
+    [page] = of_type(driver.apply(status("A-1", "vitals", "VS-1", "restored")), "lab.toxicity")
+    assert (page.data.term, page.data.grade, page.data.result_id) == ("Fever", 2, "VS-1")
+
+
+def test_a_vitals_set_whose_retraction_came_first_is_stored_and_never_signalled(driver: Driver) -> None:
+    """Before, it raised StopIteration out of the consumer."""
+    assert withdrawals(driver.apply(status("A-1", "vitals", "VS-1"))) == []
+    assert driver.apply(temperature("VS-1", "39.2", 30)) == []
+    assert driver.apply(temperature("VS-1", "40.5", 30, sender="corrected")) == []
+    [page] = of_type(driver.apply(status("A-1", "vitals", "VS-1", "restored")), "lab.toxicity")
+    assert (page.data.grade, page.data.value) == (3, "40.5")
