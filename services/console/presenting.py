@@ -248,7 +248,7 @@ def onset_placement(
     return f"onset {onset[:10]} is study day {day} (window: days {number}-{last_number}): {where} the window ({span})"
 
 
-HIDDEN_DETAILS = {"subject_id", "site_id", "source_event_id", "sequence", "withdrawn_through"}
+HIDDEN_DETAILS = {"subject_id", "site_id", "source_event_id", "sequence", "withdrawn_through", "withdrawn_received_at"}
 """Shown elsewhere on the page, or bookkeeping (a lab signal's number) that means nothing to the officer."""
 WORDED_DETAILS = {"relatedness", "awareness_basis", "decision", "previous_decision", "criteria"}
 

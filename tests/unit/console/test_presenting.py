@@ -106,3 +106,10 @@ def test_details_read_as_words_and_utc_times() -> None:
         "Criteria": "hospitalization, life threatening",
         "DLT id": "d-1",
     }
+
+
+def test_a_withdrawals_bookkeeping_is_not_shown() -> None:
+    """The numbers and receipt time notify orders a lab withdrawal by mean nothing to the officer; the result it
+    withdrew does."""
+    details = {"withdrawn_through": 2, "withdrawn_received_at": "2026-03-01T01:02:03Z", "withdrawn_result_id": "P8"}
+    assert list(dict(detail_rows(details)).values()) == ["P8"]
