@@ -658,8 +658,10 @@ class LabToxicityWithdrawalData(Model):
     sequence: int
     withdrawn_result_id: str | None = Field(default=None, exclude_if=lambda value: value is None)
     """The one result whose finding this withdraws, when one result alone carried it (a vitals set; a lab result
-    whose grade another result still carries): notify withdraws it only from an alert that shows that result. Left
-    out of the JSON when None, so a notify older than it still reads every other withdrawal."""
+    whose grade another result still carries): notify withdraws it only from an alert that shows that result. Equal to
+    `standing_result_id`: the result was corrected within its grade, and `standing_result` is what it now says (a
+    revision: the alert showing it must not keep the value or time the site replaced). Left out of the JSON when
+    None, so a notify older than it still reads every other withdrawal."""
     standing_result: StandingResult | None = Field(default=None, exclude_if=lambda value: value is None)
     """So the alert shows the value that stands, not the one taken back. Left out of the JSON when None."""
 

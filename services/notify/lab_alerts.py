@@ -45,10 +45,10 @@ def withdrawn_before(shown: Mapping[str, Any], data: LabToxicityWithdrawalData) 
 
 
 def withdraws_another(shown: Mapping[str, Any], data: LabToxicityWithdrawalData) -> bool:
-    """Whether a withdrawal of one result's finding (`withdrawn_result_id`: a vitals set, or a lab result whose grade
-    another result still carries) leaves the alert's finding alone: the alert shows another result (which paged, or
-    paged since), or, against an unnumbered finding (vital signs), the one shown was received after the change that
-    withdraws (the set corrected back since, delivered first by the other lane)."""
+    """Whether a withdrawal of one result's finding (`withdrawn_result_id`: a vitals set, a lab result whose grade
+    another result still carries, or one corrected within its grade) leaves the alert's finding alone: the alert shows
+    another result (which paged, or paged since), or, against an unnumbered finding (vital signs), the one shown was
+    received after the change that withdraws (the set corrected back since, delivered first by the other lane)."""
     result_id = data.withdrawn_result_id
     if result_id is None:
         return False

@@ -7,9 +7,10 @@ the review was completed, that the assessment recorded rests on a value that no 
 the review stayed open and escalated for a result the site had taken back. A lower grade still stands: the alert
 shows it and keeps its review, and nobody is paged for a better result. The grade stands by another result (the one
 that paged taken back): the alert shows the result that stands, its review and clocks unchanged, nobody paged or told.
-Either way the alert never shows a value the site took back. A withdrawal safety raised before the finding the alert
-shows (another lane brought it later), or one of a result the alert does not show (`withdrawn_result_id`), is only
-recorded. A worse result later comes as `lab.toxicity`: it re-pages the alert and opens a review again
+So too when the result that stands is the one named, corrected by the site within its grade: a revision, recorded as
+one. Either way the alert never shows a value the site took back. A withdrawal safety raised before the finding the
+alert shows (another lane brought it later), or one of a result the alert does not show (`withdrawn_result_id`), is
+only recorded. A worse result later comes as `lab.toxicity`: it re-pages the alert and opens a review again
 (`signals._open_or_worsen`). Vital-sign findings are withdrawn the same way, one vitals set at a time.
 """
 
@@ -64,6 +65,8 @@ def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: dat
     if data.standing_grade is not None:
         shown = f" ({_value(data)})" if data.standing_result is not None else ""
         stands = f"grade {data.standing_grade} stands (result {data.standing_result_id}{shown})"
+        if _revises(data):  # the result shown, corrected within its grade: nothing of the finding was withdrawn
+            stands = f"result {data.standing_result_id} revised, still grade {data.standing_grade}{shown}"
         detail = f"{what}; {stands}, now shown; its review stays"
         store.record(
             session,
@@ -129,6 +132,11 @@ def _standing_shown(data: LabToxicityWithdrawalData) -> dict[str, object]:
         "grade": data.standing_grade,
         **standing.model_dump(mode="json"),
     }
+
+
+def _revises(data: LabToxicityWithdrawalData) -> bool:
+    """The result withdrawn is the one that stands: the site corrected it within its grade (safety's revision)."""
+    return data.withdrawn_result_id is not None and data.withdrawn_result_id == data.standing_result_id
 
 
 def _value(data: LabToxicityWithdrawalData) -> str:

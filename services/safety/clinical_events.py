@@ -21,6 +21,7 @@ from services.safety import (
     acute_window,
     data_quality,
     infusion_day,
+    lab_revision,
     protocol_conformance,
     protocol_engine,
     reentry_links,
@@ -559,8 +560,9 @@ def _lab_news(
         terms = {t for t in (lab.term, saved.before.get("term")) if isinstance(t, str)}
         why = _correction_words(lab, saved)
         was = _graded_before(lab, term=saved.before.get("term", lab.term), grade=saved.before.get("grade", lab.grade))
+        revised = lab.result_id if lab_revision.revises_shown(saved.before, lab) else None
         return _reassess_lab_terms(
-            session, records, envelope, terms, why=why, protocol=protocol, topic=signals_topic, was=was
+            session, records, envelope, terms, why=why, protocol=protocol, topic=signals_topic, was=was, revised=revised
         )
     if lab.grade is None or lab.term is None or lab.result_id in stored.inactive:
         return []
@@ -675,6 +677,7 @@ def _reassess_lab_terms(
     protocol: Protocol,
     topic: str,
     was: frozenset[GradedBefore] = frozenset(),
+    revised: str | None = None,
 ) -> list[Outgoing]:
     """The subject's terms this result changed, each recomputed from its active results, in term order."""
     return [
@@ -692,6 +695,7 @@ def _reassess_lab_terms(
             protocol=protocol,
             topic=topic,
             was=was,
+            revised=revised,
         )
     ]
 
@@ -750,6 +754,7 @@ def _reassess_lab_term(
     protocol: Protocol,
     topic: str,
     was: frozenset[GradedBefore] = frozenset(),
+    revised: str | None = None,
 ) -> list[Outgoing]:
     """Recompute a term from its active results after one was taken back, restored or corrected.
 
@@ -761,7 +766,8 @@ def _reassess_lab_term(
     before, its review stayed open and escalated for a result the site had taken back. When it is as bad, but a
     result the change took from that grade (`was`: the results it changed, as graded before) may be the one that
     paged, the officer is told which result stands (`_same_grade_withdrawal`): before, the alert kept showing a value
-    the site had taken back.
+    the site had taken back. So too when a correction kept its result at that grade but changed what an alert shows
+    of it (`revised`: its id; `lab_revision`): the corrected result is named as the one that stands.
     """
     trial_id = records.trial_id
     state = store.refresh_baseline(session, records, subject_id=subject_id, term=term)
@@ -798,6 +804,7 @@ def _reassess_lab_term(
             worst,
             news,
             was,
+            revised=revised,
             why=why,
             site_id=site_id,
             source_event_id=source_event_id,
@@ -885,6 +892,7 @@ def _same_grade_withdrawal(
     news: Sequence[LabResult],
     was: frozenset[GradedBefore],
     *,
+    revised: str | None = None,
     why: str,
     site_id: str,
     source_event_id: str,
@@ -892,22 +900,27 @@ def _same_grade_withdrawal(
 ) -> LabToxicityWithdrawn | None:
     """The grade signalled still stands, by `worst`; but a result graded so before the change no longer is (taken
     back, corrected or regraded): if it paged, the alert shows it. Safety does not keep which result paged (the first
-    of the grade received), so it names the one gone when one is, and notify replaces it only where shown. None when
-    no result left the grade (one of another grade taken back, a unit corrected)."""
-    standing = {lab.result_id for lab in news if lab.grade == worst.grade}
-    gone = sorted(g.result_id for g in was if g.term == state.term and g.grade == worst.grade)
-    gone = [result_id for result_id in gone if result_id not in standing]
-    if not gone or worst.grade is None:
+    of the grade received), so it names the one gone when one is, and notify replaces it only where shown. Or the
+    result `revised` (corrected, what an alert shows of it changed) was and is of that grade: it is named as both the
+    one withdrawn and the one that stands, with its corrected values, so an alert showing it shows them. None when no
+    result left the grade or was revised within it (one of another grade taken back, a unit rewritten)."""
+    if worst.grade is None:
+        return None
+    standing = {lab.result_id: lab for lab in news if lab.grade == worst.grade}
+    graded = {g.result_id for g in was if g.term == state.term and g.grade == worst.grade}
+    gone = sorted(graded - standing.keys())
+    kept = standing.get(revised) if revised is not None and revised in graded and not gone else None
+    if not gone and kept is None:
         return None
     return _lab_withdrawal(
         state,
         withdrawn_grade=worst.grade,
-        standing=worst,
+        standing=kept or worst,
         why=why,
         site_id=site_id,
         source_event_id=source_event_id,
         received_at=received_at,
-        withdrawn_result_id=gone[0] if len(gone) == 1 else None,
+        withdrawn_result_id=kept.result_id if kept is not None else gone[0] if len(gone) == 1 else None,
     )
 
 

@@ -64,8 +64,10 @@ def withdrawal(
     why: str = "result R-1 marked entered in error",
     withdrawn_result_id: str | None = None,
     standing_value: str | None = None,
+    standing_result_id: str = "R-0",
 ) -> LabToxicityWithdrawn:
-    """`standing_value`: the value of the result that stands (R-0), drawn an hour before the finding's."""
+    """`standing_value`: the value of the result that stands (`standing_result_id`), drawn an hour before the
+    finding's."""
     standing_result = None
     if standing_value is not None:
         standing_result = StandingResult(
@@ -87,7 +89,7 @@ def withdrawal(
             term=TERM,
             withdrawn_grade=withdrawn,
             standing_grade=standing,
-            standing_result_id="R-0" if standing is not None else None,
+            standing_result_id=standing_result_id if standing is not None else None,
             why=why,
             source_event_id=f"status-{sequence}",
             received_at=NOW,
@@ -268,3 +270,32 @@ def test_a_lower_grade_that_stands_is_shown_with_its_own_value(db: Engine, proto
     [alert] = rows(db, Alert)
     assert (alert.details["result_id"], alert.details["value"], alert.details["grade"]) == ("R-0", "0.8", 3)
     assert alert.details["reason"] == "grade 3: 0.8 10^9/L"
+
+
+def test_the_result_shown_corrected_within_its_grade_is_revised_in_place(db: Engine, protocol: Protocol) -> None:
+    """R-1 (0.3, grade 4) paged; the site corrects it to 0.4, still grade 4 (safety names R-1 as both withdrawn and
+    standing). The alert shows 0.4 and R-1's corrected time, keeps its title, review and escalation; nobody is paged
+    or told; the history says the result was revised, not that the finding was withdrawn."""
+    apply(db, protocol, toxicity(4, "R-1", 1), NOW)
+    hand_over_pages(db)
+    [before] = rows(db, Alert)
+    timers = sorted(t.kind for t in rows(db, Timer) if t.state == "pending")
+    why = "result R-1 corrected by the site: 0.3 10^9/L -> 0.4 10^9/L"
+    revision = withdrawal(
+        1, standing=4, why=why, withdrawn_result_id="R-1", standing_value="0.4", standing_result_id="R-1"
+    )
+    apply(db, protocol, revision, NOW + timedelta(minutes=30))
+    [alert] = rows(db, Alert)
+    assert alert.state == "open" and alert.title == before.title
+    assert (alert.details["result_id"], alert.details["value"], alert.details["grade"]) == ("R-1", "0.4", 4)
+    assert datetime.fromisoformat(alert.details["collected_at"]) == NOW - timedelta(hours=3)
+    assert "no_longer_stands" not in alert.details
+    assert [o.state for o in rows(db, Obligation)] == ["open"]
+    assert sorted(t.kind for t in rows(db, Timer) if t.state == "pending") == timers, "the review still escalates"
+    assert len(rows(db, Delivery)) == 1, "nobody paged again, nobody told"
+    with Session(db) as session:
+        last = history_for(session, alert_id=alert.id)[-1]
+    assert last.action == "lab_finding_revised"
+    assert last.detail == (
+        f"{TERM} grade 4: {why}; result R-1 revised, still grade 4 (0.4 10^9/L), now shown; its review stays"
+    )

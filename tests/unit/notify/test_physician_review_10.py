@@ -282,11 +282,6 @@ def test_a_fever_keyed_on_the_infusion_day_but_measured_on_day_3_shows_day_3(
     assert shown == at(3, 10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a lab result corrected within its grade raises nothing: the alert keeps showing the value the site "
-    "corrected (platelets 10 when the count is 22)",
-)
 def test_a_platelet_count_corrected_within_grade_4_shows_the_corrected_value(
     safety: Driver, notifier: Notifier
 ) -> None:
@@ -297,6 +292,35 @@ def test_a_platelet_count_corrected_within_grade_4_shows_the_corrected_value(
     send(notifier, findings(safety.apply(platelets("P8", "10", 8))))
     send(notifier, findings(safety.apply(corrected(platelets("P8", "10", 8), "22"))))
     assert alert_of(notifier, "Platelet count decreased").details["value"] == "22"
+
+
+def test_a_grade_4_count_whose_collection_time_is_corrected_shows_the_corrected_time(
+    safety: Driver, notifier: Notifier
+) -> None:
+    """(Added with the fix of the test above.) The same count of 10 was drawn on day 9, not day 8 as keyed: still grade
+    4. The alert shows day 9; the review, its clocks and its escalation are as they were, nobody is paged or mailed,
+    and the history says the result was revised."""
+    safety.apply(platelets("P0", "60", -2, baseline=True))
+    send(notifier, findings(safety.apply(platelets("P8", "10", 8))))
+    hand_over(notifier)
+    term = "Platelet count decreased"
+    clock = [(o.id, o.state, o.clock_started_at, o.due_at) for o in notifier.rows(Obligation)]
+    assert [state for _, state, _, _ in clock] == ["open"]
+    timers = [(t.kind, t.due_at) for t in notifier.pending()]
+    moved = platelets("P8", "10", 9).model_copy(update={"id": "lab-P8-day9"})
+    out = findings(safety.apply(moved))
+    assert [(s.type, s.data.withdrawn_result_id, s.data.standing_result_id) for s in out] == [
+        ("lab.toxicity_withdrawn", "P8", "P8")
+    ]
+    send(notifier, out)
+    shown = alert_of(notifier, term)
+    assert datetime.fromisoformat(shown.details["collected_at"]) == at(9) and shown.details["value"] == "10"
+    after = [(o.id, o.state, o.clock_started_at, o.due_at) for o in notifier.rows(Obligation)]
+    assert after == clock, "the review and its clock are unchanged"
+    assert [(t.kind, t.due_at) for t in notifier.pending()] == timers
+    assert len(notifier.deliveries()) == 1, "nobody paged or mailed"
+    [revised] = [h for h in notifier.history() if h.action == "lab_finding_revised"]
+    assert "result P8 revised, still grade 4 (10 10^9/L), now shown" in revised.detail
 
 
 def test_two_grade_4_counts_taken_back_in_turn_show_the_standing_one_then_cancel(

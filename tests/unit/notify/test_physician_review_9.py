@@ -247,18 +247,25 @@ def test_a_correction_of_the_unit_only_withdraws_nothing(safety: Driver, notifie
 
 
 def test_a_floor_grade_corrected_to_the_same_grade_or_to_normal(safety: Driver, notifier: Notifier) -> None:
-    """ANC '<1.0' is 'at least grade 3' and pages. The lab's exact value 0.8 (grade 3) changes nothing; then the
-    site corrects it to 1.6 (grade 2, a diluted specimen re-run): nothing stands, the review is cancelled and the
-    officer told once."""
+    """ANC '<1.0' is 'at least grade 3' and pages. The lab's exact value 0.8 (grade 3) pages nobody and keeps the
+    review, but the alert now shows 0.8 (review 10: a result corrected within its grade is revised where shown; this
+    test once asserted the exact value raised nothing, which left '<1.0' on the alert). Then the site corrects it to
+    1.6 (grade 2, a diluted specimen re-run): nothing stands, the review is cancelled and the officer told once."""
     page = findings(safety.apply(neut("N-1", "<1.0", 6)))
     assert [(s.data.grade, s.data.floor) for s in page] == [(3, True)]
-    assert findings(safety.apply(corrected(neut("N-1", "<1.0", 6), "0.8"))) == []
+    exact = findings(safety.apply(corrected(neut("N-1", "<1.0", 6), "0.8")))
+    assert [(s.type, s.data.withdrawn_grade, s.data.standing_grade, s.data.withdrawn_result_id) for s in exact] == [
+        ("lab.toxicity_withdrawn", 3, 3, "N-1")
+    ], "a revision of N-1, not a page"
     out = findings(safety.apply(corrected(neut("N-1", "<1.0", 6), "1.6", tag="rerun")))
     assert [(s.type, s.data.withdrawn_grade, s.data.standing_grade) for s in out] == [
         ("lab.toxicity_withdrawn", 3, None)
     ]
     send(notifier, page)
     hand_over(notifier)
+    send(notifier, exact)
+    assert reviews(notifier) == ["open"] and len(mails_to_officer(notifier)) == 1, "the exact value pages nobody"
+    assert (alert(notifier).details["value"], alert(notifier).details["floor"]) == ("0.8", False)
     send(notifier, out)
     assert reviews(notifier) == ["cancelled"] and notifier.pending() == []
     assert len(mails_to_officer(notifier)) == 2

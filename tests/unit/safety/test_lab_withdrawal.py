@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from services.safety.lab_revision import same_quantity
 from shared.events import EnvelopeBase, LabData, LabResulted
 from shared.protocol import Protocol
 from tests.unit.safety.clinical import Driver, dose, enrol, lab, of_type, status, types
@@ -54,6 +55,11 @@ def alt(result_id: str, value: str, *, day: int, baseline: bool = False) -> LabR
     envelope = lab("A-1", result_id=result_id, test="ALT", value=value, collected_at=at, unit="U/L", baseline=baseline)
     data = envelope.data.model_copy(update={"lln": Decimal("7"), "uln": Decimal("40")})
     return envelope.model_copy(update={"data": data})
+
+
+def lab_findings(signals: list[EnvelopeBase]) -> list[str]:
+    """The lab finding signals raised (a page or a withdrawal), by type."""
+    return [kind for kind in types(signals) if kind in ("lab.toxicity", "lab.toxicity_withdrawn")]
 
 
 def withdrawn(signals: list[EnvelopeBase]) -> Any:
@@ -181,3 +187,72 @@ def test_a_lower_grade_that_stands_comes_with_its_value(driver: Driver) -> None:
     assert standing is not None
     assert (standing.value, standing.test, standing.collected_at.day, standing.floor) == ("0.8", "NEUT", 6, False)
     assert standing.reason == "grade 3: 0.8 10^9/L < 1.0 10^9/L"
+
+
+# --- a result corrected within its grade: what the alert shows of it is revised, nobody paged ----------------------
+
+
+def test_the_paged_result_corrected_within_its_grade_is_named_with_its_corrected_value(driver: Driver) -> None:
+    """N-1 (0.3, grade 4) pages; the lab corrects it to 0.4, still grade 4. Nothing pages, but the alert showing N-1
+    must show 0.4: it is named as both the result withdrawn and the one that stands, carrying the finding's number.
+    Before, a correction within the grade raised nothing and the alert kept the value the site replaced."""
+    [page] = of_type(driver.apply(neut("N-1", "0.3", 6)), "lab.toxicity")
+    signals = driver.apply(neut("N-1", "0.4", 6, sender="corrected"))
+    assert of_type(signals, "lab.toxicity") == [], "the grade signalled still stands: no page"
+    data = withdrawn(signals).data
+    assert (data.term, data.withdrawn_grade, data.standing_grade) == (NEUT, 4, 4)
+    assert (data.withdrawn_result_id, data.standing_result_id, data.sequence) == ("N-1", "N-1", page.data.sequence)
+    assert data.standing_result is not None
+    assert (data.standing_result.value, data.standing_result.reason) == ("0.4", "grade 4: 0.4 10^9/L < 0.5 10^9/L")
+    assert data.why == "result N-1 corrected by the site: 0.3 10^9/L -> 0.4 10^9/L"
+
+
+def test_a_collection_time_corrected_within_the_grade_is_named_with_its_corrected_time(driver: Driver) -> None:
+    """N-1 was drawn on day 7, not day 6 as first keyed: the officer must see when the count was taken."""
+    driver.apply(neut("N-1", "0.3", 6))
+    first = neut("N-1", "0.3", 6, sender="corrected")
+    day7 = datetime(2026, 3, 7, 8, tzinfo=UTC)
+    fixed = first.model_copy(update={"data": first.data.model_copy(update={"collected_at": day7})})
+    data = withdrawn(driver.apply(fixed)).data
+    assert (data.withdrawn_result_id, data.standing_result_id, data.standing_grade) == ("N-1", "N-1", 4)
+    assert data.standing_result is not None and data.standing_result.collected_at == day7
+    assert data.why == "result N-1 corrected by the site: its collection time changed"
+
+
+def test_a_unit_rewritten_for_the_same_quantity_revises_nothing(driver: Driver) -> None:
+    """0.3 10^9/L re-sent as 0.30 10^3/uL is the same count: nothing the alert shows is wrong, nothing is raised."""
+    driver.apply(neut("N-1", "0.3", 6))
+    resent = neut("N-1", "0.30", 6, sender="unit")
+    resent = resent.model_copy(update={"data": resent.data.model_copy(update={"unit": "10^3/uL"})})
+    assert lab_findings(driver.apply(resent)) == []
+
+
+def test_a_correction_within_a_grade_below_the_one_signalled_names_nothing(driver: Driver) -> None:
+    """N-1 grade 3 then N-2 grade 4 paged; N-1 corrected from 0.8 to 0.9 (grade 3): no alert shows N-1 now."""
+    driver.apply_all([neut("N-1", "0.8", 6), neut("N-2", "0.3", 7)])
+    assert of_type(driver.apply(neut("N-1", "0.9", 6, sender="corrected")), "lab.toxicity_withdrawn") == []
+
+
+def test_a_result_corrected_up_to_the_grade_signalled_names_nothing(driver: Driver) -> None:
+    """N-1 grade 4 paged; N-2 (0.8, grade 3) corrected to 0.4 (grade 4, not news): N-2 never paged at grade 4, the
+    alert shows N-1, which stands."""
+    driver.apply_all([neut("N-1", "0.3", 6), neut("N-2", "0.8", 7)])
+    assert lab_findings(driver.apply(neut("N-2", "0.4", 7, sender="corrected"))) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "same"),
+    [
+        (("10", "10^9/L"), ("10", "10^3/uL"), True),
+        (("10", "10^9/L"), ("10000", "/uL"), True),
+        (("10", "10^9/L"), ("10.0", "10^9/L"), True),
+        (("<1.0", "10^9/L"), ("<1.0", "10^3/uL"), True),
+        (("10", "10^9/L"), ("22", "10^9/L"), False),
+        (("<1.0", "10^9/L"), ("0.8", "10^9/L"), False),
+        (("<1.0", "10^9/L"), (">1.0", "10^9/L"), False),
+        (("10", "10^9/L"), ("10", "/uL"), False),
+        (("10", "odd/unit"), ("10", "other/unit"), False),
+    ],
+)
+def test_what_counts_as_the_same_quantity(old: tuple[str, str], new: tuple[str, str], same: bool) -> None:
+    assert same_quantity(*old, *new) is same
