@@ -251,6 +251,9 @@ def onset_placement(
 HIDDEN_DETAILS = {"subject_id", "site_id", "source_event_id", "sequence", "withdrawn_through", "withdrawn_received_at"}
 """Shown elsewhere on the page, or bookkeeping (a lab signal's number) that means nothing to the officer."""
 WORDED_DETAILS = {"relatedness", "awareness_basis", "decision", "previous_decision", "criteria"}
+SHOWN_RESULT_REPEATS = {"standing_result_id", "withdrawn_result_id"}
+"""A withdrawal's result ids: worth a row only when they name a result other than the one the alert shows (a lab
+result revised within its grade is withdrawn, standing and shown at once)."""
 
 
 def detail_rows(details: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -258,6 +261,8 @@ def detail_rows(details: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = []
     for key, value in details.items():
         if key in HIDDEN_DETAILS or value is None or value == [] or value == "":
+            continue
+        if key in SHOWN_RESULT_REPEATS and value == details.get("result_id"):
             continue
         if key.endswith("_at") or key in ("window_start", "window_end", "due_from", "due_until"):
             text = when(value)

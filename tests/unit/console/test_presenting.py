@@ -113,3 +113,12 @@ def test_a_withdrawals_bookkeeping_is_not_shown() -> None:
     withdrew does."""
     details = {"withdrawn_through": 2, "withdrawn_received_at": "2026-03-01T01:02:03Z", "withdrawn_result_id": "P8"}
     assert list(dict(detail_rows(details)).values()) == ["P8"]
+
+
+def test_a_revised_result_is_named_once() -> None:
+    """A result revised within its grade is the one shown, withdrawn and standing: one row names it; a withdrawal of
+    another result keeps its own row."""
+    revised = {"result_id": "P8", "standing_result_id": "P8", "withdrawn_result_id": "P8"}
+    assert detail_rows(revised) == [("Result id", "P8")]
+    other = {"result_id": "P9", "standing_result_id": "P9", "withdrawn_result_id": "P8"}
+    assert detail_rows(other) == [("Result id", "P9"), ("Withdrawn result id", "P8")]
