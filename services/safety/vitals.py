@@ -202,9 +202,10 @@ def withdrawals(
 
     What stands is the worst finding of the term at the protocol's grade, from the set as corrected or another
     reading within `repeat_after_hours` of it (the span `news` treats as one episode). Nothing is withdrawn while
-    the set still gives the grade, or a worse one stands near it (that one paged, not this set). An equal grade
-    from another reading is withdrawn with it standing: the alert must show a reading that stands. `history`: the
-    subject's active readings after the change."""
+    the set still gives the grade at the time it was measured, or a worse one stands near it (that one paged, not
+    this set). An equal grade from another reading, or from the set measured at another time, is withdrawn with it
+    standing: the alert must show a reading that stands, and when it was measured (a fever keyed on the infusion
+    day but measured on day 3 points to infection). `history`: the subject's active readings after the change."""
     span = timedelta(hours=rules.repeat_after_hours)
     others = [r for r in history if r.vitals_id != before.vitals_id]
     candidates = [r for r in others if abs(r.measured_at - before.measured_at) <= span]
@@ -227,8 +228,9 @@ def withdrawals(
         )
         if worst is not None:
             reading, other = worst
-            if other.grade > finding.grade or (other.grade == finding.grade and reading.vitals_id == before.vitals_id):
-                continue  # a worse finding stands near it, or the set still gives the grade
+            same = reading.vitals_id == before.vitals_id and reading.measured_at == before.measured_at
+            if other.grade > finding.grade or (other.grade == finding.grade and same):
+                continue  # a worse finding stands near it, or the set still gives the grade when it gave it
         found.append(Withdrawal(finding, worst))
     return found
 

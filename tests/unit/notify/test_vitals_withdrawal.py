@@ -4,7 +4,7 @@ shows the reading that stands; a correction of another reading, or one the alert
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +203,16 @@ def test_a_grade_4_withdrawn_from_a_reading_the_alert_does_not_show_is_history(
     row = alert(notifier)
     assert (row.details["result_id"], row.details["grade"]) == ("VS-2", 3) and reviews(notifier) == ["open"]
     assert [h.action for h in notifier.history()][-3:] == ["flagged_again", "lab_finding_revised", "flagged_again"]
+
+
+def test_a_fever_measured_on_another_day_shows_it_without_a_page(safety: Driver, notifier: Notifier) -> None:
+    send(notifier, lab_signals(safety.apply(temperature("VS-1", "39.4", 60))))
+    hand_over(notifier)
+    title = alert(notifier).title
+    moved = lab_signals(safety.apply(temperature("VS-1", "39.4", 3 * 24 * 60 + 60, tag="-date", received=10)))
+    send(notifier, moved)
+    row = alert(notifier)
+    shown = datetime.fromisoformat(row.details["collected_at"])
+    assert row.title == title and shown == START + timedelta(days=3, hours=1)
+    assert reviews(notifier) == ["open"] and notifier.pending() and len(notifier.deliveries()) == 1
+    assert notifier.history()[-1].action == "lab_finding_revised"

@@ -188,6 +188,14 @@ def test_findings_below_the_protocols_grade_are_never_withdrawn() -> None:
     assert withdrawn(high, after, [after]) == [("Hypertension", 3, None, None)]
 
 
+def test_a_set_measured_at_another_time_within_its_grade_is_withdrawn_with_itself_standing() -> None:
+    """Keyed on the infusion day, measured on day 3: the same grade, shown with the time it was measured."""
+    before, after = reading(T0, "v1", temperature_c="39.4"), reading(T0 + timedelta(days=3), "v1", temperature_c="39.4")
+    assert withdrawn(before, after, [after]) == [("Fever", 2, "v1", 2)]
+    [change] = withdrawals(before, after, [after], rules=RULES)
+    assert change.standing is not None and change.standing[0].measured_at == T0 + timedelta(days=3)
+
+
 # --- a change graded with the readings that depend on it ----------------------------------------------------------
 
 

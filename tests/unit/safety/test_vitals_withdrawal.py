@@ -153,3 +153,12 @@ def test_a_backfilled_normal_reading_inside_a_run_withdraws_the_grade_4(driver: 
     [signal] = withdrawals(out)
     assert (signal.data.withdrawn_result_id, signal.data.withdrawn_grade, signal.data.standing_grade) == ("VS-2", 4, 3)
     assert signal.data.why.startswith("vitals set VS-M (2026-03-02 22:00 UTC) recorded by the site; vitals set VS-2")
+
+
+def test_a_set_measured_on_another_day_within_its_grade_is_withdrawn_with_itself_standing(driver: Driver) -> None:
+    driver.apply(temperature("VS-1", "39.4", 60))
+    [signal] = withdrawals(driver.apply(temperature("VS-1", "39.4", 3 * 24 * 60 + 60, sender="date")))
+    data = signal.data
+    assert (data.withdrawn_grade, data.standing_grade, data.standing_result_id) == (2, 2, "VS-1")
+    assert data.standing_result is not None and data.standing_result.collected_at == START + timedelta(days=3, hours=1)
+    assert "measured at 2026-03-02 10:00 -> 2026-03-05 10:00 UTC" in data.why
