@@ -1,7 +1,8 @@
 """Safety's infusion-day and visit-review layer: store vital signs and AE review records, signal the CTCAE
 findings graded from vitals (as lab toxicities) and withdraw those a set corrected or taken back no longer gives
-(as lab findings are withdrawn), and, from the sweep, flag infusions whose observation period ended with monitoring
-slots missing (as missed assessments). The rules are in `vitals.py`.
+(as lab findings are withdrawn), grading again the readings whose grade depends on the set (`vitals.judge_change`),
+and, from the sweep, flag infusions whose observation period ended with monitoring slots missing (as missed
+assessments). The rules are in `vitals.py`.
 
 Keyword-only; never commit (the caller's transaction does).
 """
@@ -18,14 +19,17 @@ from services.safety import store
 from services.safety.assessments import ReviewMark
 from services.safety.models import AeReview, Dose, MissedAssessment, Subject, VitalSigns
 from services.safety.vitals import (
+    Judgement,
+    News,
     Reading,
     Withdrawal,
     check_due,
     correction_words,
     gaps,
+    judge_change,
     monitoring_incomplete,
-    news,
-    withdrawals,
+    recorded_words,
+    regrade_words,
 )
 from shared.clock import utc
 from shared.events import (
@@ -44,7 +48,7 @@ from shared.events import (
     message_key,
 )
 from shared.outbox import Outgoing
-from shared.protocol import InfusionVitals, Protocol
+from shared.protocol import Protocol
 
 SIGNAL_SOURCE = "/services/safety"
 GAP_LOOKBACK = timedelta(days=30)
@@ -55,8 +59,9 @@ VITALS_CONTENT = (*VITAL_SIGN_NAMES, "measured_at", "dose_id")
 def apply_vitals(
     session: Session, envelope: VitalsRecorded, *, protocol: Protocol, signals_topic: str
 ) -> tuple[bool, list[Outgoing]]:
-    """Store a set of vitals (a re-send with other values is the site's correction) and signal what is news; a
-    correction also withdraws the findings the set no longer gives. A set the site took back signals nothing."""
+    """Store a set of vitals (a re-send with other values is the site's correction) and signal what the change does
+    (`vitals.judge_change`): what is news, the findings the set (or a reading graded with it) no longer gives. A set
+    the site took back signals nothing."""
     data = envelope.data
     keys = (envelope.trialid, envelope.subject, data.vitals_id)
     new = VitalSigns(
@@ -87,89 +92,101 @@ def apply_vitals(
     reading = next((r for r in history if r.vitals_id == data.vitals_id), None)
     if reading is None:  # taken back by the site (its status came first): stored, never signalled
         return True, []
-    signals: list[Outgoing] = []
-    if before is not None:  # a correction of an active set (its status is not this event's)
-        why = correction_words(before, reading)
-        withdrawn = withdrawals(before, reading, history, rules=rules)
-        signals += [_withdrawal(envelope, before, w, why=why, topic=signals_topic) for w in withdrawn]
-    return True, signals + _findings(envelope, reading, history, rules=rules, topic=signals_topic, before=before)
+    # active now and not taken back by this event: active before it too, as `before` (a correction) or not at all
+    earlier = [r for r in history if r.vitals_id != data.vitals_id] + ([before] if before is not None else [])
+    why = correction_words(before, reading) if before is not None else recorded_words(reading)
+    judged = judge_change(data.vitals_id, earlier, history, rules=rules)
+    return True, _signals(envelope, data.vitals_id, judged, why=why, topic=signals_topic)
 
 
 def vitals_status_changed(
     session: Session, envelope: RecordStatusChanged, *, was_active: bool, protocol: Protocol, signals_topic: str
 ) -> list[Outgoing]:
     """A vitals set taken back withdraws the findings it gave (the review of a fever the nurse entered under the
-    wrong patient stops); restored, what it gives is news again, as for a lab result. `was_active`: before this
-    status (a retraction re-sent withdraws nothing more)."""
+    wrong patient stops); restored, what it gives is news again, as for a lab result. Either way the readings graded
+    with it are graded again (`vitals.judge_change`). `was_active`: before this status (a retraction re-sent
+    withdraws nothing more)."""
     data = envelope.data
     rules = protocol.infusion_vitals
     row = session.get(VitalSigns, (envelope.trialid, envelope.subject, data.record_id))
     if rules is None or row is None:
         return []  # the set has not arrived: it is judged, with its status, when it does
     history = subject_readings(session, trial_id=envelope.trialid, subject_id=envelope.subject)
-    reading = next((r for r in history if r.vitals_id == data.record_id), None)
-    if reading is not None:
-        return [] if was_active else _findings(envelope, reading, history, rules=rules, topic=signals_topic)
-    if not was_active:
-        return []
+    active = any(r.vitals_id == data.record_id for r in history)
+    if active == was_active:
+        return []  # still active, or still taken back: nothing changed for its findings
+    earlier = [r for r in history if r.vitals_id != data.record_id] + ([] if active else [_reading(row)])
     why = f"vitals set {data.record_id} marked {data.status.replace('_', ' ')} by the site" + (
         f" ({data.reason})" if data.reason else ""
     )
-    taken = _reading(row)
-    return [
-        _withdrawal(envelope, taken, w, why=why, topic=signals_topic)
-        for w in withdrawals(taken, None, history, rules=rules)
+    judged = judge_change(data.record_id, earlier, history, rules=rules)
+    return _signals(envelope, data.record_id, judged, why=why, topic=signals_topic)
+
+
+def _signals(
+    source: VitalsRecorded | RecordStatusChanged, vitals_id: str, judged: Judgement, *, why: str, topic: str
+) -> list[Outgoing]:
+    """The withdrawals, then the news, of a change to set `vitals_id` (`why`: the change, in words); a reading
+    graded with it says so."""
+    signals = [
+        _withdrawal(source, taken, w, why=why, topic=topic)
+        if taken.vitals_id == vitals_id
+        else _withdrawal(source, taken, w, why=regrade_words(why, taken), topic=topic, regraded=True)
+        for taken, w in judged.withdrawn
+    ]
+    return signals + [
+        _finding(source, item, topic=topic, again=None if item.reading.vitals_id == vitals_id else why)
+        for item in judged.news
     ]
 
 
-def _findings(
-    source: VitalsRecorded | RecordStatusChanged,
-    reading: Reading,
-    history: list[Reading],
-    *,
-    rules: InfusionVitals,
-    topic: str,
-    before: Reading | None = None,
-) -> list[Outgoing]:
-    """The set's findings that are news, signalled as lab toxicities raised by `source` (its receipt starts the
-    review clock). `before`: the set before the site's correction (`vitals.news`)."""
-    signals = []
-    for finding, previous in news(reading, history, rules=rules, before=before):
-        signal = LabToxicity(
-            id=deterministic_id("signal", source.id, "vitals", finding.term),
-            source=SIGNAL_SOURCE,
-            subject=source.subject,
-            time=reading.measured_at,
-            trialid=source.trialid,
-            data=LabToxicityData(
-                site_id=source.siteid,
-                subject_id=source.subject,
-                result_id=reading.vitals_id,
-                test=finding.test,
-                term=finding.term,
-                grade=finding.grade,
-                baseline_grade=None,
-                previous_grade=previous,
-                value=finding.value,
-                unit=finding.unit,
-                reason=f"vital signs: {finding.reason}",
-                collected_at=reading.measured_at,
-                source_event_id=source.id,
-                floor=finding.floor,
-                received_at=source.receivedat,
-                measured_by="vitals",
-            ),
-        )
-        signals.append(Outgoing(topic=topic, key=message_key(source.trialid, source.subject), envelope=signal))
-    return signals
+def _finding(source: VitalsRecorded | RecordStatusChanged, item: News, *, topic: str, again: str | None) -> Outgoing:
+    """A finding that is news, signalled as a lab toxicity raised by `source` (its receipt starts the review clock).
+    `again`: the change to another set that graded this reading again (None: the set's own)."""
+    reading, finding = item.reading, item.finding
+    reason = f"vital signs: {finding.reason}" + (f" (graded again: {again})" if again is not None else "")
+    named = [] if again is None else [reading.vitals_id]
+    signal = LabToxicity(
+        id=deterministic_id("signal", source.id, "vitals", *named, finding.term),
+        source=SIGNAL_SOURCE,
+        subject=source.subject,
+        time=reading.measured_at,
+        trialid=source.trialid,
+        data=LabToxicityData(
+            site_id=source.siteid,
+            subject_id=source.subject,
+            result_id=reading.vitals_id,
+            test=finding.test,
+            term=finding.term,
+            grade=finding.grade,
+            baseline_grade=None,
+            previous_grade=item.previous,
+            value=finding.value,
+            unit=finding.unit,
+            reason=reason,
+            collected_at=reading.measured_at,
+            source_event_id=source.id,
+            floor=finding.floor,
+            received_at=source.receivedat,
+            measured_by="vitals",
+        ),
+    )
+    return Outgoing(topic=topic, key=message_key(source.trialid, source.subject), envelope=signal)
 
 
 def _withdrawal(
-    source: VitalsRecorded | RecordStatusChanged, taken: Reading, withdrawal: Withdrawal, *, why: str, topic: str
+    source: VitalsRecorded | RecordStatusChanged,
+    taken: Reading,
+    withdrawal: Withdrawal,
+    *,
+    why: str,
+    topic: str,
+    regraded: bool = False,
 ) -> Outgoing:
     """A finding of set `taken` withdrawn, as a lab finding is (`lab.toxicity_withdrawn`). Vitals findings are not
     numbered (sequence 0): it names the set (`withdrawn_result_id`), and notify withdraws it only from an alert that
-    shows that set's finding, received before this change."""
+    shows that set's finding, received before this change. `regraded`: `taken` is not the set changed but a reading
+    graded with it (its grade 4 read a run the change broke): named itself, as the alert shows it if it paged."""
     finding, standing = withdrawal.finding, withdrawal.standing
     shown = None
     if standing is not None:
@@ -182,8 +199,9 @@ def _withdrawal(
             reason=f"vital signs: {kept.reason}",
             floor=kept.floor,
         )
+    named = [taken.vitals_id] if regraded else []
     signal = LabToxicityWithdrawn(
-        id=deterministic_id("signal", source.id, "vitals", "lab.toxicity_withdrawn", finding.term),
+        id=deterministic_id("signal", source.id, "vitals", "lab.toxicity_withdrawn", *named, finding.term),
         source=SIGNAL_SOURCE,
         subject=source.subject,
         time=source.receivedat,

@@ -3,7 +3,8 @@
 What CTCAE v5.0 grades from a measurement (adult criteria; this is an adult trial):
 - Fever: 38.0 - 39.0 C grade 1, > 39.0 - 40.0 grade 2, > 40.0 for <= 24 h grade 3, > 40.0 for > 24 h grade 4.
   "For > 24 h" is read from consecutive readings above 40.0 C: the run is assumed unbroken between them (no
-  reading at or below 40.0 in between), the cautious reading.
+  reading at or below 40.0 in between), the cautious reading. So a later reading's grade depends on the readings
+  before it in its run: a change to one set grades them again (`judge_change`).
 - Hypertension: systolic 120 - 139 or diastolic 80 - 89 mm Hg grade 1; 140 - 159 or 90 - 99 grade 2; >= 160 or
   >= 100 grade 3; grade 4 has no pressure criterion. Every grade also has clinical criteria (previous pressure,
   symptoms, intervention, life-threatening consequences), so a pressure gives "at least grade N" and the
@@ -201,9 +202,10 @@ def withdrawals(
 
     What stands is the worst finding of the term at the protocol's grade, from the set as corrected or another
     reading within `repeat_after_hours` of it (the span `news` treats as one episode). Nothing is withdrawn while
-    the set still gives the grade, or a worse one stands near it (that one paged, not this set). An equal grade
-    from another reading is withdrawn with it standing: the alert must show a reading that stands. `history`: the
-    subject's active readings after the change."""
+    the set still gives the grade at the time it was measured, or a worse one stands near it (that one paged, not
+    this set). An equal grade from another reading, or from the set measured at another time, is withdrawn with it
+    standing: the alert must show a reading that stands, and when it was measured (a fever keyed on the infusion
+    day but measured on day 3 points to infection). `history`: the subject's active readings after the change."""
     span = timedelta(hours=rules.repeat_after_hours)
     others = [r for r in history if r.vitals_id != before.vitals_id]
     candidates = [r for r in others if abs(r.measured_at - before.measured_at) <= span]
@@ -226,10 +228,141 @@ def withdrawals(
         )
         if worst is not None:
             reading, other = worst
-            if other.grade > finding.grade or (other.grade == finding.grade and reading.vitals_id == before.vitals_id):
-                continue  # a worse finding stands near it, or the set still gives the grade
+            same = reading.vitals_id == before.vitals_id and reading.measured_at == before.measured_at
+            if other.grade > finding.grade or (other.grade == finding.grade and same):
+                continue  # a worse finding stands near it, or the set still gives the grade when it gave it
         found.append(Withdrawal(finding, worst))
     return found
+
+
+# --- a change to one set, and the readings graded with it --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class News:
+    """A finding to signal, read from `reading`; `previous`: the worst grade of its term near it before (None: none)."""
+
+    reading: Reading
+    finding: VitalsFinding
+    previous: int | None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What a change to one vitals set signals: each withdrawal with the set whose finding no longer stands (as it
+    stood before the change: the set changed, or another graded with it), and the findings that are news."""
+
+    withdrawn: list[tuple[Reading, Withdrawal]]
+    news: list[News]
+
+
+def judge_change(
+    vitals_id: str, before: Sequence[Reading], after: Sequence[Reading], *, rules: InfusionVitals
+) -> Judgement:
+    """A vitals set new, corrected, taken back or restored: what its own findings signal (`withdrawals`, `news`), and
+    what the change does to the readings graded with it (`dependents`: a later reading of a run above 40.0 C, whose
+    grade 4 reads the run back to its start). `before`, `after`: the subject's active readings around the change.
+
+    A grade a dependent no longer gives is withdrawn naming that reading (notify withdraws only from an alert showing
+    it, so each is named: which one paged depends on the order they came in). A worse grade now standing is news
+    when worse than every grade of its term near it before and than the unchanged ones near it now; one page per term
+    and change: the worst (the set's own on a tie, else the latest reading), so the alert ends on what stands."""
+    old, new = _find(before, vitals_id), _find(after, vitals_id)
+    withdrawn = [(old, w) for w in withdrawals(old, new, after, rules=rules)] if old is not None else []
+    own = [News(new, f, previous) for f, previous in news(new, after, rules=rules, before=old)] if new else []
+    then, now = _Graded(before, rules), _Graded(after, rules)
+    span = timedelta(hours=rules.repeat_after_hours)
+    changed = [r for r in (old, new) if r is not None]
+    others = [r for r in after if r.vitals_id != vitals_id]
+    graded_again = dependents(changed, others)
+    regraded: list[News] = []
+    for term, threshold in rules.min_grade.items():
+        rising = []
+        for reading in graded_again:
+            was, gives = then.finding(reading, term), now.grade(reading, term)
+            if was is not None and was.grade >= threshold and gives < was.grade:
+                withdrawn += [(reading, w) for w in _regrade_withdrawal(reading, was, threshold, now, span)]
+            elif gives >= threshold and gives > then.grade(reading, term):
+                rising.append(reading)
+        for reading in rising:
+            found = now.finding(reading, term)
+            prior = max((then.grade(r, term) for r in then.near(reading, span)), default=0)
+            kept = [now.grade(r, term) for r in now.near(reading, span) if r not in rising]
+            if found is not None and found.grade > max([prior, *kept]):
+                regraded.append(News(reading, found, prior or None))
+    return Judgement(withdrawn, _worst_per_term(own, regraded))
+
+
+def dependents(changed: Sequence[Reading], others: Sequence[Reading]) -> list[Reading]:
+    """The readings whose grade can depend on a set measured at `changed`'s times (before and after a correction):
+    those after it, up to the first at or below 40.0 C (a grade 4 fever reads the run back to its start; one at or
+    below 40.0 C starts it again, whatever came before). Bounded by the run, however long ago it started."""
+    timed = sorted((r for r in others if "temperature_c" in r.signs), key=lambda r: r.measured_at)
+    found: dict[str, Reading] = {}
+    for start in {c.measured_at for c in changed}:
+        for reading in (r for r in timed if r.measured_at > start):
+            if reading.signs["temperature_c"] <= FEVER_GRADE3_ABOVE:
+                break
+            found[reading.vitals_id] = reading
+    return sorted(found.values(), key=lambda r: r.measured_at)
+
+
+def _regrade_withdrawal(
+    reading: Reading, finding: VitalsFinding, threshold: int, now: _Graded, span: timedelta
+) -> list[Withdrawal]:
+    """`reading`'s `finding`, which it no longer gives, withdrawn with the worst of its term that stands near it (as
+    `withdrawals`); nothing when a worse one stands (that one paged)."""
+    term = finding.term
+    standing = [(r, f) for r in now.near(reading, span) if (f := now.finding(r, term)) and f.grade >= threshold]
+    worst = max(standing, key=lambda s: (s[1].grade, s[0] == reading, s[0].measured_at), default=None)
+    return [] if worst is not None and worst[1].grade > finding.grade else [Withdrawal(finding, worst)]
+
+
+def _worst_per_term(own: list[News], regraded: list[News]) -> list[News]:
+    chosen: dict[str, tuple[tuple[int, bool, datetime], News]] = {}
+    for item in [*own, *regraded]:
+        key = (item.finding.grade, item in own, item.reading.measured_at)
+        if item.finding.term not in chosen or key > chosen[item.finding.term][0]:
+            chosen[item.finding.term] = (key, item)
+    return [item for _, item in chosen.values()]
+
+
+class _Graded:
+    """The subject's active readings at one moment, each graded once: a run above 40.0 C grades its readings from
+    the same history, and a change re-reads them before and after."""
+
+    def __init__(self, readings: Sequence[Reading], rules: InfusionVitals) -> None:
+        self._readings = list(readings)
+        self._rules = rules
+        self._found: dict[str, dict[str, VitalsFinding]] = {}
+
+    def finding(self, reading: Reading, term: str) -> VitalsFinding | None:
+        if reading.vitals_id not in self._found:
+            others = [r for r in self._readings if r.vitals_id != reading.vitals_id]
+            self._found[reading.vitals_id] = {f.term: f for f in findings(reading, others, rules=self._rules)}
+        return self._found[reading.vitals_id].get(term)
+
+    def grade(self, reading: Reading, term: str) -> int:
+        """0: none."""
+        found = self.finding(reading, term)
+        return found.grade if found is not None else 0
+
+    def near(self, reading: Reading, span: timedelta) -> list[Reading]:
+        """The readings within `span` of `reading`'s time, itself included when it is one of them."""
+        return [r for r in self._readings if abs(r.measured_at - reading.measured_at) <= span]
+
+
+def _find(readings: Sequence[Reading], vitals_id: str) -> Reading | None:
+    return next((r for r in readings if r.vitals_id == vitals_id), None)
+
+
+def regrade_words(cause: str, reading: Reading) -> str:
+    """Why another set's finding changed, for the officer."""
+    return f"{cause}; vitals set {reading.vitals_id} ({reading.measured_at:%Y-%m-%d %H:%M} UTC) graded again with it"
+
+
+def recorded_words(reading: Reading) -> str:
+    return f"vitals set {reading.vitals_id} ({reading.measured_at:%Y-%m-%d %H:%M} UTC) recorded by the site"
 
 
 def correction_words(before: Reading, after: Reading) -> str:

@@ -201,11 +201,6 @@ def test_a_grade_3_hypertension_corrected_below_the_protocols_grade_is_withdrawn
 # --- a fever above 40.0 C for more than 24 h (CTCAE grade 4) ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a vitals set taken back that broke a run above 40.0 C is only withdrawn itself: the later reading it "
-    "leaves above 40.0 C for > 24 h (grade 4 fever) is never re-graded, so no grade 4 pages",
-)
 def test_a_normal_reading_taken_back_that_broke_a_run_above_40_pages_grade_4(
     safety: Driver, notifier: Notifier
 ) -> None:
@@ -222,11 +217,6 @@ def test_a_normal_reading_taken_back_that_broke_a_run_above_40_pages_grade_4(
     assert alert_of(notifier, "Fever").title.startswith("Fever grade 4")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a vitals set corrected upwards is judged alone: the later reading its correction leaves above 40.0 C for "
-    "> 24 h (grade 4 fever) is never re-graded, so only grade 3 pages",
-)
 def test_a_reading_corrected_upwards_that_makes_a_run_above_40_longer_than_24_h_pages_grade_4(
     safety: Driver, notifier: Notifier
 ) -> None:
@@ -240,11 +230,6 @@ def test_a_reading_corrected_upwards_that_makes_a_run_above_40_longer_than_24_h_
     assert alert_of(notifier, "Fever").title.startswith("Fever grade 4")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a vitals set taken back that started a run above 40.0 C withdraws only its own grade 3: the alert keeps "
-    "showing the later reading as grade 4 (above 40.0 C for 25 h) that no longer stands",
-)
 def test_the_reading_that_started_a_grade_4_run_taken_back_leaves_no_grade_4_shown(
     safety: Driver, notifier: Notifier
 ) -> None:
@@ -265,11 +250,6 @@ def test_the_reading_that_started_a_grade_4_run_taken_back_leaves_no_grade_4_sho
 # --- what the alert shows -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a vitals set whose measurement time is corrected (same grade) raises nothing: the alert keeps showing "
-    "the time the site took back",
-)
 def test_a_fever_keyed_on_the_infusion_day_but_measured_on_day_3_shows_day_3(
     safety: Driver, notifier: Notifier
 ) -> None:
@@ -277,7 +257,12 @@ def test_a_fever_keyed_on_the_infusion_day_but_measured_on_day_3_shows_day_3(
     corrects the date: it was measured on day 3 (she keyed the wrong day). A fever three days after the infusion in
     a neutropenic patient points to infection, not to the infusion: the officer deciding at 3 a.m. must see day 3."""
     send(notifier, findings(safety.apply(vs("VS-1", at(0, 10), temperature_c="39.4"))))
-    safety.apply(vs("VS-1", at(3, 10), tag="-date", received=3 * 24 * 60, temperature_c="39.4"))
+    hand_over(notifier)
+    sent = len(notifier.deliveries())
+    send(
+        notifier, findings(safety.apply(vs("VS-1", at(3, 10), tag="-date", received=3 * 24 * 60, temperature_c="39.4")))
+    )
+    assert reviews_of(notifier, "Fever") == ["open"] and len(notifier.deliveries()) == sent, "the same fever: no page"
     shown = datetime.fromisoformat(str(alert_of(notifier, "Fever").details["collected_at"]))
     assert shown == at(3, 10)
 

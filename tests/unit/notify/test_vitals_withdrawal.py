@@ -4,7 +4,7 @@ shows the reading that stands; a correction of another reading, or one the alert
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +156,63 @@ def test_a_vitals_set_taken_back_cancels_its_review(safety: Driver, notifier: No
     send(notifier, lab_signals(safety.apply(retraction)))
     assert reviews(notifier) == ["cancelled"] and notifier.pending() == []
     assert len(to_officer(notifier)) == 2
+
+
+# --- readings graded again with a changed set (a run above 40.0 C) -----------------------------------------------
+
+
+def test_the_start_of_a_run_taken_back_shows_grade_3_and_restored_pages_grade_4_again(
+    safety: Driver, notifier: Notifier
+) -> None:
+    """40.5 C, then 40.3 C 25 h later pages grade 4. The first set taken back: the alert says grade 3 from the later
+    reading, its review stays, nobody paged or told. Restored: grade 4 stands again and pages."""
+    send(notifier, lab_signals(safety.apply(temperature("VS-1", "40.5", 60))))
+    send(notifier, lab_signals(safety.apply(temperature("VS-2", "40.3", 26 * 60))))
+    hand_over(notifier)
+    sent = len(notifier.deliveries())
+    retraction = status("A-1", "vitals", "VS-1").model_copy(update={"receivedat": START + timedelta(hours=27)})
+    send(notifier, lab_signals(safety.apply(retraction)))
+    row = alert(notifier)
+    assert row.title.startswith("Fever grade 3 (grade 4 no longer stands)")
+    assert (row.details["result_id"], row.details["grade"], row.details["value"]) == ("VS-2", 3, "40.3")
+    assert "25.0 h" not in row.details["reason"]
+    assert reviews(notifier) == ["open"] and len(notifier.deliveries()) == sent, "grade 3 still owes its review"
+    hand_over(notifier)
+    restored = status("A-1", "vitals", "VS-1", "restored").model_copy(
+        update={"receivedat": START + timedelta(hours=28)}
+    )
+    send(notifier, lab_signals(safety.apply(restored)))
+    row = alert(notifier)
+    assert row.title.startswith("Fever grade 4") and row.details["grade"] == 4
+    assert len(to_officer(notifier)) == 3, "paged for grade 3, grade 4, and grade 4 again"
+
+
+def test_a_grade_4_withdrawn_from_a_reading_the_alert_does_not_show_is_history(
+    safety: Driver, notifier: Notifier
+) -> None:
+    """Grade 4 paged from the 26 h reading; the 27 h one (grade 4 too) was not news. The start of the run taken back:
+    both lose grade 4; the alert, showing the 26 h reading, says grade 3 once."""
+    send(notifier, lab_signals(safety.apply(temperature("VS-1", "40.5", 60))))
+    send(notifier, lab_signals(safety.apply(temperature("VS-2", "40.3", 26 * 60))))
+    assert lab_signals(safety.apply(temperature("VS-3", "40.2", 27 * 60))) == []
+    hand_over(notifier)
+    retraction = status("A-1", "vitals", "VS-1").model_copy(update={"receivedat": START + timedelta(hours=28)})
+    out = lab_signals(safety.apply(retraction))
+    assert [s.data.withdrawn_result_id for s in out] == ["VS-1", "VS-2", "VS-3"]
+    send(notifier, out)
+    row = alert(notifier)
+    assert (row.details["result_id"], row.details["grade"]) == ("VS-2", 3) and reviews(notifier) == ["open"]
+    assert [h.action for h in notifier.history()][-3:] == ["flagged_again", "lab_finding_revised", "flagged_again"]
+
+
+def test_a_fever_measured_on_another_day_shows_it_without_a_page(safety: Driver, notifier: Notifier) -> None:
+    send(notifier, lab_signals(safety.apply(temperature("VS-1", "39.4", 60))))
+    hand_over(notifier)
+    title = alert(notifier).title
+    moved = lab_signals(safety.apply(temperature("VS-1", "39.4", 3 * 24 * 60 + 60, tag="-date", received=10)))
+    send(notifier, moved)
+    row = alert(notifier)
+    shown = datetime.fromisoformat(row.details["collected_at"])
+    assert row.title == title and shown == START + timedelta(days=3, hours=1)
+    assert reviews(notifier) == ["open"] and notifier.pending() and len(notifier.deliveries()) == 1
+    assert notifier.history()[-1].action == "lab_finding_revised"

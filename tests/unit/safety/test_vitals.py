@@ -14,10 +14,12 @@ from services.safety.vitals import (
     Reading,
     check_due,
     correction_words,
+    dependents,
     fever,
     gaps,
     hypertension,
     hypotension,
+    judge_change,
     monitoring_incomplete,
     news,
     slots,
@@ -184,6 +186,89 @@ def test_findings_below_the_protocols_grade_are_never_withdrawn() -> None:
     assert withdrawn(before, after, [after]) == []
     high = reading(T0, "v1", systolic_bp="172", diastolic_bp="85")  # grade 3 (at least)
     assert withdrawn(high, after, [after]) == [("Hypertension", 3, None, None)]
+
+
+def test_a_set_measured_at_another_time_within_its_grade_is_withdrawn_with_itself_standing() -> None:
+    """Keyed on the infusion day, measured on day 3: the same grade, shown with the time it was measured."""
+    before, after = reading(T0, "v1", temperature_c="39.4"), reading(T0 + timedelta(days=3), "v1", temperature_c="39.4")
+    assert withdrawn(before, after, [after]) == [("Fever", 2, "v1", 2)]
+    [change] = withdrawals(before, after, [after], rules=RULES)
+    assert change.standing is not None and change.standing[0].measured_at == T0 + timedelta(days=3)
+
+
+# --- a change graded with the readings that depend on it ----------------------------------------------------------
+
+
+def hot(hours: float, vitals_id: str, value: str) -> Reading:
+    return reading(T0 + timedelta(hours=hours), vitals_id, temperature_c=value)
+
+
+def judged(vitals_id: str, before: list[Reading], after: list[Reading]) -> tuple[list[tuple], list[tuple]]:
+    """(set named, grade withdrawn, set standing, its grade) per withdrawal; (set, grade, previous) per news."""
+    found = judge_change(vitals_id, before, after, rules=RULES)
+    gone = [
+        (taken.vitals_id, w.finding.grade, *((w.standing[0].vitals_id, w.standing[1].grade) if w.standing else (None,)))
+        for taken, w in found.withdrawn
+    ]
+    return gone, [(n.reading.vitals_id, n.finding.grade, n.previous) for n in found.news]
+
+
+def test_the_readings_graded_with_a_set_are_the_run_above_40_after_it() -> None:
+    run = [hot(1, "a", "40.5"), hot(20, "b", "40.2"), hot(30, "c", "40.1"), hot(31, "d", "39.9"), hot(40, "e", "41")]
+    pressure = reading(T0 + timedelta(hours=2), "p", systolic_bp="120")  # no temperature: neither in it nor a break
+    assert [r.vitals_id for r in dependents([hot(0, "x", "40.5")], [*run, pressure])] == ["a", "b", "c"]
+    assert [r.vitals_id for r in dependents([hot(30, "x", "37")], run)] == [], "at or below 40.0 C: the run ends"
+    moved = [hot(0, "x", "40.5"), hot(32, "x", "40.5")]  # a correction of its time: both places count
+    assert [r.vitals_id for r in dependents(moved, run)] == ["a", "b", "c", "e"]
+    assert dependents([hot(1, "x", "40.5")], run)[0].vitals_id == "b", "measured at the same time: not after it"
+
+
+def test_a_normal_reading_taken_back_inside_a_run_pages_the_grade_4_it_hid() -> None:
+    first, normal, later = hot(1, "v1", "40.5"), hot(13, "vm", "39.8"), hot(26, "v2", "40.3")
+    gone, news_ = judged("vm", [first, normal, later], [first, later])
+    assert gone == [], "the 39.8 C grade 2 is not withdrawn: worse stands near it"
+    assert news_ == [("v2", 4, 3)], "grade 4 read from the later reading, which stood at grade 3"
+
+
+def test_a_correction_upwards_pages_once_with_the_worst_grade_it_makes() -> None:
+    """The set's own grade 3 and the later reading's grade 4 both follow: one page, grade 4."""
+    early, late = hot(1, "v1", "37.5"), hot(26, "v2", "40.3")
+    fixed = hot(1, "v1", "40.5")
+    assert judged("v1", [early, late], [fixed, late]) == ([], [("v2", 4, 3)])
+
+
+def test_the_start_of_a_run_taken_back_withdraws_the_grade_4_from_the_reading_that_gave_it() -> None:
+    first, later = hot(1, "v1", "40.5"), hot(26, "v2", "40.3")
+    gone, news_ = judged("v1", [first, later], [later])
+    assert gone == [("v1", 3, None), ("v2", 4, "v2", 3)], "the later reading is named: it is the one that paged"
+    assert news_ == []
+
+
+def test_a_run_graded_again_withdraws_from_every_reading_and_pages_once() -> None:
+    """Every reading of a long run that changes grade is named (which of them paged depends on the order they came
+    in); a grade 4 the change makes pages once, from the latest reading."""
+    run = [hot(h, f"r{h}", "40.4") for h in (26, 28, 30)]
+    start = hot(1, "v1", "40.5")
+    gone, _ = judged("v1", [start, *run], run)
+    assert [(named, grade, standing) for named, grade, standing, _ in gone[1:]] == [
+        ("r26", 4, "r26"),
+        ("r28", 4, "r28"),
+        ("r30", 4, "r30"),
+    ]
+    assert judged("v1", run, [start, *run])[1] == [("r30", 4, 3)], "restored: one page for the grade 4"
+
+
+def test_a_normal_reading_backfilled_inside_a_run_withdraws_its_grade_4() -> None:
+    first, later = hot(1, "v1", "40.5"), hot(26, "v2", "40.3")
+    normal = hot(13, "vm", "39.8")
+    assert judged("vm", [first, later], [first, normal, later]) == ([("v2", 4, "v2", 3)], [])
+
+
+def test_a_grade_4_that_stands_by_a_longer_run_is_left_alone() -> None:
+    """Another reading still starts the run more than 24 h before: the later reading's grade 4 is not touched (the
+    set's own grade 3 is withdrawn with the one next to it standing, as before)."""
+    earliest, first, later = hot(0, "v0", "40.2"), hot(1, "v1", "40.5"), hot(26, "v2", "40.3")
+    assert judged("v1", [earliest, first, later], [earliest, later]) == ([("v1", 3, "v0", 3)], [])
 
 
 def test_a_correction_is_worded_sign_by_sign() -> None:

@@ -99,3 +99,66 @@ def test_a_vitals_set_whose_retraction_came_first_is_stored_and_never_signalled(
     assert driver.apply(temperature("VS-1", "40.5", 30, sender="corrected")) == []
     [page] = of_type(driver.apply(status("A-1", "vitals", "VS-1", "restored")), "lab.toxicity")
     assert (page.data.grade, page.data.value) == (3, "40.5")
+
+
+# --- the readings graded with a changed set ---------------------------------------------------------------------
+
+
+def test_the_start_of_a_run_taken_back_withdraws_the_grade_4_naming_the_later_reading(driver: Driver) -> None:
+    """40.5 C, then 40.3 C 25 h later (grade 4: above 40.0 C for 25 h). The first set was another patient's: the
+    later reading's grade 4 is withdrawn naming it (the finding that paged), grade 3 standing from it."""
+    driver.apply(temperature("VS-1", "40.5", 60))
+    [grade_4] = of_type(driver.apply(temperature("VS-2", "40.3", 26 * 60)), "lab.toxicity")
+    assert grade_4.data.grade == 4
+    retraction = status("A-1", "vitals", "VS-1")
+    out = driver.apply(retraction)
+    assert of_type(out, "lab.toxicity") == []
+    own, regraded = withdrawals(out)
+    assert (own.data.withdrawn_result_id, own.data.withdrawn_grade, own.data.standing_grade) == ("VS-1", 3, None)
+    data = regraded.data
+    assert (data.withdrawn_result_id, data.withdrawn_grade, data.standing_grade, data.standing_result_id) == (
+        "VS-2",
+        4,
+        3,
+        "VS-2",
+    )
+    assert data.standing_result is not None and "for 0.0 h so far" in data.standing_result.reason
+    assert data.why == (
+        "vitals set VS-1 marked entered in error by the site; "
+        "vitals set VS-2 (2026-03-03 11:00 UTC) graded again with it"
+    )
+    assert len({own.id, regraded.id}) == 2 and data.source_event_id == retraction.id
+
+
+def test_a_restored_start_of_a_run_pages_grade_4_from_the_later_reading(driver: Driver) -> None:
+    driver.apply(temperature("VS-1", "40.5", 60))
+    driver.apply(temperature("VS-2", "40.3", 26 * 60))
+    driver.apply(status("A-1", "vitals", "VS-1"))
+    restored = status("A-1", "vitals", "VS-1", "restored")
+    out = driver.apply(restored)
+    assert withdrawals(out) == []
+    [page] = of_type(out, "lab.toxicity")
+    data = page.data
+    assert (data.result_id, data.grade, data.previous_grade, data.received_at) == ("VS-2", 4, 3, restored.receivedat)
+    assert data.reason.endswith("(graded again: vitals set VS-1 marked restored by the site)")
+    assert "above 40.0 C for 25.0 h" in data.reason
+
+
+def test_a_backfilled_normal_reading_inside_a_run_withdraws_the_grade_4(driver: Driver) -> None:
+    """The 22:00 chart page arrives late: 39.8 C between two readings above 40.0 C. The run restarted there."""
+    driver.apply(temperature("VS-1", "40.5", 60))
+    driver.apply(temperature("VS-2", "40.3", 26 * 60))
+    out = driver.apply(temperature("VS-M", "39.8", 13 * 60))
+    assert of_type(out, "lab.toxicity") == []
+    [signal] = withdrawals(out)
+    assert (signal.data.withdrawn_result_id, signal.data.withdrawn_grade, signal.data.standing_grade) == ("VS-2", 4, 3)
+    assert signal.data.why.startswith("vitals set VS-M (2026-03-02 22:00 UTC) recorded by the site; vitals set VS-2")
+
+
+def test_a_set_measured_on_another_day_within_its_grade_is_withdrawn_with_itself_standing(driver: Driver) -> None:
+    driver.apply(temperature("VS-1", "39.4", 60))
+    [signal] = withdrawals(driver.apply(temperature("VS-1", "39.4", 3 * 24 * 60 + 60, sender="date")))
+    data = signal.data
+    assert (data.withdrawn_grade, data.standing_grade, data.standing_result_id) == (2, 2, "VS-1")
+    assert data.standing_result is not None and data.standing_result.collected_at == START + timedelta(days=3, hours=1)
+    assert "measured at 2026-03-02 10:00 -> 2026-03-05 10:00 UTC" in data.why
