@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from shared.protocol import InfusionVitals, VitalSign
 
@@ -202,9 +202,9 @@ def withdrawals(
 
     What stands is the worst finding of the term at the protocol's grade, from the set as corrected or another
     reading within `repeat_after_hours` of it (the span `news` treats as one episode). Nothing is withdrawn while
-    the set still gives the grade at the time it was measured, or a worse one stands near it (that one paged, not
-    this set). An equal grade from another reading, or from the set measured at another time, is withdrawn with it
-    standing: the alert must show a reading that stands, and when it was measured (a fever keyed on the infusion
+    the set still gives the grade, value and time it gave, or a worse one stands near it (that one paged, not this
+    set). An equal grade from another reading, or from the set at another value or time, is withdrawn with it
+    standing: the alert must show a reading that stands, what it measured and when (a fever keyed on the infusion
     day but measured on day 3 points to infection). `history`: the subject's active readings after the change."""
     span = timedelta(hours=rules.repeat_after_hours)
     others = [r for r in history if r.vitals_id != before.vitals_id]
@@ -229,10 +229,18 @@ def withdrawals(
         if worst is not None:
             reading, other = worst
             same = reading.vitals_id == before.vitals_id and reading.measured_at == before.measured_at
-            if other.grade > finding.grade or (other.grade == finding.grade and same):
-                continue  # a worse finding stands near it, or the set still gives the grade when it gave it
+            if other.grade > finding.grade or (other.grade == finding.grade and same and _same_value(other, finding)):
+                continue  # a worse finding stands near it, or the set still gives the grade, value and time it gave
         found.append(Withdrawal(finding, worst))
     return found
+
+
+def _same_value(one: VitalsFinding, other: VitalsFinding) -> bool:
+    """Whether two findings show the same measurement (39.2 C re-sent as 39.20 C: nothing shown changes)."""
+    try:
+        return Decimal(one.value) == Decimal(other.value) and one.unit == other.unit
+    except InvalidOperation:
+        return (one.value, one.unit) == (other.value, other.unit)
 
 
 # --- a change to one set, and the readings graded with it --------------------------------------------------

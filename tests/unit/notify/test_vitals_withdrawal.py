@@ -104,6 +104,21 @@ def test_a_fever_corrected_to_a_lower_grade_keeps_its_review_and_shows_the_value
     assert len(notifier.deliveries()) == 1, "nobody paged for a better temperature"
 
 
+def test_a_fever_corrected_within_its_grade_shows_the_temperature_that_stands(
+    safety: Driver, notifier: Notifier
+) -> None:
+    """39.2 C re-entered as 39.5 C (grade 2 either way): the alert shows 39.5, the review stays, nobody is paged."""
+    fever = lab_signals(safety.apply(temperature("VS-1", "39.2", 30)))
+    revised = lab_signals(safety.apply(temperature("VS-1", "39.5", 30, tag="-fix", received=10)))
+    send(notifier, fever)
+    hand_over(notifier)
+    send(notifier, revised)
+    row = alert(notifier)
+    assert (row.details["result_id"], row.details["value"], row.details["grade"]) == ("VS-1", "39.5", 2)
+    assert row.title.startswith("Fever grade 2") and "no longer stands" not in row.title
+    assert reviews(notifier) == ["open"] and len(notifier.deliveries()) == 1
+
+
 def test_correcting_an_earlier_fever_leaves_the_review_of_the_one_shown(safety: Driver, notifier: Notifier) -> None:
     """Day 0 39.2 C paged; 30 h later (another episode) 39.4 C paged again and is what the alert shows. The day-0
     reading corrected to normal withdraws its own finding, not the one under review."""

@@ -155,7 +155,9 @@ def test_a_fever_corrected_to_a_lower_grade_is_withdrawn_with_the_grade_the_set_
     before, after = reading(T0, "v1", temperature_c="40.5"), reading(T0, "v1", temperature_c="39.5")
     assert withdrawn(before, after, [after]) == [("Fever", 3, "v1", 2)]
     within = reading(T0, "v1", temperature_c="39.8")
-    assert withdrawn(after, within, [within]) == [], "the set still gives grade 2: a new value, the same finding"
+    assert withdrawn(after, within, [within]) == [("Fever", 2, "v1", 2)], "grade 2 stands, at a value to show"
+    resent = reading(T0, "v1", temperature_c="39.50")
+    assert withdrawn(after, resent, [resent]) == [], "the same temperature written another way: nothing to show"
 
 
 def test_a_correction_next_to_a_worse_or_equal_reading() -> None:

@@ -67,10 +67,21 @@ def test_the_worse_of_two_readings_corrected_leaves_the_other_standing(driver: D
     assert (signal.data.withdrawn_grade, signal.data.standing_grade, signal.data.standing_result_id) == (3, 2, "VS-1")
 
 
-def test_a_value_corrected_within_its_grade_signals_nothing(driver: Driver) -> None:
-    """39.2 C re-entered as 39.5 C: the same grade 2 fever, already paged (before, it paged again)."""
+def test_a_value_corrected_within_its_grade_revises_what_is_shown(driver: Driver) -> None:
+    """39.2 C re-entered as 39.5 C: the same grade 2 fever, already paged; it pages nobody (before, it paged again),
+    but the alert must show the temperature that stands (a lab result corrected within its grade is revised alike)."""
     driver.apply(temperature("VS-1", "39.2", 30))
-    assert driver.apply(temperature("VS-1", "39.5", 30, sender="corrected")) == []
+    out = driver.apply(temperature("VS-1", "39.5", 30, sender="corrected"))
+    assert of_type(out, "lab.toxicity") == []
+    [signal] = withdrawals(out)
+    data = signal.data
+    assert (data.withdrawn_grade, data.standing_grade, data.withdrawn_result_id, data.standing_result_id) == (
+        2,
+        2,
+        "VS-1",
+        "VS-1",
+    )
+    assert data.standing_result is not None and data.standing_result.value == "39.5"
 
 
 def test_a_correction_upwards_pages_and_withdraws_nothing(driver: Driver) -> None:
