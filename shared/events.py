@@ -632,6 +632,7 @@ class StandingResult(Model):
     collected_at: AwareDatetime
     reason: str
     floor: bool = False
+    measured_by: Literal["lab", "vitals"] = "lab"
 
 
 class LabToxicityWithdrawalData(Model):

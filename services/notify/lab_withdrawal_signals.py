@@ -16,6 +16,7 @@ only recorded. A worse result later comes as `lab.toxicity`: it re-pages the ale
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlmodel import Session
@@ -34,10 +35,59 @@ from services.notify.obligations import LAB_REVIEW
 from services.notify.sae_alerts import AlertPlan, messages_to
 from services.notify.sae_retraction import SYSTEM, paged_recipients
 from services.notify.sae_retraction_signals import cancel_reviews, sent_messages, stop_paging
-from shared.events import LabToxicityWithdrawalData, LabToxicityWithdrawn
+from shared.events import LabToxicity, LabToxicityData, LabToxicityWithdrawalData, LabToxicityWithdrawn
 
 LAB_WITHDRAWN = "lab_finding_withdrawn"
 LAB_REVISED = "lab_finding_revised"
+
+
+def open_what_stands(
+    session: Session, signal: LabToxicityWithdrawn, now: datetime, *, open_finding: Callable[[LabToxicity], None]
+) -> bool:
+    """A withdrawal that leaves a grade standing came before any finding of its term (the routine lane's turn while
+    the findings waited on the signals topic): what stands opens the alert as its finding would (`open_finding`: it
+    pages, its review owed), showing the result that stands, and the findings it covers are history when they come.
+    Before, the first of them opened the alert showing a value the site had replaced (a count of 10 corrected to 22)
+    or a grade that no longer stood. False (nothing done) when the alert exists or nothing stands."""
+    data = signal.data
+    standing = data.standing_result
+    thread = lab_thread(signal.trialid, data.subject_id, data.term)
+    if data.standing_grade is None or standing is None or data.standing_result_id is None:
+        return False
+    if store.find_alert_by_thread(session, thread_key=thread) is not None:
+        return False
+    finding = LabToxicityData(
+        site_id=data.site_id,
+        subject_id=data.subject_id,
+        result_id=data.standing_result_id,
+        test=standing.test,
+        term=data.term,
+        grade=data.standing_grade,
+        baseline_grade=None,
+        previous_grade=None,
+        value=standing.value,
+        unit=standing.unit,
+        reason=standing.reason,
+        collected_at=standing.collected_at,
+        source_event_id=data.source_event_id,
+        floor=standing.floor,
+        received_at=data.received_at,
+        measured_by=standing.measured_by,
+        sequence=data.sequence if standing.measured_by == "lab" and data.sequence else None,
+    )
+    open_finding(LabToxicity(id=signal.id, source=signal.source, subject=signal.subject, time=signal.time,
+                             trialid=signal.trialid, data=finding))  # fmt: skip
+    alert = store.find_alert_by_thread(session, thread_key=thread)
+    if alert is None:  # the protocol pages no finding of this term
+        return True
+    alert.details = {**alert.details, **_withdrawn_details(data)}
+    session.add(alert)
+    what = f"{data.term} grade {data.withdrawn_grade}: {data.why}"
+    stands = f"grade {data.standing_grade} stands (result {data.standing_result_id}, {_value(data)})"
+    detail = f"before its finding reached notify: {what}; {stands}, shown and paged as the finding"
+    store.record(session, alert_id=alert.id, actor=SYSTEM, action=LAB_REVISED, detail=detail[:2000], now=now,
+                 source_event_id=data.source_event_id, sequence=data.sequence)  # fmt: skip
+    return True
 
 
 def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: datetime) -> None:
@@ -48,7 +98,7 @@ def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: dat
     if alert is None:
         if data.standing_grade is None:
             _keep_ahead_of_its_finding(session, signal, thread, what, now)
-        return  # else what stands pages when it comes, with the grade above it (as before withdrawals were signalled)
+        return  # else what stands opened it (`open_what_stands`), or the protocol pages none of this term
     if withdrawn_before(alert.details, data):
         late = f"{what}; raised before the finding shown"
         store.record(session, alert_id=alert.id, actor=SYSTEM, action="flagged_again", detail=late[:2000], now=now)
@@ -135,8 +185,13 @@ def _standing_shown(data: LabToxicityWithdrawalData) -> dict[str, object]:
 
 
 def _revises(data: LabToxicityWithdrawalData) -> bool:
-    """The result withdrawn is the one that stands: the site corrected it within its grade (safety's revision)."""
-    return data.withdrawn_result_id is not None and data.withdrawn_result_id == data.standing_result_id
+    """The result withdrawn is the one that stands, at the grade withdrawn: the site corrected it within its grade
+    (safety's revision). The same reading at a lower grade (a fever run cut below 24 h) is a grade that fell."""
+    return (
+        data.withdrawn_result_id is not None
+        and data.withdrawn_result_id == data.standing_result_id
+        and data.withdrawn_grade == data.standing_grade
+    )
 
 
 def _value(data: LabToxicityWithdrawalData) -> str:

@@ -34,7 +34,7 @@ from services.notify.dlt_alerts import (
     stopping_worse,
 )
 from services.notify.lab_alerts import LAB_KIND, plan_lab_alert, raised_before
-from services.notify.lab_withdrawal_signals import apply_lab_withdrawn
+from services.notify.lab_withdrawal_signals import apply_lab_withdrawn, open_what_stands
 from services.notify.models import Alert
 from services.notify.obligations import ACUTE_REACTION_REVIEW, DLT_REVIEW, LAB_REVIEW, SAE_REPORT, STOPPING_RULE_REVIEW
 from services.notify.response_alerts import RESPONSE_KIND, SAMPLE_KIND, plan_response_lost, plan_sample_missed
@@ -91,7 +91,11 @@ def apply_signal(
     elif isinstance(envelope, LabToxicity):
         _apply_lab(session, envelope, now, protocol, live=live)
     elif isinstance(envelope, LabToxicityWithdrawn):
-        apply_lab_withdrawn(session, envelope, now)
+        opened = open_what_stands(
+            session, envelope, now, open_finding=lambda finding: _apply_lab(session, finding, now, protocol, live=True)
+        )
+        if not opened:
+            apply_lab_withdrawn(session, envelope, now)
     elif isinstance(envelope, DltSuspected):
         _apply_dlt_suspected(session, envelope, now, protocol)
     elif isinstance(envelope, DltWithdrawn):

@@ -198,6 +198,7 @@ def _withdrawal(
             collected_at=reading.measured_at,
             reason=f"vital signs: {kept.reason}",
             floor=kept.floor,
+            measured_by="vitals",
         )
     named = [taken.vitals_id] if regraded else []
     signal = LabToxicityWithdrawn(

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from shared.protocol import InfusionVitals, VitalSign
 
@@ -229,18 +229,29 @@ def withdrawals(
         if worst is not None:
             reading, other = worst
             same = reading.vitals_id == before.vitals_id and reading.measured_at == before.measured_at
-            if other.grade > finding.grade or (other.grade == finding.grade and same and _same_value(other, finding)):
+            if other.grade > finding.grade or (
+                other.grade == finding.grade and same and _same_shown(finding.term, reading, before)
+            ):
                 continue  # a worse finding stands near it, or the set still gives the grade, value and time it gave
         found.append(Withdrawal(finding, worst))
     return found
 
 
-def _same_value(one: VitalsFinding, other: VitalsFinding) -> bool:
-    """Whether two findings show the same measurement (39.2 C re-sent as 39.20 C: nothing shown changes)."""
-    try:
-        return Decimal(one.value) == Decimal(other.value) and one.unit == other.unit
-    except InvalidOperation:
-        return (one.value, one.unit) == (other.value, other.unit)
+SHOWN_SIGNS: dict[str, tuple[VitalSign, ...]] = {
+    "Fever": ("temperature_c",),
+    "Hypotension": ("systolic_bp", "diastolic_bp"),
+    "Hypertension": ("systolic_bp", "diastolic_bp"),
+}
+"""The signs a finding's alert shows (a pressure is shown whole, though graded by one of its numbers)."""
+
+
+def _same_shown(term: str, one: Reading, other: Reading) -> bool:
+    """Whether two readings show the same of a term's finding (39.2 C re-sent as 39.20 C: nothing shown changes; 84/50
+    corrected to 84/38 changes the pressure shown, though the screen reads the systolic)."""
+    signs = SHOWN_SIGNS.get(term)
+    if signs is None:
+        return one.signs == other.signs
+    return all(one.signs.get(sign) == other.signs.get(sign) for sign in signs)
 
 
 # --- a change to one set, and the readings graded with it --------------------------------------------------

@@ -230,6 +230,26 @@ def test_a_lower_grade_standing_before_any_finding_arrived_leaves_the_findings_t
     assert rows(db, Alert) == []
 
 
+def test_a_lower_grade_standing_before_any_finding_arrived_opens_as_the_finding_and_the_finding_is_history(
+    db: Engine, protocol: Protocol
+) -> None:
+    """Grade 4 (number 2) was taken back and grade 3 (R-0, 0.8) stands; the withdrawal reaches notify before any
+    finding (the signals topic backed up). What stands opens the alert as its finding would: grade 3, 0.8, paged,
+    its review owed. The grade 4 then comes: history, no second page, the alert still grade 3 (before, it opened
+    the alert at a grade 4 the site had taken back)."""
+    apply(db, protocol, withdrawal(2, standing=3, standing_value="0.8"), NOW)
+    [alert] = rows(db, Alert)
+    assert alert.state == "open" and alert.title.startswith(f"{TERM} grade 3")
+    assert (alert.details["result_id"], alert.details["value"], alert.details["grade"]) == ("R-0", "0.8", 3)
+    assert [o.state for o in rows(db, Obligation)] == ["open"] and len(rows(db, Delivery)) == 1
+    apply(db, protocol, toxicity(4, "R-1", 2), NOW + timedelta(seconds=5))
+    [alert] = rows(db, Alert)
+    assert alert.details["value"] == "0.8" and alert.details["grade"] == 3
+    assert len(rows(db, Delivery)) == 1 and actions(db)[-1] == "flagged_again"
+    apply(db, protocol, toxicity(4, "R-2", 3), NOW + timedelta(days=1))
+    assert len(rows(db, Delivery)) == 2, "a grade 4 raised after the withdrawal is news"
+
+
 def test_the_paged_result_taken_back_while_its_grade_stands_shows_the_result_that_stands(
     db: Engine, protocol: Protocol
 ) -> None:

@@ -131,11 +131,6 @@ def test_a_night_backfilled_newest_first_that_broke_the_run_takes_grade_4_back(
     assert len(notifier.deliveries()) == sent, "nobody paged for a fever that broke"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a vitals set's grade 4 taken back to grade 3 is recorded in the alert's history as the reading 'revised, "
-    "still grade 3', as if its grade had not changed (notify's _revises compares only the result ids)",
-)
 def test_the_history_of_a_grade_4_taken_back_by_the_night_backfill_says_the_grade_fell(
     safety: Driver, notifier: Notifier
 ) -> None:
@@ -255,11 +250,6 @@ def test_a_temperature_corrected_within_grade_in_a_hypotensive_set_revises_only_
     assert len(notifier.deliveries()) == 2, "the two first pages only"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a vitals set corrected in a sign its finding does not take its value from (the diastolic of a low-pressure "
-    "screen) signals no revision, so the alert goes on showing the blood pressure the site replaced",
-)
 def test_a_diastolic_corrected_in_a_hypotensive_febrile_set_is_shown(safety: Driver, notifier: Notifier) -> None:
     """39.4 C and 84/50 mm Hg page a fever and the low-pressure screen. The nurse corrects the set: the diastolic was
     38, not 50 (mean pressure about 53 mm Hg), and the temperature 39.7 C. In a febrile neutropenic patient after cell
@@ -355,11 +345,6 @@ def test_a_revision_of_a_count_not_shown_leaves_the_alert_on_the_count_that_page
     assert len(notifier.deliveries()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a revision that reaches notify before the finding it revises is dropped (no alert yet and a grade stands), "
-    "so the alert the finding then opens shows the value the lab replaced",
-)
 def test_a_revision_that_overtakes_its_finding_is_not_lost(safety: Driver, notifier: Notifier) -> None:
     """Day-8 platelets 10 (grade 4) are entered on their own (the urgent lane); a minute later the lab corrects them
     to 22. The revision takes the routine lane and, with the signals topic backed up, reaches notify first. The
