@@ -65,6 +65,30 @@ def withdrawn_title(data: LabToxicityWithdrawalData) -> str:
     return f"{data.term} grade {data.standing_grade} (grade {data.withdrawn_grade} no longer stands) {where}"
 
 
+def lab_revised_mail(trial_id: str, data: LabToxicityWithdrawalData, *, vitals: bool = False) -> MailContent:
+    """The one notice to whoever was paged when what a completed review assessed changed while a grade still stands
+    (a value or time corrected, a grade that fell): the assessment recorded may rest on what no longer stands (a
+    fever moved from the infusion day to day 3 points to infection, not to the infusion)."""
+    finding = "Vital-sign finding" if vitals else "Lab finding"
+    standing = data.standing_result
+    rows = [("Trial", trial_id), ("Site", data.site_id), ("Subject", data.subject_id)]
+    rows += [("Finding paged", f"{data.term} grade {data.withdrawn_grade}"), ("What changed", data.why)]
+    if standing is not None:
+        rows.append(("Now shown", f"grade {data.standing_grade}: {standing.value} {standing.unit or ''}".rstrip()))
+        rows.append(("Measured", when(standing.collected_at)))
+    rows.append(("Revised", f"{when(data.received_at)} (when Sentinel received the change)"))
+    return notice_mail(
+        subject=f"[{trial_id}] {finding} revised after its review: {data.term} grade {data.standing_grade}, "
+        f"subject {data.subject_id}",
+        heading=f"{data.term} grade {data.standing_grade} stands, but what its review assessed changed: {data.why}.",
+        rows=rows,
+        footer=(
+            "The review recorded for it assessed a value or time that no longer stands: revise the AE or DLT "
+            "assessment made from it if needed. No new review is owed and nobody else is paged."
+        ),
+    )
+
+
 def lab_withdrawn_mail(
     trial_id: str, data: LabToxicityWithdrawalData, *, reviewed: bool = False, vitals: bool = False
 ) -> MailContent:

@@ -25,12 +25,14 @@ from services.notify import store
 from services.notify.lab_alerts import (
     LAB_KIND,
     lab_alert_id,
+    lab_revised_mail,
     lab_thread,
     lab_withdrawn_mail,
     withdrawn_before,
     withdrawn_title,
     withdraws_another,
 )
+from services.notify.models import Alert
 from services.notify.obligations import LAB_REVIEW
 from services.notify.sae_alerts import AlertPlan, messages_to
 from services.notify.sae_retraction import SYSTEM, paged_recipients
@@ -118,6 +120,9 @@ def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: dat
         if _revises(data):  # the result shown, corrected within its grade: nothing of the finding was withdrawn
             stands = f"result {data.standing_result_id} revised, still grade {data.standing_grade}{shown}"
         detail = f"{what}; {stands}, now shown; its review stays"
+        told = _tell_reviewed(session, signal, alert, now)
+        if told:
+            detail = f"{what}; {stands}, now shown; its review was completed: told {told}"
         store.record(
             session,
             alert_id=alert.id,
@@ -182,6 +187,19 @@ def _standing_shown(data: LabToxicityWithdrawalData) -> dict[str, object]:
         "grade": data.standing_grade,
         **standing.model_dump(mode="json"),
     }
+
+
+def _tell_reviewed(session: Session, signal: LabToxicityWithdrawn, alert: Alert, now: datetime) -> str:
+    """Whoever was paged hears once when what a completed review assessed changed (no review open: the assessment
+    recorded is the last word on it); who was told, or "" when no review was completed or none is open."""
+    obligations = [o for o in store.obligations_for(session, alert_ids=[alert.id]) if o.kind == LAB_REVIEW]
+    if not any(o.state == "completed" for o in obligations) or any(o.state == "open" for o in obligations):
+        return ""
+    paged = paged_recipients(sent_messages(session, alert.id, now))
+    vitals = alert.details.get("measured_by") == "vitals"
+    notices = messages_to(signal.id, paged, lab_revised_mail(signal.trialid, signal.data, vitals=vitals))
+    store.queue_messages(session, alert_id=alert.id, messages=notices, now=now)
+    return ", ".join(r.address for r in paged) if notices else ""
 
 
 def _revises(data: LabToxicityWithdrawalData) -> bool:

@@ -319,3 +319,23 @@ def test_the_result_shown_corrected_within_its_grade_is_revised_in_place(db: Eng
     assert last.detail == (
         f"{TERM} grade 4: {why}; result R-1 revised, still grade 4 (0.4 10^9/L), now shown; its review stays"
     )
+
+
+def test_a_revision_after_its_review_was_completed_tells_who_was_paged_once(db: Engine, protocol: Protocol) -> None:
+    """R-1 (0.3, grade 4) paged and its review was completed; the site then corrects it to 0.4 (grade 4). The review
+    assessed 0.3: whoever was paged hears once that what it assessed changed; no review is opened again."""
+    apply(db, protocol, toxicity(4, "R-1", 1), NOW)
+    hand_over_pages(db)
+    with Session(db) as session, session.begin():
+        for obligation in session.execute(select(Obligation)).scalars():
+            obligation.state = "completed"
+    why = "result R-1 corrected by the site: 0.3 10^9/L -> 0.4 10^9/L"
+    revision = withdrawal(
+        1, standing=4, why=why, withdrawn_result_id="R-1", standing_value="0.4", standing_result_id="R-1"
+    )
+    apply(db, protocol, revision, NOW + timedelta(hours=30))
+    assert [o.state for o in rows(db, Obligation)] == ["completed"]
+    notices = [d for d in rows(db, Delivery) if "revised after its review" in d.subject]
+    assert len(notices) == 1 and len(rows(db, Delivery)) == 2
+    apply(db, protocol, revision, NOW + timedelta(hours=31))
+    assert len(rows(db, Delivery)) == 2, "the same revision delivered again tells nobody again"

@@ -361,11 +361,6 @@ def test_a_revision_that_overtakes_its_finding_is_not_lost(safety: Driver, notif
     assert row.details["value"] == "22", row.details["value"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a fever whose measurement the site moves three days later after its review was completed is revised "
-    "silently: the reviewer who attributed it to the infusion is not told the time it rests on changed",
-)
 def test_a_fever_moved_to_day_3_after_its_review_was_completed_tells_the_reviewer(
     safety: Driver, notifier: Notifier
 ) -> None:
