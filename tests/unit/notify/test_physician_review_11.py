@@ -13,18 +13,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlmodel import Session, select
 
-from services.notify.models import Alert, Delivery, Obligation
-from services.notify.signals import apply_signal
+from services.notify.models import Alert, Obligation
 from shared.db import make_engine
-from shared.events import EnvelopeBase, LabResulted, VitalsRecorded
+from shared.events import LabResulted, VitalsRecorded
 from shared.protocol import Protocol
 from tests.unit.notify.conftest import Notifier, act
 from tests.unit.notify.test_physician_review_7 import platelets
+from tests.unit.notify.test_physician_review_10 import alert_of, findings, hand_over, reviews_of, send, to_officer
 from tests.unit.safety.clinical import Driver, dose, lab, status, vitals
 from tests.unit.safety.test_clinical_rules import at, subject_in
 
@@ -61,37 +59,6 @@ def corrected(envelope: LabResulted, value: str, *, tag: str = "corr") -> LabRes
 def neut(rid: str, value: str, day: int) -> LabResulted:
     """A-1's ANC (10^9/L; CTCAE v5.0: < 1.0 grade 3, < 0.5 grade 4)."""
     return lab("A-1", result_id=rid, test="NEUT", value=value, lln="2.0", collected_at=at(day))
-
-
-def findings(out: list[EnvelopeBase]) -> list[Any]:
-    return [s for s in out if getattr(s, "type", None) in ("lab.toxicity", "lab.toxicity_withdrawn")]
-
-
-def send(notifier: Notifier, signals: list[Any], *, live: bool = True) -> None:
-    for signal in signals:
-        with Session(notifier.engine) as session, session.begin():
-            apply_signal(session, signal, notifier.clock.now(), protocol=notifier.protocol, live=live)
-
-
-def hand_over(notifier: Notifier) -> None:
-    """The mail server took every page queued so far."""
-    with Session(notifier.engine) as session, session.begin():
-        for row in session.exec(select(Delivery)).all():
-            if row.status == "pending":
-                row.status = "sent"
-
-
-def alert_of(notifier: Notifier, term: str) -> Alert:
-    [row] = [a for a in notifier.rows(Alert) if a.thread_key.endswith(f":{term}")]
-    return row  # type: ignore[no-any-return]
-
-
-def reviews_of(notifier: Notifier, term: str) -> list[str]:
-    return sorted(o.state for o in notifier.rows(Obligation, alert_id=alert_of(notifier, term).id))
-
-
-def to_officer(notifier: Notifier) -> list[Delivery]:
-    return sorted((d for d in notifier.deliveries() if d.recipient == OFFICER), key=lambda d: d.created_at)
 
 
 def shown_at(row: Alert) -> datetime:

@@ -46,9 +46,10 @@ def per_subject() -> dict[str, list[ClinicalEnvelope]]:
     return streams
 
 
-def interleaved(rng: random.Random) -> list[ClinicalEnvelope]:
-    """The subjects' streams merged at random, each subject's own order kept (what a topic's partitions allow)."""
-    queues = {subject: list(events) for subject, events in per_subject().items()}
+def interleaved(rng: random.Random, streams: dict[str, list[ClinicalEnvelope]] | None = None) -> list[ClinicalEnvelope]:
+    """The subjects' streams (`per_subject` by default) merged at random, each subject's own order kept (what a
+    topic's partitions allow)."""
+    queues = {subject: list(events) for subject, events in (streams or per_subject()).items()}
     out: list[ClinicalEnvelope] = []
     while queues:
         subject = rng.choice(sorted(queues))

@@ -21,7 +21,7 @@ from shared.events import ClinicalEnvelope, EnvelopeBase
 from shared.protocol import Protocol
 from tests.unit.safety.clinical import SIGNALS, Driver, ae_review, dose, enrol, of_type, status
 from tests.unit.safety.test_clinical_rules import DAY0, at, neut, related_ae, subject_status
-from tests.unit.safety.test_held_enrolment_checks import deviations, in_batches, one_by_one
+from tests.unit.safety.test_held_enrolment_checks import deviations, in_batches, interleaved, one_by_one
 
 NOW = at(60)
 
@@ -203,17 +203,6 @@ def stream() -> dict[str, list[ClinicalEnvelope]]:
     return per
 
 
-def interleaved(rng: random.Random) -> list[ClinicalEnvelope]:
-    queues = {s: list(e) for s, e in stream().items()}
-    out: list[ClinicalEnvelope] = []
-    while queues:
-        subject = rng.choice(sorted(queues))
-        out.append(queues[subject].pop(0))
-        if not queues[subject]:
-            del queues[subject]
-    return out
-
-
 def test_the_whole_escalation_interleaved_in_any_batching_and_cut_by_the_time_limit(
     protocol: Protocol, tmp_path: Path
 ) -> None:
@@ -223,7 +212,7 @@ def test_the_whole_escalation_interleaved_in_any_batching_and_cut_by_the_time_li
     seen: set[str] = set()
     for seed in range(5):
         rng = random.Random(seed)
-        events = interleaved(rng)
+        events = interleaved(rng, stream())
         expected = deviations(one_by_one(protocol, tmp_path / f"{seed}-single.db", events))
         seen |= {kind for _, kind, _ in expected}
         got = deviations(
