@@ -12,43 +12,16 @@ the order given."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-from sqlmodel import Session, select
-
-from services.notify.models import Alert, Delivery, Obligation
-from services.notify.signals import apply_signal
-from shared.db import make_engine
-from shared.events import EnvelopeBase, LabResulted, VitalsRecorded
-from shared.protocol import Protocol
+from services.notify.models import Alert, Obligation
+from shared.events import LabResulted
 from tests.unit.notify.conftest import Notifier
+from tests.unit.notify.infused_subject import START, findings, hand_over, send, to_officer, vs
+from tests.unit.notify.infused_subject import safety as safety  # the fixture
 from tests.unit.notify.test_physician_review_7 import platelets
-from tests.unit.safety.clinical import Driver, dose, status, vitals
-from tests.unit.safety.test_clinical_rules import at, subject_in
-
-OFFICER = "safety.officer@sentinel.example"
-START = at(0, 9)
-"""A-1's infusion starts at 09:00 on day 0."""
-
-
-@pytest.fixture
-def safety(tmp_path: Path, protocol: Protocol) -> Driver:
-    """A-1, enrolled in arm A and infused at 09:00 on day 0; no screening count on file."""
-    driver = Driver(make_engine(f"sqlite:///{tmp_path}/safety.db"), protocol)
-    subject_in(driver, "A-1", "A", visit=False)
-    driver.apply(dose("A-1", START))
-    return driver
-
-
-def vs(vitals_id: str, measured: datetime, *, tag: str = "", received: int = 5, **signs: str) -> VitalsRecorded:
-    """A vitals set of A-1, received `received` minutes after it was measured; `tag`: another delivery (a correction
-    re-sends the same vitals id)."""
-    envelope = vitals("A-1", measured, vitals_id=vitals_id, **signs)
-    return envelope.model_copy(
-        update={"id": f"{envelope.id}{tag}", "receivedat": measured + timedelta(minutes=received)}
-    )
+from tests.unit.safety.clinical import Driver, status
+from tests.unit.safety.test_clinical_rules import at
 
 
 def taken_back(vitals_id: str, when: datetime) -> Any:
@@ -61,24 +34,6 @@ def corrected(envelope: LabResulted, value: str) -> LabResulted:
     return envelope.model_copy(update={"id": f"{envelope.id}-corr", "data": data})
 
 
-def findings(out: list[EnvelopeBase]) -> list[Any]:
-    return [s for s in out if getattr(s, "type", None) in ("lab.toxicity", "lab.toxicity_withdrawn")]
-
-
-def send(notifier: Notifier, signals: list[Any], *, live: bool = True) -> None:
-    for signal in signals:
-        with Session(notifier.engine) as session, session.begin():
-            apply_signal(session, signal, notifier.clock.now(), protocol=notifier.protocol, live=live)
-
-
-def hand_over(notifier: Notifier) -> None:
-    """The mail server took every page queued so far."""
-    with Session(notifier.engine) as session, session.begin():
-        for row in session.exec(select(Delivery)).all():
-            if row.status == "pending":
-                row.status = "sent"
-
-
 def alert_of(notifier: Notifier, term: str) -> Alert:
     [row] = [a for a in notifier.rows(Alert) if a.thread_key.endswith(f":{term}")]
     return row  # type: ignore[no-any-return]
@@ -86,10 +41,6 @@ def alert_of(notifier: Notifier, term: str) -> Alert:
 
 def reviews_of(notifier: Notifier, term: str) -> list[str]:
     return sorted(o.state for o in notifier.rows(Obligation, alert_id=alert_of(notifier, term).id))
-
-
-def to_officer(notifier: Notifier) -> list[Delivery]:
-    return sorted((d for d in notifier.deliveries() if d.recipient == OFFICER), key=lambda d: d.created_at)
 
 
 def fever_grades(out: list[Any]) -> list[int]:

@@ -12,42 +12,18 @@ completed. Signals are those safety raises (tests.unit.safety.clinical.Driver), 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from services.notify.models import Alert, Obligation
-from shared.db import make_engine
-from shared.events import LabResulted, VitalsRecorded
-from shared.protocol import Protocol
+from shared.events import LabResulted
 from tests.unit.notify.conftest import Notifier, act
+from tests.unit.notify.infused_subject import OFFICER, START, findings, hand_over, send, to_officer, vs
+from tests.unit.notify.infused_subject import safety as safety  # the fixture
 from tests.unit.notify.test_physician_review_7 import platelets
-from tests.unit.notify.test_physician_review_10 import alert_of, findings, hand_over, reviews_of, send, to_officer
-from tests.unit.safety.clinical import Driver, dose, lab, status, vitals
-from tests.unit.safety.test_clinical_rules import at, subject_in
+from tests.unit.notify.test_physician_review_10 import alert_of, reviews_of
+from tests.unit.safety.clinical import Driver, lab, status
+from tests.unit.safety.test_clinical_rules import at
 
-OFFICER = "safety.officer@sentinel.example"
-START = at(0, 9)
-"""A-1's infusion starts at 09:00 on day 0."""
 PLT = "Platelet count decreased"
-
-
-@pytest.fixture
-def safety(tmp_path: Path, protocol: Protocol) -> Driver:
-    """A-1, enrolled in arm A and infused at 09:00 on day 0; no screening count on file."""
-    driver = Driver(make_engine(f"sqlite:///{tmp_path}/safety.db"), protocol)
-    subject_in(driver, "A-1", "A", visit=False)
-    driver.apply(dose("A-1", START))
-    return driver
-
-
-def vs(vitals_id: str, measured: datetime, *, tag: str = "", received: int = 5, **signs: str) -> VitalsRecorded:
-    """A vitals set of A-1, received `received` minutes after it was measured; `tag`: another delivery (a correction
-    re-sends the same vitals id)."""
-    envelope = vitals("A-1", measured, vitals_id=vitals_id, **signs)
-    return envelope.model_copy(
-        update={"id": f"{envelope.id}{tag}", "receivedat": measured + timedelta(minutes=received)}
-    )
 
 
 def corrected(envelope: LabResulted, value: str, *, tag: str = "corr") -> LabResulted:

@@ -5,32 +5,13 @@ shows the reading that stands; a correction of another reading, or one the alert
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
 
-import pytest
-from sqlmodel import Session, select
-
-from services.notify.models import Alert, Delivery, Obligation
-from services.notify.signals import apply_signal
-from shared.db import make_engine
-from shared.events import EnvelopeBase, VitalsRecorded
-from shared.protocol import Protocol
+from services.notify.models import Alert, Obligation
+from shared.events import VitalsRecorded
 from tests.unit.notify.conftest import Notifier
-from tests.unit.safety.clinical import Driver, dose, status, vitals
-from tests.unit.safety.test_clinical_rules import at, subject_in
-
-OFFICER = "safety.officer@sentinel.example"
-START = at(0, 9)
-
-
-@pytest.fixture
-def safety(tmp_path: Path, protocol: Protocol) -> Driver:
-    """A-1, enrolled, infused at 09:00 on day 0."""
-    driver = Driver(make_engine(f"sqlite:///{tmp_path}/safety.db"), protocol)
-    subject_in(driver, "A-1", "A", visit=False)
-    driver.apply(dose("A-1", START))
-    return driver
+from tests.unit.notify.infused_subject import START, findings, hand_over, send, to_officer
+from tests.unit.notify.infused_subject import safety as safety  # the fixture
+from tests.unit.safety.clinical import Driver, status, vitals
 
 
 def temperature(vitals_id: str, value: str, minutes: int, *, tag: str = "", received: int = 0) -> VitalsRecorded:
@@ -42,23 +23,6 @@ def temperature(vitals_id: str, value: str, minutes: int, *, tag: str = "", rece
     )
 
 
-def lab_signals(out: list[EnvelopeBase]) -> list[Any]:
-    return [s for s in out if getattr(s, "type", None) in ("lab.toxicity", "lab.toxicity_withdrawn")]
-
-
-def send(notifier: Notifier, signals: list[Any], *, live: bool = True) -> None:
-    for signal in signals:
-        with Session(notifier.engine) as session, session.begin():
-            apply_signal(session, signal, notifier.clock.now(), protocol=notifier.protocol, live=live)
-
-
-def hand_over(notifier: Notifier) -> None:
-    with Session(notifier.engine) as session, session.begin():
-        for row in session.exec(select(Delivery)).all():
-            if row.status == "pending":
-                row.status = "sent"
-
-
 def alert(notifier: Notifier) -> Alert:
     row: Alert = notifier.only(Alert)
     return row
@@ -68,15 +32,11 @@ def reviews(notifier: Notifier) -> list[str]:
     return sorted(o.state for o in notifier.rows(Obligation))
 
 
-def to_officer(notifier: Notifier) -> list[Delivery]:
-    return sorted((d for d in notifier.deliveries() if d.recipient == OFFICER), key=lambda d: d.created_at)
-
-
 def test_a_fever_corrected_to_normal_cancels_its_review_and_tells_the_officer_once(
     safety: Driver, notifier: Notifier
 ) -> None:
-    fever = lab_signals(safety.apply(temperature("VS-1", "39.2", 30)))
-    fixed = lab_signals(safety.apply(temperature("VS-1", "37.2", 30, tag="-fix", received=10)))
+    fever = findings(safety.apply(temperature("VS-1", "39.2", 30)))
+    fixed = findings(safety.apply(temperature("VS-1", "37.2", 30, tag="-fix", received=10)))
     send(notifier, fever)
     hand_over(notifier)
     send(notifier, fixed)
@@ -91,8 +51,8 @@ def test_a_fever_corrected_to_normal_cancels_its_review_and_tells_the_officer_on
 def test_a_fever_corrected_to_a_lower_grade_keeps_its_review_and_shows_the_value_that_stands(
     safety: Driver, notifier: Notifier
 ) -> None:
-    fever = lab_signals(safety.apply(temperature("VS-1", "40.5", 30)))
-    lower = lab_signals(safety.apply(temperature("VS-1", "39.5", 30, tag="-fix", received=10)))
+    fever = findings(safety.apply(temperature("VS-1", "40.5", 30)))
+    lower = findings(safety.apply(temperature("VS-1", "39.5", 30, tag="-fix", received=10)))
     send(notifier, fever)
     hand_over(notifier)
     send(notifier, lower)
@@ -108,8 +68,8 @@ def test_a_fever_corrected_within_its_grade_shows_the_temperature_that_stands(
     safety: Driver, notifier: Notifier
 ) -> None:
     """39.2 C re-entered as 39.5 C (grade 2 either way): the alert shows 39.5, the review stays, nobody is paged."""
-    fever = lab_signals(safety.apply(temperature("VS-1", "39.2", 30)))
-    revised = lab_signals(safety.apply(temperature("VS-1", "39.5", 30, tag="-fix", received=10)))
+    fever = findings(safety.apply(temperature("VS-1", "39.2", 30)))
+    revised = findings(safety.apply(temperature("VS-1", "39.5", 30, tag="-fix", received=10)))
     send(notifier, fever)
     hand_over(notifier)
     send(notifier, revised)
@@ -122,9 +82,9 @@ def test_a_fever_corrected_within_its_grade_shows_the_temperature_that_stands(
 def test_correcting_an_earlier_fever_leaves_the_review_of_the_one_shown(safety: Driver, notifier: Notifier) -> None:
     """Day 0 39.2 C paged; 30 h later (another episode) 39.4 C paged again and is what the alert shows. The day-0
     reading corrected to normal withdraws its own finding, not the one under review."""
-    first = lab_signals(safety.apply(temperature("VS-1", "39.2", 30)))
-    second = lab_signals(safety.apply(temperature("VS-9", "39.4", 30 * 60)))
-    fixed = lab_signals(safety.apply(temperature("VS-1", "37.2", 30, tag="-fix", received=31 * 60)))
+    first = findings(safety.apply(temperature("VS-1", "39.2", 30)))
+    second = findings(safety.apply(temperature("VS-9", "39.4", 30 * 60)))
+    fixed = findings(safety.apply(temperature("VS-1", "37.2", 30, tag="-fix", received=31 * 60)))
     assert [(s.type, s.data.term) for s in first + second + fixed] == [
         ("lab.toxicity", "Fever"),
         ("lab.toxicity", "Fever"),
@@ -141,12 +101,12 @@ def test_a_withdrawal_that_overtook_its_fever_keeps_it_from_paging_and_a_later_c
 ) -> None:
     """The correction's withdrawal (routine lane) reaches notify before the fever (signals topic): the fever, received
     before the correction, is history. The nurse then re-enters 39.4 C (the first correction was the typo): it pages."""
-    fever = lab_signals(safety.apply(temperature("VS-1", "39.2", 30)))
-    fixed = lab_signals(safety.apply(temperature("VS-1", "37.2", 30, tag="-fix", received=10)))
+    fever = findings(safety.apply(temperature("VS-1", "39.2", 30)))
+    fixed = findings(safety.apply(temperature("VS-1", "37.2", 30, tag="-fix", received=10)))
     send(notifier, fixed, live=False)
     send(notifier, fever)
     assert notifier.deliveries() == [] and notifier.rows(Obligation) == []
-    again = lab_signals(safety.apply(temperature("VS-1", "39.4", 30, tag="-again", received=20)))
+    again = findings(safety.apply(temperature("VS-1", "39.4", 30, tag="-again", received=20)))
     send(notifier, again)
     assert reviews(notifier) == ["open"] and len(notifier.deliveries()) == 1
 
@@ -154,9 +114,9 @@ def test_a_withdrawal_that_overtook_its_fever_keeps_it_from_paging_and_a_later_c
 def test_a_withdrawal_received_before_the_fever_shown_is_history(safety: Driver, notifier: Notifier) -> None:
     """39.2 C, corrected to 37.2 C, then back to 39.6 C: the last fever reaches notify before the withdrawal. The
     withdrawal is older than the reading shown and cancels nothing."""
-    fever = lab_signals(safety.apply(temperature("VS-1", "39.2", 30)))
-    fixed = lab_signals(safety.apply(temperature("VS-1", "37.2", 30, tag="-fix", received=10)))
-    again = lab_signals(safety.apply(temperature("VS-1", "39.6", 30, tag="-again", received=20)))
+    fever = findings(safety.apply(temperature("VS-1", "39.2", 30)))
+    fixed = findings(safety.apply(temperature("VS-1", "37.2", 30, tag="-fix", received=10)))
+    again = findings(safety.apply(temperature("VS-1", "39.6", 30, tag="-again", received=20)))
     send(notifier, fever + again)
     send(notifier, fixed, live=False)
     assert reviews(notifier) == ["open"] and notifier.pending()
@@ -165,10 +125,10 @@ def test_a_withdrawal_received_before_the_fever_shown_is_history(safety: Driver,
 
 
 def test_a_vitals_set_taken_back_cancels_its_review(safety: Driver, notifier: Notifier) -> None:
-    send(notifier, lab_signals(safety.apply(temperature("VS-1", "39.2", 30))))
+    send(notifier, findings(safety.apply(temperature("VS-1", "39.2", 30))))
     hand_over(notifier)
     retraction = status("A-1", "vitals", "VS-1").model_copy(update={"receivedat": START + timedelta(hours=2)})
-    send(notifier, lab_signals(safety.apply(retraction)))
+    send(notifier, findings(safety.apply(retraction)))
     assert reviews(notifier) == ["cancelled"] and notifier.pending() == []
     assert len(to_officer(notifier)) == 2
 
@@ -181,12 +141,12 @@ def test_the_start_of_a_run_taken_back_shows_grade_3_and_restored_pages_grade_4_
 ) -> None:
     """40.5 C, then 40.3 C 25 h later pages grade 4. The first set taken back: the alert says grade 3 from the later
     reading, its review stays, nobody paged or told. Restored: grade 4 stands again and pages."""
-    send(notifier, lab_signals(safety.apply(temperature("VS-1", "40.5", 60))))
-    send(notifier, lab_signals(safety.apply(temperature("VS-2", "40.3", 26 * 60))))
+    send(notifier, findings(safety.apply(temperature("VS-1", "40.5", 60))))
+    send(notifier, findings(safety.apply(temperature("VS-2", "40.3", 26 * 60))))
     hand_over(notifier)
     sent = len(notifier.deliveries())
     retraction = status("A-1", "vitals", "VS-1").model_copy(update={"receivedat": START + timedelta(hours=27)})
-    send(notifier, lab_signals(safety.apply(retraction)))
+    send(notifier, findings(safety.apply(retraction)))
     row = alert(notifier)
     assert row.title.startswith("Fever grade 3 (grade 4 no longer stands)")
     assert (row.details["result_id"], row.details["grade"], row.details["value"]) == ("VS-2", 3, "40.3")
@@ -196,7 +156,7 @@ def test_the_start_of_a_run_taken_back_shows_grade_3_and_restored_pages_grade_4_
     restored = status("A-1", "vitals", "VS-1", "restored").model_copy(
         update={"receivedat": START + timedelta(hours=28)}
     )
-    send(notifier, lab_signals(safety.apply(restored)))
+    send(notifier, findings(safety.apply(restored)))
     row = alert(notifier)
     assert row.title.startswith("Fever grade 4") and row.details["grade"] == 4
     assert len(to_officer(notifier)) == 3, "paged for grade 3, grade 4, and grade 4 again"
@@ -207,12 +167,12 @@ def test_a_grade_4_withdrawn_from_a_reading_the_alert_does_not_show_is_history(
 ) -> None:
     """Grade 4 paged from the 26 h reading; the 27 h one (grade 4 too) was not news. The start of the run taken back:
     both lose grade 4; the alert, showing the 26 h reading, says grade 3 once."""
-    send(notifier, lab_signals(safety.apply(temperature("VS-1", "40.5", 60))))
-    send(notifier, lab_signals(safety.apply(temperature("VS-2", "40.3", 26 * 60))))
-    assert lab_signals(safety.apply(temperature("VS-3", "40.2", 27 * 60))) == []
+    send(notifier, findings(safety.apply(temperature("VS-1", "40.5", 60))))
+    send(notifier, findings(safety.apply(temperature("VS-2", "40.3", 26 * 60))))
+    assert findings(safety.apply(temperature("VS-3", "40.2", 27 * 60))) == []
     hand_over(notifier)
     retraction = status("A-1", "vitals", "VS-1").model_copy(update={"receivedat": START + timedelta(hours=28)})
-    out = lab_signals(safety.apply(retraction))
+    out = findings(safety.apply(retraction))
     assert [s.data.withdrawn_result_id for s in out] == ["VS-1", "VS-2", "VS-3"]
     send(notifier, out)
     row = alert(notifier)
@@ -221,10 +181,10 @@ def test_a_grade_4_withdrawn_from_a_reading_the_alert_does_not_show_is_history(
 
 
 def test_a_fever_measured_on_another_day_shows_it_without_a_page(safety: Driver, notifier: Notifier) -> None:
-    send(notifier, lab_signals(safety.apply(temperature("VS-1", "39.4", 60))))
+    send(notifier, findings(safety.apply(temperature("VS-1", "39.4", 60))))
     hand_over(notifier)
     title = alert(notifier).title
-    moved = lab_signals(safety.apply(temperature("VS-1", "39.4", 3 * 24 * 60 + 60, tag="-date", received=10)))
+    moved = findings(safety.apply(temperature("VS-1", "39.4", 3 * 24 * 60 + 60, tag="-date", received=10)))
     send(notifier, moved)
     row = alert(notifier)
     shown = datetime.fromisoformat(row.details["collected_at"])
