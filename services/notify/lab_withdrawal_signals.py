@@ -109,8 +109,10 @@ def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: dat
         other = f"{what}; not the finding shown (result {alert.details.get('result_id')}), which stands"
         store.record(session, alert_id=alert.id, actor=SYSTEM, action="flagged_again", detail=other[:2000], now=now)
         return
-    if data.standing_grade != data.withdrawn_grade:  # the same grade stands: the title, which names no result, holds
+    if data.standing_grade != data.withdrawn_grade:
         alert.title = withdrawn_title(data)[:500]
+    elif data.standing_result is not None:  # the same grade stands: the title names no result, but says "at least"
+        alert.title = _floor_in_title(alert.title, data.standing_grade, floor=data.standing_result.floor)[:500]
     alert.details = {**alert.details, **_withdrawn_details(data), **_standing_shown(data)}
     alert.updated_at = now
     session.add(alert)
@@ -200,6 +202,14 @@ def _tell_reviewed(session: Session, signal: LabToxicityWithdrawn, alert: Alert,
     notices = messages_to(signal.id, paged, lab_revised_mail(signal.trialid, signal.data, vitals=vitals))
     store.queue_messages(session, alert_id=alert.id, messages=notices, now=now)
     return ", ".join(r.address for r in paged) if notices else ""
+
+
+def _floor_in_title(title: str, grade: int | None, *, floor: bool) -> str:
+    """The title with "at least grade N" as the result that stands has it ('<1.0' corrected to 0.8: exactly grade 3)."""
+    exact, at_least = f"grade {grade}", f"at least grade {grade}"
+    if floor:
+        return title if at_least in title else title.replace(exact, at_least, 1)
+    return title.replace(at_least, exact, 1)
 
 
 def _revises(data: LabToxicityWithdrawalData) -> bool:

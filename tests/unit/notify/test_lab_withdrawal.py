@@ -65,6 +65,7 @@ def withdrawal(
     withdrawn_result_id: str | None = None,
     standing_value: str | None = None,
     standing_result_id: str = "R-0",
+    standing_floor: bool = False,
 ) -> LabToxicityWithdrawn:
     """`standing_value`: the value of the result that stands (`standing_result_id`), drawn an hour before the
     finding's."""
@@ -76,6 +77,7 @@ def withdrawal(
             unit="10^9/L",
             collected_at=NOW - timedelta(hours=3),
             reason=f"grade {standing}: {standing_value} 10^9/L",
+            floor=standing_floor,
         )
     return LabToxicityWithdrawn(
         id=deterministic_id("test-withdrawn", str(sequence)),
@@ -339,3 +341,18 @@ def test_a_revision_after_its_review_was_completed_tells_who_was_paged_once(db: 
     assert len(notices) == 1 and len(rows(db, Delivery)) == 2
     apply(db, protocol, revision, NOW + timedelta(hours=31))
     assert len(rows(db, Delivery)) == 2, "the same revision delivered again tells nobody again"
+
+
+def test_a_revision_says_at_least_in_its_title_as_the_result_that_stands_does(db: Engine, protocol: Protocol) -> None:
+    """R-1 0.3 (grade 4) paged; the lab re-sends it as '<0.5' (at least grade 4: the exact count is lost): the title
+    says "at least grade 4"; re-sent exact again, it says "grade 4"."""
+    apply(db, protocol, toxicity(4, "R-1", 1), NOW)
+    censored = withdrawal(1, standing=4, withdrawn_result_id="R-1", standing_value="<0.5", standing_result_id="R-1",
+                          standing_floor=True)  # fmt: skip
+    apply(db, protocol, censored, NOW + timedelta(minutes=30))
+    [alert] = rows(db, Alert)
+    assert alert.title.startswith(f"{TERM} at least grade 4 (")
+    exact = withdrawal(2, standing=4, withdrawn_result_id="R-1", standing_value="0.3", standing_result_id="R-1")
+    apply(db, protocol, exact, NOW + timedelta(hours=1))
+    [alert] = rows(db, Alert)
+    assert alert.title.startswith(f"{TERM} grade 4 (") and len(rows(db, Delivery)) == 1

@@ -266,6 +266,7 @@ def test_a_floor_grade_corrected_to_the_same_grade_or_to_normal(safety: Driver, 
     send(notifier, exact)
     assert reviews(notifier) == ["open"] and len(mails_to_officer(notifier)) == 1, "the exact value pages nobody"
     assert (alert(notifier).details["value"], alert(notifier).details["floor"]) == ("0.8", False)
+    assert "grade 3" in alert(notifier).title and "at least" not in alert(notifier).title, "0.8 is exactly grade 3"
     send(notifier, out)
     assert reviews(notifier) == ["cancelled"] and notifier.pending() == []
     assert len(mails_to_officer(notifier)) == 2
