@@ -71,8 +71,7 @@ def lab_revised_mail(trial_id: str, data: LabToxicityWithdrawalData, *, vitals: 
     fever moved from the infusion day to day 3 points to infection, not to the infusion)."""
     finding = "Vital-sign finding" if vitals else "Lab finding"
     standing = data.standing_result
-    rows = [("Trial", trial_id), ("Site", data.site_id), ("Subject", data.subject_id)]
-    rows += [("Finding paged", f"{data.term} grade {data.withdrawn_grade}"), ("What changed", data.why)]
+    rows = _change_rows(trial_id, data)
     if standing is not None:
         rows.append(("Now shown", f"grade {data.standing_grade}: {standing.value} {standing.unit or ''}".rstrip()))
         rows.append(("Measured", when(standing.collected_at)))
@@ -111,15 +110,22 @@ def lab_withdrawn_mail(
         subject=f"[{trial_id}] {headline}: {data.term} grade {data.withdrawn_grade}, subject {data.subject_id}",
         heading=f"{data.term} grade {data.withdrawn_grade} no longer stands: {data.why}.",
         rows=[
-            ("Trial", trial_id),
-            ("Site", data.site_id),
-            ("Subject", data.subject_id),
-            ("Finding paged", f"{data.term} grade {data.withdrawn_grade}"),
-            ("What changed", data.why),
+            *_change_rows(trial_id, data),
             ("Withdrawn", f"{when(data.received_at)} (when Sentinel received the change)"),
         ],
         footer=footer,
     )
+
+
+def _change_rows(trial_id: str, data: LabToxicityWithdrawalData) -> list[tuple[str, str]]:
+    """What a notice of a withdrawal or revision says first: where, the finding paged, and what changed."""
+    return [
+        ("Trial", trial_id),
+        ("Site", data.site_id),
+        ("Subject", data.subject_id),
+        ("Finding paged", f"{data.term} grade {data.withdrawn_grade}"),
+        ("What changed", data.why),
+    ]
 
 
 def raised_before(shown: Mapping[str, Any], data: LabToxicityData) -> bool:

@@ -32,6 +32,7 @@ from services.notify.lab_alerts import (
     withdrawn_title,
     withdraws_another,
 )
+from services.notify.mail_content import MailContent
 from services.notify.models import Alert
 from services.notify.obligations import LAB_REVIEW
 from services.notify.sae_alerts import AlertPlan, messages_to
@@ -80,8 +81,8 @@ def open_what_stands(
     open_finding(LabToxicity(id=signal.id, source=signal.source, subject=signal.subject, time=signal.time,
                              trialid=signal.trialid, data=finding))  # fmt: skip
     alert = store.find_alert_by_thread(session, thread_key=thread)
-    if alert is None:  # the protocol pages no finding of this term
-        return True
+    if alert is None:
+        raise RuntimeError(f"opening the finding that stands made no alert on {thread}")
     alert.details = {**alert.details, **_withdrawn_details(data)}
     session.add(alert)
     what = f"{data.term} grade {data.withdrawn_grade}: {data.why}"
@@ -100,7 +101,7 @@ def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: dat
     if alert is None:
         if data.standing_grade is None:
             _keep_ahead_of_its_finding(session, signal, thread, what, now)
-        return  # else what stands opened it (`open_what_stands`), or the protocol pages none of this term
+        return  # else what stands opened it (`open_what_stands`), unless the producer sent no `standing_result`
     if withdrawn_before(alert.details, data):
         late = f"{what}; raised before the finding shown"
         store.record(session, alert_id=alert.id, actor=SYSTEM, action="flagged_again", detail=late[:2000], now=now)
@@ -142,12 +143,10 @@ def apply_lab_withdrawn(session: Session, signal: LabToxicityWithdrawn, now: dat
     reviewed = any(
         o.kind == LAB_REVIEW and o.state == "completed" for o in store.obligations_for(session, alert_ids=[alert.id])
     )  # an assessment recorded of a value that no longer stands: whoever was paged hears it too
-    paged = paged_recipients(sent_messages(session, alert.id, now)) if reviews or reviewed else ()
-    vitals = alert.details.get("measured_by") == "vitals"
-    mail = lab_withdrawn_mail(signal.trialid, data, reviewed=reviewed and not reviews, vitals=vitals)
-    notices = messages_to(signal.id, paged, mail)
-    store.queue_messages(session, alert_id=alert.id, messages=notices, now=now)
-    told = ", ".join(r.address for r in paged) if notices else "nobody (no review was owed, or no page had gone out)"
+    told = "nobody (no review was owed, or no page had gone out)"
+    if reviews or reviewed:
+        mail = lab_withdrawn_mail(signal.trialid, data, reviewed=reviewed and not reviews, vitals=_vitals(alert))
+        told = _tell_paged(session, signal, alert, mail, now) or told
     store.record(
         session,
         alert_id=alert.id,
@@ -197,11 +196,22 @@ def _tell_reviewed(session: Session, signal: LabToxicityWithdrawn, alert: Alert,
     obligations = [o for o in store.obligations_for(session, alert_ids=[alert.id]) if o.kind == LAB_REVIEW]
     if not any(o.state == "completed" for o in obligations) or any(o.state == "open" for o in obligations):
         return ""
+    return _tell_paged(
+        session, signal, alert, lab_revised_mail(signal.trialid, signal.data, vitals=_vitals(alert)), now
+    )
+
+
+def _tell_paged(session: Session, signal: LabToxicityWithdrawn, alert: Alert, mail: MailContent, now: datetime) -> str:
+    """`mail`, once, to whoever the alert's pages reached; who was told ("" when nobody was paged)."""
     paged = paged_recipients(sent_messages(session, alert.id, now))
-    vitals = alert.details.get("measured_by") == "vitals"
-    notices = messages_to(signal.id, paged, lab_revised_mail(signal.trialid, signal.data, vitals=vitals))
+    notices = messages_to(signal.id, paged, mail)
     store.queue_messages(session, alert_id=alert.id, messages=notices, now=now)
     return ", ".join(r.address for r in paged) if notices else ""
+
+
+def _vitals(alert: Alert) -> bool:
+    """Whether the alert's finding was graded from vital signs (its notices say so)."""
+    return alert.details.get("measured_by") == "vitals"
 
 
 def _floor_in_title(title: str, grade: int | None, *, floor: bool) -> str:
