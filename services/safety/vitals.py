@@ -210,22 +210,13 @@ def withdrawals(
     others = [r for r in history if r.vitals_id != before.vitals_id]
     candidates = [r for r in others if abs(r.measured_at - before.measured_at) <= span]
     candidates += [after] if after is not None else []
+    graded = _Graded(history, rules)
     found = []
     for finding in findings(before, others, rules=rules):
         threshold = rules.min_grade.get(finding.term)  # type: ignore[call-overload]
         if threshold is None or finding.grade < threshold:
             continue
-        standing = [
-            (reading, other)
-            for reading in candidates
-            for other in findings(reading, [h for h in history if h.vitals_id != reading.vitals_id], rules=rules)
-            if other.term == finding.term and other.grade >= threshold
-        ]
-        worst = max(
-            standing,
-            key=lambda s: (s[1].grade, s[0].vitals_id == before.vitals_id, s[0].measured_at),
-            default=None,
-        )
+        worst = _worst_standing(graded, candidates, finding.term, threshold, own=before.vitals_id)
         if worst is not None:
             reading, other = worst
             same = reading.vitals_id == before.vitals_id and reading.measured_at == before.measured_at
@@ -331,10 +322,17 @@ def _regrade_withdrawal(
 ) -> list[Withdrawal]:
     """`reading`'s `finding`, which it no longer gives, withdrawn with the worst of its term that stands near it (as
     `withdrawals`); nothing when a worse one stands (that one paged)."""
-    term = finding.term
-    standing = [(r, f) for r in now.near(reading, span) if (f := now.finding(r, term)) and f.grade >= threshold]
-    worst = max(standing, key=lambda s: (s[1].grade, s[0] == reading, s[0].measured_at), default=None)
+    worst = _worst_standing(now, now.near(reading, span), finding.term, threshold, own=reading.vitals_id)
     return [] if worst is not None and worst[1].grade > finding.grade else [Withdrawal(finding, worst)]
+
+
+def _worst_standing(
+    graded: _Graded, readings: Sequence[Reading], term: str, threshold: int, *, own: str
+) -> tuple[Reading, VitalsFinding] | None:
+    """The worst finding of `term` at the protocol's grade among `readings`, and its reading: on a tie the set `own`
+    (the one whose finding is withdrawn), else the latest."""
+    standing = [(r, f) for r in readings if (f := graded.finding(r, term)) and f.grade >= threshold]
+    return max(standing, key=lambda s: (s[1].grade, s[0].vitals_id == own, s[0].measured_at), default=None)
 
 
 def _worst_per_term(own: list[News], regraded: list[News]) -> list[News]:
