@@ -156,7 +156,8 @@ async def read_bounded(request: Request, limit: int) -> bytes:
 class _Planned:
     record: SourceRecord
     envelope: ClinicalEnvelopeBase
-    update: store.VersionUpdate
+    update: store.VersionUpdate | None
+    """None for a record ingest keeps no row for (`SourceRecord.versioned`)."""
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ async def _accept(
 ) -> Verdict:
     verdict = Verdict()
     ids = [r.delivery_id for r in records if not r.content_identified]
-    keys = [r.record_key for r in records]
+    keys = [r.record_key for r in records if r.versioned]
     if len(records) >= OFF_LOOP_RECORDS:
         # seconds of work for a backfill: in a thread, so an SAE posted meanwhile is answered within milliseconds
         def look_up_and_plan() -> list[_Planned]:
@@ -292,7 +293,8 @@ def _planned(
             verdict.stale.append(delivery)
             continue
         item = _plan(source_id, record, current, received_at)
-        versions[record.record_key] = _advanced(current, item.update)
+        if item.update is not None:
+            versions[record.record_key] = _advanced(current, item.update)
         planned.append(item)
     return planned
 
@@ -341,6 +343,8 @@ def _plan(source_id: str, record: SourceRecord, current: store.KnownVersion | No
         header = header.model_copy(update={"id": f"{header.id}#{canonical_version}"})
     planned_event = replace(event, header=header, data=data)
     envelope = to_envelope(source_id, planned_event, received_at)
+    if not record.versioned:
+        return _Planned(record=record, envelope=envelope, update=None)
     record_type: str = str(header.type)
     if isinstance(data, RecordStatusData):
         record_type = data.record_type
@@ -412,7 +416,7 @@ async def _publish_in_batches(
             write = store.AcceptedWrite(
                 source_id=source_id,
                 envelopes=[item.envelope for item in done],
-                updates=[item.update for item in done],
+                updates=[item.update for item in done if item.update is not None],
                 now=received_at,
                 webhook_id=webhook.id if webhook is not None else None,
                 webhook_body_sha256=webhook.body_sha256 if webhook is not None else None,

@@ -70,6 +70,53 @@ def test_versions_forwards_only_and_webhook_ids_on_both_databases(database_url: 
     engine.dispose()
 
 
+def lab(event_id: str, result_id: str, value: str) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "type": "lab",
+        "study": "NCT07212335",
+        "site": "SITE-1",
+        "subject": "S-007",
+        "data": {
+            "result_id": result_id,
+            "test": "PLAT",
+            "value": value,
+            "unit": "10^9/L",
+            "collected_at": "2026-01-02T08:00:00Z",
+        },
+    }
+
+
+def test_a_record_with_a_delivery_id_and_no_version_keeps_no_version_row(database_url: str, tmp_path: Path) -> None:
+    """Such a record is judged by its delivery id alone: it gets no `ingest_record_versions` row (nothing read
+    one), resends are still duplicates, its corrections are still published, and an AE beside it is still numbered
+    and ordered by its row."""
+    clock = FakeClock(START)
+    publisher = FakePublisher()
+    settings = IngestSettings(
+        database_url=database_url, webhook_secrets={"edc": SECRET}, var_dir=tmp_path, background_jobs=False
+    )
+    app = create_app(settings, publisher=publisher, clock=clock, registry=CollectorRegistry(), env={})
+    with TestClient(app) as client:
+        first = post(client, clock, {"events": [lab("lab-1", "R-1", "40"), ae(2, 3)]}, "wh-1")
+        assert first.status_code == 202 and first.json()["accepted"] == ["lab-1", "ae-7-v2"]
+        resent = post(client, clock, lab("lab-1", "R-1", "40"), "wh-2")
+        assert resent.status_code == 200 and resent.json()["duplicates"] == ["lab-1"]
+        corrected = post(client, clock, lab("lab-1b", "R-1", "20"), "wh-3")
+        assert corrected.status_code == 202 and corrected.json()["accepted"] == ["lab-1b"]
+        assert post(client, clock, ae(1, 2), "wh-4").json()["stale"] == ["ae-7-v1"]
+    assert [json.loads(value)["data"].get("value") for _, _, value in publisher.messages] == ["40", None, "20"]
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        assert [row.record_key for row in session.exec(select(RecordVersion)).all()] == ["NCT07212335:S-007:ae:AE-7"]
+        assert sorted(d.event_id for d in session.exec(select(AcceptedDelivery)).all()) == [
+            "ae-7-v2",
+            "lab-1",
+            "lab-1b",
+        ]
+    engine.dispose()
+
+
 def test_the_one_statement_lookup_reads_what_the_lookup_per_table_read(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,6 +43,15 @@ class SourceRecord:
     def delivery_id(self) -> str:
         return self.event.header.id
 
+    @property
+    def versioned(self) -> bool:
+        """Whether ingest keeps a row for the record (`ingest_record_versions`): only what a later post is judged
+        against needs one, a sender's version (stale replays), a version ingest numbers, or the content last
+        published (senders without delivery ids; REDCap's, which a deleted REDCap record also lists by subject).
+        A record posted with a delivery id and nothing else is deduplicated by that id alone and its row was never
+        read: writing it was two thirds of a 100-event post's commit (measured)."""
+        return self.source_version is not None or self.assign_version or self.content_identified
+
     @cached_property
     def content_hash(self) -> str:
         """What the sender said about the record (type and payload), independent of ingest's numbering."""
