@@ -48,12 +48,13 @@ def serve(app: FastAPI, port: int) -> None:
 
 if __name__ == "__main__":
     from shared.logs import configure_logging
+    from shared.memory import INGEST_TRIM_THRESHOLD, tune_allocator, tune_gc
 
-    configure_logging("info")
     kind, port = sys.argv[1], int(sys.argv[2])
+    if kind == "ingest":  # the allocator's tuning, as `sentinel run ingest` applies it at start
+        tune_allocator(trim_threshold=INGEST_TRIM_THRESHOLD)
+    configure_logging("info")
     app = bare_app() if kind == "bare" else ingest_app()
-    if kind == "ingest":  # the collector's tuning, as `sentinel run ingest` applies it at start
-        from shared.memory import tune_gc
-
+    if kind == "ingest":  # and the collector's
         tune_gc()
     serve(app, port)

@@ -19,6 +19,21 @@ def test_each_setting_the_environment_already_makes_is_left_to_it() -> None:
     assert [p for p, _ in kept] == [memory.M_MMAP_THRESHOLD, memory.M_TRIM_THRESHOLD]
 
 
+def test_ingest_trims_its_heap_later_than_the_consumers() -> None:
+    """Ingest gives a large request's memory back itself (release_after): its automatic trim waits for more."""
+    default = dict(memory.allocator_tuning({}))
+    ingest = dict(memory.allocator_tuning({}, trim_threshold=memory.INGEST_TRIM_THRESHOLD))
+    assert default[memory.M_TRIM_THRESHOLD] == 128 * 1024
+    assert ingest[memory.M_TRIM_THRESHOLD] == memory.INGEST_TRIM_THRESHOLD > 128 * 1024
+    assert {p: v for p, v in ingest.items() if p != memory.M_TRIM_THRESHOLD} == {
+        p: v for p, v in default.items() if p != memory.M_TRIM_THRESHOLD
+    }
+    assert memory.allocator_tuning({"MALLOC_TRIM_THRESHOLD_": "1"}, trim_threshold=1 << 30) == [
+        (memory.M_ARENA_MAX, 2),
+        (memory.M_MMAP_THRESHOLD, 128 * 1024),
+    ]
+
+
 def test_glibc_takes_the_settings() -> None:
     """In a process of its own: the settings last for the life of the process that makes them."""
     code = "from shared.memory import tune_allocator; raise SystemExit(0 if tune_allocator({}) else 1)"
