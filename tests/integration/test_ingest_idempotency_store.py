@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from sqlmodel import Session, select
@@ -44,14 +45,16 @@ def post(client: TestClient, clock: FakeClock, document: Any, webhook_id: str) -
     return client.post("/v1/sources/edc/events", content=body, headers={**headers, "content-type": "application/json"})
 
 
-def test_versions_forwards_only_and_webhook_ids_on_both_databases(database_url: str, tmp_path: Path) -> None:
-    clock = FakeClock(START)
-    publisher = FakePublisher()
+def ingest(database_url: str, tmp_path: Path, clock: FakeClock, publisher: FakePublisher) -> FastAPI:
     settings = IngestSettings(
         database_url=database_url, webhook_secrets={"edc": SECRET}, var_dir=tmp_path, background_jobs=False
     )
-    app = create_app(settings, publisher=publisher, clock=clock, registry=CollectorRegistry(), env={})
-    with TestClient(app) as client:
+    return create_app(settings, publisher=publisher, clock=clock, registry=CollectorRegistry(), env={})
+
+
+def test_versions_forwards_only_and_webhook_ids_on_both_databases(database_url: str, tmp_path: Path) -> None:
+    clock, publisher = FakeClock(START), FakePublisher()
+    with TestClient(ingest(database_url, tmp_path, clock, publisher)) as client:
         assert post(client, clock, ae(2, 3), "wh-a").status_code == 202
         clock.advance(timedelta(minutes=5))
         older = post(client, clock, ae(1, 2), "wh-b")
@@ -91,13 +94,8 @@ def test_a_record_with_a_delivery_id_and_no_version_keeps_no_version_row(databas
     """Such a record is judged by its delivery id alone: it gets no `ingest_record_versions` row (nothing read
     one), resends are still duplicates, its corrections are still published, and an AE beside it is still numbered
     and ordered by its row."""
-    clock = FakeClock(START)
-    publisher = FakePublisher()
-    settings = IngestSettings(
-        database_url=database_url, webhook_secrets={"edc": SECRET}, var_dir=tmp_path, background_jobs=False
-    )
-    app = create_app(settings, publisher=publisher, clock=clock, registry=CollectorRegistry(), env={})
-    with TestClient(app) as client:
+    clock, publisher = FakeClock(START), FakePublisher()
+    with TestClient(ingest(database_url, tmp_path, clock, publisher)) as client:
         first = post(client, clock, {"events": [lab("lab-1", "R-1", "40"), ae(2, 3)]}, "wh-1")
         assert first.status_code == 202 and first.json()["accepted"] == ["lab-1", "ae-7-v2"]
         resent = post(client, clock, lab("lab-1", "R-1", "40"), "wh-2")
