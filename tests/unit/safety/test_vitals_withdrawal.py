@@ -4,24 +4,13 @@ news again; a set whose retraction came first is stored and never signalled."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import pytest
-from sqlalchemy import Engine
-
 from shared.events import EnvelopeBase, VitalsRecorded
-from shared.protocol import Protocol
-from tests.unit.safety.clinical import Driver, dose, enrol, of_type, status, vitals
-
-START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def driver(engine: Engine, protocol: Protocol) -> Driver:
-    d = Driver(engine, protocol)
-    d.apply_all([enrol("A-1", "A", date(2026, 3, 2)), dose("A-1", START)])
-    return d
+from tests.unit.safety.clinical import Driver, of_type, status, vitals
+from tests.unit.safety.test_infusion_day_events import START
+from tests.unit.safety.test_infusion_day_events import driver as driver  # the fixture: A-1 infused at START
 
 
 def temperature(vitals_id: str, value: str, minutes: int, *, sender: str | None = None) -> VitalsRecorded:
