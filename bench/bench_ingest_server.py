@@ -48,11 +48,11 @@ def serve(app: FastAPI, port: int) -> None:
 
 if __name__ == "__main__":
     from shared.logs import configure_logging
-    from shared.memory import INGEST_TRIM_THRESHOLD, tune_allocator, tune_gc
+    from shared.memory import trim_threshold, tune_allocator, tune_gc
 
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind == "ingest":  # the allocator's tuning, as `sentinel run ingest` applies it at start
-        tune_allocator(trim_threshold=INGEST_TRIM_THRESHOLD)
+        tune_allocator(trim_threshold=trim_threshold("ingest"))
     configure_logging("info")
     app = bare_app() if kind == "bare" else ingest_app()
     if kind == "ingest":  # and the collector's

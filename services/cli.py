@@ -21,10 +21,10 @@ def _run(args: argparse.Namespace) -> int:
         from shared.memory import run_with_system_allocator
 
         run_with_system_allocator()
-    from shared.memory import INGEST_TRIM_THRESHOLD, TRIM_THRESHOLD, tune_allocator, tune_gc
+    from shared.memory import trim_threshold, tune_allocator, tune_gc
 
     # before any thread starts: the arena limit holds for all of them
-    tune_allocator(trim_threshold=INGEST_TRIM_THRESHOLD if args.service == "ingest" else TRIM_THRESHOLD)
+    tune_allocator(trim_threshold=trim_threshold(args.service))
     configure_logging(args.log_level)
     names = RUNNABLE if args.service == "all" else (args.service,)
     apps = [build_app(name) for name in names]

@@ -85,6 +85,11 @@ object of a post comes from malloc, so trimming whenever 128 KiB were free at th
 that the next post faulted in again: 4% of a 100-event post's throughput (same-session A/B)."""
 
 
+def trim_threshold(service: str) -> int:
+    """The trim threshold `sentinel run <service>` tunes the allocator with (`all`: the consumers' one)."""
+    return INGEST_TRIM_THRESHOLD if service == "ingest" else TRIM_THRESHOLD
+
+
 def allocator_tuning(environ: Mapping[str, str], *, trim_threshold: int = TRIM_THRESHOLD) -> list[tuple[int, int]]:
     """The settings to apply: each one the environment does not set itself (glibc read those at start)."""
     return [

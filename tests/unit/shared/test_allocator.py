@@ -21,8 +21,9 @@ def test_each_setting_the_environment_already_makes_is_left_to_it() -> None:
 
 def test_ingest_trims_its_heap_later_than_the_consumers() -> None:
     """Ingest gives a large request's memory back itself (release_after): its automatic trim waits for more."""
+    assert memory.trim_threshold("safety") == memory.trim_threshold("all") == memory.TRIM_THRESHOLD
     default = dict(memory.allocator_tuning({}))
-    ingest = dict(memory.allocator_tuning({}, trim_threshold=memory.INGEST_TRIM_THRESHOLD))
+    ingest = dict(memory.allocator_tuning({}, trim_threshold=memory.trim_threshold("ingest")))
     assert default[memory.M_TRIM_THRESHOLD] == 128 * 1024
     assert ingest[memory.M_TRIM_THRESHOLD] == memory.INGEST_TRIM_THRESHOLD > 128 * 1024
     assert {p: v for p, v in ingest.items() if p != memory.M_TRIM_THRESHOLD} == {
